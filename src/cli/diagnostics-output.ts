@@ -1,0 +1,25 @@
+/** Printing compile diagnostics the same way for every command. */
+import type { Diagnostic } from '../diagnostics/diagnostic.ts';
+import { diagnosticToJson, renderDiagnostics, type DiagnosticJson } from '../diagnostics/render.ts';
+import { useColor, type CliIo } from './io.ts';
+
+export type OutputFormat = 'text' | 'json';
+
+export function parseFormat(value: string): OutputFormat {
+  if (value !== 'text' && value !== 'json') throw new Error(`--format must be text or json, not "${value}"`);
+  return value;
+}
+
+/** Diagnostics as JSON data, with counts. */
+export function diagnosticsJson(diagnostics: readonly Diagnostic[], pathPrefix: string): { diagnostics: DiagnosticJson[]; errors: number; warnings: number } {
+  return {
+    diagnostics: diagnostics.map((d) => diagnosticToJson(d, { pathPrefix })),
+    errors: diagnostics.filter((d) => d.severity === 'error').length,
+    warnings: diagnostics.filter((d) => d.severity === 'warning').length,
+  };
+}
+
+/** Human rendering to stderr (nothing when there is nothing to say and `quietWhenClean`). */
+export function printDiagnostics(io: CliIo, diagnostics: readonly Diagnostic[], pathPrefix: string): void {
+  io.stderr.write(renderDiagnostics(diagnostics, { pathPrefix, color: useColor(io) }));
+}

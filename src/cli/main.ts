@@ -1,0 +1,62 @@
+/**
+ * The `trellis` command line: one subcommand per file, each thin (parse flags, call a
+ * part, print, return an exit code). Exit codes: 0 success, 1 the command ran and
+ * found a problem (an invalid spec, say), 2 usage error.
+ */
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError, Option } from 'commander';
+import { runCompile } from './compile.ts';
+import { parseFormat } from './diagnostics-output.ts';
+import { EXIT, type CliIo } from './io.ts';
+import { runValidate } from './validate.ts';
+
+const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+
+function formatOption(): Option {
+  return new Option('--format <format>', 'output format: text (human, to stderr) or json (to stdout)').default('text').argParser(parseFormat);
+}
+
+export function buildProgram(io: CliIo, setCode: (code: number) => void): Command {
+  const program = new Command('trellis')
+    .description('Trellis: a service mesh whose whole configuration lives in git')
+    .version(pkg.version, '-V, --version')
+    .showHelpAfterError('(run with --help for usage)')
+    .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) })
+    .exitOverride();
+
+  const sub = (name: string) => program.command(name).version(pkg.version, '-V, --version').exitOverride().configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) });
+
+  sub('validate')
+    .description('check a mesh spec folder; exit 0 when valid, 1 when not')
+    .argument('[dir]', 'spec folder', '.')
+    .addOption(formatOption())
+    .action(async (dir: string, opts: { format: 'text' | 'json' }) => setCode(await runValidate(dir, opts, io)));
+
+  sub('compile')
+    .description('compile a mesh spec folder into one proxy config per meshed service')
+    .argument('[dir]', 'spec folder', '.')
+    .option('-o, --out <outdir>', 'write <service>.json files and index.json here')
+    .option('--stdout', 'print every config and the index as one JSON document')
+    .addOption(formatOption())
+    .action(async (dir: string, opts: { out?: string; stdout?: boolean; format: 'text' | 'json' }) => setCode(await runCompile(dir, opts, io)));
+
+  return program;
+}
+
+/** Runs the CLI; resolves to the process exit code. */
+export async function main(argv: readonly string[], io: CliIo = { stdout: process.stdout, stderr: process.stderr, env: process.env }): Promise<number> {
+  let code: number = EXIT.ok;
+  const program = buildProgram(io, (c) => (code = c));
+  if (argv.length === 0) {
+    program.outputHelp();
+    return EXIT.usage;
+  }
+  try {
+    await program.parseAsync([...argv], { from: 'user' });
+    return code;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    io.stderr.write(`trellis: ${(err as Error).message}\n`);
+    return EXIT.failed;
+  }
+}

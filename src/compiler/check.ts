@@ -1,0 +1,472 @@
+/**
+ * Stage 4: check. Resolves every setting through the default layers, compiles route
+ * tables in precedence order, and checks what the spec means: conflicts, impossible or
+ * dangerous settings, rules that can never match. Produces the mesh plan that emit
+ * turns into proxy configs. Pure.
+ */
+import { canonicalJson } from '../config/canonical.ts';
+import type { ClusterBody, CompiledAccessRule, CompiledPort, EndpointsBody, InboundBody, RouteBody } from '../config/types.ts';
+import { diagnostic, type Diagnostic, type Span } from '../diagnostics/diagnostic.ts';
+import { compileMatchRegex } from '../spec/regex.ts';
+import type { AccessPolicyDocument, HTTPHeaderFilter, HTTPRouteDocument, HTTPRouteFilter, ServiceDocument, TrafficPolicyDocument, TrafficPolicySettings } from '../spec/types.ts';
+import { formatDuration } from '../spec/duration.ts';
+import { BUILTIN, getLeaf, identityOf, meshSettings, ms, POLICY_LEAVES, resolveTrafficSettings, type MeshSettings } from './defaults.ts';
+import type { DocPath } from './load.ts';
+import { at, findPort, type Located, type ResolvedSpec } from './resolve.ts';
+import { comparePrecedence, compileRule, implicitRule, subsumes, type PlannedRule } from './routes.ts';
+
+/** Who may call a service: everyone in the mesh, or the named services. */
+export type Callers = 'everyone' | ReadonlySet<string>;
+
+/** Everything the compiler knows about one service, resolved. */
+export interface ServicePlan {
+  readonly name: string;
+  readonly meshed: boolean;
+  /** Null for unmeshed services: they run no sidecar and get no proxy config. */
+  readonly inbound: InboundBody | null;
+  readonly route: RouteBody;
+  readonly cluster: ClusterBody;
+  readonly endpoints: EndpointsBody;
+  readonly callers: Callers;
+  /** Services a caller needs cluster and endpoints of, to follow this service's routes (sorted). */
+  readonly dependencies: readonly string[];
+}
+
+export interface MeshPlan {
+  readonly settings: MeshSettings;
+  /** Sorted by name. */
+  readonly services: ReadonlyMap<string, ServicePlan>;
+}
+
+function compilePorts(service: ServiceDocument): CompiledPort[] {
+  return service.spec.ports.map((p) => ({ name: p.name ?? null, port: p.port, targetPort: p.targetPort ?? p.port, protocol: p.appProtocol ?? 'http' }));
+}
+
+/** Sets a leaf in a nested settings object, creating parents. */
+function setLeaf(target: Record<string, unknown>, path: readonly string[], value: unknown): void {
+  let node = target;
+  for (const k of path.slice(0, -1)) node = (node[k] ??= {}) as Record<string, unknown>;
+  node[path[path.length - 1]!] = value;
+}
+
+class Checker {
+  readonly diagnostics: Diagnostic[] = [];
+  readonly settings: MeshSettings;
+  readonly spec: ResolvedSpec;
+
+  constructor(spec: ResolvedSpec) {
+    this.spec = spec;
+    this.settings = meshSettings(spec.mesh?.doc);
+  }
+
+  report(...args: Parameters<typeof diagnostic>): void {
+    this.diagnostics.push(diagnostic(...args));
+  }
+
+  /** A span in the Mesh document, or none when there is no Mesh document. */
+  meshSpan(path: DocPath): Span | undefined {
+    return this.spec.mesh ? at(this.spec.mesh, path) : undefined;
+  }
+
+  /** TrafficPolicies merged per target; two policies may not set one leaf differently. */
+  mergeTrafficPolicies(): Map<string, TrafficPolicySettings> {
+    const merged = new Map<string, Record<string, unknown>>();
+    const setBy = new Map<string, { policy: Located<TrafficPolicyDocument>; value: string }>();
+    for (const policy of this.spec.trafficPolicies) {
+      const targets = new Set(policy.doc.spec.targetRefs.map((t) => t.name));
+      for (const target of targets) {
+        if (!this.spec.services.has(target)) continue;
+        const into = merged.get(target) ?? {};
+        merged.set(target, into);
+        for (const leaf of POLICY_LEAVES) {
+          const value = getLeaf(policy.doc.spec, leaf);
+          if (value === undefined) continue;
+          const key = `${target}|${leaf.join('.')}`;
+          const json = canonicalJson(value);
+          const earlier = setBy.get(key);
+          if (earlier && earlier.value !== json) {
+            this.report(
+              'TRL4005',
+              `TrafficPolicies "${earlier.policy.doc.metadata.name}" and "${policy.doc.metadata.name}" both set ${leaf.join('.')} for service "${target}", to different values`,
+              at(policy, ['spec', ...leaf]),
+              { related: [{ span: at(earlier.policy, ['spec', ...leaf]), message: 'the other value' }], hint: 'set it in one policy only' },
+            );
+            continue;
+          }
+          setBy.set(key, { policy, value: json });
+          setLeaf(into, leaf, value);
+        }
+      }
+    }
+    return merged as Map<string, TrafficPolicySettings>;
+  }
+
+  checkMeshDefaults(): void {
+    const t = this.settings.timeouts;
+    const request = ms(t.request ?? BUILTIN.requestTimeout);
+    const backend = ms(t.backendRequest ?? '0s');
+    if (request > 0 && backend > request) {
+      this.report('TRL4003', `default backendRequest timeout ${t.backendRequest} is longer than the default request timeout ${formatDuration(request)}`, this.meshSpan(['spec', 'defaults', 'timeouts', 'backendRequest']), {
+        hint: 'a try can never outlast the whole request; shorten backendRequest',
+      });
+    }
+    if (t.request !== undefined && request === 0) {
+      this.report('TRL4017', 'the default request timeout is 0s, which disables it: calls may wait forever', this.meshSpan(['spec', 'defaults', 'timeouts', 'request']));
+    }
+  }
+
+  checkService(svc: Located<ServiceDocument>): void {
+    const eps = svc.doc.spec.endpoints;
+    const count = (eps?.static?.length ?? 0) + (eps?.dns ? 1 : 0);
+    if (count === 0) {
+      this.report('TRL4014', `service "${svc.doc.metadata.name}" has no endpoints; calls to it will fail with 503`, at(svc, ['spec']), {
+        hint: 'add spec.endpoints.static or spec.endpoints.dns',
+      });
+    }
+    const seen = new Map<string, number>();
+    eps?.static?.forEach((e, i) => {
+      const key = `${e.address}:${e.port ?? ''}`;
+      const first = seen.get(key);
+      if (first !== undefined) {
+        this.report('TRL4015', `endpoint ${e.address}${e.port !== undefined ? `:${e.port}` : ''} is listed twice`, at(svc, ['spec', 'endpoints', 'static', i]), {
+          related: [{ span: at(svc, ['spec', 'endpoints', 'static', first]), message: 'first listed here' }],
+          hint: 'use weight to send an instance more traffic',
+        });
+      } else seen.set(key, i);
+    });
+  }
+
+  checkHeaderFilter(route: Located<HTTPRouteDocument>, f: HTTPHeaderFilter | undefined, path: DocPath): void {
+    if (!f) return;
+    const seen = new Map<string, DocPath>();
+    const visit = (name: string, p: DocPath) => {
+      const lower = name.toLowerCase();
+      const first = seen.get(lower);
+      if (first) {
+        this.report('TRL4012', `header "${name}" is modified twice by one filter`, at(route, p), { related: [{ span: at(route, first), message: 'also modified here' }] });
+      } else seen.set(lower, p);
+    };
+    f.set?.forEach((h, i) => visit(h.name, [...path, 'set', i, 'name']));
+    f.add?.forEach((h, i) => visit(h.name, [...path, 'add', i, 'name']));
+    f.remove?.forEach((n, i) => visit(n, [...path, 'remove', i]));
+  }
+
+  checkFilters(route: Located<HTTPRouteDocument>, filters: readonly HTTPRouteFilter[] | undefined, path: DocPath, allPrefix: boolean): void {
+    const once = new Map<string, number>();
+    filters?.forEach((f, i) => {
+      const fp = [...path, i];
+      const field = (f.type[0]!.toLowerCase() + f.type.slice(1)).replace(/^uRL/, 'url') as keyof HTTPRouteFilter;
+      if (f[field] === undefined && f.type !== 'RequestRedirect' && f.type !== 'URLRewrite') {
+        this.report('TRL4009', `filter of type ${f.type} needs its "${field}" field`, at(route, fp));
+        return;
+      }
+      if (f.type !== 'RequestMirror') {
+        const first = once.get(f.type);
+        if (first !== undefined) {
+          this.report('TRL4009', `${f.type} may appear only once in a filter list`, at(route, [...fp, 'type']), {
+            related: [{ span: at(route, [...path, first, 'type']), message: 'first one here' }],
+            hint: 'merge the two filters',
+          });
+        } else once.set(f.type, i);
+      }
+      if (f.type === 'RequestHeaderModifier') this.checkHeaderFilter(route, f.requestHeaderModifier, [...fp, 'requestHeaderModifier']);
+      if (f.type === 'ResponseHeaderModifier') this.checkHeaderFilter(route, f.responseHeaderModifier, [...fp, 'responseHeaderModifier']);
+      const modifier = f.type === 'RequestRedirect' ? f.requestRedirect?.path : f.type === 'URLRewrite' ? f.urlRewrite?.path : undefined;
+      if (modifier) {
+        const mp = [...fp, field, 'path'];
+        const needed = modifier.type === 'ReplaceFullPath' ? 'replaceFullPath' : 'replacePrefixMatch';
+        if (modifier[needed] === undefined) this.report('TRL4009', `path modifier of type ${modifier.type} needs "${needed}"`, at(route, mp));
+        if (modifier.type === 'ReplacePrefixMatch' && !allPrefix) {
+          this.report('TRL4008', 'ReplacePrefixMatch needs every match of its rule to be a PathPrefix match', at(route, [...mp, 'type']), {
+            hint: 'use ReplaceFullPath, or make the rule match by PathPrefix',
+          });
+        }
+      }
+    });
+    if (once.has('RequestRedirect') && once.has('URLRewrite')) {
+      this.report('TRL4009', 'RequestRedirect and URLRewrite cannot be used together', at(route, [...path, once.get('URLRewrite')!, 'type']));
+    }
+  }
+
+  checkRegex(route: Located<HTTPRouteDocument>, value: string, path: DocPath): void {
+    try {
+      compileMatchRegex(value);
+    } catch (err) {
+      this.report('TRL4007', `regular expression rejected: ${(err as Error).message}`, at(route, path), {
+        hint: 'Trellis matches regexes in linear time; rewrite without backreferences or lookahead',
+      });
+    }
+  }
+
+  checkRule(route: Located<HTTPRouteDocument>, r: number, budgets: Map<string, ClusterBody['retryBudget']>): void {
+    const rule = route.doc.spec.rules![r]!;
+    const rp: DocPath = ['spec', 'rules', r];
+    const backends = rule.backendRefs ?? [];
+    rule.matches?.forEach((m, i) => {
+      if (m.path?.type === 'RegularExpression') this.checkRegex(route, m.path.value ?? '/', [...rp, 'matches', i, 'path', 'value']);
+      m.headers?.forEach((h, j) => h.type === 'RegularExpression' && this.checkRegex(route, h.value, [...rp, 'matches', i, 'headers', j, 'value']));
+      m.queryParams?.forEach((q, j) => q.type === 'RegularExpression' && this.checkRegex(route, q.value, [...rp, 'matches', i, 'queryParams', j, 'value']));
+    });
+    const allPrefix = (rule.matches ?? []).every((m) => (m.path?.type ?? 'PathPrefix') === 'PathPrefix');
+    this.checkFilters(route, rule.filters, [...rp, 'filters'], allPrefix);
+    backends.forEach((b, j) => this.checkFilters(route, b.filters, [...rp, 'backendRefs', j, 'filters'], allPrefix));
+
+    const redirect = rule.filters?.some((f) => f.type === 'RequestRedirect') ?? false;
+    if (backends.length > 0 && backends.every((b) => (b.weight ?? 1) === 0)) {
+      this.report('TRL4001', 'every backendRef of this rule has weight 0, so every request it matches fails with 500', at(route, [...rp, 'backendRefs']), {
+        hint: 'give at least one backend a positive weight',
+      });
+    }
+    if (backends.length === 0 && !redirect) {
+      this.report('TRL4010', 'rule has no backendRefs and no redirect: requests it matches get 500', at(route, rp), { hint: 'add backendRefs, or a RequestRedirect filter' });
+    }
+    if (backends.length > 0 && redirect) {
+      this.report('TRL4011', 'rule redirects every request, so its backendRefs are never used', at(route, [...rp, 'backendRefs']));
+    }
+
+    const t = rule.timeouts;
+    if (t) {
+      const request = ms(t.request ?? this.settings.timeouts.request ?? BUILTIN.requestTimeout);
+      const backend = ms(t.backendRequest ?? this.settings.timeouts.backendRequest ?? '0s');
+      if (request > 0 && backend > request) {
+        this.report('TRL4003', `backendRequest timeout ${formatDuration(backend)} is longer than the request timeout ${formatDuration(request)}`, at(route, [...rp, 'timeouts', t.backendRequest ? 'backendRequest' : 'request']), {
+          hint: 'one try can never outlast the whole request (which includes retries); shorten backendRequest',
+        });
+      }
+      if (t.request !== undefined && request === 0) {
+        this.report('TRL4017', 'request timeout 0s disables the timeout: calls may wait forever', at(route, [...rp, 'timeouts', 'request']));
+      }
+    }
+
+    const attempts = rule.retry?.attempts ?? this.settings.retry.attempts ?? BUILTIN.retryAttempts;
+    if (attempts > 0) {
+      for (const [j, b] of backends.entries()) {
+        const budget = budgets.get(b.name);
+        if (budget && budget.ratio >= 1) {
+          this.report(
+            'TRL4004',
+            `up to ${attempts} retries per request to "${b.name}", whose retry budget ratio is ${budget.ratio}: under failure, retries can multiply its load by ${attempts + 1}×`,
+            at(route, rule.retry?.attempts !== undefined ? [...rp, 'retry', 'attempts'] : [...rp, 'backendRefs', j]),
+            { hint: `lower retryBudget.ratio in the TrafficPolicy of "${b.name}" (0.2 lets retries add at most 20% load)` },
+          );
+          break;
+        }
+      }
+    }
+  }
+
+  /** Access per target: compiled rules, who may call, and mode conflicts. */
+  access(target: Located<ServiceDocument>, policies: ReadonlyArray<Located<AccessPolicyDocument>>): { inboundAccess: InboundBody['access']; callers: Callers } {
+    const name = target.doc.metadata.name;
+    if (policies.length === 0) {
+      const d = this.settings.accessDefault;
+      return { inboundAccess: { default: d, mode: 'enforce', rules: [] }, callers: d === 'deny' ? new Set() : 'everyone' };
+    }
+    if (target.doc.spec.sidecar === false) {
+      this.report(
+        'TRL4013',
+        `service "${name}" runs no sidecar, so AccessPolicy "${policies[0]!.doc.metadata.name}" is enforced only by its callers' sidecars (others get no route to it); an app that bypasses its sidecar is not stopped`,
+        at(policies[0]!, ['spec', 'targetRefs']),
+        { hint: 'mesh the service (sidecar: true) to enforce the policy at its door' },
+      );
+    }
+    const modes = new Set(policies.map((p) => p.doc.spec.mode ?? 'enforce'));
+    if (modes.size > 1) {
+      const audit = policies.find((p) => (p.doc.spec.mode ?? 'enforce') === 'audit')!;
+      const enforce = policies.find((p) => (p.doc.spec.mode ?? 'enforce') === 'enforce')!;
+      this.report('TRL4006', `AccessPolicies on service "${name}" disagree on mode: "${audit.doc.metadata.name}" audits, "${enforce.doc.metadata.name}" enforces`, at(audit, ['spec', 'mode']), {
+        related: [{ span: at(enforce, ['metadata', 'name']), message: 'enforcing policy' }],
+        hint: 'use one mode for every policy on a service',
+      });
+    }
+    const mode = modes.has('enforce') ? 'enforce' : 'audit';
+    const td = this.settings.trustDomain;
+    const prefix = `spiffe://${td}/svc/`;
+    const callers = new Set<string>();
+    const rules: CompiledAccessRule[] = [];
+    for (const p of policies) {
+      for (const rule of p.doc.spec.rules) {
+        const from = new Set<string>();
+        for (const src of rule.from) {
+          if (src.service !== undefined) {
+            from.add(identityOf(td, src.service));
+            callers.add(src.service);
+          } else if (src.identity !== undefined) {
+            from.add(src.identity);
+            if (src.identity.startsWith(prefix) && this.spec.services.has(src.identity.slice(prefix.length))) callers.add(src.identity.slice(prefix.length));
+          }
+        }
+        rules.push({
+          from: [...from].sort(),
+          to: (rule.to ?? []).map((t) => ({
+            methods: [...(t.methods ?? [])].sort(),
+            paths: (t.paths ?? []).map((x) => ({ type: x.type ?? 'PathPrefix', value: x.value })),
+          })),
+          policy: p.doc.metadata.name,
+        });
+      }
+    }
+    return { inboundAccess: { default: 'policy', mode, rules }, callers: mode === 'audit' ? 'everyone' : callers };
+  }
+
+  endpoints(svc: ServiceDocument, meshed: boolean): EndpointsBody {
+    const eps = svc.spec.endpoints;
+    const defaultPort = meshed ? this.settings.inboundPort : null;
+    const list = (eps?.static ?? []).map((e) => ({ address: e.address, port: e.port ?? defaultPort, weight: e.weight ?? 1, zone: e.zone ?? null }));
+    list.sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : (a.port ?? 0) - (b.port ?? 0)));
+    return {
+      service: svc.metadata.name,
+      static: list,
+      dns: eps?.dns ? { hostname: eps.dns.hostname, port: eps.dns.port ?? defaultPort, refreshIntervalMs: ms(eps.dns.refreshInterval ?? BUILTIN.dnsRefresh) } : null,
+    };
+  }
+
+  /** Warns when a route sends a caller's requests to a backend whose access policy denies that caller. */
+  checkBackendAccess(plan: Map<string, ServicePlan>, planned: Map<string, PlannedRule[]>): void {
+    const meshedNames = [...plan.values()].filter((p) => p.meshed).map((p) => p.name);
+    for (const [name, rules] of planned) {
+      const callers = plan.get(name)!.callers;
+      const warned = new Set<string>();
+      for (const { rule, origin } of rules) {
+        if (!origin) continue;
+        rule.backends.forEach((b, j) => {
+          const backend = plan.get(b.service);
+          if (!backend || b.service === name || warned.has(b.service) || backend.callers === 'everyone' || !backend.meshed) return;
+          const allowed = backend.callers;
+          const denied = (callers === 'everyone' ? meshedNames : [...callers]).filter((c) => !allowed.has(c)).sort();
+          if (denied.length === 0) return;
+          warned.add(b.service);
+          const shown = denied.slice(0, 5).join(', ') + (denied.length > 5 ? ` and ${denied.length - 5} more` : '');
+          this.report(
+            'TRL4016',
+            `"${name}" routes to "${b.service}", whose access policy does not admit ${denied.length} of "${name}"'s callers (${shown}); their requests routed there will be denied`,
+            at(origin.route, ['spec', 'rules', origin.ruleIndex, 'backendRefs', j, 'name']),
+            { hint: `admit them in an AccessPolicy on "${b.service}"` },
+          );
+        });
+      }
+    }
+  }
+
+  run(): MeshPlan {
+    this.checkMeshDefaults();
+    const traffic = this.mergeTrafficPolicies();
+    const accessByTarget = new Map<string, Array<Located<AccessPolicyDocument>>>();
+    for (const p of this.spec.accessPolicies) {
+      for (const name of new Set(p.doc.spec.targetRefs.map((t) => t.name))) {
+        if (!this.spec.services.has(name)) continue;
+        const list = accessByTarget.get(name) ?? [];
+        list.push(p);
+        accessByTarget.set(name, list);
+      }
+    }
+
+    const clusters = new Map<string, ClusterBody>();
+    const budgets = new Map<string, ClusterBody['retryBudget']>();
+    for (const [name, svc] of this.spec.services) {
+      this.checkService(svc);
+      const meshed = svc.doc.spec.sidecar !== false;
+      const resolved = resolveTrafficSettings([this.settings.trafficPolicy, traffic.get(name) ?? {}]);
+      const cluster: ClusterBody = {
+        service: name,
+        meshed,
+        identity: meshed ? identityOf(this.settings.trustDomain, name) : null,
+        ports: compilePorts(svc.doc),
+        ...resolved,
+      };
+      clusters.set(name, cluster);
+      budgets.set(name, cluster.retryBudget);
+    }
+
+    // Attach each route rule to the service ports its parentRefs name.
+    const planned = new Map<string, PlannedRule[]>();
+    for (const name of this.spec.services.keys()) planned.set(name, []);
+    for (const route of this.spec.routes) {
+      route.doc.spec.rules?.forEach((_, r) => this.checkRule(route, r, budgets));
+      route.doc.spec.parentRefs?.forEach((p, pi) => {
+        const parent = this.spec.services.get(p.name);
+        if (!parent) return;
+        let port: number | null = null;
+        if (p.port !== undefined || p.sectionName !== undefined) {
+          const found = findPort(parent.doc, p);
+          if (!found) return;
+          port = found.port;
+        }
+        route.doc.spec.rules?.forEach((_, r) => planned.get(p.name)!.push(...compileRule(route, r, pi, port, this.settings, this.spec.services)));
+      });
+    }
+
+    const plan = new Map<string, ServicePlan>();
+    for (const [name, svc] of this.spec.services) {
+      const rules = planned.get(name)!;
+      // Ports that no route claims keep their default: traffic to the service itself.
+      if (!rules.some((x) => x.rule.match.port === null)) {
+        const claimed = new Set(rules.map((x) => x.rule.match.port));
+        const ports = svc.doc.spec.ports.map((p) => p.port).filter((p) => !claimed.has(p));
+        if (rules.length === 0) rules.push(implicitRule(name, null, this.settings));
+        else for (const port of ports) rules.push(implicitRule(name, port, this.settings));
+      }
+      rules.sort(comparePrecedence);
+      this.checkShadowing(rules);
+
+      const meshed = svc.doc.spec.sidecar !== false;
+      const { inboundAccess, callers } = this.access(svc, accessByTarget.get(name) ?? []);
+      const deps = new Set<string>();
+      for (const { rule } of rules) {
+        for (const b of rule.backends) {
+          deps.add(b.service);
+          for (const f of b.filters) if (f.type === 'RequestMirror') deps.add(f.backend.service);
+        }
+        for (const f of rule.filters) if (f.type === 'RequestMirror') deps.add(f.backend.service);
+      }
+      plan.set(name, {
+        name,
+        meshed,
+        inbound: meshed
+          ? {
+              service: name,
+              identity: identityOf(this.settings.trustDomain, name),
+              trustDomain: this.settings.trustDomain,
+              mtls: { mode: this.settings.mtlsMode },
+              ports: compilePorts(svc.doc),
+              access: inboundAccess,
+            }
+          : null,
+        route: { service: name, rules: rules.map((x) => x.rule) },
+        cluster: clusters.get(name)!,
+        endpoints: this.endpoints(svc.doc, meshed),
+        callers,
+        dependencies: [...deps].filter((d) => this.spec.services.has(d)).sort(),
+      });
+    }
+    this.checkBackendAccess(plan, planned);
+    return { settings: this.settings, services: plan };
+  }
+
+  /** Warns about each rule that an earlier rule of the same table always pre-empts. */
+  checkShadowing(rules: readonly PlannedRule[]): void {
+    for (let j = 1; j < rules.length; j++) {
+      const later = rules[j]!;
+      if (!later.origin) continue;
+      for (let i = 0; i < j; i++) {
+        const earlier = rules[i]!;
+        if (!earlier.origin || !subsumes(earlier.rule.match, later.rule.match)) continue;
+        const o = later.origin;
+        const e = earlier.origin;
+        const path: DocPath = o.matchIndex >= 0 ? ['spec', 'rules', o.ruleIndex, 'matches', o.matchIndex] : ['spec', 'rules', o.ruleIndex];
+        const epath: DocPath = e.matchIndex >= 0 ? ['spec', 'rules', e.ruleIndex, 'matches', e.matchIndex] : ['spec', 'rules', e.ruleIndex];
+        this.report('TRL4002', `this match can never be selected: rule ${earlier.rule.id} matches every request it would and takes precedence`, at(o.route, path), {
+          related: [{ span: at(e.route, epath), message: 'the rule that always wins' }],
+          hint: 'make the earlier match narrower, or this one more specific (Gateway API precedence: exact path, longest prefix, method, headers, query)',
+        });
+        break;
+      }
+    }
+  }
+}
+
+export function checkSpec(spec: ResolvedSpec): { plan: MeshPlan; diagnostics: Diagnostic[] } {
+  const checker = new Checker(spec);
+  const plan = checker.run();
+  return { plan, diagnostics: checker.diagnostics };
+}

@@ -1,0 +1,201 @@
+/**
+ * Route compilation: HTTPRoute rules → one compiled rule per match, with defaults resolved,
+ * in Gateway API precedence order. Pure helpers used by the check stage.
+ */
+import type { CompiledBackend, CompiledFilter, CompiledHeaderModifier, CompiledMatch, CompiledPathModifier, CompiledRetry, CompiledRule } from '../config/types.ts';
+import type { HTTPHeaderFilter, HTTPPathModifier, HTTPRouteDocument, HTTPRouteFilter, HTTPRouteMatch, HTTPRouteRule, ServiceDocument } from '../spec/types.ts';
+import { BUILTIN, ms, type MeshSettings } from './defaults.ts';
+import type { Located } from './resolve.ts';
+
+/** Where a compiled rule came from, for diagnostics. */
+export interface RuleOrigin {
+  readonly route: Located<HTTPRouteDocument>;
+  readonly ruleIndex: number;
+  /** Index into the rule's `matches`, or -1 when the rule has none (it matches everything). */
+  readonly matchIndex: number;
+  readonly parentIndex: number;
+}
+
+export interface PlannedRule {
+  readonly rule: CompiledRule;
+  /** Undefined for implicit rules of services without routes. */
+  readonly origin?: RuleOrigin;
+}
+
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function compileHeaders(f: HTTPHeaderFilter | undefined): CompiledHeaderModifier {
+  const lower = (hs: ReadonlyArray<{ name: string; value: string }> | undefined) => (hs ?? []).map((h) => ({ name: h.name.toLowerCase(), value: h.value }));
+  return { set: lower(f?.set), add: lower(f?.add), remove: (f?.remove ?? []).map((n) => n.toLowerCase()) };
+}
+
+function compilePathModifier(p: HTTPPathModifier | undefined): CompiledPathModifier | null {
+  if (!p) return null;
+  return { type: p.type, value: (p.type === 'ReplaceFullPath' ? p.replaceFullPath : p.replacePrefixMatch) ?? '/' };
+}
+
+export function compileFilter(f: HTTPRouteFilter): CompiledFilter {
+  switch (f.type) {
+    case 'RequestHeaderModifier':
+      return { type: f.type, headers: compileHeaders(f.requestHeaderModifier) };
+    case 'ResponseHeaderModifier':
+      return { type: f.type, headers: compileHeaders(f.responseHeaderModifier) };
+    case 'RequestMirror': {
+      const m = f.requestMirror!;
+      const [numerator, denominator] = m.fraction ? [m.fraction.numerator, m.fraction.denominator ?? 100] : [m.percent ?? 100, 100];
+      return { type: f.type, backend: { service: m.backendRef.name, port: m.backendRef.port ?? null }, numerator, denominator };
+    }
+    case 'RequestRedirect': {
+      const r = f.requestRedirect ?? {};
+      return { type: f.type, scheme: r.scheme ?? null, hostname: r.hostname ?? null, path: compilePathModifier(r.path), port: r.port ?? null, statusCode: r.statusCode ?? 302 };
+    }
+    case 'URLRewrite': {
+      const u = f.urlRewrite ?? {};
+      return { type: f.type, hostname: u.hostname ?? null, path: compilePathModifier(u.path) };
+    }
+  }
+}
+
+function compileMatch(m: HTTPRouteMatch | undefined, port: number | null): CompiledMatch {
+  const byKey = (a: { name: string; type: string; value: string }, b: { name: string; type: string; value: string }) =>
+    cmp(a.name, b.name) || cmp(a.type, b.type) || cmp(a.value, b.value);
+  return {
+    port,
+    path: { type: m?.path?.type ?? 'PathPrefix', value: m?.path?.value ?? '/' },
+    method: m?.method ?? null,
+    headers: (m?.headers ?? []).map((h) => ({ type: h.type ?? 'Exact', name: h.name.toLowerCase(), value: h.value })).sort(byKey),
+    queryParams: (m?.queryParams ?? []).map((q) => ({ type: q.type ?? 'Exact', name: q.name, value: q.value })).sort(byKey),
+  };
+}
+
+/** Timeouts and retry of a rule after layering rule → Mesh defaults → built-in. */
+export function ruleTimeouts(rule: Pick<HTTPRouteRule, 'timeouts' | 'retry'>, mesh: MeshSettings): { timeouts: CompiledRule['timeouts']; retry: CompiledRetry } {
+  return {
+    timeouts: {
+      requestMs: ms(rule.timeouts?.request ?? mesh.timeouts.request ?? BUILTIN.requestTimeout),
+      backendRequestMs: ms(rule.timeouts?.backendRequest ?? mesh.timeouts.backendRequest ?? '0s'),
+    },
+    retry: {
+      attempts: rule.retry?.attempts ?? mesh.retry.attempts ?? BUILTIN.retryAttempts,
+      codes: [...(rule.retry?.codes ?? mesh.retry.codes ?? [])].sort((a, b) => a - b),
+      backoffMs: ms(rule.retry?.backoff ?? mesh.retry.backoff ?? BUILTIN.retryBackoff),
+    },
+  };
+}
+
+/** The port a backend is called on: as written, else the backend's only port, else the port the caller named (null). */
+function backendPort(ref: { port?: number }, backend: ServiceDocument | undefined): number | null {
+  if (ref.port !== undefined) return ref.port;
+  if (backend && backend.spec.ports.length === 1) return backend.spec.ports[0]!.port;
+  return null;
+}
+
+/**
+ * Compiles one HTTPRoute rule as attached to one parent port: one compiled rule per match.
+ * `services` resolves backend ports; unknown backends were reported by resolve and compile
+ * with a null port.
+ */
+export function compileRule(
+  located: Located<HTTPRouteDocument>,
+  ruleIndex: number,
+  parentIndex: number,
+  port: number | null,
+  mesh: MeshSettings,
+  services: ReadonlyMap<string, { doc: ServiceDocument }>,
+): PlannedRule[] {
+  const route = located.doc;
+  const rule = route.spec.rules![ruleIndex]!;
+  const filters = (rule.filters ?? []).map(compileFilter);
+  const backends: CompiledBackend[] = (rule.backendRefs ?? []).map((b) => ({
+    service: b.name,
+    port: backendPort(b, services.get(b.name)?.doc),
+    weight: b.weight ?? 1,
+    filters: (b.filters ?? []).map(compileFilter),
+  }));
+  const { timeouts, retry } = ruleTimeouts(rule, mesh);
+  const matches = rule.matches && rule.matches.length > 0 ? rule.matches : [undefined];
+  return matches.map((m, matchIndex) => ({
+    rule: {
+      id: `${route.metadata.name}/${ruleIndex}/${matchIndex}`,
+      route: route.metadata.name,
+      ruleName: rule.name ?? null,
+      match: compileMatch(m, port),
+      filters,
+      backends,
+      timeouts,
+      retry,
+    },
+    origin: { route: located, ruleIndex, matchIndex: rule.matches && rule.matches.length > 0 ? matchIndex : -1, parentIndex },
+  }));
+}
+
+/** The rule a port without routes gets: all traffic to the service itself, with mesh defaults. */
+export function implicitRule(service: string, port: number | null, mesh: MeshSettings): PlannedRule {
+  const { timeouts, retry } = ruleTimeouts({}, mesh);
+  return {
+    rule: {
+      id: port === null ? 'default' : `default/${port}`,
+      route: null,
+      ruleName: null,
+      match: { port, path: { type: 'PathPrefix', value: '/' }, method: null, headers: [], queryParams: [] },
+      filters: [],
+      backends: [{ service, port, weight: 1, filters: [] }],
+      timeouts,
+      retry,
+    },
+  };
+}
+
+const PATH_RANK = { Exact: 0, RegularExpression: 1, PathPrefix: 2 } as const;
+
+/**
+ * Gateway API precedence: exact path, then regular-expression path (Trellis: longer
+ * pattern first), then longest prefix, then a method match, then most header matches,
+ * then most query matches; Trellis then puts port-specific rules before port-agnostic
+ * ones; remaining ties by route name, then rule order, then match order. Implicit rules
+ * come last.
+ */
+export function comparePrecedence(a: PlannedRule, b: PlannedRule): number {
+  if (!a.origin !== !b.origin) return a.origin ? -1 : 1;
+  const ma = a.rule.match;
+  const mb = b.rule.match;
+  return (
+    PATH_RANK[ma.path.type] - PATH_RANK[mb.path.type] ||
+    (ma.path.type === 'Exact' ? 0 : mb.path.value.length - ma.path.value.length) ||
+    (ma.method === null ? 1 : 0) - (mb.method === null ? 1 : 0) ||
+    mb.headers.length - ma.headers.length ||
+    mb.queryParams.length - ma.queryParams.length ||
+    (ma.port === null ? 1 : 0) - (mb.port === null ? 1 : 0) ||
+    cmp(a.rule.route ?? '', b.rule.route ?? '') ||
+    (a.origin?.ruleIndex ?? 0) - (b.origin?.ruleIndex ?? 0) ||
+    (a.origin?.matchIndex ?? 0) - (b.origin?.matchIndex ?? 0) ||
+    (a.origin?.parentIndex ?? 0) - (b.origin?.parentIndex ?? 0) ||
+    cmp(a.rule.id, b.rule.id)
+  );
+}
+
+/** Whether a PathPrefix `prefix` matches every path that `path` (Exact or PathPrefix) matches; prefixes match whole segments. */
+function prefixCovers(prefix: string, path: string): boolean {
+  if (prefix === '/' || prefix === path) return true;
+  const base = prefix.endsWith('/') ? prefix : `${prefix}/`;
+  return path.startsWith(base) || `${path}/` === base;
+}
+
+/**
+ * Whether every request that matches `b` also matches `a` — so if `a` comes first, `b`
+ * can never be chosen. Conservative: false whenever it cannot be sure (regexes other
+ * than identical ones, say).
+ */
+export function subsumes(a: CompiledMatch, b: CompiledMatch): boolean {
+  if (a.port !== null && a.port !== b.port) return false;
+  if (a.method !== null && a.method !== b.method) return false;
+  const has = (list: CompiledMatch['headers'], m: CompiledMatch['headers'][number]) => list.some((x) => x.name === m.name && x.type === m.type && x.value === m.value);
+  if (!a.headers.every((h) => has(b.headers, h))) return false;
+  if (!a.queryParams.every((q) => has(b.queryParams, q))) return false;
+  const pa = a.path;
+  const pb = b.path;
+  if (pa.type === 'PathPrefix') return pb.type === 'RegularExpression' ? pa.value === '/' : prefixCovers(pa.value, pb.value);
+  return pa.type === pb.type && pa.value === pb.value;
+}

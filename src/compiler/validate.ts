@@ -1,0 +1,194 @@
+/**
+ * Stage 2: validate. Checks each parsed document against the JSON Schema of its kind
+ * (schema/*.schema.json, the same files editors use) and turns ajv's errors into
+ * diagnostics that point at the offending YAML node.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import { diagnostic, type Diagnostic } from '../diagnostics/diagnostic.ts';
+import type { Code } from '../diagnostics/codes.ts';
+import type { SpecDocument, SpecKind } from '../spec/types.ts';
+import { locate, type DocPath, type ParsedDocument } from './load.ts';
+import { closest } from './suggest.ts';
+
+/** Folder of the JSON Schemas shipped with Trellis. */
+export const SCHEMA_DIR = new URL('../../schema/', import.meta.url);
+
+const SCHEMA_FILES: Readonly<Record<SpecKind, string>> = {
+  Mesh: 'mesh.schema.json',
+  Service: 'service.schema.json',
+  HTTPRoute: 'httproute.schema.json',
+  TrafficPolicy: 'trafficpolicy.schema.json',
+  AccessPolicy: 'accesspolicy.schema.json',
+};
+
+let validators: Record<SpecKind, ValidateFunction> | undefined;
+
+/** Compiles the kind schemas once per process (ajv compilation costs tens of milliseconds). */
+function getValidators(): Record<SpecKind, ValidateFunction> {
+  if (validators) return validators;
+  const ajv = new Ajv({ allErrors: true, strict: true, verbose: true });
+  const byFile = new Map<string, string>();
+  for (const name of readdirSync(SCHEMA_DIR)) {
+    if (!name.endsWith('.schema.json')) continue;
+    const schema = JSON.parse(readFileSync(new URL(name, SCHEMA_DIR), 'utf8')) as { $id: string };
+    ajv.addSchema(schema);
+    byFile.set(name, schema.$id);
+  }
+  const out = {} as Record<SpecKind, ValidateFunction>;
+  for (const [kind, file] of Object.entries(SCHEMA_FILES) as Array<[SpecKind, string]>) {
+    const id = byFile.get(file);
+    const fn = id === undefined ? undefined : ajv.getSchema(id);
+    if (!fn) throw new Error(`schema ${file} for kind ${kind} is missing from ${SCHEMA_DIR.pathname}`);
+    out[kind] = fn;
+  }
+  validators = out;
+  return out;
+}
+
+/** A document that passed its schema, typed as its kind. */
+export interface ValidDocument<D extends SpecDocument = SpecDocument> {
+  readonly source: ParsedDocument;
+  readonly doc: D;
+}
+
+/** `spec.rules[0].backendRefs[1]` — how paths are named in messages. */
+export function formatPath(path: DocPath): string {
+  let out = '';
+  for (const seg of path) out += typeof seg === 'number' ? `[${seg}]` : out === '' ? seg : `.${seg}`;
+  return out || 'document';
+}
+
+function pointerToPath(pointer: string): Array<string | number> {
+  if (pointer === '') return [];
+  return pointer
+    .slice(1)
+    .split('/')
+    .map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'))
+    .map((s) => (/^(0|[1-9]\d*)$/.test(s) ? Number(s) : s));
+}
+
+/** Plain-words explanations of the patterns users meet most. */
+const PATTERN_EXPLANATIONS: ReadonlyArray<[RegExp, string]> = [
+  [/\(h\|m\|s\|ms\)/, 'a duration such as 500ms, 10s or 1m30s (whole numbers with h, m, s or ms, at most four parts)'],
+  [/^\^\[a-z0-9\]\(\[-a-z0-9\]\*\[a-z0-9\]\)\?\$$/, 'a name of lower-case letters, digits and "-", starting and ending with a letter or digit'],
+  [/^\^spiffe/, 'a SPIFFE ID such as spiffe://example.org/svc/checkout'],
+];
+
+function describeValue(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a mapping';
+  return `${typeof v} ${JSON.stringify(v)}`;
+}
+
+/** Maps one ajv error to a diagnostic; undefined for errors that only restate others. */
+function toDiagnostic(source: ParsedDocument, e: ErrorObject): Diagnostic | undefined {
+  const path = pointerToPath(e.instancePath);
+  const where = formatPath(path);
+  const p = e.params as Record<string, unknown>;
+  const schema = (e.parentSchema ?? {}) as { description?: string; properties?: Record<string, unknown> };
+  let code: Code;
+  let message: string;
+  let hint: string | undefined;
+  let at = locate(source, path);
+  switch (e.keyword) {
+    case 'required': {
+      code = 'TRL2001';
+      message = `${where} is missing required field "${String(p.missingProperty)}"`;
+      break;
+    }
+    case 'additionalProperties': {
+      const field = String(p.additionalProperty);
+      code = 'TRL2002';
+      message = `unknown field "${field}" in ${where}`;
+      at = locate(source, [...path, field], true);
+      const known = Object.keys(schema.properties ?? {});
+      const guess = closest(field, known);
+      hint = guess ? `did you mean "${guess}"?` : known.length > 0 ? `fields allowed here: ${known.join(', ')}` : undefined;
+      break;
+    }
+    case 'type': {
+      code = 'TRL2003';
+      message = `${where} must be ${String(p.type)}, not ${describeValue(e.data)}`;
+      break;
+    }
+    case 'enum':
+    case 'const': {
+      code = 'TRL2004';
+      const allowed = (e.keyword === 'enum' ? (p.allowedValues as unknown[]) : [p.allowedValue]).map((v) => JSON.stringify(v));
+      message = `${where} may not be ${JSON.stringify(e.data)}`;
+      const guess = typeof e.data === 'string' ? closest(e.data, allowed.map((a) => JSON.parse(a) as unknown).filter((a): a is string => typeof a === 'string')) : undefined;
+      hint = guess ? `did you mean "${guess}"? Allowed: ${allowed.join(', ')}` : `allowed: ${allowed.join(', ')}`;
+      break;
+    }
+    case 'pattern':
+    case 'format': {
+      code = 'TRL2005';
+      const pattern = String(p.pattern ?? p.format);
+      const explained = PATTERN_EXPLANATIONS.find(([re]) => re.test(pattern))?.[1];
+      message = `${where} is ${JSON.stringify(e.data)}, which is not ${explained ?? `of the form ${pattern}`}`;
+      break;
+    }
+    case 'minimum':
+    case 'maximum':
+    case 'exclusiveMinimum':
+    case 'exclusiveMaximum':
+    case 'minLength':
+    case 'maxLength':
+    case 'minItems':
+    case 'maxItems':
+    case 'minProperties':
+    case 'maxProperties': {
+      code = 'TRL2006';
+      message = `${where} ${e.message ?? 'is out of range'}`;
+      break;
+    }
+    case 'if':
+      return undefined; // the failing `then` branch reports the real problem
+    default: {
+      code = 'TRL2007';
+      message = `${where} ${e.message ?? 'does not match the schema'}`;
+      if (schema.description) hint = schema.description.split(/(?<=\.)\s/)[0];
+    }
+  }
+  return diagnostic(code, message, at, hint ? { hint } : {});
+}
+
+/** Errors raised inside a oneOf/anyOf branch are noise when the combinator itself is reported. */
+function isBranchNoise(e: ErrorObject, all: readonly ErrorObject[]): boolean {
+  return all.some(
+    (o) => o !== e && (o.keyword === 'oneOf' || o.keyword === 'anyOf') && e.schemaPath.startsWith(o.schemaPath + '/') && e.instancePath.startsWith(o.instancePath),
+  );
+}
+
+/**
+ * Validates documents against their kind's schema. Documents with schema errors are
+ * dropped from the output (later stages may rely on every field's shape); the rest are
+ * returned unchanged — defaults are applied later, where layering needs to know what
+ * the user actually wrote.
+ */
+export function validateDocuments(documents: readonly ParsedDocument[]): { valid: ValidDocument[]; diagnostics: Diagnostic[] } {
+  const v = getValidators();
+  const valid: ValidDocument[] = [];
+  const diagnostics: Diagnostic[] = [];
+  for (const source of documents) {
+    const fn = v[source.kind];
+    if (fn(source.value)) {
+      valid.push({ source, doc: source.value as unknown as SpecDocument });
+      continue;
+    }
+    const errors = fn.errors ?? [];
+    const seen = new Set<string>();
+    for (const e of errors) {
+      if (isBranchNoise(e, errors)) continue;
+      const d = toDiagnostic(source, e);
+      if (!d) continue;
+      const key = `${d.code}|${d.message}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      diagnostics.push(d);
+    }
+  }
+  return { valid, diagnostics };
+}

@@ -1,0 +1,22 @@
+/**
+ * Building proxy configs from resources: versions are content hashes, and a config's
+ * version hashes its resources' names and versions, so two configs with the same
+ * resources have the same version whatever built them.
+ */
+import { contentHash, sha256 } from './canonical.ts';
+import { PROXY_CONFIG_API_VERSION, type ProxyConfig, type Resource, type ResourceBody } from './types.ts';
+
+export function makeResource<B extends ResourceBody>(name: string, body: B): Resource<B> {
+  return { name, version: contentHash(body), body };
+}
+
+/** Version over a set of named versions (order-independent: sorted by name first). */
+export function versionOf(entries: Iterable<{ readonly name: string; readonly version: string }>): string {
+  const lines = [...entries].map((e) => `${e.name}\u0000${e.version}\n`).sort();
+  return sha256(lines.join(''));
+}
+
+export function makeProxyConfig(service: string, resources: Iterable<Resource>): ProxyConfig {
+  const sorted = [...resources].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return { apiVersion: PROXY_CONFIG_API_VERSION, kind: 'ProxyConfig', service, version: versionOf(sorted), resources: sorted };
+}

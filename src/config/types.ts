@@ -1,0 +1,204 @@
+/**
+ * The proxy config: what the compiler emits for one service and what its sidecar runs.
+ * Every value is resolved (defaults applied, durations in milliseconds, references
+ * checked), so a sidecar never guesses. Configs are split into named resources, each
+ * with its own content hash, so a change to one backend reaches a sidecar as a small delta.
+ *
+ * Resource names:
+ *   `inbound`               the local service: identity, ports, compiled access rules
+ *   `route/<service>`       the ordered rule table for calls to <service>
+ *   `cluster/<service>`     how to call <service>: balancer, breaker, outlier detection, budget
+ *   `endpoints/<service>`   the instances of <service>
+ */
+import type { AccessDefault, HTTPMethod, LoadBalancerType, MtlsMode } from '../spec/types.ts';
+
+export const PROXY_CONFIG_API_VERSION = 'trellis.dev/proxy/v1alpha1';
+
+/** One named, versioned piece of a proxy config. `version` is the sha256 of the body's canonical JSON. */
+export interface Resource<B = ResourceBody> {
+  readonly name: string;
+  readonly version: string;
+  readonly body: B;
+}
+
+export type ResourceBody = InboundBody | RouteBody | ClusterBody | EndpointsBody;
+
+/** The whole config of one service's sidecar. `version` hashes the resources' names and versions. */
+export interface ProxyConfig {
+  readonly apiVersion: typeof PROXY_CONFIG_API_VERSION;
+  readonly kind: 'ProxyConfig';
+  readonly service: string;
+  readonly version: string;
+  /** Sorted by name. */
+  readonly resources: readonly Resource[];
+}
+
+// ------------------------------------------------------------------ inbound
+
+export interface CompiledPort {
+  readonly name: string | null;
+  readonly port: number;
+  readonly targetPort: number;
+  readonly protocol: 'http';
+}
+
+export interface CompiledAccessRule {
+  /** Caller identities (SPIFFE IDs) this rule admits; services are already turned into identities. */
+  readonly from: readonly string[];
+  /** Empty: any method and path. Otherwise one of these must match. */
+  readonly to: ReadonlyArray<{ readonly methods: readonly HTTPMethod[]; readonly paths: ReadonlyArray<{ readonly type: 'Exact' | 'PathPrefix'; readonly value: string }> }>;
+  /** `AccessPolicy` name this rule came from, for logs and metrics. */
+  readonly policy: string;
+}
+
+export interface InboundBody {
+  readonly service: string;
+  readonly identity: string;
+  readonly trustDomain: string;
+  readonly mtls: { readonly mode: MtlsMode };
+  readonly ports: readonly CompiledPort[];
+  readonly access: {
+    /**
+     * `policy`: the service has AccessPolicies, only their rules admit callers (default deny);
+     * otherwise the mesh default applies as is.
+     */
+    readonly default: AccessDefault | 'policy';
+    readonly mode: 'enforce' | 'audit';
+    readonly rules: readonly CompiledAccessRule[];
+  };
+}
+
+// ------------------------------------------------------------------ route
+
+export interface CompiledStringMatch {
+  readonly type: 'Exact' | 'RegularExpression';
+  readonly name: string;
+  readonly value: string;
+}
+
+export interface CompiledMatch {
+  /** Service port the rule applies to; null for every port. */
+  readonly port: number | null;
+  readonly path: { readonly type: 'Exact' | 'PathPrefix' | 'RegularExpression'; readonly value: string };
+  readonly method: HTTPMethod | null;
+  /** Header names are lower-cased. */
+  readonly headers: readonly CompiledStringMatch[];
+  readonly queryParams: readonly CompiledStringMatch[];
+}
+
+export interface CompiledHeaderModifier {
+  /** Header names are lower-cased. */
+  readonly set: ReadonlyArray<{ readonly name: string; readonly value: string }>;
+  readonly add: ReadonlyArray<{ readonly name: string; readonly value: string }>;
+  readonly remove: readonly string[];
+}
+
+export interface CompiledPathModifier {
+  readonly type: 'ReplaceFullPath' | 'ReplacePrefixMatch';
+  readonly value: string;
+}
+
+export type CompiledFilter =
+  | { readonly type: 'RequestHeaderModifier'; readonly headers: CompiledHeaderModifier }
+  | { readonly type: 'ResponseHeaderModifier'; readonly headers: CompiledHeaderModifier }
+  | {
+      readonly type: 'RequestMirror';
+      readonly backend: { readonly service: string; readonly port: number | null };
+      /** Share of requests mirrored, as numerator / denominator. */
+      readonly numerator: number;
+      readonly denominator: number;
+    }
+  | {
+      readonly type: 'RequestRedirect';
+      readonly scheme: 'http' | 'https' | null;
+      readonly hostname: string | null;
+      readonly path: CompiledPathModifier | null;
+      readonly port: number | null;
+      readonly statusCode: 301 | 302 | 303 | 307 | 308;
+    }
+  | { readonly type: 'URLRewrite'; readonly hostname: string | null; readonly path: CompiledPathModifier | null };
+
+export interface CompiledBackend {
+  readonly service: string;
+  /** Port of the backend service to call; null means the port the caller named. */
+  readonly port: number | null;
+  readonly weight: number;
+  readonly filters: readonly CompiledFilter[];
+}
+
+export interface CompiledRetry {
+  /** Retries after the first try (0: none). */
+  readonly attempts: number;
+  /** Response codes that are retried. Connect failures and resets before a response are always retryable. */
+  readonly codes: readonly number[];
+  /** Base of the exponential backoff between tries, in ms. */
+  readonly backoffMs: number;
+}
+
+export interface CompiledRule {
+  /** `<route>/<rule index>/<match index>`; stable while the route keeps its shape. The implicit rule is `default`. */
+  readonly id: string;
+  /** HTTPRoute name; null for the implicit rule of a service without routes. */
+  readonly route: string | null;
+  readonly ruleName: string | null;
+  readonly match: CompiledMatch;
+  readonly filters: readonly CompiledFilter[];
+  readonly backends: readonly CompiledBackend[];
+  readonly timeouts: {
+    /** Whole request including retries, in ms; 0 disables. */
+    readonly requestMs: number;
+    /** One try, in ms; 0 disables. */
+    readonly backendRequestMs: number;
+  };
+  readonly retry: CompiledRetry;
+}
+
+export interface RouteBody {
+  readonly service: string;
+  /** In precedence order: a sidecar takes the first rule that matches. */
+  readonly rules: readonly CompiledRule[];
+}
+
+// ------------------------------------------------------------------ cluster
+
+export interface ClusterBody {
+  readonly service: string;
+  /** Whether instances run a sidecar (callers then speak to their inbound port, and later over mTLS). */
+  readonly meshed: boolean;
+  /** Identity the instances must present; null when unmeshed. */
+  readonly identity: string | null;
+  readonly ports: readonly CompiledPort[];
+  readonly loadBalancer: { readonly type: LoadBalancerType; readonly ewmaDecayMs: number; readonly ewmaDefaultRttMs: number };
+  readonly circuitBreaker: { readonly maxConnections: number; readonly maxPendingRequests: number; readonly maxRequests: number };
+  readonly outlierDetection: {
+    /** 0 disables that trigger. */
+    readonly consecutive5xx: number;
+    readonly consecutiveGatewayErrors: number;
+    readonly intervalMs: number;
+    readonly baseEjectionMs: number;
+    readonly maxEjectionPercent: number;
+  };
+  readonly retryBudget: { readonly ratio: number; readonly minRetriesPerSecond: number; readonly ttlMs: number };
+  readonly connection: { readonly connectTimeoutMs: number; readonly idleTimeoutMs: number };
+  readonly faultInjection: {
+    readonly delay: { readonly delayMs: number; readonly percentage: number } | null;
+    readonly abort: { readonly httpStatus: number; readonly percentage: number } | null;
+  };
+}
+
+// ------------------------------------------------------------------ endpoints
+
+export interface CompiledEndpoint {
+  readonly address: string;
+  /** Port to connect to; null means the targetPort of the called service port (unmeshed services). */
+  readonly port: number | null;
+  readonly weight: number;
+  readonly zone: string | null;
+}
+
+export interface EndpointsBody {
+  readonly service: string;
+  /** Sorted by address then port. */
+  readonly static: readonly CompiledEndpoint[];
+  readonly dns: { readonly hostname: string; readonly port: number | null; readonly refreshIntervalMs: number } | null;
+}

@@ -1,0 +1,71 @@
+/**
+ * The numbered catalog of compiler diagnostics. Codes are stable: once published a code
+ * keeps its meaning forever (retire it, never reuse it). Ranges follow the pipeline:
+ *   TRL1xxx load (files, YAML, kinds)   TRL2xxx schema   TRL3xxx references
+ *   TRL4xxx meaning (semantic checks)
+ * Every code is explained in docs/diagnostics.md and has a fixture under
+ * test/fixtures/diagnostics/<code>/; a test holds both to this list.
+ */
+
+export type Severity = 'error' | 'warning' | 'info';
+
+export interface CodeInfo {
+  /** Short kebab-case name, stable like the number. */
+  readonly name: string;
+  readonly severity: Severity;
+}
+
+export const CODES = {
+  // load
+  TRL1001: { name: 'file-too-large', severity: 'error' },
+  TRL1002: { name: 'yaml-syntax', severity: 'error' },
+  TRL1003: { name: 'yaml-duplicate-key', severity: 'error' },
+  TRL1004: { name: 'yaml-alias-limit', severity: 'error' },
+  TRL1005: { name: 'yaml-too-deep', severity: 'error' },
+  TRL1006: { name: 'yaml-warning', severity: 'error' },
+  TRL1007: { name: 'not-a-document', severity: 'error' },
+  TRL1008: { name: 'unknown-kind', severity: 'error' },
+  TRL1009: { name: 'unknown-api-version', severity: 'error' },
+  TRL1010: { name: 'unreadable-file', severity: 'error' },
+  TRL1011: { name: 'no-documents', severity: 'error' },
+  // schema
+  TRL2001: { name: 'missing-field', severity: 'error' },
+  TRL2002: { name: 'unknown-field', severity: 'error' },
+  TRL2003: { name: 'wrong-type', severity: 'error' },
+  TRL2004: { name: 'value-not-allowed', severity: 'error' },
+  TRL2005: { name: 'bad-format', severity: 'error' },
+  TRL2006: { name: 'out-of-range', severity: 'error' },
+  TRL2007: { name: 'schema-violation', severity: 'error' },
+  // references
+  TRL3001: { name: 'duplicate-name', severity: 'error' },
+  TRL3002: { name: 'unknown-parent', severity: 'error' },
+  TRL3003: { name: 'unknown-backend', severity: 'error' },
+  TRL3004: { name: 'unknown-target', severity: 'error' },
+  TRL3005: { name: 'unknown-caller', severity: 'error' },
+  TRL3006: { name: 'duplicate-mesh', severity: 'error' },
+  TRL3007: { name: 'no-mesh', severity: 'warning' },
+  TRL3008: { name: 'unknown-port', severity: 'error' },
+  // meaning
+  TRL4001: { name: 'all-weights-zero', severity: 'error' },
+  TRL4002: { name: 'shadowed-rule', severity: 'warning' },
+  TRL4003: { name: 'backend-timeout-exceeds-request', severity: 'error' },
+  TRL4004: { name: 'retry-amplification', severity: 'warning' },
+  TRL4005: { name: 'conflicting-traffic-policies', severity: 'error' },
+  TRL4006: { name: 'conflicting-access-modes', severity: 'error' },
+  TRL4007: { name: 'unsafe-regex', severity: 'error' },
+  TRL4008: { name: 'prefix-rewrite-without-prefix-match', severity: 'error' },
+  TRL4009: { name: 'conflicting-filters', severity: 'error' },
+  TRL4010: { name: 'no-backends', severity: 'warning' },
+  TRL4011: { name: 'redirect-with-backends', severity: 'warning' },
+  TRL4012: { name: 'duplicate-header-modification', severity: 'error' },
+  TRL4013: { name: 'access-enforced-by-callers-only', severity: 'info' },
+  TRL4014: { name: 'no-endpoints', severity: 'warning' },
+  TRL4015: { name: 'duplicate-endpoint', severity: 'error' },
+  TRL4016: { name: 'caller-denied-by-backend', severity: 'warning' },
+  TRL4017: { name: 'zero-timeout', severity: 'warning' },
+} as const satisfies Record<string, CodeInfo>;
+
+export type Code = keyof typeof CODES;
+
+/** Codes in numeric order, for docs and tests. */
+export const ALL_CODES = Object.keys(CODES).sort() as Code[];

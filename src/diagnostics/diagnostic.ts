@@ -1,0 +1,61 @@
+import { CODES, type Code, type Severity } from './codes.ts';
+import type { SourceFile } from './source-file.ts';
+
+/** A half-open range of UTF-16 offsets `[start, end)` in one source file. */
+export interface Span {
+  readonly file: SourceFile;
+  readonly start: number;
+  readonly end: number;
+}
+
+/** Another place that explains a diagnostic (the first definition of a duplicate, say). */
+export interface RelatedInfo {
+  readonly span: Span;
+  readonly message: string;
+}
+
+/**
+ * One problem found in a spec. Diagnostics are data: stages collect them and carry on,
+ * so one run reports every problem. `span` is absent only for problems that belong to
+ * no file (an empty spec root, say).
+ */
+export interface Diagnostic {
+  readonly code: Code;
+  readonly severity: Severity;
+  readonly message: string;
+  readonly span?: Span;
+  readonly hint?: string;
+  readonly related?: readonly RelatedInfo[];
+}
+
+/** Builds a diagnostic with the catalog's severity for its code. */
+export function diagnostic(
+  code: Code,
+  message: string,
+  span?: Span,
+  extra: { hint?: string; related?: RelatedInfo[] } = {},
+): Diagnostic {
+  const d: { -readonly [K in keyof Diagnostic]: Diagnostic[K] } = { code, severity: CODES[code].severity, message };
+  if (span) d.span = span;
+  if (extra.hint) d.hint = extra.hint;
+  if (extra.related && extra.related.length > 0) d.related = extra.related;
+  return d;
+}
+
+export function hasErrors(diagnostics: readonly Diagnostic[]): boolean {
+  return diagnostics.some((d) => d.severity === 'error');
+}
+
+/** Stable order: by file path, then offset, then code, then message; file-less ones first. */
+export function sortDiagnostics(diagnostics: readonly Diagnostic[]): Diagnostic[] {
+  return [...diagnostics].sort((a, b) => {
+    const fa = a.span?.file.path ?? '';
+    const fb = b.span?.file.path ?? '';
+    if (fa !== fb) return fa < fb ? -1 : 1;
+    const oa = a.span?.start ?? -1;
+    const ob = b.span?.start ?? -1;
+    if (oa !== ob) return oa - ob;
+    if (a.code !== b.code) return a.code < b.code ? -1 : 1;
+    return a.message < b.message ? -1 : a.message > b.message ? 1 : 0;
+  });
+}

@@ -1,0 +1,105 @@
+import type { Diagnostic, Span } from './diagnostic.ts';
+import { CODES } from './codes.ts';
+
+/** How rendered paths and colours look. */
+export interface RenderOptions {
+  /** Prepended to each file's spec-relative path, so printed paths open from the user's cwd. */
+  readonly pathPrefix?: string;
+  /** ANSI colours; callers decide from the TTY and NO_COLOR. */
+  readonly color?: boolean;
+}
+
+const ANSI = { red: '\x1b[31m', yellow: '\x1b[33m', cyan: '\x1b[36m', bold: '\x1b[1m', dim: '\x1b[2m', reset: '\x1b[0m' };
+
+function paint(on: boolean | undefined, style: keyof typeof ANSI, text: string): string {
+  return on ? `${ANSI[style]}${text}${ANSI.reset}` : text;
+}
+
+function joinPath(prefix: string | undefined, path: string): string {
+  if (!prefix || prefix === '.') return path;
+  return prefix.endsWith('/') ? prefix + path : `${prefix}/${path}`;
+}
+
+/** `file:line:col` of a span's start. */
+export function formatLocation(span: Span, options: RenderOptions = {}): string {
+  const { line, col } = span.file.position(span.start);
+  return `${joinPath(options.pathPrefix, span.file.path)}:${line}:${col}`;
+}
+
+/** The source line of a span with a caret run under it (a one-line excerpt, tabs kept). */
+function excerpt(span: Span, options: RenderOptions): string[] {
+  const start = span.file.position(span.start);
+  const end = span.file.position(Math.max(span.start, span.end - 1));
+  const text = span.file.lineText(start.line);
+  const gutter = String(start.line);
+  const pad = ' '.repeat(gutter.length);
+  const lead = text.slice(0, start.col - 1).replace(/[^\t]/g, ' ');
+  const width = end.line === start.line ? Math.max(1, end.col - start.col + 1) : Math.max(1, text.length - start.col + 1);
+  return [
+    ` ${paint(options.color, 'dim', `${gutter} |`)} ${text}`,
+    ` ${paint(options.color, 'dim', `${pad} |`)} ${lead}${paint(options.color, 'bold', '^'.repeat(width))}`,
+  ];
+}
+
+/**
+ * Renders one diagnostic like a compiler:
+ * `mesh/checkout.yaml:12:7: error TRL3003: …`, the source line with a caret, then hint and notes.
+ */
+export function renderDiagnostic(d: Diagnostic, options: RenderOptions = {}): string {
+  const colour = d.severity === 'error' ? 'red' : d.severity === 'warning' ? 'yellow' : 'cyan';
+  const where = d.span ? `${formatLocation(d.span, options)}: ` : '';
+  const lines = [`${paint(options.color, 'bold', where)}${paint(options.color, colour, `${d.severity} ${d.code}`)}: ${d.message}`];
+  if (d.span) lines.push(...excerpt(d.span, options));
+  if (d.hint) lines.push(`  ${paint(options.color, 'cyan', 'hint')}: ${d.hint}`);
+  for (const r of d.related ?? []) lines.push(`  note: ${formatLocation(r.span, options)}: ${r.message}`);
+  return lines.join('\n');
+}
+
+/** `2 errors, 1 warning` — or `no problems`. */
+export function summarize(diagnostics: readonly Diagnostic[]): string {
+  const count = (s: string) => diagnostics.filter((d) => d.severity === s).length;
+  const parts: string[] = [];
+  for (const [sev, n] of [['error', count('error')], ['warning', count('warning')], ['info', count('info')]] as const) {
+    if (n > 0) parts.push(`${n} ${sev}${n === 1 ? '' : 's'}`);
+  }
+  return parts.length === 0 ? 'no problems' : parts.join(', ');
+}
+
+/** Renders a whole list, blank-line separated, with the summary last. */
+export function renderDiagnostics(diagnostics: readonly Diagnostic[], options: RenderOptions = {}): string {
+  const blocks = diagnostics.map((d) => renderDiagnostic(d, options));
+  blocks.push(summarize(diagnostics));
+  return blocks.join('\n\n') + '\n';
+}
+
+/** A diagnostic as plain data, for `--format json`, golden files and PR tooling. */
+export interface DiagnosticJson {
+  code: string;
+  name: string;
+  severity: string;
+  message: string;
+  file?: string;
+  line?: number;
+  col?: number;
+  endLine?: number;
+  endCol?: number;
+  hint?: string;
+  related?: Array<{ file: string; line: number; col: number; message: string }>;
+}
+
+export function diagnosticToJson(d: Diagnostic, options: RenderOptions = {}): DiagnosticJson {
+  const out: DiagnosticJson = { code: d.code, name: CODES[d.code].name, severity: d.severity, message: d.message };
+  if (d.span) {
+    const s = d.span.file.position(d.span.start);
+    const e = d.span.file.position(d.span.end);
+    Object.assign(out, { file: joinPath(options.pathPrefix, d.span.file.path), line: s.line, col: s.col, endLine: e.line, endCol: e.col });
+  }
+  if (d.hint) out.hint = d.hint;
+  if (d.related) {
+    out.related = d.related.map((r) => {
+      const p = r.span.file.position(r.span.start);
+      return { file: joinPath(options.pathPrefix, r.span.file.path), line: p.line, col: p.col, message: r.message };
+    });
+  }
+  return out;
+}

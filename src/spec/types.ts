@@ -1,0 +1,237 @@
+/**
+ * The spec model: the shape of every document kind a mesh spec repo may hold, as it
+ * stands after JSON Schema validation (so every field here has already been checked
+ * for type and range). Optional fields are absent, never null.
+ *
+ * The JSON Schemas in `schema/` are the user-facing source of truth for these shapes;
+ * a test keeps the two in agreement through the example specs.
+ */
+
+/** apiVersion of Trellis' own kinds. */
+export const TRELLIS_API_VERSION = 'trellis.dev/v1alpha1';
+/** apiVersions accepted for HTTPRoute (v1beta1 is the same schema; docs still use it). */
+export const GATEWAY_API_VERSIONS = ['gateway.networking.k8s.io/v1', 'gateway.networking.k8s.io/v1beta1'] as const;
+
+/** Every kind the compiler knows, with the apiVersions it accepts. */
+export const KIND_API_VERSIONS: Readonly<Record<SpecKind, readonly string[]>> = {
+  Mesh: [TRELLIS_API_VERSION],
+  Service: [TRELLIS_API_VERSION],
+  HTTPRoute: GATEWAY_API_VERSIONS,
+  TrafficPolicy: [TRELLIS_API_VERSION],
+  AccessPolicy: [TRELLIS_API_VERSION],
+};
+
+export type SpecKind = 'Mesh' | 'Service' | 'HTTPRoute' | 'TrafficPolicy' | 'AccessPolicy';
+
+/** Kubernetes-style object metadata. `namespace` is accepted for compatibility and ignored: a Trellis mesh is one namespace. */
+export interface ObjectMeta {
+  name: string;
+  namespace?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+}
+
+/** A Gateway API duration string such as `500ms`, `10s`, `1m30s`. */
+export type Duration = string;
+
+// ---------------------------------------------------------------- Mesh
+
+export type MtlsMode = 'strict' | 'permissive' | 'off';
+export type AccessDefault = 'deny' | 'all-authenticated' | 'allow';
+
+export interface MeshSpec {
+  /** SPIFFE trust domain; identities are `spiffe://<trustDomain>/svc/<name>`. Default `trellis.local`. */
+  trustDomain?: string;
+  mtls?: { mode?: MtlsMode };
+  /** What a service with no AccessPolicy accepts. Default `all-authenticated`. */
+  access?: { default?: AccessDefault };
+  /** Port each sidecar's inbound listener uses unless an endpoint says otherwise. Default 15006. */
+  sidecar?: { inboundPort?: number };
+  defaults?: {
+    trafficPolicy?: TrafficPolicySettings;
+    timeouts?: HTTPRouteTimeouts;
+    retry?: HTTPRouteRetry;
+  };
+}
+
+// ---------------------------------------------------------------- Service
+
+export interface ServicePort {
+  /** Port name, referenced by a parentRef's `sectionName`. */
+  name?: string;
+  /** Port callers name (`Host: checkout:80`); matched against parentRef/backendRef `port`. */
+  port: number;
+  /** Port the app listens on inside each instance. Default: `port`. */
+  targetPort?: number;
+  /** Only `http` (HTTP/1.1) today. */
+  appProtocol?: 'http';
+}
+
+export interface StaticEndpoint {
+  /** IP address or host name of one instance. */
+  address: string;
+  /** Port callers connect to: the instance's sidecar inbound port for meshed services
+   *  (default Mesh `sidecar.inboundPort`), the app's `targetPort` for unmeshed ones. */
+  port?: number;
+  /** Relative load-balancing weight, default 1. */
+  weight?: number;
+  zone?: string;
+}
+
+export interface DnsEndpoints {
+  hostname: string;
+  port?: number;
+  /** How often the sidecar re-resolves. Default `30s`. */
+  refreshInterval?: Duration;
+}
+
+export interface ServiceSpec {
+  ports: ServicePort[];
+  endpoints?: { static?: StaticEndpoint[]; dns?: DnsEndpoints };
+  /** Whether instances run a Trellis sidecar (are part of the mesh). Default true. */
+  sidecar?: boolean;
+}
+
+// ---------------------------------------------------------------- HTTPRoute (Gateway API v1, mesh form)
+
+export interface ParentReference {
+  group?: string;
+  kind?: string;
+  namespace?: string;
+  name: string;
+  sectionName?: string;
+  port?: number;
+}
+
+export interface HTTPPathMatch { type?: 'Exact' | 'PathPrefix' | 'RegularExpression'; value?: string }
+export interface HTTPHeaderMatch { type?: 'Exact' | 'RegularExpression'; name: string; value: string }
+export interface HTTPQueryParamMatch { type?: 'Exact' | 'RegularExpression'; name: string; value: string }
+export type HTTPMethod = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'DELETE' | 'CONNECT' | 'OPTIONS' | 'TRACE' | 'PATCH';
+
+export interface HTTPRouteMatch {
+  path?: HTTPPathMatch;
+  headers?: HTTPHeaderMatch[];
+  queryParams?: HTTPQueryParamMatch[];
+  method?: HTTPMethod;
+}
+
+export interface HTTPHeader { name: string; value: string }
+export interface HTTPHeaderFilter { set?: HTTPHeader[]; add?: HTTPHeader[]; remove?: string[] }
+
+export interface HTTPPathModifier {
+  type: 'ReplaceFullPath' | 'ReplacePrefixMatch';
+  replaceFullPath?: string;
+  replacePrefixMatch?: string;
+}
+
+export interface BackendObjectReference {
+  group?: string;
+  kind?: string;
+  namespace?: string;
+  name: string;
+  port?: number;
+}
+
+export interface HTTPRouteFilter {
+  type: 'RequestHeaderModifier' | 'ResponseHeaderModifier' | 'RequestMirror' | 'RequestRedirect' | 'URLRewrite';
+  requestHeaderModifier?: HTTPHeaderFilter;
+  responseHeaderModifier?: HTTPHeaderFilter;
+  requestMirror?: {
+    backendRef: BackendObjectReference;
+    percent?: number;
+    fraction?: { numerator: number; denominator?: number };
+  };
+  requestRedirect?: {
+    scheme?: 'http' | 'https';
+    hostname?: string;
+    path?: HTTPPathModifier;
+    port?: number;
+    statusCode?: 301 | 302 | 303 | 307 | 308;
+  };
+  urlRewrite?: { hostname?: string; path?: HTTPPathModifier };
+}
+
+export interface HTTPBackendRef extends BackendObjectReference {
+  weight?: number;
+  filters?: HTTPRouteFilter[];
+}
+
+export interface HTTPRouteTimeouts { request?: Duration; backendRequest?: Duration }
+export interface HTTPRouteRetry { codes?: number[]; attempts?: number; backoff?: Duration }
+
+export interface HTTPRouteRule {
+  name?: string;
+  matches?: HTTPRouteMatch[];
+  filters?: HTTPRouteFilter[];
+  backendRefs?: HTTPBackendRef[];
+  timeouts?: HTTPRouteTimeouts;
+  retry?: HTTPRouteRetry;
+}
+
+export interface HTTPRouteSpec {
+  parentRefs?: ParentReference[];
+  /** Accepted for compatibility; ignored for mesh routes, as GAMMA specifies. */
+  hostnames?: string[];
+  rules?: HTTPRouteRule[];
+}
+
+// ---------------------------------------------------------------- TrafficPolicy
+
+export type LoadBalancerType = 'round-robin' | 'least-request' | 'peak-ewma';
+
+/** The policy settings a TrafficPolicy carries, also used for Mesh defaults. */
+export interface TrafficPolicySettings {
+  loadBalancer?: {
+    type?: LoadBalancerType;
+    /** peak-EWMA: decay window of the latency average (default 10s) and RTT assumed for a new endpoint (default 30ms). */
+    ewma?: { decay?: Duration; defaultRTT?: Duration };
+  };
+  circuitBreaker?: { maxConnections?: number; maxPendingRequests?: number; maxRequests?: number };
+  outlierDetection?: {
+    consecutive5xx?: number;
+    consecutiveGatewayErrors?: number;
+    interval?: Duration;
+    baseEjectionTime?: Duration;
+    maxEjectionPercent?: number;
+  };
+  /** Retries may add at most `ratio` × requests, plus `minRetriesPerSecond`, over a sliding `ttl` window. */
+  retryBudget?: { ratio?: number; minRetriesPerSecond?: number; ttl?: Duration };
+  connection?: { connectTimeout?: Duration; idleTimeout?: Duration };
+  faultInjection?: {
+    delay?: { fixedDelay: Duration; percentage: number };
+    abort?: { httpStatus: number; percentage: number };
+  };
+}
+
+export interface PolicyTargetReference { group?: string; kind?: string; name: string }
+
+export interface TrafficPolicySpec extends TrafficPolicySettings {
+  targetRefs: PolicyTargetReference[];
+}
+
+// ---------------------------------------------------------------- AccessPolicy
+
+export interface AccessSource { service?: string; identity?: string }
+export interface AccessPathMatch { type?: 'Exact' | 'PathPrefix'; value: string }
+export interface AccessRule {
+  from: AccessSource[];
+  to?: Array<{ methods?: HTTPMethod[]; paths?: AccessPathMatch[] }>;
+}
+
+export interface AccessPolicySpec {
+  targetRefs: PolicyTargetReference[];
+  /** `audit` logs what would be denied without denying. Default `enforce`. */
+  mode?: 'enforce' | 'audit';
+  rules: AccessRule[];
+}
+
+// ---------------------------------------------------------------- documents
+
+interface DocumentOf<K extends SpecKind, S> { apiVersion: string; kind: K; metadata: ObjectMeta; spec: S }
+
+export type MeshDocument = DocumentOf<'Mesh', MeshSpec>;
+export type ServiceDocument = DocumentOf<'Service', ServiceSpec>;
+export type HTTPRouteDocument = DocumentOf<'HTTPRoute', HTTPRouteSpec>;
+export type TrafficPolicyDocument = DocumentOf<'TrafficPolicy', TrafficPolicySpec>;
+export type AccessPolicyDocument = DocumentOf<'AccessPolicy', AccessPolicySpec>;
+export type SpecDocument = MeshDocument | ServiceDocument | HTTPRouteDocument | TrafficPolicyDocument | AccessPolicyDocument;
