@@ -1,4 +1,5 @@
 /** Printing compile diagnostics the same way for every command. */
+import { InvalidArgumentError } from 'commander';
 import type { Diagnostic } from '../diagnostics/diagnostic.ts';
 import { diagnosticToJson, renderDiagnostics, type DiagnosticJson } from '../diagnostics/render.ts';
 import { useColor, type CliIo } from './io.ts';
@@ -6,7 +7,7 @@ import { useColor, type CliIo } from './io.ts';
 export type OutputFormat = 'text' | 'json';
 
 export function parseFormat(value: string): OutputFormat {
-  if (value !== 'text' && value !== 'json') throw new Error(`--format must be text or json, not "${value}"`);
+  if (value !== 'text' && value !== 'json') throw new InvalidArgumentError('use text or json.');
   return value;
 }
 
@@ -19,7 +20,7 @@ export function diagnosticsJson(diagnostics: readonly Diagnostic[], pathPrefix: 
   };
 }
 
-/** Human rendering to stderr (nothing when there is nothing to say and `quietWhenClean`). */
+/** Human rendering of diagnostics and their summary, to stderr. */
 export function printDiagnostics(io: CliIo, diagnostics: readonly Diagnostic[], pathPrefix: string): void {
   io.stderr.write(renderDiagnostics(diagnostics, { pathPrefix, color: useColor(io) }));
 }

@@ -403,8 +403,8 @@ class Checker {
       if (!rules.some((x) => x.rule.match.port === null)) {
         const claimed = new Set(rules.map((x) => x.rule.match.port));
         const ports = svc.doc.spec.ports.map((p) => p.port).filter((p) => !claimed.has(p));
-        if (rules.length === 0) rules.push(implicitRule(name, null, this.settings));
-        else for (const port of ports) rules.push(implicitRule(name, port, this.settings));
+        if (rules.length === 0) rules.push(implicitRule(svc.doc, null, this.settings));
+        else for (const port of ports) rules.push(implicitRule(svc.doc, port, this.settings));
       }
       rules.sort(comparePrecedence);
       this.checkShadowing(rules);

@@ -132,7 +132,7 @@ export function compileRule(
 }
 
 /** The rule a port without routes gets: all traffic to the service itself, with mesh defaults. */
-export function implicitRule(service: string, port: number | null, mesh: MeshSettings): PlannedRule {
+export function implicitRule(service: ServiceDocument, port: number | null, mesh: MeshSettings): PlannedRule {
   const { timeouts, retry } = ruleTimeouts({}, mesh);
   return {
     rule: {
@@ -141,7 +141,7 @@ export function implicitRule(service: string, port: number | null, mesh: MeshSet
       ruleName: null,
       match: { port, path: { type: 'PathPrefix', value: '/' }, method: null, headers: [], queryParams: [] },
       filters: [],
-      backends: [{ service, port, weight: 1, filters: [] }],
+      backends: [{ service: service.metadata.name, port: port ?? backendPort({}, service), weight: 1, filters: [] }],
       timeouts,
       retry,
     },

@@ -1,0 +1,43 @@
+/** Building small specs in tests without files on disk. */
+import { compileFiles, type CompileResult } from '../../src/compiler/compile.ts';
+import { SourceFile } from '../../src/diagnostics/source-file.ts';
+
+/** Compiles in-memory files given as `{ path: yamlText }`. */
+export function compileTexts(files: Record<string, string>): CompileResult {
+  return compileFiles(Object.entries(files).map(([path, text]) => new SourceFile(path, text)));
+}
+
+/** Codes of a result's diagnostics, in order. */
+export function codes(result: CompileResult): string[] {
+  return result.diagnostics.map((d) => d.code);
+}
+
+/** A mesh with two meshed services `web` (caller) and `api`, and a route hook; tests add documents. */
+export const BASE_SPEC = `apiVersion: trellis.dev/v1alpha1
+kind: Mesh
+metadata: { name: test }
+spec:
+  trustDomain: test.local
+  access: { default: allow }
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: { name: web }
+spec:
+  ports: [{ name: http, port: 80, targetPort: 8080 }]
+  endpoints: { static: [{ address: 127.0.0.1, port: 16001 }] }
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: { name: api }
+spec:
+  ports: [{ name: http, port: 80, targetPort: 8081 }]
+  endpoints: { static: [{ address: 127.0.0.1, port: 16002 }] }
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: { name: api-v2 }
+spec:
+  ports: [{ name: http, port: 80, targetPort: 8082 }]
+  endpoints: { static: [{ address: 127.0.0.1, port: 16003 }] }
+`;
