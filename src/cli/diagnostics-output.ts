@@ -22,5 +22,6 @@ export function diagnosticsJson(diagnostics: readonly Diagnostic[], pathPrefix: 
 
 /** Human rendering of diagnostics and their summary, to stderr. */
 export function printDiagnostics(io: CliIo, diagnostics: readonly Diagnostic[], pathPrefix: string): void {
+  if (diagnostics.length === 0) return;
   io.stderr.write(renderDiagnostics(diagnostics, { pathPrefix, color: useColor(io) }));
 }

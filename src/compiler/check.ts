@@ -259,14 +259,16 @@ class Checker {
   access(target: Located<ServiceDocument>, policies: ReadonlyArray<Located<AccessPolicyDocument>>): { inboundAccess: InboundBody['access']; callers: Callers } {
     const name = target.doc.metadata.name;
     if (policies.length === 0) {
-      const d = this.settings.accessDefault;
+      // The mesh default is enforced by a service's own sidecar; a service without one
+      // is reachable by every caller unless an AccessPolicy narrows who gets a route.
+      const d = target.doc.spec.sidecar === false ? 'allow' : this.settings.accessDefault;
       return { inboundAccess: { default: d, mode: 'enforce', rules: [] }, callers: d === 'deny' ? new Set() : 'everyone' };
     }
     if (target.doc.spec.sidecar === false) {
       this.report(
         'TRL4013',
         `service "${name}" runs no sidecar, so AccessPolicy "${policies[0]!.doc.metadata.name}" is enforced only by its callers' sidecars (others get no route to it); an app that bypasses its sidecar is not stopped`,
-        at(policies[0]!, ['spec', 'targetRefs']),
+        at(policies[0]!, ['spec', 'targetRefs', policies[0]!.doc.spec.targetRefs.findIndex((t) => t.name === name), 'name']),
         { hint: 'mesh the service (sidecar: true) to enforce the policy at its door' },
       );
     }
