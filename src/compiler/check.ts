@@ -123,6 +123,18 @@ class Checker {
         hint: 'add spec.endpoints.static or spec.endpoints.dns',
       });
     }
+    const ports = new Map<string, number>();
+    svc.doc.spec.ports.forEach((p, i) => {
+      for (const [key, field] of [[`#${p.port}`, 'port'], [p.name === undefined ? undefined : `@${p.name}`, 'name']] as const) {
+        if (key === undefined) continue;
+        const first = ports.get(key);
+        if (first !== undefined) {
+          this.report('TRL4018', `service "${svc.doc.metadata.name}" lists port ${field === 'port' ? p.port : `name "${p.name}"`} twice`, at(svc, ['spec', 'ports', i, field]), {
+            related: [{ span: at(svc, ['spec', 'ports', first, field]), message: 'first listed here' }],
+          });
+        } else ports.set(key, i);
+      }
+    });
     const seen = new Map<string, number>();
     eps?.static?.forEach((e, i) => {
       const key = `${e.address}:${e.port ?? ''}`;
@@ -168,6 +180,12 @@ class Checker {
             hint: 'merge the two filters',
           });
         } else once.set(f.type, i);
+      }
+      const fraction = f.type === 'RequestMirror' ? f.requestMirror?.fraction : undefined;
+      if (fraction && fraction.numerator > (fraction.denominator ?? 100)) {
+        this.report('TRL4019', `mirror fraction ${fraction.numerator}/${fraction.denominator ?? 100} is more than every request`, at(route, [...fp, 'requestMirror', 'fraction', 'numerator']), {
+          hint: 'the numerator may be at most the denominator (100 by default)',
+        });
       }
       if (f.type === 'RequestHeaderModifier') this.checkHeaderFilter(route, f.requestHeaderModifier, [...fp, 'requestHeaderModifier']);
       if (f.type === 'ResponseHeaderModifier') this.checkHeaderFilter(route, f.responseHeaderModifier, [...fp, 'responseHeaderModifier']);

@@ -63,6 +63,8 @@ export const CODES = {
   TRL4015: { name: 'duplicate-endpoint', severity: 'error' },
   TRL4016: { name: 'caller-denied-by-backend', severity: 'warning' },
   TRL4017: { name: 'zero-timeout', severity: 'warning' },
+  TRL4018: { name: 'duplicate-port', severity: 'error' },
+  TRL4019: { name: 'mirror-fraction-over-one', severity: 'error' },
 } as const satisfies Record<string, CodeInfo>;
 
 export type Code = keyof typeof CODES;

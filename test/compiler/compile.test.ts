@@ -263,3 +263,26 @@ ${body}`;
     assert.equal(clash.diagnostics[0]!.related?.length, 1);
   });
 });
+
+describe('checks the schema cannot express', () => {
+  test('a service may not list one port number or name twice', () => {
+    const result = compileTexts({ 'a.yaml': BASE_SPEC.replace('ports: [{ name: http, port: 80, targetPort: 8081 }]', 'ports: [{ name: http, port: 80 }, { name: http, port: 80 }]') });
+    assert.deepEqual(codes(result), ['TRL4018', 'TRL4018']);
+  });
+
+  test('a mirror fraction above one is an error', () => {
+    const result = compileTexts({
+      'a.yaml': BASE_SPEC,
+      'r.yaml': `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: r }
+spec:
+  parentRefs: [{ kind: Service, name: api }]
+  rules:
+    - filters: [{ type: RequestMirror, requestMirror: { backendRef: { name: api-v2, port: 80 }, fraction: { numerator: 5, denominator: 4 } } }]
+      backendRefs: [{ name: api, port: 80 }]
+`,
+    });
+    assert.deepEqual(codes(result), ['TRL4019']);
+  });
+});
