@@ -68,10 +68,13 @@ class Checker {
     return this.spec.mesh ? at(this.spec.mesh, path) : undefined;
   }
 
+  /** Which TrafficPolicy set each leaf for each target (`<target>|<leaf path>`), for diagnostics. */
+  readonly policySetBy = new Map<string, { policy: Located<TrafficPolicyDocument>; value: string }>();
+
   /** TrafficPolicies merged per target; two policies may not set one leaf differently. */
   mergeTrafficPolicies(): Map<string, TrafficPolicySettings> {
     const merged = new Map<string, Record<string, unknown>>();
-    const setBy = new Map<string, { policy: Located<TrafficPolicyDocument>; value: string }>();
+    const setBy = this.policySetBy;
     for (const policy of this.spec.trafficPolicies) {
       const targets = new Set(policy.doc.spec.targetRefs.map((t) => t.name));
       for (const target of targets) {
@@ -111,7 +114,9 @@ class Checker {
       });
     }
     if (t.request !== undefined && request === 0) {
-      this.report('TRL4017', 'the default request timeout is 0s, which disables it: calls may wait forever', this.meshSpan(['spec', 'defaults', 'timeouts', 'request']));
+      this.report('TRL4017', 'the default request timeout is 0s, which disables it: calls may wait forever', this.meshSpan(['spec', 'defaults', 'timeouts', 'request']), {
+        hint: 'set the longest time a caller should wait, such as 30s',
+      });
     }
   }
 
@@ -119,7 +124,7 @@ class Checker {
     const eps = svc.doc.spec.endpoints;
     const count = (eps?.static?.length ?? 0) + (eps?.dns ? 1 : 0);
     if (count === 0) {
-      this.report('TRL4014', `service "${svc.doc.metadata.name}" has no endpoints; calls to it will fail with 503`, at(svc, ['spec']), {
+      this.report('TRL4014', `service "${svc.doc.metadata.name}" has no endpoints; calls to it will fail with 503`, at(svc, ['spec'], true), {
         hint: 'add spec.endpoints.static or spec.endpoints.dns',
       });
     }
@@ -155,7 +160,10 @@ class Checker {
       const lower = name.toLowerCase();
       const first = seen.get(lower);
       if (first) {
-        this.report('TRL4012', `header "${name}" is modified twice by one filter`, at(route, p), { related: [{ span: at(route, first), message: 'also modified here' }] });
+        this.report('TRL4012', `header "${name}" is modified twice by one filter`, at(route, p), {
+          related: [{ span: at(route, first), message: 'also modified here' }],
+          hint: 'header names are case-insensitive; keep one of set, add or remove per header',
+        });
       } else seen.set(lower, p);
     };
     f.set?.forEach((h, i) => visit(h.name, [...path, 'set', i, 'name']));
@@ -167,11 +175,8 @@ class Checker {
     const once = new Map<string, number>();
     filters?.forEach((f, i) => {
       const fp = [...path, i];
-      const field = (f.type[0]!.toLowerCase() + f.type.slice(1)).replace(/^uRL/, 'url') as keyof HTTPRouteFilter;
-      if (f[field] === undefined && f.type !== 'RequestRedirect' && f.type !== 'URLRewrite') {
-        this.report('TRL4009', `filter of type ${f.type} needs its "${field}" field`, at(route, fp));
-        return;
-      }
+      // The schema has already checked that each filter carries the field its type names.
+      const field = f.type === 'URLRewrite' ? 'urlRewrite' : f.type === 'RequestRedirect' ? 'requestRedirect' : '';
       if (f.type !== 'RequestMirror') {
         const first = once.get(f.type);
         if (first !== undefined) {
@@ -192,8 +197,6 @@ class Checker {
       const modifier = f.type === 'RequestRedirect' ? f.requestRedirect?.path : f.type === 'URLRewrite' ? f.urlRewrite?.path : undefined;
       if (modifier) {
         const mp = [...fp, field, 'path'];
-        const needed = modifier.type === 'ReplaceFullPath' ? 'replaceFullPath' : 'replacePrefixMatch';
-        if (modifier[needed] === undefined) this.report('TRL4009', `path modifier of type ${modifier.type} needs "${needed}"`, at(route, mp));
         if (modifier.type === 'ReplacePrefixMatch' && !allPrefix) {
           this.report('TRL4008', 'ReplacePrefixMatch needs every match of its rule to be a PathPrefix match', at(route, [...mp, 'type']), {
             hint: 'use ReplaceFullPath, or make the rule match by PathPrefix',
@@ -216,7 +219,7 @@ class Checker {
     }
   }
 
-  checkRule(route: Located<HTTPRouteDocument>, r: number, budgets: Map<string, ClusterBody['retryBudget']>): void {
+  checkRule(route: Located<HTTPRouteDocument>, r: number): void {
     const rule = route.doc.spec.rules![r]!;
     const rp: DocPath = ['spec', 'rules', r];
     const backends = rule.backendRefs ?? [];
@@ -239,7 +242,9 @@ class Checker {
       this.report('TRL4010', 'rule has no backendRefs and no redirect: requests it matches get 500', at(route, rp), { hint: 'add backendRefs, or a RequestRedirect filter' });
     }
     if (backends.length > 0 && redirect) {
-      this.report('TRL4011', 'rule redirects every request, so its backendRefs are never used', at(route, [...rp, 'backendRefs']));
+      this.report('TRL4011', 'rule redirects every request, so its backendRefs are never used', at(route, [...rp, 'backendRefs']), {
+        hint: 'remove the backendRefs, or move the redirect to a rule of its own',
+      });
     }
 
     const t = rule.timeouts;
@@ -252,25 +257,12 @@ class Checker {
         });
       }
       if (t.request !== undefined && request === 0) {
-        this.report('TRL4017', 'request timeout 0s disables the timeout: calls may wait forever', at(route, [...rp, 'timeouts', 'request']));
+        this.report('TRL4017', 'request timeout 0s disables the timeout: calls may wait forever', at(route, [...rp, 'timeouts', 'request']), {
+          hint: 'set the longest time a caller should wait, such as 30s',
+        });
       }
     }
 
-    const attempts = rule.retry?.attempts ?? this.settings.retry.attempts ?? BUILTIN.retryAttempts;
-    if (attempts > 0) {
-      for (const [j, b] of backends.entries()) {
-        const budget = budgets.get(b.name);
-        if (budget && budget.ratio >= 1) {
-          this.report(
-            'TRL4004',
-            `up to ${attempts} retries per request to "${b.name}", whose retry budget ratio is ${budget.ratio}: under failure, retries can multiply its load by ${attempts + 1}×`,
-            at(route, rule.retry?.attempts !== undefined ? [...rp, 'retry', 'attempts'] : [...rp, 'backendRefs', j]),
-            { hint: `lower retryBudget.ratio in the TrafficPolicy of "${b.name}" (0.2 lets retries add at most 20% load)` },
-          );
-          break;
-        }
-      }
-    }
   }
 
   /** Access per target: compiled rules, who may call, and mode conflicts. */
@@ -285,7 +277,7 @@ class Checker {
     if (target.doc.spec.sidecar === false) {
       this.report(
         'TRL4013',
-        `service "${name}" runs no sidecar, so AccessPolicy "${policies[0]!.doc.metadata.name}" is enforced only by its callers' sidecars (others get no route to it); an app that bypasses its sidecar is not stopped`,
+        `service "${name}" runs no sidecar, so ${policies.length === 1 ? 'AccessPolicy' : 'AccessPolicies'} ${policies.map((p) => `"${p.doc.metadata.name}"`).join(', ')} ${policies.length === 1 ? 'is' : 'are'} enforced only by its callers' sidecars (others get no route to it); an app that bypasses its sidecar is not stopped`,
         at(policies[0]!, ['spec', 'targetRefs', policies[0]!.doc.spec.targetRefs.findIndex((t) => t.name === name), 'name']),
         { hint: 'mesh the service (sidecar: true) to enforce the policy at its door' },
       );
@@ -359,7 +351,7 @@ class Checker {
           const shown = denied.slice(0, 5).join(', ') + (denied.length > 5 ? ` and ${denied.length - 5} more` : '');
           this.report(
             'TRL4016',
-            `"${name}" routes to "${b.service}", whose access policy does not admit ${denied.length} of "${name}"'s callers (${shown}); their requests routed there will be denied`,
+            `"${name}" routes to "${b.service}", whose ${backend.inbound?.access.default === 'policy' ? 'access policy' : `access (mesh default "${backend.inbound?.access.default}")`} does not admit ${denied.length} of "${name}"'s callers (${shown}); their requests routed there will be denied`,
             at(origin.route, ['spec', 'rules', origin.ruleIndex, 'backendRefs', j, 'name']),
             { hint: `admit them in an AccessPolicy on "${b.service}"` },
           );
@@ -382,7 +374,6 @@ class Checker {
     }
 
     const clusters = new Map<string, ClusterBody>();
-    const budgets = new Map<string, ClusterBody['retryBudget']>();
     for (const [name, svc] of this.spec.services) {
       this.checkService(svc);
       const meshed = svc.doc.spec.sidecar !== false;
@@ -395,14 +386,13 @@ class Checker {
         ...resolved,
       };
       clusters.set(name, cluster);
-      budgets.set(name, cluster.retryBudget);
     }
 
     // Attach each route rule to the service ports its parentRefs name.
     const planned = new Map<string, PlannedRule[]>();
     for (const name of this.spec.services.keys()) planned.set(name, []);
     for (const route of this.spec.routes) {
-      route.doc.spec.rules?.forEach((_, r) => this.checkRule(route, r, budgets));
+      route.doc.spec.rules?.forEach((_, r) => this.checkRule(route, r));
       route.doc.spec.parentRefs?.forEach((p, pi) => {
         const parent = this.spec.services.get(p.name);
         if (!parent) return;
@@ -452,7 +442,7 @@ class Checker {
               access: inboundAccess,
             }
           : null,
-        route: { service: name, rules: rules.map((x) => x.rule) },
+        route: { service: name, ports: svc.doc.spec.ports.map((p) => p.port), rules: rules.map((x) => x.rule) },
         cluster: clusters.get(name)!,
         endpoints: this.endpoints(svc.doc, meshed),
         callers,
@@ -460,7 +450,35 @@ class Checker {
       });
     }
     this.checkBackendAccess(plan, planned);
+    this.checkRetryAmplification(plan);
     return { settings: this.settings, services: plan };
+  }
+
+  /**
+   * A retry budget whose ratio is 1 or more does not bound retries: each caller may retry
+   * every request as often as its rule allows, multiplying the load on a failing service.
+   * Warned once per service, at the setting that lifted the budget.
+   */
+  checkRetryAmplification(plan: ReadonlyMap<string, ServicePlan>): void {
+    const worst = new Map<string, number>();
+    for (const svc of plan.values()) {
+      for (const rule of svc.route.rules) {
+        if (rule.retry.attempts === 0) continue;
+        for (const b of rule.backends) worst.set(b.service, Math.max(worst.get(b.service) ?? 0, rule.retry.attempts));
+      }
+    }
+    for (const [name, attempts] of worst) {
+      const budget = plan.get(name)?.cluster.retryBudget;
+      if (!budget || budget.ratio < 1) continue;
+      const setBy = this.policySetBy.get(`${name}|retryBudget.ratio`);
+      const span = setBy ? at(setBy.policy, ['spec', 'retryBudget', 'ratio']) : this.meshSpan(['spec', 'defaults', 'trafficPolicy', 'retryBudget', 'ratio']);
+      this.report(
+        'TRL4004',
+        `retry budget ratio ${budget.ratio} for "${name}" does not bound retries: callers retry up to ${attempts} times, so under failure its load can grow ${attempts + 1}×`,
+        span,
+        { hint: 'use a ratio below 1 (0.2 lets retries add at most 20% load)' },
+      );
+    }
   }
 
   /** Warns about each rule that an earlier rule of the same table always pre-empts. */
@@ -475,9 +493,13 @@ class Checker {
         const e = earlier.origin;
         const path: DocPath = o.matchIndex >= 0 ? ['spec', 'rules', o.ruleIndex, 'matches', o.matchIndex] : ['spec', 'rules', o.ruleIndex];
         const epath: DocPath = e.matchIndex >= 0 ? ['spec', 'rules', e.ruleIndex, 'matches', e.matchIndex] : ['spec', 'rules', e.ruleIndex];
-        this.report('TRL4002', `this match can never be selected: rule ${earlier.rule.id} matches every request it would and takes precedence`, at(o.route, path), {
+        const identical = subsumes(later.rule.match, earlier.rule.match);
+        const winner = `rules[${e.ruleIndex}]${earlier.rule.ruleName ? ` ("${earlier.rule.ruleName}")` : ''} of HTTPRoute "${e.route.doc.metadata.name}"`;
+        this.report('TRL4002', `this match can never be selected: ${winner} matches every request it would and takes precedence`, at(o.route, path), {
           related: [{ span: at(e.route, epath), message: 'the rule that always wins' }],
-          hint: 'make the earlier match narrower, or this one more specific (Gateway API precedence: exact path, longest prefix, method, headers, query)',
+          hint: identical
+            ? `both match the same requests; ties go to the route whose name sorts first, then to rule order — remove one, or make this one more specific`
+            : 'make the earlier match narrower, or this one more specific (Gateway API precedence: exact path, longest prefix, method, headers, query)',
         });
         break;
       }

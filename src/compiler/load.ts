@@ -52,35 +52,41 @@ function isSpecFileName(name: string): boolean {
 export async function readSpecDir(root: string, limits: LoadLimits = DEFAULT_LIMITS): Promise<LoadResult> {
   const files: SourceFile[] = [];
   const diagnostics: Diagnostic[] = [];
-  const rootStat = await stat(root).catch(() => undefined);
-  if (!rootStat?.isDirectory()) {
-    const file = new SourceFile(root, '');
-    diagnostics.push(diagnostic('TRL1010', `cannot read spec folder "${root}": not a directory`, { file, start: 0, end: 0 }));
+  const rootStat = await stat(root).catch((err: NodeJS.ErrnoException) => err);
+  if (rootStat instanceof Error || !rootStat.isDirectory()) {
+    const why = rootStat instanceof Error ? (rootStat.code === 'ENOENT' ? 'does not exist' : rootStat.message) : 'is not a folder';
+    diagnostics.push(diagnostic('TRL1010', `spec folder "${root}" ${why}`, undefined, { hint: 'name the folder that holds the mesh spec, such as examples/shop' }));
     return { files, diagnostics };
   }
+  const unreadable = (full: string, err: unknown) =>
+    diagnostics.push(diagnostic('TRL1010', `cannot read: ${(err as Error).message}`, undefined, { path: relative(root, full).split(sep).join('/') }));
   const pending = [root];
   while (pending.length > 0) {
     const dir = pending.pop()!;
-    const entries = await readdir(dir, { withFileTypes: true });
+    let entries;
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch (err) {
+      unreadable(dir, err);
+      continue;
+    }
     for (const entry of entries) {
       if (entry.name.startsWith('.')) continue;
       const full = join(dir, entry.name);
       if (entry.isDirectory()) pending.push(full);
       else if (entry.isFile() && isSpecFileName(entry.name)) {
         const path = relative(root, full).split(sep).join('/');
-        const size = (await stat(full)).size;
-        if (size > limits.maxFileBytes) {
-          const file = new SourceFile(path, '');
-          diagnostics.push(
-            diagnostic('TRL1001', `file is ${size} bytes; spec files may be at most ${limits.maxFileBytes} bytes`, { file, start: 0, end: 0 }, { hint: 'split it into several files' }),
-          );
-          continue;
-        }
         try {
+          const size = (await stat(full)).size;
+          if (size > limits.maxFileBytes) {
+            diagnostics.push(
+              diagnostic('TRL1001', `file is ${size} bytes; spec files may be at most ${limits.maxFileBytes} bytes`, undefined, { path, hint: 'split it into several files' }),
+            );
+            continue;
+          }
           files.push(new SourceFile(path, await readFile(full, 'utf8')));
         } catch (err) {
-          const file = new SourceFile(path, '');
-          diagnostics.push(diagnostic('TRL1010', `cannot read file: ${(err as Error).message}`, { file, start: 0, end: 0 }));
+          unreadable(full, err);
         }
       }
     }
@@ -90,28 +96,27 @@ export async function readSpecDir(root: string, limits: LoadLimits = DEFAULT_LIM
 }
 
 /**
- * Deepest `[`/`{` nesting in the text, counted before parsing: the parser recurses, so a
- * deep flow collection would cost seconds (or the stack) before any limit could apply.
- * Quotes and comments are skipped roughly; the count only has to be an upper bound for
- * real specs and exact for hostile ones, which nest brackets plainly.
+ * Offset at which `[`/`{` nesting first exceeds `limit`, or -1. Counted before parsing:
+ * the parser recurses, so a deep flow collection would cost seconds (or the stack)
+ * before any limit could apply. Quotes and comments are skipped roughly; the count only
+ * has to be an upper bound for real specs and exact for hostile ones, which nest plainly.
  */
-function flowDepth(text: string): number {
+function flowTooDeep(text: string, limit: number): number {
   let depth = 0;
-  let max = 0;
   let quote = '';
   for (let i = 0; i < text.length; i++) {
     const c = text[i];
     if (quote) {
-      if (c === quote) quote = '';
-      else if (c === '\n') quote = '';
+      if (c === quote || c === '\n') quote = '';
     } else if (c === '"' || c === "'") quote = c;
     else if (c === '#' && (i === 0 || text[i - 1] === ' ' || text[i - 1] === '\n')) {
       const nl = text.indexOf('\n', i);
       i = nl < 0 ? text.length : nl;
-    } else if (c === '[' || c === '{') max = Math.max(max, ++depth);
-    else if (c === ']' || c === '}') depth = Math.max(0, depth - 1);
+    } else if (c === '[' || c === '{') {
+      if (++depth > limit) return i;
+    } else if (c === ']' || c === '}') depth = Math.max(0, depth - 1);
   }
-  return max;
+  return -1;
 }
 
 /** Depth of the deepest collection in a parsed node, stopping early once over `limit`. */
@@ -131,8 +136,6 @@ function nodeDepth(root: unknown, limit: number): number {
   }
   return max;
 }
-
-const YAML_CODES: Readonly<Record<string, 'TRL1003' | 'TRL1002'>> = { DUPLICATE_KEY: 'TRL1003' };
 
 function spanOf(file: SourceFile, range: readonly number[] | null | undefined): Span {
   const start = range?.[0] ?? 0;
@@ -156,8 +159,9 @@ export function parseSpecFiles(files: readonly SourceFile[], limits: LoadLimits 
   const documents: ParsedDocument[] = [];
   const diagnostics: Diagnostic[] = [];
   for (const file of files) {
-    if (flowDepth(file.text) > limits.maxDepth) {
-      diagnostics.push(diagnostic('TRL1005', `YAML nests deeper than ${limits.maxDepth} levels`, spanOf(file, [0, 1])));
+    const deep = flowTooDeep(file.text, limits.maxDepth);
+    if (deep >= 0) {
+      diagnostics.push(diagnostic('TRL1005', `YAML nests deeper than ${limits.maxDepth} levels`, spanOf(file, [deep, deep + 1]), { hint: 'flatten the structure; real specs nest a dozen levels at most' }));
       continue;
     }
     let docs: YAML.Document.Parsed[];
@@ -176,17 +180,65 @@ export function parseSpecFiles(files: readonly SourceFile[], limits: LoadLimits 
   return { documents, diagnostics };
 }
 
+/** Drops the parser's trailing "at line L, column C:" and source excerpt: we print our own. */
+function plainMessage(message: string): string {
+  return message.replace(/ at line \d+, column \d+:?[\s\S]*$/, '');
+}
+
+/** Each repeated key of every mapping in a document, with the first occurrence. */
+function duplicateKeys(root: unknown): Array<{ key: YAML.Scalar; first: YAML.Scalar }> {
+  const out: Array<{ key: YAML.Scalar; first: YAML.Scalar }> = [];
+  const stack = [root];
+  while (stack.length > 0) {
+    const node = stack.pop();
+    if (YAML.isMap(node)) {
+      const seen = new Map<unknown, YAML.Scalar>();
+      for (const pair of node.items) {
+        if (YAML.isScalar(pair.key)) {
+          const first = seen.get(pair.key.value);
+          if (first) out.push({ key: pair.key, first });
+          else seen.set(pair.key.value, pair.key);
+        }
+        stack.push(pair.value);
+      }
+    } else if (YAML.isSeq(node)) stack.push(...node.items);
+  }
+  return out.sort((a, b) => (a.key.range?.[0] ?? 0) - (b.key.range?.[0] ?? 0));
+}
+
+/** Alias nodes of a document, in source order. */
+function aliases(root: unknown): YAML.Alias[] {
+  const out: YAML.Alias[] = [];
+  YAML.visit(root as YAML.Node, { Alias: (_, node) => void out.push(node) });
+  return out.sort((a, b) => (a.range?.[0] ?? 0) - (b.range?.[0] ?? 0));
+}
+
 function parseDocument(file: SourceFile, doc: YAML.Document.Parsed, index: number, limits: LoadLimits, out: Diagnostic[]): ParsedDocument | undefined {
   let ok = true;
-  for (const e of doc.errors) {
+  // One syntax error per document: after the first, the parser's errors mostly restate it.
+  // Tabs first, since a tab in indentation makes the parser report confusing errors before it.
+  const syntax = doc.errors.filter((e) => e.code !== 'DUPLICATE_KEY');
+  const first = syntax.find((e) => e.code === 'TAB_AS_INDENT') ?? syntax[0];
+  if (first) {
     ok = false;
-    const code = YAML_CODES[e.code] ?? 'TRL1002';
-    const message = e.message.replace(/ at line \d+, column \d+:?[\s\S]*$/, '');
-    out.push(diagnostic(code, code === 'TRL1003' ? 'duplicate key: each key may appear once in a mapping' : message, spanOf(file, e.pos)));
+    const hint = first.code === 'TAB_AS_INDENT' ? 'indent with spaces; YAML does not allow tabs there' : undefined;
+    out.push(diagnostic('TRL1002', plainMessage(first.message), spanOf(file, first.pos), hint ? { hint } : {}));
+  }
+  if (doc.errors.some((e) => e.code === 'DUPLICATE_KEY')) {
+    ok = false;
+    for (const { key, first: firstKey } of duplicateKeys(doc.contents)) {
+      out.push(
+        diagnostic('TRL1003', `duplicate key "${String(key.value)}": each key may appear once in a mapping`, spanOf(file, key.range), {
+          related: [{ span: spanOf(file, firstKey.range), message: 'first used here' }],
+          hint: 'remove one of the two, or merge their values',
+        }),
+      );
+    }
   }
   for (const w of doc.warnings) {
     ok = false;
-    out.push(diagnostic('TRL1006', w.message.replace(/ at line \d+, column \d+:?[\s\S]*$/, ''), spanOf(file, w.pos), { hint: 'Trellis treats YAML warnings as errors' }));
+    const hint = w.code === 'TAG_RESOLVE_FAILED' ? 'custom tags such as !env are not supported; write the value out' : 'Trellis treats YAML warnings as errors';
+    out.push(diagnostic('TRL1006', plainMessage(w.message), spanOf(file, w.pos), { hint }));
   }
   if (!ok) return undefined;
   const contents = doc.contents;
@@ -195,19 +247,29 @@ function parseDocument(file: SourceFile, doc: YAML.Document.Parsed, index: numbe
     out.push(diagnostic('TRL1005', `YAML nests deeper than ${limits.maxDepth} levels`, documentSpan(file, doc)));
     return undefined;
   }
+  const used = aliases(contents);
+  const dangling = used.filter((a) => a.resolve(doc) === undefined);
+  for (const a of dangling) {
+    out.push(diagnostic('TRL1002', `alias *${a.source} refers to no anchor defined before it`, spanOf(file, a.range), { hint: `define &${a.source} earlier in the same document` }));
+  }
+  if (dangling.length > 0) return undefined;
   let value: unknown;
   try {
     value = doc.toJS({ maxAliasCount: limits.maxAliasCount });
   } catch (err) {
     out.push(
-      diagnostic('TRL1004', `YAML aliases expand too much (more than ${limits.maxAliasCount} alias uses): ${(err as Error).message}`, documentSpan(file, doc), {
-        hint: 'write the values out, or use fewer anchors',
+      diagnostic('TRL1004', `YAML aliases expand too much (alias limit ${limits.maxAliasCount}): ${plainMessage((err as Error).message)}`, spanOf(file, used[0]?.range ?? contents?.range), {
+        hint: 'write the values out, or use fewer anchors; nested aliases multiply',
       }),
     );
     return undefined;
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    out.push(diagnostic('TRL1007', 'a spec document must be a mapping with apiVersion, kind, metadata and spec', documentSpan(file, doc)));
+    out.push(
+      diagnostic('TRL1007', 'a spec document must be a mapping with apiVersion, kind, metadata and spec', documentSpan(file, doc), {
+        hint: 'start each document with "apiVersion:" at the left margin; separate documents with ---',
+      }),
+    );
     return undefined;
   }
   const record = value as Record<string, unknown>;

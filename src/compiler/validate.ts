@@ -96,6 +96,16 @@ function toDiagnostic(source: ParsedDocument, e: ErrorObject): Diagnostic | unde
     case 'required': {
       code = 'TRL2001';
       message = `${where} is missing required field "${String(p.missingProperty)}"`;
+      // Point at the key that owns the incomplete mapping (`spec:`), not at its first field.
+      if (path.length > 0 && typeof path[path.length - 1] === 'string') at = locate(source, path, true);
+      break;
+    }
+    case 'uniqueItems': {
+      code = 'TRL2007';
+      const second = Math.max(Number(p.i), Number(p.j));
+      message = `${where} lists ${JSON.stringify((e.data as unknown[])[second])} twice`;
+      at = locate(source, [...path, second]);
+      hint = 'remove the repeated entry';
       break;
     }
     case 'additionalProperties': {
@@ -141,7 +151,21 @@ function toDiagnostic(source: ParsedDocument, e: ErrorObject): Diagnostic | unde
     case 'minProperties':
     case 'maxProperties': {
       code = 'TRL2006';
-      message = `${where} ${e.message ?? 'is out of range'}`;
+      const limit = Number(p.limit);
+      const bound: Record<string, string> = {
+        minimum: `must be at least ${limit}`,
+        maximum: `must be at most ${limit}`,
+        exclusiveMinimum: `must be more than ${limit}`,
+        exclusiveMaximum: `must be less than ${limit}`,
+        minLength: `must be at least ${limit} characters long`,
+        maxLength: `may be at most ${limit} characters long`,
+        minItems: `needs at least ${limit} item${limit === 1 ? '' : 's'}`,
+        maxItems: `may hold at most ${limit} items`,
+        minProperties: `needs at least ${limit} field${limit === 1 ? '' : 's'}`,
+        maxProperties: `may hold at most ${limit} field${limit === 1 ? '' : 's'}`,
+      };
+      message = `${where} ${bound[e.keyword]!}${typeof e.data === 'number' ? `, not ${e.data}` : ''}`;
+      if (schema.description) hint = schema.description.split(/(?<=\.)\s/)[0];
       break;
     }
     case 'if':

@@ -155,6 +155,8 @@ export interface CompiledRule {
 
 export interface RouteBody {
   readonly service: string;
+  /** The service's port numbers, in declared order; a caller that names no port gets the first. */
+  readonly ports: readonly number[];
   /** In precedence order: a sidecar takes the first rule that matches. */
   readonly rules: readonly CompiledRule[];
 }

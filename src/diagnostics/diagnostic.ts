@@ -23,7 +23,10 @@ export interface Diagnostic {
   readonly code: Code;
   readonly severity: Severity;
   readonly message: string;
+  /** Where in a file; absent for problems of a whole file (see `path`) or of no file. */
   readonly span?: Span;
+  /** Spec-relative path of the file a span-less diagnostic is about (a file too large to read, say). */
+  readonly path?: string;
   readonly hint?: string;
   readonly related?: readonly RelatedInfo[];
 }
@@ -33,10 +36,11 @@ export function diagnostic(
   code: Code,
   message: string,
   span?: Span,
-  extra: { hint?: string; related?: RelatedInfo[] } = {},
+  extra: { hint?: string; related?: RelatedInfo[]; path?: string } = {},
 ): Diagnostic {
   const d: { -readonly [K in keyof Diagnostic]: Diagnostic[K] } = { code, severity: CODES[code].severity, message };
   if (span) d.span = span;
+  else if (extra.path !== undefined) d.path = extra.path;
   if (extra.hint) d.hint = extra.hint;
   if (extra.related && extra.related.length > 0) d.related = extra.related;
   return d;
@@ -49,8 +53,8 @@ export function hasErrors(diagnostics: readonly Diagnostic[]): boolean {
 /** Stable order: by file path, then offset, then code, then message; file-less ones first. */
 export function sortDiagnostics(diagnostics: readonly Diagnostic[]): Diagnostic[] {
   return [...diagnostics].sort((a, b) => {
-    const fa = a.span?.file.path ?? '';
-    const fb = b.span?.file.path ?? '';
+    const fa = a.span?.file.path ?? a.path ?? '';
+    const fb = b.span?.file.path ?? b.path ?? '';
     if (fa !== fb) return fa < fb ? -1 : 1;
     const oa = a.span?.start ?? -1;
     const ob = b.span?.start ?? -1;

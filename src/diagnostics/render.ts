@@ -47,7 +47,7 @@ function excerpt(span: Span, options: RenderOptions): string[] {
  */
 export function renderDiagnostic(d: Diagnostic, options: RenderOptions = {}): string {
   const colour = d.severity === 'error' ? 'red' : d.severity === 'warning' ? 'yellow' : 'cyan';
-  const where = d.span ? `${formatLocation(d.span, options)}: ` : '';
+  const where = d.span ? `${formatLocation(d.span, options)}: ` : d.path !== undefined ? `${joinPath(options.pathPrefix, d.path)}: ` : '';
   const lines = [`${paint(options.color, 'bold', where)}${paint(options.color, colour, `${d.severity} ${d.code}`)}: ${d.message}`];
   if (d.span) lines.push(...excerpt(d.span, options));
   if (d.hint) lines.push(`  ${paint(options.color, 'cyan', 'hint')}: ${d.hint}`);
@@ -94,6 +94,7 @@ export function diagnosticToJson(d: Diagnostic, options: RenderOptions = {}): Di
     const e = d.span.file.position(d.span.end);
     Object.assign(out, { file: joinPath(options.pathPrefix, d.span.file.path), line: s.line, col: s.col, endLine: e.line, endCol: e.col });
   }
+  else if (d.path !== undefined) out.file = joinPath(options.pathPrefix, d.path);
   if (d.hint) out.hint = d.hint;
   if (d.related) {
     out.related = d.related.map((r) => {

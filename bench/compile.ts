@@ -1,0 +1,177 @@
+/**
+ * Compiler benchmark: how long a cold `trellis compile` takes, and how much memory it needs,
+ * as a spec repo grows. For each size it writes a synthetic repo (bench/synthetic-mesh.ts)
+ * to a temp folder, then runs bench/compile-once.ts in a fresh process per run, so every
+ * run is a cold compile (as the CLI is) and peak RSS belongs to one size. Reports medians.
+ *
+ * Usage: node bench/compile.ts [--sizes 100,1000,10000] [--runs 3] [--seed 1]
+ *                              [--timeout 120] [--profile DIR]
+ *   --timeout   seconds one run may take before it is killed and the bench fails
+ *   --profile   also write a V8 CPU profile of each run under DIR/<size>/ (`--cpu-prof`)
+ *               and print a summary of the first per size; profiling slows runs down
+ *
+ * Prints a Markdown table and the machine to stdout; progress goes to stderr.
+ */
+import { execFile } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs, promisify } from 'node:util';
+import type { CompileSample } from './compile-once.ts';
+import { renderCpuProfileSummary, summarizeCpuProfile, type CpuProfile } from './summarize-cpu-profile.ts';
+import { syntheticMesh } from './synthetic-mesh.ts';
+
+const run = promisify(execFile);
+const COMPILE_ONCE = fileURLToPath(new URL('./compile-once.ts', import.meta.url));
+
+interface Options {
+  readonly sizes: readonly number[];
+  readonly runs: number;
+  readonly seed: number;
+  readonly timeoutMs: number;
+  readonly profileDir: string | undefined;
+}
+
+function parseOptions(): Options {
+  const { values } = parseArgs({
+    options: {
+      sizes: { type: 'string', default: '100,1000,10000' },
+      runs: { type: 'string', default: '3' },
+      seed: { type: 'string', default: '1' },
+      timeout: { type: 'string', default: '120' },
+      profile: { type: 'string' },
+    },
+  });
+  const positive = (text: string, what: string) => {
+    const n = Number(text);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`${what} must be a positive integer, got "${text}"`);
+    return n;
+  };
+  return {
+    sizes: values.sizes.split(',').map((s) => positive(s.trim(), '--sizes')),
+    runs: positive(values.runs, '--runs'),
+    seed: positive(values.seed, '--seed'),
+    timeoutMs: positive(values.timeout, '--timeout') * 1000,
+    profileDir: values.profile,
+  };
+}
+
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/** Median of each numeric field over the runs (fields independently, so not one run's row). */
+function medianSample(samples: readonly CompileSample[]): CompileSample {
+  const m = (key: keyof CompileSample) => median(samples.map((s) => s[key]));
+  return {
+    startupMs: m('startupMs'),
+    compileMs: m('compileMs'),
+    serializeMs: m('serializeMs'),
+    compileMaxRssKiB: m('compileMaxRssKiB'),
+    maxRssKiB: m('maxRssKiB'),
+    documents: m('documents'),
+    configs: m('configs'),
+    outputBytes: m('outputBytes'),
+    warnings: m('warnings'),
+  };
+}
+
+/** One compile in a fresh process; throws with the child's stderr (its diagnostics) on failure. */
+async function compileOnce(dir: string, options: Options, profileDir: string | undefined): Promise<CompileSample> {
+  const flags = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
+  try {
+    const { stdout } = await run(process.execPath, [...flags, COMPILE_ONCE, dir], {
+      timeout: options.timeoutMs,
+      killSignal: 'SIGKILL',
+      maxBuffer: 64 * 1024 * 1024,
+    });
+    return JSON.parse(stdout) as CompileSample;
+  } catch (err) {
+    const e = err as { killed?: boolean; stderr?: string; message: string };
+    if (e.killed) throw new Error(`compile of ${dir} took longer than ${options.timeoutMs / 1000}s and was killed`);
+    throw new Error(`compile of ${dir} failed:\n${e.stderr || e.message}`);
+  }
+}
+
+interface SizeResult {
+  readonly services: number;
+  readonly sample: CompileSample;
+  readonly profile?: string;
+}
+
+async function benchSize(services: number, options: Options): Promise<SizeResult> {
+  const mesh = syntheticMesh(services, { seed: options.seed });
+  const dir = await mkdtemp(join(tmpdir(), `trellis-bench-${services}-`));
+  try {
+    for (const file of mesh.files) {
+      const path = join(dir, file.path);
+      await mkdir(dirname(path), { recursive: true });
+      await writeFile(path, file.text);
+    }
+    process.stderr.write(`${services} services: ${mesh.files.length} files, ${mesh.documents} documents, ${(mesh.bytes / 1e6).toFixed(1)} MB of YAML in ${dir}\n`);
+    const profileDir = options.profileDir ? join(options.profileDir, String(services)) : undefined;
+    const before = new Set(profileDir ? await readdir(profileDir).catch(() => []) : []);
+    const samples: CompileSample[] = [];
+    for (let r = 1; r <= options.runs; r++) {
+      const sample = await compileOnce(dir, options, profileDir);
+      if (sample.documents !== mesh.documents) throw new Error(`compiler kept ${sample.documents} documents of the ${mesh.documents} generated`);
+      if (sample.configs !== services) throw new Error(`compiler emitted ${sample.configs} configs for ${services} services`);
+      process.stderr.write(`  run ${r}/${options.runs}: compile ${sample.compileMs.toFixed(0)} ms, +serialize ${sample.serializeMs.toFixed(0)} ms, peak RSS ${(sample.maxRssKiB / 1024).toFixed(0)} MB\n`);
+      samples.push(sample);
+    }
+    let profile: string | undefined;
+    if (profileDir) {
+      const first = (await readdir(profileDir)).filter((f) => f.endsWith('.cpuprofile') && !before.has(f)).sort()[0];
+      if (first) {
+        const data = JSON.parse(await readFile(join(profileDir, first), 'utf8')) as CpuProfile;
+        profile = `### CPU profile, ${services} services (${join(profileDir, first)})\n\n${renderCpuProfileSummary(summarizeCpuProfile(data))}`;
+      }
+    }
+    return { services, sample: medianSample(samples), profile };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+function renderTable(results: readonly SizeResult[], runs: number): string {
+  const mb = (kib: number) => (kib / 1024).toFixed(0);
+  const lines = [
+    `Median of ${runs} cold run${runs === 1 ? '' : 's'} per size; each run is a fresh process.`,
+    '',
+    '| services | documents | compile ms | +serialize ms | ms per 1000 services | peak RSS MB (compile only) | output MB | startup ms | warnings |',
+    '|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
+  ];
+  for (const { services, sample: s } of results) {
+    const per1000 = ((s.compileMs + s.serializeMs) / services) * 1000;
+    lines.push(
+      `| ${services} | ${s.documents} | ${s.compileMs.toFixed(0)} | ${s.serializeMs.toFixed(0)} | ${per1000.toFixed(0)} | ${mb(s.maxRssKiB)} (${mb(s.compileMaxRssKiB)}) | ${(s.outputBytes / 1e6).toFixed(1)} | ${s.startupMs.toFixed(0)} | ${s.warnings} |`,
+    );
+  }
+  lines.push(
+    '',
+    '- compile ms: `compileDir(dir)` (read, YAML parse, ajv validate, resolve, check, emit with hashing), ajv schema compilation included.',
+    '- +serialize ms: `prettyJson` of every config and index.json on top (what `trellis compile --out` writes; file writes not timed).',
+    '- ms per 1000 services: (compile + serialize) / services × 1000; flat means linear growth.',
+    '- startup ms: node boot, TypeScript stripping and imports before `compileDir` runs (not in the other columns).',
+  );
+  return lines.join('\n') + '\n';
+}
+
+function machine(): string {
+  const cpu = cpus()[0]?.model ?? 'unknown CPU';
+  return `Machine: ${cpu}, ${availableParallelism()} cores, ${(totalmem() / 2 ** 30).toFixed(0)} GiB RAM, Node ${process.version} (${process.platform}/${process.arch}).\n`;
+}
+
+try {
+  const options = parseOptions();
+  const results: SizeResult[] = [];
+  for (const services of options.sizes) results.push(await benchSize(services, options));
+  process.stdout.write(`${renderTable(results, options.runs)}\n${machine()}`);
+  for (const r of results) if (r.profile) process.stdout.write(`\n${r.profile}`);
+} catch (err) {
+  process.stderr.write(`bench/compile: ${(err as Error).message}\n`);
+  process.exitCode = 1;
+}

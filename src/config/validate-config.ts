@@ -1,0 +1,138 @@
+/**
+ * Validation of a proxy config as a sidecar receives it (from a file, an admin write or
+ * the reconciler): shape, content hashes, and consistency (every backend a route names
+ * has its cluster and endpoints). A config that fails here is never applied.
+ */
+import { Ajv, type ErrorObject } from 'ajv';
+import { contentHash } from './canonical.ts';
+import { versionOf } from './resources.ts';
+import { PROXY_CONFIG_API_VERSION, type ProxyConfig, type RouteBody } from './types.ts';
+
+const str = { type: 'string' };
+const int = { type: 'integer', minimum: 0 };
+const nullable = (s: object) => ({ anyOf: [s, { type: 'null' }] });
+const obj = (properties: Record<string, unknown>, required = Object.keys(properties)) => ({ type: 'object', properties, required, additionalProperties: false });
+const list = (items: unknown) => ({ type: 'array', items });
+const port = { type: 'integer', minimum: 1, maximum: 65535 };
+const compiledPort = obj({ name: nullable(str), port, targetPort: port, protocol: { const: 'http' } });
+const headerList = list(obj({ name: str, value: str }));
+const headerModifier = obj({ set: headerList, add: headerList, remove: list(str) });
+const pathModifier = nullable(obj({ type: { enum: ['ReplaceFullPath', 'ReplacePrefixMatch'] }, value: str }));
+const filter = {
+  type: 'object',
+  required: ['type'],
+  properties: { type: { enum: ['RequestHeaderModifier', 'ResponseHeaderModifier', 'RequestMirror', 'RequestRedirect', 'URLRewrite'] } },
+  allOf: [
+    { if: { properties: { type: { enum: ['RequestHeaderModifier', 'ResponseHeaderModifier'] } } }, then: obj({ type: str, headers: headerModifier }) },
+    { if: { properties: { type: { const: 'RequestMirror' } } }, then: obj({ type: str, backend: obj({ service: str, port: nullable(port) }), numerator: int, denominator: { type: 'integer', minimum: 1 } }) },
+    { if: { properties: { type: { const: 'RequestRedirect' } } }, then: obj({ type: str, scheme: nullable({ enum: ['http', 'https'] }), hostname: nullable(str), path: pathModifier, port: nullable(port), statusCode: { enum: [301, 302, 303, 307, 308] } }) },
+    { if: { properties: { type: { const: 'URLRewrite' } } }, then: obj({ type: str, hostname: nullable(str), path: pathModifier }) },
+  ],
+};
+const stringMatch = obj({ type: { enum: ['Exact', 'RegularExpression'] }, name: str, value: str });
+const rule = obj({
+  id: str,
+  route: nullable(str),
+  ruleName: nullable(str),
+  match: obj({
+    port: nullable(port),
+    path: obj({ type: { enum: ['Exact', 'PathPrefix', 'RegularExpression'] }, value: str }),
+    method: nullable(str),
+    headers: list(stringMatch),
+    queryParams: list(stringMatch),
+  }),
+  filters: list(filter),
+  backends: list(obj({ service: str, port: nullable(port), weight: int, filters: list(filter) })),
+  timeouts: obj({ requestMs: int, backendRequestMs: int }),
+  retry: obj({ attempts: int, codes: list({ type: 'integer', minimum: 100, maximum: 599 }), backoffMs: int }),
+});
+const percentage = { type: 'number', minimum: 0, maximum: 100 };
+const bodies = {
+  inbound: obj({
+    service: str,
+    identity: str,
+    trustDomain: str,
+    mtls: obj({ mode: { enum: ['strict', 'permissive', 'off'] } }),
+    ports: list(compiledPort),
+    access: obj({
+      default: { enum: ['deny', 'all-authenticated', 'allow', 'policy'] },
+      mode: { enum: ['enforce', 'audit'] },
+      rules: list(obj({ from: list(str), to: list(obj({ methods: list(str), paths: list(obj({ type: { enum: ['Exact', 'PathPrefix'] }, value: str })) })), policy: str })),
+    }),
+  }),
+  route: obj({ service: str, ports: list(port), rules: list(rule) }),
+  cluster: obj({
+    service: str,
+    meshed: { type: 'boolean' },
+    identity: nullable(str),
+    ports: list(compiledPort),
+    loadBalancer: obj({ type: { enum: ['round-robin', 'least-request', 'peak-ewma'] }, ewmaDecayMs: { type: 'integer', minimum: 1 }, ewmaDefaultRttMs: int }),
+    circuitBreaker: obj({ maxConnections: { type: 'integer', minimum: 1 }, maxPendingRequests: { type: 'integer', minimum: 1 }, maxRequests: { type: 'integer', minimum: 1 } }),
+    outlierDetection: obj({ consecutive5xx: int, consecutiveGatewayErrors: int, intervalMs: int, baseEjectionMs: int, maxEjectionPercent: percentage }),
+    retryBudget: obj({ ratio: { type: 'number', minimum: 0 }, minRetriesPerSecond: int, ttlMs: { type: 'integer', minimum: 1 } }),
+    connection: obj({ connectTimeoutMs: int, idleTimeoutMs: int }),
+    faultInjection: obj({ delay: nullable(obj({ delayMs: int, percentage })), abort: nullable(obj({ httpStatus: { type: 'integer', minimum: 200, maximum: 599 }, percentage })) }),
+  }),
+  endpoints: obj({
+    service: str,
+    static: list(obj({ address: { type: 'string', minLength: 1 }, port: nullable(port), weight: { type: 'integer', minimum: 1 }, zone: nullable(str) })),
+    dns: nullable(obj({ hostname: { type: 'string', minLength: 1 }, port: nullable(port), refreshIntervalMs: int })),
+  }),
+};
+const resource = (kind: keyof typeof bodies) => obj({ name: str, version: { type: 'string', pattern: '^[0-9a-f]{64}$' }, body: bodies[kind] });
+const schema = obj({
+  apiVersion: { const: PROXY_CONFIG_API_VERSION },
+  kind: { const: 'ProxyConfig' },
+  service: str,
+  version: { type: 'string', pattern: '^[0-9a-f]{64}$' },
+  resources: list({
+    type: 'object',
+    required: ['name'],
+    properties: { name: { type: 'string', pattern: '^(inbound|(route|cluster|endpoints)/[a-z0-9]([-a-z0-9]*[a-z0-9])?)$' } },
+    allOf: [
+      ...(['route', 'cluster', 'endpoints'] as const).map((k) => ({ if: { properties: { name: { pattern: `^${k}/` } } }, then: resource(k) })),
+      { if: { properties: { name: { const: 'inbound' } } }, then: resource('inbound') },
+    ],
+  }),
+});
+
+let validate: ReturnType<Ajv['compile']> | undefined;
+
+function describe(e: ErrorObject): string {
+  return `${e.instancePath || '/'} ${e.message ?? 'is invalid'}${e.keyword === 'additionalProperties' ? ` (${String((e.params as { additionalProperty: string }).additionalProperty)})` : ''}`;
+}
+
+export type ConfigCheck = { ok: true; config: ProxyConfig } | { ok: false; reasons: string[] };
+
+/**
+ * Checks a config completely. Reasons are short, stable sentences; at most 20 are
+ * returned (a wholly wrong document would otherwise produce thousands).
+ */
+export function checkProxyConfig(input: unknown): ConfigCheck {
+  validate ??= new Ajv({ allErrors: true, strict: false }).compile(schema);
+  if (!validate(input)) return { ok: false, reasons: (validate.errors ?? []).filter((e) => e.keyword !== 'if').slice(0, 20).map(describe) };
+  const config = input as ProxyConfig;
+  const reasons: string[] = [];
+  const names = new Set<string>();
+  for (const r of config.resources) {
+    if (names.has(r.name)) reasons.push(`resource ${r.name} appears twice`);
+    names.add(r.name);
+    if (contentHash(r.body) !== r.version) reasons.push(`resource ${r.name}: version does not match its content`);
+    const kind = r.name.split('/')[0];
+    const service = (r.body as { service: string }).service;
+    if (kind !== 'inbound' && r.name !== `${kind}/${service}`) reasons.push(`resource ${r.name} holds service "${service}"`);
+  }
+  if (!names.has('inbound')) reasons.push('config has no inbound resource');
+  else if ((config.resources.find((r) => r.name === 'inbound')!.body as { service: string }).service !== config.service) reasons.push('inbound resource is for another service');
+  if (versionOf(config.resources) !== config.version) reasons.push('config version does not match its resources');
+  for (const r of config.resources) {
+    if (!r.name.startsWith('route/')) continue;
+    for (const rule of (r.body as RouteBody).rules) {
+      const needed = [...rule.backends.map((b) => b.service), ...[...rule.filters, ...rule.backends.flatMap((b) => b.filters)].flatMap((f) => (f.type === 'RequestMirror' ? [f.backend.service] : []))];
+      for (const svc of needed) {
+        if (!names.has(`cluster/${svc}`) || !names.has(`endpoints/${svc}`)) reasons.push(`${r.name} rule ${rule.id} sends to "${svc}", which has no cluster/endpoints resource`);
+      }
+    }
+  }
+  return reasons.length > 0 ? { ok: false, reasons: [...new Set(reasons)].slice(0, 20) } : { ok: true, config };
+}

@@ -1,0 +1,40 @@
+/**
+ * The runtime state of one upstream instance, shared by the balancer (load and
+ * latency), outlier detection (failures and ejection) and the connection pool.
+ * Mutable by design: it is the sidecar's live view of an instance, kept across config
+ * swaps for as long as the instance stays in its service's endpoints.
+ */
+export class Endpoint {
+  /** `address:port`, unique within a cluster. */
+  readonly key: string;
+  readonly address: string;
+  readonly port: number;
+  /** Relative weight from the config (≥ 1). */
+  weight: number;
+  zone: string | null;
+
+  /** Requests sent and not yet finished. */
+  inFlight = 0;
+
+  /** Peak-EWMA: latency estimate in ms, and when it was last updated (clock ms). */
+  rttEstimateMs: number;
+  rttUpdatedAt: number;
+
+  /** Outlier detection: current runs of failures. */
+  consecutive5xx = 0;
+  consecutiveGatewayErrors = 0;
+  /** Clock ms until which the endpoint is ejected; 0 when it is not. */
+  ejectedUntil = 0;
+  /** How many times it has been ejected; each ejection lasts base × this count. */
+  ejections = 0;
+
+  constructor(address: string, port: number, weight: number, zone: string | null, initialRttMs: number, now: number) {
+    this.key = `${address.includes(':') ? `[${address}]` : address}:${port}`;
+    this.address = address;
+    this.port = port;
+    this.weight = weight;
+    this.zone = zone;
+    this.rttEstimateMs = initialRttMs;
+    this.rttUpdatedAt = now;
+  }
+}
