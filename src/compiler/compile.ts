@@ -47,7 +47,7 @@ export function compileFiles(files: readonly SourceFile[], options: CompileOptio
 }
 
 export async function compileDir(dir: string, options: CompileOptions = {}): Promise<CompileResult> {
-  const loaded = await readSpecDir(dir, options.limits ?? DEFAULT_LIMITS);
+  const loaded = readSpecDir(dir, options.limits ?? DEFAULT_LIMITS);
   const result = compileFiles(loaded.files, options);
   if (loaded.diagnostics.length === 0) return result;
   const diagnostics = sortDiagnostics([...loaded.diagnostics, ...result.diagnostics.filter((d) => d.code !== 'TRL1011')]);

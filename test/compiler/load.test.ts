@@ -70,7 +70,7 @@ describe('reading a spec folder', () => {
   test('reads *.yaml and *.yml in sub-folders, skips hidden folders and other files, sorted', async () => {
     const dir = await folder({ 'b/x.yml': 'a: 1', 'a.yaml': 'a: 1', '.github/w.yaml': 'a: 1', 'README.md': '#', '.hidden.yaml': 'a: 1' });
     await symlink(join(dir, 'a.yaml'), join(dir, 'link.yaml'));
-    const loaded = await readSpecDir(dir);
+    const loaded = readSpecDir(dir);
     assert.deepEqual(loaded.files.map((f) => f.path), ['a.yaml', 'b/x.yml']);
   });
 

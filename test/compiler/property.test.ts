@@ -11,6 +11,7 @@ import fc from 'fast-check';
 import * as YAML from 'yaml';
 import { compileFiles, type CompileResult } from '../../src/compiler/compile.ts';
 import { SourceFile } from '../../src/diagnostics/source-file.ts';
+import { parseWithFastPath } from '../../src/compiler/load.ts';
 
 const EXAMPLES = fileURLToPath(new URL('../../examples/', import.meta.url));
 
@@ -106,5 +107,44 @@ describe('output depends on the spec, not its layout', () => {
       }),
       { numRuns: 40 },
     );
+  });
+});
+
+describe('the fast YAML path reads documents exactly as the positional parser does', () => {
+  // Plain scalars of every YAML 1.2 core type, in the spellings spec authors use.
+  const scalar = fc.oneof(
+    fc.integer(),
+    fc.double({ noNaN: true, noDefaultInfinity: true }),
+    fc.boolean(),
+    fc.constant(null),
+    fc.string({ maxLength: 12 }),
+    fc.constantFrom('true', 'True', 'FALSE', 'yes', 'no', 'on', 'off', '~', 'null', 'Null', '0x1F', '0o17', '017', '1e3', '.5', '1_000', '0b101', '2026-01-01', '12:30', '-0', '+1', '.inf', '.NaN'),
+  );
+  const value = fc.letrec((tie) => ({
+    node: fc.oneof({ depthSize: 'small' }, scalar, fc.array(tie('node'), { maxLength: 4 }), fc.dictionary(fc.string({ minLength: 1, maxLength: 8 }), tie('node'), { maxKeys: 4 })),
+  })).node;
+
+  test('on random documents, written both as YAML would and as bare plain scalars', () => {
+    fc.assert(
+      fc.property(fc.array(value, { minLength: 1, maxLength: 3 }), fc.array(fc.constantFrom('true', 'True', 'yes', '~', 'null', '0x1F', '0o17', '017', '1e3', '.5', '1_000', '0b101', '2026-01-01', '12:30', '-0', '+1', '.inf', '.NaN', 'x: 1'), { maxLength: 4 }), (docs, bare) => {
+        const text = [...docs.map((d) => YAML.stringify(d)), ...bare.map((b) => `k: ${b}\n`)].join('---\n');
+        const fast = parseWithFastPath(text);
+        if (fast === undefined) return; // the file needs the careful path anyway
+        const careful = YAML.parseAllDocuments(text, { uniqueKeys: true, strict: true })
+          .filter((d) => d.contents !== null && !(YAML.isScalar(d.contents) && d.contents.value === null))
+          .map((d) => d.toJS());
+        // Compared as JSON, which is all later stages see of these values (-0 and 0 alike).
+        assert.equal(JSON.stringify(fast), JSON.stringify(careful), text);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  test('on the example specs', () => {
+    for (const f of [...SHOP, ...exampleFiles('minimal')]) {
+      const fast = parseWithFastPath(f.text);
+      assert.ok(fast, `${f.path} should take the fast path`);
+      assert.deepEqual(fast, documents([f]).map((d) => YAML.parse(d)), f.path);
+    }
   });
 });
