@@ -22,14 +22,14 @@ async function previousIndex(outDir: string): Promise<MeshIndex | undefined> {
   }
 }
 
-export async function runCompile(dir: string, opts: { out?: string; stdout?: boolean; format: OutputFormat }, io: CliIo): Promise<number> {
+export async function runCompile(dir: string, opts: { out?: string; stdout?: boolean; format: OutputFormat; verbose?: boolean }, io: CliIo): Promise<number> {
   if (!opts.out && !opts.stdout) {
     io.stderr.write('trellis compile: say where configs go: --out OUTDIR or --stdout\n');
     return EXIT.usage;
   }
   const result = await compileDir(dir);
   if (opts.format === 'json' && !result.mesh) io.stdout.write(JSON.stringify({ valid: false, ...diagnosticsJson(result.diagnostics, dir) }, null, 2) + '\n');
-  else if (result.diagnostics.length > 0 || !result.mesh) printDiagnostics(io, result.diagnostics, dir);
+  else if (result.diagnostics.length > 0 || !result.mesh) printDiagnostics(io, result.diagnostics, dir, opts.verbose === true);
   if (!result.mesh) return EXIT.failed;
 
   const index = meshIndex(result.mesh);

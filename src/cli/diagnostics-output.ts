@@ -20,8 +20,9 @@ export function diagnosticsJson(diagnostics: readonly Diagnostic[], pathPrefix: 
   };
 }
 
-/** Human rendering of diagnostics and their summary, to stderr. */
-export function printDiagnostics(io: CliIo, diagnostics: readonly Diagnostic[], pathPrefix: string): void {
-  if (diagnostics.length === 0) return;
-  io.stderr.write(renderDiagnostics(diagnostics, { pathPrefix, color: useColor(io) }));
+/** Human rendering of diagnostics and their summary, to stderr. Infos are shown only when `verbose`. */
+export function printDiagnostics(io: CliIo, diagnostics: readonly Diagnostic[], pathPrefix: string, verbose: boolean): void {
+  const shown = verbose ? diagnostics : diagnostics.filter((d) => d.severity !== 'info');
+  if (shown.length === 0) return;
+  io.stderr.write(renderDiagnostics(shown, { pathPrefix, color: useColor(io) }));
 }

@@ -30,7 +30,8 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .description('check a mesh spec folder; exit 0 when valid, 1 when not')
     .argument('[dir]', 'spec folder', '.')
     .addOption(formatOption())
-    .action(async (dir: string, opts: { format: 'text' | 'json' }) => setCode(await runValidate(dir, opts, io)));
+    .option('-v, --verbose', 'also print info diagnostics (notes that need no action)')
+    .action(async (dir: string, opts: { format: 'text' | 'json'; verbose?: boolean }) => setCode(await runValidate(dir, opts, io)));
 
   sub('compile')
     .description('compile a mesh spec folder into one proxy config per meshed service')
@@ -38,7 +39,8 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .option('-o, --out <outdir>', 'write <service>.json files and index.json here')
     .option('--stdout', 'print every config and the index as one JSON document')
     .addOption(formatOption())
-    .action(async (dir: string, opts: { out?: string; stdout?: boolean; format: 'text' | 'json' }) => setCode(await runCompile(dir, opts, io)));
+    .option('-v, --verbose', 'also print info diagnostics (notes that need no action)')
+    .action(async (dir: string, opts: { out?: string; stdout?: boolean; format: 'text' | 'json'; verbose?: boolean }) => setCode(await runCompile(dir, opts, io)));
 
   return program;
 }

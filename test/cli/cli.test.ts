@@ -65,6 +65,14 @@ describe('trellis validate', () => {
     assert.doesNotMatch(run.stderr, /\x1b\[/, 'NO_COLOR means no escape codes');
   });
 
+  test('info notes only with --verbose; errors and warnings always', async () => {
+    const quiet = await trellis(['validate', 'examples/shop']);
+    assert.equal(quiet.code, 0);
+    assert.doesNotMatch(quiet.stderr, /TRL4013/);
+    const verbose = await trellis(['validate', 'examples/shop', '--verbose']);
+    assert.match(verbose.stderr, /info TRL4013: service "payment-gateway" runs no sidecar/);
+  });
+
   test('colours only when asked for', async () => {
     const dir = await specDir({ 'base.yaml': BASE_SPEC, 'route.yaml': BROKEN_ROUTE });
     const run = await trellis(['validate', dir], { NO_COLOR: '', FORCE_COLOR: '1' });
