@@ -41,7 +41,7 @@ export type PickerType = ClusterBody['loadBalancer']['type'];
 export interface PickerOptions {
   readonly clock: Clock;
   readonly random: Random;
-  /** Peak-EWMA: time constant of the latency average, in ms. */
+  /** Peak-EWMA: time constant of the latency average, in ms; 0 keeps no memory (cost then counts in-flight attempts only). */
   readonly decayMs: number;
   /** Peak-EWMA: latency assumed for an endpoint with no recent sample, in ms. */
   readonly defaultRttMs: number;

@@ -23,7 +23,7 @@ export class Endpoint {
   /** Outlier detection: current runs of failures. */
   consecutive5xx = 0;
   consecutiveGatewayErrors = 0;
-  /** Clock ms until which the endpoint is ejected; 0 when it is not. */
+  /** Clock ms until which the endpoint is (or last was) ejected; 0 when never. Ask OutlierDetector.isEjected, not this field. */
   ejectedUntil = 0;
   /** How many times it has been ejected; each ejection lasts base × this count. */
   ejections = 0;

@@ -166,7 +166,7 @@ export class OutlierDetector {
     ep.ejections = 0;
   }
 
-  /** How many of `total` endpoints may be ejected at once. */
+  /** How many of `total` endpoints may be ejected at once: the share, at least one of two or more, never all. */
   #maxEjected(total: number): number {
     const percent = this.#settings.maxEjectionPercent;
     if (total < 2 || !(percent > 0)) return 0;
@@ -183,8 +183,7 @@ export class OutlierDetector {
     if (!endpoints.includes(ep)) return false; // removed by a config swap while its attempt ran
     let ejected = 0;
     for (const other of endpoints) if (other.ejectedUntil > now) ejected += 1;
-    const up = endpoints.length - ejected;
-    return up > 1 && ejected + 1 <= this.#maxEjected(endpoints.length);
+    return ejected + 1 <= this.#maxEjected(endpoints.length);
   }
 
   /** Lowers `ep.ejections` by one per whole interval since its last ejection ended. */

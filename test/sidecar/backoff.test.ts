@@ -35,7 +35,8 @@ describe('retryBackoffMs', () => {
         (attempt, base, r) => {
           const wait = retryBackoffMs(attempt, base, () => r);
           assert.ok(wait >= 0 && wait <= MAX_BACKOFF_MULTIPLIER * base, `${wait} outside [0, ${10 * base}]`);
-          assert.ok(wait <= base * 2 ** (attempt - 1));
+          const exponential = base === 0 ? 0 : base * 2 ** (attempt - 1); // 0 × 2^1024 would be NaN
+          assert.ok(wait <= exponential);
           assert.ok(retryBackoffMs(attempt + 1, base, () => r) >= wait);
         },
       ),
