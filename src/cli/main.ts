@@ -9,6 +9,7 @@ import { runCompile } from './compile.ts';
 import { parseFormat } from './diagnostics-output.ts';
 import { EXIT, type CliIo } from './io.ts';
 import { runValidate } from './validate.ts';
+import { parseApp, parseDurationFlag, parseListen, runSidecar, type SidecarFlags } from './sidecar.ts';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -41,6 +42,21 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .addOption(formatOption())
     .option('-v, --verbose', 'also print info diagnostics (notes that need no action)')
     .action(async (dir: string, opts: { out?: string; stdout?: boolean; format: 'text' | 'json'; verbose?: boolean }) => setCode(await runCompile(dir, opts, io)));
+
+  sub('sidecar')
+    .description('run the sidecar proxy next to one service instance')
+    .option('-c, --config <file>', 'start from this compiled proxy config (trellis compile output)')
+    .option('--service <name>', 'the service this sidecar serves; configs for another are refused')
+    .option('--app <host[:port]>', 'where the local app listens: HOST:PORT, or HOST to use each port\'s targetPort', parseApp, { host: '127.0.0.1' })
+    .option('--outbound <[host:]port>', 'listener for the app\'s outbound calls', parseListen, { host: '127.0.0.1', port: 15001 })
+    .option('--inbound <[host:]port>', 'listener for calls from other sidecars', parseListen, { host: '127.0.0.1', port: 15006 })
+    .option('--admin <[host:]port>', 'admin listener (health, metrics, config)', parseListen, { host: '127.0.0.1', port: 15000 })
+    .option('--admin-allow-remote', 'allow the admin listener to bind to a non-loopback address')
+    .option('--admin-token-file <file>', 'bearer token that admin config writes must present (or TRELLIS_ADMIN_TOKEN)')
+    .option('--state-dir <dir>', 'keep the last accepted config here, and start from it when no --config is given')
+    .option('--drain-timeout <duration>', 'time in-flight requests get to finish on SIGTERM', parseDurationFlag, 20_000)
+    .option('--access-log', 'log every request as a JSON line')
+    .action(async (flags: SidecarFlags) => setCode(await runSidecar(flags, io)));
 
   return program;
 }

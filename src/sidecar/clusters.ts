@@ -1,0 +1,178 @@
+/**
+ * Live state of the services a sidecar calls: their endpoints (with load and health),
+ * the load-balancing policy, outlier detection, circuit breaker, retry budget, and one
+ * connection pool per endpoint. Policy (picker, detector, breaker, budget) stays apart
+ * from plumbing (pools). State is kept across config swaps for as long as what it
+ * depends on is unchanged: an endpoint keeps its latency and health while it stays
+ * listed, a pool its connections.
+ */
+import { Pool } from 'undici';
+import type { ClusterBody, EndpointsBody } from '../config/types.ts';
+import { createPicker, type Picker } from './balancer.ts';
+import { CircuitBreaker } from './breaker.ts';
+import type { Clock, Random } from './clock.ts';
+import { Endpoint } from './endpoint.ts';
+import { OutlierDetector } from './outlier.ts';
+import { RetryBudget } from './retry-budget.ts';
+
+/** One upstream service as a caller sees it. */
+export class Cluster {
+  readonly service: string;
+  settings: ClusterBody;
+  endpointsBody: EndpointsBody;
+  endpoints: Endpoint[] = [];
+  picker!: Picker;
+  outlier!: OutlierDetector;
+  breaker!: CircuitBreaker;
+  budget!: RetryBudget;
+  readonly #pools = new Map<string, Pool>();
+  readonly #clock: Clock;
+  readonly #random: Random;
+
+  constructor(settings: ClusterBody, endpoints: EndpointsBody, clock: Clock, random: Random) {
+    this.service = settings.service;
+    this.settings = settings;
+    this.endpointsBody = endpoints;
+    this.#clock = clock;
+    this.#random = random;
+    this.#applySettings();
+    this.#applyEndpoints();
+  }
+
+  /** Takes new settings and endpoints; unchanged parts keep their state. */
+  update(settings: ClusterBody, endpoints: EndpointsBody): void {
+    const old = this.settings;
+    this.settings = settings;
+    if (old !== settings) this.#applySettings(old);
+    if (this.endpointsBody !== endpoints || old.connection !== settings.connection || old.circuitBreaker.maxConnections !== settings.circuitBreaker.maxConnections) {
+      this.endpointsBody = endpoints;
+      this.#applyEndpoints(old.connection !== settings.connection || old.circuitBreaker.maxConnections !== settings.circuitBreaker.maxConnections);
+    }
+  }
+
+  #applySettings(old?: ClusterBody): void {
+    const s = this.settings;
+    const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
+    if (!old || !same(old.loadBalancer, s.loadBalancer)) {
+      this.picker = createPicker(s.loadBalancer.type, { clock: this.#clock, random: this.#random, decayMs: s.loadBalancer.ewmaDecayMs, defaultRttMs: s.loadBalancer.ewmaDefaultRttMs });
+    }
+    if (!old || !same(old.outlierDetection, s.outlierDetection)) this.outlier = new OutlierDetector(s.outlierDetection, this.#clock);
+    if (!old || !same(old.circuitBreaker, s.circuitBreaker)) this.breaker = new CircuitBreaker(s.circuitBreaker);
+    if (!old || !same(old.retryBudget, s.retryBudget)) this.budget = new RetryBudget(s.retryBudget, this.#clock);
+  }
+
+  /** Rebuilds the endpoint list, keeping the state of endpoints still listed; pools of dropped ones close once idle. */
+  #applyEndpoints(recreatePools = false): void {
+    const body = this.endpointsBody;
+    const listed: Array<{ address: string; port: number | null; weight: number; zone: string | null }> = [...body.static];
+    if (body.dns) listed.push({ address: body.dns.hostname, port: body.dns.port, weight: 1, zone: null });
+    const byKey = new Map(this.endpoints.map((e) => [e.key, e]));
+    const next: Endpoint[] = [];
+    const now = this.#clock.now();
+    for (const e of listed) {
+      // Unmeshed endpoints without a port are reached on the called port's targetPort; one
+      // logical endpoint per address, with the port chosen per request (see poolFor).
+      const fresh = new Endpoint(e.address, e.port ?? 0, e.weight, e.zone, this.settings.loadBalancer.ewmaDefaultRttMs, now);
+      const kept = byKey.get(fresh.key);
+      if (kept) {
+        kept.weight = e.weight;
+        kept.zone = e.zone;
+        next.push(kept);
+      } else next.push(fresh);
+    }
+    const keep = new Set(next.map((e) => e.key));
+    for (const [key, pool] of this.#pools) {
+      const endpointKey = key.slice(0, key.lastIndexOf('|'));
+      if (recreatePools || !keep.has(endpointKey)) {
+        this.#pools.delete(key);
+        void pool.close().catch(() => undefined);
+      }
+    }
+    this.endpoints = next;
+  }
+
+  /** The pool for an endpoint and target port (created on first use). */
+  poolFor(ep: Endpoint, port: number): Pool {
+    const key = `${ep.key}|${port}`;
+    let pool = this.#pools.get(key);
+    if (!pool) {
+      const host = ep.address.includes(':') ? `[${ep.address}]` : ep.address;
+      const c = this.settings.connection;
+      pool = new Pool(`http://${host}:${port}`, {
+        connections: this.settings.circuitBreaker.maxConnections,
+        pipelining: 1,
+        connectTimeout: c.connectTimeoutMs,
+        keepAliveTimeout: c.idleTimeoutMs,
+        keepAliveMaxTimeout: c.idleTimeoutMs,
+        // Per-request timeouts are set on each request; these are the backstops that
+        // replace undici's 300 s defaults.
+        headersTimeout: 60_000,
+        bodyTimeout: 60_000,
+      });
+      this.#pools.set(key, pool);
+    }
+    return pool;
+  }
+
+  /** Requests waiting for a connection across this cluster's pools. */
+  get queued(): number {
+    let n = 0;
+    for (const pool of this.#pools.values()) n += pool.stats.queued;
+    return n;
+  }
+
+  async close(): Promise<void> {
+    const pools = [...this.#pools.values()];
+    this.#pools.clear();
+    await Promise.all(pools.map((p) => p.close().catch(() => undefined)));
+  }
+
+  /** Closes at once, failing what is in flight (shutdown after the drain period). */
+  async destroy(): Promise<void> {
+    const pools = [...this.#pools.values()];
+    this.#pools.clear();
+    await Promise.all(pools.map((p) => p.destroy().catch(() => undefined)));
+  }
+}
+
+/** All clusters of a sidecar, kept in step with the current config. */
+export class ClusterManager {
+  readonly #clusters = new Map<string, Cluster>();
+  readonly #clock: Clock;
+  readonly #random: Random;
+
+  constructor(clock: Clock, random: Random) {
+    this.#clock = clock;
+    this.#random = random;
+  }
+
+  get(service: string): Cluster | undefined {
+    return this.#clusters.get(service);
+  }
+
+  /** Brings clusters in line with a config's cluster and endpoints resources. */
+  sync(clusters: ReadonlyMap<string, ClusterBody>, endpoints: ReadonlyMap<string, EndpointsBody>): void {
+    for (const [name, settings] of clusters) {
+      const eps = endpoints.get(name)!;
+      const existing = this.#clusters.get(name);
+      if (existing) existing.update(settings, eps);
+      else this.#clusters.set(name, new Cluster(settings, eps, this.#clock, this.#random));
+    }
+    for (const [name, cluster] of this.#clusters) {
+      if (!clusters.has(name)) {
+        this.#clusters.delete(name);
+        void cluster.close();
+      }
+    }
+  }
+
+  all(): IterableIterator<Cluster> {
+    return this.#clusters.values();
+  }
+
+  async close(force = false): Promise<void> {
+    const list = [...this.#clusters.values()];
+    this.#clusters.clear();
+    await Promise.all(list.map((c) => (force ? c.destroy() : c.close())));
+  }
+}

@@ -1,0 +1,150 @@
+/**
+ * The sidecar's config: validate → freeze → swap, at one boundary for every source
+ * (a file at start, an admin write, the reconciler). A config that fails validation is
+ * never applied; the running one stays. Requests capture the snapshot current when they
+ * start and finish on it, whatever is swapped in meanwhile.
+ */
+import { readFileSync, renameSync, writeFileSync, mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { applyDelta, type ConfigDelta } from '../config/delta.ts';
+import { checkProxyConfig } from '../config/validate-config.ts';
+import type { ClusterBody, EndpointsBody, InboundBody, ProxyConfig, RouteBody } from '../config/types.ts';
+import { RouteTable } from './router.ts';
+
+/** An applied config, frozen, with what per-request work needs precomputed. */
+export interface Snapshot {
+  readonly config: ProxyConfig;
+  readonly version: string;
+  readonly service: string;
+  readonly inbound: InboundBody;
+  /** Route tables by destination service. */
+  readonly routes: ReadonlyMap<string, RouteTable>;
+  readonly clusters: ReadonlyMap<string, ClusterBody>;
+  readonly endpoints: ReadonlyMap<string, EndpointsBody>;
+  /** `.<trust domain>`: callers may name a service with it (`checkout.shop.local`). */
+  readonly hostSuffix: string;
+  /** When it was applied (epoch ms), for status. */
+  readonly appliedAt: number;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}
+
+/** Builds a snapshot of a config that passed checkProxyConfig. @throws on regexes the linear engine rejects. */
+export function buildSnapshot(config: ProxyConfig): Snapshot {
+  deepFreeze(config);
+  const routes = new Map<string, RouteTable>();
+  const clusters = new Map<string, ClusterBody>();
+  const endpoints = new Map<string, EndpointsBody>();
+  let inbound: InboundBody | undefined;
+  for (const r of config.resources) {
+    const slash = r.name.indexOf('/');
+    const kind = slash < 0 ? r.name : r.name.slice(0, slash);
+    const service = r.name.slice(slash + 1);
+    if (kind === 'inbound') inbound = r.body as InboundBody;
+    else if (kind === 'route') routes.set(service, new RouteTable(r.body as RouteBody));
+    else if (kind === 'cluster') clusters.set(service, r.body as ClusterBody);
+    else if (kind === 'endpoints') endpoints.set(service, r.body as EndpointsBody);
+  }
+  return { config, version: config.version, service: config.service, inbound: inbound!, routes, clusters, endpoints, hostSuffix: `.${inbound!.trustDomain}`, appliedAt: Date.now() };
+}
+
+export type ApplyResult =
+  | { readonly ok: true; readonly version: string; readonly changed: boolean }
+  | { readonly ok: false; readonly status: 409 | 422; readonly code: 'invalid_config' | 'wrong_service' | 'base_mismatch' | 'invalid_delta'; readonly reasons: readonly string[] };
+
+export interface ConfigStoreOptions {
+  /** Where the last accepted config is kept (written atomically); none to keep nothing. */
+  readonly stateFile?: string;
+  /** The service this sidecar serves; configs for another are refused. Taken from the first config when absent. */
+  readonly service?: string;
+  /** Called after each swap, before apply returns (metrics, cluster state, logs). */
+  readonly onApplied?: (snapshot: Snapshot, previous: Snapshot | undefined, source: string) => void;
+  readonly onRejected?: (reasons: readonly string[], source: string) => void;
+}
+
+export class ConfigStore {
+  #current: Snapshot | undefined;
+  #service: string | undefined;
+  readonly #options: ConfigStoreOptions;
+
+  constructor(options: ConfigStoreOptions = {}) {
+    this.#options = options;
+    this.#service = options.service;
+  }
+
+  /** The snapshot new requests use; undefined until a config is applied. */
+  get current(): Snapshot | undefined {
+    return this.#current;
+  }
+
+  /** Validates a whole config and swaps it in. `source` names where it came from, for logs and metrics. */
+  apply(input: unknown, source: string): ApplyResult {
+    const checked = checkProxyConfig(input);
+    if (!checked.ok) return this.#reject(422, 'invalid_config', checked.reasons, source);
+    return this.#swap(checked.config, source);
+  }
+
+  /** Applies a delta on the running config: 409 when its base is not what runs, 422 when the result is invalid. */
+  applyDelta(input: unknown, source: string): ApplyResult {
+    const current = this.#current;
+    const delta = input as ConfigDelta;
+    if (typeof delta !== 'object' || delta === null || typeof delta.base !== 'string' || typeof delta.target !== 'string' || !Array.isArray(delta.resources) || !Array.isArray(delta.removed)) {
+      return this.#reject(422, 'invalid_delta', ['a delta needs service, base, target, resources[] and removed[]'], source);
+    }
+    if (!current) return this.#reject(409, 'base_mismatch', ['no config is running yet; send a whole config'], source);
+    const outcome = applyDelta(current.config, delta);
+    if (!outcome.ok) return this.#reject(outcome.code === 'base_mismatch' ? 409 : 422, outcome.code === 'base_mismatch' ? 'base_mismatch' : 'invalid_delta', [outcome.reason], source);
+    return this.apply(outcome.config, source);
+  }
+
+  /** The config stored by an earlier run, if any and if it is still valid. */
+  loadStored(): ProxyConfig | undefined {
+    if (!this.#options.stateFile) return undefined;
+    try {
+      const checked = checkProxyConfig(JSON.parse(readFileSync(this.#options.stateFile, 'utf8')));
+      return checked.ok ? checked.config : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  #swap(config: ProxyConfig, source: string): ApplyResult {
+    if (this.#service !== undefined && config.service !== this.#service) {
+      return this.#reject(422, 'wrong_service', [`config is for service "${config.service}", this sidecar serves "${this.#service}"`], source);
+    }
+    const previous = this.#current;
+    if (previous?.version === config.version) return { ok: true, version: config.version, changed: false };
+    let snapshot: Snapshot;
+    try {
+      snapshot = buildSnapshot(config);
+    } catch (err) {
+      return this.#reject(422, 'invalid_config', [(err as Error).message], source);
+    }
+    this.#service = config.service;
+    this.#current = snapshot;
+    this.#persist(config);
+    this.#options.onApplied?.(snapshot, previous, source);
+    return { ok: true, version: config.version, changed: true };
+  }
+
+  #reject(status: 409 | 422, code: Extract<ApplyResult, { ok: false }>['code'], reasons: readonly string[], source: string): ApplyResult {
+    this.#options.onRejected?.(reasons, source);
+    return { ok: false, status, code, reasons };
+  }
+
+  /** Writes the config so that a crash leaves the old file or the new one, never half of one. */
+  #persist(config: ProxyConfig): void {
+    const file = this.#options.stateFile;
+    if (!file) return;
+    mkdirSync(dirname(file), { recursive: true });
+    const tmp = `${file}.${process.pid}.tmp`;
+    writeFileSync(tmp, JSON.stringify(config), { mode: 0o600 });
+    renameSync(tmp, file);
+  }
+}

@@ -1,0 +1,28 @@
+/**
+ * Every response the sidecar makes up itself carries a stable code: in the
+ * `x-trellis-error` header, in the JSON body, and as `response_flags` in metrics. Codes
+ * never change meaning; docs/sidecar.md lists them.
+ */
+export const PROXY_ERRORS = {
+  unknown_service: { status: 404, message: 'the destination names no service this sidecar may call' },
+  no_route: { status: 404, message: 'no route rule of the destination matches this request' },
+  no_backend: { status: 500, message: 'the matching rule has no backend to send to' },
+  no_endpoints: { status: 503, message: 'the backend has no endpoints' },
+  overloaded: { status: 503, message: 'the backend circuit breaker is open: too many requests in flight or waiting' },
+  connect_failure: { status: 503, message: 'could not connect to the backend' },
+  upstream_reset: { status: 502, message: 'the backend closed the connection before responding' },
+  request_timeout: { status: 504, message: 'the backend did not respond within the request timeout' },
+  fault_abort: { status: 503, message: 'aborted by fault injection' },
+  bad_request: { status: 400, message: 'malformed request' },
+  headers_too_large: { status: 431, message: 'request headers too large' },
+  body_too_large: { status: 413, message: 'request body too large' },
+  shutting_down: { status: 503, message: 'the sidecar is shutting down' },
+  not_ready: { status: 503, message: 'the sidecar has no config yet' },
+} as const;
+
+export type ProxyErrorCode = keyof typeof PROXY_ERRORS;
+
+/** Header that names the code of a sidecar-made response. */
+export const ERROR_HEADER = 'x-trellis-error';
+/** Header set on circuit-breaker rejections, so clients can tell overload from failure. */
+export const OVERLOAD_HEADER = 'x-trellis-overloaded';

@@ -1,0 +1,98 @@
+/**
+ * Sidecar metrics, in Prometheus base units with Istio-like labels. Label values are
+ * bounded: service and route names come from the config, codes from a fixed catalog;
+ * paths and other request data never become labels.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** Request duration buckets, in seconds: from sub-millisecond hops to the 15 s default timeout. */
+const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15];
+
+export type Reporter = 'outbound' | 'inbound';
+
+export interface RequestLabels {
+  readonly reporter: Reporter;
+  readonly source_workload: string;
+  readonly destination_service: string;
+  readonly route: string;
+  readonly response_code: string;
+  /** A proxy error code (see errors.ts), or `-` when the response came from the backend. */
+  readonly response_flags: string;
+}
+
+export class SidecarMetrics {
+  readonly registry = new Registry();
+  readonly requests = new Counter({
+    name: 'trellis_requests_total',
+    help: 'Requests handled, by direction, caller, destination, route, status code and proxy error code',
+    labelNames: ['reporter', 'source_workload', 'destination_service', 'route', 'response_code', 'response_flags'] as const,
+    registers: [this.registry],
+  });
+  readonly duration = new Histogram({
+    name: 'trellis_request_duration_seconds',
+    help: 'Time from request received to response headers sent, in seconds',
+    labelNames: ['reporter', 'source_workload', 'destination_service', 'route', 'response_code'] as const,
+    buckets: DURATION_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly retries = new Counter({
+    name: 'trellis_retries_total',
+    help: 'Retries sent, by destination and what caused them (status code, connect_failure, upstream_reset, timeout)',
+    labelNames: ['destination_service', 'reason'] as const,
+    registers: [this.registry],
+  });
+  readonly retriesDenied = new Counter({
+    name: 'trellis_retries_denied_total',
+    help: 'Retries not sent because the retry budget was spent',
+    labelNames: ['destination_service'] as const,
+    registers: [this.registry],
+  });
+  readonly ejections = new Counter({
+    name: 'trellis_outlier_ejections_total',
+    help: 'Endpoints ejected by outlier detection',
+    labelNames: ['destination_service'] as const,
+    registers: [this.registry],
+  });
+  readonly breakerRejections = new Counter({
+    name: 'trellis_circuit_breaker_rejections_total',
+    help: 'Requests refused because a circuit breaker limit was reached',
+    labelNames: ['destination_service'] as const,
+    registers: [this.registry],
+  });
+  readonly active = new Gauge({
+    name: 'trellis_active_requests',
+    help: 'Requests in flight',
+    labelNames: ['reporter'] as const,
+    registers: [this.registry],
+  });
+  readonly configInfo = new Gauge({
+    name: 'trellis_config_info',
+    help: 'The config this sidecar runs (value 1, version in a label)',
+    labelNames: ['service', 'version'] as const,
+    registers: [this.registry],
+  });
+  readonly configApplies = new Counter({
+    name: 'trellis_config_applies_total',
+    help: 'Configs offered to this sidecar, by result (accepted, rejected) and source (file, stored, admin, control)',
+    labelNames: ['result', 'source'] as const,
+    registers: [this.registry],
+  });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'trellis_process_' });
+  }
+
+  /** Records one finished request. */
+  observe(labels: RequestLabels, seconds: number): void {
+    this.requests.inc(labels);
+    this.duration.observe(
+      { reporter: labels.reporter, source_workload: labels.source_workload, destination_service: labels.destination_service, route: labels.route, response_code: labels.response_code },
+      seconds,
+    );
+  }
+
+  setConfig(service: string, version: string): void {
+    this.configInfo.reset();
+    this.configInfo.set({ service, version }, 1);
+  }
+}

@@ -1,0 +1,350 @@
+/**
+ * The outbound path: the app's calls to other services. For each request, in order:
+ * find the destination service (Host or absolute URI) → match a route rule → redirect,
+ * or apply request filters → pick a backend by weight → fault injection → circuit breaker
+ * → pick an endpoint (outlier detection, balancer) → send, retrying within the budget,
+ * the per-try and whole-request timeouts → stream the response back.
+ *
+ * A request works on the config snapshot current when it arrived, start to finish.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from 'pino';
+import type { CompiledFilter, CompiledHeaderModifier, CompiledPathModifier, CompiledRule } from '../config/types.ts';
+import { retryBackoffMs } from './backoff.ts';
+import type { Clock, Random } from './clock.ts';
+import type { Cluster, ClusterManager } from './clusters.ts';
+import type { ConfigStore, Snapshot } from './config-store.ts';
+import type { ProxyErrorCode } from './errors.ts';
+import { addForwardingHeaders, applyHeaderModifier, endToEndHeaders, isRetrySafe } from './headers.ts';
+import type { SidecarMetrics } from './metrics.ts';
+import { outcomeOfStatus, type OutlierOutcome } from './outlier.ts';
+import { pickBackend, type RequestFacts } from './router.ts';
+import { relayResponse, sendAttempt, sendProxyError, type AttemptResult } from './upstream.ts';
+
+/** Header naming the calling service to the destination's sidecar (verified by mTLS once identity lands). */
+export const CALLER_HEADER = 'x-trellis-caller';
+/** Marks mirrored copies, so backends can tell them from real traffic. */
+export const MIRROR_HEADER = 'x-trellis-mirror';
+/** Mirrors in flight at once per sidecar; beyond it copies are skipped, so mirroring never builds a queue. */
+const MAX_MIRRORS_IN_FLIGHT = 64;
+
+export interface OutboundDeps {
+  readonly store: ConfigStore;
+  readonly clusters: ClusterManager;
+  readonly metrics: SidecarMetrics;
+  readonly log: Logger;
+  readonly clock: Clock;
+  readonly random: Random;
+  /** Largest request body held in memory so it can be retried or mirrored (bigger ones stream, unretried). */
+  readonly maxRetryBodyBytes: number;
+  readonly accessLog: boolean;
+  /** True once shutdown began: new requests get 503 shutting_down. */
+  readonly draining: () => boolean;
+}
+
+interface Target {
+  readonly service: string;
+  readonly port: number | undefined;
+  readonly path: string;
+  readonly query: string;
+  readonly authority: string;
+}
+
+/** Where the app meant to go: absolute-form URI (the sidecar as HTTP_PROXY) or Host. */
+export function parseTarget(req: IncomingMessage, hostSuffix: string): Target | undefined {
+  let authority = req.headers.host;
+  let pathAndQuery = req.url ?? '/';
+  if (pathAndQuery.startsWith('http://')) {
+    try {
+      const u = new URL(pathAndQuery);
+      authority = u.host;
+      pathAndQuery = `${u.pathname}${u.search}`;
+    } catch {
+      return undefined;
+    }
+  }
+  if (!authority) return undefined;
+  const colon = authority.lastIndexOf(':');
+  let name = (colon >= 0 ? authority.slice(0, colon) : authority).toLowerCase();
+  const port = colon >= 0 ? Number(authority.slice(colon + 1)) : undefined;
+  if (port !== undefined && !(Number.isInteger(port) && port > 0 && port < 65536)) return undefined;
+  if (name.endsWith(hostSuffix)) name = name.slice(0, -hostSuffix.length);
+  const q = pathAndQuery.indexOf('?');
+  return { service: name, port, path: q < 0 ? pathAndQuery : pathAndQuery.slice(0, q), query: q < 0 ? '' : pathAndQuery.slice(q + 1), authority };
+}
+
+/** Applies a path modifier; `prefix` is the PathPrefix the rule matched (for ReplacePrefixMatch). */
+export function rewritePath(path: string, modifier: CompiledPathModifier, prefix: string): string {
+  if (modifier.type === 'ReplaceFullPath') return modifier.value;
+  const base = prefix.endsWith('/') ? prefix.slice(0, -1) : prefix;
+  const rest = path.slice(base.length);
+  const joined = modifier.value.endsWith('/') && rest.startsWith('/') ? modifier.value + rest.slice(1) : modifier.value + rest;
+  return joined === '' ? '/' : joined;
+}
+
+function headerModifiers(filters: readonly CompiledFilter[], type: 'RequestHeaderModifier' | 'ResponseHeaderModifier'): CompiledHeaderModifier[] {
+  const out: CompiledHeaderModifier[] = [];
+  for (const f of filters) if (f.type === type) out.push(f.headers);
+  return out;
+}
+
+/** Reads a body of known, small length into memory; undefined if it turns out longer. */
+async function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > limit) return undefined;
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
+export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage, res: ServerResponse) => void {
+  let mirrorsInFlight = 0;
+
+  /** Fire-and-forget copies; they never delay or fail the primary request. */
+  function mirror(snap: Snapshot, filters: readonly CompiledFilter[], method: string, path: string, headers: Record<string, string | string[]>, body: Buffer | undefined, callerPort: number): void {
+    for (const f of filters) {
+      if (f.type !== 'RequestMirror' || mirrorsInFlight >= MAX_MIRRORS_IN_FLIGHT) continue;
+      if (f.numerator < f.denominator && deps.random() * f.denominator >= f.numerator) continue;
+      const cluster = deps.clusters.get(f.backend.service);
+      const ep = cluster?.picker.pick(cluster.outlier.healthy(cluster.endpoints));
+      if (!cluster || !ep) continue;
+      const port = f.backend.port ?? callerPort;
+      const copy: Record<string, string | string[]> = { ...headers, host: hostFor(cluster, ep.address, port), [MIRROR_HEADER]: '1' };
+      if (cluster.settings.meshed) copy[CALLER_HEADER] = snap.service;
+      mirrorsInFlight++;
+      const controller = new AbortController();
+      const timer = setTimeout(() => controller.abort(), 10_000);
+      void sendAttempt(cluster.poolFor(ep, ep.port || targetPort(cluster, port)), { method, path, headers: copy, body, timeoutMs: 10_000, signal: controller.signal })
+        .then((r) => (r.ok ? r.body.dump() : undefined))
+        .catch(() => undefined)
+        .finally(() => {
+          clearTimeout(timer);
+          mirrorsInFlight--;
+        });
+    }
+  }
+
+  return (req, res) => {
+    const started = deps.clock.now();
+    const snap = deps.store.current;
+    let route = 'unknown';
+    let destination = 'unknown';
+    let flags = '-';
+    deps.metrics.active.inc({ reporter: 'outbound' });
+    const done = (status: number) => {
+      deps.metrics.active.dec({ reporter: 'outbound' });
+      const seconds = (deps.clock.now() - started) / 1000;
+      deps.metrics.observe({ reporter: 'outbound', source_workload: snap?.service ?? 'unknown', destination_service: destination, route, response_code: String(status), response_flags: flags }, seconds);
+      if (deps.accessLog) deps.log.info({ type: 'access', reporter: 'outbound', method: req.method, path: (req.url ?? '').split('?')[0], destination, route, status, flags, ms: Math.round(seconds * 1000) });
+    };
+    const fail = (code: ProxyErrorCode) => {
+      flags = code;
+      done(sendProxyError(res, code));
+    };
+
+    if (!snap) return fail('not_ready');
+    if (deps.draining()) {
+      res.setHeader('connection', 'close');
+      return fail('shutting_down');
+    }
+    const target = parseTarget(req, snap.hostSuffix);
+    if (!target) return fail('bad_request');
+    const table = snap.routes.get(target.service);
+    if (!table) return fail('unknown_service');
+    destination = target.service;
+    const port = target.port ?? table.ports[0]!;
+    const method = req.method ?? 'GET';
+    const facts: RequestFacts = { port, method, path: target.path, headers: req.headers, query: target.query };
+    const rule = table.match(facts);
+    if (!rule) return fail('no_route');
+    route = rule.route ?? 'default';
+
+    const redirect = rule.filters.find((f) => f.type === 'RequestRedirect');
+    if (redirect) {
+      const host = redirect.hostname ?? target.authority.replace(/:\d+$/, '');
+      const path = redirect.path ? rewritePath(target.path, redirect.path, rule.match.path.value) : target.path;
+      const location = `${redirect.scheme ?? 'http'}://${host}${redirect.port !== null ? `:${redirect.port}` : ''}${path}${target.query ? `?${target.query}` : ''}`;
+      res.writeHead(redirect.statusCode, { location, 'content-length': 0 });
+      res.end();
+      return done(redirect.statusCode);
+    }
+
+    const backend = pickBackend(rule.backends, deps.random);
+    if (!backend) return fail('no_backend');
+    destination = backend.service;
+    const cluster = deps.clusters.get(backend.service)!;
+    const backendPort = backend.port ?? port;
+
+    const headers = endToEndHeaders(req.headers, new Set([CALLER_HEADER, MIRROR_HEADER]));
+    addForwardingHeaders(headers, req.socket.remoteAddress, target.authority);
+    let path = target.path;
+    for (const filters of [rule.filters, backend.filters]) {
+      for (const f of filters) {
+        if (f.type === 'RequestHeaderModifier') applyHeaderModifier(headers, f.headers);
+        else if (f.type === 'URLRewrite') {
+          if (f.path) path = rewritePath(path, f.path, rule.match.path.value);
+          if (f.hostname) headers['x-forwarded-host'] = f.hostname;
+        }
+      }
+    }
+    const rewriteHost = [...rule.filters, ...backend.filters].find((f): f is Extract<CompiledFilter, { type: 'URLRewrite' }> => f.type === 'URLRewrite' && f.hostname !== null)?.hostname ?? undefined;
+    if (cluster.settings.meshed) headers[CALLER_HEADER] = snap.service;
+    const pathAndQuery = target.query ? `${path}?${target.query}` : path;
+    const responseModifiers = [...headerModifiers(rule.filters, 'ResponseHeaderModifier'), ...headerModifiers(backend.filters, 'ResponseHeaderModifier')];
+
+    void forward({ req, res, snap, rule, cluster, method, pathAndQuery, headers, backendPort, rewriteHost, responseModifiers, started })
+      .then((outcome) => {
+        flags = outcome.flags;
+        done(outcome.status);
+      })
+      .catch((err: Error) => {
+        deps.log.error({ err, type: 'bug' }, 'outbound request failed unexpectedly');
+        flags = 'upstream_reset';
+        done(sendProxyError(res, 'upstream_reset'));
+      });
+  };
+
+  interface ForwardArgs {
+    req: IncomingMessage;
+    res: ServerResponse;
+    snap: Snapshot;
+    rule: CompiledRule;
+    cluster: Cluster;
+    method: string;
+    pathAndQuery: string;
+    headers: Record<string, string | string[]>;
+    backendPort: number;
+    rewriteHost: string | undefined;
+    responseModifiers: CompiledHeaderModifier[];
+    started: number;
+  }
+
+  async function forward(a: ForwardArgs): Promise<{ status: number; flags: string }> {
+    const { req, res, rule, cluster } = a;
+    const fault = cluster.settings.faultInjection;
+    if (fault.delay && deps.random() * 100 < fault.delay.percentage) await sleep(fault.delay.delayMs);
+    if (fault.abort && deps.random() * 100 < fault.abort.percentage) {
+      res.writeHead(fault.abort.httpStatus, { 'content-type': 'application/json', 'x-trellis-error': 'fault_abort' });
+      res.end(JSON.stringify({ error: 'fault_abort', message: 'aborted by fault injection' }));
+      return { status: fault.abort.httpStatus, flags: 'fault_abort' };
+    }
+
+    // A body we may need to send twice (a retry, a mirror) is read into memory first, if small.
+    const length = req.headers['content-length'];
+    const chunked = req.headers['transfer-encoding'] !== undefined;
+    let body: Buffer | IncomingMessage | undefined;
+    if (!chunked && (length === undefined || length === '0')) body = undefined;
+    else if (!chunked && Number(length) <= deps.maxRetryBodyBytes) body = (await readBody(req, deps.maxRetryBodyBytes)) ?? Buffer.alloc(0);
+    else body = req;
+    const replayable = !(body && !Buffer.isBuffer(body));
+    const mirrors = [...rule.filters, ...rule.backends.flatMap((b) => b.filters)].filter((f) => f.type === 'RequestMirror');
+    if (mirrors.length > 0 && replayable) mirror(a.snap, mirrors, a.method, a.pathAndQuery, a.headers, body as Buffer | undefined, a.backendPort);
+
+    const requestMs = rule.timeouts.requestMs;
+    const deadline = requestMs > 0 ? a.started + requestMs : Infinity;
+    const controller = new AbortController();
+    let timedOut = false;
+    const timer = requestMs > 0 ? setTimeout(() => ((timedOut = true), controller.abort()), Math.max(1, deadline - deps.clock.now())) : undefined;
+    const onClose = () => {
+      if (!res.writableFinished) controller.abort();
+    };
+    res.on('close', onClose);
+    const retrySafe = isRetrySafe(a.method, req.headers);
+    cluster.budget.recordRequest();
+    try {
+      for (let attempt = 1; ; attempt++) {
+        if (!cluster.breaker.tryAcquire()) {
+          deps.metrics.breakerRejections.inc({ destination_service: cluster.service });
+          return { status: sendProxyError(res, 'overloaded'), flags: 'overloaded' };
+        }
+        if (cluster.queued >= cluster.settings.circuitBreaker.maxPendingRequests) {
+          cluster.breaker.release();
+          deps.metrics.breakerRejections.inc({ destination_service: cluster.service });
+          return { status: sendProxyError(res, 'overloaded'), flags: 'overloaded' };
+        }
+        const ep = cluster.picker.pick(cluster.outlier.healthy(cluster.endpoints));
+        if (!ep) {
+          cluster.breaker.release();
+          return { status: sendProxyError(res, 'no_endpoints'), flags: 'no_endpoints' };
+        }
+        const port = ep.port || targetPort(cluster, a.backendPort);
+        a.headers.host = a.rewriteHost ?? hostFor(cluster, ep.address, cluster.settings.meshed ? a.backendPort : port);
+        const remaining = deadline === Infinity ? 0 : Math.max(1, deadline - deps.clock.now());
+        const perTry = rule.timeouts.backendRequestMs > 0 ? Math.min(rule.timeouts.backendRequestMs, remaining || Infinity) : remaining;
+        cluster.picker.onStart(ep);
+        const t0 = deps.clock.now();
+        const result: AttemptResult = await sendAttempt(cluster.poolFor(ep, port), { method: a.method, path: a.pathAndQuery, headers: a.headers, body, timeoutMs: perTry, signal: controller.signal });
+        const rtt = deps.clock.now() - t0;
+
+        const clientGone = !result.ok && result.failure === 'aborted' && !timedOut;
+        const failure = result.ok ? undefined : timedOut ? 'request_timeout' : result.failure;
+        const outcome: OutlierOutcome | undefined = result.ok ? outcomeOfStatus(result.statusCode) : clientGone ? undefined : failure === 'connect_failure' ? 'connect-failure' : 'gateway-error';
+        const finish = () => {
+          cluster.picker.onFinish(ep, rtt, outcome === 'success');
+          if (outcome && cluster.outlier.record(ep, outcome, cluster.endpoints)) {
+            deps.metrics.ejections.inc({ destination_service: cluster.service });
+            deps.log.warn({ type: 'outlier_ejected', service: cluster.service, endpoint: ep.key }, 'endpoint ejected by outlier detection');
+          }
+          cluster.breaker.release();
+        };
+
+        const reason = result.ok ? String(result.statusCode) : failure!;
+        const retryable =
+          !timedOut &&
+          !clientGone &&
+          replayable &&
+          attempt <= rule.retry.attempts &&
+          (result.ok
+            ? rule.retry.codes.includes(result.statusCode) && retrySafe
+            : failure === 'connect_failure' || (failure === 'upstream_reset' && retrySafe) || (failure === 'request_timeout' && retrySafe && rule.retry.codes.includes(504)));
+        if (retryable && cluster.budget.tryRetry()) {
+          if (result.ok) await result.body.dump().catch(() => undefined);
+          finish();
+          deps.metrics.retries.inc({ destination_service: cluster.service, reason });
+          const wait = retryBackoffMs(attempt, rule.retry.backoffMs, deps.random);
+          if (deps.clock.now() + wait >= deadline) {
+            return { status: sendProxyError(res, 'request_timeout'), flags: 'request_timeout' };
+          }
+          if (wait > 0) await sleep(wait);
+          continue;
+        }
+        if (retryable) deps.metrics.retriesDenied.inc({ destination_service: cluster.service });
+
+        if (!result.ok) {
+          finish();
+          if (clientGone) return { status: 499, flags: 'client_closed' };
+          const code: ProxyErrorCode = failure === 'connect_failure' ? 'connect_failure' : failure === 'request_timeout' ? 'request_timeout' : 'upstream_reset';
+          return { status: sendProxyError(res, code), flags: code };
+        }
+        try {
+          await relayResponse(res, result, a.responseModifiers);
+        } catch {
+          res.destroy();
+        } finally {
+          finish();
+        }
+        return { status: result.statusCode, flags: '-' };
+      }
+    } finally {
+      if (timer) clearTimeout(timer);
+      res.off('close', onClose);
+    }
+  }
+}
+
+/** The port an unmeshed endpoint without one of its own is reached on: the targetPort of the called service port. */
+export function targetPort(cluster: Cluster, servicePort: number): number {
+  const p = cluster.settings.ports.find((x) => x.port === servicePort) ?? cluster.settings.ports[0]!;
+  return p.targetPort;
+}
+
+/** Host header for a backend: `service:port` for meshed ones (their sidecar routes on it), the instance's address otherwise. */
+function hostFor(cluster: Cluster, address: string, port: number): string {
+  if (cluster.settings.meshed) return `${cluster.service}:${port}`;
+  if (cluster.endpointsBody.dns) return cluster.endpointsBody.dns.hostname;
+  return `${address.includes(':') ? `[${address}]` : address}:${port}`;
+}

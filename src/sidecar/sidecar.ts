@@ -1,0 +1,190 @@
+/**
+ * A sidecar: the outbound, inbound and admin listeners around one config store and
+ * one set of clusters. Start it, apply configs (file, admin, reconciler), stop it
+ * gracefully: readiness goes false, in-flight requests get up to the drain timeout to
+ * finish, then every connection closes.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { pino, type Logger } from 'pino';
+import type { Clock, Random } from './clock.ts';
+import { systemClock, systemRandom } from './clock.ts';
+import { ClusterManager } from './clusters.ts';
+import { ConfigStore, type Snapshot } from './config-store.ts';
+import { ERROR_HEADER, PROXY_ERRORS } from './errors.ts';
+import { createAdminHandler } from './admin.ts';
+import { createInboundHandler, type AppAddress, type InboundHandler } from './inbound.ts';
+import { SidecarMetrics } from './metrics.ts';
+import { createOutboundHandler } from './outbound.ts';
+
+export interface ListenAddress {
+  readonly host: string;
+  /** 0 picks a free port. */
+  readonly port: number;
+}
+
+export interface SidecarOptions {
+  /** Service served; configs for another are refused. Default: the first config's service. */
+  readonly service?: string;
+  /** Folder where the last accepted config is kept, to start from when nothing else is at hand. */
+  readonly stateDir?: string;
+  readonly outbound: ListenAddress;
+  readonly inbound: ListenAddress;
+  readonly admin: ListenAddress;
+  readonly app: AppAddress;
+  readonly adminToken?: string;
+  /** How long in-flight requests may take to finish after SIGTERM, in ms. */
+  readonly drainTimeoutMs: number;
+  /** Time a client has to send its request headers, in ms (slowloris guard). */
+  readonly headerTimeoutMs: number;
+  readonly maxRetryBodyBytes: number;
+  readonly accessLog: boolean;
+  readonly logger?: Logger;
+  readonly clock?: Clock;
+  readonly random?: Random;
+}
+
+export const DEFAULT_SIDECAR_OPTIONS = {
+  outbound: { host: '127.0.0.1', port: 15001 },
+  inbound: { host: '127.0.0.1', port: 15006 },
+  admin: { host: '127.0.0.1', port: 15000 },
+  app: { host: '127.0.0.1' },
+  drainTimeoutMs: 20_000,
+  headerTimeoutMs: 10_000,
+  // Enough for typical JSON API bodies; larger uploads stream and are not retried.
+  maxRetryBodyBytes: 64 * 1024,
+  accessLog: false,
+} as const satisfies Partial<SidecarOptions>;
+
+/** Answers a malformed request itself: 431 for oversized headers, 400 otherwise, then closes. */
+function onClientError(err: NodeJS.ErrnoException, socket: import('node:stream').Duplex): void {
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const code = err.code === 'HPE_HEADER_OVERFLOW' ? 'headers_too_large' : 'bad_request';
+  const { status, message } = PROXY_ERRORS[code];
+  const body = JSON.stringify({ error: code, message });
+  socket.end(
+    `HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : 'Bad Request'}\r\n${ERROR_HEADER}: ${code}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  );
+}
+
+export class Sidecar {
+  readonly store: ConfigStore;
+  readonly metrics = new SidecarMetrics();
+  readonly clusters: ClusterManager;
+  readonly log: Logger;
+  readonly #options: SidecarOptions;
+  #draining = false;
+  #inFlight = 0;
+  #idle: (() => void) | undefined;
+  readonly #servers: Server[] = [];
+  #inbound: InboundHandler | undefined;
+
+  constructor(options: SidecarOptions) {
+    this.#options = options;
+    this.log = options.logger ?? pino({ base: { component: 'sidecar', service: options.service } });
+    const clock = options.clock ?? systemClock;
+    this.clusters = new ClusterManager(clock, options.random ?? systemRandom);
+    this.store = new ConfigStore({
+      service: options.service,
+      stateFile: options.stateDir ? join(options.stateDir, 'config.json') : undefined,
+      onApplied: (snap, previous, source) => this.#onApplied(snap, previous, source),
+      onRejected: (reasons, source) => {
+        this.metrics.configApplies.inc({ result: 'rejected', source });
+        this.log.warn({ type: 'config_rejected', source, reasons }, 'config rejected; the running config stays');
+      },
+    });
+  }
+
+  #onApplied(snap: Snapshot, previous: Snapshot | undefined, source: string): void {
+    this.clusters.sync(snap.clusters, snap.endpoints);
+    this.metrics.setConfig(snap.service, snap.version);
+    this.metrics.configApplies.inc({ result: 'accepted', source });
+    this.log.info({ type: 'config_applied', source, version: snap.version, previous: previous?.version ?? null, resources: snap.config.resources.length }, 'config applied');
+  }
+
+  /** Ready: a config runs and shutdown has not begun. */
+  get ready(): boolean {
+    return !this.#draining && this.store.current !== undefined;
+  }
+
+  /** Counts requests in flight, so shutdown knows when it may close. */
+  #track(handler: (req: IncomingMessage, res: ServerResponse) => void): (req: IncomingMessage, res: ServerResponse) => void {
+    return (req, res) => {
+      this.#inFlight++;
+      res.once('close', () => {
+        this.#inFlight--;
+        if (this.#inFlight === 0) this.#idle?.();
+      });
+      handler(req, res);
+    };
+  }
+
+  #listen(handler: (req: IncomingMessage, res: ServerResponse) => void, at: ListenAddress): Promise<AddressInfo> {
+    const server = createServer({ headersTimeout: this.#options.headerTimeoutMs, requestTimeout: 0, keepAliveTimeout: 5000 }, handler);
+    server.on('clientError', onClientError);
+    this.#servers.push(server);
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(at.port, at.host, () => resolve(server.address() as AddressInfo));
+    });
+  }
+
+  /** Starts the three listeners; resolves with their bound addresses. */
+  async start(): Promise<{ outbound: AddressInfo; inbound: AddressInfo; admin: AddressInfo }> {
+    const o = this.#options;
+    const clock = o.clock ?? systemClock;
+    const draining = () => this.#draining;
+    const outbound = createOutboundHandler({
+      store: this.store,
+      clusters: this.clusters,
+      metrics: this.metrics,
+      log: this.log,
+      clock,
+      random: o.random ?? systemRandom,
+      maxRetryBodyBytes: o.maxRetryBodyBytes,
+      accessLog: o.accessLog,
+      draining,
+    });
+    this.#inbound = createInboundHandler({ store: this.store, metrics: this.metrics, log: this.log, clock, app: o.app, accessLog: o.accessLog, draining });
+    const admin = createAdminHandler({ store: this.store, metrics: this.metrics, token: o.adminToken, ready: () => this.ready });
+    const addresses = {
+      outbound: await this.#listen(this.#track(outbound), o.outbound),
+      inbound: await this.#listen(this.#track(this.#inbound), o.inbound),
+      admin: await this.#listen(admin, o.admin),
+    };
+    this.log.info({ type: 'listening', outbound: addresses.outbound.port, inbound: addresses.inbound.port, admin: addresses.admin.port }, 'sidecar listening');
+    return addresses;
+  }
+
+  /** Graceful stop: not ready, no new connections, in-flight requests drain (bounded), then close. */
+  async stop(): Promise<void> {
+    if (this.#draining) return;
+    this.#draining = true;
+    this.log.info({ type: 'draining', inFlight: this.#inFlight, timeoutMs: this.#options.drainTimeoutMs }, 'draining');
+    const [outbound, inbound, admin] = this.#servers;
+    const closed = [outbound, inbound].map((s) => s && new Promise<void>((r) => s.close(() => r())));
+    outbound?.closeIdleConnections();
+    inbound?.closeIdleConnections();
+    if (this.#inFlight > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, this.#options.drainTimeoutMs);
+        this.#idle = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+    outbound?.closeAllConnections();
+    inbound?.closeAllConnections();
+    await Promise.all(closed);
+    await this.clusters.close(true);
+    await this.#inbound?.close();
+    admin?.closeAllConnections();
+    await new Promise<void>((r) => (admin ? admin.close(() => r()) : r()));
+    this.log.info({ type: 'stopped', abandoned: this.#inFlight }, 'sidecar stopped');
+  }
+}
