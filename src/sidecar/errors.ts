@@ -14,6 +14,7 @@ export const PROXY_ERRORS = {
   request_timeout: { status: 504, message: 'the backend did not respond within the request timeout' },
   fault_abort: { status: 503, message: 'aborted by fault injection' },
   bad_request: { status: 400, message: 'malformed request' },
+  client_timeout: { status: 408, message: 'the request headers did not arrive in time' },
   headers_too_large: { status: 431, message: 'request headers too large' },
   body_too_large: { status: 413, message: 'request body too large' },
   shutting_down: { status: 503, message: 'the sidecar is shutting down' },

@@ -275,13 +275,17 @@ export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage
         a.headers.host = a.rewriteHost ?? hostFor(cluster, ep.address, cluster.settings.meshed ? a.backendPort : port);
         const remaining = deadline === Infinity ? 0 : Math.max(1, deadline - deps.clock.now());
         const perTry = rule.timeouts.backendRequestMs > 0 ? Math.min(rule.timeouts.backendRequestMs, remaining || Infinity) : remaining;
+        // undici's own timeouts tick coarsely (about every half second); a per-try timeout
+        // shorter than the whole request gets a timer of its own.
+        const trySignal = rule.timeouts.backendRequestMs > 0 && (remaining === 0 || perTry < remaining) ? AbortSignal.any([controller.signal, AbortSignal.timeout(perTry)]) : controller.signal;
         cluster.picker.onStart(ep);
         const t0 = deps.clock.now();
-        const result: AttemptResult = await sendAttempt(cluster.poolFor(ep, port), { method: a.method, path: a.pathAndQuery, headers: a.headers, body, timeoutMs: perTry, signal: controller.signal });
+        const result: AttemptResult = await sendAttempt(cluster.poolFor(ep, port), { method: a.method, path: a.pathAndQuery, headers: a.headers, body, timeoutMs: perTry, signal: trySignal });
         const rtt = deps.clock.now() - t0;
 
-        const clientGone = !result.ok && result.failure === 'aborted' && !timedOut;
-        const failure = result.ok ? undefined : timedOut ? 'request_timeout' : result.failure;
+        const tryTimedOut = !result.ok && result.failure === 'aborted' && !timedOut && trySignal !== controller.signal && (trySignal.reason as Error | undefined)?.name === 'TimeoutError';
+        const clientGone = !result.ok && result.failure === 'aborted' && !timedOut && !tryTimedOut;
+        const failure = result.ok ? undefined : timedOut || tryTimedOut ? 'request_timeout' : result.failure;
         const outcome: OutlierOutcome | undefined = result.ok ? outcomeOfStatus(result.statusCode) : clientGone ? undefined : failure === 'connect_failure' ? 'connect-failure' : 'gateway-error';
         const finish = () => {
           cluster.picker.onFinish(ep, rtt, outcome === 'success');

@@ -4,7 +4,7 @@
  * gracefully: readiness goes false, in-flight requests get up to the drain timeout to
  * finish, then every connection closes.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
@@ -57,17 +57,17 @@ export const DEFAULT_SIDECAR_OPTIONS = {
   accessLog: false,
 } as const satisfies Partial<SidecarOptions>;
 
-/** Answers a malformed request itself: 431 for oversized headers, 400 otherwise, then closes. */
+/** Answers a malformed request itself: 431 for oversized headers, 408 for headers too slow to arrive, 400 otherwise; then closes. */
 function onClientError(err: NodeJS.ErrnoException, socket: import('node:stream').Duplex): void {
   if (!socket.writable) {
     socket.destroy();
     return;
   }
-  const code = err.code === 'HPE_HEADER_OVERFLOW' ? 'headers_too_large' : 'bad_request';
+  const code = err.code === 'HPE_HEADER_OVERFLOW' ? 'headers_too_large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'client_timeout' : 'bad_request';
   const { status, message } = PROXY_ERRORS[code];
   const body = JSON.stringify({ error: code, message });
   socket.end(
-    `HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : 'Bad Request'}\r\n${ERROR_HEADER}: ${code}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n${ERROR_HEADER}: ${code}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
   );
 }
 
@@ -124,7 +124,17 @@ export class Sidecar {
   }
 
   #listen(handler: (req: IncomingMessage, res: ServerResponse) => void, at: ListenAddress): Promise<AddressInfo> {
-    const server = createServer({ headersTimeout: this.#options.headerTimeoutMs, requestTimeout: 0, keepAliveTimeout: 5000 }, handler);
+    const server = createServer(
+      {
+        headersTimeout: this.#options.headerTimeoutMs,
+        requestTimeout: 0,
+        keepAliveTimeout: 5000,
+        // Node checks header deadlines on this interval (30 s by default), so it bounds how
+        // late a slow client is cut off.
+        connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(this.#options.headerTimeoutMs / 4))),
+      },
+      handler,
+    );
     server.on('clientError', onClientError);
     this.#servers.push(server);
     return new Promise((resolve, reject) => {
