@@ -8,7 +8,7 @@ import { canonicalJson } from '../config/canonical.ts';
 import type { ClusterBody, CompiledAccessRule, CompiledPort, EndpointsBody, InboundBody, RouteBody } from '../config/types.ts';
 import { diagnostic, type Diagnostic, type Span } from '../diagnostics/diagnostic.ts';
 import { compileMatchRegex } from '../spec/regex.ts';
-import type { AccessPolicyDocument, HTTPHeaderFilter, HTTPRouteDocument, HTTPRouteFilter, ServiceDocument, TrafficPolicyDocument, TrafficPolicySettings } from '../spec/types.ts';
+import type { AccessPolicyDocument, HTTPHeaderFilter, HTTPRouteDocument, HTTPRouteFilter, MeshDocument, ServiceDocument, TrafficPolicyDocument, TrafficPolicySettings } from '../spec/types.ts';
 import { formatDuration } from '../spec/duration.ts';
 import { BUILTIN, getLeaf, identityOf, meshSettings, ms, POLICY_LEAVES, resolveTrafficSettings, type MeshSettings } from './defaults.ts';
 import type { DocPath } from './load.ts';
@@ -102,6 +102,27 @@ class Checker {
       }
     }
     return merged as Map<string, TrafficPolicySettings>;
+  }
+
+  /** Durations that mean nothing at zero: a retry budget window, a latency decay window. */
+  checkPositiveDurations(): void {
+    const leaves = [
+      ['retryBudget', 'ttl'],
+      ['loadBalancer', 'ewma', 'decay'],
+    ] as const;
+    const sources: Array<[Located<MeshDocument | TrafficPolicyDocument>, readonly string[], TrafficPolicySettings | undefined]> = [
+      ...this.spec.trafficPolicies.map((p) => [p, ['spec'], p.doc.spec] as [Located<TrafficPolicyDocument>, readonly string[], TrafficPolicySettings]),
+    ];
+    if (this.spec.mesh) sources.push([this.spec.mesh, ['spec', 'defaults', 'trafficPolicy'], this.spec.mesh.doc.spec.defaults?.trafficPolicy]);
+    for (const [located, prefix, settings] of sources) {
+      if (!settings) continue;
+      for (const leaf of leaves) {
+        const value = getLeaf(settings, leaf);
+        if (typeof value === 'string' && ms(value) === 0) {
+          this.report('TRL4020', `${leaf.join('.')} is 0s, which leaves it no time to measure over`, at(located, [...prefix, ...leaf]), { hint: 'leave it out for the default (10s), or give a positive duration' });
+        }
+      }
+    }
   }
 
   checkMeshDefaults(): void {
@@ -362,6 +383,7 @@ class Checker {
 
   run(): MeshPlan {
     this.checkMeshDefaults();
+    this.checkPositiveDurations();
     const traffic = this.mergeTrafficPolicies();
     const accessByTarget = new Map<string, Array<Located<AccessPolicyDocument>>>();
     for (const p of this.spec.accessPolicies) {

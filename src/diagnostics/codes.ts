@@ -65,6 +65,7 @@ export const CODES = {
   TRL4017: { name: 'zero-timeout', severity: 'warning' },
   TRL4018: { name: 'duplicate-port', severity: 'error' },
   TRL4019: { name: 'mirror-fraction-over-one', severity: 'error' },
+  TRL4020: { name: 'zero-duration', severity: 'error' },
 } as const satisfies Record<string, CodeInfo>;
 
 export type Code = keyof typeof CODES;
