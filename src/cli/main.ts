@@ -43,18 +43,20 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .option('-v, --verbose', 'also print info diagnostics (notes that need no action)')
     .action(async (dir: string, opts: { out?: string; stdout?: boolean; format: 'text' | 'json'; verbose?: boolean }) => setCode(await runCompile(dir, opts, io)));
 
+  const opt = <T>(flags: string, description: string, parse: (v: string) => T, value: T, shown: string) => new Option(flags, description).argParser(parse).default(value, shown);
   sub('sidecar')
     .description('run the sidecar proxy next to one service instance')
     .option('-c, --config <file>', 'start from this compiled proxy config (trellis compile output)')
     .option('--service <name>', 'the service this sidecar serves; configs for another are refused')
-    .option('--app <host[:port]>', 'where the local app listens: HOST:PORT, or HOST to use each port\'s targetPort', parseApp, { host: '127.0.0.1' })
-    .option('--outbound <[host:]port>', 'listener for the app\'s outbound calls', parseListen, { host: '127.0.0.1', port: 15001 })
-    .option('--inbound <[host:]port>', 'listener for calls from other sidecars', parseListen, { host: '127.0.0.1', port: 15006 })
-    .option('--admin <[host:]port>', 'admin listener (health, metrics, config)', parseListen, { host: '127.0.0.1', port: 15000 })
+    .addOption(opt('--app <host[:port]>', "where the local app listens: HOST:PORT, or HOST to use each port's targetPort", parseApp, { host: '127.0.0.1' }, '127.0.0.1'))
+    .addOption(opt('--outbound <[host:]port>', "listener for the app's outbound calls", parseListen, { host: '127.0.0.1', port: 15001 }, '127.0.0.1:15001'))
+    .addOption(opt('--inbound <[host:]port>', 'listener for calls from other sidecars', parseListen, { host: '127.0.0.1', port: 15006 }, '127.0.0.1:15006'))
+    .addOption(opt('--admin <[host:]port>', 'admin listener (health, metrics, config)', parseListen, { host: '127.0.0.1', port: 15000 }, '127.0.0.1:15000'))
     .option('--admin-allow-remote', 'allow the admin listener to bind to a non-loopback address')
     .option('--admin-token-file <file>', 'bearer token that admin config writes must present (or TRELLIS_ADMIN_TOKEN)')
     .option('--state-dir <dir>', 'keep the last accepted config here, and start from it when no --config is given')
-    .option('--drain-timeout <duration>', 'time in-flight requests get to finish on SIGTERM', parseDurationFlag, 20_000)
+    .addOption(opt('--drain-timeout <duration>', 'time in-flight requests get to finish on SIGTERM', parseDurationFlag, 20_000, '20s'))
+    .addOption(opt('--header-timeout <duration>', 'time a client has to send its request headers (slowloris guard)', parseDurationFlag, 10_000, '10s'))
     .option('--access-log', 'log every request as a JSON line')
     .action(async (flags: SidecarFlags) => setCode(await runSidecar(flags, io)));
 

@@ -16,6 +16,7 @@ export interface SidecarFlags {
   adminTokenFile?: string;
   stateDir?: string;
   drainTimeout: number;
+  headerTimeout: number;
   accessLog?: boolean;
 }
 
@@ -69,6 +70,7 @@ export async function runSidecar(flags: SidecarFlags, io: CliIo): Promise<number
     app: flags.app,
     adminToken: token || undefined,
     drainTimeoutMs: flags.drainTimeout,
+    headerTimeoutMs: flags.headerTimeout,
     accessLog: flags.accessLog === true,
   });
 
