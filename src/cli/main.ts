@@ -1,15 +1,15 @@
 /**
  * The `trellis` command line: one subcommand per file, each thin (parse flags, call a
- * part, print, return an exit code). Exit codes: 0 success, 1 the command ran and
+ * part, print, return an exit code), loaded only when it runs. Exit codes: 0 success, 1 the command ran and
  * found a problem (an invalid spec, say), 2 usage error.
  */
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
-import { runCompile } from './compile.ts';
 import { parseFormat } from './diagnostics-output.ts';
+import { parseApp, parseDurationFlag, parseListen } from './flags.ts';
 import { EXIT, type CliIo } from './io.ts';
-import { runValidate } from './validate.ts';
-import { parseApp, parseDurationFlag, parseListen, runSidecar, type SidecarFlags } from './sidecar.ts';
+import type { SidecarFlags } from './sidecar.ts';
+import type { ReconcileFlags } from './reconcile.ts';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -32,7 +32,7 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .argument('[dir]', 'spec folder', '.')
     .addOption(formatOption())
     .option('-v, --verbose', 'also print info diagnostics (notes that need no action)')
-    .action(async (dir: string, opts: { format: 'text' | 'json'; verbose?: boolean }) => setCode(await runValidate(dir, opts, io)));
+    .action(async (dir: string, opts: { format: 'text' | 'json'; verbose?: boolean }) => setCode(await (await import('./validate.ts')).runValidate(dir, opts, io)));
 
   sub('compile')
     .description('compile a mesh spec folder into one proxy config per meshed service')
@@ -41,7 +41,7 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .option('--stdout', 'print every config and the index as one JSON document')
     .addOption(formatOption())
     .option('-v, --verbose', 'also print info diagnostics (notes that need no action)')
-    .action(async (dir: string, opts: { out?: string; stdout?: boolean; format: 'text' | 'json'; verbose?: boolean }) => setCode(await runCompile(dir, opts, io)));
+    .action(async (dir: string, opts: { out?: string; stdout?: boolean; format: 'text' | 'json'; verbose?: boolean }) => setCode(await (await import('./compile.ts')).runCompile(dir, opts, io)));
 
   const opt = <T>(flags: string, description: string, parse: (v: string) => T, value: T, shown: string) => new Option(flags, description).argParser(parse).default(value, shown);
   sub('sidecar')
@@ -58,7 +58,37 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .addOption(opt('--drain-timeout <duration>', 'time in-flight requests get to finish on SIGTERM', parseDurationFlag, 20_000, '20s'))
     .addOption(opt('--header-timeout <duration>', 'time a client has to send its request headers (slowloris guard)', parseDurationFlag, 10_000, '10s'))
     .option('--access-log', 'log every request as a JSON line')
-    .action(async (flags: SidecarFlags) => setCode(await runSidecar(flags, io)));
+    .option('--control <url>', 'subscribe to a reconciler for configs, such as http://127.0.0.1:15010 (needs --service)')
+    .option('--control-token-file <file>', 'bearer token for the reconciler (or TRELLIS_CONTROL_TOKEN)')
+    .option('--node <id>', 'this instance\'s id at the reconciler (default: host name and inbound port)')
+    .action(async (flags: SidecarFlags) => setCode(await (await import('./sidecar.ts')).runSidecar(flags, io)));
+
+  sub('reconcile')
+    .description('watch a git branch (or a folder), compile each revision, and push what changed to every sidecar')
+    .option('--repo <url>', 'git remote to watch (https, ssh, git, file URLs or a local path)')
+    .option('--branch <name>', 'branch to follow', 'main')
+    .option('--path <dir>', 'spec folder inside the repo (default: its root)')
+    .option('--dir <dir>', 'watch a local folder instead of git (for development)')
+    .option('--cache-dir <dir>', 'where the clone is kept (default: ~/.cache/trellis/repos/<hash of the URL>)')
+    .addOption(opt('--interval <duration>', 'how often to fetch (with jitter); webhooks fetch at once', parseDurationFlag, 30_000, '30s'))
+    .option('--allowed-signers <file>', 'apply only commits signed by a key in this ssh allowed-signers file')
+    .addOption(opt('--listen <[host:]port>', 'listener for sidecars, status, metrics and webhooks', parseListen, { host: '127.0.0.1', port: 15010 }, '127.0.0.1:15010'))
+    .option('--token-file <file>', 'bearer token sidecars must present (or TRELLIS_CONTROL_TOKEN)')
+    .option('--webhook-secret-file <file>', 'secret for POST /hooks/git signatures (or TRELLIS_WEBHOOK_SECRET)')
+    .action(async (flags: ReconcileFlags) => setCode(await (await import('./reconcile.ts')).runReconcile(flags, io)));
+
+  sub('status')
+    .description("show the reconciler's applied and attempted revisions and each sidecar's state; exit 1 when not all in sync")
+    .option('--url <url>', 'reconciler address', 'http://127.0.0.1:15010')
+    .addOption(formatOption())
+    .action(async (opts: { url: string; format: 'text' | 'json' }) => setCode(await (await import('./status.ts')).runStatus(opts, io)));
+
+  sub('up')
+    .description('run the whole mesh of a spec folder on this machine: reconciler, sidecars, demo apps and light traffic')
+    .argument('[dir]', 'spec folder', 'examples/shop')
+    .addOption(opt('--control-port <port>', 'reconciler port', (v) => parseListen(v).port, 15010, '15010'))
+    .addOption(opt('--rate <n>', 'requests per second from each entry service to each service it calls', (v) => Math.max(1, Math.min(100, Number(v) || 5)), 5, '5'))
+    .action(async (dir: string, opts: { controlPort: number; rate: number }) => setCode(await (await import('./up.ts')).runUp(dir, opts, io)));
 
   return program;
 }

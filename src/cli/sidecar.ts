@@ -1,7 +1,5 @@
 /** `trellis sidecar`: run the data plane next to one service instance. */
 import { readFileSync } from 'node:fs';
-import { InvalidArgumentError } from 'commander';
-import { parseDuration } from '../spec/duration.ts';
 import { DEFAULT_SIDECAR_OPTIONS, Sidecar, type ListenAddress } from '../sidecar/sidecar.ts';
 import { EXIT, type CliIo } from './io.ts';
 
@@ -18,33 +16,22 @@ export interface SidecarFlags {
   drainTimeout: number;
   headerTimeout: number;
   accessLog?: boolean;
-}
-
-/** `HOST:PORT`, `:PORT` or `PORT` (host then defaults to 127.0.0.1). */
-export function parseListen(value: string): ListenAddress {
-  const m = /^(?:(.*):)?(\d{1,5})$/.exec(value);
-  const port = m ? Number(m[2]) : NaN;
-  if (!m || port > 65535) throw new InvalidArgumentError('use HOST:PORT or PORT.');
-  const host = m[1] ? m[1].replace(/^\[(.*)\]$/, '$1') : '127.0.0.1';
-  return { host, port };
-}
-
-/** `HOST:PORT` (every request to that port) or `HOST` (each service port's targetPort on that host). */
-export function parseApp(value: string): { host: string; port?: number } {
-  if (/^\d{1,5}$/.test(value)) return { host: '127.0.0.1', port: Number(value) };
-  const m = /^(.*):(\d{1,5})$/.exec(value);
-  if (m && !m[1]!.includes(':')) return { host: m[1]!, port: Number(m[2]) };
-  if (value === '') throw new InvalidArgumentError('use HOST:PORT or HOST.');
-  return { host: value.replace(/^\[(.*)\]$/, '$1') };
-}
-
-export function parseDurationFlag(value: string): number {
-  const ms = parseDuration(value);
-  if (ms === undefined) throw new InvalidArgumentError('use a duration such as 500ms, 20s or 1m.');
-  return ms;
+  control?: string;
+  controlTokenFile?: string;
+  node?: string;
 }
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
+
+/** Reads a secret file (trimmed); reports and returns undefined when it cannot. */
+export function readSecret(file: string, io: CliIo, flag: string): string | undefined {
+  try {
+    return readFileSync(file, 'utf8').trim() || undefined;
+  } catch (err) {
+    io.stderr.write(`trellis: cannot read ${flag}: ${(err as Error).message}\n`);
+    return undefined;
+  }
+}
 
 export async function runSidecar(flags: SidecarFlags, io: CliIo): Promise<number> {
   if (!LOOPBACK.test(flags.admin.host) && !flags.adminAllowRemote) {
@@ -53,12 +40,21 @@ export async function runSidecar(flags: SidecarFlags, io: CliIo): Promise<number
   }
   let token = io.env.TRELLIS_ADMIN_TOKEN;
   if (flags.adminTokenFile) {
-    try {
-      token = readFileSync(flags.adminTokenFile, 'utf8').trim();
-    } catch (err) {
-      io.stderr.write(`trellis sidecar: cannot read --admin-token-file: ${(err as Error).message}\n`);
+    token = readSecret(flags.adminTokenFile, io, '--admin-token-file');
+    if (token === undefined) return EXIT.usage;
+  }
+  let control: { url: string; token: string; node?: string } | undefined;
+  if (flags.control) {
+    if (!flags.service) {
+      io.stderr.write('trellis sidecar: --control needs --service NAME (the service this instance belongs to)\n');
       return EXIT.usage;
     }
+    const controlToken = flags.controlTokenFile ? readSecret(flags.controlTokenFile, io, '--control-token-file') : io.env.TRELLIS_CONTROL_TOKEN;
+    if (!controlToken) {
+      io.stderr.write('trellis sidecar: --control needs a token: --control-token-file FILE or TRELLIS_CONTROL_TOKEN\n');
+      return EXIT.usage;
+    }
+    control = { url: flags.control, token: controlToken, ...(flags.node ? { node: flags.node } : {}) };
   }
   const sidecar = new Sidecar({
     ...DEFAULT_SIDECAR_OPTIONS,
@@ -72,6 +68,7 @@ export async function runSidecar(flags: SidecarFlags, io: CliIo): Promise<number
     drainTimeoutMs: flags.drainTimeout,
     headerTimeoutMs: flags.headerTimeout,
     accessLog: flags.accessLog === true,
+    ...(control ? { control } : {}),
   });
 
   if (flags.config) {

@@ -11,10 +11,10 @@
  *
  * Writes need `Authorization: Bearer <token>`; without a configured token they are refused.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ConfigStore } from './config-store.ts';
 import type { SidecarMetrics } from './metrics.ts';
+import { hasBearer, readJsonBody, sendJson as json } from '../http/json-server.ts';
 
 /** Largest config accepted over admin; a real one is a few hundred KiB at most. */
 const MAX_BODY_BYTES = 32 * 1024 * 1024;
@@ -27,43 +27,13 @@ export interface AdminDeps {
   readonly ready: () => boolean;
 }
 
-function json(res: ServerResponse, status: number, value: unknown): void {
-  const body = JSON.stringify(value);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
-  res.end(body);
-}
-
-/** Compares secrets in constant time (digests first, so lengths leak nothing either). */
-export function tokensMatch(given: string, expected: string): boolean {
-  const a = createHash('sha256').update(given).digest();
-  const b = createHash('sha256').update(expected).digest();
-  return timingSafeEqual(a, b);
-}
-
-async function readJson(req: IncomingMessage): Promise<{ ok: true; value: unknown } | { ok: false; status: number; error: string }> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > MAX_BODY_BYTES) return { ok: false, status: 413, error: 'body_too_large' };
-    chunks.push(chunk as Buffer);
-  }
-  try {
-    return { ok: true, value: JSON.parse(Buffer.concat(chunks).toString('utf8')) };
-  } catch {
-    return { ok: false, status: 400, error: 'invalid_json' };
-  }
-}
-
 export function createAdminHandler(deps: AdminDeps): (req: IncomingMessage, res: ServerResponse) => void {
   const authorized = (req: IncomingMessage, res: ServerResponse): boolean => {
     if (deps.token === undefined) {
       json(res, 403, { error: 'admin_writes_disabled', message: 'start the sidecar with --admin-token-file to allow config writes' });
       return false;
     }
-    const header = req.headers.authorization ?? '';
-    const given = header.startsWith('Bearer ') ? header.slice(7) : '';
-    if (!tokensMatch(given, deps.token)) {
+    if (!hasBearer(req, deps.token)) {
       res.setHeader('www-authenticate', 'Bearer');
       json(res, 401, { error: 'unauthorized', message: 'a valid bearer token is required' });
       return false;
@@ -96,7 +66,7 @@ export function createAdminHandler(deps: AdminDeps): (req: IncomingMessage, res:
         case 'PUT /config':
         case 'POST /config/delta': {
           if (!authorized(req, res)) return;
-          const body = await readJson(req);
+          const body = await readJsonBody(req, MAX_BODY_BYTES);
           if (!body.ok) return json(res, body.status, { error: body.error });
           const result = path === '/config' ? deps.store.apply(body.value, 'admin') : deps.store.applyDelta(body.value, 'admin');
           if (result.ok) return json(res, 200, { version: result.version, changed: result.changed });

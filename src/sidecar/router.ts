@@ -23,6 +23,13 @@ export interface RequestFacts {
 
 type Test = (facts: RequestFacts, query: () => URLSearchParams) => boolean;
 
+/** One condition of a match, with words for explaining a miss. */
+interface Condition {
+  readonly test: Test;
+  /** What the condition asks for: `method GET`, `path prefix /api`, `header x-canary = "1"`. */
+  readonly wants: string;
+}
+
 /** Element-wise prefix: `/a` matches `/a`, `/a/`, `/a/b`, not `/ab`. A trailing `/` in the prefix is ignored. */
 function prefixTest(prefix: string): (path: string) => boolean {
   if (prefix === '/') return () => true;
@@ -42,41 +49,55 @@ function valueTest(type: 'Exact' | 'RegularExpression', value: string): (actual:
   return (actual) => actual !== undefined && actual !== null && re.test(actual);
 }
 
-/** Compiles one match into a predicate; cheap checks first. */
-function compileTest(m: CompiledMatch): Test {
-  const tests: Test[] = [];
+/** The conditions of one match, cheapest first; all must hold. */
+function conditionsOf(m: CompiledMatch): Condition[] {
+  const out: Condition[] = [];
+  const port = m.port;
+  if (port !== null) out.push({ test: (f) => f.port === port, wants: `port ${port}` });
   if (m.method !== null) {
     const method = m.method;
-    tests.push((f) => f.method === method);
+    out.push({ test: (f) => f.method === method, wants: `method ${method}` });
   }
   if (m.path.type === 'Exact') {
     const value = m.path.value;
-    tests.push((f) => f.path === value);
+    out.push({ test: (f) => f.path === value, wants: `path exactly ${value}` });
   } else if (m.path.type === 'PathPrefix') {
     if (m.path.value !== '/') {
       const t = prefixTest(m.path.value);
-      tests.push((f) => t(f.path));
+      out.push({ test: (f) => t(f.path), wants: `path prefix ${m.path.value}` });
     }
   } else {
     const re = compileMatchRegex(m.path.value);
-    tests.push((f) => re.test(f.path));
+    out.push({ test: (f) => re.test(f.path), wants: `path matching /${m.path.value}/` });
   }
   for (const h of m.headers) {
     const t = valueTest(h.type, h.value);
-    tests.push((f) => t(headerValue(f, h.name)));
+    out.push({ test: (f) => t(headerValue(f, h.name)), wants: `header ${h.name} ${h.type === 'Exact' ? '=' : '~'} "${h.value}"` });
   }
   for (const q of m.queryParams) {
     const t = valueTest(q.type, q.value);
-    tests.push((_, query) => t(query().get(q.name)));
+    out.push({ test: (_, query) => t(query().get(q.name)), wants: `query ${q.name} ${q.type === 'Exact' ? '=' : '~'} "${q.value}"` });
   }
-  const port = m.port;
-  if (port !== null) tests.unshift((f) => f.port === port);
-  if (tests.length === 0) return () => true;
-  if (tests.length === 1) return tests[0]!;
+  return out;
+}
+
+/** Folds conditions into one predicate (no array walk for the common one-condition case). */
+function predicateOf(conditions: readonly Condition[]): Test {
+  if (conditions.length === 0) return () => true;
+  if (conditions.length === 1) return conditions[0]!.test;
+  const tests = conditions.map((c) => c.test);
   return (f, q) => {
     for (const t of tests) if (!t(f, q)) return false;
     return true;
   };
+}
+
+/** Why each rule before the chosen one did not take a request, and which one did. */
+export interface RouteTrace {
+  /** Index of the rule that matched, or -1. */
+  readonly matched: number;
+  /** For every rule up to the matched one (or all, without a match): the first condition it failed, or null for the match. */
+  readonly rules: ReadonlyArray<{ readonly rule: CompiledRule; readonly failed: string | null }>;
 }
 
 /** A route table ready to match: predicates built once per config, not per request. */
@@ -84,6 +105,7 @@ export class RouteTable {
   readonly service: string;
   readonly ports: readonly number[];
   readonly rules: readonly CompiledRule[];
+  readonly #conditions: ReadonlyArray<readonly Condition[]>;
   readonly #tests: readonly Test[];
 
   /** @throws SyntaxError when a regex cannot run in linear time (the compiler rejects such configs first). */
@@ -91,7 +113,8 @@ export class RouteTable {
     this.service = body.service;
     this.ports = body.ports;
     this.rules = body.rules;
-    this.#tests = body.rules.map((r) => compileTest(r.match));
+    this.#conditions = body.rules.map((r) => conditionsOf(r.match));
+    this.#tests = this.#conditions.map(predicateOf);
   }
 
   /** The first rule that matches, or undefined (Gateway API: 404). */
@@ -102,10 +125,17 @@ export class RouteTable {
     return undefined;
   }
 
-  /** Index of the first matching rule, or -1; for tools that explain why earlier rules did not match. */
-  matchIndex(facts: RequestFacts): number {
-    const rule = this.match(facts);
-    return rule ? this.rules.indexOf(rule) : -1;
+  /** The same decision as `match`, with the reason each earlier rule was passed over. */
+  trace(facts: RequestFacts): RouteTrace {
+    let parsed: URLSearchParams | undefined;
+    const query = () => (parsed ??= new URLSearchParams(facts.query));
+    const rules: Array<{ rule: CompiledRule; failed: string | null }> = [];
+    for (let i = 0; i < this.rules.length; i++) {
+      const failed = this.#conditions[i]!.find((c) => !c.test(facts, query));
+      rules.push({ rule: this.rules[i]!, failed: failed ? failed.wants : null });
+      if (!failed) return { matched: i, rules };
+    }
+    return { matched: -1, rules };
   }
 }
 

@@ -4,6 +4,7 @@
  * gracefully: readiness goes false, in-flight requests get up to the drain timeout to
  * finish, then every connection closes.
  */
+import { hostname } from 'node:os';
 import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -17,6 +18,7 @@ import { createAdminHandler } from './admin.ts';
 import { createInboundHandler, type AppAddress, type InboundHandler } from './inbound.ts';
 import { SidecarMetrics } from './metrics.ts';
 import { createOutboundHandler } from './outbound.ts';
+import { ControlClient } from './control-client.ts';
 
 export interface ListenAddress {
   readonly host: string;
@@ -40,6 +42,8 @@ export interface SidecarOptions {
   readonly headerTimeoutMs: number;
   readonly maxRetryBodyBytes: number;
   readonly accessLog: boolean;
+  /** Subscribe to a reconciler for configs (needs `service`). */
+  readonly control?: { readonly url: string; readonly token: string; readonly node?: string };
   readonly logger?: Logger;
   readonly clock?: Clock;
   readonly random?: Random;
@@ -82,6 +86,7 @@ export class Sidecar {
   #idle: (() => void) | undefined;
   readonly #servers: Server[] = [];
   #inbound: InboundHandler | undefined;
+  #control: ControlClient | undefined;
 
   constructor(options: SidecarOptions) {
     this.#options = options;
@@ -104,6 +109,11 @@ export class Sidecar {
     this.metrics.setConfig(snap.service, snap.version);
     this.metrics.configApplies.inc({ result: 'accepted', source });
     this.log.info({ type: 'config_applied', source, version: snap.version, previous: previous?.version ?? null, resources: snap.config.resources.length }, 'config applied');
+  }
+
+  /** Whether the control stream to the reconciler is open (false without one). */
+  get controlConnected(): boolean {
+    return this.#control?.connected ?? false;
   }
 
   /** Ready: a config runs and shutdown has not begun. */
@@ -167,6 +177,19 @@ export class Sidecar {
       admin: await this.#listen(admin, o.admin),
     };
     this.log.info({ type: 'listening', outbound: addresses.outbound.port, inbound: addresses.inbound.port, admin: addresses.admin.port }, 'sidecar listening');
+    if (o.control) {
+      if (!o.service) throw new Error('a sidecar that subscribes to a reconciler needs its service name');
+      this.#control = new ControlClient({
+        url: o.control.url,
+        token: o.control.token,
+        service: o.service,
+        node: o.control.node ?? `${hostname()}:${addresses.inbound.port}`,
+        store: this.store,
+        log: this.log,
+        random: o.random ?? systemRandom,
+      });
+      this.#control.start();
+    }
     return addresses;
   }
 
@@ -175,6 +198,7 @@ export class Sidecar {
     if (this.#draining) return;
     this.#draining = true;
     this.log.info({ type: 'draining', inFlight: this.#inFlight, timeoutMs: this.#options.drainTimeoutMs }, 'draining');
+    await this.#control?.stop();
     const [outbound, inbound, admin] = this.#servers;
     const closed = [outbound, inbound].map((s) => s && new Promise<void>((r) => s.close(() => r())));
     outbound?.closeIdleConnections();

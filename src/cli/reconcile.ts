@@ -1,0 +1,100 @@
+/** `trellis reconcile`: watch a git branch (or a folder), compile each revision, push deltas to sidecars. */
+import { createHash } from 'node:crypto';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { FolderSource } from '../reconciler/folder-source.ts';
+import { GitSource } from '../reconciler/git-source.ts';
+import { ReconcilerMetrics } from '../reconciler/metrics.ts';
+import { Reconciler } from '../reconciler/reconciler.ts';
+import { ReconcilerServer } from '../reconciler/server.ts';
+import type { Source } from '../reconciler/source.ts';
+import type { ListenAddress } from './flags.ts';
+import { EXIT, type CliIo } from './io.ts';
+import { readSecret } from './sidecar.ts';
+
+export interface ReconcileFlags {
+  dir?: string;
+  repo?: string;
+  branch: string;
+  path?: string;
+  cacheDir?: string;
+  interval: number;
+  allowedSigners?: string;
+  listen: ListenAddress;
+  tokenFile?: string;
+  webhookSecretFile?: string;
+}
+
+export interface RunningReconciler {
+  readonly reconciler: Reconciler;
+  readonly port: number;
+  stop(): Promise<void>;
+}
+
+/** Builds and starts a reconciler from flags; undefined (after printing why) on a usage error. */
+export async function startReconciler(flags: ReconcileFlags, io: CliIo, token: string): Promise<RunningReconciler | undefined> {
+  if (Boolean(flags.dir) === Boolean(flags.repo)) {
+    io.stderr.write('trellis reconcile: give exactly one source: --dir DIR (a local folder) or --repo URL (a git remote)\n');
+    return undefined;
+  }
+  const log = pino({ base: { component: 'reconciler' }, redact: { paths: ['token', 'secret', '*.authorization', 'headers.authorization'], censor: '[redacted]' } });
+  let source: Source;
+  try {
+    source = flags.dir
+      ? new FolderSource({ dir: flags.dir })
+      : new GitSource({
+          url: flags.repo!,
+          branch: flags.branch,
+          ...(flags.path ? { path: flags.path } : {}),
+          cacheDir: flags.cacheDir ?? join(homedir(), '.cache', 'trellis', 'repos', createHash('sha256').update(flags.repo!).digest('hex').slice(0, 16)),
+          intervalMs: flags.interval,
+          ...(flags.allowedSigners ? { allowedSignersFile: flags.allowedSigners } : {}),
+        });
+  } catch (err) {
+    io.stderr.write(`trellis reconcile: ${(err as Error).message}\n`);
+    return undefined;
+  }
+  let webhookSecret = io.env.TRELLIS_WEBHOOK_SECRET;
+  if (flags.webhookSecretFile) webhookSecret = readSecret(flags.webhookSecretFile, io, '--webhook-secret-file');
+  const metrics = new ReconcilerMetrics();
+  const reconciler = new Reconciler({ source, log, metrics });
+  const server = new ReconcilerServer({ reconciler, metrics, token, ...(webhookSecret ? { webhookSecret } : {}) });
+  const address = await server.listen(flags.listen.host, flags.listen.port);
+  log.info({ type: 'listening', port: address.port, source: source.description }, 'reconciler listening');
+  await reconciler.start();
+  return {
+    reconciler,
+    port: address.port,
+    stop: async () => {
+      await reconciler.stop();
+      await server.close();
+    },
+  };
+}
+
+export async function runReconcile(flags: ReconcileFlags, io: CliIo): Promise<number> {
+  const token = flags.tokenFile ? readSecret(flags.tokenFile, io, '--token-file') : io.env.TRELLIS_CONTROL_TOKEN;
+  if (!token) {
+    io.stderr.write('trellis reconcile: sidecars must authenticate: give --token-file FILE or TRELLIS_CONTROL_TOKEN\n');
+    return EXIT.usage;
+  }
+  let running: RunningReconciler | undefined;
+  try {
+    running = await startReconciler(flags, io, token);
+  } catch (err) {
+    io.stderr.write(`trellis reconcile: ${(err as Error).message}\n`);
+    return EXIT.failed;
+  }
+  if (!running) return EXIT.usage;
+  await new Promise<void>((resolve) => {
+    const stop = () => {
+      process.off('SIGTERM', stop);
+      process.off('SIGINT', stop);
+      void running.stop().then(resolve);
+    };
+    process.on('SIGTERM', stop);
+    process.on('SIGINT', stop);
+  });
+  return EXIT.ok;
+}

@@ -1,0 +1,128 @@
+/**
+ * The reconciler's HTTP listener (default 127.0.0.1:15010):
+ *
+ *   POST /v1/stream    sidecar subscribes (bearer token) → NDJSON stream of config messages
+ *   POST /v1/ack       sidecar acknowledges or rejects a version (bearer token) → 204
+ *   POST /hooks/git    GitHub-style push webhook (HMAC-SHA256 signature) → 202, fetch now
+ *   GET  /status       what is attempted, applied, and where every sidecar stands (JSON)
+ *   GET  /metrics      Prometheus text
+ *   GET  /healthz      200 while serving;  GET /readyz  200 once a revision is applied
+ */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { ACK_PATH, PING_INTERVAL_MS, STREAM_PATH, type Ack, type ControlMessage, type Subscribe } from '../config/control-protocol.ts';
+import { hasBearer, readJsonBody, sendJson, webhookSignatureValid } from '../http/json-server.ts';
+import type { ReconcilerMetrics } from './metrics.ts';
+import type { Reconciler, SidecarRecord } from './reconciler.ts';
+
+/** A subscribe lists every resource version a sidecar holds: generous for large configs. */
+const MAX_SUBSCRIBE_BYTES = 8 * 1024 * 1024;
+const MAX_WEBHOOK_BYTES = 1024 * 1024;
+const NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+export interface ReconcilerServerOptions {
+  readonly reconciler: Reconciler;
+  readonly metrics: ReconcilerMetrics;
+  /** Bearer token sidecars must present. */
+  readonly token: string;
+  /** Secret for webhook signatures; webhooks are refused without one. */
+  readonly webhookSecret?: string;
+}
+
+function isSubscribe(v: unknown): v is Subscribe {
+  const s = v as Subscribe;
+  return (
+    typeof s === 'object' && s !== null && typeof s.service === 'string' && NAME.test(s.service) && typeof s.node === 'string' && s.node.length > 0 && s.node.length <= 253 &&
+    (s.version === null || typeof s.version === 'string') && typeof s.resources === 'object' && s.resources !== null &&
+    Object.values(s.resources).every((x) => typeof x === 'string')
+  );
+}
+
+function isAck(v: unknown): v is Ack {
+  const a = v as Ack;
+  return typeof a === 'object' && a !== null && typeof a.service === 'string' && typeof a.node === 'string' && typeof a.revision === 'string' && typeof a.ok === 'boolean' && (a.version === null || typeof a.version === 'string');
+}
+
+export class ReconcilerServer {
+  readonly #o: ReconcilerServerOptions;
+  readonly #server: Server;
+  readonly #streams = new Set<{ record: SidecarRecord; ping: NodeJS.Timeout }>();
+
+  constructor(options: ReconcilerServerOptions) {
+    this.#o = options;
+    this.#server = createServer({ requestTimeout: 0, headersTimeout: 10_000, keepAliveTimeout: 5000 }, (req, res) => {
+      const path = (req.url ?? '/').split('?')[0];
+      const route = `${req.method} ${path}`;
+      const r = this.#o.reconciler;
+      void (async () => {
+        switch (route) {
+          case `POST ${STREAM_PATH}`: {
+            if (!hasBearer(req, this.#o.token)) return sendJson(res, 401, { error: 'unauthorized' });
+            const body = await readJsonBody(req, MAX_SUBSCRIBE_BYTES);
+            if (!body.ok) return sendJson(res, body.status, { error: body.error });
+            if (!isSubscribe(body.value)) return sendJson(res, 400, { error: 'invalid_subscribe', message: 'need service, node, version and resources' });
+            res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
+            res.flushHeaders();
+            const send = (m: ControlMessage) => {
+              const line = `${JSON.stringify(m)}\n`;
+              res.write(line);
+              return Buffer.byteLength(line);
+            };
+            const record = r.subscribe(body.value, { send, close: () => res.end() });
+            const stream = { record, ping: setInterval(() => send({ type: 'ping' }), PING_INTERVAL_MS) };
+            this.#streams.add(stream);
+            res.on('close', () => {
+              clearInterval(stream.ping);
+              this.#streams.delete(stream);
+              r.disconnect(record);
+            });
+            return;
+          }
+          case `POST ${ACK_PATH}`: {
+            if (!hasBearer(req, this.#o.token)) return sendJson(res, 401, { error: 'unauthorized' });
+            const body = await readJsonBody(req, 1024 * 1024);
+            if (!body.ok) return sendJson(res, body.status, { error: body.error });
+            if (!isAck(body.value)) return sendJson(res, 400, { error: 'invalid_ack' });
+            if (!r.ack(body.value)) return sendJson(res, 404, { error: 'unknown_sidecar', message: 'subscribe before acknowledging' });
+            res.writeHead(204).end();
+            return;
+          }
+          case 'POST /hooks/git': {
+            if (!this.#o.webhookSecret) return sendJson(res, 403, { error: 'webhooks_disabled', message: 'start the reconciler with --webhook-secret-file' });
+            const raw = await readJsonBody(req, MAX_WEBHOOK_BYTES);
+            if (!raw.ok) return sendJson(res, raw.status, { error: raw.error });
+            if (!webhookSignatureValid(raw.raw, req.headers['x-hub-signature-256'], this.#o.webhookSecret)) return sendJson(res, 401, { error: 'bad_signature' });
+            r.poke();
+            return sendJson(res, 202, { accepted: true });
+          }
+          case 'GET /status':
+            return sendJson(res, 200, r.status());
+          case 'GET /metrics': {
+            const text = await this.#o.metrics.registry.metrics();
+            res.writeHead(200, { 'content-type': this.#o.metrics.registry.contentType });
+            return res.end(text);
+          }
+          case 'GET /healthz':
+            return sendJson(res, 200, { status: 'ok' });
+          case 'GET /readyz':
+            return sendJson(res, r.applied ? 200 : 503, { ready: r.applied !== null, revision: r.applied?.revision.id ?? null });
+          default:
+            return sendJson(res, 404, { error: 'not_found' });
+        }
+      })().catch((err: Error) => (res.headersSent ? res.destroy() : sendJson(res, 500, { error: 'internal', message: err.message })));
+    });
+  }
+
+  listen(host: string, port: number): Promise<AddressInfo> {
+    return new Promise((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen(port, host, () => resolve(this.#server.address() as AddressInfo));
+    });
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.#streams) clearInterval(s.ping);
+    this.#server.closeAllConnections();
+    await new Promise<void>((r) => this.#server.close(() => r()));
+  }
+}

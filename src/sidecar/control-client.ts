@@ -1,0 +1,173 @@
+/**
+ * The sidecar's side of the control protocol (config/control-protocol.ts): subscribe to
+ * the reconciler with what it holds, apply each config or delta through the config store
+ * (validated like any other source), acknowledge or reject every version, and reconnect
+ * with backoff and jitter when the stream breaks. The sidecar serves on its last config
+ * the whole time; losing the reconciler costs updates, never traffic.
+ */
+import type { Logger } from 'pino';
+import { Agent, request } from 'undici';
+import { ACK_PATH, PING_INTERVAL_MS, STREAM_PATH, type Ack, type ControlMessage, type Subscribe } from '../config/control-protocol.ts';
+import type { Random } from './clock.ts';
+import type { ApplyResult, ConfigStore } from './config-store.ts';
+
+export interface ControlClientOptions {
+  /** Reconciler base URL, such as http://127.0.0.1:15010. */
+  readonly url: string;
+  readonly token: string;
+  readonly service: string;
+  /** This instance's id; stable across restarts of the same instance (host and inbound port). */
+  readonly node: string;
+  readonly store: ConfigStore;
+  readonly log: Logger;
+  readonly random: Random;
+  /** Reconnect backoff: first wait and cap, in ms. */
+  readonly minBackoffMs?: number;
+  readonly maxBackoffMs?: number;
+}
+
+export class ControlClient {
+  readonly #o: ControlClientOptions;
+  readonly #agent = new Agent({ keepAliveTimeout: 30_000 });
+  #stopped = false;
+  #controller = new AbortController();
+  #loop: Promise<void> | undefined;
+  #connected = false;
+  #failures = 0;
+
+  constructor(options: ControlClientOptions) {
+    this.#o = options;
+  }
+
+  /** Whether a stream is open now. */
+  get connected(): boolean {
+    return this.#connected;
+  }
+
+  start(): void {
+    this.#loop ??= this.#run();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    this.#controller.abort();
+    await this.#loop;
+    await this.#agent.close();
+  }
+
+  async #run(): Promise<void> {
+    while (!this.#stopped) {
+      try {
+        await this.#stream();
+      } catch (err) {
+        if (!this.#stopped) this.#o.log.warn({ type: 'control_disconnected', error: (err as Error).message, failures: this.#failures + 1 }, 'control stream failed; serving the current config and retrying');
+      }
+      this.#connected = false;
+      if (this.#stopped) break;
+      this.#failures++;
+      const min = this.#o.minBackoffMs ?? 100;
+      const max = this.#o.maxBackoffMs ?? 5000;
+      // Exponential backoff with jitter (half to all of the step), so a reconciler restart
+      // does not get every sidecar back in the same millisecond.
+      const step = Math.min(max, min * 2 ** Math.min(this.#failures - 1, 20));
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, step * (0.5 + this.#o.random() / 2));
+        this.#controller.signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+      });
+    }
+  }
+
+  #subscribe(): Subscribe {
+    const snap = this.#o.store.current;
+    return {
+      service: this.#o.service,
+      node: this.#o.node,
+      version: snap?.version ?? null,
+      resources: snap ? Object.fromEntries(snap.config.resources.map((r) => [r.name, r.version])) : {},
+    };
+  }
+
+  async #stream(): Promise<void> {
+    if (this.#controller.signal.aborted) return;
+    const res = await request(new URL(STREAM_PATH, this.#o.url), {
+      method: 'POST',
+      headers: { authorization: `Bearer ${this.#o.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify(this.#subscribe()),
+      signal: this.#controller.signal,
+      dispatcher: this.#agent,
+      headersTimeout: 10_000,
+      // Pings arrive every PING_INTERVAL_MS; three missed ones mean the reconciler is gone.
+      bodyTimeout: 3 * PING_INTERVAL_MS,
+    });
+    if (res.statusCode !== 200) {
+      const text = await res.body.text();
+      throw new Error(`reconciler answered ${res.statusCode}: ${text.slice(0, 200)}`);
+    }
+    this.#connected = true;
+    this.#failures = 0;
+    this.#o.log.info({ type: 'control_connected', url: this.#o.url }, 'subscribed to the reconciler');
+    let buffer = '';
+    for await (const chunk of res.body) {
+      buffer += (chunk as Buffer).toString('utf8');
+      let nl: number;
+      while ((nl = buffer.indexOf('\n')) >= 0) {
+        const line = buffer.slice(0, nl);
+        buffer = buffer.slice(nl + 1);
+        if (line.trim() === '') continue;
+        const resubscribe = await this.#handle(JSON.parse(line) as ControlMessage);
+        if (resubscribe) {
+          res.body.destroy();
+          return;
+        }
+      }
+    }
+    throw new Error('reconciler closed the stream');
+  }
+
+  /** Applies one message; returns true when the stream should be re-opened (our holdings and the reconciler's view differ). */
+  async #handle(message: ControlMessage): Promise<boolean> {
+    const store = this.#o.store;
+    let result: ApplyResult;
+    switch (message.type) {
+      case 'ping':
+        return false;
+      case 'unknown-service':
+        this.#o.log.warn({ type: 'control_unknown_service', revision: message.revision }, message.message);
+        return false;
+      case 'config':
+        result = store.apply(message.config, 'control');
+        break;
+      case 'delta':
+        result = store.applyDelta(message.delta, 'control');
+        break;
+      default:
+        return false;
+    }
+    const ack: Ack = {
+      service: this.#o.service,
+      node: this.#o.node,
+      version: store.current?.version ?? null,
+      revision: message.revision,
+      ok: result.ok,
+      ...(result.ok ? {} : { reasons: result.reasons }),
+    };
+    await this.#ack(ack);
+    return !result.ok && result.code === 'base_mismatch';
+  }
+
+  async #ack(ack: Ack): Promise<void> {
+    try {
+      const res = await request(new URL(ACK_PATH, this.#o.url), {
+        method: 'POST',
+        headers: { authorization: `Bearer ${this.#o.token}`, 'content-type': 'application/json' },
+        body: JSON.stringify(ack),
+        dispatcher: this.#agent,
+        headersTimeout: 10_000,
+        bodyTimeout: 10_000,
+      });
+      await res.body.dump();
+    } catch (err) {
+      this.#o.log.warn({ type: 'control_ack_failed', error: (err as Error).message }, 'could not acknowledge; the next subscribe reports what runs');
+    }
+  }
+}

@@ -1,0 +1,190 @@
+/**
+ * `trellis up`: a whole mesh on this machine from a spec folder, for trying Trellis out.
+ * It starts, in one process: a reconciler watching the folder, one sidecar per service
+ * instance (listening on the instance's endpoint port from the spec), a small demo app
+ * behind each, and a light traffic generator that calls, from each entry service, every
+ * service it may call, and tallies which backend answered. Editing a route in the folder
+ * changes the tallies within a second. Everything stops on `stop()`.
+ */
+import { randomBytes } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { pino, type Logger } from 'pino';
+import { Agent, request } from 'undici';
+import { compileDir } from '../compiler/compile.ts';
+import type { ProxyConfig } from '../config/types.ts';
+import { FolderSource } from '../reconciler/folder-source.ts';
+import { ReconcilerMetrics } from '../reconciler/metrics.ts';
+import { Reconciler } from '../reconciler/reconciler.ts';
+import { ReconcilerServer } from '../reconciler/server.ts';
+import { DEFAULT_SIDECAR_OPTIONS, Sidecar } from '../sidecar/sidecar.ts';
+
+export interface UpOptions {
+  readonly dir: string;
+  /** Reconciler listener port (0 for any). */
+  readonly controlPort: number;
+  /** Requests per second from each entry service to each service it may call. */
+  readonly rate: number;
+  /** Called with each tally line (every `reportEveryMs`). */
+  readonly report: (line: string) => void;
+  readonly reportEveryMs: number;
+  readonly logLevel?: string;
+}
+
+export interface StartedInstance {
+  readonly service: string;
+  readonly meshed: boolean;
+  readonly inbound: number;
+  readonly outbound: number | null;
+  readonly admin: number | null;
+  readonly app: number;
+}
+
+export interface RunningMesh {
+  readonly controlUrl: string;
+  readonly instances: readonly StartedInstance[];
+  /** Entry services and the services each calls. */
+  readonly traffic: ReadonlyArray<{ readonly from: string; readonly to: readonly string[] }>;
+  stop(): Promise<void>;
+}
+
+/** A demo app: answers every request with its service and instance, as JSON. */
+async function startDemoApp(service: string, instance: string, host: string, port: number): Promise<Server> {
+  const server = createServer((req, res) => {
+    req.resume();
+    const body = JSON.stringify({ service, instance, method: req.method, path: req.url, caller: req.headers['x-forwarded-for'] ?? null });
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'x-demo-service': service });
+    res.end(body);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  return server;
+}
+
+/** Services a config may call (its route resources). */
+function callees(config: ProxyConfig): string[] {
+  return config.resources.filter((r) => r.name.startsWith('route/')).map((r) => r.name.slice('route/'.length));
+}
+
+export async function up(options: UpOptions): Promise<RunningMesh> {
+  const log: Logger = pino({ level: options.logLevel ?? 'warn', base: { component: 'up' } });
+  const compiled = await compileDir(options.dir);
+  if (!compiled.mesh || !compiled.plan) {
+    const errors = compiled.diagnostics.filter((d) => d.severity === 'error').length;
+    throw new Error(`${options.dir} does not compile (${errors} errors); run trellis validate ${options.dir}`);
+  }
+  const cleanups: Array<() => Promise<void>> = [];
+  const stop = async () => {
+    for (const c of cleanups.reverse()) await c().catch(() => undefined);
+  };
+  try {
+    const token = randomBytes(24).toString('hex');
+    const metrics = new ReconcilerMetrics();
+    const reconciler = new Reconciler({ source: new FolderSource({ dir: options.dir }), log: log.child({ component: 'reconciler' }), metrics });
+    const server = new ReconcilerServer({ reconciler, metrics, token });
+    const address = await server.listen('127.0.0.1', options.controlPort);
+    cleanups.push(() => server.close());
+    await reconciler.start();
+    cleanups.push(() => reconciler.stop());
+    const controlUrl = `http://127.0.0.1:${address.port}`;
+
+    const instances: StartedInstance[] = [];
+    const sidecars = new Map<string, Sidecar[]>();
+    for (const svc of compiled.plan.services.values()) {
+      for (const [i, ep] of svc.endpoints.static.entries()) {
+        const instance = `${svc.name}-${i}`;
+        if (!svc.meshed) {
+          // Unmeshed: the demo app itself listens where callers connect.
+          const port = ep.port ?? svc.cluster.ports[0]!.targetPort;
+          const app = await startDemoApp(svc.name, instance, ep.address, port);
+          cleanups.push(() => new Promise((r) => app.close(() => r())));
+          instances.push({ service: svc.name, meshed: false, inbound: port, outbound: null, admin: null, app: port });
+          continue;
+        }
+        const app = await startDemoApp(svc.name, instance, '127.0.0.1', 0);
+        cleanups.push(() => new Promise((r) => (app.closeAllConnections(), app.close(() => r()))));
+        const appPort = (app.address() as AddressInfo).port;
+        const sidecar = new Sidecar({
+          ...DEFAULT_SIDECAR_OPTIONS,
+          service: svc.name,
+          outbound: { host: '127.0.0.1', port: 0 },
+          inbound: { host: ep.address, port: ep.port! },
+          admin: { host: '127.0.0.1', port: 0 },
+          app: { host: '127.0.0.1', port: appPort },
+          drainTimeoutMs: 1000,
+          control: { url: controlUrl, token, node: instance },
+          logger: log.child({ component: 'sidecar', service: svc.name, instance }),
+        });
+        const ports = await sidecar.start();
+        cleanups.push(() => sidecar.stop());
+        sidecars.set(svc.name, [...(sidecars.get(svc.name) ?? []), sidecar]);
+        instances.push({ service: svc.name, meshed: true, inbound: ports.inbound.port, outbound: ports.outbound.port, admin: ports.admin.port, app: appPort });
+      }
+    }
+
+    // Entry services: meshed services no other service may call (the frontend, say).
+    const called = new Set<string>();
+    for (const [name, config] of compiled.mesh.configs) for (const c of callees(config)) if (c !== name) called.add(c);
+    let entries = [...compiled.mesh.configs.keys()].filter((n) => !called.has(n) && sidecars.has(n));
+    if (entries.length === 0) entries = [...sidecars.keys()].slice(0, 1);
+    const traffic = entries.map((from) => ({ from, to: callees(compiled.mesh!.configs.get(from)!) }));
+
+    const stopTraffic = startTraffic(traffic, sidecars, instances, options);
+    cleanups.push(stopTraffic);
+    return { controlUrl, instances, traffic, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+/**
+ * Sends `rate` requests per second from each entry to each service it may call, through
+ * the entry's sidecar, and reports which backend service answered, as shares.
+ */
+function startTraffic(
+  traffic: ReadonlyArray<{ from: string; to: readonly string[] }>,
+  sidecars: ReadonlyMap<string, Sidecar[]>,
+  instances: readonly StartedInstance[],
+  options: UpOptions,
+): () => Promise<void> {
+  const agent = new Agent({ connections: 16, keepAliveTimeout: 5000 });
+  const tallies = new Map<string, Map<string, number>>();
+  let stopped = false;
+  const outboundOf = (service: string) => instances.find((i) => i.service === service && i.outbound !== null)!.outbound!;
+  const tick = setInterval(() => {
+    for (const { from, to } of traffic) {
+      if (!sidecars.has(from)) continue;
+      for (const dest of to) {
+        const key = `${from} → ${dest}`;
+        void request(`http://127.0.0.1:${outboundOf(from)}/`, { headers: { host: dest }, dispatcher: agent, headersTimeout: 5000, bodyTimeout: 5000 })
+          .then(async (res) => {
+            const who = res.statusCode === 200 ? ((await res.body.json()) as { service: string }).service : `${res.statusCode} ${String(res.headers['x-trellis-error'] ?? '')}`.trim();
+            if (res.statusCode !== 200) await res.body.dump();
+            const t = tallies.get(key) ?? new Map<string, number>();
+            t.set(who, (t.get(who) ?? 0) + 1);
+            tallies.set(key, t);
+          })
+          .catch(() => undefined);
+      }
+    }
+  }, Math.max(10, Math.round(1000 / options.rate)));
+  const report = setInterval(() => {
+    if (stopped || tallies.size === 0) return;
+    const parts: string[] = [];
+    for (const [key, t] of [...tallies].sort()) {
+      const total = [...t.values()].reduce((a, b) => a + b, 0);
+      parts.push(`${key}: ${[...t].sort((a, b) => b[1] - a[1]).map(([who, n]) => `${who} ${Math.round((100 * n) / total)}%`).join(' · ')}`);
+    }
+    tallies.clear();
+    options.report(parts.join('\n'));
+  }, options.reportEveryMs);
+  return async () => {
+    stopped = true;
+    clearInterval(tick);
+    clearInterval(report);
+    await agent.close();
+  };
+}
