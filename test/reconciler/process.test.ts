@@ -1,0 +1,186 @@
+/**
+ * The reconciler and sidecars as real processes: a reconciler killed and restarted under
+ * traffic, a sidecar restarted while the reconciler is down, make-before-break when a
+ * backend is replaced under load, refused remotes, and `trellis up`.
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { closedPort, cleanup, send, startUpstream, waitFor } from '../helpers/sidecar-harness.ts';
+
+const BIN = fileURLToPath(new URL('../../bin/trellis.js', import.meta.url));
+const EXAMPLES = fileURLToPath(new URL('../../examples/', import.meta.url));
+const TOKEN = 'process-test-token';
+const children: ChildProcess[] = [];
+const dirs: string[] = [];
+after(async () => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  await cleanup();
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+function tempDir(): string {
+  const d = mkdtempSync(join(tmpdir(), 'trellis-proc-'));
+  dirs.push(d);
+  return d;
+}
+
+interface Proc {
+  readonly child: ChildProcess;
+  readonly listening: Record<string, number>;
+  readonly exited: Promise<number | null>;
+  output(): string;
+}
+
+/** Starts `trellis <args>` and waits for its JSON "listening" log line. */
+async function start(args: string[], env: Record<string, string> = {}): Promise<Proc> {
+  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TRELLIS_CONTROL_TOKEN: TOKEN, ...env } });
+  children.push(child);
+  let out = '';
+  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  const listening = await new Promise<Record<string, number>>((resolve, reject) => {
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const line = out.split('\n').find((l) => l.includes('"type":"listening"'));
+      if (line) resolve(JSON.parse(line) as Record<string, number>);
+    });
+    void exited.then((code) => reject(new Error(`trellis ${args[0]} exited with ${code}: ${out}`)));
+  });
+  return { child, listening, exited, output: () => out };
+}
+
+function spec(dir: string, ports: Record<string, number>, route = ''): void {
+  const services = Object.entries(ports)
+    .map(([name, port]) => `---\napiVersion: trellis.dev/v1alpha1\nkind: Service\nmetadata: { name: ${name} }\nspec: { ports: [{ port: 80 }], endpoints: { static: [{ address: 127.0.0.1, port: ${port} }] } }\n`)
+    .join('');
+  writeFileSync(join(dir, 'mesh.yaml'), `apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: { name: t }\nspec: { trustDomain: t.local, access: { default: allow } }\n${services}`);
+  writeFileSync(join(dir, 'route.yaml'), route);
+}
+
+/** Runs `count` requests from `workers` loops and returns the statuses seen. */
+async function load(port: number, host: string, workers: number, count: number, during?: () => Promise<void>): Promise<Map<number, number>> {
+  const statuses = new Map<number, number>();
+  let left = count;
+  const loops = Array.from({ length: workers }, async () => {
+    while (left-- > 0) {
+      const r = await send(port, host, '/').catch(() => ({ status: 0 }));
+      statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+    }
+  });
+  if (during) await during();
+  await Promise.all(loops);
+  return statuses;
+}
+
+async function ready(adminPort: number, version?: string): Promise<boolean> {
+  const r = await fetch(`http://127.0.0.1:${adminPort}/readyz`).catch(() => undefined);
+  if (!r || r.status !== 200) return false;
+  const body = (await r.json()) as { version: string };
+  return version === undefined || body.version === version;
+}
+
+describe('reconciler and sidecars as processes', () => {
+  test('killing and restarting the reconciler under traffic fails no request; a sidecar restarted meanwhile starts from its stored config', async () => {
+    const dir = tempDir();
+    const specDir = join(dir, 'spec');
+    mkdirSync(specDir);
+    const apiInbound = await closedPort();
+    const app = await startUpstream('api');
+    spec(specDir, { web: 9, api: apiInbound });
+    const controlPort = await closedPort();
+    const control = `http://127.0.0.1:${controlPort}`;
+    let reconciler = await start(['reconcile', '--dir', specDir, '--listen', String(controlPort)]);
+    const web = await start(['sidecar', '--service', 'web', '--control', control, '--outbound', '0', '--inbound', '0', '--admin', '0', '--state-dir', join(dir, 'web-state')]);
+    const api = await start(['sidecar', '--service', 'api', '--control', control, '--outbound', '0', '--inbound', String(apiInbound), '--admin', '0', '--app', `127.0.0.1:${app.port}`]);
+    await waitFor(() => ready(web.listening.admin!), 'web to get its config');
+    await waitFor(() => ready(api.listening.admin!), 'api to get its config');
+
+    const statuses = await load(web.listening.outbound!, 'api', 4, 400, async () => {
+      reconciler.child.kill('SIGKILL');
+      await reconciler.exited;
+      reconciler = await start(['reconcile', '--dir', specDir, '--listen', String(controlPort)]);
+    });
+    assert.deepEqual([...statuses.keys()], [200], JSON.stringify([...statuses]));
+    await waitFor(async () => {
+      const r = await fetch(`${control}/status`).then((x) => x.json() as Promise<{ summary: { inSync: number } }>).catch(() => undefined);
+      return r?.summary.inSync === 2;
+    }, 'both sidecars to resync with the new reconciler');
+
+    // Reconciler down; web restarts and must serve from what it stored.
+    reconciler.child.kill('SIGKILL');
+    await reconciler.exited;
+    const version = (await (await fetch(`http://127.0.0.1:${web.listening.admin}/readyz`)).json()) as { version: string };
+    web.child.kill('SIGTERM');
+    assert.equal(await web.exited, 0);
+    const web2 = await start(['sidecar', '--service', 'web', '--control', control, '--outbound', '0', '--inbound', '0', '--admin', '0', '--state-dir', join(dir, 'web-state')]);
+    assert.ok(await ready(web2.listening.admin!, version.version), 'ready at once on the stored config');
+    assert.equal((await send(web2.listening.outbound!, 'api', '/')).body, 'api');
+  });
+
+  test('replacing a backend under load: no 5xx (make-before-break)', async () => {
+    const dir = tempDir();
+    const [oldInbound, newInbound] = [await closedPort(), await closedPort()];
+    const oldApp = await startUpstream('api');
+    const newApp = await startUpstream('api-v2');
+    const routeTo = (backend: string) => `apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: { name: api }\nspec:\n  parentRefs: [{ kind: Service, name: api }]\n  rules: [{ backendRefs: [{ name: ${backend}, port: 80 }] }]\n`;
+    spec(dir, { web: 9, api: oldInbound }, routeTo('api'));
+    const controlPort = await closedPort();
+    const control = `http://127.0.0.1:${controlPort}`;
+    await start(['reconcile', '--dir', dir, '--listen', String(controlPort)]);
+    const sidecar = (service: string, inbound: number, appPort: number) =>
+      start(['sidecar', '--service', service, '--control', control, '--outbound', '0', '--inbound', String(inbound), '--admin', '0', '--app', `127.0.0.1:${appPort}`]);
+    const web = await start(['sidecar', '--service', 'web', '--control', control, '--outbound', '0', '--inbound', '0', '--admin', '0']);
+    await sidecar('api', oldInbound, oldApp.port);
+    // The new backend's sidecar runs before the spec knows it: it waits for a config.
+    const v2 = await sidecar('api-v2', newInbound, newApp.port);
+    await waitFor(() => ready(web.listening.admin!), 'web to get its config');
+
+    const statuses = await load(web.listening.outbound!, 'api', 4, 600, async () => {
+      await waitFor(() => oldApp.seen.length > 50, 'traffic on the old backend');
+      // One change: api-v2 appears and takes all of api's traffic.
+      spec(dir, { web: 9, api: oldInbound, 'api-v2': newInbound }, routeTo('api-v2'));
+      await waitFor(() => newApp.seen.length > 0, 'traffic on the new backend');
+    });
+    assert.deepEqual([...statuses.keys()], [200], JSON.stringify([...statuses]));
+    assert.ok(newApp.seen.length > 0 && (await ready(v2.listening.admin!)));
+  });
+
+  test('remotes and branches that git could read as options are refused', async () => {
+    for (const args of [['--repo', '--upload-pack=touch /tmp/x'], ['--repo', 'ext::sh -c touch% /tmp/x'], ['--repo', 'file:///tmp/r', '--branch', '--upload-pack=x'], ['--repo', 'fd::3']]) {
+      const child = spawn(process.execPath, [BIN, 'reconcile', ...args, '--listen', '0'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TRELLIS_CONTROL_TOKEN: TOKEN } });
+      children.push(child);
+      let err = '';
+      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      const code = await new Promise<number | null>((r) => child.on('exit', r));
+      assert.ok(code === 2 || code === 1, `${args.join(' ')} exited ${code}`);
+      assert.match(err, /refusing|unknown option|error: option/, args.join(' '));
+    }
+  });
+
+  test('trellis up runs the minimal example, follows an edit, and stops on SIGINT', async () => {
+    const dir = tempDir();
+    cpSync(join(EXAMPLES, 'minimal'), dir, { recursive: true });
+    const controlPort = await closedPort();
+    const child = spawn(process.execPath, [BIN, 'up', dir, '--control-port', String(controlPort), '--rate', '20'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(child);
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    await waitFor(() => /web → api: api 100%/.test(out), 'traffic from web to api', 20_000);
+    const status = (await (await fetch(`http://127.0.0.1:${controlPort}/status`)).json()) as { summary: { connected: number; inSync: number } };
+    assert.deepEqual([status.summary.connected, status.summary.inSync], [2, 2]);
+    // An edit that sends api's traffic nowhere shows up in the tallies.
+    const route = join(dir, 'route.yaml');
+    writeFileSync(route, readFileSync(route, 'utf8').replace(/backendRefs:[\s\S]*$/, 'filters: [{ type: RequestRedirect, requestRedirect: { statusCode: 302, hostname: moved.example } }]\n'));
+    await waitFor(() => /web → api: 302/.test(out), 'the edit to change where traffic goes', 20_000);
+    child.kill('SIGINT');
+    assert.equal(await exited, 0);
+    assert.match(out, /stopped/);
+  });
+});
