@@ -216,13 +216,12 @@ export class GitSource implements Source {
 
   /** Undefined when the commit's ssh signature verifies against the allowed signers; otherwise why not. */
   async #verify(sha: string): Promise<string | undefined> {
-    try {
-      await this.#git.raw(['-c', 'gpg.format=ssh', '-c', `gpg.ssh.allowedSignersFile=${this.#o.allowedSignersFile}`, 'verify-commit', sha]);
-      return undefined;
-    } catch (err) {
-      const text = (err as Error).message.trim();
-      return /no signature/i.test(text) || text === '' ? 'the commit is not signed' : `signature does not verify against the allowed signers: ${text.split('\n')[0]}`;
-    }
+    // Run directly: verify-commit reports an unsigned commit by exit code alone, which
+    // simple-git would take for success.
+    const { code, stderr } = await runGit(this.#o.cacheDir, ['-c', 'gpg.format=ssh', '-c', `gpg.ssh.allowedSignersFile=${this.#o.allowedSignersFile}`, 'verify-commit', '--', sha]);
+    if (code === 0) return undefined;
+    const text = stderr.trim();
+    return text === '' || /no signature/i.test(text) ? 'the commit is not signed' : `signature does not verify against the allowed signers: ${text.split('\n')[0]}`;
   }
 
   /** The spec files at a commit: blobs under the spec path ending in .yaml/.yml, no hidden segments, no symlinks or submodules. */
@@ -245,6 +244,17 @@ export class GitSource implements Source {
     const contents = await catFiles(this.#o.cacheDir, wanted.map((w) => w.oid));
     return wanted.map((w, i) => new SourceFile(w.path, contents[i]!)).sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   }
+}
+
+/** Runs git in a repository and reports its exit code and stderr (never throws for a non-zero exit). */
+function runGit(gitDir: string, args: readonly string[]): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('git', [...GIT_CONFIG.flatMap((c) => ['-c', c]), '--git-dir', gitDir, ...args], { env: { ...process.env, ...GIT_ENV }, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stderr }));
+  });
 }
 
 /** Reads blobs with one `git cat-file --batch` process (one process, not one per file). */
