@@ -76,8 +76,17 @@ export function checkSpecPath(path: string): string {
 
 /** Options given to every git invocation. */
 const GIT_CONFIG = ['protocol.ext.allow=never', 'protocol.fd.allow=never', 'credential.interactive=never'];
-/** Never wait for a person: a remote that wants credentials fails at once. */
-const GIT_ENV = { GIT_TERMINAL_PROMPT: '0', GCM_INTERACTIVE: 'never' };
+/**
+ * The environment git runs with: only what it needs to find itself, reach remotes (ssh
+ * agent, proxies, CA bundles) and never wait for a person. Nothing else passes through, so
+ * no variable of ours (EDITOR, GIT_*, PAGER…) can make git run a program.
+ */
+const GIT_ENV: NodeJS.ProcessEnv = (() => {
+  const keep = /^(PATH|HOME|LANG|LC_[A-Z]+|TMPDIR|SSH_AUTH_SOCK|https?_proxy|HTTPS?_PROXY|no_proxy|NO_PROXY|all_proxy|ALL_PROXY|GIT_SSL_CAINFO|SSL_CERT_FILE|SSL_CERT_DIR)$/;
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (keep.test(k)) env[k] = v;
+  return { ...env, GIT_TERMINAL_PROMPT: '0', GCM_INTERACTIVE: 'never' };
+})();
 
 /** First wait after a failed fetch; doubling up to the fetch interval. */
 const FIRST_BACKOFF_MS = 500;
@@ -106,7 +115,7 @@ export class GitSource implements Source {
     this.description = `git ${options.url} ${options.branch}${this.#path ? ` (${this.#path}/)` : ''}`;
     mkdirSync(options.cacheDir, { recursive: true });
     // simple-git refuses protocol settings by default; ours only ever switch transports off.
-    this.#git = simpleGit({ baseDir: options.cacheDir, config: GIT_CONFIG, timeout: { block: 120_000 }, unsafe: { allowUnsafeProtocolOverride: true } }).env({ ...process.env, ...GIT_ENV });
+    this.#git = simpleGit({ baseDir: options.cacheDir, config: GIT_CONFIG, timeout: { block: 120_000 }, unsafe: { allowUnsafeProtocolOverride: true } }).env(GIT_ENV);
   }
 
   async start(onEvent: (event: SourceEvent) => void): Promise<void> {
@@ -249,7 +258,7 @@ export class GitSource implements Source {
 /** Runs git in a repository and reports its exit code and stderr (never throws for a non-zero exit). */
 function runGit(gitDir: string, args: readonly string[]): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn('git', [...GIT_CONFIG.flatMap((c) => ['-c', c]), '--git-dir', gitDir, ...args], { env: { ...process.env, ...GIT_ENV }, stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn('git', [...GIT_CONFIG.flatMap((c) => ['-c', c]), '--git-dir', gitDir, ...args], { env: GIT_ENV, stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     child.on('error', reject);
@@ -261,7 +270,7 @@ function runGit(gitDir: string, args: readonly string[]): Promise<{ code: number
 function catFiles(gitDir: string, oids: readonly string[]): Promise<string[]> {
   if (oids.length === 0) return Promise.resolve([]);
   return new Promise((resolve, reject) => {
-    const child = spawn('git', [...GIT_CONFIG.flatMap((c) => ['-c', c]), '--git-dir', gitDir, 'cat-file', '--batch'], { env: { ...process.env, ...GIT_ENV }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn('git', [...GIT_CONFIG.flatMap((c) => ['-c', c]), '--git-dir', gitDir, 'cat-file', '--batch'], { env: GIT_ENV, stdio: ['pipe', 'pipe', 'pipe'] });
     const chunks: Buffer[] = [];
     child.stdout.on('data', (c: Buffer) => chunks.push(c));
     child.on('error', reject);
