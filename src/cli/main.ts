@@ -83,6 +83,18 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .addOption(formatOption())
     .action(async (opts: { url: string; format: 'text' | 'json' }) => setCode(await (await import('./status.ts')).runStatus(opts, io)));
 
+  sub('explain')
+    .description('trace one request through the compiled mesh: which rule matches and why earlier ones do not, backends, timeouts, retries, policies and the access decision, each with its spec line')
+    .argument('[dir]', 'spec folder', '.')
+    .requiredOption('--from <service>', 'the calling service')
+    .requiredOption('--to <service>', 'the service it calls')
+    .option('--method <method>', 'HTTP method', 'GET')
+    .option('--path <path>', 'request path, with a query string if any', '/')
+    .option('--header <name=value>', 'a request header (repeatable)', (v: string, all: string[]) => [...all, v], [] as string[])
+    .option('--port <port>', 'service port called (default: its first port)', (v) => parseListen(v).port)
+    .addOption(formatOption())
+    .action(async (dir: string, flags: import('./explain.ts').ExplainFlags) => setCode(await (await import('./explain.ts')).runExplain(dir, flags, io)));
+
   sub('up')
     .description('run the whole mesh of a spec folder on this machine: reconciler, sidecars, demo apps and light traffic')
     .argument('[dir]', 'spec folder', 'examples/shop')

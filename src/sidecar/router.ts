@@ -68,7 +68,7 @@ function conditionsOf(m: CompiledMatch): Condition[] {
     }
   } else {
     const re = compileMatchRegex(m.path.value);
-    out.push({ test: (f) => re.test(f.path), wants: `path matching /${m.path.value}/` });
+    out.push({ test: (f) => re.test(f.path), wants: `path matching the regular expression "${m.path.value}"` });
   }
   for (const h of m.headers) {
     const t = valueTest(h.type, h.value);

@@ -1,0 +1,48 @@
+/** `trellis explain`: why one request goes where it goes, with the spec lines behind each step. */
+import { compileDir } from '../compiler/compile.ts';
+import { explain, ExplainError, renderExplanation } from '../explain/explain.ts';
+import { printDiagnostics } from './diagnostics-output.ts';
+import { EXIT, type CliIo } from './io.ts';
+
+export interface ExplainFlags {
+  from: string;
+  to: string;
+  method: string;
+  path: string;
+  header: string[];
+  port?: number;
+  format: 'text' | 'json';
+}
+
+export async function runExplain(dir: string, flags: ExplainFlags, io: CliIo): Promise<number> {
+  const headers: Record<string, string> = {};
+  for (const h of flags.header) {
+    const eq = h.indexOf('=');
+    const colon = h.indexOf(':');
+    const cut = eq > 0 && (colon < 0 || eq < colon) ? eq : colon;
+    if (cut <= 0) {
+      io.stderr.write(`trellis explain: --header takes name=value, not "${h}"\n`);
+      return EXIT.usage;
+    }
+    headers[h.slice(0, cut).trim().toLowerCase()] = h.slice(cut + 1).trim();
+  }
+  const q = flags.path.indexOf('?');
+  const result = await compileDir(dir);
+  if (!result.mesh) {
+    printDiagnostics(io, result.diagnostics, dir, false);
+    return EXIT.failed;
+  }
+  try {
+    const e = explain(
+      result,
+      { from: flags.from, to: flags.to, method: flags.method.toUpperCase(), path: q < 0 ? flags.path : flags.path.slice(0, q), query: q < 0 ? '' : flags.path.slice(q + 1), headers, ...(flags.port ? { port: flags.port } : {}) },
+      dir,
+    );
+    io.stdout.write(flags.format === 'json' ? JSON.stringify(e, null, 2) + '\n' : renderExplanation(e));
+    return EXIT.ok;
+  } catch (err) {
+    if (!(err instanceof ExplainError)) throw err;
+    io.stderr.write(`trellis explain: ${err.message}\n`);
+    return EXIT.failed;
+  }
+}

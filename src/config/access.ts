@@ -1,0 +1,57 @@
+/**
+ * The access decision for one call, from a service's compiled `inbound.access`: one
+ * implementation for every place that needs it (the explain command today, the inbound
+ * listener once callers are verified by mTLS).
+ */
+import type { InboundBody } from './types.ts';
+
+export interface AccessDecision {
+  /** Whether the call is let through (in audit mode, also calls that would be denied). */
+  readonly allowed: boolean;
+  /** Whether a deny was turned into an allow by audit mode. */
+  readonly audited: boolean;
+  /** Why: the mesh default, or the policy and rule that admitted the caller, or that none did. */
+  readonly reason: string;
+  /** The admitting rule's policy, when a rule decided. */
+  readonly policy: string | null;
+  readonly ruleIndex: number | null;
+}
+
+/** Whether a path matches an access path (PathPrefix by whole segments, or Exact). */
+function pathMatches(type: 'Exact' | 'PathPrefix', value: string, path: string): boolean {
+  if (type === 'Exact') return path === value;
+  if (value === '/') return true;
+  const base = value.endsWith('/') ? value.slice(0, -1) : value;
+  return path === base || path.startsWith(`${base}/`);
+}
+
+/**
+ * Decides a call by `caller` (a SPIFFE identity, or null when unauthenticated) with `method`
+ * and an already normalised `path`.
+ */
+export function decideAccess(access: InboundBody['access'], caller: string | null, method: string, path: string): AccessDecision {
+  const plain = (allowed: boolean, reason: string): AccessDecision => ({ allowed, audited: false, reason, policy: null, ruleIndex: null });
+  switch (access.default) {
+    case 'allow':
+      return plain(true, 'the mesh access default is allow');
+    case 'all-authenticated':
+      return caller ? plain(true, 'the mesh access default admits every authenticated caller') : plain(false, 'the mesh access default admits only authenticated callers');
+    case 'deny':
+      return plain(false, 'the service has no AccessPolicy and the mesh access default is deny');
+    case 'policy':
+      break;
+  }
+  const index = access.rules.findIndex(
+    (r) =>
+      caller !== null &&
+      r.from.includes(caller) &&
+      (r.to.length === 0 || r.to.some((t) => (t.methods.length === 0 || t.methods.includes(method as never)) && (t.paths.length === 0 || t.paths.some((p) => pathMatches(p.type, p.value, path))))),
+  );
+  if (index >= 0) {
+    const rule = access.rules[index]!;
+    return { allowed: true, audited: false, reason: `admitted by AccessPolicy "${rule.policy}"`, policy: rule.policy, ruleIndex: index };
+  }
+  const denied = caller === null ? 'no AccessPolicy rule admits unauthenticated callers' : `no AccessPolicy rule admits ${caller} for ${method} ${path}`;
+  if (access.mode === 'audit') return { allowed: true, audited: true, reason: `${denied} (audit mode: let through and logged)`, policy: null, ruleIndex: null };
+  return plain(false, denied);
+}

@@ -1,0 +1,217 @@
+/**
+ * `trellis explain`: one request traced through the compiled mesh, each decision with the
+ * spec line that caused it. Routing uses the sidecar's own router (RouteTable.trace) and
+ * access the shared decision (config/access.ts), so an explanation cannot drift from what a
+ * sidecar does.
+ */
+import { decideAccess } from '../config/access.ts';
+import type { ClusterBody, CompiledFilter, RouteBody } from '../config/types.ts';
+import type { CompileResult } from '../compiler/compile.ts';
+import { getLeaf, identityOf } from '../compiler/defaults.ts';
+import { at, type Located } from '../compiler/resolve.ts';
+import type { Span } from '../diagnostics/diagnostic.ts';
+import { formatLocation } from '../diagnostics/render.ts';
+import { RouteTable } from '../sidecar/router.ts';
+import { formatDuration } from '../spec/duration.ts';
+import type { HTTPRouteDocument, SpecDocument } from '../spec/types.ts';
+
+export interface ExplainRequest {
+  readonly from: string;
+  readonly to: string;
+  readonly method: string;
+  readonly path: string;
+  readonly query: string;
+  /** Lower-case names. */
+  readonly headers: Readonly<Record<string, string>>;
+  /** Service port; default the destination's first port. */
+  readonly port?: number;
+}
+
+/** Where a value came from: a spec location, or the built-in default. */
+export interface Origin {
+  readonly source: 'spec' | 'mesh-default' | 'built-in';
+  /** `file:line:col`, when in the spec. */
+  readonly at: string | null;
+}
+
+export interface Explanation {
+  readonly request: ExplainRequest & { readonly port: number };
+  /** Whether the caller's sidecar has a route to the destination at all. */
+  readonly reachable: { readonly ok: boolean; readonly reason: string; readonly at: string | null };
+  readonly rules: ReadonlyArray<{ readonly id: string; readonly route: string | null; readonly ruleName: string | null; readonly at: string | null; readonly matched: boolean; readonly failed: string | null }>;
+  readonly matched: {
+    readonly id: string;
+    readonly redirect: string | null;
+    readonly filters: readonly string[];
+    readonly backends: ReadonlyArray<{ readonly service: string; readonly port: number | null; readonly share: number; readonly at: string | null }>;
+    readonly timeouts: { readonly requestMs: number; readonly backendRequestMs: number; readonly request: Origin; readonly backendRequest: Origin };
+    readonly retry: { readonly attempts: number; readonly codes: readonly number[]; readonly backoffMs: number; readonly origin: Origin };
+  } | null;
+  readonly clusters: ReadonlyArray<{
+    readonly service: string;
+    readonly endpoints: number;
+    readonly settings: ReadonlyArray<{ readonly name: string; readonly value: string; readonly origin: Origin }>;
+    readonly access: { readonly allowed: boolean; readonly audited: boolean; readonly reason: string; readonly at: string | null } | null;
+  }>;
+  /** One sentence: where the request ends up. */
+  readonly outcome: string;
+}
+
+export class ExplainError extends Error {
+  override readonly name = 'ExplainError';
+}
+
+/** Explains one request against a successful compile of a spec read from `pathPrefix`. */
+export function explain(result: CompileResult, request: ExplainRequest, pathPrefix: string): Explanation {
+  const { mesh, plan, spec } = result;
+  if (!mesh || !plan || !spec) throw new ExplainError('the spec does not compile; run trellis validate');
+  const loc = (span: Span | undefined) => (span ? formatLocation(span, { pathPrefix }) : null);
+  const callerConfig = mesh.configs.get(request.from);
+  if (!callerConfig) throw new ExplainError(plan.services.has(request.from) ? `"${request.from}" runs no sidecar, so the mesh does not route its calls` : `there is no service "${request.from}"`);
+  const target = plan.services.get(request.to);
+  if (!target) throw new ExplainError(`there is no service "${request.to}"`);
+  const port = request.port ?? target.route.ports[0]!;
+  const req = { ...request, port };
+  const callerIdentity = identityOf(plan.settings.trustDomain, request.from);
+  const accessPolicyFor = (service: string) => spec.accessPolicies.find((p) => p.doc.spec.targetRefs.some((t) => t.name === service));
+
+  const routeResource = callerConfig.resources.find((r) => r.name === `route/${request.to}`);
+  if (!routeResource) {
+    const decision = target.inbound ? decideAccess(target.inbound.access, callerIdentity, request.method, request.path) : null;
+    const policy = accessPolicyFor(request.to);
+    const reason = `${request.from} may not call ${request.to}: ${decision?.reason ?? 'an AccessPolicy on it admits other callers only'}; its sidecar has no route to it and answers 404 unknown_service`;
+    return { request: req, reachable: { ok: false, reason, at: loc(policy ? at(policy, ['metadata', 'name']) : spec.mesh ? at(spec.mesh, ['spec', 'access']) : undefined) }, rules: [], matched: null, clusters: [], outcome: reason };
+  }
+
+  const table = new RouteTable(routeResource.body as RouteBody);
+  const trace = table.trace({ port, method: request.method, path: request.path, headers: request.headers, query: request.query });
+  const routeOf = (name: string | null) => (name === null ? undefined : spec.routes.find((r) => r.doc.metadata.name === name));
+  const ruleSpan = (id: string, route: Located<HTTPRouteDocument> | undefined) => {
+    if (!route) return undefined;
+    const [, r, m] = id.split('/').map(Number);
+    const rule = route.doc.spec.rules?.[r!];
+    return at(route, rule?.matches && rule.matches.length > 0 ? ['spec', 'rules', r!, 'matches', m!] : ['spec', 'rules', r!]);
+  };
+  const rules = trace.rules.map(({ rule, failed }) => ({ id: rule.id, route: rule.route, ruleName: rule.ruleName, at: loc(ruleSpan(rule.id, routeOf(rule.route))), matched: failed === null, failed }));
+  const reachable = { ok: true, reason: `${request.from} may call ${request.to}`, at: loc(accessPolicyFor(request.to) ? at(accessPolicyFor(request.to)!, ['metadata', 'name']) : undefined) };
+  if (trace.matched < 0) {
+    return { request: req, reachable, rules, matched: null, clusters: [], outcome: `no rule of ${request.to}'s routes matches: the caller's sidecar answers 404 no_route` };
+  }
+
+  const rule = table.rules[trace.matched]!;
+  const route = routeOf(rule.route);
+  const ruleIndex = rule.route === null ? -1 : Number(rule.id.split('/')[1]);
+  const rulePath = ['spec', 'rules', ruleIndex] as const;
+  const specRule = route?.doc.spec.rules?.[ruleIndex];
+  const meshDefault = (path: readonly (string | number)[], value: unknown): Origin =>
+    value !== undefined && spec.mesh ? { source: 'mesh-default', at: loc(at(spec.mesh, ['spec', 'defaults', ...path])) } : { source: 'built-in', at: null };
+  const fromRule = (path: readonly (string | number)[], present: boolean, fallback: () => Origin): Origin => (present && route ? { source: 'spec', at: loc(at(route, [...rulePath, ...path])) } : fallback());
+  const meshSpec = spec.mesh?.doc.spec.defaults;
+  const timeouts = {
+    requestMs: rule.timeouts.requestMs,
+    backendRequestMs: rule.timeouts.backendRequestMs,
+    request: fromRule(['timeouts', 'request'], specRule?.timeouts?.request !== undefined, () => meshDefault(['timeouts', 'request'], meshSpec?.timeouts?.request)),
+    backendRequest: fromRule(['timeouts', 'backendRequest'], specRule?.timeouts?.backendRequest !== undefined, () => meshDefault(['timeouts', 'backendRequest'], meshSpec?.timeouts?.backendRequest)),
+  };
+  const retry = { ...rule.retry, origin: fromRule(['retry'], specRule?.retry !== undefined, () => meshDefault(['retry'], meshSpec?.retry)) };
+  const total = rule.backends.reduce((n, b) => n + b.weight, 0);
+  const backends = rule.backends.map((b, j) => ({ service: b.service, port: b.port, share: total > 0 ? b.weight / total : 0, at: route ? loc(at(route, [...rulePath, 'backendRefs', j])) : null }));
+  const redirect = rule.filters.find((f): f is Extract<CompiledFilter, { type: 'RequestRedirect' }> => f.type === 'RequestRedirect');
+
+  const clusters = redirect
+    ? []
+    : backends
+        .filter((b) => b.share > 0)
+        .map((b) => {
+          const svc = plan.services.get(b.service)!;
+          const decision = svc.inbound ? decideAccess(svc.inbound.access, callerIdentity, request.method, request.path) : null;
+          const policy = decision?.policy ? spec.accessPolicies.find((p) => p.doc.metadata.name === decision.policy) : undefined;
+          return {
+            service: b.service,
+            endpoints: svc.endpoints.static.length + (svc.endpoints.dns ? 1 : 0),
+            settings: clusterSettings(svc.cluster, b.service, spec, loc),
+            access: decision ? { allowed: decision.allowed, audited: decision.audited, reason: decision.reason, at: loc(policy ? at(policy, ['spec', 'rules', decision.ruleIndex!]) : undefined) } : null,
+          };
+        });
+
+  const shares = backends.filter((b) => b.share > 0).map((b) => `${b.service} ${formatShare(b.share)}`);
+  const denied = clusters.filter((c) => c.access && !c.access.allowed).map((c) => c.service);
+  const outcome = redirect
+    ? `redirected with ${redirect.statusCode}; no backend is called`
+    : shares.length === 0
+      ? 'every backend has weight 0: the caller gets 500'
+      : `${request.method} ${request.path} from ${request.from} goes to ${shares.join(', ')}${denied.length > 0 ? `; ${denied.join(', ')} would deny it (403)` : ''}`;
+  return {
+    request: req,
+    reachable,
+    rules,
+    matched: { id: rule.id, redirect: redirect ? `${redirect.statusCode} to ${redirect.scheme ?? 'http'}://${redirect.hostname ?? '(same host)'}` : null, filters: rule.filters.map((f) => f.type), backends, timeouts, retry },
+    clusters,
+    outcome,
+  };
+}
+
+function formatShare(share: number): string {
+  return `${Math.round(share * 1000) / 10}%`;
+}
+
+const SETTINGS: ReadonlyArray<{ name: string; leaf: readonly string[]; show: (c: ClusterBody) => string }> = [
+  { name: 'load balancer', leaf: ['loadBalancer', 'type'], show: (c) => c.loadBalancer.type },
+  { name: 'max requests in flight', leaf: ['circuitBreaker', 'maxRequests'], show: (c) => String(c.circuitBreaker.maxRequests) },
+  { name: 'max pending requests', leaf: ['circuitBreaker', 'maxPendingRequests'], show: (c) => String(c.circuitBreaker.maxPendingRequests) },
+  { name: 'max connections', leaf: ['circuitBreaker', 'maxConnections'], show: (c) => String(c.circuitBreaker.maxConnections) },
+  { name: 'ejection after consecutive 5xx', leaf: ['outlierDetection', 'consecutive5xx'], show: (c) => String(c.outlierDetection.consecutive5xx) },
+  { name: 'base ejection time', leaf: ['outlierDetection', 'baseEjectionTime'], show: (c) => formatDuration(c.outlierDetection.baseEjectionMs) },
+  { name: 'retry budget', leaf: ['retryBudget', 'ratio'], show: (c) => `${Math.round(c.retryBudget.ratio * 100)}% + ${c.retryBudget.minRetriesPerSecond}/s` },
+  { name: 'connect timeout', leaf: ['connection', 'connectTimeout'], show: (c) => formatDuration(c.connection.connectTimeoutMs) },
+  { name: 'fault injection', leaf: ['faultInjection', 'abort'], show: (c) => (c.faultInjection.abort || c.faultInjection.delay ? JSON.stringify(c.faultInjection) : 'none') },
+];
+
+/** Each cluster setting with the TrafficPolicy line, Mesh default or built-in it came from. */
+function clusterSettings(cluster: ClusterBody, service: string, spec: NonNullable<CompileResult['spec']>, loc: (s: Span | undefined) => string | null) {
+  return SETTINGS.map(({ name, leaf, show }) => {
+    const policy = spec.trafficPolicies.find((p) => p.doc.spec.targetRefs.some((t) => t.name === service) && getLeaf(p.doc.spec, leaf) !== undefined);
+    let origin: Origin;
+    if (policy) origin = { source: 'spec', at: loc(at(policy as Located<SpecDocument>, ['spec', ...leaf])) };
+    else if (spec.mesh && getLeaf(spec.mesh.doc.spec.defaults?.trafficPolicy ?? {}, leaf) !== undefined) origin = { source: 'mesh-default', at: loc(at(spec.mesh, ['spec', 'defaults', 'trafficPolicy', ...leaf])) };
+    else origin = { source: 'built-in', at: null };
+    return { name, value: show(cluster), origin };
+  });
+}
+
+function originText(o: Origin): string {
+  return o.source === 'built-in' ? 'built-in default' : `${o.source === 'mesh-default' ? 'Mesh default, ' : ''}${o.at}`;
+}
+
+/** The human rendering: numbered steps, each with the spec line behind it. */
+export function renderExplanation(e: Explanation): string {
+  const r = e.request;
+  const headers = Object.entries(r.headers).map(([k, v]) => `${k}: ${v}`);
+  const lines = [`${r.method} ${r.path}${r.query ? `?${r.query}` : ''} from ${r.from} to ${r.to}:${r.port}${headers.length ? `  (${headers.join(', ')})` : ''}`, ''];
+  lines.push(`1. Caller: ${e.reachable.reason}${e.reachable.at ? `  [${e.reachable.at}]` : ''}`);
+  if (!e.reachable.ok) return [...lines, '', `Outcome: ${e.outcome}`, ''].join('\n');
+  lines.push(`2. Route rules of ${r.to}, in precedence order (the first match wins):`);
+  for (const rule of e.rules) {
+    const name = rule.route === null ? 'the default rule (no route attached)' : `${rule.id}${rule.ruleName ? ` "${rule.ruleName}"` : ''}`;
+    lines.push(`   ${rule.matched ? '✓' : '✗'} ${name}${rule.at ? `  [${rule.at}]` : ''}${rule.matched ? '  matches' : `  needs ${rule.failed}`}`);
+  }
+  const m = e.matched;
+  if (!m) return [...lines, '', `Outcome: ${e.outcome}`, ''].join('\n');
+  if (m.redirect) lines.push(`3. Redirect: ${m.redirect}`);
+  else {
+    lines.push(`3. Backends: ${m.backends.map((b) => `${b.service}${b.port ? `:${b.port}` : ''} ${formatShare(b.share)}${b.at ? ` [${b.at}]` : ''}`).join(', ')}`);
+    if (m.filters.length > 0) lines.push(`   Filters: ${m.filters.join(', ')}`);
+  }
+  const t = m.timeouts;
+  lines.push(`4. Timeouts: request ${t.requestMs ? formatDuration(t.requestMs) : 'none'} (${originText(t.request)}); per try ${t.backendRequestMs ? formatDuration(t.backendRequestMs) : 'none'} (${originText(t.backendRequest)})`);
+  lines.push(`   Retries: up to ${m.retry.attempts}${m.retry.codes.length ? ` on ${m.retry.codes.join(', ')}` : ''} and on connect failures, backoff ${formatDuration(m.retry.backoffMs)} (${originText(m.retry.origin)})`);
+  e.clusters.forEach((c, i) => {
+    lines.push(`${5 + i}. Calling ${c.service} (${c.endpoints} endpoint${c.endpoints === 1 ? '' : 's'}):`);
+    for (const s of c.settings) lines.push(`     ${s.name}: ${s.value} (${originText(s.origin)})`);
+    if (c.access) lines.push(`     access at ${c.service}: ${c.access.allowed ? (c.access.audited ? 'would be denied (audit mode lets it through)' : 'allowed') : 'DENIED (403)'} — ${c.access.reason}${c.access.at ? `  [${c.access.at}]` : ''}`);
+    else lines.push(`     access at ${c.service}: not checked (it runs no sidecar)`);
+  });
+  lines.push('', `Outcome: ${e.outcome}`, '');
+  return lines.join('\n');
+}
+

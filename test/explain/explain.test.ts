@@ -1,0 +1,54 @@
+/** `trellis explain` over the shop example: golden explanations, and agreement with the sidecar's own routing. */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { compileDir } from '../../src/compiler/compile.ts';
+import { explain, ExplainError, renderExplanation, type ExplainRequest } from '../../src/explain/explain.ts';
+import { assertGolden } from '../helpers/golden.ts';
+
+const SHOP = fileURLToPath(new URL('../../examples/shop', import.meta.url));
+const GOLDEN = fileURLToPath(new URL('../golden/explain/', import.meta.url));
+const shop = await compileDir(SHOP);
+
+function req(from: string, to: string, extra: Partial<ExplainRequest> = {}): ExplainRequest {
+  return { from, to, method: 'GET', path: '/', query: '', headers: {}, ...extra };
+}
+
+const CASES: Record<string, ExplainRequest> = {
+  'canary-opt-in': req('frontend', 'checkout', { path: '/cart', headers: { 'x-canary': '1' } }),
+  'canary-split': req('frontend', 'checkout', { method: 'POST', path: '/orders' }),
+  'regex-product-page': req('cart', 'catalog', { path: '/products/42' }),
+  'rewritten-legacy-path': req('frontend', 'catalog', { path: '/v1/items/42' }),
+  'denied-at-destination': req('cart', 'catalog', { method: 'DELETE', path: '/products/1' }),
+  'caller-may-not-call': req('frontend', 'payments', { method: 'POST', path: '/charges' }),
+  'no-rule-matches': req('checkout', 'payments', { method: 'PATCH', path: '/charges/1' }),
+};
+
+describe('trellis explain on the shop', () => {
+  for (const [name, request] of Object.entries(CASES)) {
+    test(name, () => {
+      const e = explain(shop, request, 'examples/shop');
+      assertGolden(join(GOLDEN, `${name}.txt`), renderExplanation(e));
+    });
+  }
+
+  test('the header route wins over the split, and each step points at its spec line', () => {
+    const e = explain(shop, CASES['canary-opt-in']!, 'examples/shop');
+    assert.equal(e.matched?.id, 'checkout/0/0');
+    assert.deepEqual(e.matched?.backends.map((b) => [b.service, b.share]), [['checkout-v2', 1]]);
+    assert.match(e.rules[0]!.at!, /^examples\/shop\/routes\/checkout\.yaml:\d+:\d+$/);
+    assert.equal(e.matched?.timeouts.request.source, 'mesh-default');
+  });
+
+  test('earlier rules say what they needed', () => {
+    const e = explain(shop, CASES['denied-at-destination']!, 'examples/shop');
+    assert.deepEqual(e.rules.map((r) => r.failed), ['method GET', 'path prefix /v1/items', null]);
+    assert.equal(e.clusters[0]!.access?.allowed, false);
+  });
+
+  test('unknown services are errors, not explanations', () => {
+    assert.throws(() => explain(shop, req('frontend', 'nosuch'), 'examples/shop'), ExplainError);
+    assert.throws(() => explain(shop, req('payment-gateway', 'payments'), 'examples/shop'), /runs no sidecar/);
+  });
+});
