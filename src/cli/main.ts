@@ -32,7 +32,8 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .argument('[dir]', 'spec folder', '.')
     .addOption(formatOption())
     .option('-v, --verbose', 'also print info diagnostics (notes that need no action)')
-    .action(async (dir: string, opts: { format: 'text' | 'json'; verbose?: boolean }) => setCode(await (await import('./validate.ts')).runValidate(dir, opts, io)));
+    .option('--no-traffic-tests', "skip the spec's TrafficTests")
+    .action(async (dir: string, opts: { format: 'text' | 'json'; verbose?: boolean; trafficTests: boolean }) => setCode(await (await import('./validate.ts')).runValidate(dir, opts, io)));
 
   sub('compile')
     .description('compile a mesh spec folder into one proxy config per meshed service')
@@ -82,6 +83,12 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .option('--url <url>', 'reconciler address', 'http://127.0.0.1:15010')
     .addOption(formatOption())
     .action(async (opts: { url: string; format: 'text' | 'json' }) => setCode(await (await import('./status.ts')).runStatus(opts, io)));
+
+  sub('test')
+    .description("run the spec's TrafficTests against the compiled mesh; exit 1 when one fails")
+    .argument('[dir]', 'spec folder', '.')
+    .addOption(formatOption())
+    .action(async (dir: string, opts: { format: 'text' | 'json' }) => setCode(await (await import('./test.ts')).runTest(dir, opts, io)));
 
   sub('explain')
     .description('trace one request through the compiled mesh: which rule matches and why earlier ones do not, backends, timeouts, retries, policies and the access decision, each with its spec line')

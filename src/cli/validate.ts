@@ -4,14 +4,15 @@ import { compileDir } from '../compiler/compile.ts';
 import { diagnosticsJson, printDiagnostics, type OutputFormat } from './diagnostics-output.ts';
 import { EXIT, type CliIo } from './io.ts';
 
-export async function runValidate(dir: string, opts: { format: OutputFormat; verbose?: boolean }, io: CliIo): Promise<number> {
-  const result = await compileDir(dir);
+export async function runValidate(dir: string, opts: { format: OutputFormat; verbose?: boolean; trafficTests?: boolean }, io: CliIo): Promise<number> {
+  const result = await compileDir(dir, { trafficTests: opts.trafficTests !== false });
   const valid = !hasErrors(result.diagnostics);
   if (opts.format === 'json') {
     io.stdout.write(JSON.stringify({ valid, ...diagnosticsJson(result.diagnostics, dir) }, null, 2) + '\n');
   } else {
     printDiagnostics(io, result.diagnostics, dir, opts.verbose === true);
-    if (valid) io.stderr.write(`${dir}: valid, ${result.mesh?.configs.size ?? 0} sidecar configs\n`);
+    const tests = result.trafficTests ? `, ${result.trafficTests.length} traffic tests passed` : '';
+    if (valid) io.stderr.write(`${dir}: valid, ${result.mesh?.configs.size ?? 0} sidecar configs${tests}\n`);
   }
   return valid ? EXIT.ok : EXIT.failed;
 }

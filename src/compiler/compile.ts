@@ -10,9 +10,12 @@ import { emitMesh, type CompiledMesh } from './emit.ts';
 import { DEFAULT_LIMITS, parseSpecFiles, readSpecDir, type LoadLimits } from './load.ts';
 import { resolveSpec, type ResolvedSpec } from './resolve.ts';
 import { validateDocuments } from './validate.ts';
+import { runTrafficTests, type TrafficTestResult } from './traffic-tests.ts';
 
 export interface CompileOptions {
   readonly limits?: LoadLimits;
+  /** Run the spec's TrafficTests (default true); a failing one is an error. */
+  readonly trafficTests?: boolean;
 }
 
 export interface CompileResult {
@@ -23,6 +26,8 @@ export interface CompileResult {
   /** The resolved spec and plan, for tools that explain or diff (present when stages ran). */
   readonly spec?: ResolvedSpec;
   readonly plan?: MeshPlan;
+  /** Results of the spec's TrafficTests, when they ran. */
+  readonly trafficTests?: readonly TrafficTestResult[];
 }
 
 export function compileFiles(files: readonly SourceFile[], options: CompileOptions = {}): CompileResult {
@@ -41,9 +46,15 @@ export function compileFiles(files: readonly SourceFile[], options: CompileOptio
   diagnostics.push(...resolved.diagnostics);
   const checked = checkSpec(resolved.spec);
   diagnostics.push(...checked.diagnostics);
-  const all = sortDiagnostics(diagnostics);
-  if (hasErrors(all)) return { diagnostics: all, spec: resolved.spec, plan: checked.plan };
-  return { diagnostics: all, mesh: emitMesh(checked.plan), spec: resolved.spec, plan: checked.plan };
+  if (hasErrors(diagnostics)) return { diagnostics: sortDiagnostics(diagnostics), spec: resolved.spec, plan: checked.plan };
+  const compiled: CompileResult = { diagnostics: [], mesh: emitMesh(checked.plan), spec: resolved.spec, plan: checked.plan };
+  if (options.trafficTests !== false && resolved.spec.trafficTests.length > 0) {
+    const tests = runTrafficTests(compiled);
+    diagnostics.push(...tests.diagnostics);
+    if (hasErrors(tests.diagnostics)) return { diagnostics: sortDiagnostics(diagnostics), spec: resolved.spec, plan: checked.plan, trafficTests: tests.results };
+    return { ...compiled, diagnostics: sortDiagnostics(diagnostics), trafficTests: tests.results };
+  }
+  return { ...compiled, diagnostics: sortDiagnostics(diagnostics) };
 }
 
 export async function compileDir(dir: string, options: CompileOptions = {}): Promise<CompileResult> {

@@ -14,6 +14,7 @@ import type {
   SpecDocument,
   SpecKind,
   TrafficPolicyDocument,
+  TrafficTestDocument,
 } from '../spec/types.ts';
 import { locate, type DocPath, type ParsedDocument } from './load.ts';
 import { closest } from './suggest.ts';
@@ -32,6 +33,7 @@ export interface ResolvedSpec {
   readonly routes: ReadonlyArray<Located<HTTPRouteDocument>>;
   readonly trafficPolicies: ReadonlyArray<Located<TrafficPolicyDocument>>;
   readonly accessPolicies: ReadonlyArray<Located<AccessPolicyDocument>>;
+  readonly trafficTests: ReadonlyArray<Located<TrafficTestDocument>>;
 }
 
 /** Span of a path inside a located document. */
@@ -56,7 +58,7 @@ export function findPort(service: ServiceDocument, by: { port?: number; sectionN
 export function resolveSpec(valid: readonly ValidDocument[]): { spec: ResolvedSpec; diagnostics: Diagnostic[] } {
   const diagnostics: Diagnostic[] = [];
   const firstByKey = new Map<string, Located<SpecDocument>>();
-  const kept: Record<SpecKind, Array<Located<SpecDocument>>> = { Mesh: [], Service: [], HTTPRoute: [], TrafficPolicy: [], AccessPolicy: [] };
+  const kept: Record<SpecKind, Array<Located<SpecDocument>>> = { Mesh: [], Service: [], HTTPRoute: [], TrafficPolicy: [], AccessPolicy: [], TrafficTest: [] };
 
   // Duplicates: the first in file order wins, so the message points at the later copy.
   for (const v of [...valid].sort(sourceOrder)) {
@@ -87,6 +89,7 @@ export function resolveSpec(valid: readonly ValidDocument[]): { spec: ResolvedSp
     routes: (kept.HTTPRoute as Array<Located<HTTPRouteDocument>>).sort(byName),
     trafficPolicies: (kept.TrafficPolicy as Array<Located<TrafficPolicyDocument>>).sort(byName),
     accessPolicies: (kept.AccessPolicy as Array<Located<AccessPolicyDocument>>).sort(byName),
+    trafficTests: (kept.TrafficTest as Array<Located<TrafficTestDocument>>).sort(byName),
   };
 
   if (!spec.mesh && valid.length > 0) {

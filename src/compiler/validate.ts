@@ -20,6 +20,7 @@ const SCHEMA_FILES: Readonly<Record<SpecKind, string>> = {
   HTTPRoute: 'httproute.schema.json',
   TrafficPolicy: 'trafficpolicy.schema.json',
   AccessPolicy: 'accesspolicy.schema.json',
+  TrafficTest: 'traffictest.schema.json',
 };
 
 let validators: Record<SpecKind, ValidateFunction> | undefined;

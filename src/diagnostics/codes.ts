@@ -2,7 +2,7 @@
  * The numbered catalog of compiler diagnostics. Codes are stable: once published a code
  * keeps its meaning forever (retire it, never reuse it). Ranges follow the pipeline:
  *   TRL1xxx load (files, YAML, kinds)   TRL2xxx schema   TRL3xxx references
- *   TRL4xxx meaning (semantic checks)
+ *   TRL4xxx meaning (semantic checks)   TRL5xxx traffic tests
  * Every code is explained in docs/diagnostics.md and has a fixture under
  * test/fixtures/diagnostics/<code>/; a test holds both to this list.
  */
@@ -66,6 +66,9 @@ export const CODES = {
   TRL4018: { name: 'duplicate-port', severity: 'error' },
   TRL4019: { name: 'mirror-fraction-over-one', severity: 'error' },
   TRL4020: { name: 'zero-duration', severity: 'error' },
+  // traffic tests
+  TRL5001: { name: 'traffic-test-failed', severity: 'error' },
+  TRL5002: { name: 'traffic-test-invalid', severity: 'error' },
 } as const satisfies Record<string, CodeInfo>;
 
 export type Code = keyof typeof CODES;

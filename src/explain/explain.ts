@@ -11,7 +11,7 @@ import { getLeaf, identityOf } from '../compiler/defaults.ts';
 import { at, type Located } from '../compiler/resolve.ts';
 import type { Span } from '../diagnostics/diagnostic.ts';
 import { formatLocation } from '../diagnostics/render.ts';
-import { RouteTable } from '../sidecar/router.ts';
+import { RouteTable } from '../config/router.ts';
 import { formatDuration } from '../spec/duration.ts';
 import type { HTTPRouteDocument, SpecDocument } from '../spec/types.ts';
 

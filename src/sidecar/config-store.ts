@@ -9,7 +9,7 @@ import { dirname } from 'node:path';
 import { applyDelta, type ConfigDelta } from '../config/delta.ts';
 import { checkProxyConfig } from '../config/validate-config.ts';
 import type { ClusterBody, EndpointsBody, InboundBody, ProxyConfig, RouteBody } from '../config/types.ts';
-import { RouteTable } from './router.ts';
+import { RouteTable } from '../config/router.ts';
 
 /** An applied config, frozen, with what per-request work needs precomputed. */
 export interface Snapshot {

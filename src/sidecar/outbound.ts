@@ -19,7 +19,7 @@ import type { ProxyErrorCode } from './errors.ts';
 import { addForwardingHeaders, applyHeaderModifier, endToEndHeaders, isRetrySafe } from './headers.ts';
 import type { SidecarMetrics } from './metrics.ts';
 import { outcomeOfStatus, type OutlierOutcome } from './outlier.ts';
-import { pickBackend, type RequestFacts } from './router.ts';
+import { pickBackend, type RequestFacts } from '../config/router.ts';
 import { relayResponse, sendAttempt, sendProxyError, type AttemptResult } from './upstream.ts';
 
 /** Header naming the calling service to the destination's sidecar (verified by mTLS once identity lands). */

@@ -19,9 +19,10 @@ export const KIND_API_VERSIONS: Readonly<Record<SpecKind, readonly string[]>> = 
   HTTPRoute: GATEWAY_API_VERSIONS,
   TrafficPolicy: [TRELLIS_API_VERSION],
   AccessPolicy: [TRELLIS_API_VERSION],
+  TrafficTest: [TRELLIS_API_VERSION],
 };
 
-export type SpecKind = 'Mesh' | 'Service' | 'HTTPRoute' | 'TrafficPolicy' | 'AccessPolicy';
+export type SpecKind = 'Mesh' | 'Service' | 'HTTPRoute' | 'TrafficPolicy' | 'AccessPolicy' | 'TrafficTest';
 
 /** Kubernetes-style object metadata. `namespace` is accepted for compatibility and ignored: a Trellis mesh is one namespace. */
 export interface ObjectMeta {
@@ -225,6 +226,19 @@ export interface AccessPolicySpec {
   rules: AccessRule[];
 }
 
+// ---------------------------------------------------------------- TrafficTest
+
+export interface TrafficTestSpec {
+  request: { from: string; to: string; method?: HTTPMethod; path?: string; headers?: Record<string, string>; port?: number };
+  expect: {
+    outcome?: 'routed' | 'redirect' | 'no-route' | 'denied';
+    backend?: string;
+    share?: { backend: string; min?: number; max?: number };
+    timeout?: { max?: Duration; min?: Duration };
+    retries?: { max: number };
+  };
+}
+
 // ---------------------------------------------------------------- documents
 
 interface DocumentOf<K extends SpecKind, S> { apiVersion: string; kind: K; metadata: ObjectMeta; spec: S }
@@ -234,4 +248,5 @@ export type ServiceDocument = DocumentOf<'Service', ServiceSpec>;
 export type HTTPRouteDocument = DocumentOf<'HTTPRoute', HTTPRouteSpec>;
 export type TrafficPolicyDocument = DocumentOf<'TrafficPolicy', TrafficPolicySpec>;
 export type AccessPolicyDocument = DocumentOf<'AccessPolicy', AccessPolicySpec>;
-export type SpecDocument = MeshDocument | ServiceDocument | HTTPRouteDocument | TrafficPolicyDocument | AccessPolicyDocument;
+export type TrafficTestDocument = DocumentOf<'TrafficTest', TrafficTestSpec>;
+export type SpecDocument = MeshDocument | ServiceDocument | HTTPRouteDocument | TrafficPolicyDocument | AccessPolicyDocument | TrafficTestDocument;

@@ -1,12 +1,11 @@
 /**
  * Route matching: the one implementation of "which compiled rule takes this request",
- * used by the sidecar for every request and by offline tools that explain routing.
+ * used by the sidecar for every request, and by `trellis explain` and traffic tests.
  * Rules arrive in precedence order (the compiler sorted them), so the first match wins.
  * Regular expressions run on V8's linear-time engine (see spec/regex.ts).
  */
-import type { CompiledBackend, CompiledMatch, CompiledRule, RouteBody } from '../config/types.ts';
+import type { CompiledBackend, CompiledMatch, CompiledRule, RouteBody } from './types.ts';
 import { compileMatchRegex } from '../spec/regex.ts';
-import type { Random } from './clock.ts';
 
 /** What routing looks at in a request. */
 export interface RequestFacts {
@@ -143,7 +142,7 @@ export class RouteTable {
  * Picks a backend by weight: each gets weight/total of requests; weight 0 never.
  * Undefined when the rule has no backend with positive weight.
  */
-export function pickBackend(backends: readonly CompiledBackend[], random: Random): CompiledBackend | undefined {
+export function pickBackend(backends: readonly CompiledBackend[], random: () => number): CompiledBackend | undefined {
   if (backends.length === 1) return backends[0]!.weight > 0 ? backends[0] : undefined;
   let total = 0;
   for (const b of backends) total += b.weight;
