@@ -49,6 +49,9 @@ function setLeaf(target: Record<string, unknown>, path: readonly string[], value
   node[path[path.length - 1]!] = value;
 }
 
+/** Worst-case request multiplication along a call chain above which Trellis warns (a 3-hop chain at 2 retries each is 27×). */
+const CHAIN_AMPLIFICATION_LIMIT = 8;
+
 class Checker {
   readonly diagnostics: Diagnostic[] = [];
   readonly settings: MeshSettings;
@@ -473,6 +476,7 @@ class Checker {
     }
     this.checkBackendAccess(plan, planned);
     this.checkRetryAmplification(plan);
+    this.checkCallChains(plan, planned);
     return { settings: this.settings, services: plan };
   }
 
@@ -499,6 +503,95 @@ class Checker {
         `retry budget ratio ${budget.ratio} for "${name}" does not bound retries: callers retry up to ${attempts} times, so under failure its load can grow ${attempts + 1}×`,
         span,
         { hint: 'use a ratio below 1 (0.2 lets retries add at most 20% load)' },
+      );
+    }
+  }
+
+  /**
+   * Checks across hops of the call graph (who may call whom, and where their routes send):
+   * - retries multiply along a chain: A retrying B, which retries C, can send C
+   *   (1 + a) × (1 + b) times the traffic; warned for each entry service (one nobody calls)
+   *   whose worst chain exceeds CHAIN_AMPLIFICATION_LIMIT;
+   * - a rule's timeout shorter than what its backend may spend on one of its own calls
+   *   (that call's timeout): the caller gives up while the work goes on, wasted;
+   * - fault injection on a backend whose callers retry the injected status: injected faults
+   *   are never retried, so the retries do not hide them (said once, as information).
+   */
+  checkCallChains(plan: ReadonlyMap<string, ServicePlan>, planned: ReadonlyMap<string, PlannedRule[]>): void {
+    // Who may call whom: open targets for everyone, else the named callers; only meshed callers.
+    const calls = new Map<string, string[]>();
+    const meshed = [...plan.values()].filter((p) => p.meshed).map((p) => p.name);
+    for (const target of plan.values()) {
+      const callers = target.callers === 'everyone' ? meshed : [...target.callers];
+      for (const c of callers) if (c !== target.name) calls.set(c, [...(calls.get(c) ?? []), target.name]);
+    }
+    const rulesTo = (target: string) => planned.get(target) ?? [];
+    // Only retries on status codes multiply the work a backend does; a connect failure never reached it.
+    const worstAttempts = (target: string) => Math.max(0, ...rulesTo(target).map((r) => (r.rule.retry.codes.length > 0 ? r.rule.retry.attempts : 0)));
+    const longestTimeout = (target: string) => Math.max(0, ...rulesTo(target).map((r) => r.rule.timeouts.requestMs));
+
+    // Worst amplification reachable from each service, memoised; a cycle counts once.
+    const memo = new Map<string, { factor: number; chain: string[] }>();
+    const visiting = new Set<string>();
+    const worst = (service: string): { factor: number; chain: string[] } => {
+      const known = memo.get(service);
+      if (known) return known;
+      if (visiting.has(service)) return { factor: 1, chain: [service] };
+      visiting.add(service);
+      let best = { factor: 1, chain: [service] };
+      for (const target of calls.get(service) ?? []) {
+        const next = worst(target);
+        const factor = (1 + worstAttempts(target)) * next.factor;
+        if (factor > best.factor) best = { factor, chain: [service, ...next.chain] };
+      }
+      visiting.delete(service);
+      memo.set(service, best);
+      return best;
+    };
+    const called = new Set([...calls.values()].flat());
+    for (const entry of meshed.filter((m) => !called.has(m))) {
+      const w = worst(entry);
+      if (w.factor <= CHAIN_AMPLIFICATION_LIMIT) continue;
+      const svc = this.spec.services.get(entry)!;
+      this.report(
+        'TRL4021',
+        `retries multiply along ${w.chain.join(' → ')}: one request from ${entry} can become ${w.factor} requests at ${w.chain.at(-1)} when everything fails`,
+        at(svc, ['metadata', 'name']),
+        { hint: 'retry at one hop only (usually the one nearest the caller), or lower retry.attempts on the inner hops; retry budgets cap it per hop' },
+      );
+    }
+
+    // Timeouts: a rule of X → T waiting less than T's own calls may take.
+    for (const [target, rules] of planned) {
+      const inner = Math.max(0, ...(calls.get(target) ?? []).map(longestTimeout));
+      if (inner === 0) continue;
+      const reported = new Set<string>();
+      for (const { rule, origin } of rules) {
+        if (!origin || rule.timeouts.requestMs === 0 || rule.timeouts.requestMs >= inner) continue;
+        const key = `${origin.route.doc.metadata.name}/${origin.ruleIndex}`;
+        if (reported.has(key)) continue;
+        reported.add(key);
+        this.report(
+          'TRL4022',
+          `calls to "${target}" time out after ${formatDuration(rule.timeouts.requestMs)}, but "${target}" may wait up to ${formatDuration(inner)} on its own calls: callers give up while that work goes on`,
+          at(origin.route, ['spec', 'rules', origin.ruleIndex, ...(origin.route.doc.spec.rules?.[origin.ruleIndex]?.timeouts?.request !== undefined ? ['timeouts', 'request'] : [])]),
+          { hint: `give "${target}"'s callers a longer timeout, or its own calls shorter ones` },
+        );
+      }
+    }
+
+    // Faults: injected statuses that callers' rules would retry.
+    for (const target of plan.values()) {
+      const abort = target.cluster.faultInjection.abort;
+      if (!abort) continue;
+      const retried = [...planned.values()].flat().find(({ rule }) => rule.backends.some((b) => b.service === target.name) && rule.retry.attempts > 0 && rule.retry.codes.includes(abort.httpStatus));
+      if (!retried) continue;
+      const setBy = this.policySetBy.get(`${target.name}|faultInjection.abort`);
+      this.report(
+        'TRL4023',
+        `${abort.percentage}% of calls to "${target.name}" are answered ${abort.httpStatus} by fault injection; callers retry ${abort.httpStatus}, but injected faults are never retried, so callers see every one`,
+        setBy ? at(setBy.policy, ['spec', 'faultInjection', 'abort']) : undefined,
+        { hint: 'this is what fault injection is for: it tests how callers cope' },
       );
     }
   }

@@ -66,6 +66,9 @@ export const CODES = {
   TRL4018: { name: 'duplicate-port', severity: 'error' },
   TRL4019: { name: 'mirror-fraction-over-one', severity: 'error' },
   TRL4020: { name: 'zero-duration', severity: 'error' },
+  TRL4021: { name: 'retry-amplification-chain', severity: 'warning' },
+  TRL4022: { name: 'timeout-shorter-than-callee', severity: 'warning' },
+  TRL4023: { name: 'fault-not-retried', severity: 'info' },
   // traffic tests
   TRL5001: { name: 'traffic-test-failed', severity: 'error' },
   TRL5002: { name: 'traffic-test-invalid', severity: 'error' },

@@ -38,7 +38,8 @@ describe('trellis explain on the shop', () => {
     assert.equal(e.matched?.id, 'checkout/0/0');
     assert.deepEqual(e.matched?.backends.map((b) => [b.service, b.share]), [['checkout-v2', 1]]);
     assert.match(e.rules[0]!.at!, /^examples\/shop\/routes\/checkout\.yaml:\d+:\d+$/);
-    assert.equal(e.matched?.timeouts.request.source, 'mesh-default');
+    assert.equal(e.matched?.timeouts.request.source, 'spec');
+    assert.equal(e.matched?.retry.origin.source, 'mesh-default');
   });
 
   test('earlier rules say what they needed', () => {
