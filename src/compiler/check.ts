@@ -508,7 +508,7 @@ class Checker {
   }
 
   /**
-   * Checks across hops of the call graph (who may call whom, and where their routes send):
+   * Checks across hops of the call graph that AccessPolicies declare (who may call whom):
    * - retries multiply along a chain: A retrying B, which retries C, can send C
    *   (1 + a) × (1 + b) times the traffic; warned for each entry service (one nobody calls)
    *   whose worst chain exceeds CHAIN_AMPLIFICATION_LIMIT;
@@ -518,12 +518,13 @@ class Checker {
    *   are never retried, so the retries do not hide them (said once, as information).
    */
   checkCallChains(plan: ReadonlyMap<string, ServicePlan>, planned: ReadonlyMap<string, PlannedRule[]>): void {
-    // Who may call whom: open targets for everyone, else the named callers; only meshed callers.
+    // The known call graph: edges AccessPolicies name. A service open to everyone adds no
+    // edge (in an open mesh any service may call any other, which says nothing about which do).
     const calls = new Map<string, string[]>();
     const meshed = [...plan.values()].filter((p) => p.meshed).map((p) => p.name);
     for (const target of plan.values()) {
-      const callers = target.callers === 'everyone' ? meshed : [...target.callers];
-      for (const c of callers) if (c !== target.name) calls.set(c, [...(calls.get(c) ?? []), target.name]);
+      if (target.callers === 'everyone') continue;
+      for (const c of target.callers) if (c !== target.name) calls.set(c, [...(calls.get(c) ?? []), target.name]);
     }
     const rulesTo = (target: string) => planned.get(target) ?? [];
     // Only retries on status codes multiply the work a backend does; a connect failure never reached it.
