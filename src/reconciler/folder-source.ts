@@ -1,84 +1,196 @@
 /**
- * A local folder as the source of revisions, for development: `trellis reconcile --dir`
- * and `trellis up`. Bursts of file events (an editor saving, a `git checkout`) are
- * coalesced into one read after a quiet period; a revision is emitted only when the
- * spec files' paths or contents changed.
+ * A local folder as the source of revisions, for development: `trellis reconcile --dir` and
+ * `trellis up`. The folder is read exactly as the compiler reads a spec root (readSpecDir:
+ * `*.yaml`/`*.yml`, hidden files and folders and symlinks skipped, sorted), watched with
+ * chokidar, and bursts of file events (an editor saving, a `git checkout`) are coalesced into
+ * one read after a quiet period. A revision is emitted only when the spec files' paths or
+ * contents changed, so saving a file unchanged emits nothing.
  */
 import { watch, type FSWatcher } from 'chokidar';
 import { createHash } from 'node:crypto';
-import { basename, resolve } from 'node:path';
+import { relative, resolve, sep } from 'node:path';
 import { readSpecDir } from '../compiler/load.ts';
+import type { SourceFile } from '../diagnostics/source-file.ts';
 import type { Revision, Source, SourceEvent } from './source.ts';
 
+/** Options of a {@link FolderSource}. */
 export interface FolderSourceOptions {
+  /** The spec folder. It may not exist yet: an error is emitted, and its creation is noticed. */
   readonly dir: string;
-  /** Quiet time after the last file event before the folder is read, in ms. Default 100. */
+  /** Quiet time after the last file event before the folder is read, in ms. Default 100: longer than an editor's save (write, rename, chmod), short enough to feel immediate. */
   readonly debounceMs?: number;
+  /** Clock for `Revision.seenAt`, epoch ms; default Date.now. */
+  readonly now?: () => number;
 }
 
+/** First wait before re-reading after a transient read error; doubles up to RETRY_MAX_MS. A read is a local stat or two, and errors are not repeated, so retrying often costs nothing; a person who creates the folder expects it picked up within seconds (chokidar does not reliably report a watched root appearing). */
+const RETRY_FIRST_MS = 1_000;
+const RETRY_MAX_MS = 5_000;
+
+/**
+ * Revision id of a set of spec files: sha256 over each file's path and contents in order
+ * (lengths included, so no two different sets hash the same stream). Files must be sorted,
+ * as readSpecDir returns them.
+ */
+export function folderRevisionId(files: readonly SourceFile[]): string {
+  const hash = createHash('sha256');
+  for (const file of files) {
+    const text = Buffer.from(file.text, 'utf8');
+    hash.update(`${file.path}\0${text.length}\0`);
+    hash.update(text);
+  }
+  return hash.digest('hex');
+}
+
+/**
+ * A {@link Source} over a local folder. Events, beyond the Source contract:
+ * - `revision`: id from {@link folderRevisionId}; description `folder <dir> (<first 12 hex of id>)`;
+ * - `error` transient: the folder is missing or unreadable; re-read on the next file event,
+ *   poke, or after a backoff (1 s doubling to 5 s);
+ * - `error` permanent: a spec file is over the size limit (TRL1001); waits for an edit.
+ * The same error is not repeated until a read succeeds. Never emits `force-push` or `unverified`.
+ */
 export class FolderSource implements Source {
   readonly description: string;
   readonly #dir: string;
+  /** The folder as given, for people. */
+  readonly #label: string;
   readonly #debounceMs: number;
+  readonly #now: () => number;
   #watcher: FSWatcher | undefined;
+  /** Set when a read failed: the folder may have been (re)created since, which chokidar does not reliably follow, so the next good read starts a fresh watcher. */
+  #rewatch = false;
   #timer: NodeJS.Timeout | undefined;
+  /** The scheduled read was asked for by poke: file events do not push it back. */
+  #urgent = false;
+  /** Resolved by stop, so that waiting for a watcher to be ready ends with it. */
+  readonly #stopping = Promise.withResolvers<void>();
+  /** Settled when the scheduled read has run (see idle). */
+  #pending: PromiseWithResolvers<void> | undefined;
+  #retryMs = RETRY_FIRST_MS;
   #lastId: string | undefined;
+  #lastError: string | undefined;
   #onEvent: ((event: SourceEvent) => void) | undefined;
   #stopped = false;
 
   constructor(options: FolderSourceOptions) {
-    this.#dir = options.dir;
+    this.#dir = resolve(options.dir);
+    this.#label = options.dir;
     this.#debounceMs = options.debounceMs ?? 100;
+    this.#now = options.now ?? Date.now;
     this.description = `folder ${options.dir}`;
   }
 
+  /** Starts watching, then reads the folder and emits its revision (or an error); resolves after that first read. */
   async start(onEvent: (event: SourceEvent) => void): Promise<void> {
+    if (this.#onEvent) throw new Error('FolderSource.start: already started');
     this.#onEvent = onEvent;
+    // Watch first and read once the watcher is ready: an edit made meanwhile is then either in
+    // the first read or reported by the watcher, never lost between the two.
+    await this.#watch();
     this.#read();
-    this.#watcher = watch(resolve(this.#dir), {
-      ignoreInitial: true,
-      // Hidden files and folders (.git, editor swap files) are not spec.
-      ignored: (path) => basename(path).startsWith('.') && resolve(path) !== resolve(this.#dir),
-    });
-    this.#watcher.on('all', () => this.#schedule());
-    this.#watcher.on('error', (err) => this.#emit({ type: 'error', kind: 'transient', message: `watching ${this.#dir}: ${(err as Error).message}` }));
-    await new Promise<void>((r) => this.#watcher!.once('ready', () => r()));
   }
 
+  /** Re-reads the folder now (on the next turn of the event loop), dropping any pending debounce. */
   poke(): void {
-    this.#schedule(0);
+    this.#schedule(0, true);
   }
 
+  /** Stops watching; no event follows once it resolves. */
   async stop(): Promise<void> {
     this.#stopped = true;
+    this.#stopping.resolve();
     clearTimeout(this.#timer);
+    this.#pending?.resolve();
+    this.#pending = undefined;
     await this.#watcher?.close();
   }
 
-  #schedule(delay = this.#debounceMs): void {
+  /** Resolves once the read scheduled now (by a file event, a poke or a retry), if any, has run: for tests and shutdown. */
+  idle(): Promise<void> {
+    return this.#pending?.promise ?? Promise.resolve();
+  }
+
+  /** Whether a watched path lies in a hidden file or folder below the spec folder (`.git`, editor swap files). */
+  #isHidden(path: string): boolean {
+    const rel = relative(this.#dir, resolve(path));
+    return rel !== '' && rel.split(sep).some((part) => part.startsWith('.') && part !== '..');
+  }
+
+  /** Starts a watcher (replacing the one before) and resolves once it is ready, or stop was called. */
+  async #watch(): Promise<void> {
+    const previous = this.#watcher;
+    const watcher = watch(this.#dir, {
+      ignoreInitial: true,
+      followSymlinks: false,
+      ignored: (path) => this.#isHidden(path),
+    });
+    this.#watcher = watcher;
+    watcher.on('all', () => this.#schedule(this.#debounceMs));
+    watcher.on('error', (err) => this.#emitError('transient', `watching ${this.#dir}: ${(err as Error).message}`));
+    await previous?.close();
+    await Promise.race([new Promise<void>((ready) => watcher.once('ready', ready)), this.#stopping.promise]);
+    if (this.#stopped) await watcher.close();
+  }
+
+  /**
+   * (Re)starts the timer of the next read. Every file event pushes it back, so a burst gets one
+   * read `debounceMs` after its last event; a poke (`urgent`) reads on the next turn, and events
+   * meanwhile do not delay it (the read comes after them, so it sees their changes).
+   */
+  #schedule(delayMs: number, urgent = false): void {
+    if (this.#stopped || this.#urgent) return;
+    this.#urgent = urgent;
     clearTimeout(this.#timer);
-    this.#timer = setTimeout(() => this.#read(), delay);
+    this.#pending ??= Promise.withResolvers<void>();
+    this.#timer = setTimeout(() => {
+      const pending = this.#pending;
+      this.#pending = undefined;
+      this.#urgent = false;
+      this.#read();
+      pending?.resolve();
+    }, delayMs);
   }
 
   #emit(event: SourceEvent): void {
     if (!this.#stopped) this.#onEvent?.(event);
   }
 
-  /** Reads the folder; emits a revision when the files differ from the last emitted ones. */
+  #emitError(kind: 'transient' | 'permanent', message: string): void {
+    if (message === this.#lastError) return;
+    this.#lastError = message;
+    this.#emit({ type: 'error', kind, message });
+  }
+
+  /** Reads the folder; emits a revision when the files differ from the last emitted ones, or the problem. */
   #read(): void {
     if (this.#stopped) return;
-    const loaded = readSpecDir(this.#dir);
-    const unreadable = loaded.diagnostics.find((d) => d.code === 'TRL1010');
-    if (unreadable) {
-      this.#emit({ type: 'error', kind: 'transient', message: unreadable.message });
+    const { files, diagnostics } = readSpecDir(this.#dir);
+    const problem = diagnostics[0];
+    if (problem) {
+      // Files are never emitted partially: a revision without an unreadable or oversized file
+      // would compile to a different mesh. TRL1010 is a folder or file that cannot be read
+      // (maybe not yet: retried); anything else (TRL1001, too large) waits for an edit.
+      const message = `${problem.path ? `${problem.path}: ` : ''}${problem.message} (${problem.code})`;
+      if (problem.code === 'TRL1010') {
+        this.#rewatch = true;
+        this.#emitError('transient', message);
+        this.#schedule(this.#retryMs);
+        this.#retryMs = Math.min(this.#retryMs * 2, RETRY_MAX_MS);
+      } else this.#emitError('permanent', message);
       return;
     }
-    const hash = createHash('sha256');
-    for (const f of loaded.files) hash.update(`${f.path}\u0000${f.text.length}\u0000${f.text}`);
-    const id = hash.digest('hex');
+    this.#lastError = undefined;
+    this.#retryMs = RETRY_FIRST_MS;
+    if (this.#rewatch) {
+      this.#rewatch = false;
+      // Read again once the new watcher is ready, for changes made while it started.
+      void this.#watch().then(() => this.#schedule(0));
+    }
+    const id = folderRevisionId(files);
     if (id === this.#lastId) return;
     this.#lastId = id;
-    const revision: Revision = { id, files: loaded.files, description: `folder ${this.#dir} (${id.slice(0, 12)})`, seenAt: Date.now() };
+    const revision: Revision = { id, files, description: `folder ${this.#label} (${id.slice(0, 12)})`, seenAt: this.#now() };
     this.#emit({ type: 'revision', revision });
   }
 }

@@ -65,14 +65,14 @@ describe('git source', () => {
   test('an unreachable remote is a transient error; the source recovers when it returns', async () => {
     const r = repo();
     const first = r.commit({ 'a.yaml': 'a: 1\n' }, 'One');
-    const source = new GitSource({ url: r.url, branch: 'main', cacheDir: join(temp(), 'cache'), intervalMs: 3_600_000 });
+    const source = new GitSource({ url: r.url, branch: 'main', cacheDir: join(temp(), 'cache'), intervalMs: 100 });
     const events = await collect(source);
     renameSync(r.bare, `${r.bare}.away`);
     source.poke();
     await waitFor(() => events.some((e) => e.type === 'error' && e.kind === 'transient'), 'a transient error');
     renameSync(`${r.bare}.away`, r.bare);
     const second = r.commit({ 'a.yaml': 'a: 2\n' }, 'Two');
-    await waitFor(() => revisions(events).some((x) => x.id === second), 'recovery by backoff, without a poke', 10_000);
+    await waitFor(() => revisions(events).some((x) => x.id === second), 'recovery on the backed-off schedule, without a poke', 10_000);
     assert.equal(revisions(events)[0]!.id, first);
   });
 
