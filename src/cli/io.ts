@@ -14,3 +14,16 @@ export function useColor(io: CliIo, stream: 'stdout' | 'stderr' = 'stderr'): boo
   if (io.env.FORCE_COLOR !== undefined && io.env.FORCE_COLOR !== '0') return true;
   return io[stream].isTTY === true;
 }
+
+/** Resolves after SIGTERM or SIGINT, once `stop` (called on the first of them) has finished. */
+export function untilStopped(stop: () => Promise<void>): Promise<void> {
+  return new Promise((resolve) => {
+    const onSignal = () => {
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      void stop().then(resolve);
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+}

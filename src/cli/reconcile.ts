@@ -10,7 +10,7 @@ import { Reconciler } from '../reconciler/reconciler.ts';
 import { ReconcilerServer } from '../reconciler/server.ts';
 import type { Source } from '../reconciler/source.ts';
 import type { ListenAddress } from './flags.ts';
-import { EXIT, type CliIo } from './io.ts';
+import { EXIT, untilStopped, type CliIo } from './io.ts';
 import { readSecret } from './sidecar.ts';
 
 export interface ReconcileFlags {
@@ -87,14 +87,6 @@ export async function runReconcile(flags: ReconcileFlags, io: CliIo): Promise<nu
     return EXIT.failed;
   }
   if (!running) return EXIT.usage;
-  await new Promise<void>((resolve) => {
-    const stop = () => {
-      process.off('SIGTERM', stop);
-      process.off('SIGINT', stop);
-      void running.stop().then(resolve);
-    };
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
-  });
+  await untilStopped(() => running.stop());
   return EXIT.ok;
 }

@@ -1,7 +1,7 @@
 /** `trellis sidecar`: run the data plane next to one service instance. */
 import { readFileSync } from 'node:fs';
 import { DEFAULT_SIDECAR_OPTIONS, Sidecar, type ListenAddress } from '../sidecar/sidecar.ts';
-import { EXIT, type CliIo } from './io.ts';
+import { EXIT, untilStopped, type CliIo } from './io.ts';
 
 export interface SidecarFlags {
   config?: string;
@@ -97,14 +97,6 @@ export async function runSidecar(flags: SidecarFlags, io: CliIo): Promise<number
     await sidecar.stop();
     return EXIT.failed;
   }
-  await new Promise<void>((resolve) => {
-    const stop = () => {
-      process.off('SIGTERM', stop);
-      process.off('SIGINT', stop);
-      void sidecar.stop().then(resolve);
-    };
-    process.on('SIGTERM', stop);
-    process.on('SIGINT', stop);
-  });
+  await untilStopped(() => sidecar.stop());
   return EXIT.ok;
 }

@@ -1,6 +1,6 @@
 /** `trellis up <spec-dir>`: the whole mesh of a spec folder on this machine, with demo apps and traffic. */
 import { up } from '../up/up.ts';
-import { EXIT, type CliIo } from './io.ts';
+import { EXIT, untilStopped, type CliIo } from './io.ts';
 
 export async function runUp(dir: string, opts: { controlPort: number; rate: number }, io: CliIo): Promise<number> {
   const out = (line: string) => io.stdout.write(line + '\n');
@@ -23,16 +23,7 @@ export async function runUp(dir: string, opts: { controlPort: number; rate: numb
   }
   for (const t of mesh.traffic) out(`  traffic     ${t.from} → ${t.to.join(', ')}  (${opts.rate} req/s each, through ${t.from}'s sidecar)`);
   out(`Edit a route under ${dir} (weights, say) and watch the shares move. Ctrl-C stops everything.`);
-  await new Promise<void>((resolve) => {
-    const stop = () => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      out('stopping…');
-      void mesh.stop().then(resolve);
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
+  await untilStopped(() => (out('stopping…'), mesh.stop()));
   out('stopped');
   return EXIT.ok;
 }

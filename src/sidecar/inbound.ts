@@ -13,7 +13,8 @@ import type { ProxyErrorCode } from './errors.ts';
 import { addForwardingHeaders, endToEndHeaders } from './headers.ts';
 import type { SidecarMetrics } from './metrics.ts';
 import { CALLER_HEADER } from './outbound.ts';
-import { relayResponse, sendAttempt, sendProxyError } from './upstream.ts';
+import { relayResponse, sendAttempt } from './upstream.ts';
+import { RequestRecord } from './request-record.ts';
 
 /** Where the local app listens: a host, and a port that overrides every target port when given. */
 export interface AppAddress {
@@ -52,22 +53,11 @@ export function createInboundHandler(deps: InboundDeps): InboundHandler {
   };
 
   const handler = ((req: IncomingMessage, res: ServerResponse) => {
-    const started = deps.clock.now();
     const snap = deps.store.current;
     const claimed = req.headers[CALLER_HEADER];
     const caller = typeof claimed === 'string' && SERVICE_NAME.test(claimed) ? claimed : 'unknown';
-    let flags = '-';
-    deps.metrics.active.inc({ reporter: 'inbound' });
-    const done = (status: number) => {
-      deps.metrics.active.dec({ reporter: 'inbound' });
-      const seconds = (deps.clock.now() - started) / 1000;
-      deps.metrics.observe({ reporter: 'inbound', source_workload: caller, destination_service: snap?.service ?? 'unknown', route: 'inbound', response_code: String(status), response_flags: flags }, seconds);
-      if (deps.accessLog) deps.log.info({ type: 'access', reporter: 'inbound', method: req.method, path: (req.url ?? '').split('?')[0], caller, status, flags, ms: Math.round(seconds * 1000) });
-    };
-    const fail = (code: ProxyErrorCode) => {
-      flags = code;
-      done(sendProxyError(res, code));
-    };
+    const record = new RequestRecord(deps, req, 'inbound', { source: caller, destination: snap?.service ?? 'unknown', route: 'inbound' });
+    const fail = (code: ProxyErrorCode) => record.fail(res, code);
     if (!snap) return fail('not_ready');
     if (deps.draining()) {
       res.setHeader('connection', 'close');
@@ -88,7 +78,7 @@ export function createInboundHandler(deps: InboundDeps): InboundHandler {
     void sendAttempt(poolFor(deps.app.port ?? port.targetPort), { method: req.method ?? 'GET', path: req.url ?? '/', headers, body, timeoutMs: 0, signal: controller.signal })
       .then(async (result) => {
         if (!result.ok) {
-          if (result.failure === 'aborted') return done(499);
+          if (result.failure === 'aborted') return record.done(499);
           return fail(result.failure === 'connect_failure' ? 'connect_failure' : 'upstream_reset');
         }
         try {
@@ -96,7 +86,7 @@ export function createInboundHandler(deps: InboundDeps): InboundHandler {
         } catch {
           res.destroy();
         }
-        done(result.statusCode);
+        record.done(result.statusCode);
       })
       .finally(() => res.off('close', onClose));
   }) as InboundHandler;

@@ -21,6 +21,8 @@ import type { SidecarMetrics } from './metrics.ts';
 import { outcomeOfStatus, type OutlierOutcome } from './outlier.ts';
 import { pickBackend, type RequestFacts } from '../config/router.ts';
 import { relayResponse, sendAttempt, sendProxyError, type AttemptResult } from './upstream.ts';
+import { RequestRecord } from './request-record.ts';
+import { readBody } from '../http/json-server.ts';
 
 /** Header naming the calling service to the destination's sidecar (verified by mTLS once identity lands). */
 export const CALLER_HEADER = 'x-trellis-caller';
@@ -89,18 +91,6 @@ function headerModifiers(filters: readonly CompiledFilter[], type: 'RequestHeade
   return out;
 }
 
-/** Reads a body of known, small length into memory; undefined if it turns out longer. */
-async function readBody(req: IncomingMessage, limit: number): Promise<Buffer | undefined> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > limit) return undefined;
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks);
-}
-
 export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage, res: ServerResponse) => void {
   let mirrorsInFlight = 0;
 
@@ -129,22 +119,9 @@ export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage
   }
 
   return (req, res) => {
-    const started = deps.clock.now();
     const snap = deps.store.current;
-    let route = 'unknown';
-    let destination = 'unknown';
-    let flags = '-';
-    deps.metrics.active.inc({ reporter: 'outbound' });
-    const done = (status: number) => {
-      deps.metrics.active.dec({ reporter: 'outbound' });
-      const seconds = (deps.clock.now() - started) / 1000;
-      deps.metrics.observe({ reporter: 'outbound', source_workload: snap?.service ?? 'unknown', destination_service: destination, route, response_code: String(status), response_flags: flags }, seconds);
-      if (deps.accessLog) deps.log.info({ type: 'access', reporter: 'outbound', method: req.method, path: (req.url ?? '').split('?')[0], destination, route, status, flags, ms: Math.round(seconds * 1000) });
-    };
-    const fail = (code: ProxyErrorCode) => {
-      flags = code;
-      done(sendProxyError(res, code));
-    };
+    const record = new RequestRecord(deps, req, 'outbound', { source: snap?.service ?? 'unknown', destination: 'unknown', route: 'unknown' });
+    const fail = (code: ProxyErrorCode) => record.fail(res, code);
 
     if (!snap) return fail('not_ready');
     if (deps.draining()) {
@@ -155,13 +132,13 @@ export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage
     if (!target) return fail('bad_request');
     const table = snap.routes.get(target.service);
     if (!table) return fail('unknown_service');
-    destination = target.service;
+    record.destination = target.service;
     const port = target.port ?? table.ports[0]!;
     const method = req.method ?? 'GET';
     const facts: RequestFacts = { port, method, path: target.path, headers: req.headers, query: target.query };
     const rule = table.match(facts);
     if (!rule) return fail('no_route');
-    route = rule.route ?? 'default';
+    record.route = rule.route ?? 'default';
 
     const redirect = rule.filters.find((f) => f.type === 'RequestRedirect');
     if (redirect) {
@@ -170,12 +147,12 @@ export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage
       const location = `${redirect.scheme ?? 'http'}://${host}${redirect.port !== null ? `:${redirect.port}` : ''}${path}${target.query ? `?${target.query}` : ''}`;
       res.writeHead(redirect.statusCode, { location, 'content-length': 0 });
       res.end();
-      return done(redirect.statusCode);
+      return record.done(redirect.statusCode);
     }
 
     const backend = pickBackend(rule.backends, deps.random);
     if (!backend) return fail('no_backend');
-    destination = backend.service;
+    record.destination = backend.service;
     const cluster = deps.clusters.get(backend.service)!;
     const backendPort = backend.port ?? port;
 
@@ -196,15 +173,14 @@ export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage
     const pathAndQuery = target.query ? `${path}?${target.query}` : path;
     const responseModifiers = [...headerModifiers(rule.filters, 'ResponseHeaderModifier'), ...headerModifiers(backend.filters, 'ResponseHeaderModifier')];
 
-    void forward({ req, res, snap, rule, cluster, method, pathAndQuery, headers, backendPort, rewriteHost, responseModifiers, started })
+    void forward({ req, res, snap, rule, cluster, method, pathAndQuery, headers, backendPort, rewriteHost, responseModifiers, started: record.started })
       .then((outcome) => {
-        flags = outcome.flags;
-        done(outcome.status);
+        record.flags = outcome.flags;
+        record.done(outcome.status);
       })
       .catch((err: Error) => {
         deps.log.error({ err, type: 'bug' }, 'outbound request failed unexpectedly');
-        flags = 'upstream_reset';
-        done(sendProxyError(res, 'upstream_reset'));
+        record.fail(res, 'upstream_reset');
       });
   };
 

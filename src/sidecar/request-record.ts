@@ -1,0 +1,67 @@
+/**
+ * The bookkeeping every proxied request shares, inbound and outbound: the active gauge,
+ * the request metrics and the optional access log line, written once when it ends.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Logger } from 'pino';
+import type { Clock } from './clock.ts';
+import type { ProxyErrorCode } from './errors.ts';
+import type { Reporter, SidecarMetrics } from './metrics.ts';
+import { sendProxyError } from './upstream.ts';
+
+export interface RecordDeps {
+  readonly metrics: SidecarMetrics;
+  readonly log: Logger;
+  readonly clock: Clock;
+  readonly accessLog: boolean;
+}
+
+/** One request in flight; its labels are filled in as routing learns them. */
+export class RequestRecord {
+  source: string;
+  destination: string;
+  route: string;
+  /** A proxy error code, or `-` when the response came from upstream. */
+  flags = '-';
+  readonly #deps: RecordDeps;
+  readonly #req: IncomingMessage;
+  readonly #reporter: Reporter;
+  readonly #started: number;
+
+  constructor(deps: RecordDeps, req: IncomingMessage, reporter: Reporter, labels: { source: string; destination: string; route: string }) {
+    this.#deps = deps;
+    this.#req = req;
+    this.#reporter = reporter;
+    this.#started = deps.clock.now();
+    this.source = labels.source;
+    this.destination = labels.destination;
+    this.route = labels.route;
+    deps.metrics.active.inc({ reporter });
+  }
+
+  /** Clock ms when the request arrived. */
+  get started(): number {
+    return this.#started;
+  }
+
+  /** Records the end of the request with its status. Call exactly once. */
+  done(status: number): void {
+    const d = this.#deps;
+    d.metrics.active.dec({ reporter: this.#reporter });
+    const seconds = (d.clock.now() - this.#started) / 1000;
+    d.metrics.observe(
+      { reporter: this.#reporter, source_workload: this.source, destination_service: this.destination, route: this.route, response_code: String(status), response_flags: this.flags },
+      seconds,
+    );
+    if (d.accessLog) {
+      const r = this.#req;
+      d.log.info({ type: 'access', reporter: this.#reporter, method: r.method, path: (r.url ?? '').split('?')[0], source: this.source, destination: this.destination, route: this.route, status, flags: this.flags, ms: Math.round(seconds * 1000) });
+    }
+  }
+
+  /** Answers with a proxy error and records it. */
+  fail(res: ServerResponse, code: ProxyErrorCode): void {
+    this.flags = code;
+    this.done(sendProxyError(res, code));
+  }
+}
