@@ -20,6 +20,7 @@
  *   address every 40 000 instances, so any size stays within valid ports).
  */
 import { SourceFile } from '../src/diagnostics/source-file.ts';
+import { seededRandom } from '../src/sidecar/clock.ts';
 
 export interface SyntheticMeshOptions {
   /** PRNG seed; default 1. */
@@ -67,18 +68,6 @@ const FIRST_INSTANCE_PORT = 20_000;
 const INSTANCES_PER_ADDRESS = 40_000;
 
 const RESOURCES = ['items', 'orders', 'accounts', 'events', 'quotes', 'records', 'batches', 'jobs'];
-
-/** mulberry32: a small, fast, well-mixed 32-bit PRNG; values in [0, 1). */
-function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
 
 /**
  * Generates a spec repo with exactly `services` Service documents (a canary counts as one;

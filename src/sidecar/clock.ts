@@ -14,6 +14,18 @@ export type Random = () => number;
 export const systemClock: Clock = { now: () => performance.now() };
 export const systemRandom: Random = Math.random;
 
+/** A seeded generator (mulberry32: small, fast, well mixed), so weighted and random choices repeat exactly in tests and benchmarks. */
+export function seededRandom(seed: number): Random {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+  };
+}
+
 /** A clock that moves only when told; for tests. */
 export class ManualClock implements Clock {
   #now: number;

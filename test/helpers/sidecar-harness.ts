@@ -186,17 +186,7 @@ export function rawSend(port: number, target: string, headers: Record<string, st
   });
 }
 
-/** A seeded PRNG (mulberry32), so weighted and random choices repeat exactly. */
-export function seededRandom(seed: number): Random {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { seededRandom } from '../../src/sidecar/clock.ts';
 
 /** Polls `check` every 10 ms until it returns true, failing after `timeoutMs`. */
 export async function waitFor(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000): Promise<void> {
