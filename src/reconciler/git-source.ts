@@ -468,6 +468,7 @@ export class GitSource implements Source {
         return this.#emitPermanent(`branch ${this.#branch} does not exist on ${redact(this.#url)}`);
       }
       if (fetched !== 'ok') return this.#emitTransient(`fetch from ${redact(this.#url)} failed: ${fetched}`);
+      if (this.#failures > 0 || this.#permanent !== undefined) this.#emit({ type: 'recovered' });
       this.#failures = 0;
       this.#permanent = undefined;
       const head = (await this.#sg().raw(['rev-parse', '--verify', '--quiet', `refs/remotes/origin/${this.#branch}^{commit}`])).trim();

@@ -150,6 +150,10 @@ export class Reconciler {
         this.#options.metrics.unverified.inc();
         this.#sourceError = `commit ${event.commit.slice(0, 12)} not applied: ${event.reason}`;
         break;
+      case 'recovered':
+        log.info({ type: 'source_recovered' }, 'source reachable again');
+        this.#sourceError = null;
+        break;
       case 'error':
         log.warn({ type: 'source_error', kind: event.kind, error: event.message }, 'source failed; serving the last applied revision');
         this.#options.metrics.sourceErrors.inc({ kind: event.kind });

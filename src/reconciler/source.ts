@@ -28,7 +28,9 @@ export type SourceEvent =
   /** A commit was not applied because its signature did not verify; the last verified revision stays. */
   | { readonly type: 'unverified'; readonly commit: string; readonly reason: string }
   /** Fetching or reading failed; the source keeps trying (transient) or waits (permanent). */
-  | { readonly type: 'error'; readonly kind: SourceErrorKind; readonly message: string };
+  | { readonly type: 'error'; readonly kind: SourceErrorKind; readonly message: string }
+  /** A check succeeded after an error: the error no longer holds (a revision may or may not follow). */
+  | { readonly type: 'recovered' };
 
 /**
  * A source of revisions. Contract:

@@ -207,7 +207,7 @@ describe('GitSource', () => {
     const two = remote.commit({ 'a.yaml': 'a: 2\n' }, 'Two');
     source.poke();
     await waitFor(isRevision(two), 'the revision once the remote is back');
-    assert.deepEqual(events.map((e) => e.type), ['revision', 'error', 'revision']);
+    assert.deepEqual(events.map((e) => e.type), ['revision', 'error', 'recovered', 'revision']);
     assert.equal(revisionOf(events[0]!).id, one);
   });
 

@@ -74,6 +74,8 @@ describe('git source', () => {
     const second = r.commit({ 'a.yaml': 'a: 2\n' }, 'Two');
     await waitFor(() => revisions(events).some((x) => x.id === second), 'recovery on the backed-off schedule, without a poke', 10_000);
     assert.equal(revisions(events)[0]!.id, first);
+    const types = events.map((e) => e.type);
+    assert.ok(types.lastIndexOf('recovered') > types.indexOf('error'), 'recovery is announced after the error');
   });
 
   test('a missing branch is a permanent error', async () => {
