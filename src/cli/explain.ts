@@ -1,5 +1,5 @@
 /** `trellis explain`: why one request goes where it goes, with the spec lines behind each step. */
-import { compileDir } from '../compiler/compile.ts';
+import { compileDir, compileFiles } from '../compiler/compile.ts';
 import { explain, ExplainError, renderExplanation } from '../explain/explain.ts';
 import { printDiagnostics } from './diagnostics-output.ts';
 import { EXIT, type CliIo } from './io.ts';
@@ -11,6 +11,7 @@ export interface ExplainFlags {
   path: string;
   header: string[];
   port?: number;
+  rev?: string;
   format: 'text' | 'json';
 }
 
@@ -27,7 +28,16 @@ export async function runExplain(dir: string, flags: ExplainFlags, io: CliIo): P
     headers[h.slice(0, cut).trim().toLowerCase()] = h.slice(cut + 1).trim();
   }
   const q = flags.path.indexOf('?');
-  const result = await compileDir(dir);
+  let result;
+  if (flags.rev) {
+    const { readSpecAtRevision } = await import('../reconciler/git-source.ts');
+    const read = await readSpecAtRevision(dir, flags.rev);
+    if ('problem' in read) {
+      io.stderr.write(`trellis explain: ${read.problem}\n`);
+      return EXIT.failed;
+    }
+    result = compileFiles(read.files);
+  } else result = await compileDir(dir);
   if (!result.mesh) {
     printDiagnostics(io, result.diagnostics, dir, false);
     return EXIT.failed;

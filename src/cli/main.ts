@@ -99,6 +99,7 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .option('--path <path>', 'request path, with a query string if any', '/')
     .option('--header <name=value>', 'a request header (repeatable)', (v: string, all: string[]) => [...all, v], [] as string[])
     .option('--port <port>', 'service port called (default: its first port)', (v) => parseListen(v).port)
+    .option('--rev <ref>', 'explain the spec as of this git revision of the repository holding DIR (the working tree is not read)')
     .addOption(formatOption())
     .action(async (dir: string, flags: import('./explain.ts').ExplainFlags) => setCode(await (await import('./explain.ts')).runExplain(dir, flags, io)));
 

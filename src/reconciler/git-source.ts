@@ -605,50 +605,90 @@ export class GitSource implements Source {
    * a file is over the size limit) makes the commit unusable rather than silently partial.
    */
   async #readSpec(sha: string): Promise<SpecRead> {
-    const listing = await this.#sg().raw(['ls-tree', '-r', '-z', '-l', sha, '--', ...(this.#path ? [this.#path] : [])]);
-    const prefix = this.#path ? `${this.#path}/` : '';
-    const wanted: Array<{ oid: string; path: string }> = [];
-    let inFolder = false;
-    for (const entry of listing.split('\0')) {
-      const tab = entry.indexOf('\t');
-      if (tab < 0) continue;
-      const [mode, type, oid, size] = entry.slice(0, tab).split(/\s+/);
-      const full = entry.slice(tab + 1);
-      if (!full.startsWith(prefix)) continue;
-      inFolder = true;
-      const path = full.slice(prefix.length);
-      if (type !== 'blob' || (mode !== '100644' && mode !== '100755')) continue;
-      if (!/\.ya?ml$/.test(path) || path.split('/').some((part) => part.startsWith('.'))) continue;
-      if (Number(size) > DEFAULT_LIMITS.maxFileBytes) {
-        return { problem: `commit ${sha.slice(0, 12)}: ${path}: file is ${size} bytes; spec files may be at most ${DEFAULT_LIMITS.maxFileBytes} bytes (TRL1001)` };
-      }
-      wanted.push({ oid: oid!, path });
-    }
-    if (this.#path && !inFolder) return { problem: `commit ${sha.slice(0, 12)} has no folder ${this.#path}/` };
-    const texts = await this.#catBlobs(wanted.map((w) => w.oid));
-    const files = wanted.map((w, i) => new SourceFile(w.path, texts[i]!));
-    return { files: files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)) };
+    return readSpecAt({ env: this.#env, cwd: this.#cacheDir, signal: this.#abort.signal }, sha, this.#path);
   }
+}
 
-  /** Blob contents as UTF-8 text, in the order asked, from one `git cat-file --batch`. */
-  async #catBlobs(oids: readonly string[]): Promise<string[]> {
-    if (oids.length === 0) return [];
-    const run = await runGit(['cat-file', '--batch'], { env: this.#env, cwd: this.#cacheDir, signal: this.#abort.signal, idleTimeoutMs: LOCAL_TIMEOUT_MS, input: oids.join('\n') + '\n' });
-    if (run.code !== 0) throw new Error(`git cat-file failed: ${gitProblem(run.stderr)}`);
-    const out = run.stdout;
-    const texts: string[] = [];
-    let at = 0;
-    for (const oid of oids) {
-      // Each answer: "<oid> blob <size>\n<size bytes>\n".
-      const nl = out.indexOf(10, at);
-      const header = out.subarray(at, nl < 0 ? out.length : nl).toString('utf8').split(' ');
-      const size = Number(header[2]);
-      if (nl < 0 || header[0] !== oid || header[1] !== 'blob' || !Number.isInteger(size)) throw new Error(`git cat-file: unexpected answer "${header.join(' ')}" for ${oid}`);
-      texts.push(out.subarray(nl + 1, nl + 1 + size).toString('utf8'));
-      at = nl + 1 + size + 1;
+interface GitContext {
+  readonly env: NodeJS.ProcessEnv;
+  readonly cwd: string;
+  readonly signal: AbortSignal;
+}
+
+/**
+ * The spec files at a commit, by readSpecDir's rules: blobs under the spec path named
+ * `*.yaml`/`*.yml`, no hidden path segment below it, no symlinks (mode 120000) or submodules
+ * (160000), paths relative to the spec path, sorted. A problem (the spec folder is missing,
+ * a file is over the size limit) makes the commit unusable rather than silently partial.
+ */
+async function readSpecAt(git: GitContext, sha: string, specPath: string): Promise<SpecRead> {
+  const ls = await runGit(['ls-tree', '-r', '-z', '-l', sha, '--', ...(specPath ? [specPath] : [])], { ...git, idleTimeoutMs: LOCAL_TIMEOUT_MS });
+  if (ls.code !== 0) throw new Error(`git ls-tree failed: ${gitProblem(ls.stderr)}`);
+  const listing = ls.stdout.toString('utf8');
+  const prefix = specPath ? `${specPath}/` : '';
+  const wanted: Array<{ oid: string; path: string }> = [];
+  let inFolder = false;
+  for (const entry of listing.split('\0')) {
+    const tab = entry.indexOf('\t');
+    if (tab < 0) continue;
+    const [mode, type, oid, size] = entry.slice(0, tab).split(/\s+/);
+    const full = entry.slice(tab + 1);
+    if (!full.startsWith(prefix)) continue;
+    inFolder = true;
+    const path = full.slice(prefix.length);
+    if (type !== 'blob' || (mode !== '100644' && mode !== '100755')) continue;
+    if (!/\.ya?ml$/.test(path) || path.split('/').some((part) => part.startsWith('.'))) continue;
+    if (Number(size) > DEFAULT_LIMITS.maxFileBytes) {
+      return { problem: `commit ${sha.slice(0, 12)}: ${path}: file is ${size} bytes; spec files may be at most ${DEFAULT_LIMITS.maxFileBytes} bytes (TRL1001)` };
     }
-    return texts;
+    wanted.push({ oid: oid!, path });
   }
+  if (specPath && !inFolder) return { problem: `commit ${sha.slice(0, 12)} has no folder ${specPath}/` };
+  const texts = await catBlobs(git, wanted.map((w) => w.oid));
+  const files = wanted.map((w, i) => new SourceFile(w.path, texts[i]!));
+  return { files: files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)) };
+}
+
+/** Blob contents as UTF-8 text, in the order asked, from one `git cat-file --batch`. */
+async function catBlobs(git: GitContext, oids: readonly string[]): Promise<string[]> {
+  if (oids.length === 0) return [];
+  const run = await runGit(['cat-file', '--batch'], { ...git, idleTimeoutMs: LOCAL_TIMEOUT_MS, input: oids.join('\n') + '\n' });
+  if (run.code !== 0) throw new Error(`git cat-file failed: ${gitProblem(run.stderr)}`);
+  const out = run.stdout;
+  const texts: string[] = [];
+  let at = 0;
+  for (const oid of oids) {
+    // Each answer: "<oid> blob <size>\n<size bytes>\n".
+    const nl = out.indexOf(10, at);
+    const header = out.subarray(at, nl < 0 ? out.length : nl).toString('utf8').split(' ');
+    const size = Number(header[2]);
+    if (nl < 0 || header[0] !== oid || header[1] !== 'blob' || !Number.isInteger(size)) throw new Error(`git cat-file: unexpected answer "${header.join(' ')}" for ${oid}`);
+    texts.push(out.subarray(nl + 1, nl + 1 + size).toString('utf8'));
+    at = nl + 1 + size + 1;
+  }
+  return texts;
+}
+
+/**
+ * The spec folder `dir` as of revision `rev` of the git repository it is in, read from git's
+ * objects (the working tree is not touched): for `trellis explain --rev`. `rev` is refused
+ * when git could read it as an option.
+ */
+export async function readSpecAtRevision(dir: string, rev: string): Promise<{ sha: string; files: SourceFile[] } | { problem: string }> {
+  if (rev.startsWith('-') || !/^[\w./~^@{}:-]+$/.test(rev)) return { problem: `refusing revision "${rev}"` };
+  const signal = new AbortController().signal;
+  const discoverEnv = gitEnv('');
+  delete discoverEnv.GIT_DIR; // let git find the repository that holds `dir`
+  const discover = { env: discoverEnv, cwd: dir, signal, idleTimeoutMs: LOCAL_TIMEOUT_MS };
+  const gitDir = await runGit(['rev-parse', '--absolute-git-dir'], discover);
+  const prefix = await runGit(['rev-parse', '--show-prefix'], discover);
+  if (gitDir.code !== 0 || prefix.code !== 0) return { problem: `${dir} is not inside a git repository` };
+  const git = { env: gitEnv(gitDir.stdout.toString('utf8').trim()), cwd: dir, signal };
+  const verified = await runGit(['rev-parse', '--verify', '--quiet', '--end-of-options', `${rev}^{commit}`], { ...git, idleTimeoutMs: LOCAL_TIMEOUT_MS });
+  const sha = verified.stdout.toString('utf8').trim();
+  if (verified.code !== 0 || !SHA.test(sha)) return { problem: `no commit "${rev}" in the repository of ${dir}` };
+  const read = await readSpecAt(git, sha, prefix.stdout.toString('utf8').trim().replace(/\/$/, ''));
+  return 'problem' in read ? { problem: read.problem! } : { sha, files: read.files };
 }
 
 /**

@@ -53,3 +53,29 @@ describe('trellis explain on the shop', () => {
     assert.throws(() => explain(shop, req('payment-gateway', 'payments'), 'examples/shop'), /runs no sidecar/);
   });
 });
+
+describe('trellis explain --rev', () => {
+  test('explains the spec as committed, not as in the working tree', async () => {
+    const { createRepo } = await import('../helpers/git.ts');
+    const { readFileSync, writeFileSync } = await import('node:fs');
+    const { execFile } = await import('node:child_process');
+    const repo = createRepo();
+    try {
+      const files: Record<string, string> = {};
+      for (const f of ['mesh.yaml', 'services.yaml', 'route.yaml', 'access.yaml']) files[`spec/${f}`] = readFileSync(fileURLToPath(new URL(`../../examples/minimal/${f}`, import.meta.url)), 'utf8');
+      repo.commit(files, 'minimal');
+      // Uncommitted: api's route now redirects.
+      writeFileSync(join(repo.work, 'spec/route.yaml'), files['spec/route.yaml']!.replace(/backendRefs:[\s\S]*$/, 'filters: [{ type: RequestRedirect, requestRedirect: { statusCode: 302 } }]\n'));
+      const run = (args: string[]) =>
+        new Promise<string>((resolve, reject) =>
+          execFile(process.execPath, [fileURLToPath(new URL('../../bin/trellis.js', import.meta.url)), 'explain', join(repo.work, 'spec'), '--from', 'web', '--to', 'api', ...args], (err, stdout, stderr) => (err ? reject(new Error(stderr)) : resolve(stdout))),
+        );
+      assert.match(await run([]), /Redirect: 302/);
+      const committed = await run(['--rev', 'HEAD']);
+      assert.match(committed, /Backends: api:80 100%/);
+      assert.doesNotMatch(committed, /Redirect/);
+    } finally {
+      repo.remove();
+    }
+  });
+});
