@@ -25,6 +25,6 @@ export class ReconcilerMetrics {
   readonly appliedInfo = new Gauge({ name: 'trellis_reconcile_applied_info', help: 'The applied revision (value 1, revision in a label)', labelNames: ['revision'] as const, registers: [this.registry] });
 
   constructor() {
-    collectDefaultMetrics({ register: this.registry, prefix: 'trellis_process_' });
+    collectDefaultMetrics({ register: this.registry, prefix: 'trellis_' });
   }
 }

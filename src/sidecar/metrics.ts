@@ -79,7 +79,7 @@ export class SidecarMetrics {
   });
 
   constructor() {
-    collectDefaultMetrics({ register: this.registry, prefix: 'trellis_process_' });
+    collectDefaultMetrics({ register: this.registry, prefix: 'trellis_' });
   }
 
   /** Records one finished request. */

@@ -237,7 +237,9 @@ export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage
           deps.metrics.breakerRejections.inc({ destination_service: cluster.service });
           return { status: sendProxyError(res, 'overloaded'), flags: 'overloaded' };
         }
-        if (cluster.queued >= cluster.settings.circuitBreaker.maxPendingRequests) {
+        // Requests can only be waiting for a connection once more are in flight than one
+        // endpoint's connections; only then is the pools' queue worth counting.
+        if (cluster.breaker.active > cluster.settings.circuitBreaker.maxConnections && cluster.queued >= cluster.settings.circuitBreaker.maxPendingRequests) {
           cluster.breaker.release();
           deps.metrics.breakerRejections.inc({ destination_service: cluster.service });
           return { status: sendProxyError(res, 'overloaded'), flags: 'overloaded' };

@@ -4,7 +4,6 @@
  */
 import type { ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import type { Dispatcher, Pool } from 'undici';
 import type { CompiledHeaderModifier } from '../config/types.ts';
 import { ERROR_HEADER, OVERLOAD_HEADER, PROXY_ERRORS, type ProxyErrorCode } from './errors.ts';
@@ -77,11 +76,32 @@ export function sendProxyError(res: ServerResponse, code: ProxyErrorCode, extraH
  * Streams an upstream response to the client: end-to-end headers, then modifiers, then
  * the body as it arrives (never buffered). Resolves when the body is done or the client
  * went away; rejects when the upstream failed mid-body (the client connection is then
- * destroyed, the only honest signal left once headers are sent).
+ * destroyed, the only honest signal left once headers are sent). Plain `pipe` rather than
+ * `stream.pipeline`: pipeline's abort machinery costs more than the relay itself (it made
+ * the proxy about 1.5× slower in the proxy benchmark).
  */
-export async function relayResponse(res: ServerResponse, result: Extract<AttemptResult, { ok: true }>, modifiers: readonly CompiledHeaderModifier[]): Promise<void> {
+export function relayResponse(res: ServerResponse, result: Extract<AttemptResult, { ok: true }>, modifiers: readonly CompiledHeaderModifier[]): Promise<void> {
   const headers = endToEndHeaders(result.headers as Record<string, string | string[] | undefined>);
   for (const m of modifiers) applyHeaderModifier(headers, m);
   res.writeHead(result.statusCode, headers);
-  await pipeline(result.body, res);
+  const body = result.body;
+  return new Promise<void>((resolve, reject) => {
+    let settled = false;
+    const settle = (err?: Error) => {
+      if (settled) return;
+      settled = true;
+      if (err) reject(err);
+      else resolve();
+    };
+    body.once('error', (err: Error) => {
+      res.destroy(err);
+      settle(err);
+    });
+    res.once('finish', () => settle());
+    res.once('close', () => {
+      if (!res.writableFinished) body.destroy();
+      settle();
+    });
+    body.pipe(res);
+  });
 }
