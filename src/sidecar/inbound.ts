@@ -33,6 +33,8 @@ export interface InboundDeps {
 }
 
 const SERVICE_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+/** The caller header stops here: the app gets the request without it. */
+const CALLER_ONLY: ReadonlySet<string> = new Set([CALLER_HEADER]);
 
 export interface InboundHandler {
   (req: IncomingMessage, res: ServerResponse): void;
@@ -67,7 +69,7 @@ export function createInboundHandler(deps: InboundDeps): InboundHandler {
     const colon = host.lastIndexOf(':');
     const asked = colon >= 0 ? Number(host.slice(colon + 1)) : undefined;
     const port = snap.inbound.ports.find((p) => p.port === asked) ?? snap.inbound.ports[0]!;
-    const headers = endToEndHeaders(req.headers, new Set([CALLER_HEADER]));
+    const headers = endToEndHeaders(req.headers, CALLER_ONLY);
     addForwardingHeaders(headers, req.socket.remoteAddress, host);
     const controller = new AbortController();
     const onClose = () => {

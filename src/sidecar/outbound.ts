@@ -28,6 +28,8 @@ import { readBody } from '../http/json-server.ts';
 export const CALLER_HEADER = 'x-trellis-caller';
 /** Marks mirrored copies, so backends can tell them from real traffic. */
 export const MIRROR_HEADER = 'x-trellis-mirror';
+/** Headers only sidecars may set: whatever an app sends under these names is dropped. */
+const MESH_HEADERS: ReadonlySet<string> = new Set([CALLER_HEADER, MIRROR_HEADER]);
 /** Mirrors in flight at once per sidecar; beyond it copies are skipped, so mirroring never builds a queue. */
 const MAX_MIRRORS_IN_FLIGHT = 64;
 
@@ -156,16 +158,13 @@ export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage
     const cluster = deps.clusters.get(backend.service)!;
     const backendPort = backend.port ?? port;
 
-    const headers = endToEndHeaders(req.headers, new Set([CALLER_HEADER, MIRROR_HEADER]));
+    const headers = endToEndHeaders(req.headers, MESH_HEADERS);
     addForwardingHeaders(headers, req.socket.remoteAddress, target.authority);
     let path = target.path;
     for (const filters of [rule.filters, backend.filters]) {
       for (const f of filters) {
         if (f.type === 'RequestHeaderModifier') applyHeaderModifier(headers, f.headers);
-        else if (f.type === 'URLRewrite') {
-          if (f.path) path = rewritePath(path, f.path, rule.match.path.value);
-          if (f.hostname) headers['x-forwarded-host'] = f.hostname;
-        }
+        else if (f.type === 'URLRewrite' && f.path) path = rewritePath(path, f.path, rule.match.path.value);
       }
     }
     const rewriteHost = [...rule.filters, ...backend.filters].find((f): f is Extract<CompiledFilter, { type: 'URLRewrite' }> => f.type === 'URLRewrite' && f.hostname !== null)?.hostname ?? undefined;

@@ -106,7 +106,7 @@ describe('filters', () => {
         - type: ResponseHeaderModifier
           responseHeaderModifier: { add: [{ name: x-served-by, value: mesh }], remove: [x-upstream] }
         - type: URLRewrite
-          urlRewrite: { path: { type: ReplacePrefixMatch, replacePrefixMatch: /new } }
+          urlRewrite: { hostname: internal.example, path: { type: ReplacePrefixMatch, replacePrefixMatch: /new } }
       backendRefs: [{ name: api, port: 80 }]`,
       ),
     );
@@ -117,6 +117,8 @@ describe('filters', () => {
     assert.equal(r.headers['x-upstream'], undefined);
     const seen = api.seen.at(-1)!;
     assert.equal(seen.url, '/new/thing?q=1');
+    assert.equal(seen.headers.host, 'internal.example', 'the rewritten host is the Host the backend sees');
+    assert.equal(seen.headers['x-forwarded-host'], 'api', 'x-forwarded-host keeps the host the caller named');
     assert.equal(seen.headers['x-set'], 'yes');
     assert.equal(seen.headers['x-add'], 'one,two');
     assert.equal(seen.headers['x-drop'], undefined);
