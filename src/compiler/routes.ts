@@ -4,6 +4,7 @@
  */
 import type { CompiledBackend, CompiledFilter, CompiledHeaderModifier, CompiledMatch, CompiledPathModifier, CompiledRetry, CompiledRule } from '../config/types.ts';
 import type { HTTPHeaderFilter, HTTPPathModifier, HTTPRouteDocument, HTTPRouteFilter, HTTPRouteMatch, HTTPRouteRule, ServiceDocument } from '../spec/types.ts';
+import { prefixTest } from '../config/router.ts';
 import { BUILTIN, ms, type MeshSettings } from './defaults.ts';
 import type { Located } from './resolve.ts';
 
@@ -176,11 +177,13 @@ export function comparePrecedence(a: PlannedRule, b: PlannedRule): number {
   );
 }
 
-/** Whether a PathPrefix `prefix` matches every path that `path` (Exact or PathPrefix) matches; prefixes match whole segments. */
+/**
+ * Whether a PathPrefix `prefix` matches every path that `path` (an Exact path or a PathPrefix)
+ * matches. Prefixes match whole segments, so if `prefix` matches `path` itself it matches
+ * everything below it too.
+ */
 function prefixCovers(prefix: string, path: string): boolean {
-  if (prefix === '/' || prefix === path) return true;
-  const base = prefix.endsWith('/') ? prefix : `${prefix}/`;
-  return path.startsWith(base) || `${path}/` === base;
+  return prefixTest(prefix)(path);
 }
 
 /**

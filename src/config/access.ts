@@ -3,6 +3,7 @@
  * implementation for every place that needs it (the explain command today, the inbound
  * listener once callers are verified by mTLS).
  */
+import { prefixTest } from './router.ts';
 import type { InboundBody } from './types.ts';
 
 export interface AccessDecision {
@@ -19,10 +20,7 @@ export interface AccessDecision {
 
 /** Whether a path matches an access path (PathPrefix by whole segments, or Exact). */
 function pathMatches(type: 'Exact' | 'PathPrefix', value: string, path: string): boolean {
-  if (type === 'Exact') return path === value;
-  if (value === '/') return true;
-  const base = value.endsWith('/') ? value.slice(0, -1) : value;
-  return path === base || path.startsWith(`${base}/`);
+  return type === 'Exact' ? path === value : prefixTest(value)(path);
 }
 
 /**

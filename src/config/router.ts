@@ -29,8 +29,12 @@ interface Condition {
   readonly wants: string;
 }
 
-/** Element-wise prefix: `/a` matches `/a`, `/a/`, `/a/b`, not `/ab`. A trailing `/` in the prefix is ignored. */
-function prefixTest(prefix: string): (path: string) => boolean {
+/**
+ * Gateway API's PathPrefix, element-wise: `/a` matches `/a`, `/a/`, `/a/b`, not `/ab`; a
+ * trailing `/` in the prefix is ignored. The one definition of the rule, for routing, access
+ * decisions and the compiler's shadowing check.
+ */
+export function prefixTest(prefix: string): (path: string) => boolean {
   if (prefix === '/') return () => true;
   const base = prefix.endsWith('/') ? prefix.slice(0, -1) : prefix;
   const withSlash = `${base}/`;
