@@ -87,12 +87,6 @@ export function rewritePath(path: string, modifier: CompiledPathModifier, prefix
   return joined === '' ? '/' : joined;
 }
 
-function headerModifiers(filters: readonly CompiledFilter[], type: 'RequestHeaderModifier' | 'ResponseHeaderModifier'): CompiledHeaderModifier[] {
-  const out: CompiledHeaderModifier[] = [];
-  for (const f of filters) if (f.type === type) out.push(f.headers);
-  return out;
-}
-
 export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage, res: ServerResponse) => void {
   let mirrorsInFlight = 0;
 
@@ -160,19 +154,25 @@ export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage
 
     const headers = endToEndHeaders(req.headers, MESH_HEADERS);
     addForwardingHeaders(headers, req.socket.remoteAddress, target.authority);
+    // The rule's filters, then the chosen backend's (most rules have none of either).
+    const filters = backend.filters.length === 0 ? rule.filters : rule.filters.length === 0 ? backend.filters : [...rule.filters, ...backend.filters];
     let path = target.path;
-    for (const filters of [rule.filters, backend.filters]) {
-      for (const f of filters) {
-        if (f.type === 'RequestHeaderModifier') applyHeaderModifier(headers, f.headers);
-        else if (f.type === 'URLRewrite' && f.path) path = rewritePath(path, f.path, rule.match.path.value);
+    let rewriteHost: string | undefined;
+    const responseModifiers: CompiledHeaderModifier[] = [];
+    const mirrors: CompiledFilter[] = [];
+    for (const f of filters) {
+      if (f.type === 'RequestHeaderModifier') applyHeaderModifier(headers, f.headers);
+      else if (f.type === 'ResponseHeaderModifier') responseModifiers.push(f.headers);
+      else if (f.type === 'RequestMirror') mirrors.push(f);
+      else if (f.type === 'URLRewrite') {
+        if (f.path) path = rewritePath(path, f.path, rule.match.path.value);
+        if (f.hostname !== null) rewriteHost = f.hostname;
       }
     }
-    const rewriteHost = [...rule.filters, ...backend.filters].find((f): f is Extract<CompiledFilter, { type: 'URLRewrite' }> => f.type === 'URLRewrite' && f.hostname !== null)?.hostname ?? undefined;
     if (cluster.settings.meshed) headers[CALLER_HEADER] = snap.service;
     const pathAndQuery = target.query ? `${path}?${target.query}` : path;
-    const responseModifiers = [...headerModifiers(rule.filters, 'ResponseHeaderModifier'), ...headerModifiers(backend.filters, 'ResponseHeaderModifier')];
 
-    void forward({ req, res, snap, rule, cluster, method, pathAndQuery, headers, backendPort, rewriteHost, responseModifiers, started: record.started })
+    void forward({ req, res, snap, rule, cluster, method, pathAndQuery, headers, backendPort, rewriteHost, responseModifiers, mirrors, started: record.started })
       .then((outcome) => {
         record.flags = outcome.flags;
         record.done(outcome.status);
@@ -195,6 +195,8 @@ export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage
     backendPort: number;
     rewriteHost: string | undefined;
     responseModifiers: CompiledHeaderModifier[];
+    /** RequestMirror filters of the rule and of the chosen backend. */
+    mirrors: CompiledFilter[];
     started: number;
   }
 
@@ -216,8 +218,7 @@ export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage
     else if (!chunked && Number(length) <= deps.maxRetryBodyBytes) body = (await readBody(req, deps.maxRetryBodyBytes)) ?? Buffer.alloc(0);
     else body = req;
     const replayable = !(body && !Buffer.isBuffer(body));
-    const mirrors = [...rule.filters, ...rule.backends.flatMap((b) => b.filters)].filter((f) => f.type === 'RequestMirror');
-    if (mirrors.length > 0 && replayable) mirror(a.snap, mirrors, a.method, a.pathAndQuery, a.headers, body as Buffer | undefined, a.backendPort);
+    if (a.mirrors.length > 0 && replayable) mirror(a.snap, a.mirrors, a.method, a.pathAndQuery, a.headers, body as Buffer | undefined, a.backendPort);
 
     const requestMs = rule.timeouts.requestMs;
     const deadline = requestMs > 0 ? a.started + requestMs : Infinity;

@@ -155,6 +155,23 @@ describe('filters', () => {
   });
 });
 
+describe('backend filters', () => {
+  test('a backend-level mirror fires only when its backend is chosen', async () => {
+    const [a, b, shadowA, shadowB] = await Promise.all(['a', 'b', 'shadow-a', 'shadow-b'].map((n) => startUpstream(n)));
+    const mirrorTo = (name: string) => `[{ type: RequestMirror, requestMirror: { backendRef: { name: ${name}, port: 80 } } }]`;
+    const spec = backendsSpec(
+      { api: [a!.port], a: [a!.port], b: [b!.port], 'shadow-a': [shadowA!.port], 'shadow-b': [shadowB!.port] },
+      route('api', `    - backendRefs:
+        - { name: a, port: 80, weight: 1, filters: ${mirrorTo('shadow-a')} }
+        - { name: b, port: 80, weight: 0, filters: ${mirrorTo('shadow-b')} }`),
+    );
+    const sc = await startSidecar(configOf(spec, 'client'));
+    for (let i = 0; i < 3; i++) assert.equal((await send(sc.outbound, 'api', '/')).body, 'a');
+    await waitFor(() => shadowA!.seen.length === 3, 'the chosen backend\'s mirror');
+    assert.equal(shadowB!.seen.length, 0, 'the other backend was never chosen, so its mirror never fires');
+  });
+});
+
 describe('headers on the way through', () => {
   test('hop-by-hop headers are dropped; forwarding, request id and trace context are added or kept', async () => {
     const api = await startUpstream('api');
