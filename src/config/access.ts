@@ -15,6 +15,10 @@ export interface AccessDecision {
   readonly reason: string;
   /** The admitting rule's policy, when a rule decided. */
   readonly policy: string | null;
+  /**
+   * Index of the admitting rule in `access.rules` (0-based, counted across all policies on the
+   * service in compiled order, not within its policy); null when no rule admitted the call.
+   */
   readonly ruleIndex: number | null;
 }
 
@@ -24,8 +28,12 @@ function pathMatches(type: 'Exact' | 'PathPrefix', value: string, path: string):
 }
 
 /**
- * Decides a call by `caller` (a SPIFFE identity, or null when unauthenticated) with `method`
- * and an already normalised `path`.
+ * Decides a call by `caller` (the SPIFFE ID verified from the peer's mTLS certificate, or null
+ * when the caller is unauthenticated: plaintext, or mTLS off) with `method` (compared
+ * case-sensitively) and `path`, which must already be the output of `normalizePath`
+ * (normalize-path.ts): rules compare it as is. The first rule in `access.rules` that admits
+ * the call decides. `access.mode` applies to policy rules only; a mesh default is never
+ * audited. Pure; the table it implements is in docs/access.md.
  */
 export function decideAccess(access: InboundBody['access'], caller: string | null, method: string, path: string): AccessDecision {
   const plain = (allowed: boolean, reason: string): AccessDecision => ({ allowed, audited: false, reason, policy: null, ruleIndex: null });
