@@ -69,6 +69,7 @@ export const CODES = {
   TRL4021: { name: 'retry-amplification-chain', severity: 'warning' },
   TRL4022: { name: 'timeout-shorter-than-callee', severity: 'warning' },
   TRL4023: { name: 'fault-not-retried', severity: 'info' },
+  TRL4024: { name: 'access-without-mtls', severity: 'warning' },
   // traffic tests
   TRL5001: { name: 'traffic-test-failed', severity: 'error' },
   TRL5002: { name: 'traffic-test-invalid', severity: 'error' },
