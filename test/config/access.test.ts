@@ -7,6 +7,7 @@ import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { compileDir } from '../../src/compiler/compile.ts';
 import { decideAccess } from '../../src/config/access.ts';
+import { normalizePath } from '../../src/config/normalize-path.ts';
 import type { CompiledAccessRule, InboundBody } from '../../src/config/types.ts';
 
 type Access = InboundBody['access'];
@@ -215,4 +216,53 @@ describe('decideAccess on the shop example', async () => {
     assert.equal(frontend.default, 'deny');
     assert.equal(decideAccess(frontend, id('checkout'), 'GET', '/').allowed, false);
   });
+});
+
+describe('the worked example of docs/access.md: normalisation, then the decision, at inventory', async () => {
+  const shop = await compileDir(fileURLToPath(new URL('../../examples/shop', import.meta.url)));
+  const inbound = shop.mesh?.configs.get('inventory')?.resources.find((r) => r.name === 'inbound');
+  const access = (inbound?.body as InboundBody).access;
+  const id = (service: string) => `spiffe://shop.trellis.local/svc/${service}`;
+  /** [caller, method, raw path, normalised path, admitting rule or null for 403] */
+  const rows: Array<[string, string, string, string, number | null]> = [
+    ['catalog', 'GET', '/stock/42', '/stock/42', 0],
+    ['catalog', 'GET', '/%73tock/42', '/stock/42', 0],
+    ['catalog', 'GET', '/stock/../reservations', '/reservations', null],
+    ['catalog', 'GET', '/stockpile', '/stockpile', null],
+    ['catalog', 'POST', '/stock/42', '/stock/42', null],
+    ['checkout', 'POST', '/reservations/7', '/reservations/7', 1],
+    ['checkout', 'PUT', '/reservations/7', '/reservations/7', null],
+    ['frontend', 'GET', '/stock/1', '/stock/1', null],
+  ];
+  for (const [caller, method, raw, normalised, ruleIndex] of rows) {
+    test(`${caller} ${method} ${raw}`, () => {
+      const path = normalizePath(raw);
+      assert.deepEqual(path, { ok: true, path: normalised });
+      const decision = decideAccess(access, id(caller), method, normalised);
+      assert.deepEqual([decision.allowed, decision.ruleIndex, decision.policy], ruleIndex === null ? [false, null, null] : [true, ruleIndex, 'inventory']);
+    });
+  }
+});
+
+test('the PathPrefix /public table of docs/access.md', () => {
+  const access = withPolicies([rule('public', [WEB], [{ methods: [], paths: [{ type: 'PathPrefix', value: '/public' }] }])]);
+  /** raw path → 'allowed' | 'denied' | 'refused' (400 before any decision) */
+  const table: Record<string, 'allowed' | 'denied' | 'refused'> = {
+    '/public/a': 'allowed',
+    '/public/../admin': 'denied',
+    '//public/a': 'allowed',
+    '/public/%2e%2e/admin': 'denied',
+    '/public/.%2E/admin': 'denied',
+    '/%70ublic/a': 'allowed',
+    '/publicity': 'denied',
+    '/PUBLIC/a': 'denied',
+    '/public/..%2Fadmin': 'refused',
+    '/public/..;/admin': 'refused',
+    '/public/a%00': 'refused',
+  };
+  for (const [raw, expected] of Object.entries(table)) {
+    const path = normalizePath(raw);
+    const outcome = !path.ok ? 'refused' : decideAccess(access, WEB, 'GET', path.path).allowed ? 'allowed' : 'denied';
+    assert.equal(outcome, expected, raw);
+  }
 });
