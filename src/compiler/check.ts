@@ -6,7 +6,7 @@
  */
 import { canonicalJson } from '../config/canonical.ts';
 import type { ClusterBody, CompiledAccessRule, CompiledPort, EndpointsBody, InboundBody, RouteBody } from '../config/types.ts';
-import { diagnostic, type Diagnostic, type Span } from '../diagnostics/diagnostic.ts';
+import { diagnostic, type Diagnostic, type RelatedInfo, type Span } from '../diagnostics/diagnostic.ts';
 import { compileMatchRegex } from '../spec/regex.ts';
 import type { AccessPolicyDocument, HTTPHeaderFilter, HTTPRouteDocument, HTTPRouteFilter, MeshDocument, ServiceDocument, TrafficPolicyDocument, TrafficPolicySettings } from '../spec/types.ts';
 import { formatDuration } from '../spec/duration.ts';
@@ -500,7 +500,7 @@ class Checker {
     if (byPolicy.length > 0) effects.push(`AccessPolicy rules on ${named(byPolicy)} admit no caller`);
     if (byDefault.length > 0) effects.push(`the access default all-authenticated admits no caller to ${named(byDefault)}`);
     const audited = byPolicy.some((s) => s.inbound!.access.mode === 'audit');
-    const related = [];
+    const related: RelatedInfo[] = [];
     const policy = this.spec.accessPolicies.find((p) => p.doc.spec.targetRefs.some((t) => byPolicy.some((s) => s.name === t.name)));
     if (policy) related.push({ span: at(policy, ['metadata', 'name']), message: 'an AccessPolicy that needs verified callers' });
     const defaultSpan = byDefault.length > 0 && this.spec.mesh?.doc.spec.access?.default !== undefined ? this.meshSpan(['spec', 'access', 'default']) : undefined;

@@ -70,8 +70,8 @@ function rawCharacterProblem(code: number): string | null {
  * Case is kept: HTTP paths are case-sensitive, and since AccessPolicies only grant, a case
  * variant of a granted path matches no grant and is denied.
  *
- * Pure; a path that needs no change (no `%`, `\`, `//` or `/.`) is returned as the same
- * string after one scan, with no other allocation than the result object.
+ * Pure. Runs on every inbound request, so a path with no `%`, `//` or `/.` (and nothing
+ * refused) is returned as the same string after one scan, allocating only the result.
  */
 export function normalizePath(raw: string): NormalizedPath {
   if (raw.charCodeAt(0) !== SLASH) return refuse('the path does not start with "/"');
