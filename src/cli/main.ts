@@ -62,6 +62,9 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .option('--control <url>', 'subscribe to a reconciler for configs, such as http://127.0.0.1:15010 (needs --service)')
     .option('--control-token-file <file>', 'bearer token for the reconciler (or TRELLIS_CONTROL_TOKEN)')
     .option('--node <id>', 'this instance\'s id at the reconciler (default: host name and inbound port)')
+    .option('--tls-cert <file>', 'standalone identity: this service\'s certificate (PEM), reloaded on change; with --control the reconciler\'s CA is used instead when this is left out')
+    .option('--tls-key <file>', 'standalone identity: the certificate\'s private key (PEM)')
+    .option('--tls-ca <file>', 'standalone identity: the trusted root certificates (PEM)')
     .action(async (flags: SidecarFlags) => setCode(await (await import('./sidecar.ts')).runSidecar(flags, io)));
 
   sub('reconcile')
@@ -76,6 +79,11 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .addOption(opt('--listen <[host:]port>', 'listener for sidecars, status, metrics and webhooks', parseListen, { host: '127.0.0.1', port: 15010 }, '127.0.0.1:15010'))
     .option('--token-file <file>', 'bearer token sidecars must present (or TRELLIS_CONTROL_TOKEN)')
     .option('--webhook-secret-file <file>', 'secret for POST /hooks/git signatures (or TRELLIS_WEBHOOK_SECRET)')
+    .option('--ca-dir <dir>', 'where the mesh CA generated on first start is kept (default: ~/.local/share/trellis/ca)')
+    .option('--ca-cert <file>', "the operator's mesh root certificate (PEM), instead of a generated one (needs --ca-key)")
+    .option('--ca-key <file>', "the operator's mesh root key (PEM)")
+    .option('--trust-bundle <file>', 'more roots sidecars should trust (PEM), for a root rollover')
+    .addOption(opt('--cert-ttl <duration>', 'lifetime of workload certificates (1m to 720h)', parseDurationFlag, 24 * 3600_000, '24h'))
     .action(async (flags: ReconcileFlags) => setCode(await (await import('./reconcile.ts')).runReconcile(flags, io)));
 
   sub('status')
@@ -102,6 +110,21 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .option('--rev <ref>', 'explain the spec as of this git revision of the repository holding DIR (the working tree is not read)')
     .addOption(formatOption())
     .action(async (dir: string, flags: import('./explain.ts').ExplainFlags) => setCode(await (await import('./explain.ts')).runExplain(dir, flags, io)));
+
+  const ca = sub('ca').description('the mesh certificate authority, for sidecars that run without a reconciler (standalone identity files)');
+  ca.command('init')
+    .description('make a new mesh root: DIR/ca.crt and DIR/ca.key (0600)')
+    .argument('<dir>', 'folder for the root')
+    .option('--trust-domain <domain>', 'trust domain named in the root', 'trellis.local')
+    .action(async (dir: string, opts: { trustDomain: string }) => setCode(await (await import('./ca.ts')).runCaInit(dir, opts, io)));
+  ca.command('issue')
+    .description("make a key and a certificate for a service's sidecar: OUT/cert.pem, OUT/key.pem (0600), OUT/ca.pem")
+    .requiredOption('--ca <dir>', 'folder of the root (trellis ca init)')
+    .requiredOption('--service <name>', 'the service the certificate is for')
+    .requiredOption('--trust-domain <domain>', "the Mesh's spec.trustDomain")
+    .requiredOption('--out <dir>', 'folder to write into')
+    .addOption(opt('--ttl <duration>', 'certificate lifetime (1m to 720h)', parseDurationFlag, 24 * 3600_000, '24h'))
+    .action(async (opts: import('./ca.ts').CaIssueFlags) => setCode(await (await import('./ca.ts')).runCaIssue(opts, io)));
 
   sub('up')
     .description('run the whole mesh of a spec folder on this machine: reconciler, sidecars, demo apps and light traffic')

@@ -3,6 +3,9 @@ import { createHash } from 'node:crypto';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
+import { readFileSync } from 'node:fs';
+import { MIN_CERT_TTL_MS, MAX_CERT_TTL_MS, MeshCertificateAuthority, splitPemCertificates } from '../identity/ca.ts';
+import { CertificateIssuer } from '../reconciler/certificates.ts';
 import { FolderSource } from '../reconciler/folder-source.ts';
 import { GitSource } from '../reconciler/git-source.ts';
 import { ReconcilerMetrics } from '../reconciler/metrics.ts';
@@ -24,7 +27,24 @@ export interface ReconcileFlags {
   listen: ListenAddress;
   tokenFile?: string;
   webhookSecretFile?: string;
+  caDir?: string;
+  caCert?: string;
+  caKey?: string;
+  trustBundle?: string;
+  certTtl: number;
 }
+
+/** The mesh CA from flags: the operator's root, or one kept (made on first start) in --ca-dir. */
+export async function loadCertificateAuthority(flags: Pick<ReconcileFlags, 'caDir' | 'caCert' | 'caKey' | 'trustBundle'>): Promise<MeshCertificateAuthority> {
+  if ((flags.caCert === undefined) !== (flags.caKey === undefined)) throw new UsageError('--ca-cert and --ca-key go together');
+  const extra = flags.trustBundle ? splitPemCertificates(readFileSync(flags.trustBundle, 'utf8')) : [];
+  if (flags.trustBundle && extra.length === 0) throw new UsageError(`--trust-bundle ${flags.trustBundle} holds no PEM certificate`);
+  if (flags.caCert) return MeshCertificateAuthority.load(readFileSync(flags.caCert, 'utf8'), readFileSync(flags.caKey!, 'utf8'), extra);
+  return MeshCertificateAuthority.loadOrCreate(flags.caDir ?? join(homedir(), '.local', 'share', 'trellis', 'ca'), 'trellis', extra);
+}
+
+/** A flag combination that cannot work (exit 2). */
+export class UsageError extends Error {}
 
 export interface RunningReconciler {
   readonly reconciler: Reconciler;
@@ -57,9 +77,21 @@ export async function startReconciler(flags: ReconcileFlags, io: CliIo, token: s
   }
   let webhookSecret = io.env.TRELLIS_WEBHOOK_SECRET;
   if (flags.webhookSecretFile) webhookSecret = readSecret(flags.webhookSecretFile, io, '--webhook-secret-file');
+  if (flags.certTtl < MIN_CERT_TTL_MS || flags.certTtl > MAX_CERT_TTL_MS) {
+    io.stderr.write('trellis reconcile: --cert-ttl must be between 1m and 720h\n');
+    return undefined;
+  }
+  let ca: MeshCertificateAuthority;
+  try {
+    ca = await loadCertificateAuthority(flags);
+  } catch (err) {
+    io.stderr.write(`trellis reconcile: the mesh CA: ${(err as Error).message}\n`);
+    return undefined;
+  }
   const metrics = new ReconcilerMetrics();
   const reconciler = new Reconciler({ source, log, metrics });
-  const server = new ReconcilerServer({ reconciler, metrics, token, ...(webhookSecret ? { webhookSecret } : {}) });
+  const certificates = new CertificateIssuer({ ca, ttlMs: flags.certTtl, reconciler, metrics, log });
+  const server = new ReconcilerServer({ reconciler, metrics, token, certificates, ...(webhookSecret ? { webhookSecret } : {}) });
   const address = await server.listen(flags.listen.host, flags.listen.port);
   log.info({ type: 'listening', port: address.port, source: source.description }, 'reconciler listening');
   await reconciler.start();

@@ -19,6 +19,9 @@ export interface SidecarFlags {
   control?: string;
   controlTokenFile?: string;
   node?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
 }
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
@@ -56,6 +59,11 @@ export async function runSidecar(flags: SidecarFlags, io: CliIo): Promise<number
     }
     control = { url: flags.control, token: controlToken, ...(flags.node ? { node: flags.node } : {}) };
   }
+  const tlsFiles = [flags.tlsCert, flags.tlsKey, flags.tlsCa].filter((f) => f !== undefined).length;
+  if (tlsFiles !== 0 && tlsFiles !== 3) {
+    io.stderr.write('trellis sidecar: a standalone identity needs all of --tls-cert, --tls-key and --tls-ca\n');
+    return EXIT.usage;
+  }
   const sidecar = new Sidecar({
     ...DEFAULT_SIDECAR_OPTIONS,
     service: flags.service,
@@ -69,6 +77,7 @@ export async function runSidecar(flags: SidecarFlags, io: CliIo): Promise<number
     headerTimeoutMs: flags.headerTimeout,
     accessLog: flags.accessLog === true,
     ...(control ? { control } : {}),
+    ...(tlsFiles === 3 ? { certificateFiles: { cert: flags.tlsCert!, key: flags.tlsKey!, ca: flags.tlsCa! } } : {}),
   });
 
   if (flags.config) {

@@ -22,6 +22,9 @@ export async function runUp(dir: string, opts: { controlPort: number; rate: numb
     );
   }
   for (const t of mesh.traffic) out(`  traffic     ${t.from} → ${t.to.join(', ')}  (${opts.rate} req/s each, through ${t.from}'s sidecar)`);
+  for (const f of mesh.forbidden) out(`  forbidden   ${f.from} → ${f.to} ${f.method} ${f.path}  (its access policy refuses it: expect 403 access_denied)`);
+  const mtls = mesh.instances.some((i) => i.meshed) ? '  identity    sidecars hold certificates from a mesh CA made for this run; calls between them use mTLS' : '';
+  if (mtls) out(mtls);
   out(`Edit a route under ${dir} (weights, say) and watch the shares move. Ctrl-C stops everything.`);
   await untilStopped(() => (out('stopping…'), mesh.stop()));
   out('stopped');

@@ -3,6 +3,7 @@
  *
  *   POST /v1/stream   body: Subscribe        → 200, a long-lived NDJSON stream of ControlMessage
  *   POST /v1/ack      body: Ack              → 204
+ *   POST /v1/certificate  body: CertificateRequest → 200 CertificateResponse
  *
  * Like xDS, a sidecar subscribes with what it holds (its config version and the version of
  * each resource), so the reconciler can answer with just what changed, and keeps no state
@@ -15,6 +16,30 @@ import type { ProxyConfig } from './types.ts';
 
 export const STREAM_PATH = '/v1/stream';
 export const ACK_PATH = '/v1/ack';
+export const CERTIFICATE_PATH = '/v1/certificate';
+
+/**
+ * A sidecar asks the mesh CA for a certificate: a PKCS#10 request over a key it made
+ * itself (the private key never leaves it). The CA decides the identity from the
+ * authenticated service name and the applied revision's trust domain, not from the request.
+ */
+export interface CertificateRequest {
+  readonly service: string;
+  readonly node: string;
+  /** PEM. */
+  readonly csr: string;
+}
+
+export interface CertificateResponse {
+  /** The SPIFFE ID the certificate names. */
+  readonly identity: string;
+  /** The workload certificate, PEM. */
+  readonly certificate: string;
+  /** Roots to trust (PEM each): the CA's own first, then any the operator added for a rollover. */
+  readonly trustBundle: readonly string[];
+  /** ISO 8601. */
+  readonly notAfter: string;
+}
 
 /** What a sidecar sends when it (re)connects. */
 export interface Subscribe {
@@ -34,6 +59,8 @@ export type ControlMessage =
   | { readonly type: 'delta'; readonly revision: string; readonly delta: ConfigDelta }
   /** The service is not (or no longer) in the mesh: keep running on what you have. */
   | { readonly type: 'unknown-service'; readonly revision: string; readonly message: string }
+  /** The roots peers' certificates must chain to; sent first on every stream, so a root rollover reaches sidecars without waiting for renewal. */
+  | { readonly type: 'trust-bundle'; readonly roots: readonly string[] }
   /** Keeps the stream alive through idle periods and proves the reconciler is there. */
   | { readonly type: 'ping' };
 

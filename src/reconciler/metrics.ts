@@ -22,6 +22,7 @@ export class ReconcilerMetrics {
   readonly sourceErrors = new Counter({ name: 'trellis_reconcile_source_errors_total', help: 'Source failures (fetch, read), by kind (transient, permanent)', labelNames: ['kind'] as const, registers: [this.registry] });
   readonly forcePushes = new Counter({ name: 'trellis_reconcile_force_pushes_total', help: 'Times the watched branch was rewritten', registers: [this.registry] });
   readonly unverified = new Counter({ name: 'trellis_reconcile_unverified_commits_total', help: 'Commits not applied because their signature did not verify', registers: [this.registry] });
+  readonly certificates = new Counter({ name: 'trellis_ca_certificates_total', help: 'Certificate requests to the mesh CA, by result (issued, refused)', labelNames: ['result'] as const, registers: [this.registry] });
   readonly appliedInfo = new Gauge({ name: 'trellis_reconcile_applied_info', help: 'The applied revision (value 1, revision in a label)', labelNames: ['revision'] as const, registers: [this.registry] });
 
   constructor() {

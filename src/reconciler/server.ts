@@ -3,6 +3,7 @@
  *
  *   POST /v1/stream    sidecar subscribes (bearer token) → NDJSON stream of config messages
  *   POST /v1/ack       sidecar acknowledges or rejects a version (bearer token) → 204
+ *   POST /v1/certificate  sidecar asks the mesh CA for its certificate (bearer token) → 200 PEM
  *   POST /hooks/git    GitHub-style push webhook (HMAC-SHA256 signature) → 202, fetch now
  *   GET  /status       what is attempted, applied, and where every sidecar stands (JSON)
  *   GET  /metrics      Prometheus text
@@ -10,8 +11,9 @@
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { ACK_PATH, PING_INTERVAL_MS, STREAM_PATH, type Ack, type ControlMessage, type Subscribe } from '../config/control-protocol.ts';
+import { ACK_PATH, CERTIFICATE_PATH, PING_INTERVAL_MS, STREAM_PATH, type Ack, type ControlMessage, type Subscribe } from '../config/control-protocol.ts';
 import { hasBearer, readJsonBody, sendJson, webhookSignatureValid } from '../http/json-server.ts';
+import { MAX_CSR_BYTES, type CertificateIssuer } from './certificates.ts';
 import type { ReconcilerMetrics } from './metrics.ts';
 import type { Reconciler, SidecarRecord } from './reconciler.ts';
 
@@ -27,6 +29,8 @@ export interface ReconcilerServerOptions {
   readonly token: string;
   /** Secret for webhook signatures; webhooks are refused without one. */
   readonly webhookSecret?: string;
+  /** The mesh CA's endpoint; without it sidecars get no certificates (and no trust bundle). */
+  readonly certificates?: CertificateIssuer;
 }
 
 function isSubscribe(v: unknown): v is Subscribe {
@@ -68,6 +72,7 @@ export class ReconcilerServer {
               res.write(line);
               return Buffer.byteLength(line);
             };
+            if (this.#o.certificates) send({ type: 'trust-bundle', roots: this.#o.certificates.trustBundle });
             const record = r.subscribe(body.value, { send, close: () => res.end() });
             const stream = { record, ping: setInterval(() => send({ type: 'ping' }), PING_INTERVAL_MS) };
             this.#streams.add(stream);
@@ -86,6 +91,14 @@ export class ReconcilerServer {
             if (!r.ack(body.value)) return sendJson(res, 404, { error: 'unknown_sidecar', message: 'subscribe before acknowledging' });
             res.writeHead(204).end();
             return;
+          }
+          case `POST ${CERTIFICATE_PATH}`: {
+            if (!hasBearer(req, this.#o.token)) return sendJson(res, 401, { error: 'unauthorized' });
+            if (!this.#o.certificates) return sendJson(res, 404, { error: 'no_ca', message: 'this reconciler runs no certificate authority' });
+            const body = await readJsonBody(req, MAX_CSR_BYTES);
+            if (!body.ok) return sendJson(res, body.status, { error: body.error });
+            const issued = await this.#o.certificates.issue(body.value);
+            return sendJson(res, issued.status, issued.body);
           }
           case 'POST /hooks/git': {
             if (!this.#o.webhookSecret) return sendJson(res, 403, { error: 'webhooks_disabled', message: 'start the reconciler with --webhook-secret-file' });

@@ -6,12 +6,13 @@
  * depends on is unchanged: an endpoint keeps its latency and health while it stays
  * listed, a pool its connections.
  */
-import { Pool } from 'undici';
+import { Pool, type buildConnector } from 'undici';
 import type { ClusterBody, EndpointsBody } from '../config/types.ts';
 import { createPicker, type Picker } from './balancer.ts';
 import { CircuitBreaker } from './breaker.ts';
 import type { Clock, Random } from './clock.ts';
 import { Endpoint } from './endpoint.ts';
+import type { MeshConnector } from './mesh-connector.ts';
 import { OutlierDetector } from './outlier.ts';
 import { RetryBudget } from './retry-budget.ts';
 
@@ -28,13 +29,15 @@ export class Cluster {
   readonly #pools = new Map<string, Pool>();
   readonly #clock: Clock;
   readonly #random: Random;
+  readonly #connect: buildConnector.connector;
 
-  constructor(settings: ClusterBody, endpoints: EndpointsBody, clock: Clock, random: Random) {
+  constructor(settings: ClusterBody, endpoints: EndpointsBody, clock: Clock, random: Random, connector: MeshConnector) {
     this.service = settings.service;
     this.settings = settings;
     this.endpointsBody = endpoints;
     this.#clock = clock;
     this.#random = random;
+    this.#connect = connector.forCluster(() => this.settings);
     this.#applySettings();
     this.#applyEndpoints();
   }
@@ -101,7 +104,8 @@ export class Cluster {
       pool = new Pool(`http://${host}:${port}`, {
         connections: this.settings.circuitBreaker.maxConnections,
         pipelining: 1,
-        connectTimeout: c.connectTimeoutMs,
+        // Plain TCP or mTLS, decided per connection; it applies connectTimeoutMs itself.
+        connect: this.#connect,
         keepAliveTimeout: c.idleTimeoutMs,
         keepAliveMaxTimeout: c.idleTimeoutMs,
         // Per-request timeouts are set on each request; these are the backstops that
@@ -140,10 +144,12 @@ export class ClusterManager {
   readonly #clusters = new Map<string, Cluster>();
   readonly #clock: Clock;
   readonly #random: Random;
+  readonly #connector: MeshConnector;
 
-  constructor(clock: Clock, random: Random) {
+  constructor(clock: Clock, random: Random, connector: MeshConnector) {
     this.#clock = clock;
     this.#random = random;
+    this.#connector = connector;
   }
 
   get(service: string): Cluster | undefined {
@@ -156,7 +162,7 @@ export class ClusterManager {
       const eps = endpoints.get(name)!;
       const existing = this.#clusters.get(name);
       if (existing) existing.update(settings, eps);
-      else this.#clusters.set(name, new Cluster(settings, eps, this.#clock, this.#random));
+      else this.#clusters.set(name, new Cluster(settings, eps, this.#clock, this.#random, this.#connector));
     }
     for (const [name, cluster] of this.#clusters) {
       if (!clusters.has(name)) {

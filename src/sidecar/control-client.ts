@@ -21,6 +21,8 @@ export interface ControlClientOptions {
   readonly store: ConfigStore;
   readonly log: Logger;
   readonly random: Random;
+  /** Called with the trust bundle the reconciler sends first on every stream. */
+  readonly onTrustBundle?: (roots: readonly string[]) => void;
   /** Reconnect backoff: first wait and cap, in ms. */
   readonly minBackoffMs?: number;
   readonly maxBackoffMs?: number;
@@ -130,6 +132,9 @@ export class ControlClient {
     let result: ApplyResult;
     switch (message.type) {
       case 'ping':
+        return false;
+      case 'trust-bundle':
+        this.#o.onTrustBundle?.(message.roots);
         return false;
       case 'unknown-service':
         this.#o.log.warn({ type: 'control_unknown_service', revision: message.revision }, message.message);

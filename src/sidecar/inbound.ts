@@ -1,7 +1,10 @@
 /**
- * The inbound path: calls from other services' sidecars to the local app. The caller's
- * sidecar names the service port in Host (`checkout:80`); the request goes to the app's
- * target port, streamed both ways. Timeouts are the caller's (its sidecar closes the
+ * The inbound path: calls from other services' sidecars to the local app. For each
+ * request, in order: who is calling (the peer's verified SPIFFE ID from the mTLS
+ * handshake, see mesh-listener.ts; nobody for plaintext) → the path in its one canonical
+ * spelling (config/normalize-path.ts) → the access decision (config/access.ts) → the
+ * app's target port for the service port named in Host (`checkout:80`), with the
+ * normalised path, streamed both ways. Timeouts are the caller's (its sidecar closes the
  * connection when its deadline passes, and that aborts the call here).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -12,7 +15,10 @@ import type { ConfigStore } from './config-store.ts';
 import type { ProxyErrorCode } from './errors.ts';
 import { addForwardingHeaders, endToEndHeaders } from './headers.ts';
 import type { SidecarMetrics } from './metrics.ts';
-import { CALLER_HEADER } from './outbound.ts';
+import { CALLER_HEADER, PEER_IDENTITY_HEADER } from './outbound.ts';
+import { decideAccess } from '../config/access.ts';
+import { normalizePath } from '../config/normalize-path.ts';
+import { peerOf } from './mesh-listener.ts';
 import { relayResponse, sendAttempt } from './upstream.ts';
 import { RequestRecord } from './request-record.ts';
 
@@ -32,9 +38,8 @@ export interface InboundDeps {
   readonly draining: () => boolean;
 }
 
-const SERVICE_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
-/** The caller header stops here: the app gets the request without it. */
-const CALLER_ONLY: ReadonlySet<string> = new Set([CALLER_HEADER]);
+/** Mesh headers stop here: the app gets only what this sidecar verified. */
+const MESH_ONLY: ReadonlySet<string> = new Set([CALLER_HEADER, PEER_IDENTITY_HEADER]);
 
 export interface InboundHandler {
   (req: IncomingMessage, res: ServerResponse): void;
@@ -56,8 +61,8 @@ export function createInboundHandler(deps: InboundDeps): InboundHandler {
 
   const handler = ((req: IncomingMessage, res: ServerResponse) => {
     const snap = deps.store.current;
-    const claimed = req.headers[CALLER_HEADER];
-    const caller = typeof claimed === 'string' && SERVICE_NAME.test(claimed) ? claimed : 'unknown';
+    const peer = peerOf(req.socket);
+    const caller = peer.identity === null ? 'unauthenticated' : peer.identity.slice(peer.identity.lastIndexOf('/') + 1);
     const record = new RequestRecord(deps, req, 'inbound', { source: caller, destination: snap?.service ?? 'unknown', route: 'inbound' });
     const fail = (code: ProxyErrorCode) => record.fail(res, code);
     if (!snap) return fail('not_ready');
@@ -65,19 +70,35 @@ export function createInboundHandler(deps: InboundDeps): InboundHandler {
       res.setHeader('connection', 'close');
       return fail('shutting_down');
     }
+    // A connection accepted in permissive mode may outlive a switch to strict.
+    if (peer.transport === 'plaintext' && snap.inbound.mtls.mode === 'strict') return fail('mtls_required');
+    const target = req.url ?? '/';
+    const q = target.indexOf('?');
+    const normalized = normalizePath(q < 0 ? target : target.slice(0, q));
+    if (!normalized.ok) return fail('bad_request');
+    const method = req.method ?? 'GET';
+    const decision = decideAccess(snap.inbound.access, peer.identity, method, normalized.path);
+    const reason = decision.policy ?? (snap.inbound.access.default === 'policy' ? 'no_matching_rule' : `default_${snap.inbound.access.default}`);
+    deps.metrics.accessDecisions.inc({ result: decision.audited ? 'audited' : decision.allowed ? 'allowed' : 'denied', reason });
+    if (!decision.allowed || decision.audited) {
+      deps.log[decision.audited ? 'warn' : 'info']({ type: decision.audited ? 'access_audited' : 'access_denied', caller: peer.identity, method, path: normalized.path, reason: decision.reason }, decision.audited ? 'call would be denied (audit mode lets it through)' : 'call denied');
+      if (!decision.allowed) return fail('access_denied');
+    }
     const host = req.headers.host ?? '';
     const colon = host.lastIndexOf(':');
     const asked = colon >= 0 ? Number(host.slice(colon + 1)) : undefined;
     const port = snap.inbound.ports.find((p) => p.port === asked) ?? snap.inbound.ports[0]!;
-    const headers = endToEndHeaders(req.headers, CALLER_ONLY);
+    const headers = endToEndHeaders(req.headers, MESH_ONLY);
     addForwardingHeaders(headers, req.socket.remoteAddress, host);
+    if (peer.identity !== null) headers[PEER_IDENTITY_HEADER] = peer.identity;
+    const path = q < 0 ? normalized.path : normalized.path + target.slice(q);
     const controller = new AbortController();
     const onClose = () => {
       if (!res.writableFinished) controller.abort();
     };
     res.on('close', onClose);
     const body = req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined ? undefined : req;
-    void sendAttempt(poolFor(deps.app.port ?? port.targetPort), { method: req.method ?? 'GET', path: req.url ?? '/', headers, body, timeoutMs: 0, signal: controller.signal })
+    void sendAttempt(poolFor(deps.app.port ?? port.targetPort), { method, path, headers, body, timeoutMs: 0, signal: controller.signal })
       .then(async (result) => {
         if (!result.ok) {
           if (result.failure === 'aborted') return record.done(499);

@@ -78,6 +78,36 @@ export class SidecarMetrics {
     registers: [this.registry],
   });
 
+  readonly accessDecisions = new Counter({
+    name: 'trellis_access_decisions_total',
+    help: 'Inbound access decisions, by result (allowed, denied, audited: would be denied, let through in audit mode) and reason (the admitting policy, no_matching_rule, or default_<mesh default>)',
+    labelNames: ['result', 'reason'] as const,
+    registers: [this.registry],
+  });
+  readonly inboundConnections = new Counter({
+    name: 'trellis_inbound_connections_total',
+    help: 'Connections accepted on the inbound port, by transport (mtls, plaintext)',
+    labelNames: ['transport'] as const,
+    registers: [this.registry],
+  });
+  readonly tlsFailures = new Counter({
+    name: 'trellis_tls_failures_total',
+    help: 'mTLS connections refused, by direction (inbound, outbound) and reason (plaintext_refused, untrusted_certificate, expired_certificate, no_client_certificate, bad_identity, other_trust_domain, identity_mismatch, no_identity, handshake_failed)',
+    labelNames: ['direction', 'reason'] as const,
+    registers: [this.registry],
+  });
+  readonly certificateExpiry = new Gauge({
+    name: 'trellis_certificate_expiry_timestamp_seconds',
+    help: "When this sidecar's workload certificate expires (Unix seconds)",
+    registers: [this.registry],
+  });
+  readonly certificateRenewals = new Counter({
+    name: 'trellis_certificate_renewals_total',
+    help: 'Certificate requests to the mesh CA, by result (ok, failed)',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'trellis_' });
   }

@@ -24,12 +24,18 @@ import { relayResponse, sendAttempt, sendProxyError, type AttemptResult } from '
 import { RequestRecord } from './request-record.ts';
 import { readBody } from '../http/json-server.ts';
 
-/** Header naming the calling service to the destination's sidecar (verified by mTLS once identity lands). */
+/**
+ * A header older sidecars sent to name the caller. Callers are identified only by their
+ * mTLS certificate now; whatever arrives under this name is dropped on both sides, so no
+ * app or sidecar mistakes a claim for an identity.
+ */
 export const CALLER_HEADER = 'x-trellis-caller';
+/** Set by the destination sidecar for the app: the caller's verified SPIFFE ID (absent for unauthenticated callers). */
+export const PEER_IDENTITY_HEADER = 'x-trellis-peer-identity';
 /** Marks mirrored copies, so backends can tell them from real traffic. */
 export const MIRROR_HEADER = 'x-trellis-mirror';
 /** Headers only sidecars may set: whatever an app sends under these names is dropped. */
-const MESH_HEADERS: ReadonlySet<string> = new Set([CALLER_HEADER, MIRROR_HEADER]);
+const MESH_HEADERS: ReadonlySet<string> = new Set([CALLER_HEADER, MIRROR_HEADER, PEER_IDENTITY_HEADER]);
 /** Mirrors in flight at once per sidecar; beyond it copies are skipped, so mirroring never builds a queue. */
 const MAX_MIRRORS_IN_FLIGHT = 64;
 
@@ -100,7 +106,6 @@ export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage
       if (!cluster || !ep) continue;
       const port = f.backend.port ?? callerPort;
       const copy: Record<string, string | string[]> = { ...headers, host: hostFor(cluster, ep.address, port), [MIRROR_HEADER]: '1' };
-      if (cluster.settings.meshed) copy[CALLER_HEADER] = snap.service;
       mirrorsInFlight++;
       const controller = new AbortController();
       const timer = setTimeout(() => controller.abort(), 10_000);
@@ -169,7 +174,6 @@ export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage
         if (f.hostname !== null) rewriteHost = f.hostname;
       }
     }
-    if (cluster.settings.meshed) headers[CALLER_HEADER] = snap.service;
     const pathAndQuery = target.query ? `${path}?${target.query}` : path;
 
     void forward({ req, res, snap, rule, cluster, method, pathAndQuery, headers, backendPort, rewriteHost, responseModifiers, mirrors, started: record.started })
@@ -264,7 +268,9 @@ export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage
         const tryTimedOut = !result.ok && result.failure === 'aborted' && !timedOut && trySignal !== controller.signal && (trySignal.reason as Error | undefined)?.name === 'TimeoutError';
         const clientGone = !result.ok && result.failure === 'aborted' && !timedOut && !tryTimedOut;
         const failure = result.ok ? undefined : timedOut || tryTimedOut ? 'request_timeout' : result.failure;
-        const outcome: OutlierOutcome | undefined = result.ok ? outcomeOfStatus(result.statusCode) : clientGone ? undefined : failure === 'connect_failure' ? 'connect-failure' : 'gateway-error';
+        // A refused TLS handshake, like a refused connection, means nothing reached the app.
+        const notSent = failure === 'connect_failure' || failure === 'tls_failure';
+        const outcome: OutlierOutcome | undefined = result.ok ? outcomeOfStatus(result.statusCode) : clientGone ? undefined : notSent ? 'connect-failure' : 'gateway-error';
         const finish = () => {
           cluster.picker.onFinish(ep, rtt, outcome === 'success');
           if (outcome && cluster.outlier.record(ep, outcome, cluster.endpoints)) {
@@ -282,7 +288,7 @@ export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage
           attempt <= rule.retry.attempts &&
           (result.ok
             ? rule.retry.codes.includes(result.statusCode) && retrySafe
-            : failure === 'connect_failure' || (failure === 'upstream_reset' && retrySafe) || (failure === 'request_timeout' && retrySafe && rule.retry.codes.includes(504)));
+            : notSent || (failure === 'upstream_reset' && retrySafe) || (failure === 'request_timeout' && retrySafe && rule.retry.codes.includes(504)));
         if (retryable && cluster.budget.tryRetry()) {
           if (result.ok) await result.body.dump().catch(() => undefined);
           finish();
@@ -299,7 +305,7 @@ export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage
         if (!result.ok) {
           finish();
           if (clientGone) return { status: 499, flags: 'client_closed' };
-          const code: ProxyErrorCode = failure === 'connect_failure' ? 'connect_failure' : failure === 'request_timeout' ? 'request_timeout' : 'upstream_reset';
+          const code: ProxyErrorCode = failure === 'connect_failure' || failure === 'tls_failure' || failure === 'request_timeout' ? failure : 'upstream_reset';
           return { status: sendProxyError(res, code), flags: code };
         }
         try {

@@ -19,6 +19,10 @@ import { createInboundHandler, type AppAddress, type InboundHandler } from './in
 import { SidecarMetrics } from './metrics.ts';
 import { createOutboundHandler } from './outbound.ts';
 import { ControlClient } from './control-client.ts';
+import { CertificateClient, loadStoredCredential, watchCredentialFiles, type CredentialFiles } from './certificates.ts';
+import { SidecarIdentity } from './identity.ts';
+import { MeshConnector } from './mesh-connector.ts';
+import { MeshListener } from './mesh-listener.ts';
 
 export interface ListenAddress {
   readonly host: string;
@@ -42,8 +46,10 @@ export interface SidecarOptions {
   readonly headerTimeoutMs: number;
   readonly maxRetryBodyBytes: number;
   readonly accessLog: boolean;
-  /** Subscribe to a reconciler for configs (needs `service`). */
+  /** Subscribe to a reconciler for configs and certificates (needs `service`). */
   readonly control?: { readonly url: string; readonly token: string; readonly node?: string };
+  /** Standalone identity: certificate, key and CA files, reloaded on change (instead of certificates from the reconciler). */
+  readonly certificateFiles?: CredentialFiles;
   readonly logger?: Logger;
   readonly clock?: Clock;
   readonly random?: Random;
@@ -86,13 +92,31 @@ export class Sidecar {
   #idle: (() => void) | undefined;
   readonly #servers: Server[] = [];
   #inbound: InboundHandler | undefined;
+  #meshListener: MeshListener | undefined;
   #control: ControlClient | undefined;
+  #certificates: CertificateClient | undefined;
+  #certificateFiles: { close(): Promise<void> } | undefined;
+  /** This sidecar's certificate and trust bundle (empty until one is obtained). */
+  readonly identity: SidecarIdentity;
 
   constructor(options: SidecarOptions) {
     this.#options = options;
     this.log = options.logger ?? pino({ base: { component: 'sidecar', service: options.service } });
     const clock = options.clock ?? systemClock;
-    this.clusters = new ClusterManager(clock, options.random ?? systemRandom);
+    this.identity = new SidecarIdentity(options.service);
+    this.identity.onChange((c) => {
+      this.metrics.certificateExpiry.set(c.notAfter / 1000);
+      this.log.info({ type: 'identity_changed', identity: c.identity, serial: c.serialNumber, notAfter: new Date(c.notAfter).toISOString(), roots: c.trustBundle.length }, 'workload certificate in use');
+    });
+    const connector = new MeshConnector({
+      credential: () => this.identity.current,
+      mode: () => this.store.current?.inbound.mtls.mode,
+      onRefused: (reason, detail) => {
+        this.metrics.tlsFailures.inc({ direction: 'outbound', reason });
+        this.log.warn({ type: 'tls_refused', direction: 'outbound', reason, detail }, 'mTLS connection to a backend refused');
+      },
+    });
+    this.clusters = new ClusterManager(clock, options.random ?? systemRandom, connector);
     this.store = new ConfigStore({
       service: options.service,
       stateFile: options.stateDir ? join(options.stateDir, 'config.json') : undefined,
@@ -116,9 +140,10 @@ export class Sidecar {
     return this.#control?.connected ?? false;
   }
 
-  /** Ready: a config runs and shutdown has not begun. */
+  /** Ready: a config runs, shutdown has not begun, and in a strict-mTLS mesh the sidecar has its certificate. */
   get ready(): boolean {
-    return !this.#draining && this.store.current !== undefined;
+    const snap = this.store.current;
+    return !this.#draining && snap !== undefined && (snap.inbound.mtls.mode !== 'strict' || this.identity.current !== undefined);
   }
 
   /** Counts requests in flight, so shutdown knows when it may close. */
@@ -133,7 +158,7 @@ export class Sidecar {
     };
   }
 
-  #listen(handler: (req: IncomingMessage, res: ServerResponse) => void, at: ListenAddress): Promise<AddressInfo> {
+  #httpServer(handler: (req: IncomingMessage, res: ServerResponse) => void): Server {
     const server = createServer(
       {
         headersTimeout: this.#options.headerTimeoutMs,
@@ -147,6 +172,11 @@ export class Sidecar {
     );
     server.on('clientError', onClientError);
     this.#servers.push(server);
+    return server;
+  }
+
+  #listen(handler: (req: IncomingMessage, res: ServerResponse) => void, at: ListenAddress): Promise<AddressInfo> {
+    const server = this.#httpServer(handler);
     return new Promise((resolve, reject) => {
       server.once('error', reject);
       server.listen(at.port, at.host, () => resolve(server.address() as AddressInfo));
@@ -171,14 +201,50 @@ export class Sidecar {
     });
     this.#inbound = createInboundHandler({ store: this.store, metrics: this.metrics, log: this.log, clock, app: o.app, accessLog: o.accessLog, draining });
     const admin = createAdminHandler({ store: this.store, metrics: this.metrics, token: o.adminToken, ready: () => this.ready });
-    const addresses = {
-      outbound: await this.#listen(this.#track(outbound), o.outbound),
-      inbound: await this.#listen(this.#track(this.#inbound), o.inbound),
-      admin: await this.#listen(admin, o.admin),
-    };
+    const outboundAddress = await this.#listen(this.#track(outbound), o.outbound);
+    const inboundHttp = this.#httpServer(this.#track(this.#inbound));
+    this.#meshListener = new MeshListener({
+      http: inboundHttp,
+      mode: () => this.store.current?.inbound.mtls.mode,
+      trustDomain: () => this.store.current?.inbound.trustDomain,
+      credential: () => this.identity.current,
+      handshakeTimeoutMs: o.headerTimeoutMs,
+      onConnection: (transport) => this.metrics.inboundConnections.inc({ transport }),
+      onRefused: (reason, detail) => {
+        this.metrics.tlsFailures.inc({ direction: 'inbound', reason });
+        this.log.warn({ type: 'tls_refused', direction: 'inbound', reason, detail }, 'inbound connection refused');
+      },
+    });
+    const inboundAddress = await this.#meshListener.listen(o.inbound.port, o.inbound.host);
+    // The HTTP server is handed connections rather than listening itself; this starts its
+    // header-timeout checks, which Node otherwise begins on 'listening'.
+    inboundHttp.emit('listening');
+    const addresses = { outbound: outboundAddress, inbound: inboundAddress, admin: await this.#listen(admin, o.admin) };
     this.log.info({ type: 'listening', outbound: addresses.outbound.port, inbound: addresses.inbound.port, admin: addresses.admin.port }, 'sidecar listening');
+    if (o.certificateFiles) {
+      const watched = await watchCredentialFiles(o.certificateFiles, this.identity, this.log);
+      this.#certificateFiles = watched;
+      if (!watched.first.ok) this.log.error({ type: 'certificate_invalid', reason: watched.first.reason }, 'the certificate files do not make a valid identity; mTLS calls fail until they do');
+    }
     if (o.control) {
       if (!o.service) throw new Error('a sidecar that subscribes to a reconciler needs its service name');
+      if (!o.certificateFiles) {
+        // The stored certificate serves until the CA answers (or while it cannot be reached).
+        const stored = o.stateDir ? loadStoredCredential(o.stateDir) : undefined;
+        if (stored) this.identity.offer(stored);
+        this.#certificates = new CertificateClient({
+          url: o.control.url,
+          token: o.control.token,
+          service: o.service,
+          node: o.control.node ?? `${hostname()}:${addresses.inbound.port}`,
+          identity: this.identity,
+          log: this.log,
+          random: o.random ?? systemRandom,
+          metrics: this.metrics,
+          ...(o.stateDir ? { stateDir: o.stateDir } : {}),
+        });
+        this.#certificates.start();
+      }
       this.#control = new ControlClient({
         url: o.control.url,
         token: o.control.token,
@@ -187,6 +253,10 @@ export class Sidecar {
         store: this.store,
         log: this.log,
         random: o.random ?? systemRandom,
+        onTrustBundle: (roots) => {
+          const result = this.identity.offerTrustBundle(roots);
+          if (!result.ok && this.identity.current) this.log.warn({ type: 'trust_bundle_refused', reason: result.reason }, 'trust bundle from the reconciler refused');
+        },
       });
       this.#control.start();
     }
@@ -199,6 +269,9 @@ export class Sidecar {
     this.#draining = true;
     this.log.info({ type: 'draining', inFlight: this.#inFlight, timeoutMs: this.#options.drainTimeoutMs }, 'draining');
     await this.#control?.stop();
+    await this.#certificates?.stop();
+    await this.#certificateFiles?.close();
+    const closingListener = this.#meshListener?.close();
     const [outbound, inbound, admin] = this.#servers;
     const closed = [outbound, inbound].map((s) => s && new Promise<void>((r) => s.close(() => r())));
     outbound?.closeIdleConnections();
@@ -215,6 +288,7 @@ export class Sidecar {
     outbound?.closeAllConnections();
     inbound?.closeAllConnections();
     await Promise.all(closed);
+    await closingListener;
     await this.clusters.close(true);
     await this.#inbound?.close();
     admin?.closeAllConnections();

@@ -8,9 +8,10 @@ import type { Dispatcher, Pool } from 'undici';
 import type { CompiledHeaderModifier } from '../config/types.ts';
 import { ERROR_HEADER, OVERLOAD_HEADER, PROXY_ERRORS, type ProxyErrorCode } from './errors.ts';
 import { applyHeaderModifier, endToEndHeaders } from './headers.ts';
+import { isTlsErrorCode } from './mesh-connector.ts';
 
 /** Why an attempt produced no response. */
-export type AttemptFailure = 'connect_failure' | 'upstream_reset' | 'request_timeout' | 'aborted';
+export type AttemptFailure = 'connect_failure' | 'tls_failure' | 'upstream_reset' | 'request_timeout' | 'aborted';
 
 export type AttemptResult =
   | { readonly ok: true; readonly statusCode: number; readonly headers: Record<string, string | string[] | undefined>; readonly body: Dispatcher.ResponseData['body'] }
@@ -23,6 +24,7 @@ export function classifyFailure(err: unknown): AttemptFailure {
   const e = err as { code?: string; name?: string; cause?: { code?: string } };
   const code = e.code ?? e.cause?.code;
   if (code !== undefined && CONNECT_ERRORS.has(code)) return 'connect_failure';
+  if (isTlsErrorCode(code)) return 'tls_failure';
   if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') return 'request_timeout';
   if (e.name === 'AbortError' || code === 'UND_ERR_ABORTED' || code === 'ABORT_ERR') return 'aborted';
   return 'upstream_reset';

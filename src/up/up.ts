@@ -4,7 +4,11 @@
  * instance (listening on the instance's endpoint port from the spec), a small demo app
  * behind each, and a light traffic generator that calls, from each entry service, every
  * service it may call, and tallies which backend answered. Editing a route in the folder
- * changes the tallies within a second. Everything stops on `stop()`.
+ * changes the tallies within a second. The reconciler runs a mesh CA made for the run,
+ * so sidecars talk mTLS with certificates it issues (in a strict mesh, traffic starts once
+ * every sidecar has one). Besides the allowed calls, each entry service sends a few calls
+ * that the access policies forbid (found with the sidecars' own decision function), so
+ * the tally shows them refused with 403. Everything stops on `stop()`.
  */
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
@@ -12,7 +16,11 @@ import type { AddressInfo } from 'node:net';
 import { pino, type Logger } from 'pino';
 import { Agent, request } from 'undici';
 import { compileDir } from '../compiler/compile.ts';
-import type { ProxyConfig } from '../config/types.ts';
+import { decideAccess } from '../config/access.ts';
+import type { InboundBody, ProxyConfig } from '../config/types.ts';
+import { DEFAULT_CERT_TTL_MS, MeshCertificateAuthority } from '../identity/ca.ts';
+import { spiffeId } from '../identity/spiffe.ts';
+import { CertificateIssuer } from '../reconciler/certificates.ts';
 import { FolderSource } from '../reconciler/folder-source.ts';
 import { ReconcilerMetrics } from '../reconciler/metrics.ts';
 import { Reconciler } from '../reconciler/reconciler.ts';
@@ -45,6 +53,8 @@ export interface RunningMesh {
   readonly instances: readonly StartedInstance[];
   /** Entry services and the services each calls. */
   readonly traffic: ReadonlyArray<{ readonly from: string; readonly to: readonly string[] }>;
+  /** Calls the traffic includes that access policy forbids (each should get 403). */
+  readonly forbidden: readonly ForbiddenCall[];
   stop(): Promise<void>;
 }
 
@@ -61,6 +71,41 @@ async function startDemoApp(service: string, instance: string, host: string, por
     server.listen(port, host, () => resolve());
   });
   return server;
+}
+
+/** A call from an entry service that its destination's access rules refuse. */
+export interface ForbiddenCall {
+  readonly from: string;
+  readonly to: string;
+  readonly method: string;
+  readonly path: string;
+}
+
+const PROBE_METHODS = ['DELETE', 'POST', 'PUT', 'GET'] as const;
+const PROBE_PATHS = ['/admin', '/'] as const;
+/** At most this many forbidden calls join the traffic, to keep the tally short. */
+const MAX_FORBIDDEN = 2;
+
+/** Calls entries may route to but that the destination's inbound access rules deny. */
+export function findForbiddenCalls(traffic: ReadonlyArray<{ from: string; to: readonly string[] }>, configs: ReadonlyMap<string, ProxyConfig>): ForbiddenCall[] {
+  const found: ForbiddenCall[] = [];
+  for (const { from, to } of traffic) {
+    for (const dest of to) {
+      const inbound = configs.get(dest)?.resources.find((r) => r.name === 'inbound')?.body as InboundBody | undefined;
+      if (!inbound || inbound.mtls.mode === 'off') continue;
+      const caller = spiffeId(inbound.trustDomain, from);
+      outer: for (const method of PROBE_METHODS) {
+        for (const path of PROBE_PATHS) {
+          if (!decideAccess(inbound.access, caller, method, path).allowed) {
+            found.push({ from, to: dest, method, path });
+            break outer;
+          }
+        }
+      }
+      if (found.length >= MAX_FORBIDDEN) return found;
+    }
+  }
+  return found;
 }
 
 /** Services a config may call (its route resources). */
@@ -83,7 +128,10 @@ export async function up(options: UpOptions): Promise<RunningMesh> {
     const token = randomBytes(24).toString('hex');
     const metrics = new ReconcilerMetrics();
     const reconciler = new Reconciler({ source: new FolderSource({ dir: options.dir }), log: log.child({ component: 'reconciler' }), metrics });
-    const server = new ReconcilerServer({ reconciler, metrics, token });
+    // A CA for this run only: its key lives in memory and dies with the process.
+    const ca = await MeshCertificateAuthority.generate('trellis up');
+    const certificates = new CertificateIssuer({ ca, ttlMs: DEFAULT_CERT_TTL_MS, reconciler, metrics, log: log.child({ component: 'ca' }) });
+    const server = new ReconcilerServer({ reconciler, metrics, token, certificates });
     const address = await server.listen('127.0.0.1', options.controlPort);
     cleanups.push(() => server.close());
     await reconciler.start();
@@ -130,10 +178,15 @@ export async function up(options: UpOptions): Promise<RunningMesh> {
     let entries = [...compiled.mesh.configs.keys()].filter((n) => !called.has(n) && sidecars.has(n));
     if (entries.length === 0) entries = [...sidecars.keys()].slice(0, 1);
     const traffic = entries.map((from) => ({ from, to: callees(compiled.mesh!.configs.get(from)!) }));
+    const forbidden = findForbiddenCalls(traffic, compiled.mesh.configs);
 
-    const stopTraffic = startTraffic(traffic, sidecars, instances, options);
+    // Bounded: certificates come from the in-process CA within milliseconds.
+    const all = [...sidecars.values()].flat();
+    for (const deadline = Date.now() + 10_000; Date.now() < deadline && !all.every((s) => s.ready); ) await new Promise((r) => setTimeout(r, 20));
+
+    const stopTraffic = startTraffic(traffic, forbidden, sidecars, instances, options);
     cleanups.push(stopTraffic);
-    return { controlUrl, instances, traffic, stop };
+    return { controlUrl, instances, traffic, forbidden, stop };
   } catch (err) {
     await stop();
     throw err;
@@ -146,6 +199,7 @@ export async function up(options: UpOptions): Promise<RunningMesh> {
  */
 function startTraffic(
   traffic: ReadonlyArray<{ from: string; to: readonly string[] }>,
+  forbidden: readonly ForbiddenCall[],
   sidecars: ReadonlyMap<string, Sidecar[]>,
   instances: readonly StartedInstance[],
   options: UpOptions,
@@ -154,12 +208,15 @@ function startTraffic(
   const tallies = new Map<string, Map<string, number>>();
   let stopped = false;
   const outboundOf = (service: string) => instances.find((i) => i.service === service && i.outbound !== null)!.outbound!;
+  const calls = [
+    ...traffic.flatMap(({ from, to }) => to.map((dest) => ({ from, to: dest, method: 'GET', path: '/', key: `${from} → ${dest}` }))),
+    ...forbidden.map((f) => ({ ...f, key: `${f.from} → ${f.to} ${f.method} ${f.path} (forbidden)` })),
+  ];
   const tick = setInterval(() => {
-    for (const { from, to } of traffic) {
+    for (const { from, to: dest, method, path, key } of calls) {
       if (!sidecars.has(from)) continue;
-      for (const dest of to) {
-        const key = `${from} → ${dest}`;
-        void request(`http://127.0.0.1:${outboundOf(from)}/`, { headers: { host: dest }, dispatcher: agent, headersTimeout: 5000, bodyTimeout: 5000 })
+      {
+        void request(`http://127.0.0.1:${outboundOf(from)}${path}`, { method, headers: { host: dest }, dispatcher: agent, headersTimeout: 5000, bodyTimeout: 5000 })
           .then(async (res) => {
             const who = res.statusCode === 200 ? ((await res.body.json()) as { service: string }).service : `${res.statusCode} ${String(res.headers['x-trellis-error'] ?? '')}`.trim();
             if (res.statusCode !== 200) await res.body.dump();

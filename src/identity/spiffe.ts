@@ -1,0 +1,32 @@
+/**
+ * SPIFFE identities of mesh services: `spiffe://<trust domain>/svc/<service>`, carried as
+ * the single URI subject-alternative name of an X.509 certificate (an X.509-SVID).
+ */
+
+/** The SPIFFE ID of a service in a trust domain. */
+export function spiffeId(trustDomain: string, service: string): string {
+  return `spiffe://${trustDomain}/svc/${service}`;
+}
+
+const SERVICE_ID = /^spiffe:\/\/([a-z0-9._-]+)\/svc\/([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)$/;
+
+/** The trust domain and service of a service SPIFFE ID; null for anything else. */
+export function parseSpiffeId(id: string): { readonly trustDomain: string; readonly service: string } | null {
+  const m = SERVICE_ID.exec(id);
+  return m ? { trustDomain: m[1]!, service: m[2]! } : null;
+}
+
+/**
+ * The SPIFFE ID in a certificate's subject-alternative names as Node renders them
+ * (`subjectaltname`: `URI:spiffe://…, DNS:…`). An X.509-SVID has exactly one URI SAN;
+ * a certificate with none, or several, names no identity (null).
+ */
+export function spiffeIdOfAltNames(subjectaltname: string | undefined): string | null {
+  if (!subjectaltname) return null;
+  // Node quotes names holding separators as JSON strings; a valid SPIFFE ID never needs it,
+  // so a quoted URI is not a usable identity.
+  const uris = subjectaltname.split(', ').filter((n) => n.startsWith('URI:'));
+  if (uris.length !== 1) return null;
+  const uri = uris[0]!.slice(4);
+  return uri.startsWith('spiffe://') ? uri : null;
+}

@@ -1,0 +1,187 @@
+/**
+ * Where a sidecar's certificate comes from, two ways:
+ *
+ * - `CertificateClient`: from the reconciler's mesh CA over the authenticated control
+ *   connection. The sidecar makes a fresh key pair and sends a certificate request; it
+ *   renews at about half of each certificate's remaining life (with jitter, so a mesh
+ *   started together does not renew together), retries with backoff while the CA is away,
+ *   and keeps serving on the certificate it has until it expires.
+ * - `watchCredentialFiles`: standalone, from certificate, key and CA files on disk
+ *   (cert-manager, Vault, `trellis ca issue`), reloaded whenever one of them changes.
+ *
+ * Either way the credential goes through `SidecarIdentity.offer` (validate → swap), and the
+ * last accepted one is kept in the state folder (key 0600) for a restart while the
+ * reconciler is unreachable.
+ */
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import chokidar from 'chokidar';
+import type { Logger } from 'pino';
+import { Agent, request } from 'undici';
+import { CERTIFICATE_PATH, type CertificateRequest, type CertificateResponse } from '../config/control-protocol.ts';
+import { splitPemCertificates } from '../identity/ca.ts';
+import { createCertificateRequest, generateKeyPair, privateKeyPem } from '../identity/keys.ts';
+import type { Random } from './clock.ts';
+import type { Credential, SidecarIdentity } from './identity.ts';
+import type { SidecarMetrics } from './metrics.ts';
+
+/** Share of a certificate's remaining life after which it is renewed (± RENEW_JITTER). */
+const RENEW_AT = 0.5;
+const RENEW_JITTER = 0.1;
+
+/** Writes a file atomically with `mode` (a reader sees the old file or the new one, never half). */
+function writeFileAtomic(path: string, data: string, mode: number): void {
+  const tmp = `${path}.${process.pid}.tmp`;
+  writeFileSync(tmp, data, { mode });
+  chmodSync(tmp, mode);
+  renameSync(tmp, path);
+}
+
+/** Keeps the last accepted credential in `<stateDir>/identity/`: the key 0600, certificate and bundle 0644. */
+export function storeCredential(stateDir: string, c: Credential): void {
+  const dir = join(stateDir, 'identity');
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  writeFileAtomic(join(dir, 'key.pem'), c.privateKeyPem, 0o600);
+  writeFileAtomic(join(dir, 'cert.pem'), c.certificatePem, 0o644);
+  writeFileAtomic(join(dir, 'bundle.pem'), c.trustBundle.join(''), 0o644);
+}
+
+/** The stored credential's files, or undefined when there are none. */
+export function loadStoredCredential(stateDir: string): { certificatePem: string; privateKeyPem: string; trustBundle: string[] } | undefined {
+  const dir = join(stateDir, 'identity');
+  if (!existsSync(join(dir, 'key.pem'))) return undefined;
+  try {
+    return {
+      privateKeyPem: readFileSync(join(dir, 'key.pem'), 'utf8'),
+      certificatePem: readFileSync(join(dir, 'cert.pem'), 'utf8'),
+      trustBundle: splitPemCertificates(readFileSync(join(dir, 'bundle.pem'), 'utf8')),
+    };
+  } catch {
+    return undefined;
+  }
+}
+
+export interface CertificateClientOptions {
+  readonly url: string;
+  readonly token: string;
+  readonly service: string;
+  readonly node: string;
+  readonly identity: SidecarIdentity;
+  readonly log: Logger;
+  readonly random: Random;
+  readonly metrics: SidecarMetrics;
+  readonly stateDir?: string;
+  /** Retry backoff while the CA cannot be reached: first wait and cap, in ms. */
+  readonly minBackoffMs?: number;
+  readonly maxBackoffMs?: number;
+}
+
+export class CertificateClient {
+  readonly #o: CertificateClientOptions;
+  readonly #agent = new Agent({ keepAliveTimeout: 10_000 });
+  readonly #controller = new AbortController();
+  #loop: Promise<void> | undefined;
+  /** Epoch ms at which the current certificate is renewed; 0 asks for one at once. */
+  #renewAt = 0;
+
+  constructor(options: CertificateClientOptions) {
+    this.#o = options;
+  }
+
+  start(): void {
+    this.#loop ??= this.#run();
+  }
+
+  async stop(): Promise<void> {
+    this.#controller.abort();
+    await this.#loop;
+    await this.#agent.close();
+  }
+
+  #wait(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.#controller.signal.aborted) return resolve();
+      const timer = setTimeout(resolve, Math.max(0, ms));
+      this.#controller.signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+    });
+  }
+
+  async #run(): Promise<void> {
+    let failures = 0;
+    while (!this.#controller.signal.aborted) {
+      await this.#wait(this.#renewAt - Date.now());
+      if (this.#controller.signal.aborted) return;
+      try {
+        const c = await this.#obtain();
+        failures = 0;
+        const now = Date.now();
+        this.#renewAt = now + (c.notAfter - now) * (RENEW_AT + RENEW_JITTER * (2 * this.#o.random() - 1));
+        this.#o.metrics.certificateRenewals.inc({ result: 'ok' });
+        this.#o.log.info({ type: 'certificate_renewed', identity: c.identity, serial: c.serialNumber, notAfter: new Date(c.notAfter).toISOString(), renewAt: new Date(this.#renewAt).toISOString() }, 'certificate obtained from the mesh CA');
+      } catch (err) {
+        if (this.#controller.signal.aborted) return;
+        failures++;
+        this.#o.metrics.certificateRenewals.inc({ result: 'failed' });
+        const current = this.#o.identity.current;
+        const step = Math.min(this.#o.maxBackoffMs ?? 30_000, (this.#o.minBackoffMs ?? 500) * 2 ** Math.min(failures - 1, 16));
+        // Never wait past a fifth of what the current certificate has left.
+        const cap = current ? Math.max(100, (current.notAfter - Date.now()) / 5) : step;
+        this.#renewAt = Date.now() + Math.min(step, cap) * (0.5 + this.#o.random() / 2);
+        this.#o.log.warn({ type: 'certificate_renewal_failed', error: (err as Error).message, failures, expiresAt: current ? new Date(current.notAfter).toISOString() : null }, 'could not get a certificate from the mesh CA; retrying');
+      }
+    }
+  }
+
+  /** One request to the CA with a fresh key; the credential is validated and swapped in. */
+  async #obtain(): Promise<Credential> {
+    const keys = await generateKeyPair();
+    const body: CertificateRequest = { service: this.#o.service, node: this.#o.node, csr: await createCertificateRequest(keys, this.#o.service) };
+    const res = await request(new URL(CERTIFICATE_PATH, this.#o.url), {
+      method: 'POST',
+      headers: { authorization: `Bearer ${this.#o.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+      dispatcher: this.#agent,
+      signal: this.#controller.signal,
+      headersTimeout: 10_000,
+      bodyTimeout: 10_000,
+    });
+    if (res.statusCode !== 200) throw new Error(`the mesh CA answered ${res.statusCode}: ${(await res.body.text()).slice(0, 200)}`);
+    const answer = (await res.body.json()) as CertificateResponse;
+    const result = this.#o.identity.offer({ certificatePem: answer.certificate, privateKeyPem: await privateKeyPem(keys.privateKey), trustBundle: answer.trustBundle });
+    if (!result.ok) throw new Error(`the mesh CA's certificate was refused: ${result.reason}`);
+    if (this.#o.stateDir) storeCredential(this.#o.stateDir, result.credential);
+    return result.credential;
+  }
+}
+
+export interface CredentialFiles {
+  readonly cert: string;
+  readonly key: string;
+  /** PEM file with one or more trusted roots. */
+  readonly ca: string;
+}
+
+/**
+ * Loads the credential from files and reloads it whenever one changes. A change that does
+ * not make a valid credential (a key written before its certificate, say) is logged and
+ * the current credential stays; the next change is tried again. Resolves with the first
+ * load's result and a function that stops watching.
+ */
+export async function watchCredentialFiles(files: CredentialFiles, identity: SidecarIdentity, log: Logger): Promise<{ readonly first: { ok: boolean; reason?: string }; close(): Promise<void> }> {
+  const load = () => {
+    try {
+      return identity.offer({ certificatePem: readFileSync(files.cert, 'utf8'), privateKeyPem: readFileSync(files.key, 'utf8'), trustBundle: splitPemCertificates(readFileSync(files.ca, 'utf8')) });
+    } catch (err) {
+      return { ok: false as const, reason: (err as Error).message };
+    }
+  };
+  const first = load();
+  const watcher = chokidar.watch([files.cert, files.key, files.ca], { ignoreInitial: true, awaitWriteFinish: { stabilityThreshold: 50, pollInterval: 20 } });
+  watcher.on('all', () => {
+    const result = load();
+    if (result.ok) log.info({ type: 'certificate_reloaded', identity: result.credential.identity, serial: result.credential.serialNumber, notAfter: new Date(result.credential.notAfter).toISOString() }, 'certificate files reloaded');
+    else log.warn({ type: 'certificate_reload_failed', reason: result.reason }, 'certificate files changed but do not make a valid identity; keeping the current one');
+  });
+  await new Promise<void>((resolve) => watcher.once('ready', () => resolve()));
+  return { first: first.ok ? { ok: true } : { ok: false, reason: first.reason }, close: () => watcher.close() };
+}

@@ -1,0 +1,121 @@
+/**
+ * The sidecar's workload identity: its certificate (an X.509-SVID naming
+ * `spiffe://<trust domain>/svc/<service>`), the private key made for it, and the trust
+ * bundle that peers' certificates must chain to. Credentials are validated whole before
+ * they replace the current one (validate → swap), so a bad certificate file or a torn
+ * write never takes the running identity away. Listeners (the inbound TLS listener) hear
+ * of every swap; outbound connections read `current` when they connect, so rotation never
+ * touches connections already open.
+ */
+import { X509Certificate, createPrivateKey } from 'node:crypto';
+import { createSecureContext, type SecureContext, type SecureContextOptions } from 'node:tls';
+import { parseSpiffeId, spiffeIdOfAltNames } from '../identity/spiffe.ts';
+
+/** TLS options every mesh connection uses: TLS 1.3 only (forward secrecy, one round trip). */
+export const MESH_TLS_VERSION = 'TLSv1.3' as const;
+
+/** A validated, ready-to-use identity. Immutable. */
+export interface Credential {
+  /** The SPIFFE ID the certificate names. */
+  readonly identity: string;
+  readonly trustDomain: string;
+  readonly service: string;
+  readonly certificatePem: string;
+  readonly privateKeyPem: string;
+  /** Roots peers must chain to (PEM each). */
+  readonly trustBundle: readonly string[];
+  /** Validity, epoch ms. */
+  readonly notBefore: number;
+  readonly notAfter: number;
+  readonly serialNumber: string;
+  /** Options for `tls.createServer`/`setSecureContext`, and the context built from them. */
+  readonly tlsOptions: SecureContextOptions;
+  readonly context: SecureContext;
+}
+
+export type CredentialResult = { readonly ok: true; readonly credential: Credential } | { readonly ok: false; readonly reason: string };
+
+/**
+ * Checks a certificate, its key and a trust bundle belong together and can serve now:
+ * the key matches, the certificate names one service SPIFFE ID (of `service` when given),
+ * it is within its validity, and it chains to a root of the bundle.
+ */
+export function buildCredential(input: { certificatePem: string; privateKeyPem: string; trustBundle: readonly string[] }, service: string | undefined, now = Date.now()): CredentialResult {
+  let leaf: X509Certificate;
+  let roots: X509Certificate[];
+  try {
+    leaf = new X509Certificate(input.certificatePem);
+    roots = input.trustBundle.map((r) => new X509Certificate(r));
+  } catch (err) {
+    return { ok: false, reason: `certificate or trust bundle does not parse: ${(err as Error).message}` };
+  }
+  if (roots.length === 0) return { ok: false, reason: 'the trust bundle holds no certificate' };
+  try {
+    if (!leaf.checkPrivateKey(createPrivateKey(input.privateKeyPem))) return { ok: false, reason: 'the private key does not belong to the certificate' };
+  } catch (err) {
+    return { ok: false, reason: `the private key does not parse: ${(err as Error).message}` };
+  }
+  const identity = spiffeIdOfAltNames(leaf.subjectAltName);
+  const parsed = identity ? parseSpiffeId(identity) : null;
+  if (!identity || !parsed) return { ok: false, reason: `the certificate names no service SPIFFE ID (spiffe://<trust domain>/svc/<name>); its names: ${leaf.subjectAltName ?? 'none'}` };
+  if (service !== undefined && parsed.service !== service) return { ok: false, reason: `the certificate is for service "${parsed.service}", this sidecar serves "${service}"` };
+  const notBefore = Date.parse(leaf.validFrom);
+  const notAfter = Date.parse(leaf.validTo);
+  if (now >= notAfter) return { ok: false, reason: `the certificate expired at ${leaf.validTo}` };
+  if (now < notBefore) return { ok: false, reason: `the certificate is not valid before ${leaf.validFrom}` };
+  if (!roots.some((root) => leaf.checkIssued(root) && leaf.verify(root.publicKey))) return { ok: false, reason: 'the certificate was not issued by any root of the trust bundle' };
+  const tlsOptions: SecureContextOptions = { key: input.privateKeyPem, cert: input.certificatePem, ca: [...input.trustBundle], minVersion: MESH_TLS_VERSION };
+  return {
+    ok: true,
+    credential: Object.freeze({
+      identity,
+      trustDomain: parsed.trustDomain,
+      service: parsed.service,
+      certificatePem: input.certificatePem,
+      privateKeyPem: input.privateKeyPem,
+      trustBundle: Object.freeze([...input.trustBundle]),
+      notBefore,
+      notAfter,
+      serialNumber: leaf.serialNumber,
+      tlsOptions,
+      context: createSecureContext(tlsOptions),
+    }),
+  };
+}
+
+/** Holds the sidecar's current credential and tells listeners when it changes. */
+export class SidecarIdentity {
+  #current: Credential | undefined;
+  readonly #listeners: Array<(c: Credential) => void> = [];
+  readonly #service: string | undefined;
+
+  /** `service`: the service whose identity certificates must name (any, when undefined). */
+  constructor(service: string | undefined) {
+    this.#service = service;
+  }
+
+  get current(): Credential | undefined {
+    return this.#current;
+  }
+
+  /** Validates and swaps in a credential; the current one stays when it is refused. */
+  offer(input: { certificatePem: string; privateKeyPem: string; trustBundle: readonly string[] }): CredentialResult {
+    const result = buildCredential(input, this.#service);
+    if (!result.ok) return result;
+    this.#current = result.credential;
+    for (const l of this.#listeners) l(result.credential);
+    return result;
+  }
+
+  /** Replaces the trust bundle of the current credential (a root rollover), keeping certificate and key. */
+  offerTrustBundle(roots: readonly string[]): CredentialResult {
+    const c = this.#current;
+    if (!c) return { ok: false, reason: 'no certificate yet' };
+    if (c.trustBundle.join() === roots.join()) return { ok: true, credential: c };
+    return this.offer({ certificatePem: c.certificatePem, privateKeyPem: c.privateKeyPem, trustBundle: roots });
+  }
+
+  onChange(listener: (c: Credential) => void): void {
+    this.#listeners.push(listener);
+  }
+}

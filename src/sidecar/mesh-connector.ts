@@ -1,0 +1,104 @@
+/**
+ * How a sidecar connects to a backend: undici connectors, chosen per new connection.
+ * Calls to a meshed service go over mTLS (TLS 1.3, this sidecar's certificate, the trust
+ * bundle) when the mesh's mode is `strict` or `permissive`, and the server must present
+ * exactly the identity the cluster resource names; anything else is refused before a byte
+ * of the request is sent. Unmeshed services, and meshes with mTLS `off`, get plain TCP.
+ * In `permissive` mode a sidecar without a certificate yet falls back to plaintext; in
+ * `strict` it fails the connection (`no_identity`).
+ *
+ * The credential is read at connect time, so after a rotation new connections present the
+ * new certificate while pooled ones carry on. TLS sessions are not resumed: every
+ * connection proves its identity with the certificate current at that moment.
+ */
+import type { PeerCertificate } from 'node:tls';
+import { buildConnector } from 'undici';
+import type { ClusterBody } from '../config/types.ts';
+import type { MtlsMode } from '../spec/types.ts';
+import { spiffeIdOfAltNames } from '../identity/spiffe.ts';
+import type { Credential } from './identity.ts';
+
+/** Error codes of refusals this layer makes itself (classified as `tls_failure`). */
+export const NO_IDENTITY = 'ERR_TRELLIS_NO_IDENTITY';
+export const IDENTITY_MISMATCH = 'ERR_TRELLIS_PEER_IDENTITY';
+
+function codedError(code: string, message: string): Error {
+  return Object.assign(new Error(message), { code });
+}
+
+/** OpenSSL and Node TLS error codes: the connection failed at the TLS layer, before any request went out. */
+export function isTlsErrorCode(code: string | undefined): boolean {
+  return code !== undefined && (code.startsWith('ERR_TRELLIS_') || code.startsWith('ERR_SSL_') || code.startsWith('ERR_TLS_') || code.startsWith('CERT_') || code.startsWith('UNABLE_TO_') || code.startsWith('SELF_SIGNED_') || code.startsWith('DEPTH_ZERO_'));
+}
+
+export interface MeshConnectorDeps {
+  readonly credential: () => Credential | undefined;
+  readonly mode: () => MtlsMode | undefined;
+  /** Told of every TLS refusal (for metrics and logs). */
+  readonly onRefused: (reason: 'no_identity' | 'identity_mismatch' | 'handshake_failed', detail: string) => void;
+}
+
+export class MeshConnector {
+  readonly #deps: MeshConnectorDeps;
+  readonly #plain = new Map<number, buildConnector.connector>();
+  /** TLS connectors of the current credential, by timeout and expected identity. */
+  #tls = new Map<string, buildConnector.connector>();
+  #tlsOf: Credential | undefined;
+
+  constructor(deps: MeshConnectorDeps) {
+    this.#deps = deps;
+  }
+
+  #plainConnector(timeout: number): buildConnector.connector {
+    let c = this.#plain.get(timeout);
+    if (!c) this.#plain.set(timeout, (c = buildConnector({ timeout })));
+    return c;
+  }
+
+  #tlsConnector(credential: Credential, timeout: number, expected: string): buildConnector.connector {
+    if (this.#tlsOf !== credential) {
+      this.#tls = new Map();
+      this.#tlsOf = credential;
+    }
+    const key = `${timeout}|${expected}`;
+    let c = this.#tls.get(key);
+    if (!c) {
+      const tls = buildConnector({
+        timeout,
+        maxCachedSessions: 0,
+        secureContext: credential.context,
+        minVersion: 'TLSv1.3',
+        rejectUnauthorized: true,
+        checkServerIdentity: (_host: string, cert: PeerCertificate) => {
+          const got = spiffeIdOfAltNames(cert.subjectaltname);
+          return got === expected ? undefined : codedError(IDENTITY_MISMATCH, `the backend presented ${got ?? 'no SPIFFE ID'}, expected ${expected}`);
+        },
+      });
+      // The pools' origins are http://; the TLS is ours, not the URL's.
+      c = (options, callback) => tls({ ...options, protocol: 'https:' }, callback);
+      this.#tls.set(key, c);
+    }
+    return c;
+  }
+
+  /** The connector for new connections to endpoints of the cluster `settings()` describes (read at each connect). */
+  forCluster(settings: () => ClusterBody): buildConnector.connector {
+    return (options, callback) => {
+      const s = settings();
+      const timeout = s.connection.connectTimeoutMs;
+      const mode = this.#deps.mode() ?? 'strict';
+      if (!s.meshed || s.identity === null || mode === 'off') return this.#plainConnector(timeout)(options, callback);
+      const credential = this.#deps.credential();
+      if (!credential) {
+        if (mode === 'permissive') return this.#plainConnector(timeout)(options, callback);
+        this.#deps.onRefused('no_identity', 'this sidecar has no certificate yet');
+        return callback(codedError(NO_IDENTITY, 'this sidecar has no certificate yet, and the mesh requires mTLS'), null);
+      }
+      this.#tlsConnector(credential, timeout, s.identity)(options, (...args) => {
+        const err = args[0] as NodeJS.ErrnoException | null;
+        if (err && isTlsErrorCode(err.code)) this.#deps.onRefused(err.code === IDENTITY_MISMATCH ? 'identity_mismatch' : 'handshake_failed', `${err.code}: ${err.message}`);
+        callback(...args);
+      });
+    };
+  }
+}
