@@ -29,3 +29,11 @@ export function parseDurationFlag(value: string): number {
   return ms;
 }
 
+
+/** Output formats of `trellis diff`. */
+export type DiffFormat = 'text' | 'markdown' | 'json';
+
+export function parseDiffFormat(value: string): DiffFormat {
+  if (value !== 'text' && value !== 'markdown' && value !== 'json') throw new InvalidArgumentError('use text, markdown or json.');
+  return value;
+}

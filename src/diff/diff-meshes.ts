@@ -239,6 +239,7 @@ function assessRisks(base: MeshView, head: MeshView, services: readonly ServiceC
     const named = names.length <= MAX_NAMED ? names.join(', ') : `${names.slice(0, MAX_NAMED).join(', ')} and ${names.length - MAX_NAMED} more`;
     risks.push({ kind: 'default-policy', service: names.length === 1 ? names[0]! : null, message: `${setting} ${before} → ${after} for ${named}` });
   }
+  const firstFlagged = new Set<string>(); // one first-traffic flag per backend, at its first rule
   for (const s of services) {
     for (const r of s.rules) {
       const where = `${s.service} (${r.match})`;
@@ -255,7 +256,8 @@ function assessRisks(base: MeshView, head: MeshView, services: readonly ServiceC
       }
       for (const sh of r.shares) {
         const ownNewRoute = !base.services.has(sh.backend) && sh.backend === s.service;
-        if ((sh.after ?? 0) > 0 && !base.receiving.has(sh.backend) && !ownNewRoute) {
+        if ((sh.after ?? 0) > 0 && !base.receiving.has(sh.backend) && !ownNewRoute && !firstFlagged.has(sh.backend)) {
+          firstFlagged.add(sh.backend);
           risks.push({ kind: 'first-traffic', service: sh.backend, message: `${sh.backend} gets traffic for the first time: ${formatShare(sh.after!)} of ${where}` });
         }
       }
