@@ -70488,7 +70488,7 @@ function codeBlock(content, language = "") {
 ${content.endsWith("\n") ? content : content + "\n"}${fence}`;
 }
 function mermaidLabel(text) {
-  return text.replace(/[\r\n]+/g, " ").replace(/["<>#&]/g, (c3) => `#${c3.charCodeAt(0)};`);
+  return text.replace(/[\r\n]+/g, " ").replace(/["<>#&|`]/g, (c3) => `#${c3.charCodeAt(0)};`);
 }
 
 // src/diff/mermaid.ts
@@ -70727,17 +70727,29 @@ async function upsertComment(api, issue2, marker, login, body) {
 
 // src/action/main.ts
 var SUMMARY_LIMIT = 1e6;
+function booleanInput(name, fallback) {
+  if (getInput(name) === "") return fallback;
+  try {
+    return getBooleanInput(name);
+  } catch {
+    return { problem: `${name} must be true or false, not "${getInput(name).slice(0, 40)}"` };
+  }
+}
 function readInputs() {
   const raw = getInput("path") || ".";
   const path = normalize2(raw).replace(/\/+$/, "");
   if (path.startsWith("..") || path.startsWith("/")) return { problem: `path must be a folder inside the repository, not "${raw}"` };
   const pullRequest = parsePullRequestInput(getInput("pull-request"));
   if (pullRequest !== null && typeof pullRequest === "object") return pullRequest;
+  const comment = booleanInput("comment", true);
+  if (typeof comment === "object") return comment;
+  const failOnInvalid = booleanInput("fail-on-invalid", true);
+  if (typeof failOnInvalid === "object") return failOnInvalid;
   return {
     path: path === "." ? "" : path,
     token: getInput("github-token"),
-    comment: getBooleanInput("comment"),
-    failOnInvalid: getBooleanInput("fail-on-invalid"),
+    comment,
+    failOnInvalid,
     pullRequest,
     commentAuthor: getInput("comment-author").trim()
   };
@@ -70809,7 +70821,7 @@ async function run() {
   const [base, head] = await Promise.all([loadSide({ repo, path: inputs.path, rev: target.baseSha }), loadSide({ repo, path: inputs.path, rev: target.headSha })]);
   for (const [name, side, sha] of [["base", base, target.baseSha], ["head", head, target.headSha]]) {
     if ("problem" in side) {
-      return setFailed(`cannot read the ${name} commit ${sha.slice(0, 7)}: ${side.problem}. actions/checkout must fetch both commits: use fetch-depth: 0 (or fetch the base and head shas).`);
+      return setFailed(`cannot read the ${name} commit ${sha.slice(0, 7)}: ${side.problem}. When a commit is missing, actions/checkout did not fetch it: use fetch-depth: 0 (or fetch the base and head shas).`);
     }
   }
   if ("problem" in base || "problem" in head) return;

@@ -33,17 +33,31 @@ interface Inputs {
   readonly commentAuthor: string;
 }
 
+/** A boolean input: `true`/`false` (YAML 1.2 core spellings), or `fallback` when empty. */
+function booleanInput(name: string, fallback: boolean): boolean | { problem: string } {
+  if (core.getInput(name) === '') return fallback;
+  try {
+    return core.getBooleanInput(name);
+  } catch {
+    return { problem: `${name} must be true or false, not "${core.getInput(name).slice(0, 40)}"` };
+  }
+}
+
 function readInputs(): Inputs | { problem: string } {
   const raw = core.getInput('path') || '.';
   const path = normalize(raw).replace(/\/+$/, '');
   if (path.startsWith('..') || path.startsWith('/')) return { problem: `path must be a folder inside the repository, not "${raw}"` };
   const pullRequest = parsePullRequestInput(core.getInput('pull-request'));
   if (pullRequest !== null && typeof pullRequest === 'object') return pullRequest;
+  const comment = booleanInput('comment', true);
+  if (typeof comment === 'object') return comment;
+  const failOnInvalid = booleanInput('fail-on-invalid', true);
+  if (typeof failOnInvalid === 'object') return failOnInvalid;
   return {
     path: path === '.' ? '' : path,
     token: core.getInput('github-token'),
-    comment: core.getBooleanInput('comment'),
-    failOnInvalid: core.getBooleanInput('fail-on-invalid'),
+    comment,
+    failOnInvalid,
     pullRequest,
     commentAuthor: core.getInput('comment-author').trim(),
   };
@@ -127,7 +141,7 @@ export async function run(): Promise<void> {
   const [base, head] = await Promise.all([loadSide({ repo, path: inputs.path, rev: target.baseSha }), loadSide({ repo, path: inputs.path, rev: target.headSha })]);
   for (const [name, side, sha] of [['base', base, target.baseSha], ['head', head, target.headSha]] as const) {
     if ('problem' in side) {
-      return core.setFailed(`cannot read the ${name} commit ${sha.slice(0, 7)}: ${side.problem}. actions/checkout must fetch both commits: use fetch-depth: 0 (or fetch the base and head shas).`);
+      return core.setFailed(`cannot read the ${name} commit ${sha.slice(0, 7)}: ${side.problem}. When a commit is missing, actions/checkout did not fetch it: use fetch-depth: 0 (or fetch the base and head shas).`);
     }
   }
   if ('problem' in base || 'problem' in head) return;

@@ -6,6 +6,7 @@
  */
 import type { getOctokit } from '@actions/github';
 
+/** The Octokit client of @actions/github (REST methods and pagination). */
 export type GitHubApi = ReturnType<typeof getOctokit>;
 
 /**
@@ -21,6 +22,7 @@ export function commentMarker(specPath: string): string {
   return `<!-- trellis-diff path=${encodeURIComponent(specPath === '' ? '.' : specPath).replace(/-/g, '%2D')} -->`;
 }
 
+/** The pull request (an issue, to the comments API) a comment belongs to. */
 export interface IssueRef {
   readonly owner: string;
   readonly repo: string;
@@ -49,6 +51,7 @@ export async function ownLogin(api: GitHubApi, override: string): Promise<string
   }
 }
 
+/** What {@link upsertComment} did. */
 export type CommentOutcome = 'created' | 'updated' | 'unchanged';
 
 /**

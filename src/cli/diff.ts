@@ -15,6 +15,7 @@ import type { DiffFormat } from './flags.ts';
 import { EXIT, type CliIo } from './io.ts';
 
 
+/** Flags of `trellis diff`, as commander parses them. */
 export interface DiffFlags {
   base: string;
   head: string;

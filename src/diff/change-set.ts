@@ -70,6 +70,7 @@ export interface SidecarChange {
   readonly resources: readonly string[];
 }
 
+/** The kinds of risk flag; docs/diff.md says when each is raised. */
 export type RiskKind = 'large-shift' | 'retry-removed' | 'timeout-removed' | 'new-caller' | 'default-policy' | 'first-traffic' | 'diagnostics';
 
 /** Something a reviewer should look at twice. */

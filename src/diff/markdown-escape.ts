@@ -31,7 +31,10 @@ export function codeBlock(content: string, language = ''): string {
   return `${fence}${language}\n${content.endsWith('\n') ? content : content + '\n'}${fence}`;
 }
 
-/** Text inside a double-quoted mermaid label: quotes and angle brackets as mermaid entity codes. */
+/**
+ * Text inside a double-quoted mermaid label: characters that end the label or the edge
+ * (`"`, `|`), start markup (`<`, `>`, `` ` ``) or an entity (`#`, `&`) as mermaid entity codes.
+ */
 export function mermaidLabel(text: string): string {
-  return text.replace(/[\r\n]+/g, ' ').replace(/["<>#&]/g, (c) => `#${c.charCodeAt(0)};`);
+  return text.replace(/[\r\n]+/g, ' ').replace(/["<>#&|`]/g, (c) => `#${c.charCodeAt(0)};`);
 }

@@ -41,6 +41,8 @@ class FakeGitHub {
   userStatus = 403;
   /** Status of comment writes: 403 is what a fork's read-only token gets. */
   writeStatus = 0;
+  /** What GET /repos/acme/mesh/pulls/7 answers (the workflow_run pattern looks the pull request up). */
+  pull: unknown = null;
   #nextId = 1000;
   readonly server: Server = createServer((req, res) => {
     void this.#handle(req).then(([status, body]) => {
@@ -67,6 +69,7 @@ class FakeGitHub {
     const forbidden: [number, unknown] = [403, { message: 'Resource not accessible by integration' }];
     if (req.method === 'GET' && path === '/user') return this.userStatus === 200 ? [200, { login: 'trellis-bot' }] : forbidden;
     if (path === `/repos/acme/mesh/issues/${PR}/comments` && req.method === 'GET') return [200, this.comments];
+    if (path === `/repos/acme/mesh/pulls/${PR}` && req.method === 'GET' && this.pull) return [200, this.pull];
     if (path === `/repos/acme/mesh/issues/${PR}/comments` && req.method === 'POST') {
       if (this.writeStatus) return forbidden;
       const comment = { id: this.#nextId++, body: (JSON.parse(text) as { body: string }).body, user: { login: 'github-actions[bot]' } };
@@ -121,19 +124,20 @@ describe('the bundled action, run as the runner runs it', () => {
     return files;
   }
 
-  function runAction(head: string, inputs: Record<string, string> = {}): Promise<ActionRun> {
+  function runAction(head: string, inputs: Record<string, string> = {}, workflowRun?: { head_sha: string }): Promise<ActionRun> {
     const dir = join(runDir, `run-${++runs}`);
     const event = `${dir}-event.json`;
     const output = `${dir}-output`;
     const summary = `${dir}-summary.md`;
-    writeFileSync(event, JSON.stringify({ action: 'synchronize', number: PR, pull_request: { number: PR, base: { sha: sha.base }, head: { sha: head } } }));
+    const payload = workflowRun ? { action: 'completed', workflow_run: workflowRun } : { action: 'synchronize', number: PR, pull_request: { number: PR, base: { sha: sha.base }, head: { sha: head } } };
+    writeFileSync(event, JSON.stringify(payload));
     writeFileSync(output, '');
     writeFileSync(summary, '');
     const env: Record<string, string> = {
       PATH: process.env.PATH!,
       HOME: runDir,
       GITHUB_ACTIONS: 'true',
-      GITHUB_EVENT_NAME: 'pull_request',
+      GITHUB_EVENT_NAME: workflowRun ? 'workflow_run' : 'pull_request',
       GITHUB_EVENT_PATH: event,
       GITHUB_OUTPUT: output,
       GITHUB_STEP_SUMMARY: summary,
@@ -262,5 +266,26 @@ describe('the bundled action, run as the runner runs it', () => {
     const missing = await runAction('0123456789abcdef0123456789abcdef01234567');
     assert.equal(missing.code, 1);
     assert.match(missing.log, /cannot read the head commit 0123456.*fetch-depth: 0/);
+  });
+
+  test('workflow_run with the pull-request input: commits come from the API, and must match the run that built them', async () => {
+    api.pull = { number: PR, base: { sha: sha.base }, head: { sha: sha.head } };
+    try {
+      api.requests.length = 0;
+      const ok = await runAction('', { 'INPUT_PULL-REQUEST': String(PR) }, { head_sha: sha.head! });
+      assert.equal(ok.code, 0, ok.log);
+      assert.ok(api.requests.some((r) => r.method === 'GET' && r.path === `/repos/acme/mesh/pulls/${PR}`));
+      assert.equal(ok.outputs['traffic-changes'], '1');
+      api.requests.length = 0;
+      const mismatch = await runAction('', { 'INPUT_PULL-REQUEST': String(PR) }, { head_sha: sha.head2! });
+      assert.equal(mismatch.code, 1);
+      assert.match(mismatch.log, /not commenting on a pull request the artifact may not belong to/);
+      assert.deepEqual(api.writes(), []);
+      const bad = await runAction('', { 'INPUT_PULL-REQUEST': '7; rm -rf /' }, { head_sha: sha.head! });
+      assert.equal(bad.code, 1);
+      assert.match(bad.log, /pull-request must be a pull request number/);
+    } finally {
+      api.pull = null;
+    }
   });
 });
