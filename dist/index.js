@@ -70623,7 +70623,7 @@ function sidecarsSection(set2, maxRows) {
   return ["#### Sidecars whose config changes", "", table(["sidecar", "change", "resources"], ["---", "---", "---"], rows, maxRows)].join("\n");
 }
 function renderParts(set2, options, maxRows) {
-  const top = [`### Trellis traffic diff`, "", `**${escapeMarkdown(summaryLine(set2))}**`];
+  const top = [`### Trellis traffic diff: ${escapeMarkdown(summaryLine(set2))}`];
   if (options.baseLabel && options.headLabel) top.push("", `<sub>base <code>${escapeMarkdown(options.baseLabel)}</code> → head <code>${escapeMarkdown(options.headLabel)}</code></sub>`);
   if (!set2.base.valid) top.push("", diagnosticsSection("base", set2.base.diagnostics, options.baseBlobUrl, options));
   if (!set2.head.valid) top.push("", diagnosticsSection("head", set2.head.diagnostics, options.headBlobUrl, options));

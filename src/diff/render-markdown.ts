@@ -155,7 +155,8 @@ interface MarkdownParts {
 }
 
 function renderParts(set: ChangeSet, options: MarkdownOptions, maxRows: number): MarkdownParts {
-  const top = [`### Trellis traffic diff`, '', `**${esc(summaryLine(set))}**`];
+  // The summary is the first line, so notification e-mails and previews show it.
+  const top = [`### Trellis traffic diff: ${esc(summaryLine(set))}`];
   if (options.baseLabel && options.headLabel) top.push('', `<sub>base <code>${esc(options.baseLabel)}</code> → head <code>${esc(options.headLabel)}</code></sub>`);
   if (!set.base.valid) top.push('', diagnosticsSection('base', set.base.diagnostics, options.baseBlobUrl, options));
   if (!set.head.valid) top.push('', diagnosticsSection('head', set.head.diagnostics, options.headBlobUrl, options));

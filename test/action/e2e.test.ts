@@ -186,13 +186,13 @@ describe('the bundled action, run as the runner runs it', () => {
     assert.ok(api.requests.every((r) => r.auth === `token ${TOKEN}`));
     assert.ok(api.requests.some((r) => r.path === '/user'), 'asks for its own login first');
     const body = (api.writes()[0]!.body as { body: string }).body;
-    assert.ok(body.startsWith('<!-- trellis-diff path=mesh -->\n### Trellis traffic diff\n\n**1 traffic change'), body.slice(0, 200));
+    assert.ok(body.startsWith('<!-- trellis-diff path=mesh -->\n### Trellis traffic diff: 1 traffic change, 0 access changes, 1 sidecar affected, 3 risk flags\n'), body.slice(0, 200));
     assert.match(body, /\| checkout \| every request \(changed\) \| checkout-v2 \| 5% \| \*\*25%\*\* \|/);
     assert.deepEqual(
       { ...run.outputs },
       { 'traffic-changed': 'true', valid: 'true', 'traffic-changes': '1', 'access-changes': '0', 'sidecars-affected': '1', 'risk-flags': '3', comment: 'created' },
     );
-    assert.match(run.summary, /### Trellis traffic diff/);
+    assert.match(run.summary, /^### Trellis traffic diff: 1 traffic change/);
     assert.match(run.summary, /checkout-v2 \| 5% \| \*\*25%\*\*/);
   });
 
@@ -241,7 +241,7 @@ describe('the bundled action, run as the runner runs it', () => {
       assert.match(run.log, /two-workflow pattern/);
       assert.match(run.log, /pull-requests: write/);
       assert.match(run.summary, /Not posted as a comment \(HTTP 403\)/);
-      assert.match(run.summary, /\*\*1 traffic change/);
+      assert.match(run.summary, /Trellis traffic diff: 1 traffic change/);
     } finally {
       api.writeStatus = 0;
     }

@@ -63,7 +63,7 @@ describe('trellis diff on git revisions', () => {
   test('a head that does not compile: exit 1 with its diagnostics at the spec path', async () => {
     const run = await trellis(['diff', '--base', base, '--head', broken, '--path', 'mesh', '--format', 'markdown'], repo.work);
     assert.equal(run.code, 1, run.stderr);
-    assert.match(run.stdout, /^### Trellis traffic diff\n\n\*\*the head spec does not compile/);
+    assert.match(run.stdout, /^### Trellis traffic diff: the head spec does not compile/);
     assert.match(run.stdout, /<code>mesh\/routes\.yaml&#58;12&#58;19<\/code> \*\*error TRL3003\*\*/);
   });
 

@@ -123,7 +123,7 @@ describe('markdown safety and bounds', () => {
       const fit = fitMarkdown(set, { limit, where: 'the job summary' });
       assert.ok(fit.length <= limit, `${fit.length} > ${limit}`);
       assert.match(fit, /The full diff is in the job summary\./);
-      assert.ok(fit.startsWith('### Trellis traffic diff\n\n**'), 'the summary line survives');
+      assert.ok(fit.startsWith('### Trellis traffic diff: 1 traffic change'), 'the summary line survives');
     }
     assert.ok(affectedEdges(set).length > 0);
   });

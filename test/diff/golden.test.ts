@@ -4,7 +4,7 @@
  * `UPDATE_GOLDEN=1` rewrites the expected files; review them as diffs.
  */
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -45,4 +45,11 @@ describe('traffic diff golden cases', () => {
       assertGolden(join(dir, 'comment.md'), comment);
     });
   }
+});
+
+test("the README's example comment is the canary-step golden comment, word for word", () => {
+  const readme = readFileSync(fileURLToPath(new URL('../../README.md', import.meta.url)), 'utf8');
+  const golden = readFileSync(join(CASES, 'canary-step', 'diff.md'), 'utf8').trimEnd();
+  const quoted = golden.split('\n').map((l) => (l === '' ? '>' : `> ${l}`)).join('\n');
+  assert.ok(readme.includes(quoted), 'README.md: paste test/golden/diff/canary-step/diff.md again, quoted with "> "');
 });
