@@ -70602,7 +70602,8 @@ function edgesSection(edges, maxRows) {
 }
 function ruleItem(r2) {
   const match = r2.matchBefore === void 0 ? escapeMarkdown(r2.match) : `${escapeMarkdown(r2.matchBefore)} → ${escapeMarkdown(r2.match)}`;
-  const shares2 = r2.shares.map((s) => `${escapeMarkdown(s.backend)} ${pct(s.before)} → ${pct(s.after)}`).join(", ");
+  const moved = r2.change !== "changed" || r2.shares.some((s) => s.before !== s.after);
+  const shares2 = moved ? r2.shares.map((s) => `${escapeMarkdown(s.backend)} ${pct(s.before)} → ${pct(s.after)}`).join(", ") : "";
   const settings = r2.settings.filter((c3) => r2.change === "changed" || (r2.change === "added" ? c3.after : c3.before) !== "none").map((c3) => r2.change === "changed" ? `${escapeMarkdown(c3.setting)} ${escapeMarkdown(c3.before ?? "—")} → ${escapeMarkdown(c3.after ?? "—")}` : `${escapeMarkdown(c3.setting)} ${escapeMarkdown((r2.change === "added" ? c3.after : c3.before) ?? "—")}`);
   return `- ${r2.change} rule <code>${escapeMarkdown(r2.rule)}</code> (${match}): ${[shares2, ...settings].filter((x2) => x2 !== "").join("; ")}`;
 }

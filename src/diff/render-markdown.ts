@@ -121,7 +121,8 @@ function edgesSection(edges: readonly AffectedEdge[], maxRows: number): string |
 
 function ruleItem(r: RuleChange): string {
   const match = r.matchBefore === undefined ? esc(r.match) : `${esc(r.matchBefore)} → ${esc(r.match)}`;
-  const shares = r.shares.map((s) => `${esc(s.backend)} ${pct(s.before)} → ${pct(s.after)}`).join(', ');
+  const moved = r.change !== 'changed' || r.shares.some((s) => s.before !== s.after);
+  const shares = moved ? r.shares.map((s) => `${esc(s.backend)} ${pct(s.before)} → ${pct(s.after)}`).join(', ') : '';
   const settings = r.settings
     .filter((c) => r.change === 'changed' || (r.change === 'added' ? c.after : c.before) !== 'none')
     .map((c) => (r.change === 'changed' ? `${esc(c.setting)} ${esc(c.before ?? '—')} → ${esc(c.after ?? '—')}` : `${esc(c.setting)} ${esc((r.change === 'added' ? c.after : c.before) ?? '—')}`));
