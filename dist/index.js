@@ -58920,9 +58920,87 @@ function diffLeaves(before, after2) {
   return out;
 }
 
-// src/diff/diff-meshes.ts
+// src/diff/risk-flags.ts
 var LARGE_SHIFT_POINTS = 20;
 var MAX_NAMED = 8;
+function named(names) {
+  return names.length <= MAX_NAMED ? names.join(", ") : `${names.slice(0, MAX_NAMED).join(", ")} and ${names.length - MAX_NAMED} more`;
+}
+function diagnosticRisks(input) {
+  const risks = [];
+  const errors = input.headDiagnostics.filter((d) => d.severity === "error").length;
+  if (errors > 0) risks.push({ kind: "diagnostics", service: null, message: `the head spec does not compile (${errors} error${errors === 1 ? "" : "s"}); the mesh would stay on its last good revision` });
+  const known = new Set(input.baseDiagnostics.map((d) => `${d.code} ${d.message}`));
+  for (const d of input.headDiagnostics) {
+    if (d.severity === "warning" && !known.has(`${d.code} ${d.message}`)) risks.push({ kind: "diagnostics", service: null, message: `new warning ${d.code}: ${d.message}` });
+  }
+  return risks;
+}
+function newCallerRisks(input) {
+  const gained = /* @__PURE__ */ new Map();
+  for (const e of input.access) if (e.change === "granted" && input.baseServices.has(e.service)) gained.set(e.service, [...gained.get(e.service) ?? [], e.caller]);
+  return [...gained].map(([service, callers]) => ({ kind: "new-caller", service, message: `${named(callers)} may now call ${service}` }));
+}
+function defaultPolicyRisks(input) {
+  const changes = /* @__PURE__ */ new Map();
+  for (const s of input.services) {
+    if (s.change !== "changed") continue;
+    for (const c3 of [...s.access, ...s.inbound]) {
+      if (c3.setting !== "access default" && c3.setting !== "access mode" && c3.setting !== "mtls mode") continue;
+      const key = JSON.stringify([c3.setting, c3.before, c3.after]);
+      const entry = changes.get(key) ?? { ...c3, services: [] };
+      entry.services.push(s.service);
+      changes.set(key, entry);
+    }
+  }
+  return [...changes.values()].map((c3) => ({ kind: "default-policy", service: c3.services.length === 1 ? c3.services[0] : null, message: `${c3.setting} ${c3.before} → ${c3.after} for ${named(c3.services)}` }));
+}
+function ruleRisks(input) {
+  const risks = [];
+  for (const s of input.services) {
+    for (const r2 of s.rules) {
+      if (r2.change !== "changed") continue;
+      const where = `${s.service} (${r2.match})`;
+      for (const sh of r2.shares) {
+        if (Math.abs((sh.after ?? 0) - (sh.before ?? 0)) >= LARGE_SHIFT_POINTS) risks.push({ kind: "large-shift", service: s.service, message: `${where}: ${sh.backend} ${formatShare(sh.before ?? 0)} → ${formatShare(sh.after ?? 0)}` });
+      }
+      for (const c3 of r2.settings) {
+        if (c3.before === null || c3.before === "none" || c3.after !== "none") continue;
+        if (c3.setting === "retries") risks.push({ kind: "retry-removed", service: s.service, message: `${where}: retries ${c3.before} → none` });
+        if (c3.setting.endsWith("timeout")) risks.push({ kind: "timeout-removed", service: s.service, message: `${where}: ${c3.setting} ${c3.before} → none` });
+      }
+    }
+  }
+  return risks;
+}
+function firstTrafficRisks(input) {
+  const risks = [];
+  const flagged = /* @__PURE__ */ new Set();
+  for (const s of input.services) {
+    for (const r2 of s.rules) {
+      for (const sh of r2.shares) {
+        const ownNewRoute = sh.backend === s.service && !input.baseServices.has(sh.backend);
+        if ((sh.after ?? 0) === 0 || input.baseReceiving.has(sh.backend) || ownNewRoute || flagged.has(sh.backend)) continue;
+        flagged.add(sh.backend);
+        risks.push({ kind: "first-traffic", service: sh.backend, message: `${sh.backend} gets traffic for the first time: ${formatShare(sh.after)} of ${s.service} (${r2.match})` });
+      }
+    }
+  }
+  return risks;
+}
+function assessRisks(input) {
+  const all = [...diagnosticRisks(input), ...newCallerRisks(input), ...defaultPolicyRisks(input), ...ruleRisks(input), ...firstTrafficRisks(input)];
+  const seen = /* @__PURE__ */ new Set();
+  const unique = all.filter((r2) => {
+    const key = `${r2.kind} ${r2.message}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+  return unique.sort((x2, y) => RISK_ORDER.indexOf(x2.kind) - RISK_ORDER.indexOf(y.kind));
+}
+
+// src/diff/diff-meshes.ts
 var EDGE = "\0";
 function viewOf(mesh) {
   const routes = /* @__PURE__ */ new Map();
@@ -59070,62 +59148,6 @@ function diffSidecars(base, head) {
   }
   return out;
 }
-function assessRisks(base, head, services, access2, baseSide, headSide) {
-  const risks = [];
-  const errors = headSide.diagnostics.filter((d) => d.severity === "error").length;
-  if (errors > 0) risks.push({ kind: "diagnostics", service: null, message: `the head spec does not compile (${errors} error${errors === 1 ? "" : "s"}); the mesh would stay on its last good revision` });
-  const known = new Set(baseSide.diagnostics.map((d) => `${d.code}${EDGE}${d.message}`));
-  for (const d of headSide.diagnostics) {
-    if (d.severity === "warning" && !known.has(`${d.code}${EDGE}${d.message}`)) risks.push({ kind: "diagnostics", service: null, message: `new warning ${d.code}: ${d.message}` });
-  }
-  const gained = /* @__PURE__ */ new Map();
-  for (const e of access2) if (e.change === "granted" && base.services.has(e.service)) gained.set(e.service, [...gained.get(e.service) ?? [], e.caller]);
-  for (const [service, callers] of gained) {
-    const named = callers.length <= MAX_NAMED ? callers.join(", ") : `${callers.slice(0, MAX_NAMED).join(", ")} and ${callers.length - MAX_NAMED} more`;
-    risks.push({ kind: "new-caller", service, message: `${named} may now call ${service}` });
-  }
-  const defaults2 = /* @__PURE__ */ new Map();
-  for (const s of services) {
-    if (s.change !== "changed") continue;
-    for (const c3 of [...s.access, ...s.inbound]) {
-      if (c3.setting !== "access default" && c3.setting !== "access mode" && c3.setting !== "mtls mode") continue;
-      const key = `${c3.setting}${EDGE}${c3.before}${EDGE}${c3.after}`;
-      defaults2.set(key, [...defaults2.get(key) ?? [], s.service]);
-    }
-  }
-  for (const [key, names] of defaults2) {
-    const [setting, before, after2] = key.split(EDGE);
-    const named = names.length <= MAX_NAMED ? names.join(", ") : `${names.slice(0, MAX_NAMED).join(", ")} and ${names.length - MAX_NAMED} more`;
-    risks.push({ kind: "default-policy", service: names.length === 1 ? names[0] : null, message: `${setting} ${before} → ${after2} for ${named}` });
-  }
-  const firstFlagged = /* @__PURE__ */ new Set();
-  for (const s of services) {
-    for (const r2 of s.rules) {
-      const where = `${s.service} (${r2.match})`;
-      if (r2.change === "changed") {
-        for (const sh of r2.shares) {
-          const moved = (sh.after ?? 0) - (sh.before ?? 0);
-          if (Math.abs(moved) >= LARGE_SHIFT_POINTS) risks.push({ kind: "large-shift", service: s.service, message: `${where}: ${sh.backend} ${formatShare(sh.before ?? 0)} → ${formatShare(sh.after ?? 0)}` });
-        }
-        for (const c3 of r2.settings) {
-          if (c3.before === null || c3.before === "none" || c3.after !== "none") continue;
-          if (c3.setting === "retries") risks.push({ kind: "retry-removed", service: s.service, message: `${where}: retries ${c3.before} → none` });
-          if (c3.setting.endsWith("timeout")) risks.push({ kind: "timeout-removed", service: s.service, message: `${where}: ${c3.setting} ${c3.before} → none` });
-        }
-      }
-      for (const sh of r2.shares) {
-        const ownNewRoute = !base.services.has(sh.backend) && sh.backend === s.service;
-        if ((sh.after ?? 0) > 0 && !base.receiving.has(sh.backend) && !ownNewRoute && !firstFlagged.has(sh.backend)) {
-          firstFlagged.add(sh.backend);
-          risks.push({ kind: "first-traffic", service: sh.backend, message: `${sh.backend} gets traffic for the first time: ${formatShare(sh.after)} of ${where}` });
-        }
-      }
-    }
-  }
-  const rank = (k) => RISK_ORDER.indexOf(k);
-  const seen = /* @__PURE__ */ new Set();
-  return risks.filter((r2) => seen.has(`${r2.kind}${EDGE}${r2.message}`) ? false : (seen.add(`${r2.kind}${EDGE}${r2.message}`), true)).sort((x2, y) => rank(x2.kind) - rank(y.kind));
-}
 function diffMeshes(baseSide, headSide) {
   const summary2 = (side) => ({ valid: side.mesh !== void 0 && !hasErrors(side.diagnostics), version: side.mesh?.version ?? null, diagnostics: side.diagnostics.filter((d) => d.severity !== "info") });
   const comparable = baseSide.mesh !== void 0 && headSide.mesh !== void 0;
@@ -59134,7 +59156,7 @@ function diffMeshes(baseSide, headSide) {
   const services = sorted(/* @__PURE__ */ new Set([...base.services, ...head.services])).map((s) => diffService(s, base, head)).filter((s) => s !== null);
   const access2 = diffAccess(base, head);
   const sidecars = diffSidecars(base, head);
-  const risks = assessRisks(base, head, services, access2, baseSide, headSide);
+  const risks = assessRisks({ baseServices: base.services, baseReceiving: base.receiving, services, access: access2, baseDiagnostics: baseSide.diagnostics, headDiagnostics: headSide.diagnostics });
   const changed = services.filter((s) => s.change === "changed");
   const servicesAdded = services.filter((s) => s.change === "added").map((s) => s.service);
   const servicesRemoved = services.filter((s) => s.change === "removed").map((s) => s.service);

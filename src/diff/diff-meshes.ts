@@ -9,23 +9,15 @@ import { canonicalJson, prettyJson } from '../config/canonical.ts';
 import type { ClusterBody, CompiledRule, EndpointsBody, InboundBody, ProxyConfig, RouteBody } from '../config/types.ts';
 import type { CompiledMesh } from '../compiler/emit.ts';
 import { hasErrors, type Diagnostic } from '../diagnostics/diagnostic.ts';
-import { RISK_ORDER, type AccessEdgeChange, type ChangeSet, type RiskFlag, type RuleChange, type ServiceChange, type SettingChange, type ShareChange, type SidecarChange } from './change-set.ts';
-import { backendShares, describeMatch, diffLeaves, endpointLeaves, formatShare, inboundLeaves, policyLeaves, ruleSettings } from './describe-config.ts';
+import type { AccessEdgeChange, ChangeSet, RuleChange, ServiceChange, SettingChange, ShareChange, SidecarChange } from './change-set.ts';
+import { backendShares, describeMatch, diffLeaves, endpointLeaves, inboundLeaves, policyLeaves, ruleSettings } from './describe-config.ts';
+import { assessRisks } from './risk-flags.ts';
 
 /** One side of a diff: what `compileFiles` returns (a mesh only when there are no errors). */
 export interface DiffSide {
   readonly mesh?: CompiledMesh;
   readonly diagnostics: readonly Diagnostic[];
 }
-
-/**
- * A share moving by this many percentage points or more is a large shift: a canary step
- * of 5 → 25% is flagged, the usual 1 → 5 → 10% ramp is not.
- */
-export const LARGE_SHIFT_POINTS = 20;
-
-/** Names listed in one risk flag before `and N more`: a flag is read at a glance. */
-const MAX_NAMED = 8;
 
 /** What the diff needs of one compiled mesh, indexed once. */
 interface MeshView {
@@ -208,69 +200,6 @@ function diffSidecars(base: MeshView, head: MeshView): SidecarChange[] {
   return out;
 }
 
-/** Risk flags of a change set's parts, in {@link RISK_ORDER}. */
-function assessRisks(base: MeshView, head: MeshView, services: readonly ServiceChange[], access: readonly AccessEdgeChange[], baseSide: DiffSide, headSide: DiffSide): RiskFlag[] {
-  const risks: RiskFlag[] = [];
-  const errors = headSide.diagnostics.filter((d) => d.severity === 'error').length;
-  if (errors > 0) risks.push({ kind: 'diagnostics', service: null, message: `the head spec does not compile (${errors} error${errors === 1 ? '' : 's'}); the mesh would stay on its last good revision` });
-  const known = new Set(baseSide.diagnostics.map((d) => `${d.code}${EDGE}${d.message}`));
-  for (const d of headSide.diagnostics) {
-    if (d.severity === 'warning' && !known.has(`${d.code}${EDGE}${d.message}`)) risks.push({ kind: 'diagnostics', service: null, message: `new warning ${d.code}: ${d.message}` });
-  }
-  // One flag per service that gains callers (access is sorted by service, then caller).
-  const gained = new Map<string, string[]>();
-  for (const e of access) if (e.change === 'granted' && base.services.has(e.service)) gained.set(e.service, [...(gained.get(e.service) ?? []), e.caller]);
-  for (const [service, callers] of gained) {
-    const named = callers.length <= MAX_NAMED ? callers.join(', ') : `${callers.slice(0, MAX_NAMED).join(', ')} and ${callers.length - MAX_NAMED} more`;
-    risks.push({ kind: 'new-caller', service, message: `${named} may now call ${service}` });
-  }
-  // One flag per distinct default change, naming every service it reaches (a Mesh default edit reaches many).
-  const defaults = new Map<string, string[]>();
-  for (const s of services) {
-    if (s.change !== 'changed') continue;
-    for (const c of [...s.access, ...s.inbound]) {
-      if (c.setting !== 'access default' && c.setting !== 'access mode' && c.setting !== 'mtls mode') continue;
-      const key = `${c.setting}${EDGE}${c.before}${EDGE}${c.after}`;
-      defaults.set(key, [...(defaults.get(key) ?? []), s.service]);
-    }
-  }
-  for (const [key, names] of defaults) {
-    const [setting, before, after] = key.split(EDGE) as [string, string, string];
-    const named = names.length <= MAX_NAMED ? names.join(', ') : `${names.slice(0, MAX_NAMED).join(', ')} and ${names.length - MAX_NAMED} more`;
-    risks.push({ kind: 'default-policy', service: names.length === 1 ? names[0]! : null, message: `${setting} ${before} → ${after} for ${named}` });
-  }
-  const firstFlagged = new Set<string>(); // one first-traffic flag per backend, at its first rule
-  for (const s of services) {
-    for (const r of s.rules) {
-      const where = `${s.service} (${r.match})`;
-      if (r.change === 'changed') {
-        for (const sh of r.shares) {
-          const moved = (sh.after ?? 0) - (sh.before ?? 0);
-          if (Math.abs(moved) >= LARGE_SHIFT_POINTS) risks.push({ kind: 'large-shift', service: s.service, message: `${where}: ${sh.backend} ${formatShare(sh.before ?? 0)} → ${formatShare(sh.after ?? 0)}` });
-        }
-        for (const c of r.settings) {
-          if (c.before === null || c.before === 'none' || c.after !== 'none') continue;
-          if (c.setting === 'retries') risks.push({ kind: 'retry-removed', service: s.service, message: `${where}: retries ${c.before} → none` });
-          if (c.setting.endsWith('timeout')) risks.push({ kind: 'timeout-removed', service: s.service, message: `${where}: ${c.setting} ${c.before} → none` });
-        }
-      }
-      for (const sh of r.shares) {
-        const ownNewRoute = !base.services.has(sh.backend) && sh.backend === s.service;
-        if ((sh.after ?? 0) > 0 && !base.receiving.has(sh.backend) && !ownNewRoute && !firstFlagged.has(sh.backend)) {
-          firstFlagged.add(sh.backend);
-          risks.push({ kind: 'first-traffic', service: sh.backend, message: `${sh.backend} gets traffic for the first time: ${formatShare(sh.after!)} of ${where}` });
-        }
-      }
-    }
-  }
-  // Within a kind, risks keep the order they were found in (itself deterministic); sort is stable.
-  const rank = (k: RiskFlag['kind']) => RISK_ORDER.indexOf(k);
-  const seen = new Set<string>();
-  return risks
-    .filter((r) => (seen.has(`${r.kind}${EDGE}${r.message}`) ? false : (seen.add(`${r.kind}${EDGE}${r.message}`), true)))
-    .sort((x, y) => rank(x.kind) - rank(y.kind));
-}
-
 /**
  * Diffs two compiled meshes. A side without a mesh (it did not compile) contributes its
  * diagnostics only: the change set is then empty apart from its risk flags, since nothing
@@ -287,7 +216,7 @@ export function diffMeshes(baseSide: DiffSide, headSide: DiffSide): ChangeSet {
     .filter((s): s is ServiceChange => s !== null);
   const access = diffAccess(base, head);
   const sidecars = diffSidecars(base, head);
-  const risks = assessRisks(base, head, services, access, baseSide, headSide);
+  const risks = assessRisks({ baseServices: base.services, baseReceiving: base.receiving, services, access, baseDiagnostics: baseSide.diagnostics, headDiagnostics: headSide.diagnostics });
   const changed = services.filter((s) => s.change === 'changed');
   const servicesAdded = services.filter((s) => s.change === 'added').map((s) => s.service);
   const servicesRemoved = services.filter((s) => s.change === 'removed').map((s) => s.service);
