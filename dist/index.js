@@ -70550,6 +70550,7 @@ function renderFlowchart(edges) {
 
 // src/diff/render-markdown.ts
 var COMMENT_LIMIT = 6e4;
+var MAX_RESOURCES = 8;
 function pct(n) {
   return n === null ? "—" : formatShare(n);
 }
@@ -70619,8 +70620,11 @@ function edgesSection(edges, maxRows) {
   if (edges.length === 0) return null;
   const chart = renderFlowchart(edges);
   if (chart !== null) return ["#### Affected edges", "", codeBlock(chart, "mermaid")].join("\n");
-  const rows = edges.map((e) => [escapeMarkdown(e.from), escapeMarkdown(e.to), escapeMarkdown(e.label)]);
-  return [`#### Affected edges (${edges.length}, too many for a diagram)`, "", table(["from", "to", "change"], ["---", "---", "---"], rows, maxRows)].join("\n");
+  const traffic = edges.filter((e) => e.kind === "traffic");
+  const title = `#### Affected edges (${edges.length}, too many for a diagram; access changes are listed above)`;
+  if (traffic.length === 0) return null;
+  const rows = traffic.map((e) => [`calls to ${escapeMarkdown(e.from)}`, escapeMarkdown(e.to), escapeMarkdown(e.label)]);
+  return [title, "", table(["from", "to", "share"], ["---", "---", "---"], rows, maxRows)].join("\n");
 }
 function ruleItem(r2) {
   const match = r2.matchBefore === void 0 ? escapeMarkdown(r2.match) : `${escapeMarkdown(r2.matchBefore)} → ${escapeMarkdown(r2.match)}`;
@@ -70642,7 +70646,11 @@ function serviceDetails(s) {
 }
 function sidecarsSection(set2, maxRows) {
   if (set2.sidecars.length === 0) return null;
-  const rows = set2.sidecars.map((s) => [escapeMarkdown(s.service), s.change, s.resources.map((r2) => `<code>${escapeMarkdown(r2)}</code>`).join(" ")]);
+  const rows = set2.sidecars.map((s) => {
+    const shown = s.resources.slice(0, MAX_RESOURCES).map((r2) => `<code>${escapeMarkdown(r2)}</code>`);
+    if (s.resources.length > MAX_RESOURCES) shown.push(`and ${s.resources.length - MAX_RESOURCES} more`);
+    return [escapeMarkdown(s.service), s.change, shown.join(" ")];
+  });
   return ["#### Sidecars whose config changes", "", table(["sidecar", "change", "resources"], ["---", "---", "---"], rows, maxRows)].join("\n");
 }
 function renderParts(set2, options, maxRows) {

@@ -19,6 +19,9 @@ import { affectedEdges, renderFlowchart, type AffectedEdge } from './mermaid.ts'
 /** GitHub rejects comment bodies over 65 536 characters; this leaves room for the marker and a note. */
 export const COMMENT_LIMIT = 60_000;
 
+/** Resources named per sidecar row: a sidecar that starts calling a whole new mesh would otherwise fill the comment. */
+const MAX_RESOURCES = 8;
+
 export interface MarkdownOptions {
   /**
    * Base of links to spec files at the compared commit, such as
@@ -115,8 +118,12 @@ function edgesSection(edges: readonly AffectedEdge[], maxRows: number): string |
   if (edges.length === 0) return null;
   const chart = renderFlowchart(edges);
   if (chart !== null) return ['#### Affected edges', '', codeBlock(chart, 'mermaid')].join('\n');
-  const rows = edges.map((e) => [esc(e.from), esc(e.to), esc(e.label)]);
-  return [`#### Affected edges (${edges.length}, too many for a diagram)`, '', table(['from', 'to', 'change'], ['---', '---', '---'], rows, maxRows)].join('\n');
+  // Access edges are already in the access table; the fallback lists the traffic edges.
+  const traffic = edges.filter((e) => e.kind === 'traffic');
+  const title = `#### Affected edges (${edges.length}, too many for a diagram; access changes are listed above)`;
+  if (traffic.length === 0) return null;
+  const rows = traffic.map((e) => [`calls to ${esc(e.from)}`, esc(e.to), esc(e.label)]);
+  return [title, '', table(['from', 'to', 'share'], ['---', '---', '---'], rows, maxRows)].join('\n');
 }
 
 function ruleItem(r: RuleChange): string {
@@ -144,7 +151,11 @@ function serviceDetails(s: ServiceChange): string {
 
 function sidecarsSection(set: ChangeSet, maxRows: number): string | null {
   if (set.sidecars.length === 0) return null;
-  const rows = set.sidecars.map((s) => [esc(s.service), s.change, s.resources.map((r) => `<code>${esc(r)}</code>`).join(' ')]);
+  const rows = set.sidecars.map((s) => {
+    const shown = s.resources.slice(0, MAX_RESOURCES).map((r) => `<code>${esc(r)}</code>`);
+    if (s.resources.length > MAX_RESOURCES) shown.push(`and ${s.resources.length - MAX_RESOURCES} more`);
+    return [esc(s.service), s.change, shown.join(' ')];
+  });
   return ['#### Sidecars whose config changes', '', table(['sidecar', 'change', 'resources'], ['---', '---', '---'], rows, maxRows)].join('\n');
 }
 
