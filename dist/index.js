@@ -70370,7 +70370,7 @@ async function readSpecAt(git, sha, specPath) {
     }
     wanted.push({ oid, path });
   }
-  if (specPath && !inFolder) return { problem: `commit ${sha.slice(0, 12)} has no folder ${specPath}/` };
+  if (specPath && !inFolder) return { problem: `commit ${sha.slice(0, 12)} has no folder ${specPath}/`, absent: true };
   const texts = await catBlobs(git, wanted.map((w) => w.oid));
   const files = wanted.map((w, i2) => new SourceFile(w.path, texts[i2]));
   return { files: files.sort((a, b) => a.path < b.path ? -1 : a.path > b.path ? 1 : 0) };
@@ -70406,10 +70406,13 @@ async function readSpecAtRevision(dir, rev) {
   const sha = verified.stdout.toString("utf8").trim();
   if (verified.code !== 0 || !SHA.test(sha)) return { problem: `no commit "${rev}" in the repository of ${dir}` };
   const read = await readSpecAt(git, sha, prefix.stdout.toString("utf8").trim().replace(/\/$/, ""));
-  return "problem" in read ? { problem: read.problem } : { sha, files: read.files };
+  return "problem" in read ? { problem: read.problem, ...read.absent ? { absent: true } : {} } : { sha, files: read.files };
 }
 
 // src/diff/load-side.ts
+function emptySide() {
+  return { diagnostics: [], mesh: { mesh: "", version: "", configs: /* @__PURE__ */ new Map() } };
+}
 function isDirectory2(value) {
   return existsSync3(value) && statSync2(value).isDirectory();
 }
@@ -70421,7 +70424,7 @@ async function loadSide(location) {
   const dir = location.path === "" || location.path === "." ? location.repo : join2(location.repo, location.path);
   if (!isDirectory2(dir)) return { problem: `${dir} is not a folder in the working tree (the spec folder must exist there for git to find it)` };
   const read = await readSpecAtRevision(dir, location.rev);
-  if ("problem" in read) return { problem: read.problem };
+  if ("problem" in read) return { problem: read.problem, ...read.absent ? { absent: true } : {} };
   return { result: compileFiles(read.files), sha: read.sha };
 }
 
@@ -70849,7 +70852,8 @@ async function run() {
   const target = await findTarget(inputs, api);
   if ("problem" in target) return setFailed(target.problem);
   const repo = process.env.GITHUB_WORKSPACE || process.cwd();
-  const [base, head] = await Promise.all([loadSide({ repo, path: inputs.path, rev: target.baseSha }), loadSide({ repo, path: inputs.path, rev: target.headSha })]);
+  const [loadedBase, head] = await Promise.all([loadSide({ repo, path: inputs.path, rev: target.baseSha }), loadSide({ repo, path: inputs.path, rev: target.headSha })]);
+  const base = "absent" in loadedBase && loadedBase.absent ? { result: emptySide() } : loadedBase;
   for (const [name, side, sha] of [["base", base, target.baseSha], ["head", head, target.headSha]]) {
     if ("problem" in side) {
       return setFailed(`cannot read the ${name} commit ${sha.slice(0, 7)}: ${side.problem}. When a commit is missing, actions/checkout did not fetch it: use fetch-depth: 0 (or fetch the base and head shas).`);

@@ -14,7 +14,7 @@ import type { Diagnostic } from '../diagnostics/diagnostic.ts';
 import { diagnosticToJson } from '../diagnostics/render.ts';
 import { changesTraffic, summaryLine, type ChangeSet } from '../diff/change-set.ts';
 import { diffMeshes } from '../diff/diff-meshes.ts';
-import { loadSide } from '../diff/load-side.ts';
+import { emptySide, loadSide } from '../diff/load-side.ts';
 import { fitMarkdown, renderMarkdown, type MarkdownOptions } from '../diff/render-markdown.ts';
 import { parsePullRequestInput, targetOf, type PullRequestTarget } from './pull-request.ts';
 import { commentMarker, httpStatus, ownLogin, upsertComment, type GitHubApi } from './sticky-comment.ts';
@@ -138,7 +138,9 @@ export async function run(): Promise<void> {
   if ('problem' in target) return core.setFailed(target.problem);
 
   const repo = process.env.GITHUB_WORKSPACE || process.cwd();
-  const [base, head] = await Promise.all([loadSide({ repo, path: inputs.path, rev: target.baseSha }), loadSide({ repo, path: inputs.path, rev: target.headSha })]);
+  const [loadedBase, head] = await Promise.all([loadSide({ repo, path: inputs.path, rev: target.baseSha }), loadSide({ repo, path: inputs.path, rev: target.headSha })]);
+  // The pull request that adds the spec folder: compare against an empty mesh.
+  const base = 'absent' in loadedBase && loadedBase.absent ? { result: emptySide() } : loadedBase;
   for (const [name, side, sha] of [['base', base, target.baseSha], ['head', head, target.headSha]] as const) {
     if ('problem' in side) {
       return core.setFailed(`cannot read the ${name} commit ${sha.slice(0, 7)}: ${side.problem}. When a commit is missing, actions/checkout did not fetch it: use fetch-depth: 0 (or fetch the base and head shas).`);

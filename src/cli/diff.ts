@@ -6,7 +6,7 @@
  */
 import { changesTraffic } from '../diff/change-set.ts';
 import { diffMeshes } from '../diff/diff-meshes.ts';
-import { isDirectory, loadSide, type SpecLocation } from '../diff/load-side.ts';
+import { emptySide, isDirectory, loadSide, type SpecLocation } from '../diff/load-side.ts';
 import { renderJson } from '../diff/render-json.ts';
 import { renderMarkdown } from '../diff/render-markdown.ts';
 import { renderText } from '../diff/render-text.ts';
@@ -37,7 +37,9 @@ function locate(value: string, flags: DiffFlags): SpecLocation {
 export async function runDiff(flags: DiffFlags, io: CliIo): Promise<number> {
   const baseAt = locate(flags.base, flags);
   const headAt = locate(flags.head, flags);
-  const [base, head] = await Promise.all([loadSide(baseAt), loadSide(headAt)]);
+  const [loadedBase, head] = await Promise.all([loadSide(baseAt), loadSide(headAt)]);
+  // A base revision from before the spec folder existed is an empty mesh: everything is new.
+  const base = 'absent' in loadedBase && loadedBase.absent ? { result: emptySide() } : loadedBase;
   for (const [name, side] of [['base', base], ['head', head]] as const) {
     if ('problem' in side) {
       io.stderr.write(`trellis diff: ${name}: ${side.problem}\n`);
@@ -54,8 +56,9 @@ export async function runDiff(flags: DiffFlags, io: CliIo): Promise<number> {
   const set = diffMeshes(base.result, head.result);
   const options = { pathPrefix: prefixOf(headAt) };
   const shortSha = (sha: string | undefined, value: string) => (sha ? sha.slice(0, 7) : value);
+  const baseSha = 'sha' in base ? base.sha : undefined;
   if (flags.format === 'json') io.stdout.write(renderJson(set, options));
-  else if (flags.format === 'markdown') io.stdout.write(renderMarkdown(set, { ...options, baseLabel: shortSha(base.sha, flags.base), headLabel: shortSha(head.sha, flags.head) }));
+  else if (flags.format === 'markdown') io.stdout.write(renderMarkdown(set, { ...options, baseLabel: shortSha(baseSha, flags.base), headLabel: shortSha(head.sha, flags.head) }));
   else io.stdout.write(renderText(set, options));
   return changesTraffic(set) || !set.head.valid ? EXIT.failed : EXIT.ok;
 }

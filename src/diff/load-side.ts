@@ -12,8 +12,19 @@ import { readSpecAtRevision } from '../reconciler/git-source.ts';
 /** A spec folder (`dir`), or the folder `path` of the git repository at `repo` as of `rev`. */
 export type SpecLocation = { readonly dir: string } | { readonly repo: string; readonly path: string; readonly rev: string };
 
-/** A compiled side, with the commit it was read at (revisions only); or why it could not be read. */
-export type LoadedSide = { readonly result: CompileResult; readonly sha?: string } | { readonly problem: string };
+/**
+ * A compiled side, with the commit it was read at (revisions only); or why it could not be
+ * read, with `absent` when the revision has no spec folder at all.
+ */
+export type LoadedSide = { readonly result: CompileResult; readonly sha?: string } | { readonly problem: string; readonly absent?: boolean };
+
+/**
+ * An empty mesh: what a base without a spec folder is compared as, so the pull request that
+ * adds a spec shows every service as new instead of failing.
+ */
+export function emptySide(): CompileResult {
+  return { diagnostics: [], mesh: { mesh: '', version: '', configs: new Map() } };
+}
 
 /** Whether `value` names an existing directory (the CLI reads such a `--base`/`--head` as a folder). */
 export function isDirectory(value: string): boolean {
@@ -32,6 +43,6 @@ export async function loadSide(location: SpecLocation): Promise<LoadedSide> {
   const dir = location.path === '' || location.path === '.' ? location.repo : join(location.repo, location.path);
   if (!isDirectory(dir)) return { problem: `${dir} is not a folder in the working tree (the spec folder must exist there for git to find it)` };
   const read = await readSpecAtRevision(dir, location.rev);
-  if ('problem' in read) return { problem: read.problem };
+  if ('problem' in read) return { problem: read.problem, ...(read.absent ? { absent: true } : {}) };
   return { result: compileFiles(read.files), sha: read.sha };
 }

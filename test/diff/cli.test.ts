@@ -89,6 +89,25 @@ describe('trellis diff on git revisions', () => {
   });
 });
 
+describe('trellis diff when the base has no spec folder yet', () => {
+  test('the commit that adds the spec is compared against an empty mesh: every service is new', async () => {
+    const repo = createRepo();
+    try {
+      const before = repo.commit({ 'README.md': 'a mesh will live in mesh/\n' }, 'start');
+      repo.commit(specFiles('canary-step', 'base'), 'add the mesh spec');
+      const run = await trellis(['diff', '--base', before, '--head', 'HEAD', '--path', 'mesh', '--format', 'json'], repo.work);
+      assert.equal(run.code, 1, run.stderr);
+      const json = JSON.parse(run.stdout);
+      assert.deepEqual(json.servicesAdded, ['cart', 'checkout', 'checkout-v2', 'payments', 'web']);
+      const back = await trellis(['diff', '--base', 'HEAD', '--head', before, '--path', 'mesh'], repo.work);
+      assert.equal(back.code, 2, 'a head without the spec folder is an error');
+      assert.match(back.stderr, /head: commit [0-9a-f]+ has no folder mesh\//);
+    } finally {
+      repo.remove();
+    }
+  });
+});
+
 describe('trellis diff on folders', () => {
   test('two spec folders compare without git', async () => {
     const run = await trellis(['diff', '--base', join(CASES, 'access-change', 'base'), '--head', join(CASES, 'access-change', 'head')], CASES);
