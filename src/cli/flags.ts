@@ -29,3 +29,12 @@ export function parseDurationFlag(value: string): number {
   return ms;
 }
 
+
+/** Output formats of `trellis diff`. */
+export type DiffFormat = 'text' | 'markdown' | 'json';
+
+/** Parses `--format` of `trellis diff`; anything else is a usage error. */
+export function parseDiffFormat(value: string): DiffFormat {
+  if (value !== 'text' && value !== 'markdown' && value !== 'json') throw new InvalidArgumentError('use text, markdown or json.');
+  return value;
+}

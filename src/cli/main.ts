@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { parseFormat } from './diagnostics-output.ts';
-import { parseApp, parseDurationFlag, parseListen } from './flags.ts';
+import { parseApp, parseDiffFormat, parseDurationFlag, parseListen } from './flags.ts';
 import { EXIT, type CliIo } from './io.ts';
 import type { SidecarFlags } from './sidecar.ts';
 import type { ReconcileFlags } from './reconcile.ts';
@@ -125,6 +125,14 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .requiredOption('--out <dir>', 'folder to write into')
     .addOption(opt('--ttl <duration>', 'certificate lifetime (1m to 720h)', parseDurationFlag, 24 * 3600_000, '24h'))
     .action(async (opts: import('./ca.ts').CaIssueFlags) => setCode(await (await import('./ca.ts')).runCaIssue(opts, io)));
+  sub('diff')
+    .description('show how traffic moves between two versions of a spec (git revisions or folders); exit 0 no change, 1 changes, 2 errors')
+    .requiredOption('--base <ref|dir>', 'the version before: a git revision, or a spec folder')
+    .requiredOption('--head <ref|dir>', 'the version after: a git revision, or a spec folder')
+    .option('--path <dir>', 'spec folder inside the repository, for revisions (default: the repository root)')
+    .option('--repo <dir>', 'the git repository, for revisions (default: the current folder)')
+    .addOption(new Option('--format <format>', 'output: text, markdown (a pull-request comment) or json').default('text').argParser((v: string) => parseDiffFormat(v)))
+    .action(async (flags: import('./diff.ts').DiffFlags) => setCode(await (await import('./diff.ts')).runDiff(flags, io)));
 
   sub('up')
     .description('run the whole mesh of a spec folder on this machine: reconciler, sidecars, demo apps and light traffic')

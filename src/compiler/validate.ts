@@ -3,7 +3,6 @@
  * (schema/*.schema.json, the same files editors use) and turns ajv's errors into
  * diagnostics that point at the offending YAML node.
  */
-import { readdirSync, readFileSync } from 'node:fs';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { diagnostic, type Diagnostic } from '../diagnostics/diagnostic.ts';
 import type { Code } from '../diagnostics/codes.ts';
@@ -11,8 +10,28 @@ import type { SpecDocument, SpecKind } from '../spec/types.ts';
 import { locate, type DocPath, type ParsedDocument } from './load.ts';
 import { closest } from './suggest.ts';
 
-/** Folder of the JSON Schemas shipped with Trellis. */
-export const SCHEMA_DIR = new URL('../../schema/', import.meta.url);
+// The JSON Schemas shipped with Trellis, imported rather than read from disk so that
+// bundles of the compiler (the GitHub Action's dist/index.js) carry them.
+import accessPolicySchema from '../../schema/accesspolicy.schema.json' with { type: 'json' };
+import commonSchema from '../../schema/common.schema.json' with { type: 'json' };
+import httpRouteSchema from '../../schema/httproute.schema.json' with { type: 'json' };
+import meshSchema from '../../schema/mesh.schema.json' with { type: 'json' };
+import serviceSchema from '../../schema/service.schema.json' with { type: 'json' };
+import trafficPolicySchema from '../../schema/trafficpolicy.schema.json' with { type: 'json' };
+import trafficTestSchema from '../../schema/traffictest.schema.json' with { type: 'json' };
+import trellisSchema from '../../schema/trellis.schema.json' with { type: 'json' };
+
+/** Every schema file of `schema/`, by file name (a test checks none is missing). */
+export const SCHEMAS: Readonly<Record<string, unknown>> = {
+  'accesspolicy.schema.json': accessPolicySchema,
+  'common.schema.json': commonSchema,
+  'httproute.schema.json': httpRouteSchema,
+  'mesh.schema.json': meshSchema,
+  'service.schema.json': serviceSchema,
+  'trafficpolicy.schema.json': trafficPolicySchema,
+  'traffictest.schema.json': trafficTestSchema,
+  'trellis.schema.json': trellisSchema,
+};
 
 const SCHEMA_FILES: Readonly<Record<SpecKind, string>> = {
   Mesh: 'mesh.schema.json',
@@ -30,9 +49,9 @@ function getValidators(): Record<SpecKind, ValidateFunction> {
   if (validators) return validators;
   const ajv = new Ajv({ allErrors: true, strict: true, verbose: true });
   const byFile = new Map<string, string>();
-  for (const name of readdirSync(SCHEMA_DIR)) {
-    if (!name.endsWith('.schema.json')) continue;
-    const schema = JSON.parse(readFileSync(new URL(name, SCHEMA_DIR), 'utf8')) as { $id: string };
+  for (const [name, value] of Object.entries(SCHEMAS)) {
+    // A deep copy: ajv may annotate what it is given, and imported JSON is shared.
+    const schema = structuredClone(value) as { $id: string };
     ajv.addSchema(schema);
     byFile.set(name, schema.$id);
   }
@@ -40,7 +59,7 @@ function getValidators(): Record<SpecKind, ValidateFunction> {
   for (const [kind, file] of Object.entries(SCHEMA_FILES) as Array<[SpecKind, string]>) {
     const id = byFile.get(file);
     const fn = id === undefined ? undefined : ajv.getSchema(id);
-    if (!fn) throw new Error(`schema ${file} for kind ${kind} is missing from ${SCHEMA_DIR.pathname}`);
+    if (!fn) throw new Error(`schema ${file} for kind ${kind} is missing from SCHEMAS`);
     out[kind] = fn;
   }
   validators = out;

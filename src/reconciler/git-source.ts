@@ -322,7 +322,8 @@ function runGit(args: readonly string[], options: { env: NodeJS.ProcessEnv; cwd:
 }
 
 /** Outcome of reading the spec at one commit: the files, or why the commit cannot be used. */
-type SpecRead = { readonly files: SourceFile[] } | { readonly problem: string };
+/** Spec files at a commit, or why not; `absent` when the commit has no spec folder at all. */
+type SpecRead = { readonly files: SourceFile[] } | { readonly problem: string; readonly absent?: boolean };
 
 /**
  * A {@link Source} that follows one branch of a git remote. See the file comment for how.
@@ -643,7 +644,7 @@ async function readSpecAt(git: GitContext, sha: string, specPath: string): Promi
     }
     wanted.push({ oid: oid!, path });
   }
-  if (specPath && !inFolder) return { problem: `commit ${sha.slice(0, 12)} has no folder ${specPath}/` };
+  if (specPath && !inFolder) return { problem: `commit ${sha.slice(0, 12)} has no folder ${specPath}/`, absent: true };
   const texts = await catBlobs(git, wanted.map((w) => w.oid));
   const files = wanted.map((w, i) => new SourceFile(w.path, texts[i]!));
   return { files: files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)) };
@@ -671,10 +672,11 @@ async function catBlobs(git: GitContext, oids: readonly string[]): Promise<strin
 
 /**
  * The spec folder `dir` as of revision `rev` of the git repository it is in, read from git's
- * objects (the working tree is not touched): for `trellis explain --rev`. `rev` is refused
- * when git could read it as an option.
+ * objects (the working tree is not touched): for `trellis explain --rev` and `trellis diff`.
+ * `rev` is refused when git could read it as an option. `absent` marks a commit that has no
+ * such folder (the commit before a spec was added, say).
  */
-export async function readSpecAtRevision(dir: string, rev: string): Promise<{ sha: string; files: SourceFile[] } | { problem: string }> {
+export async function readSpecAtRevision(dir: string, rev: string): Promise<{ sha: string; files: SourceFile[] } | { problem: string; absent?: boolean }> {
   if (rev.startsWith('-') || !/^[\w./~^@{}:-]+$/.test(rev)) return { problem: `refusing revision "${rev}"` };
   const signal = new AbortController().signal;
   const discoverEnv = gitEnv('');
@@ -688,7 +690,7 @@ export async function readSpecAtRevision(dir: string, rev: string): Promise<{ sh
   const sha = verified.stdout.toString('utf8').trim();
   if (verified.code !== 0 || !SHA.test(sha)) return { problem: `no commit "${rev}" in the repository of ${dir}` };
   const read = await readSpecAt(git, sha, prefix.stdout.toString('utf8').trim().replace(/\/$/, ''));
-  return 'problem' in read ? { problem: read.problem! } : { sha, files: read.files };
+  return 'problem' in read ? { problem: read.problem, ...(read.absent ? { absent: true } : {}) } : { sha, files: read.files };
 }
 
 /**
