@@ -58625,6 +58625,7 @@ var CODES = {
   TRL4021: { name: "retry-amplification-chain", severity: "warning" },
   TRL4022: { name: "timeout-shorter-than-callee", severity: "warning" },
   TRL4023: { name: "fault-not-retried", severity: "info" },
+  TRL4024: { name: "access-without-mtls", severity: "warning" },
   // traffic tests
   TRL5001: { name: "traffic-test-failed", severity: "error" },
   TRL5002: { name: "traffic-test-invalid", severity: "error" }
@@ -63553,9 +63554,41 @@ var Checker = class {
       });
     }
     this.checkBackendAccess(plan, planned);
+    this.checkAccessWithoutMtls(plan);
     this.checkRetryAmplification(plan);
     this.checkCallChains(plan, planned);
     return { settings: this.settings, services: plan };
+  }
+  /**
+   * With mTLS off no sidecar can verify a caller, so every call reaches the inbound port
+   * unauthenticated: AccessPolicy rules never admit it and the access default
+   * `all-authenticated` admits no one. Warned once, at the Mesh's `spec.mtls.mode`, naming
+   * the meshed services whose access needs a verified caller. Policies on unmeshed
+   * services are left out: their callers' own sidecars apply them, which needs no
+   * verification (TRL4013 says what that leaves open).
+   */
+  checkAccessWithoutMtls(plan) {
+    if (this.settings.mtlsMode !== "off") return;
+    const needsIdentity = [...plan.values()].filter((s) => s.inbound && (s.inbound.access.default === "policy" || s.inbound.access.default === "all-authenticated"));
+    if (needsIdentity.length === 0) return;
+    const byPolicy = needsIdentity.filter((s) => s.inbound.access.default === "policy");
+    const byDefault = needsIdentity.filter((s) => s.inbound.access.default === "all-authenticated");
+    const named2 = (list) => list.slice(0, 5).map((s) => `"${s.name}"`).join(", ") + (list.length > 5 ? ` and ${list.length - 5} more` : "");
+    const effects = [];
+    if (byPolicy.length > 0) effects.push(`AccessPolicy rules on ${named2(byPolicy)} admit no caller`);
+    if (byDefault.length > 0) effects.push(`the access default all-authenticated admits no caller to ${named2(byDefault)}`);
+    const audited = byPolicy.some((s) => s.inbound.access.mode === "audit");
+    const related = [];
+    const policy = this.spec.accessPolicies.find((p) => p.doc.spec.targetRefs.some((t2) => byPolicy.some((s) => s.name === t2.name)));
+    if (policy) related.push({ span: at(policy, ["metadata", "name"]), message: "an AccessPolicy that needs verified callers" });
+    const defaultSpan = byDefault.length > 0 && this.spec.mesh?.doc.spec.access?.default !== void 0 ? this.meshSpan(["spec", "access", "default"]) : void 0;
+    if (defaultSpan) related.push({ span: defaultSpan, message: "the access default" });
+    this.report(
+      "TRL4024",
+      `mTLS is off, so sidecars cannot verify any caller and treat every call as unauthenticated: ${effects.join(", and ")}; calls to them are refused with 403${audited ? " (only logged where a policy is in audit mode)" : ""}`,
+      this.meshSpan(["spec", "mtls", "mode"]),
+      { related, hint: "turn mTLS on (mode: strict), or use mode: permissive while services migrate in: callers that present a mesh certificate are then verified" }
+    );
   }
   /**
    * A retry budget whose ratio is 1 or more does not bound retries: each caller may retry
