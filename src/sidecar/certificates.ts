@@ -83,6 +83,8 @@ export class CertificateClient {
   #loop: Promise<void> | undefined;
   /** Epoch ms at which the current certificate is renewed; 0 asks for one at once. */
   #renewAt = 0;
+  /** Ends the current wait early (see `requestNow`). */
+  #wake: (() => void) | undefined;
 
   constructor(options: CertificateClientOptions) {
     this.#o = options;
@@ -90,6 +92,17 @@ export class CertificateClient {
 
   start(): void {
     this.#loop ??= this.#run();
+  }
+
+  /**
+   * Asks for a certificate now, unless one is in use: the service may have just joined
+   * the applied revision (the CA refuses services it does not mesh), so waiting out the
+   * retry backoff would keep the sidecar from serving.
+   */
+  requestNow(): void {
+    if (this.#o.identity.current) return;
+    this.#renewAt = 0;
+    this.#wake?.();
   }
 
   async stop(): Promise<void> {
@@ -101,8 +114,14 @@ export class CertificateClient {
   #wait(ms: number): Promise<void> {
     return new Promise((resolve) => {
       if (this.#controller.signal.aborted) return resolve();
-      const timer = setTimeout(resolve, Math.max(0, ms));
-      this.#controller.signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+      const done = () => {
+        clearTimeout(timer);
+        this.#wake = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, Math.max(0, ms));
+      this.#wake = done;
+      this.#controller.signal.addEventListener('abort', done, { once: true });
     });
   }
 

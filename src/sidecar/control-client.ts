@@ -21,6 +21,12 @@ export interface ControlClientOptions {
   readonly store: ConfigStore;
   readonly log: Logger;
   readonly random: Random;
+  /**
+   * Awaited after a config is applied and before it is acknowledged: the reconciler sends
+   * callers traffic to a sidecar once it acknowledges (make-before-break), so the sidecar
+   * first gets what it needs to serve (its certificate, in an mTLS mesh).
+   */
+  readonly beforeAck?: () => Promise<void>;
   /** Called with the trust bundle the reconciler sends first on every stream. */
   readonly onTrustBundle?: (roots: readonly string[]) => void;
   /** Reconnect backoff: first wait and cap, in ms. */
@@ -148,6 +154,7 @@ export class ControlClient {
       default:
         return false;
     }
+    if (result.ok) await this.#o.beforeAck?.();
     const ack: Ack = {
       service: this.#o.service,
       node: this.#o.node,

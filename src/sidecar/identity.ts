@@ -103,7 +103,7 @@ export class SidecarIdentity {
     const result = buildCredential(input, this.#service);
     if (!result.ok) return result;
     this.#current = result.credential;
-    for (const l of this.#listeners) l(result.credential);
+    for (const l of [...this.#listeners]) l(result.credential);
     return result;
   }
 
@@ -117,5 +117,22 @@ export class SidecarIdentity {
 
   onChange(listener: (c: Credential) => void): void {
     this.#listeners.push(listener);
+  }
+
+  /** Resolves true once a credential is in use (at once if one is), false after `timeoutMs` without. */
+  whenAvailable(timeoutMs: number): Promise<boolean> {
+    if (this.#current) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#listeners.splice(this.#listeners.indexOf(listener), 1);
+        resolve(false);
+      }, timeoutMs);
+      const listener = () => {
+        clearTimeout(timer);
+        this.#listeners.splice(this.#listeners.indexOf(listener), 1);
+        resolve(true);
+      };
+      this.#listeners.push(listener);
+    });
   }
 }

@@ -27,8 +27,8 @@ function codedError(code: string, message: string): Error {
 }
 
 /** OpenSSL and Node TLS error codes: the connection failed at the TLS layer, before any request went out. */
-export function isTlsErrorCode(code: string | undefined): boolean {
-  return code !== undefined && (code.startsWith('ERR_TRELLIS_') || code.startsWith('ERR_SSL_') || code.startsWith('ERR_TLS_') || code.startsWith('CERT_') || code.startsWith('UNABLE_TO_') || code.startsWith('SELF_SIGNED_') || code.startsWith('DEPTH_ZERO_'));
+export function isTlsErrorCode(code: unknown): boolean {
+  return typeof code === 'string' && (code.startsWith('ERR_TRELLIS_') || code.startsWith('ERR_SSL_') || code.startsWith('ERR_TLS_') || code.startsWith('CERT_') || code.startsWith('UNABLE_TO_') || code.startsWith('SELF_SIGNED_') || code.startsWith('DEPTH_ZERO_'));
 }
 
 export interface MeshConnectorDeps {

@@ -253,6 +253,7 @@ export class Sidecar {
         store: this.store,
         log: this.log,
         random: o.random ?? systemRandom,
+        beforeAck: () => this.#untilServing(),
         onTrustBundle: (roots) => {
           const result = this.identity.offerTrustBundle(roots);
           if (!result.ok && this.identity.current) this.log.warn({ type: 'trust_bundle_refused', reason: result.reason }, 'trust bundle from the reconciler refused');
@@ -261,6 +262,18 @@ export class Sidecar {
       this.#control.start();
     }
     return addresses;
+  }
+
+  /**
+   * Resolves once the sidecar can serve its config: at once, unless the mesh uses mTLS
+   * and it has no certificate yet; then when one arrives, or after a bound (the ack then
+   * goes out anyway and status shows the sidecar as unready).
+   */
+  async #untilServing(): Promise<void> {
+    if (this.store.current === undefined || this.store.current.inbound.mtls.mode === 'off' || this.identity.current) return;
+    this.#certificates?.requestNow();
+    // The CA answers within milliseconds when it is reachable; this bounds a CA that is not.
+    await this.identity.whenAvailable(5000);
   }
 
   /** Graceful stop: not ready, no new connections, in-flight requests drain (bounded), then close. */

@@ -12,6 +12,7 @@ import type { ProxyConfig } from '../../src/config/types.ts';
 import type { Clock, Random } from '../../src/sidecar/clock.ts';
 import { DEFAULT_SIDECAR_OPTIONS, Sidecar, type SidecarOptions } from '../../src/sidecar/sidecar.ts';
 import { compileTexts } from './spec.ts';
+import { credentialFor } from './identity.ts';
 
 /** What an upstream saw of one request. */
 export interface SeenRequest {
@@ -123,8 +124,13 @@ export interface RunningSidecar {
   stop(): Promise<void>;
 }
 
-/** Starts an in-process sidecar on port 0 everywhere, with `config` applied (if given). */
-export async function startSidecar(config: ProxyConfig | undefined, options: Partial<SidecarOptions> & { clock?: Clock; random?: Random } = {}): Promise<RunningSidecar> {
+/**
+ * Starts an in-process sidecar on port 0 everywhere, with `config` applied (if given).
+ * Unless it subscribes to a reconciler (whose CA then issues its certificate), it gets a
+ * certificate from the test CA for `identity`, else `options.service`, else the config's
+ * service; `identity: null` starts it without one.
+ */
+export async function startSidecar(config: ProxyConfig | undefined, options: Partial<SidecarOptions> & { clock?: Clock; random?: Random; identity?: string | null } = {}): Promise<RunningSidecar> {
   const sidecar = new Sidecar({
     ...DEFAULT_SIDECAR_OPTIONS,
     outbound: { host: '127.0.0.1', port: 0 },
@@ -137,6 +143,11 @@ export async function startSidecar(config: ProxyConfig | undefined, options: Par
   if (config) {
     const applied = sidecar.store.apply(config, 'file');
     assert.ok(applied.ok, `config should apply: ${JSON.stringify(applied)}`);
+  }
+  const service = options.identity === undefined ? (options.service ?? config?.service) : options.identity;
+  if (service && !options.control && !options.certificateFiles) {
+    const offered = sidecar.identity.offer(await credentialFor(service));
+    assert.ok(offered.ok, `test certificate should be accepted: ${JSON.stringify(offered)}`);
   }
   const addresses = await sidecar.start();
   let stopped = false;

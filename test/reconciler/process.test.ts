@@ -36,8 +36,12 @@ interface Proc {
   output(): string;
 }
 
-/** Starts `trellis <args>` and waits for its JSON "listening" log line. */
+/** One mesh CA for every reconciler of this file, kept where tests clean up (not in $HOME). */
+let caDir: string | undefined;
+
+/** Starts `trellis <args>` (a reconciler with this file's CA) and waits for its JSON "listening" log line. */
 async function start(args: string[], env: Record<string, string> = {}): Promise<Proc> {
+  if (args[0] === 'reconcile') args = [...args, '--ca-dir', (caDir ??= tempDir())];
   const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TRELLIS_CONTROL_TOKEN: TOKEN, ...env } });
   children.push(child);
   let out = '';

@@ -9,6 +9,8 @@ import { pino } from 'pino';
 import { GitSource } from '../../src/reconciler/git-source.ts';
 import { ReconcilerMetrics } from '../../src/reconciler/metrics.ts';
 import { Reconciler, type ReconcilerStatus } from '../../src/reconciler/reconciler.ts';
+import { CertificateIssuer } from '../../src/reconciler/certificates.ts';
+import { testCa } from '../helpers/identity.ts';
 import { ReconcilerServer } from '../../src/reconciler/server.ts';
 import { createRepo, type TestRepo } from '../helpers/git.ts';
 import { cleanup, send, startSidecar, startUpstream, waitFor, type RunningSidecar } from '../helpers/sidecar-harness.ts';
@@ -67,7 +69,8 @@ async function startReconciler(repo: TestRepo, options: { webhookSecret?: string
   const metrics = new ReconcilerMetrics();
   const source = new GitSource({ url: repo.url, branch: 'main', cacheDir, intervalMs: options.intervalMs ?? 3_600_000 });
   const reconciler = new Reconciler({ source, log: pino({ level: 'silent' }), metrics });
-  const server = new ReconcilerServer({ reconciler, metrics, token: TOKEN, ...(options.webhookSecret ? { webhookSecret: options.webhookSecret } : {}) });
+  const certificates = new CertificateIssuer({ ca: await testCa(), ttlMs: 3600_000, reconciler, metrics, log: pino({ level: 'silent' }) });
+  const server = new ReconcilerServer({ reconciler, metrics, token: TOKEN, certificates, ...(options.webhookSecret ? { webhookSecret: options.webhookSecret } : {}) });
   const stop = async () => {
     await reconciler.stop();
     await server.close();

@@ -1,5 +1,6 @@
 /** The admin API, config swaps under load, and sidecar-to-sidecar traffic. */
 import assert from 'node:assert/strict';
+import { credentialFor } from '../helpers/identity.ts';
 import { after, describe, test } from 'node:test';
 import { diffConfigs } from '../../src/config/delta.ts';
 import type { ProxyConfig } from '../../src/config/types.ts';
@@ -82,12 +83,14 @@ describe('admin writes', () => {
     assert.equal((await send(sc.outbound, 'api', '/')).body, 'b');
   });
 
-  test('readiness follows the config', async () => {
-    const sc = await startSidecar(undefined, { adminToken: TOKEN });
+  test('readiness follows the config, and in a strict-mTLS mesh the certificate', async () => {
+    const sc = await startSidecar(undefined, { adminToken: TOKEN, identity: null });
     assert.equal((await admin(sc.admin, 'GET', '/readyz')).status, 503);
     assert.equal((await send(sc.outbound, 'api', '/')).headers['x-trellis-error'], 'not_ready');
     const a = await startUpstream('a');
     assert.equal((await admin(sc.admin, 'PUT', '/config', split(1, 0, { a: a.port, b: a.port }))).status, 200);
+    assert.equal((await admin(sc.admin, 'GET', '/readyz')).status, 503, 'no certificate yet: the inbound port cannot serve mTLS');
+    assert.ok(sc.sidecar.identity.offer(await credentialFor('client')).ok);
     assert.equal((await admin(sc.admin, 'GET', '/readyz')).status, 200);
   });
 });
@@ -120,7 +123,7 @@ describe('config swaps', () => {
 describe('sidecar to sidecar', () => {
   test('a call crosses the caller sidecar and the destination sidecar to the app', async () => {
     const app = await startUpstream('app');
-    const apiSidecar = await startSidecar(undefined, { app: { host: '127.0.0.1', port: app.port }, adminToken: TOKEN });
+    const apiSidecar = await startSidecar(undefined, { app: { host: '127.0.0.1', port: app.port }, adminToken: TOKEN, identity: 'api' });
     const spec = `apiVersion: trellis.dev/v1alpha1
 kind: Mesh
 metadata: { name: test }
@@ -146,7 +149,8 @@ spec: { ports: [{ port: 80, targetPort: 8080 }], endpoints: { static: [{ address
     assert.equal(seen.url, '/hello?x=1');
     assert.equal(seen.headers.host, 'api:80');
     assert.equal(seen.headers['x-request-id'], 'rid-1');
-    assert.equal(seen.headers['x-trellis-caller'], undefined, 'the caller header stops at the destination sidecar');
+    assert.equal(seen.headers['x-trellis-caller'], undefined, 'no caller claim reaches the app');
+    assert.equal(seen.headers['x-trellis-peer-identity'], 'spiffe://test.local/svc/client', 'the app learns the verified caller');
     const text = await (await fetch(`http://127.0.0.1:${apiSidecar.admin}/metrics`)).text();
     assert.equal(metricValue(text, 'trellis_requests_total', { reporter: 'inbound', source_workload: 'client', destination_service: 'api', response_code: '200' }), 1);
   });

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { backendsSpec, cleanup, configOf, send, startUpstream, waitFor } from '../helpers/sidecar-harness.ts';
+import { credentialFor, writeCredentialFiles } from '../helpers/identity.ts';
 
 const BIN = fileURLToPath(new URL('../../bin/trellis.js', import.meta.url));
 const children: ChildProcess[] = [];
@@ -58,12 +59,15 @@ describe('trellis sidecar process', () => {
     const dir = await tempDir();
     const config = configOf(backendsSpec({ api: [api.port] }), 'client');
     await writeFile(join(dir, 'client.json'), JSON.stringify(config));
-    const first = await startProcess(['--config', join(dir, 'client.json'), '--state-dir', join(dir, 'state')]);
+    const tls = writeCredentialFiles(await credentialFor('client'));
+    dirs.push(tls.dir);
+    const identity = ['--tls-cert', tls.cert, '--tls-key', tls.key, '--tls-ca', tls.ca];
+    const first = await startProcess(['--config', join(dir, 'client.json'), '--state-dir', join(dir, 'state'), ...identity]);
     assert.equal((await send(first.outbound, 'api', '/')).body, 'api');
     first.child.kill('SIGTERM');
     assert.equal(await first.exited, 0);
 
-    const second = await startProcess(['--state-dir', join(dir, 'state')]);
+    const second = await startProcess(['--state-dir', join(dir, 'state'), ...identity]);
     const ready = (await (await fetch(`http://127.0.0.1:${second.admin}/readyz`)).json()) as { ready: boolean; version: string };
     assert.deepEqual(ready, { ready: true, version: config.version });
     assert.equal((await send(second.outbound, 'api', '/')).body, 'api');
