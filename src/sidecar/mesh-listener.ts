@@ -114,7 +114,11 @@ export class MeshListener {
       tls.emit('connection', socket);
       return;
     }
+    // A peer that connects and sends nothing is cut off like a slow TLS handshake would be.
+    const silent = setTimeout(() => socket.destroy(), this.#o.handshakeTimeoutMs);
+    socket.once('close', () => clearTimeout(silent));
     socket.once('data', (chunk: Buffer) => {
+      clearTimeout(silent);
       socket.pause();
       socket.unshift(chunk);
       if (chunk[0] !== TLS_HANDSHAKE) {
