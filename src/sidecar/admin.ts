@@ -6,6 +6,7 @@
  *   GET  /readyz         200 once a config runs and until shutdown begins, else 503
  *   GET  /metrics        Prometheus text
  *   GET  /config         the running config (404 no_config before the first)
+ *   GET  /identity       the workload certificate in use: SPIFFE ID, serial, validity, PEM, trust bundle (never the key)
  *   PUT  /config         a whole config          → 200 | 401 | 403 | 422 invalid_config
  *   POST /config/delta   a delta on the running  → 200 | 401 | 403 | 409 base_mismatch | 422
  *
@@ -14,6 +15,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ConfigStore } from './config-store.ts';
 import type { SidecarMetrics } from './metrics.ts';
+import type { SidecarIdentity } from './identity.ts';
 import { hasBearer, readJsonBody, sendJson as json } from '../http/json-server.ts';
 
 /** Largest config accepted over admin; a real one is a few hundred KiB at most. */
@@ -25,6 +27,7 @@ export interface AdminDeps {
   /** Bearer token for writes; undefined disables writes. */
   readonly token: string | undefined;
   readonly ready: () => boolean;
+  readonly identity: SidecarIdentity;
 }
 
 export function createAdminHandler(deps: AdminDeps): (req: IncomingMessage, res: ServerResponse) => void {
@@ -63,6 +66,18 @@ export function createAdminHandler(deps: AdminDeps): (req: IncomingMessage, res:
           if (!snap) return json(res, 404, { error: 'no_config', message: 'no config has been applied yet' });
           return json(res, 200, snap.config);
         }
+        case 'GET /identity': {
+          const c = deps.identity.current;
+          if (!c) return json(res, 404, { error: 'no_identity', message: 'no certificate yet' });
+          return json(res, 200, {
+            identity: c.identity,
+            serialNumber: c.serialNumber,
+            notBefore: new Date(c.notBefore).toISOString(),
+            notAfter: new Date(c.notAfter).toISOString(),
+            certificate: c.certificatePem,
+            trustBundle: c.trustBundle,
+          });
+        }
         case 'PUT /config':
         case 'POST /config/delta': {
           if (!authorized(req, res)) return;
@@ -73,7 +88,7 @@ export function createAdminHandler(deps: AdminDeps): (req: IncomingMessage, res:
           return json(res, result.status, { error: result.code, reasons: result.reasons });
         }
         default:
-          if (['/healthz', '/readyz', '/metrics', '/config', '/config/delta'].includes(path ?? '')) return json(res, 405, { error: 'method_not_allowed' });
+          if (['/healthz', '/readyz', '/metrics', '/config', '/config/delta', '/identity'].includes(path ?? '')) return json(res, 405, { error: 'method_not_allowed' });
           return json(res, 404, { error: 'not_found' });
       }
     })().catch((err: Error) => json(res, 500, { error: 'internal', message: err.message }));

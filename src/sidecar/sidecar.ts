@@ -200,7 +200,7 @@ export class Sidecar {
       draining,
     });
     this.#inbound = createInboundHandler({ store: this.store, metrics: this.metrics, log: this.log, clock, app: o.app, accessLog: o.accessLog, draining });
-    const admin = createAdminHandler({ store: this.store, metrics: this.metrics, token: o.adminToken, ready: () => this.ready });
+    const admin = createAdminHandler({ store: this.store, metrics: this.metrics, token: o.adminToken, ready: () => this.ready, identity: this.identity });
     const outboundAddress = await this.#listen(this.#track(outbound), o.outbound);
     const inboundHttp = this.#httpServer(this.#track(this.#inbound));
     this.#meshListener = new MeshListener({

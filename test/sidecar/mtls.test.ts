@@ -94,6 +94,10 @@ describe('mTLS between sidecars (strict)', () => {
     assert.equal(metricValue(m, 'trellis_inbound_connections_total', { transport: 'mtls' }), 1);
     assert.equal(metricValue(m, 'trellis_inbound_connections_total', { transport: 'plaintext' }), 0);
     assert.equal(metricValue(m, 'trellis_requests_total', { reporter: 'inbound', source_workload: 'client', response_code: '200' }), 1);
+    const shown = (await (await fetch(`http://127.0.0.1:${api.admin}/identity`)).json()) as Record<string, unknown>;
+    assert.equal(shown.identity, 'spiffe://test.local/svc/api');
+    assert.equal(shown.serialNumber, api.sidecar.identity.current!.serialNumber);
+    assert.ok(!JSON.stringify(shown).includes('PRIVATE KEY'), 'the admin API never shows the key');
   });
 
   test('plaintext to the inbound port is refused before any request is read', async () => {
