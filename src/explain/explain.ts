@@ -5,6 +5,7 @@
  * sidecar does.
  */
 import { decideAccess } from '../config/access.ts';
+import { normalizePath } from '../config/normalize-path.ts';
 import type { ClusterBody, CompiledFilter, RouteBody } from '../config/types.ts';
 import type { CompileResult } from '../compiler/compile.ts';
 import { getLeaf, identityOf } from '../compiler/defaults.ts';
@@ -73,11 +74,14 @@ export function explain(result: CompileResult, request: ExplainRequest, pathPref
   const port = request.port ?? target.route.ports[0]!;
   const req = { ...request, port };
   const callerIdentity = identityOf(plan.settings.trustDomain, request.from);
+  // The destination sidecar decides on the normalised path (a path it refuses gets 400 there).
+  const normalized = normalizePath(request.path);
+  const accessPath = normalized.ok ? normalized.path : request.path;
   const accessPolicyFor = (service: string) => spec.accessPolicies.find((p) => p.doc.spec.targetRefs.some((t) => t.name === service));
 
   const routeResource = callerConfig.resources.find((r) => r.name === `route/${request.to}`);
   if (!routeResource) {
-    const decision = target.inbound ? decideAccess(target.inbound.access, callerIdentity, request.method, request.path) : null;
+    const decision = target.inbound ? decideAccess(target.inbound.access, callerIdentity, request.method, accessPath) : null;
     const policy = accessPolicyFor(request.to);
     const reason = `${request.from} may not call ${request.to}: ${decision?.reason ?? 'an AccessPolicy on it admits other callers only'}; its sidecar has no route to it and answers 404 unknown_service`;
     return { request: req, reachable: { ok: false, reason, at: loc(policy ? at(policy, ['metadata', 'name']) : spec.mesh ? at(spec.mesh, ['spec', 'access']) : undefined) }, rules: [], matched: null, clusters: [], outcome: reason };
@@ -124,13 +128,15 @@ export function explain(result: CompileResult, request: ExplainRequest, pathPref
         .filter((b) => b.share > 0)
         .map((b) => {
           const svc = plan.services.get(b.service)!;
-          const decision = svc.inbound ? decideAccess(svc.inbound.access, callerIdentity, request.method, request.path) : null;
+          const decision = svc.inbound ? decideAccess(svc.inbound.access, callerIdentity, request.method, accessPath) : null;
           const policy = decision?.policy ? spec.accessPolicies.find((p) => p.doc.metadata.name === decision.policy) : undefined;
+          // ruleIndex counts the compiled rules of every policy on the service; the spec line needs the index within its policy.
+          const indexInPolicy = decision?.ruleIndex != null ? svc.inbound!.access.rules.slice(0, decision.ruleIndex).filter((r) => r.policy === decision.policy).length : null;
           return {
             service: b.service,
             endpoints: svc.endpoints.static.length + (svc.endpoints.dns ? 1 : 0),
             settings: clusterSettings(svc.cluster, b.service, spec, loc),
-            access: decision ? { allowed: decision.allowed, audited: decision.audited, reason: decision.reason, at: loc(policy ? at(policy, ['spec', 'rules', decision.ruleIndex!]) : undefined) } : null,
+            access: decision ? { allowed: decision.allowed, audited: decision.audited, reason: decision.reason, at: loc(policy ? at(policy, ['spec', 'rules', indexInPolicy!]) : undefined) } : null,
           };
         });
 

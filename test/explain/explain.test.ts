@@ -42,6 +42,27 @@ describe('trellis explain on the shop', () => {
     assert.equal(e.matched?.retry.origin.source, 'mesh-default');
   });
 
+  test('access is decided on the normalised path, as the destination sidecar does', () => {
+    // inventory admits catalog for GET /stock only; a dot segment must not smuggle /reservations past it.
+    const e = explain(shop, req('catalog', 'inventory', { path: '/stock/../reservations' }), 'examples/shop');
+    assert.equal(e.clusters[0]!.access?.allowed, false);
+    assert.equal(explain(shop, req('catalog', 'inventory', { path: '/stock//42' }), 'examples/shop').clusters[0]!.access?.allowed, true);
+  });
+
+  test('an admitting rule of the second policy on a service points at that rule', async () => {
+    const { compileTexts } = await import('../helpers/spec.ts');
+    const { BASE_SPEC } = await import('../helpers/spec.ts');
+    const policy = (name: string, service: string) => `apiVersion: trellis.dev/v1alpha1
+kind: AccessPolicy
+metadata: { name: ${name} }
+spec: { targetRefs: [{ kind: Service, name: api }], rules: [{ from: [{ service: ${service} }] }] }`;
+    const result = compileTexts({ 'mesh.yaml': BASE_SPEC.replace('default: allow', 'default: deny'), 'a.yaml': policy('first', 'api-v2'), 'b.yaml': policy('second', 'web') });
+    const e = explain(result, req('web', 'api'), '');
+    const access = e.clusters[0]!.access!;
+    assert.equal(access.allowed, true);
+    assert.equal(access.at, 'b.yaml:4:61', 'points at the admitting rule itself');
+  });
+
   test('earlier rules say what they needed', () => {
     const e = explain(shop, CASES['denied-at-destination']!, 'examples/shop');
     assert.deepEqual(e.rules.map((r) => r.failed), ['method GET', 'path prefix /v1/items', null]);
