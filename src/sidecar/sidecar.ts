@@ -111,10 +111,7 @@ export class Sidecar {
     const connector = new MeshConnector({
       credential: () => this.identity.current,
       mode: () => this.store.current?.inbound.mtls.mode,
-      onRefused: (reason, detail) => {
-        this.metrics.tlsFailures.inc({ direction: 'outbound', reason });
-        this.log.warn({ type: 'tls_refused', direction: 'outbound', reason, detail }, 'mTLS connection to a backend refused');
-      },
+      onRefused: (reason, detail) => this.#tlsRefused('outbound', reason, detail),
     });
     this.clusters = new ClusterManager(clock, options.random ?? systemRandom, connector);
     this.store = new ConfigStore({
@@ -126,6 +123,12 @@ export class Sidecar {
         this.log.warn({ type: 'config_rejected', source, reasons }, 'config rejected; the running config stays');
       },
     });
+  }
+
+  /** Counts and logs a connection refused at the TLS layer. */
+  #tlsRefused(direction: 'inbound' | 'outbound', reason: string, detail: string): void {
+    this.metrics.tlsFailures.inc({ direction, reason });
+    this.log.warn({ type: 'tls_refused', direction, reason, detail }, direction === 'inbound' ? 'inbound connection refused' : 'mTLS connection to a backend refused');
   }
 
   #onApplied(snap: Snapshot, previous: Snapshot | undefined, source: string): void {
@@ -210,10 +213,7 @@ export class Sidecar {
       credential: () => this.identity.current,
       handshakeTimeoutMs: o.headerTimeoutMs,
       onConnection: (transport) => this.metrics.inboundConnections.inc({ transport }),
-      onRefused: (reason, detail) => {
-        this.metrics.tlsFailures.inc({ direction: 'inbound', reason });
-        this.log.warn({ type: 'tls_refused', direction: 'inbound', reason, detail }, 'inbound connection refused');
-      },
+      onRefused: (reason, detail) => this.#tlsRefused('inbound', reason, detail),
     });
     const inboundAddress = await this.#meshListener.listen(o.inbound.port, o.inbound.host);
     // The HTTP server is handed connections rather than listening itself; this starts its
@@ -228,31 +228,22 @@ export class Sidecar {
     }
     if (o.control) {
       if (!o.service) throw new Error('a sidecar that subscribes to a reconciler needs its service name');
+      const connection = { url: o.control.url, token: o.control.token, service: o.service, node: o.control.node ?? `${hostname()}:${addresses.inbound.port}`, log: this.log, random: o.random ?? systemRandom };
       if (!o.certificateFiles) {
         // The stored certificate serves until the CA answers (or while it cannot be reached).
         const stored = o.stateDir ? loadStoredCredential(o.stateDir) : undefined;
         if (stored) this.identity.offer(stored);
         this.#certificates = new CertificateClient({
-          url: o.control.url,
-          token: o.control.token,
-          service: o.service,
-          node: o.control.node ?? `${hostname()}:${addresses.inbound.port}`,
+          ...connection,
           identity: this.identity,
-          log: this.log,
-          random: o.random ?? systemRandom,
           metrics: this.metrics,
           ...(o.stateDir ? { stateDir: o.stateDir } : {}),
         });
         this.#certificates.start();
       }
       this.#control = new ControlClient({
-        url: o.control.url,
-        token: o.control.token,
-        service: o.service,
-        node: o.control.node ?? `${hostname()}:${addresses.inbound.port}`,
+        ...connection,
         store: this.store,
-        log: this.log,
-        random: o.random ?? systemRandom,
         beforeAck: () => this.#untilServing(),
         onTrustBundle: (roots) => {
           const result = this.identity.offerTrustBundle(roots);

@@ -18,6 +18,7 @@ import { ReconcilerMetrics } from '../../src/reconciler/metrics.ts';
 import { Reconciler } from '../../src/reconciler/reconciler.ts';
 import { ReconcilerServer } from '../../src/reconciler/server.ts';
 import { testCa } from '../helpers/identity.ts';
+import { clientApiSpec } from '../helpers/spec.ts';
 import { cleanup, closedPort, metricValue, send, startSidecar, startUpstream, waitFor } from '../helpers/sidecar-harness.ts';
 
 const TOKEN = 'rotation-test-token-0123456789';
@@ -33,22 +34,10 @@ test('one-minute certificates rotate under continuous mTLS traffic with no faile
   const apiInbound = await closedPort();
   writeFileSync(
     join(dir, 'mesh.yaml'),
-    `apiVersion: trellis.dev/v1alpha1
-kind: Mesh
-metadata: { name: rotation }
-spec: { trustDomain: rotation.local, mtls: { mode: strict }, access: { default: deny } }
----
-apiVersion: trellis.dev/v1alpha1
-kind: Service
-metadata: { name: client }
-spec: { ports: [{ port: 80 }], endpoints: { static: [{ address: 127.0.0.1, port: 9 }] } }
----
-apiVersion: trellis.dev/v1alpha1
-kind: Service
-metadata: { name: api }
-spec: { ports: [{ port: 80, targetPort: 8080 }], endpoints: { static: [{ address: 127.0.0.1, port: ${apiInbound} }] } }
----
-apiVersion: trellis.dev/v1alpha1
+    clientApiSpec(
+      apiInbound,
+      '  mtls: { mode: strict }\n  access: { default: deny }',
+      `apiVersion: trellis.dev/v1alpha1
 kind: AccessPolicy
 metadata: { name: api }
 spec: { targetRefs: [{ kind: Service, name: api }], rules: [{ from: [{ service: client }] }] }
@@ -60,6 +49,7 @@ kind: TrafficPolicy
 metadata: { name: api }
 spec: { targetRefs: [{ kind: Service, name: api }], connection: { idleTimeout: 1ms } }
 `,
+    ),
   );
   const metrics = new ReconcilerMetrics();
   const log = pino({ level: 'silent' });

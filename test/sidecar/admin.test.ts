@@ -4,7 +4,7 @@ import { credentialFor } from '../helpers/identity.ts';
 import { after, describe, test } from 'node:test';
 import { diffConfigs } from '../../src/config/delta.ts';
 import type { ProxyConfig } from '../../src/config/types.ts';
-import { compileTexts } from '../helpers/spec.ts';
+import { clientApiSpec, compileTexts } from '../helpers/spec.ts';
 import { backendsSpec, cleanup, configOf, metricValue, send, startSidecar, startUpstream } from '../helpers/sidecar-harness.ts';
 
 after(cleanup);
@@ -124,21 +124,7 @@ describe('sidecar to sidecar', () => {
   test('a call crosses the caller sidecar and the destination sidecar to the app', async () => {
     const app = await startUpstream('app');
     const apiSidecar = await startSidecar(undefined, { app: { host: '127.0.0.1', port: app.port }, adminToken: TOKEN, identity: 'api' });
-    const spec = `apiVersion: trellis.dev/v1alpha1
-kind: Mesh
-metadata: { name: test }
-spec: { trustDomain: test.local, access: { default: allow } }
----
-apiVersion: trellis.dev/v1alpha1
-kind: Service
-metadata: { name: client }
-spec: { ports: [{ port: 80 }], endpoints: { static: [{ address: 127.0.0.1, port: 9 }] } }
----
-apiVersion: trellis.dev/v1alpha1
-kind: Service
-metadata: { name: api }
-spec: { ports: [{ port: 80, targetPort: 8080 }], endpoints: { static: [{ address: 127.0.0.1, port: ${apiSidecar.inbound} }] } }
-`;
+    const spec = clientApiSpec(apiSidecar.inbound);
     const mesh = compileTexts({ 'mesh.yaml': spec }).mesh!;
     assert.equal((await admin(apiSidecar.admin, 'PUT', '/config', mesh.configs.get('api'))).status, 200);
     const client = await startSidecar(mesh.configs.get('client'));

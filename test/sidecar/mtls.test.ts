@@ -11,7 +11,7 @@ import { MeshCertificateAuthority } from '../../src/identity/ca.ts';
 import { spiffeId } from '../../src/identity/spiffe.ts';
 import { credentialFor, testCa, type TestCredential } from '../helpers/identity.ts';
 import { cleanup, metricValue, send, startSidecar, startUpstream, type RunningSidecar, type Upstream } from '../helpers/sidecar-harness.ts';
-import { compileTexts } from '../helpers/spec.ts';
+import { clientApiSpec, compileTexts } from '../helpers/spec.ts';
 
 after(cleanup);
 
@@ -29,23 +29,7 @@ interface Pair {
 async function pair(options: { mesh?: string; extra?: string; clientCredential?: TestCredential; apiCredential?: TestCredential } = {}): Promise<Pair> {
   const app = await startUpstream('app');
   const api = await startSidecar(undefined, { app: { host: '127.0.0.1', port: app.port }, identity: null });
-  const spec = `apiVersion: trellis.dev/v1alpha1
-kind: Mesh
-metadata: { name: test }
-spec:
-  trustDomain: test.local
-${options.mesh ?? '  access: { default: allow }'}
----
-apiVersion: trellis.dev/v1alpha1
-kind: Service
-metadata: { name: client }
-spec: { ports: [{ port: 80 }], endpoints: { static: [{ address: 127.0.0.1, port: 9 }] } }
----
-apiVersion: trellis.dev/v1alpha1
-kind: Service
-metadata: { name: api }
-spec: { ports: [{ port: 80, targetPort: 8080 }], endpoints: { static: [{ address: 127.0.0.1, port: ${api.inbound} }] } }
-${options.extra ? `---\n${options.extra}` : ''}`;
+  const spec = clientApiSpec(api.inbound, options.mesh, options.extra);
   const result = compileTexts({ 'mesh.yaml': spec });
   assert.ok(result.mesh, JSON.stringify(result.diagnostics.map((d) => d.message)));
   assert.ok(api.sidecar.store.apply(result.mesh.configs.get('api'), 'file').ok);
