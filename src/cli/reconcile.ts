@@ -2,7 +2,7 @@
 import { createHash } from 'node:crypto';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { pino } from 'pino';
+import { createLogger } from '../logger.ts';
 import { readFileSync } from 'node:fs';
 import { MIN_CERT_TTL_MS, MAX_CERT_TTL_MS, MeshCertificateAuthority, splitPemCertificates } from '../identity/ca.ts';
 import { CertificateIssuer } from '../reconciler/certificates.ts';
@@ -58,7 +58,7 @@ export async function startReconciler(flags: ReconcileFlags, io: CliIo, token: s
     io.stderr.write('trellis reconcile: give exactly one source: --dir DIR (a local folder) or --repo URL (a git remote)\n');
     return undefined;
   }
-  const log = pino({ base: { component: 'reconciler' }, redact: { paths: ['token', 'secret', '*.authorization', 'headers.authorization'], censor: '[redacted]' } });
+  const log = createLogger({ component: 'reconciler' });
   let source: Source;
   try {
     source = flags.dir

@@ -8,7 +8,8 @@ import { hostname } from 'node:os';
 import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { pino, type Logger } from 'pino';
+import type { Logger } from 'pino';
+import { createLogger } from '../logger.ts';
 import type { Clock, Random } from './clock.ts';
 import { systemClock, systemRandom } from './clock.ts';
 import { ClusterManager } from './clusters.ts';
@@ -101,7 +102,7 @@ export class Sidecar {
 
   constructor(options: SidecarOptions) {
     this.#options = options;
-    this.log = options.logger ?? pino({ base: { component: 'sidecar', service: options.service } });
+    this.log = options.logger ?? createLogger({ component: 'sidecar', service: options.service });
     const clock = options.clock ?? systemClock;
     this.identity = new SidecarIdentity(options.service);
     this.identity.onChange((c) => {

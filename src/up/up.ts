@@ -13,7 +13,8 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { pino, type Logger } from 'pino';
+import type { Logger } from 'pino';
+import { createLogger } from '../logger.ts';
 import { Agent, request } from 'undici';
 import { compileDir } from '../compiler/compile.ts';
 import { decideAccess } from '../config/access.ts';
@@ -114,7 +115,7 @@ function callees(config: ProxyConfig): string[] {
 }
 
 export async function up(options: UpOptions): Promise<RunningMesh> {
-  const log: Logger = pino({ level: options.logLevel ?? 'warn', base: { component: 'up' } });
+  const log: Logger = createLogger({ component: 'up' }, { level: options.logLevel ?? 'warn' });
   const compiled = await compileDir(options.dir);
   if (!compiled.mesh || !compiled.plan) {
     const errors = compiled.diagnostics.filter((d) => d.severity === 'error').length;
