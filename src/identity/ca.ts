@@ -110,6 +110,8 @@ export class MeshCertificateAuthority {
     const certFile = join(dir, 'ca.crt');
     const keyFile = join(dir, 'ca.key');
     if (existsSync(certFile) && existsSync(keyFile)) return MeshCertificateAuthority.load(readFileSync(certFile, 'utf8'), readFileSync(keyFile, 'utf8'), extraRoots);
+    // One file without the other is a damaged root, not a missing one: never replace half of it.
+    if (existsSync(certFile) || existsSync(keyFile)) throw new Error(`${dir} holds only one of ca.crt and ca.key; restore the other, or move both away to make a new root`);
     const ca = await MeshCertificateAuthority.generate(trustDomain, extraRoots);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     writeFileSync(keyFile, await ca.exportPrivateKeyPem(), { mode: 0o600 });

@@ -85,6 +85,8 @@ export class CertificateClient {
   #renewAt = 0;
   /** Ends the current wait early (see `requestNow`). */
   #wake: (() => void) | undefined;
+  /** Set by `requestNow`: a request failing meanwhile is retried at once, not after backoff. */
+  #asked = false;
 
   constructor(options: CertificateClientOptions) {
     this.#o = options;
@@ -99,8 +101,9 @@ export class CertificateClient {
    * the applied revision (the CA refuses services it does not mesh), so waiting out the
    * retry backoff would keep the sidecar from serving.
    */
-  requestNow(): void {
-    if (this.#o.identity.current) return;
+  requestNow(options: { evenWithCertificate?: boolean } = {}): void {
+    if (this.#o.identity.current && !options.evenWithCertificate) return;
+    this.#asked = true;
     this.#renewAt = 0;
     this.#wake?.();
   }
@@ -130,6 +133,7 @@ export class CertificateClient {
     while (!this.#controller.signal.aborted) {
       await this.#wait(this.#renewAt - Date.now());
       if (this.#controller.signal.aborted) return;
+      this.#asked = false;
       try {
         const c = await this.#obtain();
         failures = 0;
@@ -145,7 +149,9 @@ export class CertificateClient {
         const step = Math.min(this.#o.maxBackoffMs ?? 30_000, (this.#o.minBackoffMs ?? 500) * 2 ** Math.min(failures - 1, 16));
         // Never wait past a fifth of what the current certificate has left.
         const cap = current ? Math.max(100, (current.notAfter - Date.now()) / 5) : step;
-        this.#renewAt = Date.now() + Math.min(step, cap) * (0.5 + this.#o.random() / 2);
+        // Asked while this request was out (a config naming the service arrived): try again
+        // at once, since the CA may know the service now.
+        this.#renewAt = this.#asked ? 0 : Date.now() + Math.min(step, cap) * (0.5 + this.#o.random() / 2);
         this.#o.log.warn({ type: 'certificate_renewal_failed', error: (err as Error).message, failures, expiresAt: current ? new Date(current.notAfter).toISOString() : null }, 'could not get a certificate from the mesh CA; retrying');
       }
     }

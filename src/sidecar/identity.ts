@@ -9,6 +9,7 @@
  */
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { createSecureContext, type SecureContext, type SecureContextOptions } from 'node:tls';
+import { splitPemCertificates } from '../identity/ca.ts';
 import { parseSpiffeId, spiffeIdOfAltNames } from '../identity/spiffe.ts';
 
 /** TLS options every mesh connection uses: TLS 1.3 only (forward secrecy, one round trip). */
@@ -41,15 +42,17 @@ export type CredentialResult = { readonly ok: true; readonly credential: Credent
  * it is within its validity, and it chains to a root of the bundle.
  */
 export function buildCredential(input: { certificatePem: string; privateKeyPem: string; trustBundle: readonly string[] }, service: string | undefined, now = Date.now()): CredentialResult {
-  let leaf: X509Certificate;
+  let chain: X509Certificate[];
   let roots: X509Certificate[];
   try {
-    leaf = new X509Certificate(input.certificatePem);
+    chain = splitPemCertificates(input.certificatePem).map((c) => new X509Certificate(c));
     roots = input.trustBundle.map((r) => new X509Certificate(r));
   } catch (err) {
     return { ok: false, reason: `certificate or trust bundle does not parse: ${(err as Error).message}` };
   }
+  if (chain.length === 0) return { ok: false, reason: 'the certificate file holds no PEM certificate' };
   if (roots.length === 0) return { ok: false, reason: 'the trust bundle holds no certificate' };
+  const leaf = chain[0]!;
   try {
     if (!leaf.checkPrivateKey(createPrivateKey(input.privateKeyPem))) return { ok: false, reason: 'the private key does not belong to the certificate' };
   } catch (err) {
@@ -63,7 +66,14 @@ export function buildCredential(input: { certificatePem: string; privateKeyPem: 
   const notAfter = Date.parse(leaf.validTo);
   if (now >= notAfter) return { ok: false, reason: `the certificate expired at ${leaf.validTo}` };
   if (now < notBefore) return { ok: false, reason: `the certificate is not valid before ${leaf.validFrom}` };
-  if (!roots.some((root) => leaf.checkIssued(root) && leaf.verify(root.publicKey))) return { ok: false, reason: 'the certificate was not issued by any root of the trust bundle' };
+  // The file may hold intermediates after the leaf (cert-manager, Vault): each must sign
+  // the one before it, and the last must be signed by a root of the bundle.
+  let issued = leaf;
+  for (const intermediate of chain.slice(1)) {
+    if (!(issued.checkIssued(intermediate) && issued.verify(intermediate.publicKey))) return { ok: false, reason: `the certificate chain is broken: ${issued.subject} is not signed by ${intermediate.subject}` };
+    issued = intermediate;
+  }
+  if (!roots.some((root) => issued.checkIssued(root) && issued.verify(root.publicKey))) return { ok: false, reason: 'the certificate chain does not end at a root of the trust bundle' };
   const tlsOptions: SecureContextOptions = { key: input.privateKeyPem, cert: input.certificatePem, ca: [...input.trustBundle], minVersion: MESH_TLS_VERSION };
   return {
     ok: true,
@@ -94,8 +104,10 @@ export class SidecarIdentity {
     this.#service = service;
   }
 
+  /** The credential in use; undefined before the first and once it has expired (an expired certificate proves nothing). */
   get current(): Credential | undefined {
-    return this.#current;
+    const c = this.#current;
+    return c && Date.now() < c.notAfter ? c : undefined;
   }
 
   /** Validates and swaps in a credential; the current one stays when it is refused. */
@@ -109,8 +121,8 @@ export class SidecarIdentity {
 
   /** Replaces the trust bundle of the current credential (a root rollover), keeping certificate and key. */
   offerTrustBundle(roots: readonly string[]): CredentialResult {
-    const c = this.#current;
-    if (!c) return { ok: false, reason: 'no certificate yet' };
+    const c = this.current;
+    if (!c) return { ok: false, reason: 'no valid certificate' };
     if (c.trustBundle.join() === roots.join()) return { ok: true, credential: c };
     return this.offer({ certificatePem: c.certificatePem, privateKeyPem: c.privateKeyPem, trustBundle: roots });
   }
@@ -121,7 +133,11 @@ export class SidecarIdentity {
 
   /** Resolves true once a credential is in use (at once if one is), false after `timeoutMs` without. */
   whenAvailable(timeoutMs: number): Promise<boolean> {
-    if (this.#current) return Promise.resolve(true);
+    return this.current ? Promise.resolve(true) : this.nextChange(timeoutMs);
+  }
+
+  /** Resolves true when the next credential is swapped in, false after `timeoutMs` without one. */
+  nextChange(timeoutMs: number): Promise<boolean> {
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         this.#listeners.splice(this.#listeners.indexOf(listener), 1);

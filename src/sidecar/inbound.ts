@@ -70,6 +70,11 @@ export function createInboundHandler(deps: InboundDeps): InboundHandler {
       res.setHeader('connection', 'close');
       return fail('shutting_down');
     }
+    if (peer.refused) {
+      res.setHeader('connection', 'close');
+      res.setHeader('x-trellis-peer-rejected', peer.refused.reason);
+      return fail('peer_rejected');
+    }
     // A connection accepted in permissive mode may outlive a switch to strict.
     if (peer.transport === 'plaintext' && snap.inbound.mtls.mode === 'strict') return fail('mtls_required');
     const target = req.url ?? '/';

@@ -25,9 +25,15 @@ import type { Credential } from './identity.ts';
 
 /** Who is at the other end of an inbound connection. */
 export interface Peer {
-  /** The verified SPIFFE ID; null for a plaintext connection. */
+  /** The verified SPIFFE ID; null for a plaintext connection or a refused peer. */
   readonly identity: string | null;
   readonly transport: 'mtls' | 'plaintext';
+  /**
+   * Set when the peer completed the TLS handshake but was not admitted (its chain, expiry
+   * or identity): each of its requests is answered 403 peer_rejected and the connection
+   * closed, so the calling sidecar learns why instead of seeing a bare reset.
+   */
+  readonly refused?: { readonly reason: TlsRefusal; readonly detail: string };
 }
 
 const PLAINTEXT: Peer = Object.freeze({ identity: null, transport: 'plaintext' });
@@ -87,6 +93,8 @@ export class MeshListener {
     const credential = this.#o.credential();
     if (!credential) return undefined;
     if (!this.#tls) {
+      // Verification happens in #admit rather than in the handshake: Node would close a
+      // refused peer's connection without a word, where #admit tells it why (403 peer_rejected).
       this.#tls = createTlsServer({ ...credential.tlsOptions, requestCert: true, rejectUnauthorized: false, handshakeTimeout: this.#o.handshakeTimeoutMs });
       this.#tls.on('secureConnection', (socket: TLSSocket) => this.#admit(socket));
       this.#tls.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
@@ -146,7 +154,8 @@ export class MeshListener {
     const verdict = verifyPeer(socket, this.#o.trustDomain());
     if (!verdict.ok) {
       this.#o.onRefused(verdict.reason, verdict.detail);
-      socket.destroy();
+      peers.set(socket, Object.freeze({ identity: null, transport: 'mtls', refused: { reason: verdict.reason, detail: verdict.detail } }));
+      this.#o.http.emit('connection', socket);
       return;
     }
     peers.set(socket, Object.freeze({ identity: verdict.identity, transport: 'mtls' }));

@@ -20,7 +20,7 @@ import { createInboundHandler, type AppAddress, type InboundHandler } from './in
 import { SidecarMetrics } from './metrics.ts';
 import { createOutboundHandler } from './outbound.ts';
 import { ControlClient } from './control-client.ts';
-import { CertificateClient, loadStoredCredential, watchCredentialFiles, type CredentialFiles } from './certificates.ts';
+import { CertificateClient, loadStoredCredential, storeCredential, watchCredentialFiles, type CredentialFiles } from './certificates.ts';
 import { SidecarIdentity } from './identity.ts';
 import { MeshConnector } from './mesh-connector.ts';
 import { MeshListener } from './mesh-listener.ts';
@@ -134,6 +134,8 @@ export class Sidecar {
 
   #onApplied(snap: Snapshot, previous: Snapshot | undefined, source: string): void {
     this.clusters.sync(snap.clusters, snap.endpoints);
+    // A new trust domain (or a first config) needs a certificate that names it.
+    if (snap.inbound.mtls.mode !== 'off' && !this.#identityFits(snap)) this.#certificates?.requestNow({ evenWithCertificate: true });
     this.metrics.setConfig(snap.service, snap.version);
     this.metrics.configApplies.inc({ result: 'accepted', source });
     this.log.info({ type: 'config_applied', source, version: snap.version, previous: previous?.version ?? null, resources: snap.config.resources.length }, 'config applied');
@@ -144,10 +146,16 @@ export class Sidecar {
     return this.#control?.connected ?? false;
   }
 
-  /** Ready: a config runs, shutdown has not begun, and in a strict-mTLS mesh the sidecar has its certificate. */
+  /** Ready: a config runs, shutdown has not begun, and in a strict-mTLS mesh the sidecar holds a certificate for that config's service. */
   get ready(): boolean {
     const snap = this.store.current;
-    return !this.#draining && snap !== undefined && (snap.inbound.mtls.mode !== 'strict' || this.identity.current !== undefined);
+    return !this.#draining && snap !== undefined && (snap.inbound.mtls.mode !== 'strict' || this.#identityFits(snap));
+  }
+
+  /** Whether the certificate in use names the config's service in its trust domain (peers refuse it otherwise). */
+  #identityFits(snap: Snapshot): boolean {
+    const c = this.identity.current;
+    return c !== undefined && c.service === snap.service && c.trustDomain === snap.inbound.trustDomain;
   }
 
   /** Counts requests in flight, so shutdown knows when it may close. */
@@ -246,10 +254,16 @@ export class Sidecar {
         ...connection,
         store: this.store,
         beforeAck: () => this.#untilServing(),
-        onTrustBundle: (roots) => {
-          const result = this.identity.offerTrustBundle(roots);
-          if (!result.ok && this.identity.current) this.log.warn({ type: 'trust_bundle_refused', reason: result.reason }, 'trust bundle from the reconciler refused');
-        },
+        // Standalone identity files bring their own bundle; the reconciler's would override it.
+        ...(o.certificateFiles
+          ? {}
+          : {
+              onTrustBundle: (roots: readonly string[]) => {
+                const result = this.identity.offerTrustBundle(roots);
+                if (!result.ok && this.identity.current) this.log.warn({ type: 'trust_bundle_refused', reason: result.reason }, 'trust bundle from the reconciler refused');
+                else if (result.ok && o.stateDir) storeCredential(o.stateDir, result.credential);
+              },
+            }),
       });
       this.#control.start();
     }
@@ -262,10 +276,14 @@ export class Sidecar {
    * goes out anyway and status shows the sidecar as unready).
    */
   async #untilServing(): Promise<void> {
-    if (this.store.current === undefined || this.store.current.inbound.mtls.mode === 'off' || this.identity.current) return;
-    this.#certificates?.requestNow();
+    const fits = () => {
+      const snap = this.store.current;
+      return snap === undefined || snap.inbound.mtls.mode === 'off' || this.#identityFits(snap);
+    };
+    if (fits()) return;
+    this.#certificates?.requestNow({ evenWithCertificate: true });
     // The CA answers within milliseconds when it is reachable; this bounds a CA that is not.
-    await this.identity.whenAvailable(5000);
+    for (const until = Date.now() + 5000; !fits() && Date.now() < until && !this.#draining; ) await this.identity.nextChange(until - Date.now());
   }
 
   /** Graceful stop: not ready, no new connections, in-flight requests drain (bounded), then close. */

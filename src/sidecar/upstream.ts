@@ -24,7 +24,8 @@ export function classifyFailure(err: unknown): AttemptFailure {
   const e = err as { code?: string; name?: string; cause?: { code?: string } };
   const code = e.code ?? e.cause?.code;
   if (code !== undefined && CONNECT_ERRORS.has(code)) return 'connect_failure';
-  if (isTlsErrorCode(code)) return 'tls_failure';
+  // A TLS alert after the handshake (a server that refused our certificate) arrives as a socket error.
+  if (isTlsErrorCode(code) || isTlsErrorCode(e.cause?.code)) return 'tls_failure';
   if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') return 'request_timeout';
   if (e.name === 'AbortError' || code === 'UND_ERR_ABORTED' || code === 'ABORT_ERR') return 'aborted';
   return 'upstream_reset';

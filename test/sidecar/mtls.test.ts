@@ -104,7 +104,9 @@ describe('mTLS between sidecars (strict)', () => {
   test('a caller from another trust domain is refused by the destination', async () => {
     const { client, api, app } = await pair({ clientCredential: await credentialFor('client', { trustDomain: 'other.example' }) });
     const r = await send(client.outbound, 'api', '/');
-    assert.notEqual(r.status, 200);
+    assert.equal(r.status, 403);
+    assert.equal(r.headers['x-trellis-error'], 'peer_rejected');
+    assert.equal(r.headers['x-trellis-peer-rejected'], 'other_trust_domain');
     assert.equal(app.seen.length, 0);
     assert.ok(metricValue(await metrics(api), 'trellis_tls_failures_total', { direction: 'inbound', reason: 'other_trust_domain' }) >= 1);
   });
@@ -115,7 +117,9 @@ describe('mTLS between sidecars (strict)', () => {
     // The caller trusts the mesh root too, so it accepts the destination; the destination does not trust the rogue root.
     const clientCredential = { certificatePem: issued.certificatePem, privateKeyPem: issued.privateKeyPem, trustBundle: [rogue.rootPem, (await testCa()).rootPem] };
     const { client, api, app } = await pair({ clientCredential });
-    assert.notEqual((await send(client.outbound, 'api', '/')).status, 200);
+    const r = await send(client.outbound, 'api', '/');
+    assert.equal(r.headers['x-trellis-error'], 'peer_rejected', 'the destination tells the caller why');
+    assert.equal(r.headers['x-trellis-peer-rejected'], 'untrusted_certificate');
     assert.equal(app.seen.length, 0);
     assert.ok(metricValue(await metrics(api), 'trellis_tls_failures_total', { direction: 'inbound', reason: 'untrusted_certificate' }) >= 1);
   });
@@ -135,7 +139,7 @@ describe('mTLS between sidecars (strict)', () => {
     // Issued 60 s back-dated and expired 30 s ago.
     const expired = await ca.issueKeyPair(spiffeId('test.local', 'client'), -30_000);
     const r = await tlsRequest(api.inbound, { certificatePem: expired.certificatePem, privateKeyPem: expired.privateKeyPem, trustBundle: ca.trustBundle });
-    assert.ok('error' in r, `an expired certificate got an answer: ${JSON.stringify(r)}`);
+    assert.deepEqual(r, { status: 403 }, 'refused with peer_rejected');
     assert.equal(app.seen.length, 0);
     assert.equal(metricValue(await metrics(api), 'trellis_tls_failures_total', { direction: 'inbound', reason: 'expired_certificate' }), 1);
     // The same peer with a valid certificate is served.
