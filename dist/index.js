@@ -49207,15 +49207,15 @@ var require_utils3 = __commonJS({
     var isIPv4 = RegExp.prototype.test.bind(/^(?:(?:25[0-5]|2[0-4]\d|1\d{2}|[1-9]\d|\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d{2}|[1-9]\d|\d)$/u);
     var isPort = RegExp.prototype.test.bind(/^\d*$/u);
     var isHexPair = RegExp.prototype.test.bind(/^[\da-f]{2}$/iu);
-    var isUnreserved = RegExp.prototype.test.bind(/^[\da-z\-._~]$/iu);
+    var isUnreserved2 = RegExp.prototype.test.bind(/^[\da-z\-._~]$/iu);
     var isPathCharacter = RegExp.prototype.test.bind(/^[A-Za-z0-9\-._~!$&'()*+,;=:@/]$/u);
     var isQueryFragmentCharacter = RegExp.prototype.test.bind(/^[A-Za-z0-9\-._~!$&'()*+,;=:@/?]$/u);
     var isUserinfoCharacter = RegExp.prototype.test.bind(/^[A-Za-z0-9\-._~!$&'()*+,;=:]$/u);
     var BYTE_HEX = new Array(256);
     {
-      const HEX_DIGITS = "0123456789ABCDEF";
+      const HEX_DIGITS2 = "0123456789ABCDEF";
       for (let i2 = 0; i2 < 256; i2++) {
-        BYTE_HEX[i2] = "%" + HEX_DIGITS[i2 >> 4] + HEX_DIGITS[i2 & 15];
+        BYTE_HEX[i2] = "%" + HEX_DIGITS2[i2 >> 4] + HEX_DIGITS2[i2 & 15];
       }
     }
     function percentEncodeNonAscii(cp) {
@@ -49483,7 +49483,7 @@ var require_utils3 = __commonJS({
           if (isHexPair(hex)) {
             const normalizedHex = hex.toUpperCase();
             const decoded = String.fromCharCode(parseInt(normalizedHex, 16));
-            if (decodeUnreserved && isUnreserved(decoded)) {
+            if (decodeUnreserved && isUnreserved2(decoded)) {
               output += decoded;
             } else {
               output += "%" + normalizedHex;
@@ -49505,7 +49505,7 @@ var require_utils3 = __commonJS({
           if (isHexPair(hex)) {
             const normalizedHex = hex.toUpperCase();
             const decoded = String.fromCharCode(parseInt(normalizedHex, 16));
-            if (decoded !== "." && isUnreserved(decoded)) {
+            if (decoded !== "." && isUnreserved2(decoded)) {
               output += decoded;
             } else {
               output += "%" + normalizedHex;
@@ -49632,7 +49632,7 @@ var require_utils3 = __commonJS({
           if (isHexPair(hex)) {
             const normalizedHex = hex.toUpperCase();
             const decoded = String.fromCharCode(parseInt(normalizedHex, 16));
-            if (isUnreserved(decoded)) {
+            if (isUnreserved2(decoded)) {
               output += decoded;
             } else {
               output += "%" + normalizedHex;
@@ -65831,6 +65831,89 @@ function decideAccess(access2, caller, method, path) {
   return plain(false, denied);
 }
 
+// src/config/normalize-path.ts
+var SLASH = 47;
+var DOT = 46;
+var PERCENT = 37;
+var BACKSLASH = 92;
+var SEMICOLON = 59;
+var LAST_PRINTABLE = 126;
+var FIRST_PRINTABLE = 32;
+var HEX_DIGITS = "0123456789ABCDEF";
+function hexValue(code) {
+  if (code >= 48 && code <= 57) return code - 48;
+  if (code >= 65 && code <= 70) return code - 65 + 10;
+  if (code >= 97 && code <= 102) return code - 97 + 10;
+  return -1;
+}
+function isUnreserved(byte) {
+  return byte >= 65 && byte <= 90 || byte >= 97 && byte <= 122 || byte >= 48 && byte <= 57 || byte === 45 || byte === DOT || byte === 95 || byte === 126;
+}
+function refuse(reason) {
+  return { ok: false, reason };
+}
+function rawCharacterProblem(code) {
+  if (code < FIRST_PRINTABLE || code === 127) return "control character in the path";
+  if (code > LAST_PRINTABLE) return "non-ASCII character in the path (RFC 3986 wants it percent-encoded)";
+  if (code === BACKSLASH) return "backslash in the path";
+  return null;
+}
+function normalizePath(raw) {
+  if (raw.charCodeAt(0) !== SLASH) return refuse('the path does not start with "/"');
+  let previous = SLASH;
+  for (let i2 = 1; i2 < raw.length; i2++) {
+    const code = raw.charCodeAt(i2);
+    if (code === PERCENT || previous === SLASH && (code === SLASH || code === DOT)) return normalizeSlowly(raw);
+    const problem = rawCharacterProblem(code);
+    if (problem !== null) return refuse(problem);
+    previous = code;
+  }
+  return { ok: true, path: raw };
+}
+function normalizeSlowly(raw) {
+  let decoded = "";
+  let copiedUpTo = 0;
+  for (let i2 = 0; i2 < raw.length; i2++) {
+    const code = raw.charCodeAt(i2);
+    if (code !== PERCENT) {
+      const problem = rawCharacterProblem(code);
+      if (problem !== null) return refuse(problem);
+      continue;
+    }
+    const high = hexValue(raw.charCodeAt(i2 + 1));
+    const low = hexValue(raw.charCodeAt(i2 + 2));
+    if (high < 0 || low < 0) return refuse("invalid percent-encoding in the path");
+    const byte = high * 16 + low;
+    if (byte === SLASH) return refuse('percent-encoded "/" (%2F) in the path');
+    if (byte === BACKSLASH) return refuse('percent-encoded "\\" (%5C) in the path');
+    if (byte < FIRST_PRINTABLE || byte === 127) return refuse("percent-encoded control character in the path");
+    decoded += raw.slice(copiedUpTo, i2) + (isUnreserved(byte) ? String.fromCharCode(byte) : `%${HEX_DIGITS[high]}${HEX_DIGITS[low]}`);
+    copiedUpTo = i2 + 3;
+    i2 += 2;
+  }
+  decoded += raw.slice(copiedUpTo);
+  const segments = decoded.split("/");
+  const kept = [];
+  let trailingSlash = false;
+  for (let s = 1; s < segments.length; s++) {
+    const segment = segments[s];
+    const last2 = s === segments.length - 1;
+    if (segment === "" || segment === ".") {
+      trailingSlash = last2;
+    } else if (segment === "..") {
+      kept.pop();
+      trailingSlash = last2;
+    } else if (segment.charCodeAt(0) === DOT && (segment.charCodeAt(1) === SEMICOLON || segment.charCodeAt(1) === DOT && segment.charCodeAt(2) === SEMICOLON)) {
+      return refuse('dot segment with path parameters (such as "..;") in the path');
+    } else {
+      kept.push(segment);
+      trailingSlash = false;
+    }
+  }
+  if (kept.length === 0) return { ok: true, path: "/" };
+  return { ok: true, path: `/${kept.join("/")}${trailingSlash ? "/" : ""}` };
+}
+
 // src/explain/explain.ts
 var ExplainError = class extends Error {
   name = "ExplainError";
@@ -65846,10 +65929,12 @@ function explain(result, request2, pathPrefix) {
   const port = request2.port ?? target.route.ports[0];
   const req = { ...request2, port };
   const callerIdentity = identityOf(plan.settings.trustDomain, request2.from);
+  const normalized = normalizePath(request2.path);
+  const accessPath = normalized.ok ? normalized.path : request2.path;
   const accessPolicyFor = (service) => spec.accessPolicies.find((p) => p.doc.spec.targetRefs.some((t2) => t2.name === service));
   const routeResource = callerConfig.resources.find((r2) => r2.name === `route/${request2.to}`);
   if (!routeResource) {
-    const decision = target.inbound ? decideAccess(target.inbound.access, callerIdentity, request2.method, request2.path) : null;
+    const decision = target.inbound ? decideAccess(target.inbound.access, callerIdentity, request2.method, accessPath) : null;
     const policy = accessPolicyFor(request2.to);
     const reason = `${request2.from} may not call ${request2.to}: ${decision?.reason ?? "an AccessPolicy on it admits other callers only"}; its sidecar has no route to it and answers 404 unknown_service`;
     return { request: req, reachable: { ok: false, reason, at: loc(policy ? at(policy, ["metadata", "name"]) : spec.mesh ? at(spec.mesh, ["spec", "access"]) : void 0) }, rules: [], matched: null, clusters: [], outcome: reason };
@@ -65888,13 +65973,14 @@ function explain(result, request2, pathPrefix) {
   const redirect = rule.filters.find((f) => f.type === "RequestRedirect");
   const clusters = redirect ? [] : backends.filter((b) => b.share > 0).map((b) => {
     const svc = plan.services.get(b.service);
-    const decision = svc.inbound ? decideAccess(svc.inbound.access, callerIdentity, request2.method, request2.path) : null;
+    const decision = svc.inbound ? decideAccess(svc.inbound.access, callerIdentity, request2.method, accessPath) : null;
     const policy = decision?.policy ? spec.accessPolicies.find((p) => p.doc.metadata.name === decision.policy) : void 0;
+    const indexInPolicy = decision?.ruleIndex != null ? svc.inbound.access.rules.slice(0, decision.ruleIndex).filter((r2) => r2.policy === decision.policy).length : null;
     return {
       service: b.service,
       endpoints: svc.endpoints.static.length + (svc.endpoints.dns ? 1 : 0),
       settings: clusterSettings(svc.cluster, b.service, spec, loc),
-      access: decision ? { allowed: decision.allowed, audited: decision.audited, reason: decision.reason, at: loc(policy ? at(policy, ["spec", "rules", decision.ruleIndex]) : void 0) } : null
+      access: decision ? { allowed: decision.allowed, audited: decision.audited, reason: decision.reason, at: loc(policy ? at(policy, ["spec", "rules", indexInPolicy]) : void 0) } : null
     };
   });
   const shares2 = backends.filter((b) => b.share > 0).map((b) => `${b.service} ${formatShare2(b.share)}`);

@@ -111,7 +111,8 @@ spec:
     const sha = repo.commit(files, 'Add services');
     rec.reconciler.poke();
     const expected = compileTexts(files).mesh!;
-    await waitFor(() => [client, api, v2].every((s) => s.sidecar.store.current !== undefined && s.sidecar.store.current.version === expected.configs.get(s.sidecar.store.current.service)?.version), 'every sidecar to run the commit');
+    // Ready: running the commit with a certificate for it (sidecars that join together get their certificates in parallel).
+    await waitFor(() => [client, api, v2].every((s) => s.sidecar.ready && s.sidecar.store.current!.version === expected.configs.get(s.sidecar.store.current!.service)?.version), 'every sidecar to run the commit, ready');
     assert.equal((await send(client.outbound, 'api', '/')).body, 'api');
     let st = await status(rec.url);
     assert.equal(st.applied?.revision, sha);
