@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { closedPort, cleanup, send, startUpstream, waitFor } from '../helpers/sidecar-harness.ts';
+import { closedPort, cleanup, metricValue, send, startUpstream, waitFor } from '../helpers/sidecar-harness.ts';
 
 const BIN = fileURLToPath(new URL('../../bin/trellis.js', import.meta.url));
 const EXAMPLES = fileURLToPath(new URL('../../examples/', import.meta.url));
@@ -177,6 +177,11 @@ describe('reconciler and sidecars as processes', () => {
     child.stderr.on('data', (d: Buffer) => (out += d.toString()));
     const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
     await waitFor(() => /web → api: api 100%/.test(out), 'traffic from web to api', 20_000);
+    // The minimal mesh is strict: web's calls reach api's sidecar over mTLS only.
+    const apiAdmin = Number(/^\s+api\s+sidecar .* admin 127\.0\.0\.1:(\d+)/m.exec(out)![1]);
+    const apiMetrics = await (await fetch(`http://127.0.0.1:${apiAdmin}/metrics`)).text();
+    assert.ok(metricValue(apiMetrics, 'trellis_inbound_connections_total', { transport: 'mtls' }) > 0);
+    assert.equal(metricValue(apiMetrics, 'trellis_inbound_connections_total', { transport: 'plaintext' }), 0);
     const status = (await (await fetch(`http://127.0.0.1:${controlPort}/status`)).json()) as { summary: { connected: number; inSync: number } };
     assert.deepEqual([status.summary.connected, status.summary.inSync], [2, 2]);
     // An edit that sends api's traffic nowhere shows up in the tallies.
@@ -186,5 +191,22 @@ describe('reconciler and sidecars as processes', () => {
     child.kill('SIGINT');
     assert.equal(await exited, 0);
     assert.match(out, /stopped/);
+  });
+
+  test('trellis up runs the shop over strict mTLS, and a call its access policies forbid gets 403', async () => {
+    const controlPort = await closedPort();
+    const child = spawn(process.execPath, [BIN, 'up', join(EXAMPLES, 'shop'), '--control-port', String(controlPort), '--rate', '10'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(child);
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    await waitFor(() => /frontend → catalog DELETE \/admin \(forbidden\): 403 access_denied 100%/.test(out), 'the forbidden call refused with 403', 30_000);
+    assert.match(out, /frontend → catalog: catalog 100%/, 'allowed calls go through');
+    const catalogAdmin = Number(/^\s+catalog\s+sidecar .* admin 127\.0\.0\.1:(\d+)/m.exec(out)![1]);
+    const identity = (await (await fetch(`http://127.0.0.1:${catalogAdmin}/identity`)).json()) as { identity: string };
+    assert.equal(identity.identity, 'spiffe://shop.trellis.local/svc/catalog');
+    child.kill('SIGINT');
+    assert.equal(await exited, 0);
   });
 });
