@@ -60,7 +60,14 @@ export class MeshCertificateAuthority {
     this.#signingKey = signingKey;
     this.#exportableKey = exportableKey;
     this.rootPem = root.toString('pem') + '\n';
-    this.#bundle = Object.freeze([this.rootPem, ...extraRoots.filter((r) => new X509Certificate(r).fingerprint256 !== new X509Certificate(this.rootPem).fingerprint256)]);
+    // Each root once, by fingerprint: a rollover bundle file often lists this CA's own root too.
+    const seen = new Set<string>();
+    this.#bundle = Object.freeze([this.rootPem, ...extraRoots].filter((r) => {
+      const fingerprint = new X509Certificate(r).fingerprint256;
+      if (seen.has(fingerprint)) return false;
+      seen.add(fingerprint);
+      return true;
+    }));
   }
 
   /** Roots every sidecar should trust (PEM each): this CA's first, then the extra ones. */

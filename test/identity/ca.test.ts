@@ -213,6 +213,13 @@ describe('trust bundle', () => {
     assert.ok(Object.isFrozen(ca.trustBundle));
   });
 
+  test('an extra root listed twice is handed out once', async () => {
+    const made = await MeshCertificateAuthority.generate('shop.local');
+    const b = await MeshCertificateAuthority.generate('shop.local');
+    const ca = await MeshCertificateAuthority.load(made.rootPem, await made.exportPrivateKeyPem(), [b.rootPem, b.rootPem]);
+    assert.deepEqual(ca.trustBundle, [made.rootPem, b.rootPem]);
+  });
+
   test('splitPemCertificates takes every certificate block and nothing else', async () => {
     const b = await MeshCertificateAuthority.generate('shop.local');
     const c = await MeshCertificateAuthority.generate('shop.local');
