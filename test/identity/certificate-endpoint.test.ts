@@ -238,7 +238,8 @@ describe('the control stream', () => {
     try {
       for await (const chunk of res.body) {
         text += (chunk as Buffer).toString('utf8');
-        if (text.split('\n').length > 2) break;
+        // Up to the config line, which follows the bundle at once (later lines are pings, 15 s apart).
+        if (text.split('\n').slice(0, -1).some((l) => (JSON.parse(l) as ControlMessage).type === 'config')) break;
       }
     } finally {
       aborter.abort();
