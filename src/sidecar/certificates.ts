@@ -143,8 +143,11 @@ export class CertificateClient {
         this.#o.metrics.certificateRenewals.inc({ result: 'failed' });
         const current = this.#o.identity.current;
         const step = Math.min(this.#o.maxBackoffMs ?? 30_000, (this.#o.minBackoffMs ?? 500) * 2 ** Math.min(failures - 1, 16));
-        // Never wait past a fifth of what the current certificate has left.
-        const cap = current ? Math.max(100, (current.notAfter - Date.now()) / 5) : step;
+        // Never wait past a fifth of what the current certificate has left; once it has
+        // expired there is nothing left to save, so back off as without one (else every
+        // sidecar of a mesh whose CA is down retries every 100 ms).
+        const left = current ? current.notAfter - Date.now() : 0;
+        const cap = left > 0 ? Math.max(100, left / 5) : step;
         this.#renewAt = Date.now() + Math.min(step, cap) * (0.5 + this.#o.random() / 2);
         this.#o.log.warn({ type: 'certificate_renewal_failed', error: (err as Error).message, failures, expiresAt: current ? new Date(current.notAfter).toISOString() : null }, 'could not get a certificate from the mesh CA; retrying');
       }
