@@ -14,7 +14,7 @@
  * reconciler is unreachable.
  */
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import chokidar from 'chokidar';
 import type { Logger } from 'pino';
 import { Agent, request } from 'undici';
@@ -198,7 +198,16 @@ export async function watchCredentialFiles(files: CredentialFiles, identity: Sid
     }
   };
   const first = load();
-  const watcher = chokidar.watch([files.cert, files.key, files.ca], { ignoreInitial: true, awaitWriteFinish: { stabilityThreshold: 50, pollInterval: 20 } });
+  // A mounted Kubernetes secret is updated by swapping the `..data` symlink the files point
+  // through, so the files themselves never change: watch their folders' `..` entries too.
+  const paths = new Set([files.cert, files.key, files.ca].map((f) => resolve(f)));
+  const folders = [...new Set([...paths].map((f) => dirname(f)))];
+  const watcher = chokidar.watch([...paths, ...folders], {
+    ignoreInitial: true,
+    depth: 0,
+    ignored: (path: string) => !paths.has(resolve(path)) && !folders.includes(resolve(path)) && !basename(path).startsWith('..'),
+    awaitWriteFinish: { stabilityThreshold: 50, pollInterval: 20 },
+  });
   watcher.on('all', () => {
     const result = load();
     if (result.ok) log.info({ type: 'certificate_reloaded', identity: result.credential.identity, serial: result.credential.serialNumber, notAfter: new Date(result.credential.notAfter).toISOString() }, 'certificate files reloaded');

@@ -6,7 +6,9 @@
  */
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { MeshCertificateAuthority } from '../../src/identity/ca.ts';
@@ -109,5 +111,65 @@ describe('certificate files', () => {
     assert.ok(s.lines.some((l) => l.type === 'certificate_invalid'), 'the bad start is logged');
     writeFileSync(s.files.key, good.privateKeyPem);
     await waitFor(() => s.sidecar.identity.current?.serialNumber === serialOf(good), 'the fixed identity', 10_000);
+  });
+});
+
+describe('certificate files replaced the way secret managers replace them', () => {
+  test('files replaced by an atomic rename are reloaded', async () => {
+    const initial = await credentialFor('checkout');
+    const s = await standaloneSidecar(initial);
+    const next = await credentialFor('checkout');
+    for (const [path, text] of [
+      [s.files.key, next.privateKeyPem],
+      [s.files.cert, next.certificatePem],
+    ] as const) {
+      writeFileSync(`${path}.tmp`, text, { mode: 0o600 });
+      renameSync(`${path}.tmp`, path);
+    }
+    await waitFor(() => s.sidecar.identity.current?.serialNumber === serialOf(next), 'the renamed-in certificate', 10_000);
+    // And again: the watch survives the first replacement.
+    const third = await credentialFor('checkout');
+    for (const [path, text] of [
+      [s.files.key, third.privateKeyPem],
+      [s.files.cert, third.certificatePem],
+    ] as const) {
+      writeFileSync(`${path}.tmp`, text, { mode: 0o600 });
+      renameSync(`${path}.tmp`, path);
+    }
+    await waitFor(() => s.sidecar.identity.current?.serialNumber === serialOf(third), 'the second renamed-in certificate', 10_000);
+  });
+
+  test('a Kubernetes secret volume update (the ..data symlink swapped) is reloaded', async () => {
+    // Layout of a mounted secret: cert.pem -> ..data/cert.pem, ..data -> ..<timestamp>/.
+    const mount = mkdtempSync(join(tmpdir(), 'trellis-secret-'));
+    dirs.push(mount);
+    const writeVersion = (name: string, c: TestCredential) => {
+      mkdirSync(join(mount, name));
+      writeFileSync(join(mount, name, 'cert.pem'), c.certificatePem);
+      writeFileSync(join(mount, name, 'key.pem'), c.privateKeyPem, { mode: 0o600 });
+      writeFileSync(join(mount, name, 'ca.pem'), c.trustBundle.join(''));
+    };
+    const initial = await credentialFor('checkout');
+    writeVersion('..v1', initial);
+    symlinkSync('..v1', join(mount, '..data'));
+    for (const f of ['cert.pem', 'key.pem', 'ca.pem']) symlinkSync(join('..data', f), join(mount, f));
+    const log = recordingLogger();
+    const running = await startSidecar(undefined, { service: 'checkout', certificateFiles: { cert: join(mount, 'cert.pem'), key: join(mount, 'key.pem'), ca: join(mount, 'ca.pem') }, logger: log.logger });
+    assert.equal(running.sidecar.identity.current?.serialNumber, serialOf(initial));
+
+    const next = await credentialFor('checkout');
+    writeVersion('..v2', next);
+    symlinkSync('..v2', join(mount, '..data_tmp'));
+    renameSync(join(mount, '..data_tmp'), join(mount, '..data'));
+    await waitFor(() => running.sidecar.identity.current?.serialNumber === serialOf(next), 'the certificate of the swapped secret', 10_000);
+    rmSync(join(mount, '..v1'), { recursive: true });
+
+    // The kubelet does it again at the next renewal.
+    const third = await credentialFor('checkout');
+    writeVersion('..v3', third);
+    symlinkSync('..v3', join(mount, '..data_tmp'));
+    renameSync(join(mount, '..data_tmp'), join(mount, '..data'));
+    rmSync(join(mount, '..v2'), { recursive: true });
+    await waitFor(() => running.sidecar.identity.current?.serialNumber === serialOf(third), 'the certificate of the second swap', 10_000);
   });
 });
