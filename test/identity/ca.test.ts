@@ -4,7 +4,7 @@
  * node:crypto, not with the library that made them.
  */
 import assert from 'node:assert/strict';
-import { X509Certificate, webcrypto } from 'node:crypto';
+import { KeyObject, X509Certificate, webcrypto } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -158,6 +158,30 @@ describe('MeshCertificateAuthority.load', () => {
     const leaf = new X509Certificate((await ca.issue(await csrFor(), ID, 60_000)).certificatePem);
     assert.ok(leaf.verify(new X509Certificate(made.rootPem).publicKey));
     await assert.rejects(ca.exportPrivateKeyPem(), /only a generated CA/, 'an operator\'s key is never exported');
+  });
+
+  test("an operator's RSA or P-384 root, its key in PKCS#1 or SEC1 PEM, signs certificates that chain to it", async () => {
+    for (const algorithm of [RSA(2048), { name: 'ECDSA', namedCurve: 'P-384' }] as const) {
+      const keys = (await webcrypto.subtle.generateKey(algorithm, true, ['sign', 'verify'])) as CryptoKeyPair;
+      const signingAlgorithm = algorithm.name === 'ECDSA' ? { name: 'ECDSA', hash: 'SHA-384' } : algorithm;
+      const root = await x509.X509CertificateGenerator.createSelfSigned({
+        serialNumber: '01',
+        name: 'CN=operator root',
+        notBefore: new Date(Date.now() - 3600_000),
+        notAfter: new Date(Date.now() + 3600_000),
+        signingAlgorithm,
+        keys,
+        extensions: [new x509.BasicConstraintsExtension(true, undefined, true)],
+      });
+      // The formats `openssl genrsa` / `openssl ecparam -genkey` write.
+      const pkcs8 = KeyObject.from(keys.privateKey);
+      const traditional = pkcs8.export({ format: 'pem', type: algorithm.name === 'ECDSA' ? 'sec1' : 'pkcs1' }) as string;
+      assert.match(traditional, algorithm.name === 'ECDSA' ? /BEGIN EC PRIVATE KEY/ : /BEGIN RSA PRIVATE KEY/);
+      const ca = await MeshCertificateAuthority.load(root.toString('pem'), traditional);
+      const leaf = new X509Certificate((await ca.issue(await csrFor(), ID, 60_000)).certificatePem);
+      assert.ok(leaf.verify(new X509Certificate(root.toString('pem')).publicKey), `${algorithm.name} root`);
+      assert.equal(leaf.subjectAltName, `URI:${ID}`);
+    }
   });
 
   test('refuses a certificate that is not a CA', async () => {
