@@ -70,13 +70,13 @@ interface Running {
 }
 
 /** A reconciler and its server with `ca`, watching a new folder holding `files`; the reconciler is started unless `start: false`. */
-async function startReconciler(ca: MeshCertificateAuthority, files: Record<string, string>, options: { start?: boolean } = {}): Promise<Running> {
+async function startReconciler(ca: MeshCertificateAuthority, files: Record<string, string>, options: { start?: boolean; ttlMs?: number } = {}): Promise<Running> {
   const dir = tempDir('trellis-spec-');
   for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, name), text);
   const log = pino({ level: 'silent' });
   const metrics = new ReconcilerMetrics();
   const reconciler = new Reconciler({ source: new FolderSource({ dir, debounceMs: 20 }), log, metrics });
-  const certificates = new CertificateIssuer({ ca, ttlMs: 3600_000, reconciler, metrics, log });
+  const certificates = new CertificateIssuer({ ca, ttlMs: options.ttlMs ?? 3600_000, reconciler, metrics, log });
   const server = new ReconcilerServer({ reconciler, metrics, token: TOKEN, certificates });
   const address = await server.listen('127.0.0.1', 0);
   let started = false;
@@ -279,6 +279,26 @@ describe('CertificateClient against the reconciler', () => {
     assert.equal(restored.identity, credential.identity);
     assert.deepEqual(restored.trustBundle, credential.trustBundle);
     await second.stop();
+  });
+
+  test('a sidecar renews its certificate at about half its life, and stores the new one', async () => {
+    // Certificates of three seconds: renewed after 1.2–1.8 s.
+    const r = await startReconciler(ca, { 'mesh.yaml': SPEC }, { ttlMs: 3000 });
+    await applied(r);
+    const stateDir = tempDir('trellis-state-');
+    const running = await startSidecar(undefined, { service: 'checkout', stateDir, control: { url: r.url, token: TOKEN, node: 'checkout-1' } });
+    await waitFor(() => running.sidecar.identity.current !== undefined, 'the first certificate', 10_000);
+    const first = running.sidecar.identity.current!;
+    await waitFor(() => running.sidecar.identity.current !== first, 'the renewed certificate', 10_000);
+    const renewed = running.sidecar.identity.current!;
+    assert.ok(Date.now() < first.notAfter, 'renewed before the first one expired');
+    assert.notEqual(renewed.serialNumber, first.serialNumber);
+    assert.notEqual(renewed.privateKeyPem, first.privateKeyPem, 'a fresh key for every certificate');
+    assert.equal(renewed.identity, first.identity);
+    await waitFor(() => readFileSync(join(stateDir, 'identity', 'cert.pem'), 'utf8') === renewed.certificatePem, 'the renewed certificate to be stored', 5000);
+    assert.equal(readFileSync(join(stateDir, 'identity', 'key.pem'), 'utf8'), renewed.privateKeyPem);
+    assert.equal(statSync(join(stateDir, 'identity', 'key.pem')).mode & 0o777, 0o600);
+    await running.stop();
   });
 
   test('a sidecar of a service the mesh does not know gets no certificate, and stores nothing', async () => {
