@@ -281,6 +281,26 @@ describe('CertificateClient against the reconciler', () => {
     await second.stop();
   });
 
+  test('a sidecar refused while its service is not in the mesh gets its certificate as soon as the service joins, not after its backoff', async () => {
+    const r = await startReconciler(ca, { 'mesh.yaml': SPEC });
+    await applied(r);
+    const running = await startSidecar(undefined, { service: 'billing', control: { url: r.url, token: TOKEN, node: 'billing-1' } });
+    // Four refusals: the next retry is then 4–8 s away (backoff from 500 ms, doubling).
+    const refused = async () => metricValue(await r.metrics.registry.metrics(), 'trellis_ca_certificates_total', { result: 'refused' });
+    await waitFor(async () => (await refused()) >= 4, 'four refused requests', 15_000);
+    const joinedAt = Date.now();
+    writeFileSync(join(r.dir, 'billing.yaml'), `apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: { name: billing }
+spec: { ports: [{ port: 80 }], endpoints: { static: [{ address: 127.0.0.1, port: 9 }] } }
+`);
+    await waitFor(() => running.sidecar.identity.current !== undefined, 'the certificate once billing is meshed', 10_000);
+    // Waiting out the backoff would take at least 2 s from the fourth refusal.
+    assert.ok(Date.now() - joinedAt < 1800, `took ${Date.now() - joinedAt} ms after the service joined`);
+    assert.equal(running.sidecar.identity.current!.identity, `spiffe://${TRUST_DOMAIN}/svc/billing`);
+    await running.stop();
+  });
+
   test('a sidecar renews its certificate at about half its life, and stores the new one', async () => {
     // Certificates of three seconds: renewed after 1.2–1.8 s.
     const r = await startReconciler(ca, { 'mesh.yaml': SPEC }, { ttlMs: 3000 });
