@@ -117,6 +117,9 @@ export class MeshCertificateAuthority {
     const certFile = join(dir, 'ca.crt');
     const keyFile = join(dir, 'ca.key');
     if (existsSync(certFile) && existsSync(keyFile)) return MeshCertificateAuthority.load(readFileSync(certFile, 'utf8'), readFileSync(keyFile, 'utf8'), extraRoots);
+    // Half a root is not replaced silently: sidecars may trust it, and a new root would cut
+    // them off from every peer until each had renewed.
+    if (existsSync(certFile) || existsSync(keyFile)) throw new Error(`${dir} holds only one of ca.crt and ca.key; restore the other, or remove it to make a new root`);
     const ca = await MeshCertificateAuthority.generate(trustDomain, extraRoots);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     writeFileSync(keyFile, await ca.exportPrivateKeyPem(), { mode: 0o600 });

@@ -97,6 +97,13 @@ describe('trellis ca', () => {
     assert.match(again.stderr, /refusing to replace a root/);
     assert.equal(readFileSync(join(dir, 'ca.crt'), 'utf8'), before);
     assert.equal(readFileSync(join(dir, 'ca.key'), 'utf8'), keyBefore);
+
+    // A folder holding only the root certificate (an operator's, say) is not overwritten either.
+    rmSync(join(dir, 'ca.key'));
+    const certOnly = await trellis(['ca', 'init', dir]);
+    assert.equal(certOnly.code, 1);
+    assert.match(certOnly.stderr, /ca\.crt exists; refusing to replace a root/);
+    assert.equal(readFileSync(join(dir, 'ca.crt'), 'utf8'), before);
   });
 
   test('usage errors exit 2: a bad --ttl, a bad service or trust domain', async () => {

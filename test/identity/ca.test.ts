@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { KeyObject, X509Certificate, webcrypto } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -220,6 +220,22 @@ describe('MeshCertificateAuthority.loadOrCreate', () => {
     assert.equal(readFileSync(join(dir, 'ca.key'), 'utf8'), keyBefore, 'the key is not rewritten');
     const leaf = new X509Certificate((await second.issue(await csrFor(), ID, 60_000)).certificatePem);
     assert.ok(leaf.verify(new X509Certificate(first.rootPem).publicKey), 'the reloaded CA signs with the first key');
+  });
+});
+
+describe('MeshCertificateAuthority.loadOrCreate with half a root', () => {
+  test('refuses a folder holding ca.crt without ca.key, or ca.key without ca.crt, and replaces neither', async () => {
+    for (const missing of ['ca.key', 'ca.crt']) {
+      const dir = tempDir();
+      const made = await MeshCertificateAuthority.loadOrCreate(dir, 'shop.local');
+      const kept = missing === 'ca.key' ? 'ca.crt' : 'ca.key';
+      const keptText = readFileSync(join(dir, kept), 'utf8');
+      rmSync(join(dir, missing));
+      await assert.rejects(MeshCertificateAuthority.loadOrCreate(dir, 'shop.local'), /holds only one of ca.crt and ca.key/, `without ${missing}`);
+      assert.equal(readFileSync(join(dir, kept), 'utf8'), keptText, `${kept} is left alone`);
+      assert.equal(existsSync(join(dir, missing)), false);
+      assert.ok(made);
+    }
   });
 });
 
