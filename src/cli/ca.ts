@@ -13,8 +13,9 @@ export async function runCaInit(dir: string, opts: { trustDomain: string }, io: 
     io.stderr.write(`trellis ca init: "${opts.trustDomain}" is not a trust domain (lower-case letters, digits, ".", "-", "_")\n`);
     return EXIT.usage;
   }
-  if (existsSync(join(dir, 'ca.key'))) {
-    io.stderr.write(`trellis ca init: ${join(dir, 'ca.key')} exists; refusing to replace a root\n`);
+  const existing = ['ca.key', 'ca.crt'].map((f) => join(dir, f)).find((f) => existsSync(f));
+  if (existing) {
+    io.stderr.write(`trellis ca init: ${existing} exists; refusing to replace a root\n`);
     return EXIT.failed;
   }
   await MeshCertificateAuthority.loadOrCreate(dir, opts.trustDomain);

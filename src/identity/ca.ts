@@ -60,7 +60,14 @@ export class MeshCertificateAuthority {
     this.#signingKey = signingKey;
     this.#exportableKey = exportableKey;
     this.rootPem = root.toString('pem') + '\n';
-    this.#bundle = Object.freeze([this.rootPem, ...extraRoots.filter((r) => new X509Certificate(r).fingerprint256 !== new X509Certificate(this.rootPem).fingerprint256)]);
+    // Each root once, by fingerprint: a rollover bundle file often lists this CA's own root too.
+    const seen = new Set<string>();
+    this.#bundle = Object.freeze([this.rootPem, ...extraRoots].filter((r) => {
+      const fingerprint = new X509Certificate(r).fingerprint256;
+      if (seen.has(fingerprint)) return false;
+      seen.add(fingerprint);
+      return true;
+    }));
   }
 
   /** Roots every sidecar should trust (PEM each): this CA's first, then the extra ones. */
@@ -110,8 +117,9 @@ export class MeshCertificateAuthority {
     const certFile = join(dir, 'ca.crt');
     const keyFile = join(dir, 'ca.key');
     if (existsSync(certFile) && existsSync(keyFile)) return MeshCertificateAuthority.load(readFileSync(certFile, 'utf8'), readFileSync(keyFile, 'utf8'), extraRoots);
-    // One file without the other is a damaged root, not a missing one: never replace half of it.
-    if (existsSync(certFile) || existsSync(keyFile)) throw new Error(`${dir} holds only one of ca.crt and ca.key; restore the other, or move both away to make a new root`);
+    // Half a root is not replaced silently: sidecars may trust it, and a new root would cut
+    // them off from every peer until each had renewed.
+    if (existsSync(certFile) || existsSync(keyFile)) throw new Error(`${dir} holds only one of ca.crt and ca.key; restore the other, or remove it to make a new root`);
     const ca = await MeshCertificateAuthority.generate(trustDomain, extraRoots);
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     writeFileSync(keyFile, await ca.exportPrivateKeyPem(), { mode: 0o600 });

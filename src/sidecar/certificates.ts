@@ -14,7 +14,7 @@
  * reconciler is unreachable.
  */
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import chokidar from 'chokidar';
 import type { Logger } from 'pino';
 import { Agent, request } from 'undici';
@@ -147,8 +147,11 @@ export class CertificateClient {
         this.#o.metrics.certificateRenewals.inc({ result: 'failed' });
         const current = this.#o.identity.current;
         const step = Math.min(this.#o.maxBackoffMs ?? 30_000, (this.#o.minBackoffMs ?? 500) * 2 ** Math.min(failures - 1, 16));
-        // Never wait past a fifth of what the current certificate has left.
-        const cap = current ? Math.max(100, (current.notAfter - Date.now()) / 5) : step;
+        // Never wait past a fifth of what the current certificate has left; once it has
+        // expired there is nothing left to save, so back off as without one (else every
+        // sidecar of a mesh whose CA is down retries every 100 ms).
+        const left = current ? current.notAfter - Date.now() : 0;
+        const cap = left > 0 ? Math.max(100, left / 5) : step;
         // Asked while this request was out (a config naming the service arrived): try again
         // at once, since the CA may know the service now.
         this.#renewAt = this.#asked ? 0 : Date.now() + Math.min(step, cap) * (0.5 + this.#o.random() / 2);
@@ -201,7 +204,16 @@ export async function watchCredentialFiles(files: CredentialFiles, identity: Sid
     }
   };
   const first = load();
-  const watcher = chokidar.watch([files.cert, files.key, files.ca], { ignoreInitial: true, awaitWriteFinish: { stabilityThreshold: 50, pollInterval: 20 } });
+  // A mounted Kubernetes secret is updated by swapping the `..data` symlink the files point
+  // through, so the files themselves never change: watch their folders' `..` entries too.
+  const paths = new Set([files.cert, files.key, files.ca].map((f) => resolve(f)));
+  const folders = [...new Set([...paths].map((f) => dirname(f)))];
+  const watcher = chokidar.watch([...paths, ...folders], {
+    ignoreInitial: true,
+    depth: 0,
+    ignored: (path: string) => !paths.has(resolve(path)) && !folders.includes(resolve(path)) && !basename(path).startsWith('..'),
+    awaitWriteFinish: { stabilityThreshold: 50, pollInterval: 20 },
+  });
   watcher.on('all', () => {
     const result = load();
     if (result.ok) log.info({ type: 'certificate_reloaded', identity: result.credential.identity, serial: result.credential.serialNumber, notAfter: new Date(result.credential.notAfter).toISOString() }, 'certificate files reloaded');
