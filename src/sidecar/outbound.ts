@@ -97,7 +97,7 @@ export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage
   let mirrorsInFlight = 0;
 
   /** Fire-and-forget copies; they never delay or fail the primary request. */
-  function mirror(snap: Snapshot, filters: readonly CompiledFilter[], method: string, path: string, headers: Record<string, string | string[]>, body: Buffer | undefined, callerPort: number): void {
+  function mirror(filters: readonly CompiledFilter[], method: string, path: string, headers: Record<string, string | string[]>, body: Buffer | undefined, callerPort: number): void {
     for (const f of filters) {
       if (f.type !== 'RequestMirror' || mirrorsInFlight >= MAX_MIRRORS_IN_FLIGHT) continue;
       if (f.numerator < f.denominator && deps.random() * f.denominator >= f.numerator) continue;
@@ -176,7 +176,7 @@ export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage
     }
     const pathAndQuery = target.query ? `${path}?${target.query}` : path;
 
-    void forward({ req, res, snap, rule, cluster, method, pathAndQuery, headers, backendPort, rewriteHost, responseModifiers, mirrors, started: record.started })
+    void forward({ req, res, rule, cluster, method, pathAndQuery, headers, backendPort, rewriteHost, responseModifiers, mirrors, started: record.started })
       .then((outcome) => {
         record.flags = outcome.flags;
         record.done(outcome.status);
@@ -190,7 +190,6 @@ export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage
   interface ForwardArgs {
     req: IncomingMessage;
     res: ServerResponse;
-    snap: Snapshot;
     rule: CompiledRule;
     cluster: Cluster;
     method: string;
@@ -222,7 +221,7 @@ export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage
     else if (!chunked && Number(length) <= deps.maxRetryBodyBytes) body = (await readBody(req, deps.maxRetryBodyBytes)) ?? Buffer.alloc(0);
     else body = req;
     const replayable = !(body && !Buffer.isBuffer(body));
-    if (a.mirrors.length > 0 && replayable) mirror(a.snap, a.mirrors, a.method, a.pathAndQuery, a.headers, body as Buffer | undefined, a.backendPort);
+    if (a.mirrors.length > 0 && replayable) mirror(a.mirrors, a.method, a.pathAndQuery, a.headers, body as Buffer | undefined, a.backendPort);
 
     const requestMs = rule.timeouts.requestMs;
     const deadline = requestMs > 0 ? a.started + requestMs : Infinity;
