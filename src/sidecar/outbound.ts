@@ -14,7 +14,7 @@ import type { CompiledFilter, CompiledHeaderModifier, CompiledPathModifier, Comp
 import { retryBackoffMs } from './backoff.ts';
 import type { Clock, Random } from './clock.ts';
 import type { Cluster, ClusterManager } from './clusters.ts';
-import type { ConfigStore, Snapshot } from './config-store.ts';
+import type { ConfigStore } from './config-store.ts';
 import type { ProxyErrorCode } from './errors.ts';
 import { addForwardingHeaders, applyHeaderModifier, endToEndHeaders, isRetrySafe } from './headers.ts';
 import type { SidecarMetrics } from './metrics.ts';
