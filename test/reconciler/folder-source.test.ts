@@ -93,7 +93,9 @@ describe('FolderSource', () => {
     const dir = tempDir();
     write(dir, { 'a.yaml': 'v: 0\n' });
     const { events, waitFor } = await startSource(dir);
-    for (let i = 1; i <= 20; i++) await writeFile(join(dir, 'a.yaml'), `v: ${i}\n`);
+    // Written synchronously: the burst cannot be interleaved with a read on a loaded machine
+    // (a read between one write's truncation and its data would see an empty file).
+    for (let i = 1; i <= 20; i++) writeFileSync(join(dir, 'a.yaml'), `v: ${i}\n`);
     const burst = await waitFor(isRevision, 'the burst', 1);
     assert.deepEqual(filesOf(burst), { 'a.yaml': 'v: 20\n' });
     write(dir, { 'b.yaml': 'b\n' });
