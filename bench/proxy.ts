@@ -169,6 +169,8 @@ export interface Running {
   /** Processes whose CPU and memory count as the proxy's (all of nginx's, one for the others). */
   readonly pids: readonly number[];
   readonly child: Child | undefined;
+  /** Further processes of the target (a chain's other sidecars), stopped with it. */
+  readonly others?: readonly Child[];
   /** The Trellis sidecar's admin port, for its own CPU metric. */
   readonly adminPort?: number;
 }
@@ -480,7 +482,7 @@ export async function benchTarget(name: string, start: () => Promise<Running | u
     log(`${name}: FAILED: ${(err as Error).message}`);
     return { name, failed: (err as Error).message.split('\n')[0] };
   } finally {
-    if (running?.child) await groups.stop(running.child);
+    for (const child of [running?.child, ...(running?.others ?? [])]) if (child) await groups.stop(child);
   }
 }
 
