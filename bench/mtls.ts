@@ -280,7 +280,12 @@ async function startChain(ctx: ChainContext, mode: MtlsMode, nodeFlags: readonly
     const seen = await inboundConnections(listeningB.admin);
     const want = mode === 'off' ? 'plaintext' : 'mtls';
     if (seen[want] === 0) throw new Error(`sidecar B saw no ${want} connection after a probe through the ${mode} chain (${JSON.stringify(seen)})`);
-    return { port: listeningA.outbound, pids: [a.pid, b.pid], child: a, others: [b], a, b, inbound: listeningB.inbound, adminA: listeningA.admin, adminB: listeningB.admin };
+    // Connections B accepted: growth in the fixed-rate window means A did not reuse its connections.
+    const counters = async () => {
+      const c = await inboundConnections(listeningB.admin);
+      return { connectionsToB: c.mtls + c.plaintext };
+    };
+    return { port: listeningA.outbound, pids: [a.pid, b.pid], child: a, others: [b], counters, a, b, inbound: listeningB.inbound, adminA: listeningA.admin, adminB: listeningB.admin };
   } catch (err) {
     for (const c of others) await ctx.groups.stop(c);
     throw err;
@@ -393,14 +398,14 @@ function renderReport(rounds: readonly Round[], handshakes: readonly HandshakeRo
       (pinned ? `Pinned: both sidecars on core ${PROXY_CORE}; upstream and load generators on core ${LOAD_CORE}.` : 'Not pinned.') +
       ` ${o.rounds} round(s), chain order reversed every other round; "added" is against the \`off\` chain of the same round.`,
     '',
-    `| round | target | req/s at saturation | core ${PROXY_CORE} / ${LOAD_CORE} busy | p50 @${o.rate}/s (ms) | p99 (ms) | added p50 vs off (ms) | added p99 vs off (ms) | vCPU per 1 000 req/s, A + B (A / B) | RSS under load, A + B (MB) | errors | other processes' vCPU |`,
-    '|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
+    `| round | target | req/s at saturation | core ${PROXY_CORE} / ${LOAD_CORE} busy | p50 @${o.rate}/s (ms) | p99 (ms) | added p50 vs off (ms) | added p99 vs off (ms) | vCPU per 1 000 req/s, A + B (A / B) | RSS under load, A + B (MB) | new A → B connections in the window | errors | other processes' vCPU |`,
+    '|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
   ];
   for (const round of rounds) {
     const off = round.rows.find((r) => r.name === chainName('off'))?.fixed;
     for (const r of round.rows) {
       if (r.skipped || r.failed) {
-        lines.push(`| ${round.index} | ${r.name} | failed: ${r.failed ?? r.skipped} | | | | | | | | | |`);
+        lines.push(`| ${round.index} | ${r.name} | failed: ${r.failed ?? r.skipped} | | | | | | | | | | |`);
         continue;
       }
       const fx = r.fixed!;
@@ -410,7 +415,7 @@ function renderReport(rounds: readonly Round[], handshakes: readonly HandshakeRo
       const split = fx.perProcessVcpu.length === 2 ? ` (${f(per1k(fx.perProcessVcpu[0]!), 3)} / ${f(per1k(fx.perProcessVcpu[1]!), 3)})` : '';
       const cores = r.cores ? `${f(100 * r.cores[PROXY_CORE]!, 0)}% / ${f(100 * r.cores[LOAD_CORE]!, 0)}%` : '—';
       lines.push(
-        `| ${round.index} | ${r.name} | ${f(r.saturation!.rps, 0)} | ${cores} | ${ms(fx.latencyUs.p50)} | ${ms(fx.latencyUs.p99)} | ${isMtls && off ? ms(fx.latencyUs.p50 - off.latencyUs.p50) : '—'} | ${isMtls && off ? ms(fx.latencyUs.p99 - off.latencyUs.p99) : '—'} | ${isChain ? `${f(per1k(fx.proxyVcpu), 3)}${split}` : '—'} | ${isChain ? mb(r.rssUnderLoad) : '—'} | ${r.saturation!.errors + fx.errors + fx.non2xx} | ${f(r.foreignVcpu, 2)}${(r.foreignVcpu ?? 0) > 0.05 ? ' ⚠' : ''} |`,
+        `| ${round.index} | ${r.name} | ${f(r.saturation!.rps, 0)} | ${cores} | ${ms(fx.latencyUs.p50)} | ${ms(fx.latencyUs.p99)} | ${isMtls && off ? ms(fx.latencyUs.p50 - off.latencyUs.p50) : '—'} | ${isMtls && off ? ms(fx.latencyUs.p99 - off.latencyUs.p99) : '—'} | ${isChain ? `${f(per1k(fx.proxyVcpu), 3)}${split}` : '—'} | ${isChain ? mb(r.rssUnderLoad) : '—'} | ${fx.counterDeltas.connectionsToB ?? '—'} | ${r.saturation!.errors + fx.errors + fx.non2xx} | ${f(r.foreignVcpu, 2)}${(r.foreignVcpu ?? 0) > 0.05 ? ' ⚠' : ''} |`,
       );
     }
   }

@@ -171,6 +171,8 @@ export interface Running {
   readonly child: Child | undefined;
   /** Further processes of the target (a chain's other sidecars), stopped with it. */
   readonly others?: readonly Child[];
+  /** Counters of the target's own (monotonic), read at the start and end of the fixed-rate window. */
+  readonly counters?: () => Promise<Readonly<Record<string, number>>>;
   /** The Trellis sidecar's admin port, for its own CPU metric. */
   readonly adminPort?: number;
 }
@@ -390,6 +392,8 @@ export interface FixedRate extends FixedRateResult {
   readonly proxyVcpu: number;
   /** The same per process, in the order of `Running.pids` (empty for direct). */
   readonly perProcessVcpu: readonly number[];
+  /** How much each of `Running.counters` grew during the measured window. */
+  readonly counterDeltas: Readonly<Record<string, number>>;
   /** The same from the sidecar's own metric (Trellis only). */
   readonly metricVcpu?: number;
 }
@@ -411,16 +415,19 @@ export async function fixedRate(groups: ProcessGroups, o: LoadOptions, running: 
   const pids = running?.pids ?? [];
   const each0 = pids.map(cpuSeconds);
   const metric0 = running?.adminPort ? await trellisCpuMetric(running.adminPort) : NaN;
+  const counters0 = (await running?.counters?.()) ?? {};
   await child.waitForJson((v) => v.type === 'measure-end', (o.rateDurationS + 10) * 1000);
   const seconds = (performance.now() - t0) / 1000;
   const each1 = pids.map(cpuSeconds);
   const metric1 = running?.adminPort ? await trellisCpuMetric(running.adminPort) : NaN;
+  const counters1 = (await running?.counters?.()) ?? {};
   const result = await child.waitForJson<FixedRateResult>((v) => v.type === 'result', 10_000);
   await child.exited;
   return {
     ...result,
     proxyVcpu: (sum(each1) - sum(each0)) / seconds,
     perProcessVcpu: each1.map((c, i) => (c - each0[i]!) / seconds),
+    counterDeltas: Object.fromEntries(Object.entries(counters1).map(([k, v]) => [k, v - (counters0[k] ?? 0)])),
     metricVcpu: running?.adminPort ? (metric1 - metric0) / seconds : undefined,
   };
 }
