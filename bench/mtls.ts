@@ -29,7 +29,8 @@
  *          [--handshake-parallel 4] [--handshake-duration 5] [--no-pin] [--profile DIR]
  *          [--deadline 900]
  *   --profile   then run the strict chain once more under saturation with both sidecars
- *               under `--cpu-prof`, and print where each one's CPU goes (not in the table)
+ *               under `--cpu-prof`, and B once more under new connections, and print where
+ *               their CPU goes (not in the tables)
  *   --deadline  seconds after which everything is killed and the bench fails
  *
  * Prints Markdown to stdout; progress goes to stderr. Loopback only; every process it
@@ -446,7 +447,16 @@ function renderReport(rounds: readonly Round[], handshakes: readonly HandshakeRo
   const strictIndex = o.modes.filter((m) => m !== 'off').indexOf('strict');
   if (strictIndex >= 0) {
     const v = addedP99[strictIndex]!;
-    lines.push('', `Target (issue 6): mTLS adds ≤ ${TARGET_ADDED_P99_MS} ms p99 on reused connections — strict mode measured ${f(v, 3)} ms: ${!Number.isFinite(v) ? '—' : v <= TARGET_ADDED_P99_MS ? 'met' : '**missed**'}.`);
+    // The resolution of a p99 difference: how much the same plaintext chain's p99 moved between rounds.
+    const offP99 = rounds.map((r) => r.rows.find((x) => x.name === chainName('off'))?.fixed?.latencyUs.p99).filter((x): x is number => x !== undefined && Number.isFinite(x));
+    const spreadMs = offP99.length >= 2 ? (Math.max(...offP99) - Math.min(...offP99)) / 1000 : NaN;
+    const noise = Number.isFinite(spreadMs) ? `the plaintext chain's own p99 moved by ${f(spreadMs, 3)} ms between rounds` : 'one round, so no estimate of the noise';
+    const verdict = !Number.isFinite(v)
+      ? '—'
+      : Number.isFinite(spreadMs) && spreadMs > TARGET_ADDED_P99_MS
+        ? `**not resolvable in this run** (${noise}, more than the ${TARGET_ADDED_P99_MS} ms being tested)`
+        : `${v <= TARGET_ADDED_P99_MS ? 'met' : '**missed**'} (${noise})`;
+    lines.push('', `Target (issue 6): mTLS adds ≤ ${TARGET_ADDED_P99_MS} ms p99 on reused connections — strict mode measured ${f(v, 3)} ms (median of rounds): ${verdict}.`);
   }
 
   const ref = handshakes.find((h) => h.name.includes('reference'))?.result?.perSecond;
@@ -511,6 +521,41 @@ async function profileChain(ctx: ChainContext, tool: LoadTool, o: Options, dir: 
   return out.join('\n\n');
 }
 
+/**
+ * Sidecar B of a strict chain under `--cpu-prof` while bench/handshake-load.ts opens new
+ * mTLS connections to its inbound port; where B's CPU goes per connection.
+ */
+async function profileHandshakes(ctx: ChainContext, o: Options, dir: string): Promise<string> {
+  await mkdir(dir, { recursive: true });
+  const before = new Set(await readdir(dir));
+  log(`\nprofile: sidecar B (strict) with --cpu-prof under new mTLS connections`);
+  const chain = await startChain(ctx, 'strict', ['--cpu-prof', '--cpu-prof-dir', dir]);
+  const monotonicUs = () => Number(process.hrtime.bigint() / 1000n);
+  const window = { fromUs: 0, toUs: 0 };
+  let connections = 0;
+  try {
+    const args = [here('./handshake-load.ts'), '--target', `127.0.0.1:${chain.inbound}`, '--host', SERVICE, '--parallel', String(o.handshakeParallel), '--warmup', '1', '--duration', String(o.handshakeDurationS)];
+    const up = ctx.ids.upstream;
+    const client = ctx.ids.client;
+    const child = ctx.groups.start('handshake load (profile)', process.execPath, [...args, '--cert', client.cert, '--key', client.key, '--ca', client.ca, '--expect-identity', up.id], LOAD_CORE);
+    await child.waitForJson((v) => v.type === 'measure-start', 15_000);
+    window.fromUs = monotonicUs();
+    await child.waitForJson((v) => v.type === 'measure-end', (o.handshakeDurationS + 10) * 1000);
+    window.toUs = monotonicUs();
+    connections = (await child.waitForJson<HandshakeLoadResult>((v) => v.type === 'result', 10_000)).completed;
+  } finally {
+    await ctx.groups.stop(chain.a, 15_000);
+    await ctx.groups.stop(chain.b, 15_000);
+  }
+  const file = (await readdir(dir)).find((f) => !before.has(f) && f.endsWith('.cpuprofile') && f.includes(`.${chain.b.pid}.`));
+  if (!file) return `### Sidecar B under new connections: no profile for pid ${chain.b.pid} in ${dir}`;
+  const profile = JSON.parse(await readFile(join(dir, file), 'utf8')) as TimedCpuProfile;
+  const inside = window.fromUs >= profile.startTime && window.toUs <= profile.endTime;
+  const summary = inside ? summarizeSidecarProfile(profile, connections, window) : summarizeSidecarProfile(profile);
+  // The renderer says "request"; here each request is one new connection.
+  return `### Sidecar B (strict) under new mTLS connections, one request each (${join(dir, file)}; ${inside ? 'measured window only' : 'whole process'}; "per request" = per connection)\n\n${renderSidecarProfile(summary, 15)}`;
+}
+
 // ─── Main ───────────────────────────────────────────────────────────────────────────────
 
 async function main(): Promise<number> {
@@ -552,7 +597,10 @@ async function main(): Promise<number> {
     const handshakes = await handshakeRows(ctx, o);
 
     process.stdout.write(renderReport(rounds, handshakes, o, tool, groups.pinning, await machineInfo(tool), background));
-    if (o.profileDir) process.stdout.write(`\n${await profileChain(ctx, tool, o, o.profileDir)}\n`);
+    if (o.profileDir) {
+      process.stdout.write(`\n${await profileChain(ctx, tool, o, o.profileDir)}\n`);
+      process.stdout.write(`\n${await profileHandshakes(ctx, o, o.profileDir)}\n`);
+    }
     const failed = rounds.some((r) => r.rows.some((x) => x.failed)) || handshakes.some((h) => h.failed);
     return failed ? 1 : 0;
   } finally {
