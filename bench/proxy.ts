@@ -49,20 +49,20 @@ import { onPath, ProcessGroups, type Child } from './process-group.ts';
 import { renderSidecarProfile, summarizeSidecarProfile, type TimedCpuProfile } from './summarize-sidecar-profile.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const here = (file: string) => fileURLToPath(new URL(file, import.meta.url));
+export const here = (file: string) => fileURLToPath(new URL(file, import.meta.url));
 /** Core for the proxy under test; the upstream and load generators share the other one. */
-const PROXY_CORE = 0;
-const LOAD_CORE = 1;
+export const PROXY_CORE = 0;
+export const LOAD_CORE = 1;
 /** Host header every request carries: the Trellis sidecar routes on it, the others ignore it. */
-const SERVICE = 'upstream';
-const BODY_BYTES = 100;
+export const SERVICE = 'upstream';
+export const BODY_BYTES = 100;
 /** The targets the brief sets; the sidecar is judged against them. */
 const TARGETS = { vsNginx: 0.8, vsFastify: 1.5, addedP99Ms: 1, vcpuPer1k: 0.1, rssMb: 60 } as const;
 
 type TargetName = 'direct' | 'trellis' | 'nginx' | 'fastify';
 const ALL_TARGETS: readonly TargetName[] = ['direct', 'trellis', 'nginx', 'fastify'];
 
-interface Options {
+export interface Options {
   readonly only: readonly TargetName[];
   readonly connections: number;
   readonly warmupS: number;
@@ -112,11 +112,14 @@ function parseOptions(): Options {
   };
 }
 
-const log = (s: string) => process.stderr.write(`${s}\n`);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** The load settings a measurement needs (shared with bench/mtls.ts). */
+export type LoadOptions = Pick<Options, 'connections' | 'warmupS' | 'durationS' | 'rate' | 'rateDurationS'>;
+
+export const log = (s: string) => process.stderr.write(`${s}\n`);
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A free loopback port (for nginx, which cannot report a port it picked itself). */
-function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer();
     s.once('error', reject);
@@ -142,7 +145,7 @@ function probe(port: number, path = '/'): Promise<{ status: number; body: string
 }
 
 /** Waits until `port` answers a probe with 200 and the upstream's body (bounded). */
-async function waitHealthy(port: number, name: string, timeoutMs = 10_000): Promise<void> {
+export async function waitHealthy(port: number, name: string, timeoutMs = 10_000): Promise<void> {
   const until = Date.now() + timeoutMs;
   let last = '';
   while (Date.now() < until) {
@@ -160,12 +163,16 @@ async function waitHealthy(port: number, name: string, timeoutMs = 10_000): Prom
 
 // ─── The proxies ────────────────────────────────────────────────────────────────────────
 
-interface Running {
+export interface Running {
   /** Port the load generator calls. */
   readonly port: number;
   /** Processes whose CPU and memory count as the proxy's (all of nginx's, one for the others). */
   readonly pids: readonly number[];
   readonly child: Child | undefined;
+  /** Further processes of the target (a chain's other sidecars), stopped with it. */
+  readonly others?: readonly Child[];
+  /** Counters of the target's own (monotonic), read at the start and end of the fixed-rate window. */
+  readonly counters?: () => Promise<Readonly<Record<string, number>>>;
   /** The Trellis sidecar's admin port, for its own CPU metric. */
   readonly adminPort?: number;
 }
@@ -281,7 +288,7 @@ async function startFastify(groups: ProcessGroups, upstreamPort: number): Promis
 
 // ─── Load ───────────────────────────────────────────────────────────────────────────────
 
-interface Saturation {
+export interface Saturation {
   readonly rps: number;
   readonly p50Ms: number;
   readonly p99Ms: number;
@@ -289,9 +296,9 @@ interface Saturation {
   readonly errors: number;
 }
 
-type LoadTool = { readonly kind: 'wrk' } | { readonly kind: 'autocannon'; readonly script: string };
+export type LoadTool = { readonly kind: 'wrk' } | { readonly kind: 'autocannon'; readonly script: string };
 
-function findLoadTool(): LoadTool | undefined {
+export function findLoadTool(): LoadTool | undefined {
   if (onPath('wrk')) return { kind: 'wrk' };
   try {
     return { kind: 'autocannon', script: fileURLToPath(import.meta.resolve('autocannon')) };
@@ -323,7 +330,7 @@ export function parseWrk(out: string): Saturation {
 }
 
 /** Closed-loop load at `connections` for `seconds`, on the load core. */
-async function saturate(groups: ProcessGroups, tool: LoadTool, port: number, connections: number, seconds: number): Promise<Saturation> {
+export async function saturate(groups: ProcessGroups, tool: LoadTool, port: number, connections: number, seconds: number): Promise<Saturation> {
   const url = `http://127.0.0.1:${port}/`;
   const child =
     tool.kind === 'wrk'
@@ -339,7 +346,7 @@ async function saturate(groups: ProcessGroups, tool: LoadTool, port: number, con
 }
 
 /** Samples the largest summed VmRSS of `pids` until stopped. */
-function rssSampler(pids: readonly number[]): { stop(): number } {
+export function rssSampler(pids: readonly number[]): { stop(): number } {
   let max = 0;
   const sample = () => {
     let sum = 0;
@@ -357,7 +364,9 @@ function rssSampler(pids: readonly number[]): { stop(): number } {
   };
 }
 
-const cpuOf = (pids: readonly number[]) => pids.reduce((s, pid) => s + cpuSeconds(pid), 0);
+const sum = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0);
+/** User + system CPU seconds of `pids`, summed. */
+export const cpuOf = (pids: readonly number[]) => pids.reduce((s, pid) => s + cpuSeconds(pid), 0);
 
 /**
  * The sidecar's own process CPU counter from its admin /metrics
@@ -378,14 +387,23 @@ async function trellisCpuMetric(adminPort: number): Promise<number> {
   return Number(/^trellis_process_(?:process_)?cpu_seconds_total (\S+)/m.exec(text)?.[1] ?? NaN);
 }
 
-interface FixedRate extends FixedRateResult {
+export interface FixedRate extends FixedRateResult {
   /** Proxy CPU during the measured window, in cores (vCPU). */
   readonly proxyVcpu: number;
+  /** The same per process, in the order of `Running.pids` (empty for direct). */
+  readonly perProcessVcpu: readonly number[];
+  /** How much each of `Running.counters` grew during the measured window. */
+  readonly counterDeltas: Readonly<Record<string, number>>;
   /** The same from the sidecar's own metric (Trellis only). */
   readonly metricVcpu?: number;
 }
 
-async function fixedRate(groups: ProcessGroups, o: Options, running: Running | undefined, port: number): Promise<FixedRate> {
+/**
+ * Latency at `o.rate` req/s through `port` (bench/fixed-rate-load.ts on the load core, 2 s
+ * warm-up then `o.rateDurationS` s), with the CPU the `running` processes used during the
+ * measured window only.
+ */
+export async function fixedRate(groups: ProcessGroups, o: LoadOptions, running: Running | undefined, port: number): Promise<FixedRate> {
   const child = groups.start(
     'fixed-rate load',
     process.execPath,
@@ -394,25 +412,31 @@ async function fixedRate(groups: ProcessGroups, o: Options, running: Running | u
   );
   await child.waitForJson((v) => v.type === 'measure-start', 15_000);
   const t0 = performance.now();
-  const cpu0 = running ? cpuOf(running.pids) : 0;
+  const pids = running?.pids ?? [];
+  const each0 = pids.map(cpuSeconds);
   const metric0 = running?.adminPort ? await trellisCpuMetric(running.adminPort) : NaN;
+  const counters0 = (await running?.counters?.()) ?? {};
   await child.waitForJson((v) => v.type === 'measure-end', (o.rateDurationS + 10) * 1000);
   const seconds = (performance.now() - t0) / 1000;
-  const cpu1 = running ? cpuOf(running.pids) : 0;
+  const each1 = pids.map(cpuSeconds);
   const metric1 = running?.adminPort ? await trellisCpuMetric(running.adminPort) : NaN;
+  const counters1 = (await running?.counters?.()) ?? {};
   const result = await child.waitForJson<FixedRateResult>((v) => v.type === 'result', 10_000);
   await child.exited;
   return {
     ...result,
-    proxyVcpu: (cpu1 - cpu0) / seconds,
+    proxyVcpu: (sum(each1) - sum(each0)) / seconds,
+    perProcessVcpu: each1.map((c, i) => (c - each0[i]!) / seconds),
+    counterDeltas: Object.fromEntries(Object.entries(counters1).map(([k, v]) => [k, v - (counters0[k] ?? 0)])),
     metricVcpu: running?.adminPort ? (metric1 - metric0) / seconds : undefined,
   };
 }
 
 // ─── One target ─────────────────────────────────────────────────────────────────────────
 
-interface TargetResult {
-  readonly name: TargetName;
+export interface TargetResult {
+  /** The row's name (a TargetName here; bench/mtls.ts names its chains). */
+  readonly name: string;
   readonly skipped?: string;
   readonly failed?: string;
   readonly saturation?: Saturation;
@@ -428,7 +452,12 @@ interface TargetResult {
   readonly foreignVcpu?: number;
 }
 
-async function benchTarget(name: TargetName, start: () => Promise<Running | undefined>, groups: ProcessGroups, tool: LoadTool, o: Options, upstreamPort: number): Promise<TargetResult> {
+/**
+ * One row: starts the target with `start` (undefined = direct to the upstream), warms up,
+ * measures saturation then fixed-rate latency, CPU and RSS of `Running.pids`, and stops
+ * the target again. Never throws: a failure becomes the row's `failed`.
+ */
+export async function benchTarget(name: string, start: () => Promise<Running | undefined>, groups: ProcessGroups, tool: LoadTool, o: LoadOptions, upstreamPort: number): Promise<TargetResult> {
   log(`\n${name}: starting`);
   let running: Running | undefined;
   try {
@@ -460,7 +489,7 @@ async function benchTarget(name: TargetName, start: () => Promise<Running | unde
     log(`${name}: FAILED: ${(err as Error).message}`);
     return { name, failed: (err as Error).message.split('\n')[0] };
   } finally {
-    if (running?.child) await groups.stop(running.child);
+    for (const child of [running?.child, ...(running?.others ?? [])]) if (child) await groups.stop(child);
   }
 }
 
@@ -550,7 +579,8 @@ function renderReport(results: readonly TargetResult[], o: Options, tool: LoadTo
   return lines.join('\n') + '\n';
 }
 
-async function machineInfo(tool: LoadTool): Promise<string> {
+/** One line naming the CPU, memory, kernel, Node and the load tools' versions. */
+export async function machineInfo(tool: LoadTool): Promise<string> {
   const cpu = cpus();
   const parts = [
     `Machine: ${cpu.length} × ${cpu[0]?.model ?? 'unknown CPU'}, ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM, Linux ${release()}.`,
