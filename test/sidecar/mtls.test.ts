@@ -174,6 +174,14 @@ describe('mTLS modes', () => {
     assert.equal(metricValue(m, 'trellis_inbound_connections_total', { transport: 'mtls' }), 1);
   });
 
+  test('the inbound port keeps idle peer connections longer than callers pool them (no handshake per idle gap)', async () => {
+    const { api } = await pair({ mesh: '  mtls: { mode: permissive }\n  access: { default: allow }' });
+    const r = await send(api.inbound, 'api:80', '/');
+    assert.equal(r.status, 200);
+    // Callers' pools keep idle connections up to 60 s (less undici's 2 s margin on this hint).
+    assert.equal(r.headers['keep-alive'], 'timeout=75');
+  });
+
   test('permissive with access policies: a plaintext caller is unauthenticated, so denied', async () => {
     const policy = `apiVersion: trellis.dev/v1alpha1
 kind: AccessPolicy
