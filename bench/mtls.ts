@@ -1,6 +1,6 @@
 /**
  * mTLS benchmark: what mutual TLS between two sidecars costs, measured against the same
- * two sidecars talking plaintext, in one session (issue 6's "Performance" part of
+ * two sidecars talking plaintext, in one run (the mTLS companion of
  * `bench:proxy`). mTLS only happens sidecar → sidecar, so every chain is two real
  * `trellis sidecar` processes with standalone identities (`--tls-*` files made by
  * `trellis ca init` / `trellis ca issue`) and configs compiled from one generated spec:
@@ -453,7 +453,7 @@ function renderPaired(windows: Map<MtlsMode, Window[]>, o: Options): string {
       // Fewer than 4 pairs give no usable spread, so no verdict either way.
       const resolvable = w.length >= 4 && d99.q3 - d99.q1 <= 2 * TARGET_ADDED_P99_MS;
       verdicts.push(
-        `Target (issue 6), paired estimate: mTLS (strict) adds ≤ ${TARGET_ADDED_P99_MS} ms p99 on reused connections — measured ${f(d99.median)} ms (IQR ${f(d99.q1)} to ${f(d99.q3)}): ` +
+        `Target, paired estimate: mTLS (strict) adds ≤ ${TARGET_ADDED_P99_MS} ms p99 on reused connections — measured ${f(d99.median)} ms (IQR ${f(d99.q1)} to ${f(d99.q3)}): ` +
           (!Number.isFinite(d99.median) ? '—' : d99.median <= TARGET_ADDED_P99_MS ? (resolvable ? 'met' : `met by the median, but ${w.length} pairs spread over ${f(d99.q3 - d99.q1)} ms, so the run cannot resolve ${TARGET_ADDED_P99_MS} ms`) : resolvable ? '**missed**' : `**missed** by the median, but ${w.length} pairs spread over ${f(d99.q3 - d99.q1)} ms, so the run cannot resolve ${TARGET_ADDED_P99_MS} ms`) +
           `; added p50 ${f(d50.median)} ms.`,
       );
@@ -558,7 +558,7 @@ function renderReport(rounds: readonly Round[], handshakes: readonly HandshakeRo
       : Number.isFinite(spreadMs) && spreadMs > TARGET_ADDED_P99_MS
         ? `**not resolvable in this run** (${noise}, more than the ${TARGET_ADDED_P99_MS} ms being tested)`
         : `${v <= TARGET_ADDED_P99_MS ? 'met' : '**missed**'} (${noise})`;
-    lines.push('', `Target (issue 6): mTLS adds ≤ ${TARGET_ADDED_P99_MS} ms p99 on reused connections — strict mode measured ${f(v, 3)} ms (median of rounds): ${verdict}.`);
+    lines.push('', `Target: mTLS adds ≤ ${TARGET_ADDED_P99_MS} ms p99 on reused connections — strict mode measured ${f(v, 3)} ms (median of rounds): ${verdict}.`);
   }
 
   if (rounds.length === 0) lines.splice(roundsFrom, lines.length - roundsFrom, 'No rounds (`--rounds 0`).');
