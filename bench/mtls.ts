@@ -41,10 +41,8 @@
  * starts is in a process group killed on exit, signal or deadline.
  */
 import { spawnSync } from 'node:child_process';
-import { rmSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
-import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -61,6 +59,7 @@ import {
   PROXY_CORE,
   SERVICE,
   benchTarget,
+  runBench,
   findLoadTool,
   fixedRate,
   freePort,
@@ -68,7 +67,6 @@ import {
   log,
   machineInfo,
   saturate,
-  sleep,
   waitHealthy,
   type LoadOptions,
   type LoadTool,
@@ -663,31 +661,8 @@ async function profileHandshakes(ctx: ChainContext, o: Options, dir: string): Pr
 
 async function main(): Promise<number> {
   const o = parseOptions();
-  const groups = new ProcessGroups(o.pin && cpus().length >= 2);
-  const deadline = setTimeout(() => {
-    log(`\nbench/mtls.ts: deadline of ${o.deadlineS}s reached; killing everything`);
-    groups.killAll();
-    process.exit(1);
-  }, o.deadlineS * 1000);
-  deadline.unref();
-  const tool = findLoadTool();
-  if (!tool) {
-    log('bench/mtls.ts: no load generator: install wrk (apt-get install wrk) or the autocannon devDependency');
-    return 1;
-  }
-  const idle0 = coreTicks();
-  await sleep(1000);
-  const background = coreBusy(idle0, coreTicks());
-  if (background.some((b) => b > 0.1)) log(`warning: the machine is busy before the bench starts (${background.map((b) => `${(100 * b).toFixed(0)}%`).join(' / ')} per core); results will be noisy`);
-  const dir = await mkdtemp(join(tmpdir(), 'trellis-mtls-bench-'));
-  const removeDir = () => rmSync(dir, { recursive: true, force: true });
-  process.once('exit', removeDir);
-  try {
-    log(`load generator: ${tool.kind}; pinning: ${groups.pinning ? `sidecars on core ${PROXY_CORE}, upstream + load on core ${LOAD_CORE}` : 'off'}; work dir ${dir}`);
+  return runBench('bench/mtls.ts', o, async ({ groups, tool, dir, background, upstreamPort }) => {
     const ids = makeIdentities(dir);
-    const upstream = groups.start('upstream', process.execPath, [here('./proxy-upstream.ts'), '--bytes', String(BODY_BYTES)], LOAD_CORE);
-    const { port: upstreamPort } = await upstream.waitForJson<{ port: number }>((v) => v.type === 'listening', 10_000);
-    await waitHealthy(upstreamPort, 'upstream');
     const ctx: ChainContext = { groups, dir, upstreamPort, ids };
 
     const rounds: Round[] = [];
@@ -709,12 +684,7 @@ async function main(): Promise<number> {
     }
     const failed = rounds.some((r) => r.rows.some((x) => x.failed)) || handshakes.some((h) => h.failed);
     return failed ? 1 : 0;
-  } finally {
-    await groups.stopAll();
-    await rm(dir, { recursive: true, force: true });
-    process.off('exit', removeDir);
-    clearTimeout(deadline);
-  }
+  });
 }
 
 if (import.meta.main) {

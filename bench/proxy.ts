@@ -620,33 +620,63 @@ async function profileSidecar(groups: ProcessGroups, tool: LoadTool, o: Options,
   return `### Where the sidecar's CPU goes under saturation (${join(dir, file)}; ${scope})\n\n${renderSidecarProfile(summary)}`;
 }
 
-async function main(): Promise<number> {
-  const o = parseOptions();
+/** What a proxy benchmark run has once it is set up (see `runBench`). */
+export interface BenchEnv {
+  readonly groups: ProcessGroups;
+  readonly tool: LoadTool;
+  /** A work folder, removed when the run ends (also on a signal or the deadline). */
+  readonly dir: string;
+  /** How busy each core was in the second before the run, 0..1. */
+  readonly background: readonly number[];
+  /** The shared 100-byte upstream, on the load core. */
+  readonly upstreamPort: number;
+}
+
+/**
+ * Runs one benchmark: process groups (pinned when the machine allows), a deadline that
+ * kills everything, the load generator, a warning when the machine is already busy, a work
+ * folder and the upstream; `body` measures, and everything is stopped and removed after it.
+ * Resolves with `body`'s exit code (1 without a load generator).
+ */
+export async function runBench(name: string, o: { readonly pin: boolean; readonly deadlineS: number }, body: (env: BenchEnv) => Promise<number>): Promise<number> {
   const groups = new ProcessGroups(o.pin && cpus().length >= 2);
   const deadline = setTimeout(() => {
-    log(`\nbench/proxy.ts: deadline of ${o.deadlineS}s reached; killing everything`);
+    log(`\n${name}: deadline of ${o.deadlineS}s reached; killing everything`);
     groups.killAll();
     process.exit(1);
   }, o.deadlineS * 1000);
   deadline.unref();
   const tool = findLoadTool();
   if (!tool) {
-    log('bench/proxy.ts: no load generator: install wrk (apt-get install wrk) or the autocannon devDependency');
+    clearTimeout(deadline);
+    log(`${name}: no load generator: install wrk (apt-get install wrk) or the autocannon devDependency`);
     return 1;
   }
   const idle0 = coreTicks();
   await sleep(1000);
   const background = coreBusy(idle0, coreTicks());
   if (background.some((b) => b > 0.1)) log(`warning: the machine is busy before the bench starts (${background.map((b) => `${(100 * b).toFixed(0)}%`).join(' / ')} per core); results will be noisy`);
-  const dir = await mkdtemp(join(tmpdir(), 'trellis-proxy-bench-'));
+  const dir = await mkdtemp(join(tmpdir(), 'trellis-bench-'));
   // On SIGINT/SIGTERM and the deadline the process exits without reaching `finally`.
   const removeDir = () => rmSync(dir, { recursive: true, force: true });
   process.once('exit', removeDir);
   try {
-    log(`load generator: ${tool.kind}; pinning: ${groups.pinning ? `proxy on core ${PROXY_CORE}, upstream + load on core ${LOAD_CORE}` : 'off'}; work dir ${dir}`);
+    log(`load generator: ${tool.kind}; pinning: ${groups.pinning ? `proxies on core ${PROXY_CORE}, upstream + load on core ${LOAD_CORE}` : 'off'}; work dir ${dir}`);
     const upstream = groups.start('upstream', process.execPath, [here('./proxy-upstream.ts'), '--bytes', String(BODY_BYTES)], LOAD_CORE);
     const { port: upstreamPort } = await upstream.waitForJson<{ port: number }>((v) => v.type === 'listening', 10_000);
     await waitHealthy(upstreamPort, 'upstream');
+    return await body({ groups, tool, dir, background, upstreamPort });
+  } finally {
+    await groups.stopAll();
+    await rm(dir, { recursive: true, force: true });
+    process.off('exit', removeDir);
+    clearTimeout(deadline);
+  }
+}
+
+async function main(): Promise<number> {
+  const o = parseOptions();
+  return runBench('bench/proxy.ts', o, async ({ groups, tool, dir, background, upstreamPort }) => {
     const configFile = await writeTrellisConfig(dir, upstreamPort);
 
     const starters: Record<TargetName, () => Promise<Running | undefined> | string> = {
@@ -683,12 +713,7 @@ async function main(): Promise<number> {
       process.stdout.write(`\n${await profileSidecar(groups, tool, o, configFile, o.profileDir)}`);
     }
     return results.some((r) => r.failed) ? 1 : 0;
-  } finally {
-    await groups.stopAll();
-    await rm(dir, { recursive: true, force: true });
-    process.off('exit', removeDir);
-    clearTimeout(deadline);
-  }
+  });
 }
 
 if (import.meta.main) {
