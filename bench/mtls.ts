@@ -41,13 +41,11 @@
  * starts is in a process group killed on exit, signal or deadline.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { compileFiles } from '../src/compiler/compile.ts';
-import { SourceFile } from '../src/diagnostics/source-file.ts';
 import { spiffeId } from '../src/identity/spiffe.ts';
 import type { MtlsMode } from '../src/spec/types.ts';
 import type { HandshakeLoadResult } from './handshake-load.ts';
@@ -58,7 +56,10 @@ import {
   LOAD_CORE,
   PROXY_CORE,
   SERVICE,
+  BENCH_TRUST_DOMAIN,
+  benchSpec,
   benchTarget,
+  writeBenchConfigs,
   runBench,
   findLoadTool,
   fixedRate,
@@ -77,7 +78,6 @@ import { renderSidecarProfile, summarizeSidecarProfile, type TimedCpuProfile } f
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BIN = join(ROOT, 'bin/trellis.js');
-const TRUST_DOMAIN = 'bench.local';
 /** The issue's target: mTLS adds at most this much p99 on reused connections, in ms. */
 const TARGET_ADDED_P99_MS = 0.3;
 const ALL_MODES: readonly MtlsMode[] = ['off', 'strict', 'permissive'];
@@ -159,61 +159,13 @@ function makeIdentities(dir: string): { client: IdentityFiles; upstream: Identit
     if (r.status !== 0) throw new Error(`trellis ${args.join(' ')} failed (${r.status ?? r.signal}): ${r.stderr}`);
   };
   const caDir = join(dir, 'ca');
-  trellis(['ca', 'init', caDir, '--trust-domain', TRUST_DOMAIN]);
+  trellis(['ca', 'init', caDir, '--trust-domain', BENCH_TRUST_DOMAIN]);
   const issue = (service: string): IdentityFiles => {
     const out = join(dir, `tls-${service}`);
-    trellis(['ca', 'issue', '--ca', caDir, '--service', service, '--trust-domain', TRUST_DOMAIN, '--out', out, '--ttl', '1h']);
-    return { cert: join(out, 'cert.pem'), key: join(out, 'key.pem'), ca: join(out, 'ca.pem'), id: spiffeId(TRUST_DOMAIN, service) };
+    trellis(['ca', 'issue', '--ca', caDir, '--service', service, '--trust-domain', BENCH_TRUST_DOMAIN, '--out', out, '--ttl', '1h']);
+    return { cert: join(out, 'cert.pem'), key: join(out, 'key.pem'), ca: join(out, 'ca.pem'), id: spiffeId(BENCH_TRUST_DOMAIN, service) };
   };
   return { client: issue('client'), upstream: issue(SERVICE) };
-}
-
-/**
- * The chain's mesh: a meshed `client` (sidecar A) calling the meshed `upstream` (sidecar B,
- * whose inbound port is the upstream Service's endpoint and whose app is the bench
- * upstream on `upstreamPort`). Access is open, so only the transport differs between modes.
- */
-export function chainSpec(mode: MtlsMode, upstreamPort: number, inboundPort: number): string {
-  return `apiVersion: trellis.dev/v1alpha1
-kind: Mesh
-metadata:
-  name: mtls-bench
-spec:
-  trustDomain: ${TRUST_DOMAIN}
-  mtls: { mode: "${mode}" }
-  access: { default: allow }
----
-apiVersion: trellis.dev/v1alpha1
-kind: Service
-metadata:
-  name: client
-spec:
-  ports: [{ name: http, port: 80, targetPort: 8080 }]
-  endpoints:
-    static: [{ address: 127.0.0.1, port: 15006 }]
----
-apiVersion: trellis.dev/v1alpha1
-kind: Service
-metadata:
-  name: ${SERVICE}
-spec:
-  ports: [{ name: http, port: 80, targetPort: ${upstreamPort} }]
-  endpoints:
-    static: [{ address: 127.0.0.1, port: ${inboundPort} }]
-`;
-}
-
-/** Compiles the chain spec and writes `client.json` and `upstream.json` into `dir`. */
-async function writeChainConfigs(dir: string, mode: MtlsMode, upstreamPort: number, inboundPort: number): Promise<{ client: string; upstream: string }> {
-  const result = compileFiles([new SourceFile('mesh.yaml', chainSpec(mode, upstreamPort, inboundPort))]);
-  const out: Record<string, string> = {};
-  for (const service of ['client', SERVICE]) {
-    const config = result.mesh?.configs.get(service);
-    if (!config) throw new Error(`the chain spec (${mode}) did not compile:\n${result.diagnostics.map((d) => `${d.code} ${d.message}`).join('\n')}`);
-    out[service] = join(dir, `${mode}-${service}.json`);
-    await writeFile(out[service], JSON.stringify(config));
-  }
-  return { client: out.client!, upstream: out[SERVICE]! };
 }
 
 // ─── The chain ──────────────────────────────────────────────────────────────────────────
@@ -258,7 +210,7 @@ async function inboundConnections(adminPort: number): Promise<{ mtls: number; pl
  */
 async function startChain(ctx: ChainContext, mode: MtlsMode, nodeFlags: readonly string[] = []): Promise<Chain> {
   const inbound = await freePort();
-  const configs = await writeChainConfigs(ctx.dir, mode, ctx.upstreamPort, inbound);
+  const configs = await writeBenchConfigs(ctx.dir, benchSpec(ctx.upstreamPort, { mode, inboundPort: inbound }), ['client', SERVICE], `${mode}-`);
   const sidecar = (name: string, service: string, config: string, ids: IdentityFiles, listen: { inbound: string; app: string }) =>
     ctx.groups.start(
       name,
@@ -281,11 +233,11 @@ async function startChain(ctx: ChainContext, mode: MtlsMode, nodeFlags: readonly
       PROXY_CORE,
     );
   // B's app is the upstream, on the upstream Service's targetPort. A's inbound is never called.
-  const b = sidecar(`sidecar B (${mode})`, SERVICE, configs.upstream, ctx.ids.upstream, { inbound: `127.0.0.1:${inbound}`, app: '127.0.0.1' });
+  const b = sidecar(`sidecar B (${mode})`, SERVICE, configs[SERVICE]!, ctx.ids.upstream, { inbound: `127.0.0.1:${inbound}`, app: '127.0.0.1' });
   const others: Child[] = [b];
   try {
     const listeningB = await b.waitForJson<{ admin: number; inbound: number }>((v) => v.type === 'listening', 15_000);
-    const a = sidecar(`sidecar A (${mode})`, 'client', configs.client, ctx.ids.client, { inbound: '127.0.0.1:0', app: '127.0.0.1:9' });
+    const a = sidecar(`sidecar A (${mode})`, 'client', configs.client!, ctx.ids.client, { inbound: '127.0.0.1:0', app: '127.0.0.1:9' });
     others.push(a);
     const listeningA = await a.waitForJson<{ outbound: number; admin: number }>((v) => v.type === 'listening', 15_000);
     await waitHealthy(listeningA.outbound, `chain (${mode})`);

@@ -43,6 +43,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { compileFiles } from '../src/compiler/compile.ts';
 import { SourceFile } from '../src/diagnostics/source-file.ts';
+import type { MtlsMode } from '../src/spec/types.ts';
 import type { FixedRateResult } from './fixed-rate-load.ts';
 import { allProcessCpu, coreBusy, coreTicks, cpuSeconds, foreignCpu, memory, processTree } from './proc-stats.ts';
 import { onPath, ProcessGroups, type Child } from './process-group.ts';
@@ -177,14 +178,23 @@ export interface Running {
   readonly adminPort?: number;
 }
 
-/** The bench mesh: a meshed `client` calling the unmeshed `upstream` on its static endpoint. */
-export function benchSpec(upstreamPort: number): string {
+/** Trust domain of every benchmark mesh (and of the certificates bench:mtls makes). */
+export const BENCH_TRUST_DOMAIN = 'bench.local';
+
+/**
+ * A benchmark mesh: a meshed `client` calling `upstream`. Without `inboundPort`, `upstream`
+ * is unmeshed and reached on the upstream's own port (one sidecar in the path); with it,
+ * `upstream` is meshed and reached on that sidecar inbound port (two sidecars, `mode`
+ * between them).
+ */
+export function benchSpec(upstreamPort: number, chain?: { readonly mode: MtlsMode; readonly inboundPort: number }): string {
   return `apiVersion: trellis.dev/v1alpha1
 kind: Mesh
 metadata:
-  name: proxy-bench
+  name: bench
 spec:
-  mtls: { mode: "off" }
+  trustDomain: ${BENCH_TRUST_DOMAIN}
+  mtls: { mode: "${chain?.mode ?? 'off'}" }
   access: { default: allow }
 ---
 apiVersion: trellis.dev/v1alpha1
@@ -201,20 +211,23 @@ kind: Service
 metadata:
   name: ${SERVICE}
 spec:
-  sidecar: false
-  ports: [{ name: http, port: 80, targetPort: ${upstreamPort} }]
+${chain ? '' : '  sidecar: false\n'}  ports: [{ name: http, port: 80, targetPort: ${upstreamPort} }]
   endpoints:
-    static: [{ address: 127.0.0.1, port: ${upstreamPort} }]
+    static: [{ address: 127.0.0.1, port: ${chain?.inboundPort ?? upstreamPort} }]
 `;
 }
 
-async function writeTrellisConfig(dir: string, upstreamPort: number): Promise<string> {
-  const result = compileFiles([new SourceFile('mesh.yaml', benchSpec(upstreamPort))]);
-  const config = result.mesh?.configs.get('client');
-  if (!config) throw new Error(`the bench spec did not compile:\n${result.diagnostics.map((d) => `${d.code} ${d.message}`).join('\n')}`);
-  const file = join(dir, 'client.json');
-  await writeFile(file, JSON.stringify(config));
-  return file;
+/** Compiles `spec` and writes the configs of `services` as `<prefix><service>.json` in `dir`; returns the files by service. */
+export async function writeBenchConfigs(dir: string, spec: string, services: readonly string[], prefix = ''): Promise<Record<string, string>> {
+  const result = compileFiles([new SourceFile('mesh.yaml', spec)]);
+  const files: Record<string, string> = {};
+  for (const service of services) {
+    const config = result.mesh?.configs.get(service);
+    if (!config) throw new Error(`the bench spec did not compile:\n${result.diagnostics.map((d) => `${d.code} ${d.message}`).join('\n')}`);
+    files[service] = join(dir, `${prefix}${service}.json`);
+    await writeFile(files[service], JSON.stringify(config));
+  }
+  return files;
 }
 
 async function startTrellis(groups: ProcessGroups, configFile: string, nodeFlags: readonly string[] = []): Promise<Running> {
@@ -677,7 +690,7 @@ export async function runBench(name: string, o: { readonly pin: boolean; readonl
 async function main(): Promise<number> {
   const o = parseOptions();
   return runBench('bench/proxy.ts', o, async ({ groups, tool, dir, background, upstreamPort }) => {
-    const configFile = await writeTrellisConfig(dir, upstreamPort);
+    const configFile = (await writeBenchConfigs(dir, benchSpec(upstreamPort), ['client'])).client!;
 
     const starters: Record<TargetName, () => Promise<Running | undefined> | string> = {
       direct: () => Promise.resolve(undefined),
