@@ -54,6 +54,14 @@ const OPERATIONS = withPolicies([
   rule('api', [WEB], [{ methods: [], paths: [{ type: 'PathPrefix', value: '/api' }] }]),
 ]);
 
+/** GET under /read and POST under /write, for web: method and path must hold in the same `to` entry. */
+const READ_WRITE = withPolicies([
+  rule('rw', [WEB], [
+    { methods: ['GET'], paths: [{ type: 'PathPrefix', value: '/read' }] },
+    { methods: ['POST'], paths: [{ type: 'PathPrefix', value: '/write' }] },
+  ]),
+]);
+
 const ROWS: Row[] = [
   // Mesh default: no AccessPolicy targets the service.
   { name: 'default allow, verified caller', access: { default: 'allow', mode: 'enforce', rules: [] }, caller: WEB, expect: { ...ALLOWED, reason: /default is allow/ } },
@@ -127,12 +135,7 @@ const ROWS: Row[] = [
   // Policies: method and path must hold in the same `to` entry.
   {
     name: 'GET /read and POST /write: POST /read is denied',
-    access: withPolicies([
-      rule('rw', [WEB], [
-        { methods: ['GET'], paths: [{ type: 'PathPrefix', value: '/read' }] },
-        { methods: ['POST'], paths: [{ type: 'PathPrefix', value: '/write' }] },
-      ]),
-    ]),
+    access: READ_WRITE,
     caller: WEB,
     method: 'POST',
     path: '/read',
@@ -140,12 +143,7 @@ const ROWS: Row[] = [
   },
   {
     name: 'GET /read and POST /write: POST /write is admitted',
-    access: withPolicies([
-      rule('rw', [WEB], [
-        { methods: ['GET'], paths: [{ type: 'PathPrefix', value: '/read' }] },
-        { methods: ['POST'], paths: [{ type: 'PathPrefix', value: '/write' }] },
-      ]),
-    ]),
+    access: READ_WRITE,
     caller: WEB,
     method: 'POST',
     path: '/write/1',
