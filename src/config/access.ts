@@ -22,6 +22,11 @@ export interface AccessDecision {
   readonly ruleIndex: number | null;
 }
 
+/** Whether an access rule's `from` entry admits `caller`: an exact identity, or a prefix written `…/*`. */
+export function admitsCaller(from: string, caller: string): boolean {
+  return from.endsWith('/*') ? caller.startsWith(from.slice(0, -1)) : from === caller;
+}
+
 /** Whether a path matches an access path (PathPrefix by whole segments, or Exact). */
 function pathMatches(type: 'Exact' | 'PathPrefix', value: string, path: string): boolean {
   return type === 'Exact' ? path === value : prefixTest(value)(path);
@@ -50,7 +55,7 @@ export function decideAccess(access: InboundBody['access'], caller: string | nul
   const index = access.rules.findIndex(
     (r) =>
       caller !== null &&
-      r.from.includes(caller) &&
+      r.from.some((f) => admitsCaller(f, caller)) &&
       (r.to.length === 0 || r.to.some((t) => (t.methods.length === 0 || t.methods.includes(method as never)) && (t.paths.length === 0 || t.paths.some((p) => pathMatches(p.type, p.value, path))))),
   );
   if (index >= 0) {

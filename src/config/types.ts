@@ -4,11 +4,14 @@
  * checked), so a sidecar never guesses. Configs are split into named resources, each
  * with its own content hash, so a change to one backend reaches a sidecar as a small delta.
  *
- * Resource names:
+ * Resource names (`<service>` is a service key, `name` or `namespace/name`: spec/names.ts):
  *   `inbound`               the local service: identity, ports, compiled access rules
  *   `route/<service>`       the ordered rule table for calls to <service>
  *   `cluster/<service>`     how to call <service>: balancer, breaker, outlier detection, budget
  *   `endpoints/<service>`   the instances of <service>
+ *
+ * Optional fields below are *absent* (never null or false) when they hold their default,
+ * so configs of meshes that do not use them keep their bytes and content hashes.
  */
 import type { AccessDefault, HTTPMethod, LoadBalancerType, MtlsMode } from '../spec/types.ts';
 
@@ -43,7 +46,11 @@ export interface CompiledPort {
 }
 
 export interface CompiledAccessRule {
-  /** Caller identities (SPIFFE IDs) this rule admits; services are already turned into identities. */
+  /**
+   * Caller identities (SPIFFE IDs) this rule admits; services are already turned into
+   * identities. An entry ending in `/*` admits every identity that starts with what comes
+   * before the `*` (a whole namespace: `spiffe://<td>/ns/<namespace>/*`).
+   */
   readonly from: readonly string[];
   /** Empty: any method and path. Otherwise one of these must match. */
   readonly to: ReadonlyArray<{ readonly methods: readonly HTTPMethod[]; readonly paths: ReadonlyArray<{ readonly type: 'Exact' | 'PathPrefix'; readonly value: string }> }>;
@@ -52,6 +59,7 @@ export interface CompiledAccessRule {
 }
 
 export interface InboundBody {
+  /** Service key of the local service (`name`, or `namespace/name` outside `default`). */
   readonly service: string;
   readonly identity: string;
   readonly trustDomain: string;
@@ -196,6 +204,12 @@ export interface CompiledEndpoint {
   readonly port: number | null;
   readonly weight: number;
   readonly zone: string | null;
+  /**
+   * Present (true) for an instance that is shutting down but still serving (a Kubernetes
+   * endpoint with `serving` and `terminating`): it gets no new requests while any other
+   * instance is available, and only then serves as a last resort.
+   */
+  readonly terminating?: true;
 }
 
 export interface EndpointsBody {
@@ -203,4 +217,13 @@ export interface EndpointsBody {
   /** Sorted by address then port. */
   readonly static: readonly CompiledEndpoint[];
   readonly dns: { readonly hostname: string; readonly port: number | null; readonly refreshIntervalMs: number } | null;
+  /**
+   * Present when the instances come from the cluster: the Kubernetes Service whose
+   * EndpointSlices list them. The compiler leaves `static` empty; the reconciler fills it
+   * from its discovery at snapshot time (runtime state, never in git), so an endpoint change
+   * reaches sidecars as an `endpoints/<service>` delta without a commit. `port` names the
+   * EndpointSlice port to use for unmeshed services (meshed instances are called on the
+   * mesh's inbound port); null: the slice's only port, or the one matching the service port.
+   */
+  readonly kubernetes?: { readonly namespace: string; readonly service: string; readonly port: string | number | null };
 }

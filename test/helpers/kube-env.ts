@@ -1,0 +1,161 @@
+/**
+ * A real Kubernetes API server with etcd on loopback, for the cluster suite
+ * (`npm run test:kubernetes`). It runs `kube-test-env.sh` (etcd + kube-apiserver, no kubelet:
+ * tests create Namespaces, ServiceAccounts, Pods and EndpointSlices themselves).
+ *
+ * The script is found at `TRELLIS_KUBE_TEST_ENV`, else `../shared/k8s/kube-test-env.sh`
+ * beside the repository; its binaries at `KUBE_APISERVER` / `ETCD` or on PATH (the same
+ * binaries controller-runtime's `setup-envtest` downloads).
+ */
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import * as k8s from '@kubernetes/client-node';
+
+const run = promisify(execFile);
+const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+
+/** The environment script, or null when this machine has none. */
+export function kubeTestEnvScript(): string | null {
+  const candidates = [process.env.TRELLIS_KUBE_TEST_ENV, join(repo, '../shared/k8s/kube-test-env.sh')].filter((p): p is string => !!p);
+  return candidates.find((p) => existsSync(p)) ?? null;
+}
+
+export interface KubeEnv {
+  readonly dir: string;
+  /** Path of a kubeconfig with an admin (system:masters) user as current context. */
+  readonly kubeconfigPath: string;
+  readonly apiUrl: string;
+  /** Admin bearer token. */
+  readonly adminToken: string;
+  /** A user with no RBAC rights (`kte-user`). */
+  readonly userToken: string;
+  /** PEM of the cluster CA (the API server's serving certificate chains to it). */
+  readonly caPem: string;
+  /** An admin client configuration. */
+  readonly kubeConfig: k8s.KubeConfig;
+  /** Stops the API server process alone (etcd keeps the data), for watch-resumption tests. */
+  stopApiServer(): Promise<void>;
+  /** Starts the API server again with the flags it had; resolves once it is ready. */
+  startApiServer(): Promise<void>;
+  /** Stops everything and removes the folder. */
+  stop(): Promise<void>;
+}
+
+function parseEnv(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of text.split('\n')) {
+    const eq = line.indexOf('=');
+    if (eq > 0 && !line.startsWith('#')) out[line.slice(0, eq)] = line.slice(eq + 1);
+  }
+  return out;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function waitReady(apiUrl: string, caPem: string, pid: () => number, deadlineMs: number): Promise<void> {
+  const { Agent, request } = await import('undici');
+  const agent = new Agent({ connect: { ca: caPem } });
+  const until = Date.now() + deadlineMs;
+  try {
+    for (;;) {
+      try {
+        const res = await request(`${apiUrl}/readyz`, { dispatcher: agent });
+        const body = await res.body.text();
+        if (res.statusCode === 200 && body === 'ok') return;
+      } catch {
+        // not listening yet
+      }
+      if (!alive(pid())) throw new Error('kube-apiserver exited while starting');
+      if (Date.now() > until) throw new Error(`kube-apiserver not ready within ${deadlineMs} ms`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } finally {
+    await agent.close();
+  }
+}
+
+/** Starts a fresh API server with etcd (3–5 s). Throws when this machine has none. */
+export async function startKubeEnv(): Promise<KubeEnv> {
+  const script = kubeTestEnvScript();
+  if (!script) throw new Error('no kube-test-env.sh: set TRELLIS_KUBE_TEST_ENV (see docs/kubernetes.md)');
+  const dir = mkdtempSync(join(tmpdir(), 'trellis-kube-'));
+  await run('bash', [script, 'start', dir], { timeout: 150_000 });
+  const env = parseEnv(readFileSync(join(dir, 'env'), 'utf8'));
+  const caPem = readFileSync(env.KUBE_CA_FILE!, 'utf8');
+  const kubeConfig = new k8s.KubeConfig();
+  kubeConfig.loadFromFile(env.KUBECONFIG!);
+  let apiPid = Number(readFileSync(join(dir, 'apiserver.pid'), 'utf8'));
+  // Read the command line while the process runs, so it can be started again the same way.
+  const argv = readFileSync(`/proc/${apiPid}/cmdline`, 'utf8').split('\0').filter((a) => a !== '');
+  const stopPid = async (pid: number) => {
+    if (!alive(pid)) return;
+    process.kill(pid, 'SIGTERM');
+    const until = Date.now() + 15_000;
+    while (alive(pid) && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+    if (alive(pid)) process.kill(pid, 'SIGKILL');
+  };
+  return {
+    dir,
+    kubeconfigPath: env.KUBECONFIG!,
+    apiUrl: env.KUBE_API_URL!,
+    adminToken: env.KUBE_TOKEN!,
+    userToken: env.KUBE_USER_TOKEN!,
+    caPem,
+    kubeConfig,
+    async stopApiServer() {
+      await stopPid(apiPid);
+    },
+    async startApiServer() {
+      const child = spawn(argv[0]!, argv.slice(1), { stdio: 'ignore', detached: true });
+      child.unref();
+      apiPid = child.pid!;
+      await waitReady(env.KUBE_API_URL!, caPem, () => apiPid, 120_000);
+    },
+    async stop() {
+      await stopPid(apiPid);
+      await run('bash', [script, 'stop', dir], { timeout: 30_000 }).catch(() => undefined);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A client configuration that acts with `token` (a ServiceAccount's, say) against `env`. */
+export function kubeConfigWithToken(env: KubeEnv, token: string): k8s.KubeConfig {
+  const kc = new k8s.KubeConfig();
+  kc.loadFromOptions({
+    clusters: [{ name: 'kte', server: env.apiUrl, caData: Buffer.from(env.caPem).toString('base64') }],
+    users: [{ name: 'u', token }],
+    contexts: [{ name: 'c', cluster: 'kte', user: 'u' }],
+    currentContext: 'c',
+  });
+  return kc;
+}
+
+/** A ServiceAccount token for `namespace/serviceAccount` with `audience`, made by TokenRequest. */
+export async function serviceAccountToken(env: KubeEnv, namespace: string, serviceAccount: string, audience: string, expirationSeconds = 3600): Promise<string> {
+  const core = env.kubeConfig.makeApiClient(k8s.CoreV1Api);
+  const res = await core.createNamespacedServiceAccountToken({
+    name: serviceAccount,
+    namespace,
+    body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec: { audiences: [audience], expirationSeconds } },
+  });
+  return res.status!.token;
+}
+
+/** Creates a namespace and, in it, ServiceAccounts (no controller does that here). */
+export async function createNamespace(env: KubeEnv, namespace: string, serviceAccounts: readonly string[] = ['default']): Promise<void> {
+  const core = env.kubeConfig.makeApiClient(k8s.CoreV1Api);
+  await core.createNamespace({ body: { metadata: { name: namespace } } });
+  for (const name of serviceAccounts) await core.createNamespacedServiceAccount({ namespace, body: { metadata: { name } } });
+}
