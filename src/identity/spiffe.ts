@@ -3,6 +3,19 @@
  * the single URI subject-alternative name of an X.509 certificate (an X.509-SVID).
  */
 
+/** The SPIFFE ID of a workload running as ServiceAccount `serviceAccount` in `namespace` (Kubernetes). */
+export function kubernetesIdentity(trustDomain: string, namespace: string, serviceAccount: string): string {
+  return `spiffe://${trustDomain}/ns/${namespace}/sa/${serviceAccount}`;
+}
+
+const KUBERNETES_ID = /^spiffe:\/\/([a-z0-9._-]+)\/ns\/([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)\/sa\/([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?)$/;
+
+/** The trust domain, namespace and ServiceAccount of a Kubernetes SPIFFE ID; null for anything else. */
+export function parseKubernetesIdentity(id: string): { readonly trustDomain: string; readonly namespace: string; readonly serviceAccount: string } | null {
+  const m = KUBERNETES_ID.exec(id);
+  return m ? { trustDomain: m[1]!, namespace: m[2]!, serviceAccount: m[4]! } : null;
+}
+
 /** The SPIFFE ID of a service in a trust domain. */
 export function spiffeId(trustDomain: string, service: string): string {
   return `spiffe://${trustDomain}/svc/${service}`;

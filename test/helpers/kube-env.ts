@@ -150,7 +150,7 @@ export async function serviceAccountToken(env: KubeEnv, namespace: string, servi
     namespace,
     body: { apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec: { audiences: [audience], expirationSeconds } },
   });
-  return res.status!.token;
+  return res.status!.token!;
 }
 
 /** Creates a namespace and, in it, ServiceAccounts (no controller does that here). */
