@@ -9,6 +9,10 @@ import { versionOf } from './resources.ts';
 import { PROXY_CONFIG_API_VERSION, type ProxyConfig, type RouteBody } from './types.ts';
 
 const str = { type: 'string' };
+/** A DNS-1123 label (spec/names.ts DNS_LABEL), the form of a namespace and of a service name. */
+const LABEL = '[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?';
+/** A service key: `name`, or `namespace/name` outside the default namespace. */
+const serviceKey = { type: 'string', pattern: `^(${LABEL}/)?${LABEL}$` };
 const int = { type: 'integer', minimum: 0 };
 const nullable = (s: object) => ({ anyOf: [s, { type: 'null' }] });
 const obj = (properties: Record<string, unknown>, required = Object.keys(properties)) => ({ type: 'object', properties, required, additionalProperties: false });
@@ -24,7 +28,7 @@ const filter = {
   properties: { type: { enum: ['RequestHeaderModifier', 'ResponseHeaderModifier', 'RequestMirror', 'RequestRedirect', 'URLRewrite'] } },
   allOf: [
     { if: { properties: { type: { enum: ['RequestHeaderModifier', 'ResponseHeaderModifier'] } } }, then: obj({ type: str, headers: headerModifier }) },
-    { if: { properties: { type: { const: 'RequestMirror' } } }, then: obj({ type: str, backend: obj({ service: str, port: nullable(port) }), numerator: int, denominator: { type: 'integer', minimum: 1 } }) },
+    { if: { properties: { type: { const: 'RequestMirror' } } }, then: obj({ type: str, backend: obj({ service: serviceKey, port: nullable(port) }), numerator: int, denominator: { type: 'integer', minimum: 1 } }) },
     { if: { properties: { type: { const: 'RequestRedirect' } } }, then: obj({ type: str, scheme: nullable({ enum: ['http', 'https'] }), hostname: nullable(str), path: pathModifier, port: nullable(port), statusCode: { enum: [301, 302, 303, 307, 308] } }) },
     { if: { properties: { type: { const: 'URLRewrite' } } }, then: obj({ type: str, hostname: nullable(str), path: pathModifier }) },
   ],
@@ -42,27 +46,32 @@ const rule = obj({
     queryParams: list(stringMatch),
   }),
   filters: list(filter),
-  backends: list(obj({ service: str, port: nullable(port), weight: int, filters: list(filter) })),
+  backends: list(obj({ service: serviceKey, port: nullable(port), weight: int, filters: list(filter) })),
   timeouts: obj({ requestMs: int, backendRequestMs: int }),
   retry: obj({ attempts: int, codes: list({ type: 'integer', minimum: 100, maximum: 599 }), backoffMs: int }),
 });
 const percentage = { type: 'number', minimum: 0, maximum: 100 };
 const bodies = {
-  inbound: obj({
-    service: str,
-    identity: str,
-    trustDomain: str,
-    mtls: obj({ mode: { enum: ['strict', 'permissive', 'off'] } }),
-    ports: list(compiledPort),
-    access: obj({
-      default: { enum: ['deny', 'all-authenticated', 'allow', 'policy'] },
-      mode: { enum: ['enforce', 'audit'] },
-      rules: list(obj({ from: list(str), to: list(obj({ methods: list(str), paths: list(obj({ type: { enum: ['Exact', 'PathPrefix'] }, value: str })) })), policy: str })),
-    }),
-  }),
-  route: obj({ service: str, ports: list(port), rules: list(rule) }),
+  inbound: obj(
+    {
+      service: serviceKey,
+      identity: str,
+      trustDomain: str,
+      mtls: obj({ mode: { enum: ['strict', 'permissive', 'off'] } }),
+      ports: list(compiledPort),
+      access: obj({
+        default: { enum: ['deny', 'all-authenticated', 'allow', 'policy'] },
+        mode: { enum: ['enforce', 'audit'] },
+        rules: list(obj({ from: list(str), to: list(obj({ methods: list(str), paths: list(obj({ type: { enum: ['Exact', 'PathPrefix'] }, value: str })) })), policy: str })),
+      }),
+      // Absent: calls to hosts the mesh does not know are refused.
+      egress: { const: 'passthrough' },
+    },
+    ['service', 'identity', 'trustDomain', 'mtls', 'ports', 'access'],
+  ),
+  route: obj({ service: serviceKey, ports: list(port), rules: list(rule) }),
   cluster: obj({
-    service: str,
+    service: serviceKey,
     meshed: { type: 'boolean' },
     identity: nullable(str),
     ports: list(compiledPort),
@@ -73,22 +82,33 @@ const bodies = {
     connection: obj({ connectTimeoutMs: int, idleTimeoutMs: int }),
     faultInjection: obj({ delay: nullable(obj({ delayMs: int, percentage })), abort: nullable(obj({ httpStatus: { type: 'integer', minimum: 200, maximum: 599 }, percentage })) }),
   }),
-  endpoints: obj({
-    service: str,
-    static: list(obj({ address: { type: 'string', minLength: 1 }, port: nullable(port), weight: { type: 'integer', minimum: 1 }, zone: nullable(str) })),
-    dns: nullable(obj({ hostname: { type: 'string', minLength: 1 }, port: nullable(port), refreshIntervalMs: int })),
-  }),
+  endpoints: obj(
+    {
+      service: serviceKey,
+      static: list(
+        obj(
+          // `terminating` is present only when true: serving but shutting down, a last resort.
+          { address: { type: 'string', minLength: 1 }, port: nullable(port), weight: { type: 'integer', minimum: 1 }, zone: nullable(str), terminating: { const: true } },
+          ['address', 'port', 'weight', 'zone'],
+        ),
+      ),
+      dns: nullable(obj({ hostname: { type: 'string', minLength: 1 }, port: nullable(port), refreshIntervalMs: int })),
+      kubernetes: obj({ namespace: str, service: str, port: nullable({ anyOf: [{ type: 'string', minLength: 1 }, port] }) }),
+    },
+    ['service', 'static', 'dns'],
+  ),
 };
 const resource = (kind: keyof typeof bodies) => obj({ name: str, version: { type: 'string', pattern: '^[0-9a-f]{64}$' }, body: bodies[kind] });
 const schema = obj({
   apiVersion: { const: PROXY_CONFIG_API_VERSION },
   kind: { const: 'ProxyConfig' },
-  service: str,
+  service: serviceKey,
   version: { type: 'string', pattern: '^[0-9a-f]{64}$' },
   resources: list({
     type: 'object',
     required: ['name'],
-    properties: { name: { type: 'string', pattern: '^(inbound|(route|cluster|endpoints)/[a-z0-9]([-a-z0-9]*[a-z0-9])?)$' } },
+    // `<kind>/<service key>`: `route/checkout`, or `route/shop/checkout` outside the default namespace.
+    properties: { name: { type: 'string', pattern: `^(inbound|(route|cluster|endpoints)/(${LABEL}/)?${LABEL})$` } },
     allOf: [
       ...(['route', 'cluster', 'endpoints'] as const).map((k) => ({ if: { properties: { name: { pattern: `^${k}/` } } }, then: resource(k) })),
       { if: { properties: { name: { const: 'inbound' } } }, then: resource('inbound') },

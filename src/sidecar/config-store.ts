@@ -10,12 +10,15 @@ import { applyDelta, type ConfigDelta } from '../config/delta.ts';
 import { checkProxyConfig } from '../config/validate-config.ts';
 import type { ClusterBody, EndpointsBody, InboundBody, ProxyConfig, RouteBody } from '../config/types.ts';
 import { RouteTable } from '../config/router.ts';
+import { parseServiceKey } from '../spec/names.ts';
 
 /** An applied config, frozen, with what per-request work needs precomputed. */
 export interface Snapshot {
   readonly config: ProxyConfig;
   readonly version: string;
   readonly service: string;
+  /** Namespace of the local service: where a bare host name (`checkout`) is looked up. */
+  readonly namespace: string;
   readonly inbound: InboundBody;
   /** Route tables by destination service. */
   readonly routes: ReadonlyMap<string, RouteTable>;
@@ -51,7 +54,7 @@ export function buildSnapshot(config: ProxyConfig): Snapshot {
     else if (kind === 'cluster') clusters.set(service, r.body as ClusterBody);
     else if (kind === 'endpoints') endpoints.set(service, r.body as EndpointsBody);
   }
-  return { config, version: config.version, service: config.service, inbound: inbound!, routes, clusters, endpoints, hostSuffix: `.${inbound!.trustDomain}`, appliedAt: Date.now() };
+  return { config, version: config.version, service: config.service, namespace: parseServiceKey(config.service).namespace, inbound: inbound!, routes, clusters, endpoints, hostSuffix: `.${inbound!.trustDomain}`, appliedAt: Date.now() };
 }
 
 export type ApplyResult =

@@ -23,6 +23,8 @@ import { pickBackend, type RequestFacts } from '../config/router.ts';
 import { relayResponse, sendAttempt, sendProxyError, type AttemptResult } from './upstream.ts';
 import { RequestRecord } from './request-record.ts';
 import { readBody } from '../http/json-server.ts';
+import { serviceKeyOfHost } from '../spec/names.ts';
+import { hostOfServiceKey, parseTarget } from './destination.ts';
 
 /**
  * A header older sidecars sent to name the caller. Callers are identified only by their
@@ -51,37 +53,6 @@ export interface OutboundDeps {
   readonly accessLog: boolean;
   /** True once shutdown began: new requests get 503 shutting_down. */
   readonly draining: () => boolean;
-}
-
-interface Target {
-  readonly service: string;
-  readonly port: number | undefined;
-  readonly path: string;
-  readonly query: string;
-  readonly authority: string;
-}
-
-/** Where the app meant to go: absolute-form URI (the sidecar as HTTP_PROXY) or Host. */
-export function parseTarget(req: IncomingMessage, hostSuffix: string): Target | undefined {
-  let authority = req.headers.host;
-  let pathAndQuery = req.url ?? '/';
-  if (pathAndQuery.startsWith('http://')) {
-    try {
-      const u = new URL(pathAndQuery);
-      authority = u.host;
-      pathAndQuery = `${u.pathname}${u.search}`;
-    } catch {
-      return undefined;
-    }
-  }
-  if (!authority) return undefined;
-  const colon = authority.lastIndexOf(':');
-  let name = (colon >= 0 ? authority.slice(0, colon) : authority).toLowerCase();
-  const port = colon >= 0 ? Number(authority.slice(colon + 1)) : undefined;
-  if (port !== undefined && !(Number.isInteger(port) && port > 0 && port < 65536)) return undefined;
-  if (name.endsWith(hostSuffix)) name = name.slice(0, -hostSuffix.length);
-  const q = pathAndQuery.indexOf('?');
-  return { service: name, port, path: q < 0 ? pathAndQuery : pathAndQuery.slice(0, q), query: q < 0 ? '' : pathAndQuery.slice(q + 1), authority };
 }
 
 /** Applies a path modifier; `prefix` is the PathPrefix the rule matched (for ReplacePrefixMatch). */
@@ -131,9 +102,10 @@ export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage
     }
     const target = parseTarget(req, snap.hostSuffix);
     if (!target) return fail('bad_request');
-    const table = snap.routes.get(target.service);
+    const key = serviceKeyOfHost(target.host, snap.namespace);
+    const table = key === null ? undefined : snap.routes.get(key);
     if (!table) return fail('unknown_service');
-    record.destination = target.service;
+    record.destination = table.service;
     const port = target.port ?? table.ports[0]!;
     const method = req.method ?? 'GET';
     const facts: RequestFacts = { port, method, path: target.path, headers: req.headers, query: target.query };
@@ -329,9 +301,9 @@ export function targetPort(cluster: Cluster, servicePort: number): number {
   return p.targetPort;
 }
 
-/** Host header for a backend: `service:port` for meshed ones (their sidecar routes on it), the instance's address otherwise. */
+/** Host header for a backend: `name[.namespace]:port` for meshed ones (their sidecar reads the port), the instance's address otherwise. */
 function hostFor(cluster: Cluster, address: string, port: number): string {
-  if (cluster.settings.meshed) return `${cluster.service}:${port}`;
+  if (cluster.settings.meshed) return `${hostOfServiceKey(cluster.service)}:${port}`;
   if (cluster.endpointsBody.dns) return cluster.endpointsBody.dns.hostname;
   return `${address.includes(':') ? `[${address}]` : address}:${port}`;
 }

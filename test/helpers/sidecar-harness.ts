@@ -8,7 +8,8 @@ import { createServer, request as httpRequest, type IncomingMessage, type Server
 import type { AddressInfo } from 'node:net';
 import { Agent, request as undiciRequest } from 'undici';
 import { pino } from 'pino';
-import type { ProxyConfig } from '../../src/config/types.ts';
+import { makeProxyConfig, makeResource } from '../../src/config/resources.ts';
+import type { ProxyConfig, ResourceBody } from '../../src/config/types.ts';
 import type { Clock, Random } from '../../src/sidecar/clock.ts';
 import { DEFAULT_SIDECAR_OPTIONS, Sidecar, type SidecarOptions } from '../../src/sidecar/sidecar.ts';
 import { compileTexts } from './spec.ts';
@@ -114,6 +115,26 @@ export function configOf(files: Record<string, string>, service: string): ProxyC
   const config = result.mesh!.configs.get(service);
   assert.ok(config, `no config for ${service}`);
   return config;
+}
+
+/**
+ * The same config with services renamed to other service keys (`{ api: 'b/api' }`):
+ * resource names, every `service` field, the config's own service. Lets sidecar tests
+ * use namespaced keys without depending on how the compiler spells them. Identities are
+ * left as compiled. `edit` may change each body before it is hashed again.
+ */
+export function renameServices(config: ProxyConfig, keys: Record<string, string>, edit: (name: string, body: ResourceBody) => ResourceBody = (_n, b) => b): ProxyConfig {
+  const rename = (value: unknown): unknown => {
+    if (Array.isArray(value)) return value.map(rename);
+    if (typeof value !== 'object' || value === null) return value;
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, k === 'service' && typeof v === 'string' ? (keys[v] ?? v) : rename(v)]));
+  };
+  const resources = config.resources.map((r) => {
+    const slash = r.name.indexOf('/');
+    const name = slash < 0 ? r.name : `${r.name.slice(0, slash)}/${keys[r.name.slice(slash + 1)] ?? r.name.slice(slash + 1)}`;
+    return makeResource(name, edit(name, rename(r.body) as ResourceBody));
+  });
+  return makeProxyConfig(keys[config.service] ?? config.service, resources);
 }
 
 export interface RunningSidecar {
