@@ -42,10 +42,15 @@ export function tokensMatch(given: string, expected: string): boolean {
   return timingSafeEqual(createHash('sha256').update(given).digest(), createHash('sha256').update(expected).digest());
 }
 
+/** The token of `Authorization: Bearer <token>`; empty when the request carries none. */
+export function bearerOf(req: IncomingMessage): string {
+  const header = req.headers.authorization ?? '';
+  return header.startsWith('Bearer ') ? header.slice(7).trim() : '';
+}
+
 /** Whether the request carries `Authorization: Bearer <expected>`. */
 export function hasBearer(req: IncomingMessage, expected: string): boolean {
-  const header = req.headers.authorization ?? '';
-  return tokensMatch(header.startsWith('Bearer ') ? header.slice(7) : '', expected);
+  return tokensMatch(bearerOf(req), expected);
 }
 
 /** GitHub-style webhook signature: `X-Hub-Signature-256: sha256=<hex HMAC of the raw body>`. */

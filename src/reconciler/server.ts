@@ -4,6 +4,9 @@
  *   POST /v1/stream    sidecar subscribes (bearer token) → NDJSON stream of config messages
  *   POST /v1/ack       sidecar acknowledges or rejects a version (bearer token) → 204
  *   POST /v1/certificate  sidecar asks the mesh CA for its certificate (bearer token) → 200 PEM
+ *
+ * The bearer is the mesh's shared control token or, on Kubernetes, the pod's projected
+ * ServiceAccount token (see auth.ts); a ServiceAccount acts only for its own services.
  *   POST /hooks/git    GitHub-style push webhook (HMAC-SHA256 signature) → 202, fetch now
  *   GET  /status       what is attempted, applied, and where every sidecar stands (JSON)
  *   GET  /metrics      Prometheus text
@@ -12,21 +15,28 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { ACK_PATH, CERTIFICATE_PATH, PING_INTERVAL_MS, STREAM_PATH, type Ack, type ControlMessage, type Subscribe } from '../config/control-protocol.ts';
-import { hasBearer, readJsonBody, sendJson, webhookSignatureValid } from '../http/json-server.ts';
+import type { ProxyConfig, InboundBody, Resource } from '../config/types.ts';
+import { bearerOf, readJsonBody, sendJson, webhookSignatureValid } from '../http/json-server.ts';
+import { isServiceKey } from '../spec/names.ts';
+import { authorizeService, controlAuthenticator, type Authenticator, type AuthResult, type Principal } from './auth.ts';
 import { MAX_CSR_BYTES, type CertificateIssuer } from './certificates.ts';
 import type { ReconcilerMetrics } from './metrics.ts';
-import type { Reconciler, SidecarRecord } from './reconciler.ts';
+import type { AppliedRevision, Reconciler, SidecarRecord } from './reconciler.ts';
 
 /** A subscribe lists every resource version a sidecar holds: generous for large configs. */
 const MAX_SUBSCRIBE_BYTES = 8 * 1024 * 1024;
 const MAX_WEBHOOK_BYTES = 1024 * 1024;
-const NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
 export interface ReconcilerServerOptions {
   readonly reconciler: Reconciler;
   readonly metrics: ReconcilerMetrics;
-  /** Bearer token sidecars must present. */
-  readonly token: string;
+  /** The shared control token (meshes outside Kubernetes): whoever presents it may act for every service. */
+  readonly token?: string;
+  /**
+   * ServiceAccount authentication (a TokenReviewAuthenticator) for sidecars in a cluster; tried
+   * after the shared token when both are given. At least one of the two is required.
+   */
+  readonly authenticator?: Authenticator;
   /** Secret for webhook signatures; webhooks are refused without one. */
   readonly webhookSecret?: string;
   /** The mesh CA's endpoint; without it sidecars get no certificates (and no trust bundle). */
@@ -36,7 +46,7 @@ export interface ReconcilerServerOptions {
 function isSubscribe(v: unknown): v is Subscribe {
   const s = v as Subscribe;
   return (
-    typeof s === 'object' && s !== null && typeof s.service === 'string' && NAME.test(s.service) && typeof s.node === 'string' && s.node.length > 0 && s.node.length <= 253 &&
+    typeof s === 'object' && s !== null && typeof s.service === 'string' && isServiceKey(s.service) && typeof s.node === 'string' && s.node.length > 0 && s.node.length <= 253 &&
     (s.version === null || typeof s.version === 'string') && typeof s.resources === 'object' && s.resources !== null &&
     Object.values(s.resources).every((x) => typeof x === 'string')
   );
@@ -44,16 +54,38 @@ function isSubscribe(v: unknown): v is Subscribe {
 
 function isAck(v: unknown): v is Ack {
   const a = v as Ack;
-  return typeof a === 'object' && a !== null && typeof a.service === 'string' && typeof a.node === 'string' && typeof a.revision === 'string' && typeof a.ok === 'boolean' && (a.version === null || typeof a.version === 'string');
+  return typeof a === 'object' && a !== null && typeof a.service === 'string' && isServiceKey(a.service) && typeof a.node === 'string' && typeof a.revision === 'string' && typeof a.ok === 'boolean' && (a.version === null || typeof a.version === 'string');
+}
+
+/** The identity the applied revision gives `service` (its `inbound` resource); undefined when it does not mesh it. */
+function appliedIdentity(applied: AppliedRevision | null, service: string): string | undefined {
+  return inboundIdentity(applied?.mesh.configs.get(service)?.resources);
+}
+
+function inboundIdentity(resources: readonly Resource[] | undefined): string | undefined {
+  return (resources?.find((r) => r.name === 'inbound')?.body as InboundBody | undefined)?.identity;
+}
+
+/** The inbound identity a config message carries for its service, if it carries the inbound resource. */
+function identityInMessage(m: ControlMessage): string | undefined {
+  if (m.type === 'config') return inboundIdentity((m.config as ProxyConfig).resources);
+  if (m.type === 'delta') return inboundIdentity(m.delta.resources);
+  return undefined;
+}
+
+function refuse(res: Parameters<typeof sendJson>[0], refusal: Exclude<AuthResult, { ok: true }>): void {
+  sendJson(res, refusal.status, { error: refusal.code, message: refusal.message });
 }
 
 export class ReconcilerServer {
   readonly #o: ReconcilerServerOptions;
   readonly #server: Server;
   readonly #streams = new Set<{ record: SidecarRecord; ping: NodeJS.Timeout }>();
+  readonly #auth: Authenticator;
 
   constructor(options: ReconcilerServerOptions) {
     this.#o = options;
+    this.#auth = controlAuthenticator({ ...(options.token !== undefined ? { sharedToken: options.token } : {}), ...(options.authenticator ? { serviceAccounts: options.authenticator } : {}) });
     this.#server = createServer({ requestTimeout: 0, headersTimeout: 10_000, keepAliveTimeout: 5000 }, (req, res) => {
       const path = (req.url ?? '/').split('?')[0];
       const route = `${req.method} ${path}`;
@@ -61,13 +93,23 @@ export class ReconcilerServer {
       void (async () => {
         switch (route) {
           case `POST ${STREAM_PATH}`: {
-            if (!hasBearer(req, this.#o.token)) return sendJson(res, 401, { error: 'unauthorized' });
+            const who = await this.#auth.authenticate(bearerOf(req));
+            if (!who.ok) return refuse(res, who);
             const body = await readJsonBody(req, MAX_SUBSCRIBE_BYTES);
             if (!body.ok) return sendJson(res, body.status, { error: body.error });
             if (!isSubscribe(body.value)) return sendJson(res, 400, { error: 'invalid_subscribe', message: 'need service, node, version and resources' });
+            const service = body.value.service;
+            const allowed = authorizeService(who.principal, service, appliedIdentity(r.applied, service));
+            if (!allowed.ok) return refuse(res, allowed);
             res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
             res.flushHeaders();
             const send = (m: ControlMessage) => {
+              // A later revision may give the service another ServiceAccount: its config then
+              // goes to no one else, and the sidecar, reconnecting, hears identity_mismatch.
+              if (!this.#stillAllowed(who.principal, service, m)) {
+                res.end();
+                return 0;
+              }
               const line = `${JSON.stringify(m)}\n`;
               res.write(line);
               return Buffer.byteLength(line);
@@ -84,20 +126,24 @@ export class ReconcilerServer {
             return;
           }
           case `POST ${ACK_PATH}`: {
-            if (!hasBearer(req, this.#o.token)) return sendJson(res, 401, { error: 'unauthorized' });
+            const who = await this.#auth.authenticate(bearerOf(req));
+            if (!who.ok) return refuse(res, who);
             const body = await readJsonBody(req, 1024 * 1024);
             if (!body.ok) return sendJson(res, body.status, { error: body.error });
             if (!isAck(body.value)) return sendJson(res, 400, { error: 'invalid_ack' });
+            const allowed = authorizeService(who.principal, body.value.service, appliedIdentity(r.applied, body.value.service));
+            if (!allowed.ok) return refuse(res, allowed);
             if (!r.ack(body.value)) return sendJson(res, 404, { error: 'unknown_sidecar', message: 'subscribe before acknowledging' });
             res.writeHead(204).end();
             return;
           }
           case `POST ${CERTIFICATE_PATH}`: {
-            if (!hasBearer(req, this.#o.token)) return sendJson(res, 401, { error: 'unauthorized' });
+            const who = await this.#auth.authenticate(bearerOf(req));
+            if (!who.ok) return refuse(res, who);
             if (!this.#o.certificates) return sendJson(res, 404, { error: 'no_ca', message: 'this reconciler runs no certificate authority' });
             const body = await readJsonBody(req, MAX_CSR_BYTES);
             if (!body.ok) return sendJson(res, body.status, { error: body.error });
-            const issued = await this.#o.certificates.issue(body.value);
+            const issued = await this.#o.certificates.issue(body.value, who.principal);
             return sendJson(res, issued.status, issued.body);
           }
           case 'POST /hooks/git': {
@@ -124,6 +170,13 @@ export class ReconcilerServer {
         }
       })().catch((err: Error) => (res.headersSent ? res.destroy() : sendJson(res, 500, { error: 'internal', message: err.message })));
     });
+  }
+
+  /** Whether `principal` may still receive message `m` for `service` (its inbound identity may have changed). */
+  #stillAllowed(principal: Principal, service: string, m: ControlMessage): boolean {
+    if (principal.kind === 'shared') return true;
+    const identity = identityInMessage(m);
+    return identity === undefined || authorizeService(principal, service, identity).ok;
   }
 
   listen(host: string, port: number): Promise<AddressInfo> {
