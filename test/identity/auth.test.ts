@@ -23,6 +23,7 @@ import {
   SHARED_PRINCIPAL,
   TokenReviewAuthenticator,
   type AuthResult,
+  type Authorization,
   type ServiceAccountPrincipal,
   type TokenReviewStatus,
 } from '../../src/reconciler/auth.ts';
@@ -121,7 +122,7 @@ async function setup(options: { cacheTtlMs?: number; cacheEntries?: number; time
 
 const accept = (username: string, audiences: readonly string[] = ['trellis']) => () => ({ status: 200, review: { authenticated: true, audiences: [...audiences], user: { username } } });
 
-function refusal(result: AuthResult): { status: number; code: string } {
+function refusal(result: AuthResult | Authorization): { status: number; code: string } {
   assert.equal(result.ok, false, `expected a refusal, got ${JSON.stringify(result)}`);
   return result.ok ? { status: 0, code: '' } : { status: result.status, code: result.code };
 }
