@@ -67,7 +67,7 @@ export class Cluster {
   /** Rebuilds the endpoint list, keeping the state of endpoints still listed; pools of dropped ones close once idle. */
   #applyEndpoints(recreatePools = false): void {
     const body = this.endpointsBody;
-    const listed: Array<{ address: string; port: number | null; weight: number; zone: string | null }> = [...body.static];
+    const listed: Array<{ address: string; port: number | null; weight: number; zone: string | null; terminating?: true }> = [...body.static];
     if (body.dns) listed.push({ address: body.dns.hostname, port: body.dns.port, weight: 1, zone: null });
     const byKey = new Map(this.endpoints.map((e) => [e.key, e]));
     const next: Endpoint[] = [];
@@ -77,11 +77,11 @@ export class Cluster {
       // logical endpoint per address, with the port chosen per request (see poolFor).
       const fresh = new Endpoint(e.address, e.port ?? 0, e.weight, e.zone, this.settings.loadBalancer.ewmaDefaultRttMs, now);
       const kept = byKey.get(fresh.key);
-      if (kept) {
-        kept.weight = e.weight;
-        kept.zone = e.zone;
-        next.push(kept);
-      } else next.push(fresh);
+      const ep = kept ?? fresh;
+      ep.weight = e.weight;
+      ep.zone = e.zone;
+      ep.terminating = e.terminating === true;
+      next.push(ep);
     }
     const keep = new Set(next.map((e) => e.key));
     for (const [key, pool] of this.#pools) {
@@ -92,6 +92,11 @@ export class Cluster {
       }
     }
     this.endpoints = next;
+  }
+
+  /** The endpoints the next attempt may go to: see `servingCandidates`. */
+  candidates(): Endpoint[] {
+    return servingCandidates(this.endpoints, this.outlier);
   }
 
   /** The pool for an endpoint and target port (created on first use). */
@@ -137,6 +142,34 @@ export class Cluster {
     this.#pools.clear();
     await Promise.all(pools.map((p) => p.destroy().catch(() => undefined)));
   }
+}
+
+/**
+ * The endpoints a new attempt may be sent to, for the balancer to choose from.
+ *
+ * Instances marked terminating (Kubernetes: `serving` and `terminating`, a pod on its way
+ * out of a rolling update or scale-down) get no new attempts while any other instance is
+ * up — not ejected by outlier detection — so their in-flight requests finish and nothing
+ * new lands on a process about to exit. Only when no other instance is up are they used,
+ * as a last resort: a terminating pod still serving beats a 503.
+ *
+ * In order: without terminating instances, `outlier.healthy(endpoints)` as always; with an
+ * un-ejected other instance, `outlier.healthy` over the other instances only (its panic
+ * rule then spreads over those, never onto terminating ones); else, with an un-ejected
+ * terminating instance, `outlier.healthy` over the terminating ones; else (every instance
+ * ejected) `outlier.healthy(endpoints)`, which panics over all. Empty only for an empty
+ * list. Returns a new array; reads the endpoints and the clock, mutates nothing but the
+ * detector's panic counter.
+ */
+export function servingCandidates(endpoints: readonly Endpoint[], outlier: OutlierDetector): Endpoint[] {
+  let terminating = 0;
+  for (const ep of endpoints) if (ep.terminating) terminating++;
+  if (terminating === 0) return outlier.healthy(endpoints);
+  const others = endpoints.filter((ep) => !ep.terminating);
+  if (others.some((ep) => !outlier.isEjected(ep))) return outlier.healthy(others);
+  const leaving = endpoints.filter((ep) => ep.terminating);
+  if (leaving.some((ep) => !outlier.isEjected(ep))) return outlier.healthy(leaving);
+  return outlier.healthy(endpoints);
 }
 
 /** All clusters of a sidecar, kept in step with the current config. */

@@ -12,6 +12,12 @@ export class Endpoint {
   /** Relative weight from the config (≥ 1). */
   weight: number;
   zone: string | null;
+  /**
+   * Shutting down but still serving (config `terminating`): gets no new attempts while any
+   * other instance can take them (see `servingCandidates` in clusters.ts). Updated in place
+   * when a config marks a listed instance, so its in-flight count and health carry over.
+   */
+  terminating = false;
 
   /** Requests sent and not yet finished. */
   inFlight = 0;

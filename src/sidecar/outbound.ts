@@ -73,7 +73,7 @@ export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage
       if (f.type !== 'RequestMirror' || mirrorsInFlight >= MAX_MIRRORS_IN_FLIGHT) continue;
       if (f.numerator < f.denominator && deps.random() * f.denominator >= f.numerator) continue;
       const cluster = deps.clusters.get(f.backend.service);
-      const ep = cluster?.picker.pick(cluster.outlier.healthy(cluster.endpoints));
+      const ep = cluster?.picker.pick(cluster.candidates());
       if (!cluster || !ep) continue;
       const port = f.backend.port ?? callerPort;
       const copy: Record<string, string | string[]> = { ...headers, host: hostFor(cluster, ep.address, port), [MIRROR_HEADER]: '1' };
@@ -219,7 +219,7 @@ export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage
           deps.metrics.breakerRejections.inc({ destination_service: cluster.service });
           return { status: sendProxyError(res, 'overloaded'), flags: 'overloaded' };
         }
-        const ep = cluster.picker.pick(cluster.outlier.healthy(cluster.endpoints));
+        const ep = cluster.picker.pick(cluster.candidates());
         if (!ep) {
           cluster.breaker.release();
           return { status: sendProxyError(res, 'no_endpoints'), flags: 'no_endpoints' };
