@@ -1,7 +1,12 @@
 /**
- * Deltas between two proxy configs of one service: what to add or replace and what to
- * remove. A delta names the version it applies on (`base`) and the version it yields
- * (`target`), so a sidecar can refuse one that does not fit what it runs.
+ * Deltas between proxy configs of one service: what to add or replace and what to remove.
+ * A delta names the version it applies on (`base`) and the version it yields (`target`),
+ * so a sidecar can refuse one that does not fit what it runs.
+ *
+ * `updateFor` is the one place that decides what a sidecar is sent: nothing, a delta
+ * against what it holds, or a whole config. The reconciler uses it for every push (git
+ * revisions and endpoint changes alike); `diffConfigs` is the same computation for two
+ * whole configs.
  */
 import { makeProxyConfig } from './resources.ts';
 import type { ProxyConfig, Resource } from './types.ts';
@@ -12,21 +17,61 @@ export interface ConfigDelta {
   readonly target: string;
   /** Resources new in the target or changed since the base. */
   readonly resources: readonly Resource[];
-  /** Names of base resources the target no longer has. */
+  /** Names of base resources the target no longer has (sorted). */
   readonly removed: readonly string[];
+}
+
+/** What a sidecar holds, as it said on subscribe or as it acknowledged: its version and each resource's version. */
+export interface Holding {
+  readonly version: string;
+  /** Resource name → resource version. */
+  readonly resources: ReadonlyMap<string, string>;
+}
+
+/** What to send a sidecar so that it runs a target config. */
+export type ConfigUpdate =
+  /** It already runs the target. */
+  | { readonly kind: 'none' }
+  /** It holds nothing we can diff against: the whole config. */
+  | { readonly kind: 'config'; readonly config: ProxyConfig }
+  /** Changed and removed resources against what it holds. */
+  | { readonly kind: 'delta'; readonly delta: ConfigDelta };
+
+/** The holding of a whole config. */
+export function holdingOf(config: ProxyConfig): Holding {
+  return { version: config.version, resources: new Map(config.resources.map((r) => [r.name, r.version])) };
+}
+
+/**
+ * The delta that turns `held` into `target`: resources whose version differs or that are
+ * new, and names held but no longer wanted. Resource versions are content hashes, so an
+ * unchanged resource is never resent, whichever input (a revision, an endpoint change)
+ * produced the target.
+ */
+export function deltaAgainst(held: Holding, target: ProxyConfig): ConfigDelta {
+  const wanted = new Set(target.resources.map((r) => r.name));
+  return {
+    service: target.service,
+    base: held.version,
+    target: target.version,
+    resources: target.resources.filter((r) => held.resources.get(r.name) !== r.version),
+    removed: [...held.resources.keys()].filter((name) => !wanted.has(name)).sort(),
+  };
+}
+
+/**
+ * What a sidecar holding `held` (null: nothing, or something we cannot diff against) needs
+ * to run `target`: nothing when the versions are equal, else a delta, else the whole config.
+ */
+export function updateFor(held: Holding | null, target: ProxyConfig): ConfigUpdate {
+  if (held === null) return { kind: 'config', config: target };
+  if (held.version === target.version) return { kind: 'none' };
+  return { kind: 'delta', delta: deltaAgainst(held, target) };
 }
 
 /** The delta that turns `from` into `to` (both of one service). */
 export function diffConfigs(from: ProxyConfig, to: ProxyConfig): ConfigDelta {
-  const old = new Map(from.resources.map((r) => [r.name, r.version]));
-  const next = new Set(to.resources.map((r) => r.name));
-  return {
-    service: to.service,
-    base: from.version,
-    target: to.version,
-    resources: to.resources.filter((r) => old.get(r.name) !== r.version),
-    removed: from.resources.filter((r) => !next.has(r.name)).map((r) => r.name),
-  };
+  return deltaAgainst(holdingOf(from), to);
 }
 
 export type DeltaOutcome = { ok: true; config: ProxyConfig } | { ok: false; code: 'base_mismatch' | 'target_mismatch' | 'wrong_service'; reason: string };
