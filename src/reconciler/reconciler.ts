@@ -11,14 +11,25 @@
  * new in this revision (or that hold no config yet), and waits (bounded) for their acks,
  * before callers get routes that send to them. Within one sidecar a delta is applied whole,
  * so no request there sees a route without its backend.
+ *
+ * Two inputs, one way out: the applied revision and the discovery's endpoints (when there
+ * is one) make a snapshot (`snapshotOf`); every push — after a commit or after an endpoint
+ * change — sends each sidecar `updateFor(what it holds, its config in the snapshot)`. An
+ * endpoint change is coalesced for a moment (ENDPOINT_DEBOUNCE_MS) and pushed without
+ * waiting for a commit; it reaches only sidecars whose configs hold that service's
+ * endpoints, as a delta of those resources. Nothing is pushed before the discovery's first
+ * full list, so a restarted reconciler never sends an empty endpoint set. Revisions and
+ * endpoint changes are handled one at a time, in one queue.
  */
 import type { Logger } from 'pino';
 import type { Ack, ControlMessage, Subscribe } from '../config/control-protocol.ts';
+import { updateFor, type Holding } from '../config/delta.ts';
 import type { ProxyConfig } from '../config/types.ts';
 import { compileFiles } from '../compiler/compile.ts';
 import type { CompiledMesh } from '../compiler/emit.ts';
 import { hasErrors, type Diagnostic } from '../diagnostics/diagnostic.ts';
 import { diagnosticToJson, type DiagnosticJson } from '../diagnostics/render.ts';
+import { snapshotOf, type Discovery, type Snapshot } from './discovery.ts';
 import type { ReconcilerMetrics } from './metrics.ts';
 import type { Revision, Source, SourceEvent } from './source.ts';
 
@@ -41,9 +52,11 @@ export interface SidecarRecord {
   held: Map<string, string> | null;
   /** Revision of the config it holds, once it acknowledged one from this reconciler. */
   heldRevision: string | null;
-  /** What was sent and is not yet acknowledged. */
-  pending: { revision: string; version: string; resources: Map<string, string>; sentAt: number } | null;
-  lastRejection: { revision: string; reasons: readonly string[]; at: number } | null;
+  /** What was sent and is not yet acknowledged; `since` is when the change it carries happened (for the propagation metric). */
+  pending: { revision: string; version: string; resources: Map<string, string>; sentAt: number; since: number } | null;
+  /** The snapshot moved on while a message was pending: send again once it is acknowledged. */
+  behind: boolean;
+  lastRejection: { revision: string; version: string; reasons: readonly string[]; at: number } | null;
   bytesSent: number;
   writer: StreamWriter | null;
   /** Called when an ack for the pending version arrives (make-before-break waits on it). */
@@ -52,9 +65,30 @@ export interface SidecarRecord {
 
 export interface AppliedRevision {
   readonly revision: Revision;
+  /** As compiled: endpoints from a discovery are not in it (see `Published`). */
   readonly mesh: CompiledMesh;
+  /** The mesh's sidecar inbound port: where discovered instances of meshed services are called. */
+  readonly inboundPort: number;
   readonly at: number;
 }
+
+/** What sidecars are being brought to: the applied revision with the discovery's endpoints. */
+interface Published {
+  readonly applied: AppliedRevision;
+  readonly snapshot: Snapshot;
+  /** When its latest change happened (the revision seen, or the endpoint change), epoch ms. */
+  readonly changedAt: number;
+}
+
+/**
+ * How long endpoint changes are coalesced before a push, in ms: a rollout changes slices
+ * in bursts (one pod after another within milliseconds), and one delta per burst costs
+ * sidecars less than one per event, while 50 ms is far below what a caller notices.
+ */
+export const ENDPOINT_DEBOUNCE_MS = 50;
+
+/** How long an unacknowledged message holds back further pushes to its sidecar: sidecars ack within milliseconds, so 10 s means the ack was lost. */
+const PENDING_STALE_MS = 10_000;
 
 export interface AttemptedRevision {
   readonly revision: Revision;
@@ -67,10 +101,19 @@ export interface ReconcilerOptions {
   readonly source: Source;
   readonly log: Logger;
   readonly metrics: ReconcilerMetrics;
+  /** Where instances of services with `endpoints.kubernetes` come from; absent: only what the spec lists. */
+  readonly discovery?: Discovery;
   /** How long a push waits for new services' sidecars before sending routes that use them, in ms. */
   readonly makeBeforeBreakTimeoutMs?: number;
   readonly now?: () => number;
+  /** Runs `fn` after `ms`; returns a cancel function. Injected so tests can drive the endpoint debounce. */
+  readonly schedule?: (fn: () => void, ms: number) => () => void;
 }
+
+const defaultSchedule = (fn: () => void, ms: number) => {
+  const timer = setTimeout(fn, ms);
+  return () => clearTimeout(timer);
+};
 
 /** Status as served on GET /status and printed by `trellis status`. */
 export interface ReconcilerStatus {
@@ -85,9 +128,17 @@ export interface ReconcilerStatus {
     readonly version: string | null;
     readonly revision: string | null;
     readonly inSync: boolean;
-    readonly lastRejection: { readonly revision: string; readonly reasons: readonly string[]; readonly at: string } | null;
+    readonly lastRejection: { readonly revision: string; readonly version: string; readonly reasons: readonly string[]; readonly at: string } | null;
     readonly bytesSent: number;
   }>;
+  /** What sidecars are brought to; null until the first push (a discovery that has not listed yet holds it back). */
+  readonly snapshot: {
+    readonly version: string;
+    /** Backends callers hold with no instance (service keys): consistent, but calls to them fail until instances appear. */
+    readonly withoutEndpoints: readonly string[];
+  } | null;
+  /** The endpoint discovery, when the reconciler runs one. */
+  readonly discovery: { readonly description: string; readonly synced: boolean; readonly error: string | null; readonly lastChangeAt: string | null } | null;
 }
 
 export class Reconciler {
@@ -98,8 +149,15 @@ export class Reconciler {
   #sourceError: string | null = null;
   #attempted: AttemptedRevision | null = null;
   #applied: AppliedRevision | null = null;
+  #published: Published | null = null;
   /** Revisions wait here while one is being reconciled; only the newest matters. */
   #queued: Revision | null = null;
+  /** Discovered endpoints changed since the last snapshot. */
+  #endpointsDirty = false;
+  #cancelDebounce: (() => void) | null = null;
+  #waitingLogged = false;
+  /** During a make-before-break wait: the sidecars that go first (nobody else may catch up yet). */
+  #goingFirst: ReadonlySet<SidecarRecord> | null = null;
   #running: Promise<void> | null = null;
   #stopped = false;
 
@@ -112,12 +170,20 @@ export class Reconciler {
     return this.#applied;
   }
 
+  /** Whether sidecars are being served a snapshot: a revision is applied and (with a discovery) its first list is read. */
+  get ready(): boolean {
+    return this.#published !== null;
+  }
+
   async start(): Promise<void> {
+    await this.#options.discovery?.start((changed) => this.#onEndpoints(changed));
     await this.#options.source.start((event) => this.#onSourceEvent(event));
   }
 
   async stop(): Promise<void> {
     this.#stopped = true;
+    this.#cancelDebounce?.();
+    await this.#options.discovery?.stop();
     await this.#options.source.stop();
     await this.#running;
     for (const record of this.#sidecars.values()) record.writer?.close();
@@ -162,14 +228,40 @@ export class Reconciler {
     }
   }
 
+  /**
+   * The discovery says these services' instances may have changed. Changes to services the
+   * snapshot does not use are ignored; the rest are coalesced for ENDPOINT_DEBOUNCE_MS.
+   */
+  #onEndpoints(changed: ReadonlySet<string>): void {
+    if (this.#stopped) return;
+    const published = this.#published;
+    const relevant = published === null || published.applied !== this.#applied || [...changed].some((k) => published.snapshot.discovered.has(k));
+    if (!relevant || this.#cancelDebounce) return;
+    this.#cancelDebounce = (this.#options.schedule ?? defaultSchedule)(() => {
+      this.#cancelDebounce = null;
+      this.#endpointsDirty = true;
+      this.#kick();
+    }, ENDPOINT_DEBOUNCE_MS);
+  }
+
   #enqueue(revision: Revision): void {
     this.#queued = revision;
+    this.#kick();
+  }
+
+  /** Runs the queue: revisions first (newest only), then endpoint changes; one step at a time. */
+  #kick(): void {
     if (this.#running) return;
     this.#running = (async () => {
-      while (this.#queued && !this.#stopped) {
-        const next = this.#queued;
-        this.#queued = null;
-        await this.#reconcile(next);
+      while (!this.#stopped) {
+        if (this.#queued) {
+          const next = this.#queued;
+          this.#queued = null;
+          await this.#reconcile(next);
+        } else if (this.#endpointsDirty) {
+          this.#endpointsDirty = false;
+          await this.#publish();
+        } else break;
       }
       this.#running = null;
     })();
@@ -193,70 +285,107 @@ export class Reconciler {
       );
       return;
     }
-    const previous = this.#applied;
-    this.#applied = { revision, mesh: result.mesh!, at: this.#now() };
+    this.#applied = { revision, mesh: result.mesh!, inboundPort: result.plan!.settings.inboundPort, at: this.#now() };
     metrics.appliedInfo.reset();
     metrics.appliedInfo.set({ revision: revision.id }, 1);
     log.info({ type: 'revision_applied', revision: revision.id, description: revision.description, meshVersion: result.mesh!.version, services: result.mesh!.configs.size }, 'revision compiled; pushing');
-    await this.#push(this.#applied, previous?.mesh);
+    await this.#publish();
   }
 
-  async #push(applied: AppliedRevision, previous: CompiledMesh | undefined): Promise<void> {
+  /**
+   * Builds the snapshot of the applied revision and the discovery's endpoints and pushes it
+   * when it differs from the last one. A new revision goes out make-before-break; an
+   * endpoint change goes to every sidecar at once (it adds no service, so no sidecar has to
+   * be ready first).
+   */
+  async #publish(): Promise<void> {
+    const applied = this.#applied;
+    const discovery = this.#options.discovery;
+    if (!applied) return;
+    if (discovery && !discovery.synced()) {
+      if (!this.#waitingLogged) this.#options.log.info({ type: 'waiting_for_discovery', discovery: discovery.description }, 'revision applied; pushing once the endpoint discovery has listed every instance');
+      this.#waitingLogged = true;
+      return;
+    }
+    const snapshot = snapshotOf(applied.mesh, applied.inboundPort, discovery);
+    const previous = this.#published;
+    const newRevision = previous?.applied !== applied;
+    if (!newRevision && previous.snapshot.mesh.version === snapshot.mesh.version) return;
+    const published: Published = { applied, snapshot, changedAt: newRevision ? applied.revision.seenAt : this.#now() };
+    this.#published = published;
+    if (!newRevision) {
+      this.#options.metrics.endpointSnapshots.inc();
+      this.#options.log.debug({ type: 'endpoints_changed', meshVersion: snapshot.mesh.version, withoutEndpoints: snapshot.withoutEndpoints }, 'endpoints changed; pushing');
+      for (const s of this.#sidecars.values()) if (s.connected) void this.#send(s, published);
+      return;
+    }
+    await this.#push(published, previous?.snapshot.mesh);
+  }
+
+  async #push(published: Published, previous: CompiledMesh | undefined): Promise<void> {
     const connected = [...this.#sidecars.values()].filter((s) => s.connected);
     const isNew = (s: SidecarRecord) => s.heldVersion === null || (previous !== undefined && !previous.configs.has(s.service));
     const first = connected.filter(isNew);
     const rest = connected.filter((s) => !isNew(s));
-    const waits = first.map((s) => this.#send(s, applied)).filter((w): w is Promise<void> => w !== undefined);
+    this.#goingFirst = new Set(first);
+    const waits = first.map((s) => this.#send(s, published)).filter((w): w is Promise<void> => w !== undefined);
     if (waits.length > 0) {
       const timeout = this.#options.makeBeforeBreakTimeoutMs ?? 5000;
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([Promise.all(waits), new Promise<void>((r) => (timer = setTimeout(r, timeout)))]);
       clearTimeout(timer);
     }
-    if (this.#applied !== applied) return; // a newer revision took over; it pushes to everyone
-    for (const s of rest) void this.#send(s, applied);
+    this.#goingFirst = null;
+    if (this.#published !== published) return; // a newer snapshot took over; it pushes to everyone
+    for (const s of rest) void this.#send(s, published);
   }
 
   /**
-   * Sends a sidecar what it needs to run `applied`: nothing when it already does, a delta
-   * against what it holds, or a whole config. Resolves when it acknowledges (or leaves).
+   * Sends a sidecar what it needs to run `published`: nothing when it already does, else
+   * `updateFor` what it holds (a delta, or a whole config). While an earlier message is
+   * unacknowledged nothing more is sent — a delta on top of an unconfirmed base could not
+   * apply — and the sidecar catches up when the ack arrives. Resolves when it acknowledges
+   * (or leaves).
    */
-  #send(record: SidecarRecord, applied: AppliedRevision): Promise<void> | undefined {
+  #send(record: SidecarRecord, published: Published): Promise<void> | undefined {
     if (!record.writer) return undefined;
-    const target = applied.mesh.configs.get(record.service);
-    const revision = applied.revision.id;
+    const target = published.snapshot.mesh.configs.get(record.service);
+    const revision = published.applied.revision.id;
     if (!target) {
       record.bytesSent += record.writer.send({ type: 'unknown-service', revision, message: `service "${record.service}" is not in revision ${revision.slice(0, 12)}; keep running on what you have` });
       return undefined;
     }
-    if (record.heldVersion === target.version) {
+    // An ack lost on the way leaves `pending` forever; past PENDING_STALE_MS we stop waiting
+    // and send the whole config, which applies whether or not the lost one did.
+    const stale = record.pending !== null && this.#now() - record.pending.sentAt >= PENDING_STALE_MS;
+    if (record.pending && !stale) {
+      record.behind = record.pending.version !== target.version;
+      return new Promise<void>((resolve) => record.onSettled.push(resolve));
+    }
+    if (!stale && record.heldVersion === target.version) {
       record.heldRevision = revision;
-      record.pending = null;
-      this.#options.metrics.propagation.observe(Math.max(0, this.#now() - applied.revision.seenAt) / 1000);
+      this.#options.metrics.propagation.observe(Math.max(0, this.#now() - published.changedAt) / 1000);
       return undefined;
     }
-    const message = this.#messageFor(record, target, revision);
-    record.pending = { revision, version: target.version, resources: new Map(target.resources.map((r) => [r.name, r.version])), sentAt: this.#now() };
+    const held: Holding | null = !stale && record.heldVersion !== null && record.held !== null ? { version: record.heldVersion, resources: record.held } : null;
+    const update = updateFor(held, target);
+    if (update.kind === 'none') return undefined;
+    const message: ControlMessage = update.kind === 'config' ? { type: 'config', revision, config: update.config } : { type: 'delta', revision, delta: update.delta };
+    record.pending = { revision, version: target.version, resources: new Map(target.resources.map((r) => [r.name, r.version])), sentAt: this.#now(), since: published.changedAt };
+    record.behind = false;
     record.bytesSent += record.writer.send(message);
     this.#options.metrics.pushes.inc({ kind: message.type });
     return new Promise<void>((resolve) => record.onSettled.push(resolve));
   }
 
-  #messageFor(record: SidecarRecord, target: ProxyConfig, revision: string): ControlMessage {
-    if (record.heldVersion === null || record.held === null) return { type: 'config', revision, config: target };
-    const held = record.held;
-    const wanted = new Set(target.resources.map((r) => r.name));
-    return {
-      type: 'delta',
-      revision,
-      delta: {
-        service: target.service,
-        base: record.heldVersion,
-        target: target.version,
-        resources: target.resources.filter((r) => held.get(r.name) !== r.version),
-        removed: [...held.keys()].filter((name) => !wanted.has(name)).sort(),
-      },
-    };
+  /** After an ack: a sidecar that fell behind while a message was pending gets the current snapshot (unless it just refused exactly that). */
+  #catchUp(record: SidecarRecord): void {
+    const published = this.#published;
+    if (!published || !record.connected || record.pending || !record.behind) return;
+    if (this.#goingFirst && !this.#goingFirst.has(record)) return; // #push sends to it once the first ones are ready
+    const target = published.snapshot.mesh.configs.get(record.service);
+    if (!target || target.version === record.heldVersion || target.version === record.lastRejection?.version) return;
+    void this.#send(record, published);
   }
 
   /** A sidecar (re)connected: remember what it holds and bring it up to date. */
@@ -273,6 +402,7 @@ export class Reconciler {
       held: sub.version === null ? null : new Map(Object.entries(sub.resources)),
       heldRevision: existing && existing.heldVersion === sub.version ? existing.heldRevision : null,
       pending: null,
+      behind: false,
       lastRejection: existing?.lastRejection ?? null,
       bytesSent: existing?.bytesSent ?? 0,
       writer,
@@ -281,7 +411,7 @@ export class Reconciler {
     this.#sidecars.set(sub.node, record);
     this.#options.metrics.connected.set(this.#connectedCount());
     this.#options.log.info({ type: 'sidecar_connected', service: sub.service, node: sub.node, version: sub.version }, 'sidecar connected');
-    if (this.#applied) void this.#send(record, this.#applied);
+    if (this.#published) void this.#send(record, this.#published);
     return record;
   }
 
@@ -305,10 +435,9 @@ export class Reconciler {
       record.held = pending.resources;
       record.heldRevision = pending.revision;
       record.pending = null;
-      const seenAt = this.#applied?.revision.id === pending.revision ? this.#applied.revision.seenAt : pending.sentAt;
-      this.#options.metrics.propagation.observe(Math.max(0, this.#now() - seenAt) / 1000);
+      this.#options.metrics.propagation.observe(Math.max(0, this.#now() - pending.since) / 1000);
     } else if (!ack.ok) {
-      record.lastRejection = { revision: ack.revision, reasons: ack.reasons ?? [], at: this.#now() };
+      record.lastRejection = { revision: ack.revision, version: pending?.version ?? '', reasons: ack.reasons ?? [], at: this.#now() };
       record.pending = null;
       this.#options.metrics.rejections.inc({ service: record.service });
       this.#options.log.warn({ type: 'sidecar_rejected', service: record.service, node: record.node, revision: ack.revision, reasons: ack.reasons }, 'sidecar rejected a config');
@@ -319,6 +448,7 @@ export class Reconciler {
       record.pending = null;
     }
     for (const settle of record.onSettled.splice(0)) settle();
+    this.#catchUp(record);
     return true;
   }
 
@@ -330,11 +460,12 @@ export class Reconciler {
 
   status(): ReconcilerStatus {
     const applied = this.#applied;
+    const published = this.#published;
     const iso = (ms: number) => new Date(ms).toISOString();
     const sidecars = [...this.#sidecars.values()]
       .sort((a, b) => (a.service === b.service ? (a.node < b.node ? -1 : 1) : a.service < b.service ? -1 : 1))
       .map((s) => {
-        const target = applied?.mesh.configs.get(s.service);
+        const target = published?.snapshot.mesh.configs.get(s.service);
         return {
           service: s.service,
           node: s.node,
@@ -347,6 +478,7 @@ export class Reconciler {
         };
       });
     const attempted = this.#attempted;
+    const discovery = this.#options.discovery?.state();
     return {
       source: { description: this.#options.source.description, revision: this.#sourceRevision?.id ?? null, error: this.#sourceError },
       attempted: attempted
@@ -355,6 +487,8 @@ export class Reconciler {
       applied: applied ? { revision: applied.revision.id, description: applied.revision.description, at: iso(applied.at), meshVersion: applied.mesh.version, services: applied.mesh.configs.size } : null,
       summary: { sidecars: sidecars.length, connected: sidecars.filter((s) => s.connected).length, inSync: sidecars.filter((s) => s.inSync).length },
       sidecars,
+      snapshot: published ? { version: published.snapshot.mesh.version, withoutEndpoints: published.snapshot.withoutEndpoints } : null,
+      discovery: discovery ? { description: discovery.description, synced: discovery.synced, error: discovery.error, lastChangeAt: discovery.lastChangeAt === null ? null : iso(discovery.lastChangeAt) } : null,
     };
   }
 }

@@ -1,0 +1,128 @@
+/**
+ * Discovery: the reconciler's second input beside the git source. Git says what the mesh
+ * is (routes, policies, which services take their instances from where); a discovery
+ * says which instances those services have right now. Both meet in one snapshot
+ * (`snapshotOf`), and the reconciler turns each snapshot into per-sidecar deltas with the
+ * one delta function of `config/delta.ts`. An endpoint change never waits for a commit, and
+ * endpoints never go into git.
+ */
+import type { CompiledMesh } from '../compiler/emit.ts';
+import { makeProxyConfig, makeResource, versionOf } from '../config/resources.ts';
+import type { ClusterBody, CompiledEndpoint, EndpointsBody, ProxyConfig, Resource } from '../config/types.ts';
+
+/**
+ * Which port a discovered instance is called on:
+ * - `inbound`: the instance runs a sidecar (a meshed service): the mesh's sidecar inbound
+ *   port, the same port the compiler gives meshed static endpoints that name none;
+ * - `named`: an unmeshed instance: the discovery's port with that name (string) or number,
+ *   or with `null` its only port (when it lists several, the endpoint's port stays null and
+ *   the caller's sidecar uses the called service port's targetPort, as for static endpoints).
+ */
+export type PortChoice = { readonly kind: 'inbound'; readonly port: number } | { readonly kind: 'named'; readonly port: string | number | null };
+
+/** Where a discovery stands, for status and metrics. */
+export interface DiscoveryState {
+  /** One line for people: `kubernetes EndpointSlices (all namespaces)`. */
+  readonly description: string;
+  /** Whether a full list has been read at least once (the instances it answers are then complete). */
+  readonly synced: boolean;
+  /** The last failure, until the discovery recovers (null: healthy). Endpoints are then the last ones known. */
+  readonly error: string | null;
+  /** When instances last changed (epoch ms), null before the first list. */
+  readonly lastChangeAt: number | null;
+}
+
+/**
+ * A source of instances for services whose endpoints come from outside git (Kubernetes
+ * EndpointSlices). Contract:
+ * - `start` begins watching and resolves without waiting for the first list; once the first
+ *   full list is read, `synced()` turns true and `onChange` is called with every service it
+ *   knows;
+ * - `onChange(changed)` names the services (`namespace/name`, always with the namespace)
+ *   whose instances may have changed; calls are never made after `stop` resolved;
+ * - `instances` answers from memory: undefined before the first full list, afterwards the
+ *   current instances (empty when the service has none), sorted by address then port and
+ *   without duplicates; a failure of the underlying watch never empties it — the last known
+ *   instances stay until the discovery hears otherwise;
+ * - returned arrays and endpoints are immutable.
+ */
+export interface Discovery {
+  readonly description: string;
+  start(onChange: (changed: ReadonlySet<string>) => void): Promise<void>;
+  stop(): Promise<void>;
+  instances(namespace: string, service: string, port: PortChoice): readonly CompiledEndpoint[] | undefined;
+  synced(): boolean;
+  state(): DiscoveryState;
+}
+
+/** `namespace/name` of a discovered service: the key `onChange` uses (unlike service keys, it always names the namespace). */
+export function discoveredServiceKey(namespace: string, service: string): string {
+  return `${namespace}/${service}`;
+}
+
+/** Orders endpoints as the compiler orders static ones: by address, then port (null first). */
+export function compareEndpoints(a: CompiledEndpoint, b: CompiledEndpoint): number {
+  return a.address < b.address ? -1 : a.address > b.address ? 1 : (a.port ?? 0) - (b.port ?? 0);
+}
+
+/** A compiled mesh with the discovered instances filled in: what sidecars are sent. Immutable. */
+export interface Snapshot {
+  /** Same shape as the compiler's output: configs by service key, `version` over them. */
+  readonly mesh: CompiledMesh;
+  /** Services (`namespace/name`) whose instances this snapshot took from the discovery. */
+  readonly discovered: ReadonlySet<string>;
+  /**
+   * Backends that callers' configs hold with no instance at all (service keys, sorted). The
+   * snapshot is still consistent — every route names a cluster and endpoints resource — but
+   * calls to them fail with 503 until instances appear.
+   */
+  readonly withoutEndpoints: readonly string[];
+}
+
+/**
+ * The snapshot of `mesh` with instances from `discovery`: every `endpoints/<key>` resource
+ * whose body names `kubernetes` gets `static` filled (new content hash), and every config
+ * holding one gets its new version. Pure apart from reading the discovery's memory.
+ *
+ * Whether an instance runs a sidecar comes from the `cluster/<key>` resource beside the
+ * endpoints (callers always hold both); meshed instances are called on `inboundPort`.
+ * A service the discovery has not listed yet keeps the compiler's empty list — the
+ * reconciler never pushes before the first full list, so that only happens for services
+ * a discovery does not watch.
+ */
+export function snapshotOf(mesh: CompiledMesh, inboundPort: number, discovery: Discovery | undefined): Snapshot {
+  const filled = new Map<string, Resource>();
+  const discovered = new Set<string>();
+  const empty = new Set<string>();
+  const fill = (endpoints: Resource, cluster: Resource | undefined): Resource => {
+    const body = endpoints.body as EndpointsBody;
+    const k8s = body.kubernetes;
+    if (!k8s || !discovery) return endpoints;
+    const key = `${endpoints.name}\u0000${endpoints.version}`;
+    const done = filled.get(key);
+    if (done) return done;
+    discovered.add(discoveredServiceKey(k8s.namespace, k8s.service));
+    const meshed = (cluster?.body as ClusterBody | undefined)?.meshed ?? false;
+    const port: PortChoice = meshed ? { kind: 'inbound', port: inboundPort } : { kind: 'named', port: k8s.port };
+    const instances = discovery.instances(k8s.namespace, k8s.service, port);
+    const resource = instances === undefined ? endpoints : makeResource(endpoints.name, { ...body, static: instances });
+    filled.set(key, resource);
+    return resource;
+  };
+  const configs = new Map<string, ProxyConfig>();
+  for (const [service, config] of mesh.configs) {
+    const byName = new Map(config.resources.map((r) => [r.name, r]));
+    let changed = false;
+    const resources = config.resources.map((r) => {
+      if (!r.name.startsWith('endpoints/')) return r;
+      const next = fill(r, byName.get(`cluster/${r.name.slice('endpoints/'.length)}`));
+      const body = next.body as EndpointsBody;
+      if (body.static.length === 0 && body.dns === null) empty.add(r.name.slice('endpoints/'.length));
+      if (next !== r) changed = true;
+      return next;
+    });
+    configs.set(service, changed ? makeProxyConfig(service, resources) : config);
+  }
+  const version = versionOf([...configs.values()].map((c) => ({ name: c.service, version: c.version })));
+  return { mesh: { mesh: mesh.mesh, version, configs }, discovered, withoutEndpoints: [...empty].sort() };
+}
