@@ -10,17 +10,27 @@ import { diagnostic, type Diagnostic, type RelatedInfo, type Span } from '../dia
 import { compileMatchRegex } from '../spec/regex.ts';
 import type { AccessPolicyDocument, HTTPHeaderFilter, HTTPRouteDocument, HTTPRouteFilter, MeshDocument, ServiceDocument, TrafficPolicyDocument, TrafficPolicySettings } from '../spec/types.ts';
 import { formatDuration } from '../spec/duration.ts';
-import { BUILTIN, getLeaf, identityOf, meshSettings, ms, POLICY_LEAVES, resolveTrafficSettings, type MeshSettings } from './defaults.ts';
+import { BUILTIN, getLeaf, meshSettings, ms, namespaceSources, POLICY_LEAVES, resolveTrafficSettings, serviceIdentity, type MeshSettings } from './defaults.ts';
 import type { DocPath } from './load.ts';
-import { at, findPort, type Located, type ResolvedSpec } from './resolve.ts';
+import { at, findPort, keyOf, nameKey, namespaceOf, refKey, type Located, type ResolvedSpec } from './resolve.ts';
+import { admitsCaller } from '../config/access.ts';
 import { comparePrecedence, compileRule, implicitRule, subsumes, type PlannedRule } from './routes.ts';
 
 /** Who may call a service: everyone in the mesh, or the named services. */
 export type Callers = 'everyone' | ReadonlySet<string>;
 
+/** The route table of a service as callers of one namespace see it (GAMMA consumer routes). */
+export interface ConsumerTable {
+  readonly route: RouteBody;
+  /** Services a caller needs cluster and endpoints of, to follow this table (sorted). */
+  readonly dependencies: readonly string[];
+}
+
 /** Everything the compiler knows about one service, resolved. */
 export interface ServicePlan {
+  /** The service key: `name` in namespace `default`, else `namespace/name`. */
   readonly name: string;
+  readonly namespace: string;
   readonly meshed: boolean;
   /** Null for unmeshed services: they run no sidecar and get no proxy config. */
   readonly inbound: InboundBody | null;
@@ -30,6 +40,12 @@ export interface ServicePlan {
   readonly callers: Callers;
   /** Services a caller needs cluster and endpoints of, to follow this service's routes (sorted). */
   readonly dependencies: readonly string[];
+  /**
+   * Route tables for callers of other namespaces that attach consumer routes to this
+   * service, by caller namespace: callers there get this table instead of `route`
+   * (the producer table). Empty for most services.
+   */
+  readonly consumers: ReadonlyMap<string, ConsumerTable>;
 }
 
 export interface MeshPlan {
@@ -56,10 +72,13 @@ class Checker {
   readonly diagnostics: Diagnostic[] = [];
   readonly settings: MeshSettings;
   readonly spec: ResolvedSpec;
+  /** The identity of every service (meshed or not), by service key, in service order. */
+  readonly identities: ReadonlyMap<string, string>;
 
   constructor(spec: ResolvedSpec) {
     this.spec = spec;
     this.settings = meshSettings(spec.mesh?.doc);
+    this.identities = new Map([...spec.services].map(([key, svc]) => [key, serviceIdentity(this.settings.trustDomain, svc.doc)]));
   }
 
   report(...args: Parameters<typeof diagnostic>): void {
@@ -79,7 +98,7 @@ class Checker {
     const merged = new Map<string, Record<string, unknown>>();
     const setBy = this.policySetBy;
     for (const policy of this.spec.trafficPolicies) {
-      const targets = new Set(policy.doc.spec.targetRefs.map((t) => t.name));
+      const targets = new Set(policy.doc.spec.targetRefs.map((t) => refKey(namespaceOf(policy.doc), t)));
       for (const target of targets) {
         if (!this.spec.services.has(target)) continue;
         const into = merged.get(target) ?? {};
@@ -146,22 +165,23 @@ class Checker {
 
   checkService(svc: Located<ServiceDocument>): void {
     const eps = svc.doc.spec.endpoints;
-    const count = (eps?.static?.length ?? 0) + (eps?.dns ? 1 : 0);
+    const key = keyOf(svc.doc);
+    const count = (eps?.static?.length ?? 0) + (eps?.dns ? 1 : 0) + (eps?.kubernetes ? 1 : 0);
     if (count === 0) {
-      this.report('TRL4014', `service "${svc.doc.metadata.name}" has no endpoints; calls to it will fail with 503`, at(svc, ['spec'], true), {
+      this.report('TRL4014', `service "${key}" has no endpoints; calls to it will fail with 503`, at(svc, ['spec'], true), {
         hint: 'add spec.endpoints.static or spec.endpoints.dns',
       });
     }
     const ports = new Map<string, number>();
     svc.doc.spec.ports.forEach((p, i) => {
-      for (const [key, field] of [[`#${p.port}`, 'port'], [p.name === undefined ? undefined : `@${p.name}`, 'name']] as const) {
-        if (key === undefined) continue;
-        const first = ports.get(key);
+      for (const [portKey, field] of [[`#${p.port}`, 'port'], [p.name === undefined ? undefined : `@${p.name}`, 'name']] as const) {
+        if (portKey === undefined) continue;
+        const first = ports.get(portKey);
         if (first !== undefined) {
-          this.report('TRL4018', `service "${svc.doc.metadata.name}" lists port ${field === 'port' ? p.port : `name "${p.name}"`} twice`, at(svc, ['spec', 'ports', i, field]), {
+          this.report('TRL4018', `service "${key}" lists port ${field === 'port' ? p.port : `name "${p.name}"`} twice`, at(svc, ['spec', 'ports', i, field]), {
             related: [{ span: at(svc, ['spec', 'ports', first, field]), message: 'first listed here' }],
           });
-        } else ports.set(key, i);
+        } else ports.set(portKey, i);
       }
     });
     const seen = new Map<string, number>();
@@ -291,7 +311,7 @@ class Checker {
 
   /** Access per target: compiled rules, who may call, and mode conflicts. */
   access(target: Located<ServiceDocument>, policies: ReadonlyArray<Located<AccessPolicyDocument>>): { inboundAccess: InboundBody['access']; callers: Callers } {
-    const name = target.doc.metadata.name;
+    const name = keyOf(target.doc);
     if (policies.length === 0) {
       // The mesh default is enforced by a service's own sidecar; a service without one
       // is reachable by every caller unless an AccessPolicy narrows who gets a route.
@@ -302,7 +322,7 @@ class Checker {
       this.report(
         'TRL4013',
         `service "${name}" runs no sidecar, so ${policies.length === 1 ? 'AccessPolicy' : 'AccessPolicies'} ${policies.map((p) => `"${p.doc.metadata.name}"`).join(', ')} ${policies.length === 1 ? 'is' : 'are'} enforced only by its callers' sidecars (others get no route to it); an app that bypasses its sidecar is not stopped`,
-        at(policies[0]!, ['spec', 'targetRefs', policies[0]!.doc.spec.targetRefs.findIndex((t) => t.name === name), 'name']),
+        at(policies[0]!, ['spec', 'targetRefs', policies[0]!.doc.spec.targetRefs.findIndex((t) => refKey(namespaceOf(policies[0]!.doc), t) === name), 'name']),
         { hint: 'mesh the service (sidecar: true) to enforce the policy at its door' },
       );
     }
@@ -317,19 +337,32 @@ class Checker {
     }
     const mode = modes.has('enforce') ? 'enforce' : 'audit';
     const td = this.settings.trustDomain;
-    const prefix = `spiffe://${td}/svc/`;
     const callers = new Set<string>();
     const rules: CompiledAccessRule[] = [];
+    // Services whose identity an identity or namespace source admits are callers too (in
+    // service order); several services sharing a ServiceAccount identity are all admitted.
+    const admitted = (entry: string) => {
+      for (const [key, id] of this.identities) if (admitsCaller(entry, id)) callers.add(key);
+    };
     for (const p of policies) {
       for (const rule of p.doc.spec.rules) {
         const from = new Set<string>();
         for (const src of rule.from) {
           if (src.service !== undefined) {
-            from.add(identityOf(td, src.service));
-            callers.add(src.service);
+            const key = nameKey(namespaceOf(p.doc), src.service);
+            const id = this.identities.get(key);
+            if (id === undefined) continue;
+            from.add(id);
+            callers.add(key);
+            admitted(id);
           } else if (src.identity !== undefined) {
             from.add(src.identity);
-            if (src.identity.startsWith(prefix) && this.spec.services.has(src.identity.slice(prefix.length))) callers.add(src.identity.slice(prefix.length));
+            admitted(src.identity);
+          } else if (src.namespace !== undefined) {
+            for (const entry of namespaceSources(td, src.namespace)) {
+              from.add(entry);
+              admitted(entry);
+            }
           }
         }
         rules.push({
@@ -347,11 +380,21 @@ class Checker {
 
   endpoints(svc: ServiceDocument, meshed: boolean): EndpointsBody {
     const eps = svc.spec.endpoints;
+    const k = eps?.kubernetes;
+    if (k) {
+      // Instances are runtime state: the reconciler fills `static` from EndpointSlices.
+      return {
+        service: keyOf(svc),
+        static: [],
+        dns: null,
+        kubernetes: { namespace: k.namespace ?? namespaceOf(svc), service: k.service ?? svc.metadata.name, port: k.port ?? null },
+      };
+    }
     const defaultPort = meshed ? this.settings.inboundPort : null;
     const list = (eps?.static ?? []).map((e) => ({ address: e.address, port: e.port ?? defaultPort, weight: e.weight ?? 1, zone: e.zone ?? null }));
     list.sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : (a.port ?? 0) - (b.port ?? 0)));
     return {
-      service: svc.metadata.name,
+      service: keyOf(svc),
       static: list,
       dns: eps?.dns ? { hostname: eps.dns.hostname, port: eps.dns.port ?? defaultPort, refreshIntervalMs: ms(eps.dns.refreshInterval ?? BUILTIN.dnsRefresh) } : null,
     };
@@ -387,14 +430,15 @@ class Checker {
   run(): MeshPlan {
     this.checkMeshDefaults();
     this.checkPositiveDurations();
+    this.checkSharedIdentities();
     const traffic = this.mergeTrafficPolicies();
     const accessByTarget = new Map<string, Array<Located<AccessPolicyDocument>>>();
     for (const p of this.spec.accessPolicies) {
-      for (const name of new Set(p.doc.spec.targetRefs.map((t) => t.name))) {
-        if (!this.spec.services.has(name)) continue;
-        const list = accessByTarget.get(name) ?? [];
+      for (const key of new Set(p.doc.spec.targetRefs.map((t) => refKey(namespaceOf(p.doc), t)))) {
+        if (!this.spec.services.has(key)) continue;
+        const list = accessByTarget.get(key) ?? [];
         list.push(p);
-        accessByTarget.set(name, list);
+        accessByTarget.set(key, list);
       }
     }
 
@@ -406,20 +450,25 @@ class Checker {
       const cluster: ClusterBody = {
         service: name,
         meshed,
-        identity: meshed ? identityOf(this.settings.trustDomain, name) : null,
+        identity: meshed ? this.identities.get(name)! : null,
         ports: compilePorts(svc.doc),
         ...resolved,
       };
       clusters.set(name, cluster);
     }
 
-    // Attach each route rule to the service ports its parentRefs name.
+    // Attach each route rule to the service ports its parentRefs name. A route in the
+    // parent's namespace is a producer route; one in another namespace is a consumer route,
+    // planned apart per the route's namespace (GAMMA).
     const planned = new Map<string, PlannedRule[]>();
+    const consumerPlanned = new Map<string, Map<string, PlannedRule[]>>();
     for (const name of this.spec.services.keys()) planned.set(name, []);
     for (const route of this.spec.routes) {
       route.doc.spec.rules?.forEach((_, r) => this.checkRule(route, r));
+      const routeNs = namespaceOf(route.doc);
       route.doc.spec.parentRefs?.forEach((p, pi) => {
-        const parent = this.spec.services.get(p.name);
+        const key = refKey(routeNs, p);
+        const parent = this.spec.services.get(key);
         if (!parent) return;
         let port: number | null = null;
         if (p.port !== undefined || p.sectionName !== undefined) {
@@ -427,51 +476,48 @@ class Checker {
           if (!found) return;
           port = found.port;
         }
-        route.doc.spec.rules?.forEach((_, r) => planned.get(p.name)!.push(...compileRule(route, r, pi, port, this.settings, this.spec.services)));
+        let into = planned.get(key)!;
+        if (namespaceOf(parent.doc) !== routeNs) {
+          const byNs = consumerPlanned.get(key) ?? new Map<string, PlannedRule[]>();
+          consumerPlanned.set(key, byNs);
+          into = byNs.get(routeNs) ?? [];
+          byNs.set(routeNs, into);
+        }
+        route.doc.spec.rules?.forEach((_, r) => into.push(...compileRule(route, r, pi, port, this.settings, this.spec.services)));
       });
     }
 
     const plan = new Map<string, ServicePlan>();
     for (const [name, svc] of this.spec.services) {
-      const rules = planned.get(name)!;
-      // Ports that no route claims keep their default: traffic to the service itself.
-      if (!rules.some((x) => x.rule.match.port === null)) {
-        const claimed = new Set(rules.map((x) => x.rule.match.port));
-        const ports = svc.doc.spec.ports.map((p) => p.port).filter((p) => !claimed.has(p));
-        if (rules.length === 0) rules.push(implicitRule(svc.doc, null, this.settings));
-        else for (const port of ports) rules.push(implicitRule(svc.doc, port, this.settings));
+      const table = this.routeTable(svc.doc, planned.get(name)!);
+      const consumers = new Map<string, ConsumerTable>();
+      for (const [ns, rules] of [...(consumerPlanned.get(name) ?? new Map<string, PlannedRule[]>())].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+        consumers.set(ns, this.routeTable(svc.doc, rules));
       }
-      rules.sort(comparePrecedence);
-      this.checkShadowing(rules);
 
       const meshed = svc.doc.spec.sidecar !== false;
       const { inboundAccess, callers } = this.access(svc, accessByTarget.get(name) ?? []);
-      const deps = new Set<string>();
-      for (const { rule } of rules) {
-        for (const b of rule.backends) {
-          deps.add(b.service);
-          for (const f of b.filters) if (f.type === 'RequestMirror') deps.add(f.backend.service);
-        }
-        for (const f of rule.filters) if (f.type === 'RequestMirror') deps.add(f.backend.service);
-      }
       plan.set(name, {
         name,
+        namespace: namespaceOf(svc.doc),
         meshed,
         inbound: meshed
           ? {
               service: name,
-              identity: identityOf(this.settings.trustDomain, name),
+              identity: this.identities.get(name)!,
               trustDomain: this.settings.trustDomain,
               mtls: { mode: this.settings.mtlsMode },
               ports: compilePorts(svc.doc),
               access: inboundAccess,
+              ...(this.settings.egress === 'passthrough' ? { egress: 'passthrough' as const } : {}),
             }
           : null,
-        route: { service: name, ports: svc.doc.spec.ports.map((p) => p.port), rules: rules.map((x) => x.rule) },
+        route: table.route,
         cluster: clusters.get(name)!,
         endpoints: this.endpoints(svc.doc, meshed),
         callers,
-        dependencies: [...deps].filter((d) => this.spec.services.has(d)).sort(),
+        dependencies: table.dependencies,
+        consumers,
       });
     }
     this.checkBackendAccess(plan, planned);
@@ -480,6 +526,65 @@ class Checker {
     this.checkCallChains(plan, planned);
     return { settings: this.settings, services: plan };
   }
+
+  /**
+   * One route table of a service from its planned rules: ports no route claims keep their
+   * default (traffic to the service itself), rules sorted by precedence and checked for
+   * shadowing, and the services the table sends to.
+   */
+  routeTable(svc: ServiceDocument, rules: PlannedRule[]): ConsumerTable {
+    if (!rules.some((x) => x.rule.match.port === null)) {
+      const claimed = new Set(rules.map((x) => x.rule.match.port));
+      const ports = svc.spec.ports.map((p) => p.port).filter((p) => !claimed.has(p));
+      if (rules.length === 0) rules.push(implicitRule(svc, null, this.settings));
+      else for (const port of ports) rules.push(implicitRule(svc, port, this.settings));
+    }
+    rules.sort(comparePrecedence);
+    this.checkShadowing(rules);
+    const deps = new Set<string>();
+    for (const { rule } of rules) {
+      for (const b of rule.backends) {
+        deps.add(b.service);
+        for (const f of b.filters) if (f.type === 'RequestMirror') deps.add(f.backend.service);
+      }
+      for (const f of rule.filters) if (f.type === 'RequestMirror') deps.add(f.backend.service);
+    }
+    const key = keyOf(svc);
+    return {
+      route: { service: key, ports: svc.spec.ports.map((p) => p.port), rules: rules.map((x) => x.rule) },
+      dependencies: [...deps].filter((d) => this.spec.services.has(d)).sort(),
+    };
+  }
+
+  /**
+   * Services whose pods run as one ServiceAccount in one namespace share one identity: an
+   * AccessPolicy that admits one admits all of them, and their sidecars hold the same
+   * certificate. Warned once per further service, at its serviceAccount (or its name).
+   */
+  checkSharedIdentities(): void {
+    const first = new Map<string, Located<ServiceDocument>>();
+    for (const [key, svc] of this.spec.services) {
+      if (!svc.doc.spec.endpoints?.kubernetes || svc.doc.spec.sidecar === false) continue;
+      const id = this.identities.get(key)!;
+      const earlier = first.get(id);
+      if (!earlier) {
+        first.set(id, svc);
+        continue;
+      }
+      const path = (s: Located<ServiceDocument>): DocPath => (s.doc.spec.serviceAccount !== undefined ? ['spec', 'serviceAccount'] : ['metadata', 'name']);
+      const sa = svc.doc.spec.serviceAccount ?? 'default';
+      this.report(
+        'TRL4025',
+        `services "${keyOf(earlier.doc)}" and "${key}" both run as ServiceAccount "${sa}" in namespace "${namespaceOf(svc.doc)}", so they share the identity ${id}: access policies cannot tell them apart`,
+        at(svc, path(svc)),
+        {
+          related: [{ span: at(earlier, path(earlier)), message: 'the other service with this identity' }],
+          hint: 'give each Service its own ServiceAccount (spec.serviceAccount, and serviceAccountName in its pods)',
+        },
+      );
+    }
+  }
+
 
   /**
    * With mTLS off no sidecar can verify a caller, so every call reaches the inbound port
@@ -501,7 +606,7 @@ class Checker {
     if (byDefault.length > 0) effects.push(`the access default all-authenticated admits no caller to ${named(byDefault)}`);
     const audited = byPolicy.some((s) => s.inbound!.access.mode === 'audit');
     const related: RelatedInfo[] = [];
-    const policy = this.spec.accessPolicies.find((p) => p.doc.spec.targetRefs.some((t) => byPolicy.some((s) => s.name === t.name)));
+    const policy = this.spec.accessPolicies.find((p) => p.doc.spec.targetRefs.some((t) => byPolicy.some((s) => s.name === refKey(namespaceOf(p.doc), t))));
     if (policy) related.push({ span: at(policy, ['metadata', 'name']), message: 'an AccessPolicy that needs verified callers' });
     const defaultSpan = byDefault.length > 0 && this.spec.mesh?.doc.spec.access?.default !== undefined ? this.meshSpan(['spec', 'access', 'default']) : undefined;
     if (defaultSpan) related.push({ span: defaultSpan, message: 'the access default' });

@@ -4,7 +4,9 @@
  * A sidecar receives only resolved values.
  */
 import { parseDuration } from '../spec/duration.ts';
-import type { AccessDefault, HTTPRouteRetry, HTTPRouteTimeouts, LoadBalancerType, MeshDocument, MtlsMode, TrafficPolicySettings } from '../spec/types.ts';
+import { kubernetesIdentity, spiffeId } from '../identity/spiffe.ts';
+import { DEFAULT_NAMESPACE } from '../spec/names.ts';
+import type { AccessDefault, HTTPRouteRetry, HTTPRouteTimeouts, LoadBalancerType, MeshDocument, MtlsMode, ServiceDocument, TrafficPolicySettings } from '../spec/types.ts';
 
 /** Mesh-wide settings after defaults. */
 export interface MeshSettings {
@@ -13,6 +15,8 @@ export interface MeshSettings {
   readonly mtlsMode: MtlsMode;
   readonly accessDefault: AccessDefault;
   readonly inboundPort: number;
+  /** What sidecars do with calls to hosts the mesh does not know. */
+  readonly egress: 'refuse' | 'passthrough';
   readonly timeouts: HTTPRouteTimeouts;
   readonly retry: HTTPRouteRetry;
   readonly trafficPolicy: TrafficPolicySettings;
@@ -65,6 +69,7 @@ export function meshSettings(mesh: MeshDocument | undefined): MeshSettings {
     mtlsMode: s.mtls?.mode ?? BUILTIN.mtlsMode,
     accessDefault: s.access?.default ?? BUILTIN.accessDefault,
     inboundPort: s.sidecar?.inboundPort ?? BUILTIN.inboundPort,
+    egress: s.egress?.mode ?? 'refuse',
     timeouts: s.defaults?.timeouts ?? {},
     retry: s.defaults?.retry ?? {},
     trafficPolicy: s.defaults?.trafficPolicy ?? {},
@@ -78,9 +83,37 @@ export function ms(duration: string): number {
   return value;
 }
 
-/** SPIFFE identity of a service. */
+/** SPIFFE identity of a service in namespace `default` off Kubernetes. */
 export function identityOf(trustDomain: string, service: string): string {
-  return `spiffe://${trustDomain}/svc/${service}`;
+  return spiffeId(trustDomain, service);
+}
+
+/** The SPIFFE ID of service `name` in a namespace other than `default`, off Kubernetes. */
+export function namespacedServiceId(trustDomain: string, namespace: string, name: string): string {
+  return `spiffe://${trustDomain}/ns/${namespace}/svc/${name}`;
+}
+
+/**
+ * The identity a service's instances present. With Kubernetes endpoints, the one its pods
+ * prove with their ServiceAccount token (`…/ns/<ns>/sa/<serviceAccount>`, ServiceAccount
+ * `default` when none is named, as for a pod that names none); otherwise `…/svc/<name>` in
+ * namespace `default` (unchanged since before namespaces) and `…/ns/<ns>/svc/<name>` elsewhere.
+ */
+export function serviceIdentity(trustDomain: string, service: ServiceDocument): string {
+  const namespace = service.metadata.namespace ?? DEFAULT_NAMESPACE;
+  if (service.spec.endpoints?.kubernetes) return kubernetesIdentity(trustDomain, namespace, service.spec.serviceAccount ?? 'default');
+  return namespace === DEFAULT_NAMESPACE ? spiffeId(trustDomain, service.metadata.name) : namespacedServiceId(trustDomain, namespace, service.metadata.name);
+}
+
+/**
+ * The `from` entries an AccessPolicy's `namespace: <ns>` source compiles to: every identity
+ * under `…/ns/<ns>/`, and for `default` also `…/svc/`, where services of `default` off
+ * Kubernetes keep their pre-namespace identities.
+ */
+export function namespaceSources(trustDomain: string, namespace: string): string[] {
+  const prefixes = [`spiffe://${trustDomain}/ns/${namespace}/*`];
+  if (namespace === DEFAULT_NAMESPACE) prefixes.push(`spiffe://${trustDomain}/svc/*`);
+  return prefixes;
 }
 
 /**

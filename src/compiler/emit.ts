@@ -3,6 +3,10 @@
  * resource is built and hashed once and shared by every config that carries it; a
  * service carries outbound resources only for services it may call (and the backends
  * their routes send to), so config size grows with a service's neighbours, not the mesh.
+ *
+ * Configs are per calling service, so GAMMA consumer routes cost nothing at runtime: a
+ * caller in a namespace with consumer routes for a service carries that namespace's table
+ * as `route/<service>`; every other caller carries the producer table under the same name.
  */
 import { makeProxyConfig, makeResource, versionOf } from '../config/resources.ts';
 import type { ProxyConfig, Resource } from '../config/types.ts';
@@ -14,7 +18,7 @@ export interface CompiledMesh {
   readonly mesh: string;
   /** Hash over every config's service and version: equal when nothing changed anywhere. */
   readonly version: string;
-  /** One config per meshed service, by service name (sorted). */
+  /** One config per meshed service, by service key (sorted). */
   readonly configs: ReadonlyMap<string, ProxyConfig>;
 }
 
@@ -31,6 +35,9 @@ export function emitMesh(plan: MeshPlan): CompiledMesh {
     shared.set(`route/${svc.name}`, makeResource(`route/${svc.name}`, svc.route));
     shared.set(`cluster/${svc.name}`, makeResource(`cluster/${svc.name}`, svc.cluster));
     shared.set(`endpoints/${svc.name}`, makeResource(`endpoints/${svc.name}`, svc.endpoints));
+    // A consumer table shares its resource name with the producer table; kept apart here by
+    // the caller namespace it serves (a space never appears in a resource name).
+    for (const [ns, table] of svc.consumers) shared.set(`route/${svc.name} ${ns}`, makeResource(`route/${svc.name}`, table.route));
   }
 
   // Who may call what, inverted once: open targets apply to everyone.
@@ -46,8 +53,10 @@ export function emitMesh(plan: MeshPlan): CompiledMesh {
     if (!svc.inbound) continue;
     const names = new Set<string>();
     for (const target of [...open, ...(byCaller.get(svc.name) ?? [])]) {
-      names.add(`route/${target}`);
-      for (const dep of plan.services.get(target)!.dependencies) {
+      const targetPlan = plan.services.get(target)!;
+      const consumer = targetPlan.consumers.get(svc.namespace);
+      names.add(consumer ? `route/${target} ${svc.namespace}` : `route/${target}`);
+      for (const dep of consumer ? consumer.dependencies : targetPlan.dependencies) {
         names.add(`cluster/${dep}`);
         names.add(`endpoints/${dep}`);
       }
@@ -61,6 +70,7 @@ export function emitMesh(plan: MeshPlan): CompiledMesh {
 
 export function meshIndex(mesh: CompiledMesh): MeshIndex {
   const services: Record<string, MeshIndex['services'][string]> = {};
+  // A service outside `default` is written as `<namespace>/<name>.json`: a folder per namespace.
   for (const [name, config] of mesh.configs) services[name] = { version: config.version, file: `${name}.json`, resources: config.resources.length };
   return { mesh: mesh.mesh, version: mesh.version, services };
 }

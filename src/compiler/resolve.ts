@@ -1,15 +1,19 @@
 /**
- * Stage 3: resolve. Indexes the valid documents by kind and name, reports duplicates,
- * and checks that every reference (route parents and backends, policy targets, access
- * callers, ports) names something that exists. Pure.
+ * Stage 3: resolve. Indexes the valid documents by kind, namespace and name, reports
+ * duplicates, and checks that every reference (route parents and backends, policy targets,
+ * access callers, ports) names something that exists. References resolve in the referring
+ * document's namespace unless they name another; a backendRef into another namespace needs a
+ * ReferenceGrant there (Gateway API). Pure.
  */
 import { diagnostic, type Diagnostic } from '../diagnostics/diagnostic.ts';
+import { DEFAULT_NAMESPACE, parseServiceKey, serviceKey } from '../spec/names.ts';
 import type {
   AccessPolicyDocument,
   BackendObjectReference,
   HTTPRouteDocument,
   HTTPRouteFilter,
   MeshDocument,
+  ReferenceGrantDocument,
   ServiceDocument,
   SpecDocument,
   SpecKind,
@@ -26,14 +30,40 @@ export interface Located<D extends SpecDocument> {
   readonly source: ParsedDocument;
 }
 
-/** The spec as an index: one entry per name, documents sorted by name. */
+/** The namespace a document is in (`default` when it names none). */
+export function namespaceOf(doc: SpecDocument): string {
+  return doc.metadata.namespace ?? DEFAULT_NAMESPACE;
+}
+
+/** The key of a document by namespace and name (`name` in `default`, else `namespace/name`): how messages and compiled rules name routes and policies. */
+export function keyOf(doc: SpecDocument): string {
+  return serviceKey(doc.metadata.namespace, doc.metadata.name);
+}
+
+/** The service key a reference means, written in a document of namespace `from`: its own `namespace`, else `from`. */
+export function refKey(from: string, ref: { readonly namespace?: string; readonly name: string }): string {
+  return serviceKey(ref.namespace ?? from, ref.name);
+}
+
+/** The service key an access source or traffic test means by `name` or `namespace/name`, written in namespace `from`. */
+export function nameKey(from: string, written: string): string {
+  if (!written.includes('/')) return serviceKey(from, written);
+  const { namespace, name } = parseServiceKey(written);
+  return serviceKey(namespace, name);
+}
+
+/** The spec as an index: one entry per kind, namespace and name; documents sorted by key. */
 export interface ResolvedSpec {
   readonly mesh: Located<MeshDocument> | undefined;
+  /** By service key (`name` in `default`, else `namespace/name`). */
   readonly services: ReadonlyMap<string, Located<ServiceDocument>>;
   readonly routes: ReadonlyArray<Located<HTTPRouteDocument>>;
   readonly trafficPolicies: ReadonlyArray<Located<TrafficPolicyDocument>>;
   readonly accessPolicies: ReadonlyArray<Located<AccessPolicyDocument>>;
   readonly trafficTests: ReadonlyArray<Located<TrafficTestDocument>>;
+  readonly referenceGrants: ReadonlyArray<Located<ReferenceGrantDocument>>;
+  /** The namespaces that hold a Service, sorted: more than one means messages and tools show namespaces. */
+  readonly namespaces: readonly string[];
 }
 
 /** Span of a path inside a located document. */
@@ -41,8 +71,19 @@ export function at(located: { source: ParsedDocument }, path: DocPath, key = fal
   return locate(located.source, path, key);
 }
 
+/** By key: in a spec without namespaces, by name as before namespaces existed. */
 function byName<D extends SpecDocument>(a: Located<D>, b: Located<D>): number {
-  return a.doc.metadata.name < b.doc.metadata.name ? -1 : a.doc.metadata.name > b.doc.metadata.name ? 1 : 0;
+  const ka = keyOf(a.doc);
+  const kb = keyOf(b.doc);
+  return ka < kb ? -1 : ka > kb ? 1 : 0;
+}
+
+/** Whether a ReferenceGrant lets HTTPRoutes in namespace `from` refer to Service `name` in the grant's namespace. */
+function grants(grant: ReferenceGrantDocument, from: string, name: string): boolean {
+  return (
+    grant.spec.from.some((f) => f.group === 'gateway.networking.k8s.io' && f.kind === 'HTTPRoute' && f.namespace === from) &&
+    grant.spec.to.some((t) => (t.group === '' || t.group === 'trellis.dev') && t.kind === 'Service' && (t.name === undefined || t.name === name))
+  );
 }
 
 function sourceOrder(a: ValidDocument, b: ValidDocument): number {
@@ -58,19 +99,19 @@ export function findPort(service: ServiceDocument, by: { port?: number; sectionN
 export function resolveSpec(valid: readonly ValidDocument[]): { spec: ResolvedSpec; diagnostics: Diagnostic[] } {
   const diagnostics: Diagnostic[] = [];
   const firstByKey = new Map<string, Located<SpecDocument>>();
-  const kept: Record<SpecKind, Array<Located<SpecDocument>>> = { Mesh: [], Service: [], HTTPRoute: [], TrafficPolicy: [], AccessPolicy: [], TrafficTest: [] };
+  const kept: Record<SpecKind, Array<Located<SpecDocument>>> = { Mesh: [], Service: [], HTTPRoute: [], TrafficPolicy: [], AccessPolicy: [], TrafficTest: [], ReferenceGrant: [] };
 
   // Duplicates: the first in file order wins, so the message points at the later copy.
   for (const v of [...valid].sort(sourceOrder)) {
     const located: Located<SpecDocument> = { doc: v.doc, source: v.source };
-    const key = v.doc.kind === 'Mesh' ? 'Mesh' : `${v.doc.kind}/${v.doc.metadata.name}`;
+    const key = v.doc.kind === 'Mesh' ? 'Mesh' : `${v.doc.kind}/${keyOf(v.doc)}`;
     const first = firstByKey.get(key);
     if (first) {
       const mesh = v.doc.kind === 'Mesh';
       diagnostics.push(
         diagnostic(
           mesh ? 'TRL3006' : 'TRL3001',
-          mesh ? 'a spec may hold only one Mesh document' : `${v.doc.kind} "${v.doc.metadata.name}" is defined twice`,
+          mesh ? 'a spec may hold only one Mesh document' : `${v.doc.kind} "${keyOf(v.doc)}" is defined twice`,
           at(located, ['metadata', 'name']),
           { related: [{ span: at(first, ['metadata', 'name']), message: 'first defined here' }], hint: mesh ? 'merge the two Mesh documents' : 'rename one of them or delete the copy' },
         ),
@@ -82,7 +123,7 @@ export function resolveSpec(valid: readonly ValidDocument[]): { spec: ResolvedSp
   }
 
   const services = new Map<string, Located<ServiceDocument>>();
-  for (const s of (kept.Service as Array<Located<ServiceDocument>>).sort(byName)) services.set(s.doc.metadata.name, s);
+  for (const s of (kept.Service as Array<Located<ServiceDocument>>).sort(byName)) services.set(keyOf(s.doc), s);
   const spec: ResolvedSpec = {
     mesh: kept.Mesh[0] as Located<MeshDocument> | undefined,
     services,
@@ -90,6 +131,8 @@ export function resolveSpec(valid: readonly ValidDocument[]): { spec: ResolvedSp
     trafficPolicies: (kept.TrafficPolicy as Array<Located<TrafficPolicyDocument>>).sort(byName),
     accessPolicies: (kept.AccessPolicy as Array<Located<AccessPolicyDocument>>).sort(byName),
     trafficTests: (kept.TrafficTest as Array<Located<TrafficTestDocument>>).sort(byName),
+    referenceGrants: (kept.ReferenceGrant as Array<Located<ReferenceGrantDocument>>).sort(byName),
+    namespaces: [...new Set(kept.Service.map((s) => namespaceOf(s.doc)))].sort(),
   };
 
   if (!spec.mesh && valid.length > 0) {
@@ -100,22 +143,38 @@ export function resolveSpec(valid: readonly ValidDocument[]): { spec: ResolvedSp
     );
   }
 
-  const unknownService = (name: string) => {
-    const guess = closest(name, services.keys());
+  const unknownService = (key: string) => {
+    const guess = closest(key, services.keys());
     return guess ? `did you mean "${guess}"?` : 'define it with kind: Service';
   };
 
   const checkBackend = (route: Located<HTTPRouteDocument>, ref: BackendObjectReference, path: DocPath, what: string) => {
-    const target = services.get(ref.name);
+    const from = namespaceOf(route.doc);
+    const key = refKey(from, ref);
+    const target = services.get(key);
     if (!target) {
-      diagnostics.push(diagnostic('TRL3003', `${what} names unknown service "${ref.name}"`, at(route, [...path, 'name']), { hint: unknownService(ref.name) }));
-    } else if (ref.port !== undefined && !findPort(target.doc, { port: ref.port })) {
+      diagnostics.push(diagnostic('TRL3003', `${what} names unknown service "${key}"`, at(route, [...path, 'name']), { hint: unknownService(key) }));
+      return;
+    }
+    if (ref.port !== undefined && !findPort(target.doc, { port: ref.port })) {
       diagnostics.push(
-        diagnostic('TRL3008', `service "${ref.name}" has no port ${ref.port}`, at(route, [...path, 'port']), {
+        diagnostic('TRL3008', `service "${key}" has no port ${ref.port}`, at(route, [...path, 'port']), {
           hint: `its ports: ${target.doc.spec.ports.map((p) => p.port).join(', ')}`,
         }),
       );
     }
+    const to = namespaceOf(target.doc);
+    if (to === from) return;
+    // A consumer route may send its namespace's calls on to the very Service it is attached
+    // to: that reaches nothing the callers could not call already, so it needs no grant.
+    const parentKeys = (route.doc.spec.parentRefs ?? []).map((p) => refKey(from, p));
+    if (parentKeys.includes(key)) return;
+    if (spec.referenceGrants.some((g) => namespaceOf(g.doc) === to && grants(g.doc, from, ref.name))) return;
+    diagnostics.push(
+      diagnostic('TRL3009', `${what} refers to service "${key}" in namespace "${to}", but no ReferenceGrant in "${to}" lets HTTPRoutes from namespace "${from}" refer to it`, at(route, [...path, 'namespace']), {
+        hint: `add to namespace "${to}": kind: ReferenceGrant with spec.from [{ group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: ${from} }] and spec.to [{ group: "", kind: Service, name: ${ref.name} }]`,
+      }),
+    );
   };
   const checkFilters = (route: Located<HTTPRouteDocument>, filters: readonly HTTPRouteFilter[] | undefined, path: DocPath) => {
     filters?.forEach((f, i) => {
@@ -133,14 +192,15 @@ export function resolveSpec(valid: readonly ValidDocument[]): { spec: ResolvedSp
       );
     }
     parents.forEach((p, i) => {
-      const target = services.get(p.name);
+      const key = refKey(namespaceOf(route.doc), p);
+      const target = services.get(key);
       if (!target) {
-        diagnostics.push(diagnostic('TRL3002', `route is attached to unknown service "${p.name}"`, at(route, ['spec', 'parentRefs', i, 'name']), { hint: unknownService(p.name) }));
+        diagnostics.push(diagnostic('TRL3002', `route is attached to unknown service "${key}"`, at(route, ['spec', 'parentRefs', i, 'name']), { hint: unknownService(key) }));
       } else if ((p.port !== undefined || p.sectionName !== undefined) && !findPort(target.doc, p)) {
         const field = p.sectionName !== undefined ? 'sectionName' : 'port';
         const what = p.sectionName !== undefined ? `a port named "${p.sectionName}"${p.port !== undefined ? ` with number ${p.port}` : ''}` : `port ${p.port}`;
         diagnostics.push(
-          diagnostic('TRL3008', `service "${p.name}" has no ${what}`, at(route, ['spec', 'parentRefs', i, field]), {
+          diagnostic('TRL3008', `service "${key}" has no ${what}`, at(route, ['spec', 'parentRefs', i, field]), {
             hint: `its ports: ${target.doc.spec.ports.map((x) => (x.name ? `${x.name}=${x.port}` : String(x.port))).join(', ')}`,
           }),
         );
@@ -157,8 +217,9 @@ export function resolveSpec(valid: readonly ValidDocument[]): { spec: ResolvedSp
 
   for (const policy of [...spec.trafficPolicies, ...spec.accessPolicies]) {
     policy.doc.spec.targetRefs.forEach((t, i) => {
-      if (!services.has(t.name)) {
-        diagnostics.push(diagnostic('TRL3004', `${policy.doc.kind} targets unknown service "${t.name}"`, at(policy, ['spec', 'targetRefs', i, 'name']), { hint: unknownService(t.name) }));
+      const key = refKey(namespaceOf(policy.doc), t);
+      if (!services.has(key)) {
+        diagnostics.push(diagnostic('TRL3004', `${policy.doc.kind} targets unknown service "${key}"`, at(policy, ['spec', 'targetRefs', i, 'name']), { hint: unknownService(key) }));
       }
     });
   }
@@ -167,13 +228,14 @@ export function resolveSpec(valid: readonly ValidDocument[]): { spec: ResolvedSp
     policy.doc.spec.rules.forEach((rule, r) => {
       rule.from.forEach((src, s) => {
         if (src.service === undefined) return;
-        const caller = services.get(src.service);
+        const key = nameKey(namespaceOf(policy.doc), src.service);
+        const caller = services.get(key);
         const path = ['spec', 'rules', r, 'from', s, 'service'];
         if (!caller) {
-          diagnostics.push(diagnostic('TRL3005', `access rule admits unknown service "${src.service}"`, at(policy, path), { hint: unknownService(src.service) }));
+          diagnostics.push(diagnostic('TRL3005', `access rule admits unknown service "${key}"`, at(policy, path), { hint: unknownService(key) }));
         } else if (caller.doc.spec.sidecar === false) {
           diagnostics.push(
-            diagnostic('TRL3005', `service "${src.service}" runs no sidecar (sidecar: false), so it has no identity and this rule can never admit it`, at(policy, path), {
+            diagnostic('TRL3005', `service "${key}" runs no sidecar (sidecar: false), so it has no identity and this rule can never admit it`, at(policy, path), {
               hint: 'mesh the caller, or reach this service through a meshed one',
             }),
           );

@@ -6,7 +6,7 @@ import type { CompiledBackend, CompiledFilter, CompiledHeaderModifier, CompiledM
 import type { HTTPHeaderFilter, HTTPPathModifier, HTTPRouteDocument, HTTPRouteFilter, HTTPRouteMatch, HTTPRouteRule, ServiceDocument } from '../spec/types.ts';
 import { prefixTest } from '../config/router.ts';
 import { BUILTIN, ms, type MeshSettings } from './defaults.ts';
-import type { Located } from './resolve.ts';
+import { keyOf, namespaceOf, refKey, type Located } from './resolve.ts';
 
 /** Where a compiled rule came from, for diagnostics. */
 export interface RuleOrigin {
@@ -37,7 +37,8 @@ function compilePathModifier(p: HTTPPathModifier | undefined): CompiledPathModif
   return { type: p.type, value: (p.type === 'ReplaceFullPath' ? p.replaceFullPath : p.replacePrefixMatch) ?? '/' };
 }
 
-export function compileFilter(f: HTTPRouteFilter): CompiledFilter {
+/** Compiles one filter of a route in namespace `namespace` (a mirror's backendRef resolves there). */
+export function compileFilter(f: HTTPRouteFilter, namespace: string): CompiledFilter {
   switch (f.type) {
     case 'RequestHeaderModifier':
       return { type: f.type, headers: compileHeaders(f.requestHeaderModifier) };
@@ -46,7 +47,7 @@ export function compileFilter(f: HTTPRouteFilter): CompiledFilter {
     case 'RequestMirror': {
       const m = f.requestMirror!;
       const [numerator, denominator] = m.fraction ? [m.fraction.numerator, m.fraction.denominator ?? 100] : [m.percent ?? 100, 100];
-      return { type: f.type, backend: { service: m.backendRef.name, port: m.backendRef.port ?? null }, numerator, denominator };
+      return { type: f.type, backend: { service: refKey(namespace, m.backendRef), port: m.backendRef.port ?? null }, numerator, denominator };
     }
     case 'RequestRedirect': {
       const r = f.requestRedirect ?? {};
@@ -95,8 +96,9 @@ function backendPort(ref: { port?: number }, backend: ServiceDocument | undefine
 
 /**
  * Compiles one HTTPRoute rule as attached to one parent port: one compiled rule per match.
- * `services` resolves backend ports; unknown backends were reported by resolve and compile
- * with a null port.
+ * `services` (by service key) resolves backend ports; unknown backends were reported by
+ * resolve and compile with a null port. Compiled rules name the route by its key
+ * (`name`, or `namespace/name` outside `default`) and backends by service key.
  */
 export function compileRule(
   located: Located<HTTPRouteDocument>,
@@ -107,20 +109,22 @@ export function compileRule(
   services: ReadonlyMap<string, { doc: ServiceDocument }>,
 ): PlannedRule[] {
   const route = located.doc;
+  const namespace = namespaceOf(route);
+  const routeKey = keyOf(route);
   const rule = route.spec.rules![ruleIndex]!;
-  const filters = (rule.filters ?? []).map(compileFilter);
+  const filters = (rule.filters ?? []).map((f) => compileFilter(f, namespace));
   const backends: CompiledBackend[] = (rule.backendRefs ?? []).map((b) => ({
-    service: b.name,
-    port: backendPort(b, services.get(b.name)?.doc),
+    service: refKey(namespace, b),
+    port: backendPort(b, services.get(refKey(namespace, b))?.doc),
     weight: b.weight ?? 1,
-    filters: (b.filters ?? []).map(compileFilter),
+    filters: (b.filters ?? []).map((f) => compileFilter(f, namespace)),
   }));
   const { timeouts, retry } = ruleTimeouts(rule, mesh);
   const matches = rule.matches && rule.matches.length > 0 ? rule.matches : [undefined];
   return matches.map((m, matchIndex) => ({
     rule: {
-      id: `${route.metadata.name}/${ruleIndex}/${matchIndex}`,
-      route: route.metadata.name,
+      id: `${routeKey}/${ruleIndex}/${matchIndex}`,
+      route: routeKey,
       ruleName: rule.name ?? null,
       match: compileMatch(m, port),
       filters,
@@ -134,6 +138,7 @@ export function compileRule(
 
 /** The rule a port without routes gets: all traffic to the service itself, with mesh defaults. */
 export function implicitRule(service: ServiceDocument, port: number | null, mesh: MeshSettings): PlannedRule {
+  const key = keyOf(service);
   const { timeouts, retry } = ruleTimeouts({}, mesh);
   return {
     rule: {
@@ -142,7 +147,7 @@ export function implicitRule(service: ServiceDocument, port: number | null, mesh
       ruleName: null,
       match: { port, path: { type: 'PathPrefix', value: '/' }, method: null, headers: [], queryParams: [] },
       filters: [],
-      backends: [{ service: service.metadata.name, port: port ?? backendPort({}, service), weight: 1, filters: [] }],
+      backends: [{ service: key, port: port ?? backendPort({}, service), weight: 1, filters: [] }],
       timeouts,
       retry,
     },
@@ -151,12 +156,17 @@ export function implicitRule(service: ServiceDocument, port: number | null, mesh
 
 const PATH_RANK = { Exact: 0, RegularExpression: 1, PathPrefix: 2 } as const;
 
+/** `namespace/name` of a route key, as Gateway API compares routes on a tie (`default/…` for bare keys). */
+function fullRouteName(key: string | null): string {
+  return key === null ? '' : key.includes('/') ? key : `default/${key}`;
+}
+
 /**
  * Gateway API precedence: exact path, then regular-expression path (Trellis: longer
  * pattern first), then longest prefix, then a method match, then most header matches,
  * then most query matches; Trellis then puts port-specific rules before port-agnostic
- * ones; remaining ties by route name, then rule order, then match order. Implicit rules
- * come last.
+ * ones; remaining ties by route `namespace/name` (Gateway API's order after creation time,
+ * which git does not have), then rule order, then match order. Implicit rules come last.
  */
 export function comparePrecedence(a: PlannedRule, b: PlannedRule): number {
   if (!a.origin !== !b.origin) return a.origin ? -1 : 1;
@@ -169,7 +179,7 @@ export function comparePrecedence(a: PlannedRule, b: PlannedRule): number {
     mb.headers.length - ma.headers.length ||
     mb.queryParams.length - ma.queryParams.length ||
     (ma.port === null ? 1 : 0) - (mb.port === null ? 1 : 0) ||
-    cmp(a.rule.route ?? '', b.rule.route ?? '') ||
+    cmp(fullRouteName(a.rule.route), fullRouteName(b.rule.route)) ||
     (a.origin?.ruleIndex ?? 0) - (b.origin?.ruleIndex ?? 0) ||
     (a.origin?.matchIndex ?? 0) - (b.origin?.matchIndex ?? 0) ||
     (a.origin?.parentIndex ?? 0) - (b.origin?.parentIndex ?? 0) ||

@@ -16,6 +16,7 @@ import accessPolicySchema from '../../schema/accesspolicy.schema.json' with { ty
 import commonSchema from '../../schema/common.schema.json' with { type: 'json' };
 import httpRouteSchema from '../../schema/httproute.schema.json' with { type: 'json' };
 import meshSchema from '../../schema/mesh.schema.json' with { type: 'json' };
+import referenceGrantSchema from '../../schema/referencegrant.schema.json' with { type: 'json' };
 import serviceSchema from '../../schema/service.schema.json' with { type: 'json' };
 import trafficPolicySchema from '../../schema/trafficpolicy.schema.json' with { type: 'json' };
 import trafficTestSchema from '../../schema/traffictest.schema.json' with { type: 'json' };
@@ -27,6 +28,7 @@ export const SCHEMAS: Readonly<Record<string, unknown>> = {
   'common.schema.json': commonSchema,
   'httproute.schema.json': httpRouteSchema,
   'mesh.schema.json': meshSchema,
+  'referencegrant.schema.json': referenceGrantSchema,
   'service.schema.json': serviceSchema,
   'trafficpolicy.schema.json': trafficPolicySchema,
   'traffictest.schema.json': trafficTestSchema,
@@ -40,6 +42,7 @@ const SCHEMA_FILES: Readonly<Record<SpecKind, string>> = {
   TrafficPolicy: 'trafficpolicy.schema.json',
   AccessPolicy: 'accesspolicy.schema.json',
   TrafficTest: 'traffictest.schema.json',
+  ReferenceGrant: 'referencegrant.schema.json',
 };
 
 let validators: Record<SpecKind, ValidateFunction> | undefined;
@@ -93,6 +96,7 @@ const PATTERN_EXPLANATIONS: ReadonlyArray<[RegExp, string]> = [
   [/\(h\|m\|s\|ms\)/, 'a duration such as 500ms, 10s or 1m30s (whole numbers with h, m, s or ms, at most four parts)'],
   [/^\^\[a-z0-9\]\(\[-a-z0-9\]\*\[a-z0-9\]\)\?\$$/, 'a name of lower-case letters, digits and "-", starting and ending with a letter or digit'],
   [/^\^spiffe/, 'a SPIFFE ID such as spiffe://example.org/svc/checkout'],
+  [/^\^\(\[a-z0-9\]/, 'a service name such as checkout, or namespace/name such as shop/checkout'],
 ];
 
 function describeValue(v: unknown): string {

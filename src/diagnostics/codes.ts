@@ -45,6 +45,7 @@ export const CODES = {
   TRL3006: { name: 'duplicate-mesh', severity: 'error' },
   TRL3007: { name: 'no-mesh', severity: 'warning' },
   TRL3008: { name: 'unknown-port', severity: 'error' },
+  TRL3009: { name: 'missing-reference-grant', severity: 'error' },
   // meaning
   TRL4001: { name: 'all-weights-zero', severity: 'error' },
   TRL4002: { name: 'shadowed-rule', severity: 'warning' },
@@ -70,6 +71,7 @@ export const CODES = {
   TRL4022: { name: 'timeout-shorter-than-callee', severity: 'warning' },
   TRL4023: { name: 'fault-not-retried', severity: 'info' },
   TRL4024: { name: 'access-without-mtls', severity: 'warning' },
+  TRL4025: { name: 'shared-identity', severity: 'warning' },
   // traffic tests
   TRL5001: { name: 'traffic-test-failed', severity: 'error' },
   TRL5002: { name: 'traffic-test-invalid', severity: 'error' },

@@ -12,6 +12,9 @@ export const TRELLIS_API_VERSION = 'trellis.dev/v1alpha1';
 /** apiVersions accepted for HTTPRoute (v1beta1 is the same schema; docs still use it). */
 export const GATEWAY_API_VERSIONS = ['gateway.networking.k8s.io/v1', 'gateway.networking.k8s.io/v1beta1'] as const;
 
+/** apiVersions accepted for ReferenceGrant (Gateway API serves it as v1beta1; v1alpha2 is the same shape). */
+export const REFERENCE_GRANT_API_VERSIONS = ['gateway.networking.k8s.io/v1beta1', 'gateway.networking.k8s.io/v1alpha2'] as const;
+
 /** Every kind the compiler knows, with the apiVersions it accepts. */
 export const KIND_API_VERSIONS: Readonly<Record<SpecKind, readonly string[]>> = {
   Mesh: [TRELLIS_API_VERSION],
@@ -20,11 +23,16 @@ export const KIND_API_VERSIONS: Readonly<Record<SpecKind, readonly string[]>> = 
   TrafficPolicy: [TRELLIS_API_VERSION],
   AccessPolicy: [TRELLIS_API_VERSION],
   TrafficTest: [TRELLIS_API_VERSION],
+  ReferenceGrant: REFERENCE_GRANT_API_VERSIONS,
 };
 
-export type SpecKind = 'Mesh' | 'Service' | 'HTTPRoute' | 'TrafficPolicy' | 'AccessPolicy' | 'TrafficTest';
+export type SpecKind = 'Mesh' | 'Service' | 'HTTPRoute' | 'TrafficPolicy' | 'AccessPolicy' | 'TrafficTest' | 'ReferenceGrant';
 
-/** Kubernetes-style object metadata. `namespace` is accepted for compatibility and ignored: a Trellis mesh is one namespace. */
+/**
+ * Kubernetes-style object metadata. `namespace` places the document in a namespace
+ * (absent: `default`); names are unique per kind and namespace, and references in a
+ * document resolve in its namespace unless they name another (spec/names.ts).
+ */
 export interface ObjectMeta {
   name: string;
   namespace?: string;
@@ -41,8 +49,10 @@ export type MtlsMode = 'strict' | 'permissive' | 'off';
 export type AccessDefault = 'deny' | 'all-authenticated' | 'allow';
 
 export interface MeshSpec {
-  /** SPIFFE trust domain; identities are `spiffe://<trustDomain>/svc/<name>`. Default `trellis.local`. */
+  /** SPIFFE trust domain; identities are `spiffe://<trustDomain>/svc/<name>` (and the namespaced forms). Default `trellis.local`. */
   trustDomain?: string;
+  /** What a sidecar does with a call to a host the mesh does not know. Default `refuse` (404 `unknown_service`). */
+  egress?: { mode?: 'refuse' | 'passthrough' };
   mtls?: { mode?: MtlsMode };
   /** What a service with no AccessPolicy accepts. Default `all-authenticated`. */
   access?: { default?: AccessDefault };
@@ -86,9 +96,22 @@ export interface DnsEndpoints {
   refreshInterval?: Duration;
 }
 
+/** Instances taken from a Kubernetes Service's EndpointSlices (runtime state, never in git). */
+export interface KubernetesEndpoints {
+  /** Kubernetes Service name. Default: the Trellis Service's own name. */
+  service?: string;
+  /** Its namespace. Default: the Trellis Service's own namespace. */
+  namespace?: string;
+  /** EndpointSlice port (name or number) used for unmeshed services. Default: chosen by the reconciler. */
+  port?: string | number;
+}
+
 export interface ServiceSpec {
   ports: ServicePort[];
-  endpoints?: { static?: StaticEndpoint[]; dns?: DnsEndpoints };
+  /** At most one of `static`, `dns`, `kubernetes`. */
+  endpoints?: { static?: StaticEndpoint[]; dns?: DnsEndpoints; kubernetes?: KubernetesEndpoints };
+  /** Kubernetes ServiceAccount its pods run as (identity with Kubernetes endpoints). Default `default`. */
+  serviceAccount?: string;
   /** Whether instances run a Trellis sidecar (are part of the mesh). Default true. */
   sidecar?: boolean;
 }
@@ -212,7 +235,8 @@ export interface TrafficPolicySpec extends TrafficPolicySettings {
 
 // ---------------------------------------------------------------- AccessPolicy
 
-export interface AccessSource { service?: string; identity?: string }
+/** Exactly one field: a service (`name` in the policy's namespace, or `namespace/name`), a SPIFFE ID, or a whole namespace. */
+export interface AccessSource { service?: string; identity?: string; namespace?: string }
 export interface AccessPathMatch { type?: 'Exact' | 'PathPrefix'; value: string }
 export interface AccessRule {
   from: AccessSource[];
@@ -239,6 +263,18 @@ export interface TrafficTestSpec {
   };
 }
 
+// ---------------------------------------------------------------- ReferenceGrant (Gateway API v1beta1)
+
+/** Who may refer: routes of `kind` in `namespace`. */
+export interface ReferenceGrantFrom { group: string; kind: string; namespace: string }
+/** What they may refer to in the grant's namespace: Services (`group` '' or `trellis.dev`), one by `name` or all. */
+export interface ReferenceGrantTo { group: string; kind: string; name?: string }
+
+export interface ReferenceGrantSpec {
+  from: ReferenceGrantFrom[];
+  to: ReferenceGrantTo[];
+}
+
 // ---------------------------------------------------------------- documents
 
 interface DocumentOf<K extends SpecKind, S> { apiVersion: string; kind: K; metadata: ObjectMeta; spec: S }
@@ -249,4 +285,5 @@ export type HTTPRouteDocument = DocumentOf<'HTTPRoute', HTTPRouteSpec>;
 export type TrafficPolicyDocument = DocumentOf<'TrafficPolicy', TrafficPolicySpec>;
 export type AccessPolicyDocument = DocumentOf<'AccessPolicy', AccessPolicySpec>;
 export type TrafficTestDocument = DocumentOf<'TrafficTest', TrafficTestSpec>;
-export type SpecDocument = MeshDocument | ServiceDocument | HTTPRouteDocument | TrafficPolicyDocument | AccessPolicyDocument | TrafficTestDocument;
+export type ReferenceGrantDocument = DocumentOf<'ReferenceGrant', ReferenceGrantSpec>;
+export type SpecDocument = MeshDocument | ServiceDocument | HTTPRouteDocument | TrafficPolicyDocument | AccessPolicyDocument | TrafficTestDocument | ReferenceGrantDocument;
