@@ -84,6 +84,9 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .option('--ca-key <file>', "the operator's mesh root key (PEM)")
     .option('--trust-bundle <file>', 'more roots sidecars should trust (PEM), for a root rollover')
     .addOption(opt('--cert-ttl <duration>', 'lifetime of workload certificates (1m to 720h)', parseDurationFlag, 24 * 3600_000, '24h'))
+    .option('--kubernetes', 'take endpoints of services with endpoints.kubernetes from EndpointSlices of this cluster')
+    .option('--kubeconfig <file>', 'cluster to use with --kubernetes (default: KUBECONFIG, else in-cluster, else ~/.kube/config)')
+    .option('--kubernetes-namespace <ns...>', 'watch EndpointSlices only in these namespaces (default: all; needs a ClusterRole)')
     .action(async (flags: ReconcileFlags) => setCode(await (await import('./reconcile.ts')).runReconcile(flags, io)));
 
   sub('status')

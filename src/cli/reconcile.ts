@@ -11,6 +11,9 @@ import { GitSource } from '../reconciler/git-source.ts';
 import { ReconcilerMetrics } from '../reconciler/metrics.ts';
 import { Reconciler } from '../reconciler/reconciler.ts';
 import { ReconcilerServer } from '../reconciler/server.ts';
+import type { Discovery } from '../reconciler/discovery.ts';
+import { KubernetesDiscovery } from '../reconciler/kubernetes-discovery.ts';
+import { loadKubeConfig } from '../kubernetes/client.ts';
 import type { Source } from '../reconciler/source.ts';
 import type { ListenAddress } from './flags.ts';
 import { EXIT, untilStopped, type CliIo } from './io.ts';
@@ -32,6 +35,10 @@ export interface ReconcileFlags {
   caKey?: string;
   trustBundle?: string;
   certTtl: number;
+  /** Endpoints from this cluster's EndpointSlices (`--kubernetes`), through `--kubeconfig` or the defaults of kubernetes/client.ts. */
+  kubernetes?: boolean;
+  kubeconfig?: string;
+  kubernetesNamespace?: string[];
 }
 
 /** The mesh CA from flags: the operator's root, or one kept (made on first start) in --ca-dir. */
@@ -88,8 +95,23 @@ export async function startReconciler(flags: ReconcileFlags, io: CliIo, token: s
     io.stderr.write(`trellis reconcile: the mesh CA: ${(err as Error).message}\n`);
     return undefined;
   }
+  if (!flags.kubernetes && (flags.kubeconfig || flags.kubernetesNamespace)) {
+    io.stderr.write('trellis reconcile: --kubeconfig and --kubernetes-namespace need --kubernetes\n');
+    return undefined;
+  }
   const metrics = new ReconcilerMetrics();
-  const reconciler = new Reconciler({ source, log, metrics });
+  let discovery: Discovery | undefined;
+  if (flags.kubernetes) {
+    try {
+      const { kubeConfig, from } = loadKubeConfig({ ...(flags.kubeconfig ? { kubeconfig: flags.kubeconfig } : {}), env: io.env });
+      discovery = new KubernetesDiscovery({ kubeConfig, log: log.child({ component: 'discovery' }), metrics, ...(flags.kubernetesNamespace ? { namespaces: flags.kubernetesNamespace } : {}) });
+      log.info({ type: 'kubernetes_config', from, server: kubeConfig.getCurrentCluster()?.server }, `endpoints from ${discovery.description} via ${from}`);
+    } catch (err) {
+      io.stderr.write(`trellis reconcile: --kubernetes: ${(err as Error).message}\n`);
+      return undefined;
+    }
+  }
+  const reconciler = new Reconciler({ source, log, metrics, ...(discovery ? { discovery } : {}) });
   const certificates = new CertificateIssuer({ ca, ttlMs: flags.certTtl, reconciler, metrics, log });
   const server = new ReconcilerServer({ reconciler, metrics, token, certificates, ...(webhookSecret ? { webhookSecret } : {}) });
   const address = await server.listen(flags.listen.host, flags.listen.port);

@@ -19,6 +19,17 @@ export function renderStatus(s: ReconcilerStatus, color: boolean): string {
     lines.push(`attempted  ${s.attempted.description}  at ${s.attempted.at}  ${s.attempted.ok ? 'ok' : red(`FAILED: ${errors.length} error${errors.length === 1 ? '' : 's'}; the mesh stays on the applied revision`)}`);
     for (const d of errors.slice(0, 10)) lines.push(`             ${d.file ?? ''}${d.line ? `:${d.line}:${d.col}` : ''} ${d.code} ${d.message}`);
   }
+  if (s.discovery) {
+    const d = s.discovery;
+    const state = d.synced ? green('synced') : red('not listed yet: nothing is pushed until it is');
+    lines.push(`discovery  ${d.description}  ${state}${d.lastChangeAt ? `  (last change ${d.lastChangeAt})` : ''}${d.error ? `  ${red(`error: ${d.error}; serving the last known endpoints`)}` : ''}`);
+  }
+  // Older reconcilers send no snapshot field.
+  const empty = s.snapshot?.withoutEndpoints ?? [];
+  if (empty.length > 0) {
+    const shown = empty.slice(0, 10).join(', ') + (empty.length > 10 ? ` and ${empty.length - 10} more` : '');
+    lines.push(`endpoints  consistent, but ${shown} ${empty.length === 1 ? 'has' : 'have'} no endpoints: calls to ${empty.length === 1 ? 'it' : 'them'} fail with 503`);
+  }
   const { connected, inSync, sidecars } = s.summary;
   const allGood = inSync === connected && connected > 0;
   lines.push(`sidecars   ${(allGood ? green : red)(`applied to ${inSync} of ${connected} connected sidecars`)}${sidecars > connected ? ` (${sidecars - connected} disconnected)` : ''}`);
@@ -33,7 +44,7 @@ export function renderStatus(s: ReconcilerStatus, color: boolean): string {
   return lines.join('\n') + '\n';
 }
 
-/** Exit 0 when every connected sidecar runs the applied revision and the last attempt compiled; 1 otherwise. */
+/** Exit 0 when every connected sidecar runs the applied revision, the last attempt compiled and a discovery (if any) has listed; 1 otherwise. Backends without endpoints are reported, not failed: the snapshot is consistent. */
 export async function runStatus(opts: { url: string; format: 'text' | 'json' }, io: CliIo): Promise<number> {
   let status: ReconcilerStatus;
   try {
@@ -46,6 +57,6 @@ export async function runStatus(opts: { url: string; format: 'text' | 'json' }, 
   }
   if (opts.format === 'json') io.stdout.write(JSON.stringify(status, null, 2) + '\n');
   else io.stdout.write(renderStatus(status, useColor(io, 'stdout')));
-  const healthy = status.applied !== null && (status.attempted?.ok ?? true) && status.summary.inSync === status.summary.connected;
+  const healthy = status.applied !== null && (status.attempted?.ok ?? true) && status.summary.inSync === status.summary.connected && (status.discovery?.synced ?? true);
   return healthy ? EXIT.ok : EXIT.failed;
 }
