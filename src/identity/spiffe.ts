@@ -1,6 +1,9 @@
 /**
- * SPIFFE identities of mesh services: `spiffe://<trust domain>/svc/<service>`, carried as
- * the single URI subject-alternative name of an X.509 certificate (an X.509-SVID).
+ * SPIFFE identities of mesh workloads, carried as the single URI subject-alternative name of
+ * an X.509 certificate (an X.509-SVID): `spiffe://<trust domain>/svc/<service>` off
+ * Kubernetes (`…/ns/<namespace>/svc/<service>` outside namespace `default`), and
+ * `spiffe://<trust domain>/ns/<namespace>/sa/<serviceAccount>` for Kubernetes workloads,
+ * whose pods prove their ServiceAccount to the reconciler.
  */
 
 /** The SPIFFE ID of a workload running as ServiceAccount `serviceAccount` in `namespace` (Kubernetes). */
@@ -27,6 +30,27 @@ const SERVICE_ID = /^spiffe:\/\/([a-z0-9._-]+)\/svc\/([a-z0-9]([-a-z0-9]{0,61}[a
 export function parseSpiffeId(id: string): { readonly trustDomain: string; readonly service: string } | null {
   const m = SERVICE_ID.exec(id);
   return m ? { trustDomain: m[1]!, service: m[2]! } : null;
+}
+
+const NAMESPACED_SERVICE_ID = /^spiffe:\/\/([a-z0-9._-]+)\/ns\/([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)\/svc\/([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)$/;
+
+/**
+ * Any identity a mesh certificate may name, in its three forms:
+ * - `spiffe://<td>/svc/<name>`: a service of namespace `default` off Kubernetes (`service` = `name`);
+ * - `spiffe://<td>/ns/<ns>/svc/<name>`: a service of another namespace off Kubernetes (`service` = `ns/name`, its service key);
+ * - `spiffe://<td>/ns/<ns>/sa/<serviceAccount>`: a Kubernetes workload; names no service, since
+ *   several Services may run as one ServiceAccount (`service` undefined).
+ * Null for anything else. Sidecars accept peers and their own certificates in any of these.
+ */
+export function parseMeshIdentity(id: string): { readonly trustDomain: string; readonly namespace: string; readonly service?: string; readonly serviceAccount?: string } | null {
+  const plain = parseSpiffeId(id);
+  if (plain) return { trustDomain: plain.trustDomain, namespace: 'default', service: plain.service };
+  const namespaced = NAMESPACED_SERVICE_ID.exec(id);
+  // Namespace `default` is always written without /ns/ (see spec/names.ts), so one service never has two IDs.
+  if (namespaced && namespaced[2] !== 'default') return { trustDomain: namespaced[1]!, namespace: namespaced[2]!, service: `${namespaced[2]}/${namespaced[4]}` };
+  const k8s = parseKubernetesIdentity(id);
+  if (k8s) return { trustDomain: k8s.trustDomain, namespace: k8s.namespace, serviceAccount: k8s.serviceAccount };
+  return null;
 }
 
 /**
