@@ -15,6 +15,7 @@ import { Endpoint } from './endpoint.ts';
 import type { MeshConnector } from './mesh-connector.ts';
 import { OutlierDetector } from './outlier.ts';
 import { RetryBudget } from './retry-budget.ts';
+import { canonicalIp } from './destination.ts';
 
 /** One upstream service as a caller sees it. */
 export class Cluster {
@@ -172,9 +173,56 @@ export function servingCandidates(endpoints: readonly Endpoint[], outlier: Outli
   return outlier.healthy(endpoints);
 }
 
+/**
+ * A call addressed to one instance (its IP and a port, as clients of headless Services and
+ * StatefulSets dial), resolved: the instance's cluster, the service port the call is for
+ * (what a meshed instance's sidecar is told in Host), and the port to connect to.
+ */
+export interface InstanceCall {
+  readonly cluster: Cluster;
+  readonly endpoint: Endpoint;
+  readonly servicePort: number;
+  readonly connectPort: number;
+}
+
+/**
+ * Whether a call to `endpoint`'s address on `port` means that instance of `cluster`, and
+ * how to make it; `rank` orders rival matches (lower is closer). An instance is called:
+ * - on its own listed port (`rank` 0): for a meshed instance that is its sidecar's inbound
+ *   port, so the call is for the service's first port;
+ * - on a service port's targetPort (`rank` 1): what the app dials for a pod IP, since
+ *   behind a meshed pod the app listens there; the call is for that service port;
+ * - on a service port (`rank` 2).
+ * Meshed instances are always connected to on their listed port (their sidecar, over mTLS);
+ * an unmeshed instance on its listed port, or without one, on the targetPort of the port the
+ * call is for. Pure.
+ */
+export function matchInstance(cluster: Cluster, endpoint: Endpoint, port: number): (InstanceCall & { readonly rank: number }) | undefined {
+  const ports = cluster.settings.ports;
+  if (ports.length === 0) return undefined;
+  const byTarget = ports.find((p) => p.targetPort === port);
+  const byPort = ports.find((p) => p.port === port);
+  let rank: number;
+  let servicePort: number;
+  if (endpoint.port !== 0 && endpoint.port === port) {
+    rank = 0;
+    servicePort = (cluster.settings.meshed ? undefined : byTarget?.port) ?? ports[0]!.port;
+  } else if (byTarget) {
+    rank = 1;
+    servicePort = byTarget.port;
+  } else if (byPort) {
+    rank = 2;
+    servicePort = byPort.port;
+  } else return undefined;
+  const connectPort = endpoint.port !== 0 ? endpoint.port : rank === 1 ? port : byPort!.targetPort;
+  return { cluster, endpoint, servicePort, connectPort, rank };
+}
+
 /** All clusters of a sidecar, kept in step with the current config. */
 export class ClusterManager {
   readonly #clusters = new Map<string, Cluster>();
+  /** Instances by canonical IP (instances named by a DNS name are not in it), rebuilt on every sync. */
+  #byAddress = new Map<string, Array<{ readonly cluster: Cluster; readonly endpoint: Endpoint }>>();
   readonly #clock: Clock;
   readonly #random: Random;
   readonly #connector: MeshConnector;
@@ -203,6 +251,35 @@ export class ClusterManager {
         void cluster.close();
       }
     }
+    const byAddress = new Map<string, Array<{ cluster: Cluster; endpoint: Endpoint }>>();
+    // Sorted by service key, so that when two services list the same instance the choice is stable.
+    for (const name of [...this.#clusters.keys()].sort()) {
+      const cluster = this.#clusters.get(name)!;
+      for (const endpoint of cluster.endpoints) {
+        const ip = canonicalIp(endpoint.address);
+        if (ip === null) continue;
+        let list = byAddress.get(ip);
+        if (!list) byAddress.set(ip, (list = []));
+        list.push({ cluster, endpoint });
+      }
+    }
+    this.#byAddress = byAddress;
+  }
+
+  /**
+   * The instance a call to `ip`:`port` is addressed to, among the instances of every
+   * service this sidecar may call (see `matchInstance`; the closest match wins, then the
+   * first service key in sort order); undefined when no instance has that address and port.
+   */
+  findInstance(ip: string, port: number): InstanceCall | undefined {
+    const address = canonicalIp(ip);
+    if (address === null) return undefined;
+    let best: (InstanceCall & { rank: number }) | undefined;
+    for (const { cluster, endpoint } of this.#byAddress.get(address) ?? []) {
+      const m = matchInstance(cluster, endpoint, port);
+      if (m && (!best || m.rank < best.rank)) best = m;
+    }
+    return best;
   }
 
   all(): IterableIterator<Cluster> {

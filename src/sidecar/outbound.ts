@@ -5,6 +5,9 @@
  * → pick an endpoint (outlier detection, balancer) → send, retrying within the budget,
  * the per-try and whole-request timeouts → stream the response back.
  *
+ * A host that names no service the sidecar may call can still be an instance's own
+ * address (a pod IP and port): the call then goes to exactly that instance (`callInstance`).
+ *
  * A request works on the config snapshot current when it arrived, start to finish.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -13,8 +16,9 @@ import type { Logger } from 'pino';
 import type { CompiledFilter, CompiledHeaderModifier, CompiledPathModifier, CompiledRule } from '../config/types.ts';
 import { retryBackoffMs } from './backoff.ts';
 import type { Clock, Random } from './clock.ts';
-import type { Cluster, ClusterManager } from './clusters.ts';
-import type { ConfigStore } from './config-store.ts';
+import type { Cluster, ClusterManager, InstanceCall } from './clusters.ts';
+import type { Endpoint } from './endpoint.ts';
+import type { ConfigStore, Snapshot } from './config-store.ts';
 import type { ProxyErrorCode } from './errors.ts';
 import { addForwardingHeaders, applyHeaderModifier, endToEndHeaders, isRetrySafe } from './headers.ts';
 import type { SidecarMetrics } from './metrics.ts';
@@ -24,7 +28,7 @@ import { relayResponse, sendAttempt, sendProxyError, type AttemptResult } from '
 import { RequestRecord } from './request-record.ts';
 import { readBody } from '../http/json-server.ts';
 import { serviceKeyOfHost } from '../spec/names.ts';
-import { hostOfServiceKey, parseTarget } from './destination.ts';
+import { hostOfServiceKey, parseTarget, type Target } from './destination.ts';
 
 /**
  * A header older sidecars sent to name the caller. Callers are identified only by their
@@ -63,6 +67,15 @@ export function rewritePath(path: string, modifier: CompiledPathModifier, prefix
   const joined = modifier.value.endsWith('/') && rest.startsWith('/') ? modifier.value + rest.slice(1) : modifier.value + rest;
   return joined === '' ? '/' : joined;
 }
+
+/** What of a route rule governs sending: its timeouts and retries. */
+type RequestPolicy = Pick<CompiledRule, 'timeouts' | 'retry'>;
+
+/** For a call addressed to an instance that no route rule of its service matches: no timeout, no retry. */
+const INSTANCE_CALL_POLICY: RequestPolicy = Object.freeze({
+  timeouts: Object.freeze({ requestMs: 0, backendRequestMs: 0 }),
+  retry: Object.freeze({ attempts: 0, codes: Object.freeze([]) as readonly number[], backoffMs: 0 }),
+});
 
 export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage, res: ServerResponse) => void {
   let mirrorsInFlight = 0;
@@ -104,7 +117,12 @@ export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage
     if (!target) return fail('bad_request');
     const key = serviceKeyOfHost(target.host, snap.namespace);
     const table = key === null ? undefined : snap.routes.get(key);
-    if (!table) return fail('unknown_service');
+    if (!table) {
+      // Not a service name: an instance's own address (pod IP and port), or a host outside the mesh.
+      const instance = deps.clusters.findInstance(target.host, target.port ?? 80);
+      if (instance) return callInstance(snap, req, res, record, target, instance);
+      return fail('unknown_service');
+    }
     record.destination = table.service;
     const port = target.port ?? table.ports[0]!;
     const method = req.method ?? 'GET';
@@ -148,21 +166,61 @@ export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage
     }
     const pathAndQuery = target.query ? `${path}?${target.query}` : path;
 
-    void forward({ req, res, rule, cluster, method, pathAndQuery, headers, backendPort, rewriteHost, responseModifiers, mirrors, started: record.started })
+    run(record, { req, res, policy: rule, cluster, method, pathAndQuery, headers, backendPort, rewriteHost, responseModifiers, mirrors, started: record.started });
+  };
+
+  /** Forwards, then records the outcome. */
+  function run(record: RequestRecord, args: ForwardArgs): void {
+    void forward(args)
       .then((outcome) => {
         record.flags = outcome.flags;
         record.done(outcome.status);
       })
       .catch((err: Error) => {
         deps.log.error({ err, type: 'bug' }, 'outbound request failed unexpectedly');
-        record.fail(res, 'upstream_reset');
+        record.fail(args.res, 'upstream_reset');
       });
-  };
+  }
+
+  /**
+   * A call addressed to one instance of a known service (its IP and port): it goes to that
+   * instance and no other, with the service's cluster settings (mTLS to the service's
+   * identity, connection limits, breaker, fault injection), and the timeouts and retries
+   * of the service's route rule that matches the request (none when no rule does: the app
+   * chose the instance, so the route's backends and filters do not apply). Retries go to
+   * the same instance. The destination's inbound enforces its access policy as for any call.
+   */
+  function callInstance(snap: Snapshot, req: IncomingMessage, res: ServerResponse, record: RequestRecord, target: Target, call: InstanceCall): void {
+    const { cluster } = call;
+    record.destination = cluster.service;
+    const method = req.method ?? 'GET';
+    const rule = snap.routes.get(cluster.service)?.match({ port: call.servicePort, method, path: target.path, headers: req.headers, query: target.query });
+    record.route = rule ? (rule.route ?? 'default') : 'instance';
+    const headers = endToEndHeaders(req.headers, MESH_HEADERS);
+    addForwardingHeaders(headers, req.socket.remoteAddress, target.authority);
+    const pathAndQuery = target.query ? `${target.path}?${target.query}` : target.path;
+    run(record, {
+      req,
+      res,
+      policy: rule ?? INSTANCE_CALL_POLICY,
+      cluster,
+      method,
+      pathAndQuery,
+      headers,
+      backendPort: call.servicePort,
+      rewriteHost: undefined,
+      responseModifiers: [],
+      mirrors: [],
+      started: record.started,
+      pinned: { endpoint: call.endpoint, port: call.connectPort },
+    });
+  }
 
   interface ForwardArgs {
     req: IncomingMessage;
     res: ServerResponse;
-    rule: CompiledRule;
+    /** Timeouts and retries: the matched rule's. */
+    policy: RequestPolicy;
     cluster: Cluster;
     method: string;
     pathAndQuery: string;
@@ -173,10 +231,13 @@ export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage
     /** RequestMirror filters of the rule and of the chosen backend. */
     mirrors: CompiledFilter[];
     started: number;
+    /** Send every attempt to this endpoint, on this port, instead of balancing (a call addressed to one instance). */
+    pinned?: { readonly endpoint: Endpoint; readonly port: number };
   }
 
   async function forward(a: ForwardArgs): Promise<{ status: number; flags: string }> {
-    const { req, res, rule, cluster } = a;
+    const { req, res, cluster } = a;
+    const rule = a.policy;
     const fault = cluster.settings.faultInjection;
     if (fault.delay && deps.random() * 100 < fault.delay.percentage) await sleep(fault.delay.delayMs);
     if (fault.abort && deps.random() * 100 < fault.abort.percentage) {
@@ -219,12 +280,12 @@ export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage
           deps.metrics.breakerRejections.inc({ destination_service: cluster.service });
           return { status: sendProxyError(res, 'overloaded'), flags: 'overloaded' };
         }
-        const ep = cluster.picker.pick(cluster.candidates());
+        const ep = a.pinned ? a.pinned.endpoint : cluster.picker.pick(cluster.candidates());
         if (!ep) {
           cluster.breaker.release();
           return { status: sendProxyError(res, 'no_endpoints'), flags: 'no_endpoints' };
         }
-        const port = ep.port || targetPort(cluster, a.backendPort);
+        const port = a.pinned ? a.pinned.port : ep.port || targetPort(cluster, a.backendPort);
         a.headers.host = a.rewriteHost ?? hostFor(cluster, ep.address, cluster.settings.meshed ? a.backendPort : port);
         const remaining = deadline === Infinity ? 0 : Math.max(1, deadline - deps.clock.now());
         const perTry = rule.timeouts.backendRequestMs > 0 ? Math.min(rule.timeouts.backendRequestMs, remaining || Infinity) : remaining;

@@ -1,0 +1,156 @@
+/**
+ * Calls addressed to an instance itself (a pod IP and port, as clients of headless
+ * Services and StatefulSets make them): they reach exactly that instance, over mTLS to its
+ * service's identity, with the timeouts and retries of the service's matching route rule,
+ * retried on the same instance only; the destination's access policy applies as usual.
+ * Two meshed `api` instances listen on their own loopback addresses (127.0.0.2 and
+ * 127.0.0.3, like two pod IPs); the app behind each listens on the targetPort's stand-in.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { cleanup, closedPort, configOf, send, startSidecar, startUpstream, type RunningSidecar, type Upstream } from '../helpers/sidecar-harness.ts';
+
+after(cleanup);
+
+function spec(api: [RunningSidecar, RunningSidecar], dbPort: number): Record<string, string> {
+  return {
+    'spec.yaml': `apiVersion: trellis.dev/v1alpha1
+kind: Mesh
+metadata: { name: test }
+spec:
+  trustDomain: test.local
+  access: { default: allow }
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: { name: client }
+spec: { ports: [{ port: 80 }], endpoints: { static: [{ address: 127.0.0.1, port: 9 }] } }
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: { name: api }
+spec:
+  ports: [{ port: 80, targetPort: 8080 }]
+  endpoints:
+    static:
+      - { address: 127.0.0.2, port: ${api[0].inbound} }
+      - { address: 127.0.0.3, port: ${api[1].inbound} }
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: { name: db }
+spec:
+  sidecar: false
+  ports: [{ port: 5432 }]
+  endpoints: { static: [{ address: 127.0.0.1, port: ${dbPort} }] }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: api }
+spec:
+  parentRefs: [{ kind: Service, name: api }]
+  rules:
+    - matches: [{ path: { type: PathPrefix, value: /slow } }]
+      backendRefs: [{ name: api, port: 80 }]
+      timeouts: { request: 300ms }
+    - backendRefs: [{ name: api, port: 80 }]
+      retry: { attempts: 2, codes: [503], backoff: 1ms }
+---
+apiVersion: trellis.dev/v1alpha1
+kind: AccessPolicy
+metadata: { name: api }
+spec:
+  targetRefs: [{ kind: Service, name: api }]
+  rules:
+    - from: [{ service: client }]
+      to: [{ paths: [{ type: PathPrefix, value: /hello }, { type: PathPrefix, value: /flaky }, { type: PathPrefix, value: /slow }] }]
+    - from: [{ identity: "spiffe://test.local/svc/admin" }]
+      to: [{ paths: [{ type: PathPrefix, value: /private }] }]
+`,
+  };
+}
+
+/** The app behind one api instance: /flaky answers 503, /slow never answers, /private is for admin only. */
+function apiApp(name: string): Promise<Upstream> {
+  return startUpstream(name, (req, res) => {
+    if (req.url === '/flaky') {
+      res.writeHead(503);
+      res.end('flaky');
+    } else if (req.url?.startsWith('/slow')) {
+      // never answers; the caller's timeout ends it
+    } else {
+      res.writeHead(200, { 'x-peer': String(req.headers['x-trellis-peer-identity'] ?? '') });
+      res.end(name);
+    }
+  });
+}
+
+describe('calls addressed to an instance', () => {
+  let apps: [Upstream, Upstream];
+  let db: Upstream;
+  let client: RunningSidecar;
+  let apis: [RunningSidecar, RunningSidecar];
+
+  before(async () => {
+    apps = [await apiApp('one'), await apiApp('two')];
+    db = await startUpstream('db');
+    apis = [
+      await startSidecar(undefined, { service: 'api', inbound: { host: '127.0.0.2', port: 0 }, app: { host: '127.0.0.1', port: apps[0].port } }),
+      await startSidecar(undefined, { service: 'api', inbound: { host: '127.0.0.3', port: 0 }, app: { host: '127.0.0.1', port: apps[1].port } }),
+    ];
+    const files = spec(apis, db.port);
+    for (const a of apis) assert.ok(a.sidecar.store.apply(configOf(files, 'api'), 'test').ok);
+    client = await startSidecar(configOf(files, 'client'));
+  });
+
+  test('the pod IP and targetPort, the service port or the mesh inbound port reach exactly that instance, over mTLS', async () => {
+    for (const [host, expected] of [
+      ['127.0.0.2:8080', 'one'],
+      ['127.0.0.3:8080', 'two'],
+      ['127.0.0.3:80', 'two'],
+      [`127.0.0.2:${apis[0].inbound}`, 'one'],
+      [`127.0.0.3:${apis[1].inbound}`, 'two'],
+    ] as const) {
+      for (let i = 0; i < 4; i++) {
+        const r = await send(client.outbound, host, '/hello');
+        assert.equal(r.status, 200, host);
+        assert.equal(r.body, expected, host);
+        assert.equal(r.headers['x-peer'], 'spiffe://test.local/svc/client', 'the instance saw the caller verified by mTLS');
+      }
+    }
+    assert.equal(apps[1].seen.at(-1)!.headers.host, 'api:80', "the instance's sidecar is told the service port");
+  });
+
+  test('retries stay on the addressed instance', async () => {
+    const before = [apps[0].seen.length, apps[1].seen.length];
+    const r = await send(client.outbound, '127.0.0.2:8080', '/flaky');
+    assert.equal(r.status, 503);
+    assert.equal(apps[0].seen.length - before[0]!, 3, 'first try and two retries, all on instance one');
+    assert.equal(apps[1].seen.length - before[1]!, 0);
+  });
+
+  test("the matching route rule's timeout applies", async () => {
+    const t0 = Date.now();
+    const r = await send(client.outbound, '127.0.0.3:8080', '/slow');
+    assert.equal(r.status, 504);
+    assert.equal(r.headers['x-trellis-error'], 'request_timeout');
+    assert.ok(Date.now() - t0 < 3000, 'ended by the 300ms route timeout');
+  });
+
+  test("the destination's access policy decides, as for any call", async () => {
+    const r = await send(client.outbound, '127.0.0.2:8080', '/private/x');
+    assert.equal(r.status, 403);
+    assert.equal(r.headers['x-trellis-error'], 'access_denied');
+  });
+
+  test('an unmeshed instance is reached on its address; addresses no instance has are unknown (egress refused)', async () => {
+    const r = await send(client.outbound, `127.0.0.1:${db.port}`, '/q');
+    assert.equal(r.status, 200);
+    assert.equal(r.body, 'db');
+    for (const host of ['127.0.0.4:8080', '127.0.0.2:9999', `127.0.0.1:${await closedPort()}`, '[::1]:8080']) {
+      const miss = await send(client.outbound, host, '/');
+      assert.equal(miss.status, 404, host);
+      assert.equal(miss.headers['x-trellis-error'], 'unknown_service', host);
+    }
+  });
+});
