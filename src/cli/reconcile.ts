@@ -11,6 +11,7 @@ import { GitSource } from '../reconciler/git-source.ts';
 import { ReconcilerMetrics } from '../reconciler/metrics.ts';
 import { Reconciler } from '../reconciler/reconciler.ts';
 import { ReconcilerServer } from '../reconciler/server.ts';
+import { kubernetesTokenReviewer, TokenReviewAuthenticator } from '../reconciler/auth.ts';
 import type { Discovery } from '../reconciler/discovery.ts';
 import { KubernetesDiscovery } from '../reconciler/kubernetes-discovery.ts';
 import { loadKubeConfig } from '../kubernetes/client.ts';
@@ -60,7 +61,11 @@ export interface RunningReconciler {
 }
 
 /** Builds and starts a reconciler from flags; undefined (after printing why) on a usage error. */
-export async function startReconciler(flags: ReconcileFlags, io: CliIo, token: string): Promise<RunningReconciler | undefined> {
+/**
+ * `token`: the shared control token, or undefined when only ServiceAccount tokens are accepted
+ * (`--kubernetes`: sidecars in the cluster present their projected token, checked by TokenReview).
+ */
+export async function startReconciler(flags: ReconcileFlags, io: CliIo, token: string | undefined): Promise<RunningReconciler | undefined> {
   if (Boolean(flags.dir) === Boolean(flags.repo)) {
     io.stderr.write('trellis reconcile: give exactly one source: --dir DIR (a local folder) or --repo URL (a git remote)\n');
     return undefined;
@@ -101,10 +106,12 @@ export async function startReconciler(flags: ReconcileFlags, io: CliIo, token: s
   }
   const metrics = new ReconcilerMetrics();
   let discovery: Discovery | undefined;
+  let serviceAccounts: TokenReviewAuthenticator | undefined;
   if (flags.kubernetes) {
     try {
       const { kubeConfig, from } = loadKubeConfig({ ...(flags.kubeconfig ? { kubeconfig: flags.kubeconfig } : {}), env: io.env });
       discovery = new KubernetesDiscovery({ kubeConfig, log: log.child({ component: 'discovery' }), metrics, ...(flags.kubernetesNamespace ? { namespaces: flags.kubernetesNamespace } : {}) });
+      serviceAccounts = new TokenReviewAuthenticator({ review: kubernetesTokenReviewer(kubeConfig) });
       log.info({ type: 'kubernetes_config', from, server: kubeConfig.getCurrentCluster()?.server }, `endpoints from ${discovery.description} via ${from}`);
     } catch (err) {
       io.stderr.write(`trellis reconcile: --kubernetes: ${(err as Error).message}\n`);
@@ -113,7 +120,7 @@ export async function startReconciler(flags: ReconcileFlags, io: CliIo, token: s
   }
   const reconciler = new Reconciler({ source, log, metrics, ...(discovery ? { discovery } : {}) });
   const certificates = new CertificateIssuer({ ca, ttlMs: flags.certTtl, reconciler, metrics, log });
-  const server = new ReconcilerServer({ reconciler, metrics, token, certificates, ...(webhookSecret ? { webhookSecret } : {}) });
+  const server = new ReconcilerServer({ reconciler, metrics, ...(token ? { token } : {}), ...(serviceAccounts ? { authenticator: serviceAccounts } : {}), certificates, ...(webhookSecret ? { webhookSecret } : {}) });
   const address = await server.listen(flags.listen.host, flags.listen.port);
   log.info({ type: 'listening', port: address.port, source: source.description }, 'reconciler listening');
   await reconciler.start();
@@ -129,8 +136,9 @@ export async function startReconciler(flags: ReconcileFlags, io: CliIo, token: s
 
 export async function runReconcile(flags: ReconcileFlags, io: CliIo): Promise<number> {
   const token = flags.tokenFile ? readSecret(flags.tokenFile, io, '--token-file') : io.env.TRELLIS_CONTROL_TOKEN;
-  if (!token) {
-    io.stderr.write('trellis reconcile: sidecars must authenticate: give --token-file FILE or TRELLIS_CONTROL_TOKEN\n');
+  // On Kubernetes sidecars prove their ServiceAccount instead; a shared token then serves only sidecars outside the cluster.
+  if (!token && !flags.kubernetes) {
+    io.stderr.write('trellis reconcile: sidecars must authenticate: give --token-file FILE or TRELLIS_CONTROL_TOKEN (or --kubernetes, where they present ServiceAccount tokens)\n');
     return EXIT.usage;
   }
   let running: RunningReconciler | undefined;
