@@ -74,6 +74,11 @@ export interface InboundBody {
     readonly mode: 'enforce' | 'audit';
     readonly rules: readonly CompiledAccessRule[];
   };
+  /**
+   * Present (`passthrough`) when the mesh lets calls to hosts it does not know go out as
+   * named (Mesh `spec.egress.mode: passthrough`); absent, they are refused (404 `unknown_service`).
+   */
+  readonly egress?: 'passthrough';
 }
 
 // ------------------------------------------------------------------ route
