@@ -4,7 +4,10 @@
  * never change meaning; docs/sidecar.md lists them.
  */
 export const PROXY_ERRORS = {
-  unknown_service: { status: 404, message: 'the destination names no service this sidecar may call' },
+  unknown_service: {
+    status: 404,
+    message: 'the destination names no service this sidecar may call, nor an instance of one; egress to hosts outside the mesh is refused (allow it with Mesh spec.egress.mode: passthrough)',
+  },
   no_route: { status: 404, message: 'no route rule of the destination matches this request' },
   no_backend: { status: 500, message: 'the matching rule has no backend to send to' },
   no_endpoints: { status: 503, message: 'the backend has no endpoints' },

@@ -29,6 +29,7 @@ import { RequestRecord } from './request-record.ts';
 import { readBody } from '../http/json-server.ts';
 import { serviceKeyOfHost } from '../spec/names.ts';
 import { hostOfServiceKey, parseTarget, type Target } from './destination.ts';
+import { createEgress } from './egress.ts';
 
 /**
  * A header older sidecars sent to name the caller. Callers are identified only by their
@@ -77,8 +78,16 @@ const INSTANCE_CALL_POLICY: RequestPolicy = Object.freeze({
   retry: Object.freeze({ attempts: 0, codes: Object.freeze([]) as readonly number[], backoffMs: 0 }),
 });
 
-export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage, res: ServerResponse) => void {
+/** The outbound listener's request handler, and what it holds open. */
+export interface OutboundHandler {
+  (req: IncomingMessage, res: ServerResponse): void;
+  /** Closes the egress connections (the clusters' pools are the ClusterManager's). */
+  close(): Promise<void>;
+}
+
+export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
   let mirrorsInFlight = 0;
+  const egress = createEgress();
 
   /** Fire-and-forget copies; they never delay or fail the primary request. */
   function mirror(filters: readonly CompiledFilter[], method: string, path: string, headers: Record<string, string | string[]>, body: Buffer | undefined, callerPort: number): void {
@@ -103,7 +112,7 @@ export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage
     }
   }
 
-  return (req, res) => {
+  const handler = ((req: IncomingMessage, res: ServerResponse) => {
     const snap = deps.store.current;
     const record = new RequestRecord(deps, req, 'outbound', { source: snap?.service ?? 'unknown', destination: 'unknown', route: 'unknown' });
     const fail = (code: ProxyErrorCode) => record.fail(res, code);
@@ -121,6 +130,7 @@ export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage
       // Not a service name: an instance's own address (pod IP and port), or a host outside the mesh.
       const instance = deps.clusters.findInstance(target.host, target.port ?? 80);
       if (instance) return callInstance(snap, req, res, record, target, instance);
+      if (snap.inbound.egress === 'passthrough') return egress.forward(req, res, record, target, MESH_HEADERS);
       return fail('unknown_service');
     }
     record.destination = table.service;
@@ -167,7 +177,8 @@ export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage
     const pathAndQuery = target.query ? `${path}?${target.query}` : path;
 
     run(record, { req, res, policy: rule, cluster, method, pathAndQuery, headers, backendPort, rewriteHost, responseModifiers, mirrors, started: record.started });
-  };
+  }) as OutboundHandler;
+  handler.close = () => egress.close();
 
   /** Forwards, then records the outcome. */
   function run(record: RequestRecord, args: ForwardArgs): void {
@@ -354,6 +365,8 @@ export function createOutboundHandler(deps: OutboundDeps): (req: IncomingMessage
       res.off('close', onClose);
     }
   }
+
+  return handler;
 }
 
 /** The port an unmeshed endpoint without one of its own is reached on: the targetPort of the called service port. */

@@ -18,7 +18,7 @@ import { ERROR_HEADER, PROXY_ERRORS } from './errors.ts';
 import { createAdminHandler } from './admin.ts';
 import { createInboundHandler, type AppAddress, type InboundHandler } from './inbound.ts';
 import { SidecarMetrics } from './metrics.ts';
-import { createOutboundHandler } from './outbound.ts';
+import { createOutboundHandler, type OutboundHandler } from './outbound.ts';
 import { ControlClient } from './control-client.ts';
 import { CertificateClient, loadStoredCredential, storeCredential, watchCredentialFiles, type CredentialFiles } from './certificates.ts';
 import { SidecarIdentity } from './identity.ts';
@@ -103,6 +103,7 @@ export class Sidecar {
   #idle: (() => void) | undefined;
   readonly #servers: Server[] = [];
   #inbound: InboundHandler | undefined;
+  #outbound: OutboundHandler | undefined;
   #meshListener: MeshListener | undefined;
   #control: ControlClient | undefined;
   #certificates: CertificateClient | undefined;
@@ -210,7 +211,7 @@ export class Sidecar {
     const o = this.#options;
     const clock = o.clock ?? systemClock;
     const draining = () => this.#draining;
-    const outbound = createOutboundHandler({
+    const outbound = (this.#outbound = createOutboundHandler({
       store: this.store,
       clusters: this.clusters,
       metrics: this.metrics,
@@ -220,7 +221,7 @@ export class Sidecar {
       maxRetryBodyBytes: o.maxRetryBodyBytes,
       accessLog: o.accessLog,
       draining,
-    });
+    }));
     this.#inbound = createInboundHandler({ store: this.store, metrics: this.metrics, log: this.log, clock, app: o.app, accessLog: o.accessLog, draining });
     const admin = createAdminHandler({ store: this.store, metrics: this.metrics, token: o.adminToken, ready: () => this.ready, identity: this.identity });
     const outboundAddress = await this.#listen(this.#track(outbound), o.outbound);
@@ -324,6 +325,7 @@ export class Sidecar {
     await closingListener;
     await this.clusters.close(true);
     await this.#inbound?.close();
+    await this.#outbound?.close();
     admin?.closeAllConnections();
     await new Promise<void>((r) => (admin ? admin.close(() => r()) : r()));
     this.log.info({ type: 'stopped', abandoned: this.#inFlight }, 'sidecar stopped');

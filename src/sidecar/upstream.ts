@@ -42,10 +42,14 @@ export interface AttemptOptions {
   readonly signal: AbortSignal;
 }
 
-/** Sends one attempt; throws only for requests undici refuses to send (bugs). */
-export async function sendAttempt(pool: Pool, o: AttemptOptions): Promise<AttemptResult> {
+/**
+ * Sends one attempt over a pool (or, with `o.origin`, any dispatcher: an Agent for egress);
+ * throws only for requests undici refuses to send (bugs).
+ */
+export async function sendAttempt(pool: Pool | Dispatcher, o: AttemptOptions & { readonly origin?: string }): Promise<AttemptResult> {
   try {
     const response = await pool.request({
+      ...(o.origin === undefined ? {} : { origin: o.origin }),
       method: o.method as Dispatcher.HttpMethod,
       path: o.path,
       headers: o.headers,
