@@ -10,7 +10,8 @@
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { createSecureContext, type SecureContext, type SecureContextOptions } from 'node:tls';
 import { splitPemCertificates } from '../identity/ca.ts';
-import { parseSpiffeId, spiffeIdOfAltNames } from '../identity/spiffe.ts';
+import { parseMeshIdentity, spiffeIdOfAltNames } from '../identity/spiffe.ts';
+import { parseServiceKey } from '../spec/names.ts';
 
 /** TLS options every mesh connection uses: TLS 1.3 only (forward secrecy, one round trip). */
 export const MESH_TLS_VERSION = 'TLSv1.3' as const;
@@ -20,6 +21,7 @@ export interface Credential {
   /** The SPIFFE ID the certificate names. */
   readonly identity: string;
   readonly trustDomain: string;
+  /** The service key the certificate serves: the one it names, or for a ServiceAccount ID the sidecar's own service (empty when none was given). */
   readonly service: string;
   readonly certificatePem: string;
   readonly privateKeyPem: string;
@@ -38,8 +40,10 @@ export type CredentialResult = { readonly ok: true; readonly credential: Credent
 
 /**
  * Checks a certificate, its key and a trust bundle belong together and can serve now:
- * the key matches, the certificate names one service SPIFFE ID (of `service` when given),
- * it is within its validity, and it chains to a root of the bundle.
+ * the key matches, the certificate names one mesh SPIFFE ID (of `service` when given; a
+ * Kubernetes ServiceAccount ID names no service, so it fits the services of its namespace:
+ * the reconciler checked the ServiceAccount), it is within its validity, and it chains to a
+ * root of the bundle.
  */
 export function buildCredential(input: { certificatePem: string; privateKeyPem: string; trustBundle: readonly string[] }, service: string | undefined, now = Date.now()): CredentialResult {
   let chain: X509Certificate[];
@@ -59,9 +63,12 @@ export function buildCredential(input: { certificatePem: string; privateKeyPem: 
     return { ok: false, reason: `the private key does not parse: ${(err as Error).message}` };
   }
   const identity = spiffeIdOfAltNames(leaf.subjectAltName);
-  const parsed = identity ? parseSpiffeId(identity) : null;
-  if (!identity || !parsed) return { ok: false, reason: `the certificate names no service SPIFFE ID (spiffe://<trust domain>/svc/<name>); its names: ${leaf.subjectAltName ?? 'none'}` };
-  if (service !== undefined && parsed.service !== service) return { ok: false, reason: `the certificate is for service "${parsed.service}", this sidecar serves "${service}"` };
+  const parsed = identity ? parseMeshIdentity(identity) : null;
+  if (!identity || !parsed) return { ok: false, reason: `the certificate names no mesh SPIFFE ID (spiffe://<trust domain>/svc/<name>, …/ns/<namespace>/svc/<name> or …/ns/<namespace>/sa/<serviceAccount>); its names: ${leaf.subjectAltName ?? 'none'}` };
+  const certService = parsed.service ?? (service !== undefined && parseServiceKey(service).namespace === parsed.namespace ? service : undefined);
+  if (service !== undefined && certService !== service) {
+    return { ok: false, reason: parsed.service !== undefined ? `the certificate is for service "${parsed.service}", this sidecar serves "${service}"` : `the certificate is for ServiceAccount "${parsed.namespace}/${parsed.serviceAccount}", outside the namespace of service "${service}"` };
+  }
   const notBefore = Date.parse(leaf.validFrom);
   const notAfter = Date.parse(leaf.validTo);
   if (now >= notAfter) return { ok: false, reason: `the certificate expired at ${leaf.validTo}` };
@@ -80,7 +87,7 @@ export function buildCredential(input: { certificatePem: string; privateKeyPem: 
     credential: Object.freeze({
       identity,
       trustDomain: parsed.trustDomain,
-      service: parsed.service,
+      service: certService ?? '',
       certificatePem: input.certificatePem,
       privateKeyPem: input.privateKeyPem,
       trustBundle: Object.freeze([...input.trustBundle]),

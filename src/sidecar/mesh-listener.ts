@@ -20,7 +20,7 @@ import type { AddressInfo } from 'node:net';
 import { Duplex } from 'node:stream';
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { MtlsMode } from '../spec/types.ts';
-import { parseSpiffeId, spiffeIdOfAltNames } from '../identity/spiffe.ts';
+import { parseMeshIdentity, spiffeIdOfAltNames } from '../identity/spiffe.ts';
 import type { Credential } from './identity.ts';
 
 /** Who is at the other end of an inbound connection. */
@@ -71,8 +71,8 @@ export function verifyPeer(socket: TLSSocket, trustDomain: string | undefined): 
     return { ok: false, reason: code === 'CERT_HAS_EXPIRED' ? 'expired_certificate' : 'untrusted_certificate', detail: code };
   }
   const identity = spiffeIdOfAltNames(cert.subjectAltName);
-  const parsed = identity ? parseSpiffeId(identity) : null;
-  if (!identity || !parsed) return { ok: false, reason: 'bad_identity', detail: `no service SPIFFE ID in ${cert.subjectAltName ?? 'no names'}` };
+  const parsed = identity ? parseMeshIdentity(identity) : null;
+  if (!identity || !parsed) return { ok: false, reason: 'bad_identity', detail: `no mesh SPIFFE ID in ${cert.subjectAltName ?? 'no names'}` };
   if (trustDomain !== undefined && parsed.trustDomain !== trustDomain) return { ok: false, reason: 'other_trust_domain', detail: `${identity} is not in trust domain ${trustDomain}` };
   return { ok: true, identity };
 }

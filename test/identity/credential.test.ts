@@ -79,14 +79,28 @@ describe('buildCredential', () => {
     assert.match(refusal(buildCredential({ ...input, certificatePem: 'not a certificate' }, 'checkout')), /holds no PEM certificate/);
   });
 
-  test('refuses certificates that name no single service SPIFFE ID', async () => {
+  test('refuses certificates that name no single mesh SPIFFE ID', async () => {
     const root = await handmadeRoot();
-    for (const uris of [[], ['spiffe://test.local/svc/checkout', 'spiffe://test.local/svc/admin'], ['https://test.local/svc/checkout'], ['spiffe://test.local/ns/default/sa/checkout']]) {
+    const refused = [[], ['spiffe://test.local/svc/checkout', 'spiffe://test.local/svc/admin'], ['https://test.local/svc/checkout'], ['spiffe://test.local/ns/default/svc/checkout'], ['spiffe://test.local/ns/shop/pod/checkout-1']];
+    for (const uris of refused) {
       const leaf = await handmadeLeaf(root, { uris, dns: ['checkout.test.local'] });
-      assert.match(refusal(buildCredential({ ...leaf, trustBundle: [root.certificatePem] }, undefined)), /names no service SPIFFE ID/, `names ${JSON.stringify(uris)}`);
+      assert.match(refusal(buildCredential({ ...leaf, trustBundle: [root.certificatePem] }, undefined)), /names no mesh SPIFFE ID/, `names ${JSON.stringify(uris)}`);
     }
     const good = await handmadeLeaf(root, { uris: ['spiffe://test.local/svc/checkout'] });
     accepted(buildCredential({ ...good, trustBundle: [root.certificatePem] }, 'checkout'));
+  });
+
+  test('a service of another namespace has …/ns/<ns>/svc/<name>; a Kubernetes workload\'s ServiceAccount ID fits the services of its namespace only', async () => {
+    const root = await handmadeRoot();
+    const bundle = [root.certificatePem];
+    const namespaced = await handmadeLeaf(root, { uris: ['spiffe://test.local/ns/shop/svc/checkout'] });
+    assert.equal(accepted(buildCredential({ ...namespaced, trustBundle: bundle }, 'shop/checkout')).service, 'shop/checkout');
+    assert.match(refusal(buildCredential({ ...namespaced, trustBundle: bundle }, 'checkout')), /for service "shop\/checkout", this sidecar serves "checkout"/);
+    const sa = await handmadeLeaf(root, { uris: ['spiffe://test.local/ns/shop/sa/checkout'] });
+    const c = accepted(buildCredential({ ...sa, trustBundle: bundle }, 'shop/checkout'));
+    assert.deepEqual([c.identity, c.trustDomain, c.service], ['spiffe://test.local/ns/shop/sa/checkout', 'test.local', 'shop/checkout']);
+    assert.match(refusal(buildCredential({ ...sa, trustBundle: bundle }, 'bank/checkout')), /ServiceAccount "shop\/checkout", outside the namespace of service "bank\/checkout"/);
+    assert.match(refusal(buildCredential({ ...sa, trustBundle: bundle }, 'checkout')), /outside the namespace/);
   });
 });
 
