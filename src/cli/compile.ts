@@ -1,6 +1,6 @@
 /** `trellis compile [DIR] --out OUTDIR | --stdout`: write one proxy config per meshed service plus index.json. */
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { prettyJson } from '../config/canonical.ts';
 import { compileDir } from '../compiler/compile.ts';
 import { meshIndex, type MeshIndex } from '../compiler/emit.ts';
@@ -40,10 +40,15 @@ export async function runCompile(dir: string, opts: { out?: string; stdout?: boo
   const outDir = opts.out!;
   await mkdir(outDir, { recursive: true });
   const before = await previousIndex(outDir);
-  for (const [name, config] of result.mesh.configs) await writeFileAtomic(join(outDir, `${name}.json`), prettyJson(config));
+  // A service outside namespace `default` (key `ns/name`) is written to `ns/name.json`.
+  for (const [name, config] of result.mesh.configs) {
+    const path = join(outDir, `${name}.json`);
+    await mkdir(dirname(path), { recursive: true });
+    await writeFileAtomic(path, prettyJson(config));
+  }
   // Remove configs of services that left the mesh, but only files an earlier compile wrote.
   for (const [name, entry] of Object.entries(before?.services ?? {})) {
-    if (!result.mesh.configs.has(name) && /^[a-z0-9-]+\.json$/.test(entry.file)) await rm(join(outDir, entry.file), { force: true });
+    if (!result.mesh.configs.has(name) && /^([a-z0-9-]+\/)?[a-z0-9-]+\.json$/.test(entry.file)) await rm(join(outDir, entry.file), { force: true });
   }
   await writeFileAtomic(join(outDir, 'index.json'), prettyJson(index));
   io.stderr.write(`wrote ${result.mesh.configs.size} sidecar configs and index.json to ${outDir} (mesh version ${result.mesh.version.slice(0, 12)})\n`);

@@ -112,7 +112,7 @@ class Checker {
           if (earlier && earlier.value !== json) {
             this.report(
               'TRL4005',
-              `TrafficPolicies "${earlier.policy.doc.metadata.name}" and "${policy.doc.metadata.name}" both set ${leaf.join('.')} for service "${target}", to different values`,
+              `TrafficPolicies "${keyOf(earlier.policy.doc)}" and "${keyOf(policy.doc)}" both set ${leaf.join('.')} for service "${target}", to different values`,
               at(policy, ['spec', ...leaf]),
               { related: [{ span: at(earlier.policy, ['spec', ...leaf]), message: 'the other value' }], hint: 'set it in one policy only' },
             );
@@ -321,7 +321,7 @@ class Checker {
     if (target.doc.spec.sidecar === false) {
       this.report(
         'TRL4013',
-        `service "${name}" runs no sidecar, so ${policies.length === 1 ? 'AccessPolicy' : 'AccessPolicies'} ${policies.map((p) => `"${p.doc.metadata.name}"`).join(', ')} ${policies.length === 1 ? 'is' : 'are'} enforced only by its callers' sidecars (others get no route to it); an app that bypasses its sidecar is not stopped`,
+        `service "${name}" runs no sidecar, so ${policies.length === 1 ? 'AccessPolicy' : 'AccessPolicies'} ${policies.map((p) => `"${keyOf(p.doc)}"`).join(', ')} ${policies.length === 1 ? 'is' : 'are'} enforced only by its callers' sidecars (others get no route to it); an app that bypasses its sidecar is not stopped`,
         at(policies[0]!, ['spec', 'targetRefs', policies[0]!.doc.spec.targetRefs.findIndex((t) => refKey(namespaceOf(policies[0]!.doc), t) === name), 'name']),
         { hint: 'mesh the service (sidecar: true) to enforce the policy at its door' },
       );
@@ -330,7 +330,7 @@ class Checker {
     if (modes.size > 1) {
       const audit = policies.find((p) => (p.doc.spec.mode ?? 'enforce') === 'audit')!;
       const enforce = policies.find((p) => (p.doc.spec.mode ?? 'enforce') === 'enforce')!;
-      this.report('TRL4006', `AccessPolicies on service "${name}" disagree on mode: "${audit.doc.metadata.name}" audits, "${enforce.doc.metadata.name}" enforces`, at(audit, ['spec', 'mode']), {
+      this.report('TRL4006', `AccessPolicies on service "${name}" disagree on mode: "${keyOf(audit.doc)}" audits, "${keyOf(enforce.doc)}" enforces`, at(audit, ['spec', 'mode']), {
         related: [{ span: at(enforce, ['metadata', 'name']), message: 'enforcing policy' }],
         hint: 'use one mode for every policy on a service',
       });
@@ -371,7 +371,7 @@ class Checker {
             methods: [...(t.methods ?? [])].sort(),
             paths: (t.paths ?? []).map((x) => ({ type: x.type ?? 'PathPrefix', value: x.value })),
           })),
-          policy: p.doc.metadata.name,
+          policy: keyOf(p.doc),
         });
       }
     }
@@ -707,7 +707,7 @@ class Checker {
       const reported = new Set<string>();
       for (const { rule, origin } of rules) {
         if (!origin || rule.timeouts.requestMs === 0 || rule.timeouts.requestMs >= inner) continue;
-        const key = `${origin.route.doc.metadata.name}/${origin.ruleIndex}`;
+        const key = `${keyOf(origin.route.doc)}/${origin.ruleIndex}`;
         if (reported.has(key)) continue;
         reported.add(key);
         this.report(
@@ -748,7 +748,7 @@ class Checker {
         const path: DocPath = o.matchIndex >= 0 ? ['spec', 'rules', o.ruleIndex, 'matches', o.matchIndex] : ['spec', 'rules', o.ruleIndex];
         const epath: DocPath = e.matchIndex >= 0 ? ['spec', 'rules', e.ruleIndex, 'matches', e.matchIndex] : ['spec', 'rules', e.ruleIndex];
         const identical = subsumes(later.rule.match, earlier.rule.match);
-        const winner = `rules[${e.ruleIndex}]${earlier.rule.ruleName ? ` ("${earlier.rule.ruleName}")` : ''} of HTTPRoute "${e.route.doc.metadata.name}"`;
+        const winner = `rules[${e.ruleIndex}]${earlier.rule.ruleName ? ` ("${earlier.rule.ruleName}")` : ''} of HTTPRoute "${keyOf(e.route.doc)}"`;
         this.report('TRL4002', `this match can never be selected: ${winner} matches every request it would and takes precedence`, at(o.route, path), {
           related: [{ span: at(e.route, epath), message: 'the rule that always wins' }],
           hint: identical

@@ -8,7 +8,7 @@ import { explain, type Explanation } from '../explain/explain.ts';
 import { parseDuration, formatDuration } from '../spec/duration.ts';
 import type { TrafficTestDocument } from '../spec/types.ts';
 import type { CompileResult } from './compile.ts';
-import { at, type Located } from './resolve.ts';
+import { at, keyOf, nameKey, namespaceOf, type Located } from './resolve.ts';
 
 /** The result of one traffic test. */
 export interface TrafficTestResult {
@@ -49,8 +49,16 @@ export function runTrafficTests(result: CompileResult): { results: TrafficTestRe
 }
 
 function runOne(result: CompileResult, test: Located<TrafficTestDocument>, out: Diagnostic[]): TrafficTestResult {
-  const name = test.doc.metadata.name;
-  const { request, expect } = test.doc.spec;
+  const name = keyOf(test.doc);
+  const { request: written, expect: writtenExpect } = test.doc.spec;
+  // Service names resolve in the test's namespace; from here on they are service keys.
+  const ns = namespaceOf(test.doc);
+  const request = { ...written, from: nameKey(ns, written.from), to: nameKey(ns, written.to) };
+  const expect = {
+    ...writtenExpect,
+    ...(writtenExpect.backend !== undefined ? { backend: nameKey(ns, writtenExpect.backend) } : {}),
+    ...(writtenExpect.share !== undefined ? { share: { ...writtenExpect.share, backend: nameKey(ns, writtenExpect.share.backend) } } : {}),
+  };
   const plan = result.plan!;
   for (const field of ['from', 'to'] as const) {
     const svc = plan.services.get(request[field]);

@@ -9,6 +9,7 @@ import { canonicalJson, prettyJson } from '../config/canonical.ts';
 import type { ClusterBody, CompiledRule, EndpointsBody, InboundBody, ProxyConfig, RouteBody } from '../config/types.ts';
 import type { CompiledMesh } from '../compiler/emit.ts';
 import { hasErrors, type Diagnostic } from '../diagnostics/diagnostic.ts';
+import { parseServiceKey } from '../spec/names.ts';
 import type { AccessEdgeChange, ChangeSet, RuleChange, ServiceChange, SettingChange, ShareChange, SidecarChange } from './change-set.ts';
 import { backendShares, describeMatch, diffLeaves, endpointLeaves, inboundLeaves, policyLeaves, ruleSettings } from './describe-config.ts';
 import { assessRisks } from './risk-flags.ts';
@@ -35,6 +36,26 @@ interface MeshView {
 
 const EDGE = '\u0000';
 
+/**
+ * The caller namespace a route table serves when it is a GAMMA consumer table: one whose
+ * rules come from a route in another namespace than the service's. Null for the producer
+ * table, which every other caller holds.
+ */
+function consumerNamespace(target: string, body: RouteBody): string | null {
+  const own = parseServiceKey(target).namespace;
+  for (const rule of body.rules) {
+    if (rule.route === null) continue;
+    const ns = parseServiceKey(rule.route).namespace;
+    if (ns !== own) return ns;
+  }
+  return null;
+}
+
+/** How the diff names the route table that callers of namespace `ns` hold for `target`. */
+export function consumerTableName(target: string, ns: string): string {
+  return `${target} (callers in ${ns})`;
+}
+
 function viewOf(mesh: CompiledMesh | undefined): MeshView {
   const routes = new Map<string, RouteBody>();
   const clusters = new Map<string, ClusterBody>();
@@ -49,7 +70,10 @@ function viewOf(mesh: CompiledMesh | undefined): MeshView {
       const target = r.name.slice(slash + 1);
       if (kind === 'inbound') inbounds.set(caller, r.body as InboundBody);
       else if (kind === 'route') {
-        routes.set(target, r.body as RouteBody);
+        // Callers of a namespace with consumer routes hold their own table under the same
+        // resource name; it is diffed as a table of its own, apart from the producer table.
+        const ns = consumerNamespace(target, r.body as RouteBody);
+        routes.set(ns === null ? target : consumerTableName(target, ns), r.body as RouteBody);
         if (target !== caller) edges.add(`${caller}${EDGE}${target}`);
       } else if (kind === 'cluster') clusters.set(target, r.body as ClusterBody);
       else if (kind === 'endpoints') endpoints.set(target, r.body as EndpointsBody);

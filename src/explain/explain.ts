@@ -8,8 +8,8 @@ import { decideAccess } from '../config/access.ts';
 import { normalizePath } from '../config/normalize-path.ts';
 import type { ClusterBody, CompiledFilter, RouteBody } from '../config/types.ts';
 import type { CompileResult } from '../compiler/compile.ts';
-import { getLeaf, identityOf } from '../compiler/defaults.ts';
-import { at, type Located } from '../compiler/resolve.ts';
+import { getLeaf } from '../compiler/defaults.ts';
+import { at, keyOf, namespaceOf, refKey, type Located } from '../compiler/resolve.ts';
 import type { Span } from '../diagnostics/diagnostic.ts';
 import { formatLocation } from '../diagnostics/render.ts';
 import { RouteTable } from '../config/router.ts';
@@ -17,7 +17,9 @@ import { formatDuration } from '../spec/duration.ts';
 import type { HTTPRouteDocument, SpecDocument } from '../spec/types.ts';
 
 export interface ExplainRequest {
+  /** Service key of the caller: `name` in namespace `default`, else `namespace/name`. */
   readonly from: string;
+  /** Service key of the destination. */
   readonly to: string;
   readonly method: string;
   readonly path: string;
@@ -37,6 +39,11 @@ export interface Origin {
 
 export interface Explanation {
   readonly request: ExplainRequest & { readonly port: number };
+  /**
+   * The caller's namespace when it holds GAMMA consumer routes for the destination: the
+   * caller then follows those, and the destination's producer routes do not apply to it.
+   */
+  readonly consumerNamespace: string | null;
   /** Whether the caller's sidecar has a route to the destination at all. */
   readonly reachable: { readonly ok: boolean; readonly reason: string; readonly at: string | null };
   readonly rules: ReadonlyArray<{ readonly id: string; readonly route: string | null; readonly ruleName: string | null; readonly at: string | null; readonly matched: boolean; readonly failed: string | null }>;
@@ -51,6 +58,8 @@ export interface Explanation {
   readonly clusters: ReadonlyArray<{
     readonly service: string;
     readonly endpoints: number;
+    /** `namespace/name` of the Kubernetes Service whose EndpointSlices list the instances (known at runtime only); null otherwise. */
+    readonly kubernetes: string | null;
     readonly settings: ReadonlyArray<{ readonly name: string; readonly value: string; readonly origin: Origin }>;
     readonly access: { readonly allowed: boolean; readonly audited: boolean; readonly reason: string; readonly at: string | null } | null;
   }>;
@@ -70,41 +79,51 @@ export function explain(result: CompileResult, request: ExplainRequest, pathPref
   const callerConfig = mesh.configs.get(request.from);
   if (!callerConfig) throw new ExplainError(plan.services.has(request.from) ? `"${request.from}" runs no sidecar, so the mesh does not route its calls` : `there is no service "${request.from}"`);
   const target = plan.services.get(request.to);
-  if (!target) throw new ExplainError(`there is no service "${request.to}"`);
+  if (!target) {
+    const egress =
+      plan.settings.egress === 'passthrough'
+        ? 'a call to a host the mesh does not know is passed through as named (Mesh egress mode passthrough), outside routing, mTLS and policy'
+        : 'a call to a host the mesh does not know is refused with 404 unknown_service (Mesh egress mode refuse)';
+    throw new ExplainError(`there is no service "${request.to}"; ${egress}`);
+  }
   const port = request.port ?? target.route.ports[0]!;
   const req = { ...request, port };
-  const callerIdentity = identityOf(plan.settings.trustDomain, request.from);
+  const callerPlan = plan.services.get(request.from)!;
+  const callerIdentity = callerPlan.inbound!.identity;
+  const consumerNamespace = target.consumers.has(callerPlan.namespace) ? callerPlan.namespace : null;
   // The destination sidecar decides on the normalised path (a path it refuses gets 400 there).
   const normalized = normalizePath(request.path);
   const accessPath = normalized.ok ? normalized.path : request.path;
-  const accessPolicyFor = (service: string) => spec.accessPolicies.find((p) => p.doc.spec.targetRefs.some((t) => t.name === service));
+  const accessPolicyFor = (service: string) => spec.accessPolicies.find((p) => p.doc.spec.targetRefs.some((t) => refKey(namespaceOf(p.doc), t) === service));
 
   const routeResource = callerConfig.resources.find((r) => r.name === `route/${request.to}`);
   if (!routeResource) {
     const decision = target.inbound ? decideAccess(target.inbound.access, callerIdentity, request.method, accessPath) : null;
     const policy = accessPolicyFor(request.to);
     const reason = `${request.from} may not call ${request.to}: ${decision?.reason ?? 'an AccessPolicy on it admits other callers only'}; its sidecar has no route to it and answers 404 unknown_service`;
-    return { request: req, reachable: { ok: false, reason, at: loc(policy ? at(policy, ['metadata', 'name']) : spec.mesh ? at(spec.mesh, ['spec', 'access']) : undefined) }, rules: [], matched: null, clusters: [], outcome: reason };
+    return { request: req, consumerNamespace, reachable: { ok: false, reason, at: loc(policy ? at(policy, ['metadata', 'name']) : spec.mesh ? at(spec.mesh, ['spec', 'access']) : undefined) }, rules: [], matched: null, clusters: [], outcome: reason };
   }
 
   const table = new RouteTable(routeResource.body as RouteBody);
   const trace = table.trace({ port, method: request.method, path: request.path, headers: request.headers, query: request.query });
-  const routeOf = (name: string | null) => (name === null ? undefined : spec.routes.find((r) => r.doc.metadata.name === name));
+  const routeOf = (key: string | null) => (key === null ? undefined : spec.routes.find((r) => keyOf(r.doc) === key));
+  // A rule id is `<route key>/<rule>/<match>`, and a route key may hold a slash itself.
+  const indexesOf = (id: string) => id.split('/').slice(-2).map(Number) as [number, number];
   const ruleSpan = (id: string, route: Located<HTTPRouteDocument> | undefined) => {
     if (!route) return undefined;
-    const [, r, m] = id.split('/').map(Number);
+    const [r, m] = indexesOf(id);
     const rule = route.doc.spec.rules?.[r!];
     return at(route, rule?.matches && rule.matches.length > 0 ? ['spec', 'rules', r!, 'matches', m!] : ['spec', 'rules', r!]);
   };
   const rules = trace.rules.map(({ rule, failed }) => ({ id: rule.id, route: rule.route, ruleName: rule.ruleName, at: loc(ruleSpan(rule.id, routeOf(rule.route))), matched: failed === null, failed }));
   const reachable = { ok: true, reason: `${request.from} may call ${request.to}`, at: loc(accessPolicyFor(request.to) ? at(accessPolicyFor(request.to)!, ['metadata', 'name']) : undefined) };
   if (trace.matched < 0) {
-    return { request: req, reachable, rules, matched: null, clusters: [], outcome: `no rule of ${request.to}'s routes matches: the caller's sidecar answers 404 no_route` };
+    return { request: req, consumerNamespace, reachable, rules, matched: null, clusters: [], outcome: `no rule of ${request.to}'s routes matches: the caller's sidecar answers 404 no_route` };
   }
 
   const rule = table.rules[trace.matched]!;
   const route = routeOf(rule.route);
-  const ruleIndex = rule.route === null ? -1 : Number(rule.id.split('/')[1]);
+  const ruleIndex = rule.route === null ? -1 : indexesOf(rule.id)[0];
   const rulePath = ['spec', 'rules', ruleIndex] as const;
   const specRule = route?.doc.spec.rules?.[ruleIndex];
   const meshDefault = (path: readonly (string | number)[], value: unknown): Origin =>
@@ -129,12 +148,13 @@ export function explain(result: CompileResult, request: ExplainRequest, pathPref
         .map((b) => {
           const svc = plan.services.get(b.service)!;
           const decision = svc.inbound ? decideAccess(svc.inbound.access, callerIdentity, request.method, accessPath) : null;
-          const policy = decision?.policy ? spec.accessPolicies.find((p) => p.doc.metadata.name === decision.policy) : undefined;
+          const policy = decision?.policy ? spec.accessPolicies.find((p) => keyOf(p.doc) === decision.policy) : undefined;
           // ruleIndex counts the compiled rules of every policy on the service; the spec line needs the index within its policy.
           const indexInPolicy = decision?.ruleIndex != null ? svc.inbound!.access.rules.slice(0, decision.ruleIndex).filter((r) => r.policy === decision.policy).length : null;
           return {
             service: b.service,
             endpoints: svc.endpoints.static.length + (svc.endpoints.dns ? 1 : 0),
+            kubernetes: svc.endpoints.kubernetes ? `${svc.endpoints.kubernetes.namespace}/${svc.endpoints.kubernetes.service}` : null,
             settings: clusterSettings(svc.cluster, b.service, spec, loc),
             access: decision ? { allowed: decision.allowed, audited: decision.audited, reason: decision.reason, at: loc(policy ? at(policy, ['spec', 'rules', indexInPolicy!]) : undefined) } : null,
           };
@@ -149,6 +169,7 @@ export function explain(result: CompileResult, request: ExplainRequest, pathPref
       : `${request.method} ${request.path} from ${request.from} goes to ${shares.join(', ')}${denied.length > 0 ? `; ${denied.join(', ')} would deny it (403)` : ''}`;
   return {
     request: req,
+    consumerNamespace,
     reachable,
     rules,
     matched: { id: rule.id, redirect: redirect ? `${redirect.statusCode} to ${redirect.scheme ?? 'http'}://${redirect.hostname ?? '(same host)'}` : null, filters: rule.filters.map((f) => f.type), backends, timeouts, retry },
@@ -176,7 +197,7 @@ const SETTINGS: ReadonlyArray<{ name: string; leaf: readonly string[]; show: (c:
 /** Each cluster setting with the TrafficPolicy line, Mesh default or built-in it came from. */
 function clusterSettings(cluster: ClusterBody, service: string, spec: NonNullable<CompileResult['spec']>, loc: (s: Span | undefined) => string | null) {
   return SETTINGS.map(({ name, leaf, show }) => {
-    const policy = spec.trafficPolicies.find((p) => p.doc.spec.targetRefs.some((t) => t.name === service) && getLeaf(p.doc.spec, leaf) !== undefined);
+    const policy = spec.trafficPolicies.find((p) => p.doc.spec.targetRefs.some((t) => refKey(namespaceOf(p.doc), t) === service) && getLeaf(p.doc.spec, leaf) !== undefined);
     let origin: Origin;
     if (policy) origin = { source: 'spec', at: loc(at(policy as Located<SpecDocument>, ['spec', ...leaf])) };
     else if (spec.mesh && getLeaf(spec.mesh.doc.spec.defaults?.trafficPolicy ?? {}, leaf) !== undefined) origin = { source: 'mesh-default', at: loc(at(spec.mesh, ['spec', 'defaults', 'trafficPolicy', ...leaf])) };
@@ -196,7 +217,11 @@ export function renderExplanation(e: Explanation): string {
   const lines = [`${r.method} ${r.path}${r.query ? `?${r.query}` : ''} from ${r.from} to ${r.to}:${r.port}${headers.length ? `  (${headers.join(', ')})` : ''}`, ''];
   lines.push(`1. Caller: ${e.reachable.reason}${e.reachable.at ? `  [${e.reachable.at}]` : ''}`);
   if (!e.reachable.ok) return [...lines, '', `Outcome: ${e.outcome}`, ''].join('\n');
-  lines.push(`2. Route rules of ${r.to}, in precedence order (the first match wins):`);
+  lines.push(
+    e.consumerNamespace === null
+      ? `2. Route rules of ${r.to}, in precedence order (the first match wins):`
+      : `2. Route rules of ${r.to} for callers in namespace ${e.consumerNamespace} (its consumer routes; producer routes do not apply), in precedence order:`,
+  );
   for (const rule of e.rules) {
     const name = rule.route === null ? 'the default rule (no route attached)' : `${rule.id}${rule.ruleName ? ` "${rule.ruleName}"` : ''}`;
     lines.push(`   ${rule.matched ? '✓' : '✗'} ${name}${rule.at ? `  [${rule.at}]` : ''}${rule.matched ? '  matches' : `  needs ${rule.failed}`}`);
@@ -212,7 +237,8 @@ export function renderExplanation(e: Explanation): string {
   lines.push(`4. Timeouts: request ${t.requestMs ? formatDuration(t.requestMs) : 'none'} (${originText(t.request)}); per try ${t.backendRequestMs ? formatDuration(t.backendRequestMs) : 'none'} (${originText(t.backendRequest)})`);
   lines.push(`   Retries: up to ${m.retry.attempts}${m.retry.codes.length ? ` on ${m.retry.codes.join(', ')}` : ''} and on connect failures, backoff ${formatDuration(m.retry.backoffMs)} (${originText(m.retry.origin)})`);
   e.clusters.forEach((c, i) => {
-    lines.push(`${5 + i}. Calling ${c.service} (${c.endpoints} endpoint${c.endpoints === 1 ? '' : 's'}):`);
+    const instances = c.kubernetes ? `endpoints from Kubernetes Service ${c.kubernetes}` : `${c.endpoints} endpoint${c.endpoints === 1 ? '' : 's'}`;
+    lines.push(`${5 + i}. Calling ${c.service} (${instances}):`);
     for (const s of c.settings) lines.push(`     ${s.name}: ${s.value} (${originText(s.origin)})`);
     if (c.access) lines.push(`     access at ${c.service}: ${c.access.allowed ? (c.access.audited ? 'would be denied (audit mode lets it through)' : 'allowed') : 'DENIED (403)'} — ${c.access.reason}${c.access.at ? `  [${c.access.at}]` : ''}`);
     else lines.push(`     access at ${c.service}: not checked (it runs no sidecar)`);

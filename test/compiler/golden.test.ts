@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, sep } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { prettyJson } from '../../src/config/canonical.ts';
@@ -27,7 +27,8 @@ describe('examples compile to their golden configs', () => {
       assertGolden(join(dir, 'index.json'), prettyJson(meshIndex(result.mesh)));
       for (const [service, config] of result.mesh.configs) assertGolden(join(dir, `${service}.json`), prettyJson(config));
       if (!UPDATING) {
-        const expected = readdirSync(dir).filter((f) => f.endsWith('.json') && f !== 'index.json').sort();
+        // Services outside namespace `default` are kept as <namespace>/<name>.json.
+        const expected = (readdirSync(dir, { recursive: true }) as string[]).map((f) => f.split(sep).join('/')).filter((f) => f.endsWith('.json') && f !== 'index.json').sort();
         assert.deepEqual(expected, [...result.mesh.configs.keys()].map((s) => `${s}.json`).sort(), 'no golden config left for a service that is gone');
       }
       assert.ok(existsSync(dir));
