@@ -60,7 +60,7 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .addOption(opt('--header-timeout <duration>', 'time a client has to send its request headers (slowloris guard)', parseDurationFlag, 10_000, '10s'))
     .option('--access-log', 'log every request as a JSON line')
     .option('--control <url>', 'subscribe to a reconciler for configs, such as http://127.0.0.1:15010 (needs --service)')
-    .option('--control-token-file <file>', 'bearer token for the reconciler (or TRELLIS_CONTROL_TOKEN)')
+    .option('--control-token-file <file>', 'file holding the bearer token for the reconciler, read again for every request so a rotated token is used (on Kubernetes: the projected ServiceAccount token); or set TRELLIS_CONTROL_TOKEN to a fixed shared token')
     .option('--node <id>', 'this instance\'s id at the reconciler (default: host name and inbound port)')
     .option('--tls-cert <file>', 'standalone identity: this service\'s certificate (PEM), reloaded on change; with --control the reconciler\'s CA is used instead when this is left out')
     .option('--tls-key <file>', 'standalone identity: the certificate\'s private key (PEM)')

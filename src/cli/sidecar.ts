@@ -1,5 +1,6 @@
 /** `trellis sidecar`: run the data plane next to one service instance. */
 import { readFileSync } from 'node:fs';
+import { fixedToken, tokenFromFile, type ControlToken } from '../sidecar/control-token.ts';
 import { DEFAULT_SIDECAR_OPTIONS, Sidecar, type ListenAddress } from '../sidecar/sidecar.ts';
 import { EXIT, untilStopped, type CliIo } from './io.ts';
 
@@ -46,15 +47,24 @@ export async function runSidecar(flags: SidecarFlags, io: CliIo): Promise<number
     token = readSecret(flags.adminTokenFile, io, '--admin-token-file');
     if (token === undefined) return EXIT.usage;
   }
-  let control: { url: string; token: string; node?: string } | undefined;
+  let control: { url: string; token: ControlToken; node?: string } | undefined;
   if (flags.control) {
     if (!flags.service) {
       io.stderr.write('trellis sidecar: --control needs --service NAME (the service this instance belongs to)\n');
       return EXIT.usage;
     }
-    const controlToken = flags.controlTokenFile ? readSecret(flags.controlTokenFile, io, '--control-token-file') : io.env.TRELLIS_CONTROL_TOKEN;
+    let controlToken: ControlToken | undefined;
+    if (flags.controlTokenFile) {
+      // Read now so a wrong path fails at start; then again for every control request,
+      // so a token the kubelet rotated (a projected ServiceAccount token) is the one presented.
+      if (readSecret(flags.controlTokenFile, io, '--control-token-file') === undefined) {
+        io.stderr.write(`trellis sidecar: --control-token-file ${flags.controlTokenFile} holds no token\n`);
+        return EXIT.usage;
+      }
+      controlToken = tokenFromFile(flags.controlTokenFile);
+    } else if (io.env.TRELLIS_CONTROL_TOKEN) controlToken = fixedToken(io.env.TRELLIS_CONTROL_TOKEN);
     if (!controlToken) {
-      io.stderr.write('trellis sidecar: --control needs a token: --control-token-file FILE or TRELLIS_CONTROL_TOKEN\n');
+      io.stderr.write('trellis sidecar: --control needs a token: --control-token-file FILE (re-read on every request; on Kubernetes the projected ServiceAccount token) or TRELLIS_CONTROL_TOKEN\n');
       return EXIT.usage;
     }
     control = { url: flags.control, token: controlToken, ...(flags.node ? { node: flags.node } : {}) };

@@ -24,6 +24,7 @@ import { createCertificateRequest, generateKeyPair, privateKeyPem } from '../ide
 import type { Random } from './clock.ts';
 import type { Credential, SidecarIdentity } from './identity.ts';
 import type { SidecarMetrics } from './metrics.ts';
+import { bearer, ControlRefused, type ControlToken } from './control-token.ts';
 
 /** Share of a certificate's remaining life after which it is renewed (± RENEW_JITTER). */
 const RENEW_AT = 0.5;
@@ -63,7 +64,8 @@ export function loadStoredCredential(stateDir: string): { certificatePem: string
 
 export interface CertificateClientOptions {
   readonly url: string;
-  readonly token: string;
+  /** The bearer, or a source of it asked on every request (a rotated token file). */
+  readonly token: string | ControlToken;
   readonly service: string;
   readonly node: string;
   readonly identity: SidecarIdentity;
@@ -155,7 +157,16 @@ export class CertificateClient {
         // Asked while this request was out (a config naming the service arrived): try again
         // at once, since the CA may know the service now.
         this.#renewAt = this.#asked ? 0 : Date.now() + Math.min(step, cap) * (0.5 + this.#o.random() / 2);
-        this.#o.log.warn({ type: 'certificate_renewal_failed', error: (err as Error).message, failures, expiresAt: current ? new Date(current.notAfter).toISOString() : null }, 'could not get a certificate from the mesh CA; retrying');
+        this.#o.log.warn(
+          {
+            type: 'certificate_renewal_failed',
+            error: (err as Error).message,
+            ...(err instanceof ControlRefused ? { status: err.status, code: err.code } : {}),
+            failures,
+            expiresAt: current ? new Date(current.notAfter).toISOString() : null,
+          },
+          'could not get a certificate from the mesh CA; retrying',
+        );
       }
     }
   }
@@ -166,13 +177,14 @@ export class CertificateClient {
     const body: CertificateRequest = { service: this.#o.service, node: this.#o.node, csr: await createCertificateRequest(keys, this.#o.service) };
     const res = await request(new URL(CERTIFICATE_PATH, this.#o.url), {
       method: 'POST',
-      headers: { authorization: `Bearer ${this.#o.token}`, 'content-type': 'application/json' },
+      headers: { authorization: bearer(this.#o.token), 'content-type': 'application/json' },
       body: JSON.stringify(body),
       dispatcher: this.#agent,
       signal: this.#controller.signal,
       headersTimeout: 10_000,
       bodyTimeout: 10_000,
     });
+    if (res.statusCode === 401 || res.statusCode === 403) throw new ControlRefused('certificate request', res.statusCode, await res.body.text());
     if (res.statusCode !== 200) throw new Error(`the mesh CA answered ${res.statusCode}: ${(await res.body.text()).slice(0, 200)}`);
     const answer = (await res.body.json()) as CertificateResponse;
     const result = this.#o.identity.offer({ certificatePem: answer.certificate, privateKeyPem: await privateKeyPem(keys.privateKey), trustBundle: answer.trustBundle });

@@ -10,11 +10,13 @@ import { Agent, request } from 'undici';
 import { ACK_PATH, PING_INTERVAL_MS, STREAM_PATH, type Ack, type ControlMessage, type Subscribe } from '../config/control-protocol.ts';
 import type { Random } from './clock.ts';
 import type { ApplyResult, ConfigStore } from './config-store.ts';
+import { bearer, ControlRefused, type ControlToken } from './control-token.ts';
 
 export interface ControlClientOptions {
   /** Reconciler base URL, such as http://127.0.0.1:15010. */
   readonly url: string;
-  readonly token: string;
+  /** The bearer, or a source of it asked on every request (a rotated token file). */
+  readonly token: string | ControlToken;
   readonly service: string;
   /** This instance's id; stable across restarts of the same instance (host and inbound port). */
   readonly node: string;
@@ -68,7 +70,14 @@ export class ControlClient {
       try {
         await this.#stream();
       } catch (err) {
-        if (!this.#stopped) this.#o.log.warn({ type: 'control_disconnected', error: (err as Error).message, failures: this.#failures + 1 }, 'control stream failed; serving the current config and retrying');
+        if (this.#stopped) {
+          // stopping: the abort is ours
+        } else if (err instanceof ControlRefused) {
+          this.#o.log.warn(
+            { type: 'control_refused', status: err.status, code: err.code, failures: this.#failures + 1 },
+            'the reconciler refused this sidecar\'s credentials; serving the current config and retrying (a token file is read again on every try)',
+          );
+        } else this.#o.log.warn({ type: 'control_disconnected', error: (err as Error).message, failures: this.#failures + 1 }, 'control stream failed; serving the current config and retrying');
       }
       this.#connected = false;
       if (this.#stopped) break;
@@ -99,7 +108,7 @@ export class ControlClient {
     if (this.#controller.signal.aborted) return;
     const res = await request(new URL(STREAM_PATH, this.#o.url), {
       method: 'POST',
-      headers: { authorization: `Bearer ${this.#o.token}`, 'content-type': 'application/json' },
+      headers: { authorization: bearer(this.#o.token), 'content-type': 'application/json' },
       body: JSON.stringify(this.#subscribe()),
       signal: this.#controller.signal,
       dispatcher: this.#agent,
@@ -109,6 +118,7 @@ export class ControlClient {
     });
     if (res.statusCode !== 200) {
       const text = await res.body.text();
+      if (res.statusCode === 401 || res.statusCode === 403) throw new ControlRefused('subscription', res.statusCode, text);
       throw new Error(`reconciler answered ${res.statusCode}: ${text.slice(0, 200)}`);
     }
     this.#connected = true;
@@ -171,12 +181,17 @@ export class ControlClient {
     try {
       const res = await request(new URL(ACK_PATH, this.#o.url), {
         method: 'POST',
-        headers: { authorization: `Bearer ${this.#o.token}`, 'content-type': 'application/json' },
+        headers: { authorization: bearer(this.#o.token), 'content-type': 'application/json' },
         body: JSON.stringify(ack),
         dispatcher: this.#agent,
         headersTimeout: 10_000,
         bodyTimeout: 10_000,
       });
+      if (res.statusCode === 401 || res.statusCode === 403) {
+        const refused = new ControlRefused('acknowledgement', res.statusCode, await res.body.text());
+        this.#o.log.warn({ type: 'control_ack_refused', status: refused.status, code: refused.code, version: ack.version }, 'the reconciler refused the acknowledgement; the next subscribe reports what runs');
+        return;
+      }
       await res.body.dump();
     } catch (err) {
       this.#o.log.warn({ type: 'control_ack_failed', error: (err as Error).message }, 'could not acknowledge; the next subscribe reports what runs');

@@ -20,6 +20,7 @@ import { createInboundHandler, type AppAddress, type InboundHandler } from './in
 import { SidecarMetrics } from './metrics.ts';
 import { createOutboundHandler, type OutboundHandler } from './outbound.ts';
 import { ControlClient } from './control-client.ts';
+import type { ControlToken } from './control-token.ts';
 import { CertificateClient, loadStoredCredential, storeCredential, watchCredentialFiles, type CredentialFiles } from './certificates.ts';
 import { SidecarIdentity } from './identity.ts';
 import { MeshConnector } from './mesh-connector.ts';
@@ -48,7 +49,8 @@ export interface SidecarOptions {
   readonly maxRetryBodyBytes: number;
   readonly accessLog: boolean;
   /** Subscribe to a reconciler for configs and certificates (needs `service`). */
-  readonly control?: { readonly url: string; readonly token: string; readonly node?: string };
+  /** `token`: the bearer, or a source asked on every control request (a token file the kubelet rotates). */
+  readonly control?: { readonly url: string; readonly token: string | ControlToken; readonly node?: string };
   /** Standalone identity: certificate, key and CA files, reloaded on change (instead of certificates from the reconciler). */
   readonly certificateFiles?: CredentialFiles;
   readonly logger?: Logger;
