@@ -100,3 +100,42 @@ describe('trellis explain --rev', () => {
     }
   });
 });
+
+const namespacesMesh = await compileDir(fileURLToPath(new URL('../../examples/namespaces', import.meta.url)));
+
+describe('trellis explain across namespaces (examples/namespaces)', () => {
+  const mesh = namespacesMesh;
+  const NS_CASES: Record<string, ExplainRequest> = {
+    'namespaces-consumer-route': req('shop/checkout', 'payments/api', { method: 'POST', path: '/charges' }),
+    'namespaces-producer-route': req('payments/reports', 'payments/api', { path: '/summaries' }),
+    'namespaces-namespace-denied': req('shop/frontend', 'payments/ledger'),
+  };
+  for (const [name, request] of Object.entries(NS_CASES)) {
+    test(name, () => assertGolden(join(GOLDEN, `${name}.txt`), renderExplanation(explain(mesh, request, 'examples/namespaces'))));
+  }
+
+  test('a caller in the consumer route\'s namespace follows it; a caller elsewhere follows the producer route', () => {
+    const shop = explain(mesh, NS_CASES['namespaces-consumer-route']!, 'examples/namespaces');
+    assert.equal(shop.consumerNamespace, 'shop');
+    assert.equal(shop.matched?.id, 'shop/payments-api/0/0');
+    assert.deepEqual(shop.matched?.backends.map((b) => [b.service, b.share]), [['payments/api', 0.9], ['payments/api-v2', 0.1]]);
+    assert.match(shop.rules[0]!.at!, /^examples\/namespaces\/shop\/payments-route\.yaml:\d+:\d+$/);
+    const reports = explain(mesh, NS_CASES['namespaces-producer-route']!, 'examples/namespaces');
+    assert.equal(reports.consumerNamespace, null);
+    assert.equal(reports.matched?.id, 'payments/api/0/0');
+    assert.equal(reports.matched?.retry.origin.source, 'spec');
+  });
+
+  test('access is decided with the caller\'s own identity, namespace prefixes included', () => {
+    const e = explain(mesh, NS_CASES['namespaces-consumer-route']!, 'examples/namespaces');
+    assert.equal(e.clusters[0]!.access?.allowed, true);
+    assert.match(e.clusters[0]!.access!.at!, /payments\/access\.yaml/);
+    const denied = explain(mesh, NS_CASES['namespaces-namespace-denied']!, 'examples/namespaces');
+    assert.equal(denied.reachable.ok, false);
+    assert.match(denied.reachable.reason, /spiffe:\/\/cluster\.example\/ns\/shop\/sa\/frontend/);
+  });
+
+  test('an unknown host is explained by the Mesh egress setting', () => {
+    assert.throws(() => explain(mesh, req('shop/frontend', 'example.com'), 'examples/namespaces'), /refused with 404 unknown_service \(Mesh egress mode refuse\)/);
+  });
+});
