@@ -401,9 +401,17 @@ class Checker {
   }
 
   /** Warns when a route sends a caller's requests to a backend whose access policy denies that caller. */
-  checkBackendAccess(plan: Map<string, ServicePlan>, planned: Map<string, PlannedRule[]>): void {
+  checkBackendAccess(plan: Map<string, ServicePlan>, planned: Map<string, PlannedRule[]>, consumerPlanned: ReadonlyMap<string, ReadonlyMap<string, PlannedRule[]>>): void {
     const meshedNames = [...plan.values()].filter((p) => p.meshed).map((p) => p.name);
+    // Each table is checked against the callers that hold it: a consumer table against the
+    // callers of its namespace, the producer table against everyone else.
+    const tables: Array<[string, PlannedRule[], (caller: string) => boolean]> = [];
     for (const [name, rules] of planned) {
+      const consumers = consumerPlanned.get(name);
+      tables.push([name, rules, (c) => !consumers?.has(plan.get(c)!.namespace)]);
+      for (const [ns, consumerRules] of consumers ?? []) tables.push([name, consumerRules, (c) => plan.get(c)!.namespace === ns]);
+    }
+    for (const [name, rules, holds] of tables) {
       const callers = plan.get(name)!.callers;
       const warned = new Set<string>();
       for (const { rule, origin } of rules) {
@@ -412,7 +420,7 @@ class Checker {
           const backend = plan.get(b.service);
           if (!backend || b.service === name || warned.has(b.service) || backend.callers === 'everyone' || !backend.meshed) return;
           const allowed = backend.callers;
-          const denied = (callers === 'everyone' ? meshedNames : [...callers]).filter((c) => !allowed.has(c)).sort();
+          const denied = (callers === 'everyone' ? meshedNames : [...callers]).filter((c) => plan.has(c) && holds(c) && !allowed.has(c)).sort();
           if (denied.length === 0) return;
           warned.add(b.service);
           const shown = denied.slice(0, 5).join(', ') + (denied.length > 5 ? ` and ${denied.length - 5} more` : '');
@@ -520,7 +528,7 @@ class Checker {
         consumers,
       });
     }
-    this.checkBackendAccess(plan, planned);
+    this.checkBackendAccess(plan, planned, consumerPlanned);
     this.checkAccessWithoutMtls(plan);
     this.checkRetryAmplification(plan);
     this.checkCallChains(plan, planned);

@@ -233,6 +233,29 @@ spec:
     assert.equal(body<RouteBody>(result.mesh!.configs.get('batch'), 'route/payments/api').rules[0]!.route, null, 'the implicit rule');
   });
 
+  test('a consumer table is checked against its own namespace\'s callers only (TRL4016)', () => {
+    const grant = `apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: { name: g, namespace: payments }
+spec:
+  from: [{ group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: shop }]
+  to: [{ group: "", kind: Service }]
+`;
+    const v2Access = `apiVersion: trellis.dev/v1alpha1
+kind: AccessPolicy
+metadata: { name: v2, namespace: payments }
+spec:
+  targetRefs: [{ kind: Service, name: api-v2 }]
+  rules: [{ from: [{ namespace: payments }] }]
+`;
+    const consumer = spec['consumer.yaml'].replace('name: api, namespace: payments }]\n      timeouts', 'name: api-v2, namespace: payments }]\n      timeouts');
+    const result = compileTexts({ ...spec, 'consumer.yaml': consumer, 'grant.yaml': grant, 'v2.yaml': v2Access });
+    const warnings = result.diagnostics.filter((d) => d.code === 'TRL4016');
+    assert.equal(warnings.length, 1, codes(result).join(', '));
+    assert.match(warnings[0]!.message, /does not admit 1 of "payments\/api"'s callers \(shop\/web\)/);
+    assert.equal(formatLocation(warnings[0]!.span!), 'consumer.yaml:7:29');
+  });
+
   test('a consumer route that sends elsewhere in the Service\'s namespace needs a ReferenceGrant', () => {
     const result = compileTexts({ ...spec, 'consumer.yaml': spec['consumer.yaml'].replace('name: api, namespace: payments }]\n      timeouts', 'name: api-v2, namespace: payments }]\n      timeouts') });
     assert.deepEqual(codes(result), ['TRL3009']);
