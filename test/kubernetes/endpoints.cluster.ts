@@ -1,0 +1,331 @@
+/**
+ * Endpoints from EndpointSlices, end to end against a real kube-apiserver: a real
+ * `trellis reconcile --kubernetes` process, a real `trellis sidecar` for the caller `web`,
+ * and real HTTP servers as the pods of `api` (an unmeshed Service whose endpoints come from
+ * Kubernetes), each on its own loopback address (127.0.0.2, 127.0.0.3, …: all of 127/8
+ * reaches `lo` on Linux) and the same port, as pods of one Deployment would. No kubelet
+ * runs, so the test writes the EndpointSlices itself, as the EndpointSlice controller would.
+ *
+ * The tests run in order on one cluster and one mesh: each starts from the pods the one
+ * before left.
+ */
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import * as k8s from '@kubernetes/client-node';
+import type { EndpointsBody, ProxyConfig } from '../../src/config/types.ts';
+import type { ReconcilerStatus } from '../../src/reconciler/reconciler.ts';
+import { startKubeEnv, type KubeEnv } from '../helpers/kube-env.ts';
+import { sidecarReady, startTrellis, steadyLoad, stopProcesses, tempDir, type Proc } from '../helpers/processes.ts';
+import { cleanup, closedPort, waitFor } from '../helpers/sidecar-harness.ts';
+
+/** How quickly an endpoint change must reach the caller's sidecar (the issue's "within a second"). */
+const PROPAGATION_MS = 1000;
+
+/** A pod of `api`: an HTTP server on its own loopback address. */
+interface Pod {
+  readonly ip: string;
+  /** Requests it answered. */
+  seen: number;
+  /** Stops accepting connections, lets requests in flight finish, then closes the rest. */
+  stop(): Promise<void>;
+}
+
+let podPort = 0;
+const pods: Pod[] = [];
+
+async function startPod(ip: string): Promise<Pod> {
+  const pod = { ip, seen: 0, stop: async () => undefined } as Pod;
+  const server: Server = createServer((req, res) => {
+    pod.seen++;
+    req.resume();
+    req.on('end', () => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.end(ip);
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(podPort, ip, () => resolve());
+  });
+  podPort = (server.address() as AddressInfo).port;
+  pod.stop = async () => {
+    const closed = new Promise<void>((r) => server.close(() => r()));
+    server.closeIdleConnections();
+    const forced = setTimeout(() => server.closeAllConnections(), 2000);
+    await closed;
+    clearTimeout(forced);
+  };
+  pods.push(pod);
+  return pod;
+}
+
+let env: KubeEnv;
+let slices: k8s.DiscoveryV1Api;
+let reconciler: Proc;
+let web: Proc;
+let controlPort: number;
+let specDir: string;
+
+type Conditions = { ready?: boolean; serving?: boolean; terminating?: boolean };
+const READY: Conditions = { ready: true, serving: true, terminating: false };
+const NOT_READY: Conditions = { ready: false, serving: false, terminating: false };
+const TERMINATING: Conditions = { ready: false, serving: true, terminating: true };
+
+/** Creates or replaces EndpointSlice `name` of Service `api` (namespace default) with these pods. */
+async function putSlice(name: string, endpoints: ReadonlyArray<readonly [Pod, Conditions]>): Promise<void> {
+  const body: k8s.V1EndpointSlice = {
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: { name, namespace: 'default', labels: { 'kubernetes.io/service-name': 'api', 'endpointslice.kubernetes.io/managed-by': 'trellis-test' } },
+    // The API server refuses loopback addresses in IPv4 slices (a pod never has one); the
+    // test's pods live on loopback, so their addresses are written as FQDN slices, which the
+    // API accepts for a dotted name. Trellis treats both alike: the address is dialled as is.
+    addressType: 'FQDN',
+    ports: [{ name: 'http', port: podPort, protocol: 'TCP' }],
+    endpoints: endpoints.map(([pod, conditions]) => ({ addresses: [pod.ip], conditions })),
+  };
+  try {
+    await slices.replaceNamespacedEndpointSlice({ name, namespace: 'default', body });
+  } catch (err) {
+    if ((err as { code?: number }).code !== 404) throw err;
+    await slices.createNamespacedEndpointSlice({ namespace: 'default', body });
+  }
+}
+
+async function deleteSlice(name: string): Promise<void> {
+  await slices.deleteNamespacedEndpointSlice({ name, namespace: 'default' });
+}
+
+/** `api`'s instances in the caller's running config: `ip` or `ip terminating`, sorted. */
+async function webSees(): Promise<string[] | undefined> {
+  const res = await fetch(`http://127.0.0.1:${web.listening.admin}/config`).catch(() => undefined);
+  if (!res || res.status !== 200) return undefined;
+  const config = (await res.json()) as ProxyConfig;
+  const body = config.resources.find((r) => r.name === 'endpoints/api')?.body as EndpointsBody | undefined;
+  return body?.static.map((e) => `${e.address}${e.terminating ? ' terminating' : ''}`);
+}
+
+/** Waits until the caller's sidecar runs exactly `expected`; returns how long that took, in ms. */
+async function untilWebSees(expected: string[], what: string, timeoutMs = PROPAGATION_MS): Promise<number> {
+  const started = performance.now();
+  let last: string[] | undefined;
+  await waitFor(async () => {
+    last = await webSees();
+    return JSON.stringify(last) === JSON.stringify(expected);
+  }, `${what} (web sees ${JSON.stringify(last)})`, timeoutMs);
+  return performance.now() - started;
+}
+
+async function status(): Promise<ReconcilerStatus | undefined> {
+  const res = await fetch(`http://127.0.0.1:${controlPort}/status`).catch(() => undefined);
+  return res?.status === 200 ? ((await res.json()) as ReconcilerStatus) : undefined;
+}
+
+function startReconciler(): Promise<Proc> {
+  return startTrellis(['reconcile', '--dir', specDir, '--listen', String(controlPort), '--kubernetes', '--kubeconfig', env.kubeconfigPath]);
+}
+
+/** Sends `n` more requests' worth of time: waits until pod `busy` has answered `n` more. */
+async function whileServing(busy: Pod, n: number): Promise<void> {
+  const target = busy.seen + n;
+  await waitFor(() => busy.seen >= target, `${n} more requests on ${busy.ip}`);
+}
+
+const timings: Record<string, number> = {};
+
+before(async () => {
+  env = await startKubeEnv();
+  slices = env.kubeConfig.makeApiClient(k8s.DiscoveryV1Api);
+  const dir = tempDir();
+  specDir = join(dir, 'spec');
+  mkdirSync(specDir);
+  writeFileSync(
+    join(specDir, 'mesh.yaml'),
+    `apiVersion: trellis.dev/v1alpha1
+kind: Mesh
+metadata: { name: k }
+spec: { trustDomain: k.local, access: { default: allow }, mtls: { mode: off } }
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: { name: web }
+spec: { ports: [{ port: 80 }], endpoints: { static: [{ address: 127.0.0.1, port: 9 }] } }
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: { name: api }
+spec: { ports: [{ port: 80 }], sidecar: false, endpoints: { kubernetes: {} } }
+`,
+  );
+  controlPort = await closedPort();
+  reconciler = await startReconciler();
+  web = await startTrellis(['sidecar', '--service', 'web', '--control', `http://127.0.0.1:${controlPort}`, '--outbound', '0', '--inbound', '0', '--admin', '0', '--state-dir', join(dir, 'web-state')]);
+});
+
+after(async () => {
+  await stopProcesses();
+  for (const pod of pods) await pod.stop().catch(() => undefined);
+  await cleanup();
+  await env?.stop();
+  if (Object.keys(timings).length > 0) console.log(`propagation (ms): ${JSON.stringify(timings)}`);
+});
+
+describe('endpoints from EndpointSlices, through real reconciler and sidecar processes', () => {
+  let a: Pod;
+  let b: Pod;
+
+  test('the first list reaches the caller; an endpoint added gets traffic within 1 s; one marked not ready gets none within 1 s', async () => {
+    a = await startPod('127.0.0.2');
+    b = await startPod('127.0.0.3');
+    await putSlice('api-1', [[a, READY]]);
+    await waitFor(() => sidecarReady(web.listening.admin!), 'web to get its config', 15_000);
+    await untilWebSees(['127.0.0.2'], 'the listed endpoint', 5000);
+    const s = await status();
+    assert.equal(s?.discovery?.synced, true);
+    assert.equal(s?.discovery?.error, null);
+
+    const traffic = steadyLoad(web.listening.outbound!, 'api', 2);
+    try {
+      await whileServing(a, 20);
+      const added = performance.now();
+      await putSlice('api-1', [[a, READY], [b, READY]]);
+      await waitFor(() => b.seen > 0, 'traffic on the added endpoint', PROPAGATION_MS);
+      timings.added = Math.round(performance.now() - added);
+
+      await putSlice('api-1', [[a, READY], [b, NOT_READY]]);
+      timings.notReady = Math.round(await untilWebSees(['127.0.0.2'], 'the not-ready endpoint to leave'));
+      const seen = b.seen;
+      await whileServing(a, 100);
+      assert.equal(b.seen, seen, 'a not-ready endpoint gets no requests');
+    } finally {
+      const statuses = await traffic.stop();
+      assert.deepEqual([...statuses.keys()], [200], traffic.failures.join('\n'));
+    }
+  });
+
+  test('a terminating endpoint that still serves gets no new requests while another is ready, and serves as the last resort when none is', async () => {
+    await putSlice('api-1', [[a, READY], [b, READY]]);
+    await untilWebSees(['127.0.0.2', '127.0.0.3'], 'both endpoints');
+    await putSlice('api-1', [[a, READY], [b, TERMINATING]]);
+    timings.terminating = Math.round(await untilWebSees(['127.0.0.2', '127.0.0.3 terminating'], 'the endpoint to be marked terminating'));
+    const traffic = steadyLoad(web.listening.outbound!, 'api', 2);
+    try {
+      const seen = b.seen;
+      await whileServing(a, 100);
+      assert.equal(b.seen, seen, 'no new requests to a terminating endpoint while a ready one exists');
+      // Last resort: the only other instance is gone, the terminating one still serves.
+      await putSlice('api-1', [[a, NOT_READY], [b, TERMINATING]]);
+      await waitFor(() => b.seen > seen + 20, 'the terminating endpoint to serve as the last resort', PROPAGATION_MS * 2);
+    } finally {
+      const statuses = await traffic.stop();
+      assert.deepEqual([...statuses.keys()], [200], traffic.failures.join('\n'));
+    }
+  });
+
+  test('an endpoint removed from its slice is gone from the caller within 1 s', async () => {
+    await putSlice('api-1', [[a, READY], [b, READY]]);
+    await untilWebSees(['127.0.0.2', '127.0.0.3'], 'both endpoints');
+    await putSlice('api-1', [[a, READY]]);
+    timings.removed = Math.round(await untilWebSees(['127.0.0.2'], 'the removed endpoint to leave'));
+    const seen = b.seen;
+    const traffic = steadyLoad(web.listening.outbound!, 'api', 2);
+    await whileServing(a, 50);
+    await traffic.stop();
+    assert.equal(b.seen, seen);
+    await b.stop();
+  });
+
+  let c: Pod;
+  let d: Pod;
+
+  test('a rolling update under steady load fails no request: new pods added ready, old ones terminating, then removed and stopped', async () => {
+    const traffic = steadyLoad(web.listening.outbound!, 'api', 4);
+    try {
+      await whileServing(a, 50);
+      // New ReplicaSet: two pods in a second slice, as the controller spreads a large Service.
+      c = await startPod('127.0.0.4');
+      d = await startPod('127.0.0.5');
+      await putSlice('api-2', [[c, NOT_READY], [d, NOT_READY]]);
+      await putSlice('api-2', [[c, READY], [d, NOT_READY]]);
+      await waitFor(() => c.seen > 0, 'traffic on the first new pod', PROPAGATION_MS);
+      await putSlice('api-2', [[c, READY], [d, READY]]);
+      await waitFor(() => d.seen > 0, 'traffic on the second new pod', PROPAGATION_MS);
+      // The old pod is told to stop: terminating but serving, until it is gone.
+      await putSlice('api-1', [[a, TERMINATING]]);
+      await untilWebSees(['127.0.0.2 terminating', '127.0.0.4', '127.0.0.5'], 'the old pod to be terminating');
+      const seen = a.seen;
+      await whileServing(c, 50);
+      assert.equal(a.seen, seen, 'the terminating pod gets no new requests');
+      await deleteSlice('api-1');
+      await untilWebSees(['127.0.0.4', '127.0.0.5'], 'the old pod to be gone');
+      await a.stop();
+      await whileServing(c, 100);
+      await whileServing(d, 100);
+    } finally {
+      const statuses = await traffic.stop();
+      assert.deepEqual([...statuses.keys()], [200], `failed requests during the rollout: ${traffic.failures.join('\n')}`);
+      timings.rolloutRequests = [...statuses.values()].reduce((x, y) => x + y, 0);
+    }
+  });
+
+  test('the API server stopped and started mid-traffic: the endpoints stay, the watch comes back, and a change after the restart arrives', async () => {
+    const traffic = steadyLoad(web.listening.outbound!, 'api', 2);
+    try {
+      await env.stopApiServer();
+      await waitFor(async () => (await status())?.discovery?.error != null, 'the reconciler to notice the API server is gone', 15_000);
+      // Serving on the last known endpoints, never an empty list.
+      assert.deepEqual(await webSees(), ['127.0.0.4', '127.0.0.5']);
+      await whileServing(c, 50);
+      await env.startApiServer();
+      const e = await startPod('127.0.0.6');
+      const changed = performance.now();
+      await putSlice('api-2', [[c, READY], [d, READY], [e, READY]]);
+      // The watch retries with a backoff of at most 5 s, then resumes from its resourceVersion.
+      await waitFor(() => e.seen > 0, 'traffic on a pod added after the restart', 15_000);
+      timings.afterApiRestart = Math.round(performance.now() - changed);
+      await waitFor(async () => (await status())?.discovery?.error === null, 'the discovery error to clear', 5000);
+    } finally {
+      const statuses = await traffic.stop();
+      assert.deepEqual([...statuses.keys()], [200], traffic.failures.join('\n'));
+    }
+  });
+
+  test('a reconciler restarted while the API server is down pushes nothing (no empty endpoint set); once it lists, the caller is already in sync', async () => {
+    const before = await webSees();
+    assert.deepEqual(before, ['127.0.0.4', '127.0.0.5', '127.0.0.6']);
+    const traffic = steadyLoad(web.listening.outbound!, 'api', 2);
+    const observed = new Set<string>();
+    let watching = true;
+    const watcher = (async () => {
+      while (watching) {
+        observed.add(JSON.stringify(await webSees()));
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })();
+    try {
+      reconciler.child.kill('SIGKILL');
+      await reconciler.exited;
+      await env.stopApiServer();
+      reconciler = await startReconciler();
+      await waitFor(async () => (await status())?.applied != null, 'the new reconciler to apply the revision', 10_000);
+      const unsynced = await status();
+      assert.equal(unsynced?.discovery?.synced, false);
+      assert.equal(unsynced?.snapshot, null, 'nothing is published before the first list');
+      await whileServing(c, 50);
+      await env.startApiServer();
+      await waitFor(async () => (await status())?.discovery?.synced === true, 'the first list after the API server is back', 15_000);
+      await waitFor(async () => (await status())?.summary.inSync === 1, 'web to be in sync with the new reconciler', 5000);
+      await whileServing(d, 50);
+    } finally {
+      watching = false;
+      await watcher;
+      const statuses = await traffic.stop();
+      assert.deepEqual([...statuses.keys()], [200], traffic.failures.join('\n'));
+    }
+    assert.deepEqual([...observed], [JSON.stringify(before)], 'the caller never saw another endpoint set');
+  });
+});
