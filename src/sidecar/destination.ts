@@ -98,10 +98,16 @@ export function hostOfServiceKey(key: string): string {
 /**
  * The canonical text of an IP address (IPv6 compressed and lower-case, as the URL parser
  * writes it), so `::0001` and `::1` compare equal; null for anything that is not an IP.
+ * An IPv6 address with a zone (`fe80::1%eth0`), which URLs cannot carry, is only
+ * lower-cased.
  */
 export function canonicalIp(text: string): string | null {
   const kind = isIP(text);
   if (kind === 4) return text;
-  if (kind === 6) return new URL(`http://[${text}]/`).hostname.slice(1, -1);
-  return null;
+  if (kind !== 6) return null;
+  try {
+    return new URL(`http://[${text}]/`).hostname.slice(1, -1);
+  } catch {
+    return text.toLowerCase();
+  }
 }

@@ -8,6 +8,10 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import { ManualClock, seededRandom } from '../../src/sidecar/clock.ts';
+import { ClusterManager } from '../../src/sidecar/clusters.ts';
+import { buildSnapshot } from '../../src/sidecar/config-store.ts';
+import { MeshConnector } from '../../src/sidecar/mesh-connector.ts';
 import { cleanup, closedPort, configOf, send, startSidecar, startUpstream, type RunningSidecar, type Upstream } from '../helpers/sidecar-harness.ts';
 
 after(cleanup);
@@ -152,5 +156,74 @@ describe('calls addressed to an instance', () => {
       assert.equal(miss.status, 404, host);
       assert.equal(miss.headers['x-trellis-error'], 'unknown_service', host);
     }
+  });
+});
+
+describe('ClusterManager.findInstance (no sockets)', () => {
+  const files = {
+    'spec.yaml': `apiVersion: trellis.dev/v1alpha1
+kind: Mesh
+metadata: { name: test }
+spec: { trustDomain: test.local, access: { default: allow } }
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: { name: client }
+spec: { ports: [{ port: 80 }], endpoints: { static: [{ address: 127.0.0.1, port: 9 }] } }
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: { name: api }
+spec:
+  ports: [{ name: http, port: 80, targetPort: 8080 }, { name: admin, port: 81, targetPort: 9090 }]
+  endpoints: { static: [{ address: 10.0.0.1, port: 15006 }, { address: 10.0.0.2, port: 15006 }, { address: "fd00::2", port: 15006 }] }
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: { name: db }
+spec:
+  sidecar: false
+  ports: [{ port: 80, targetPort: 5432 }]
+  endpoints: { static: [{ address: 10.0.0.9 }, { address: 10.0.0.1, port: 7000 }] }
+`,
+  };
+
+  function manager(): ClusterManager {
+    const snap = buildSnapshot(configOf(files, 'client'));
+    const clusters = new ClusterManager(new ManualClock(), seededRandom(1), new MeshConnector({ credential: () => undefined, mode: () => 'off', onRefused: () => undefined }));
+    clusters.sync(snap.clusters, snap.endpoints);
+    after(() => clusters.close());
+    return clusters;
+  }
+  const found = (m: ClusterManager, ip: string, port: number) => {
+    const f = m.findInstance(ip, port);
+    return f && { service: f.cluster.service, endpoint: f.endpoint.key, servicePort: f.servicePort, connectPort: f.connectPort };
+  };
+
+  test('a meshed instance by targetPort, service port or inbound port: connected on its inbound port, told the service port', () => {
+    const m = manager();
+    assert.deepEqual(found(m, '10.0.0.2', 8080), { service: 'api', endpoint: '10.0.0.2:15006', servicePort: 80, connectPort: 15006 });
+    assert.deepEqual(found(m, '10.0.0.2', 9090), { service: 'api', endpoint: '10.0.0.2:15006', servicePort: 81, connectPort: 15006 });
+    assert.deepEqual(found(m, '10.0.0.2', 81), { service: 'api', endpoint: '10.0.0.2:15006', servicePort: 81, connectPort: 15006 });
+    assert.deepEqual(found(m, '10.0.0.2', 15006), { service: 'api', endpoint: '10.0.0.2:15006', servicePort: 80, connectPort: 15006 });
+    assert.deepEqual(found(m, 'FD00:0::2', 8080), { service: 'api', endpoint: '[fd00::2]:15006', servicePort: 80, connectPort: 15006 }, 'IPv6 in any spelling');
+  });
+
+  test('an unmeshed instance: on its own port, or without one on the targetPort', () => {
+    const m = manager();
+    assert.deepEqual(found(m, '10.0.0.9', 80), { service: 'db', endpoint: '10.0.0.9:0', servicePort: 80, connectPort: 5432 });
+    assert.deepEqual(found(m, '10.0.0.9', 5432), { service: 'db', endpoint: '10.0.0.9:0', servicePort: 80, connectPort: 5432 });
+    assert.deepEqual(found(m, '10.0.0.1', 7000), { service: 'db', endpoint: '10.0.0.1:7000', servicePort: 80, connectPort: 7000 });
+  });
+
+  test('an address two services list goes to the closest port match; unknown addresses and ports find nothing', () => {
+    const m = manager();
+    assert.equal(found(m, '10.0.0.1', 8080)?.service, 'api', 'the targetPort of api');
+    assert.equal(found(m, '10.0.0.1', 7000)?.service, 'db', 'the listed port of db');
+    assert.equal(found(m, '10.0.0.1', 5432)?.service, 'db', 'the targetPort of db');
+    assert.equal(found(m, '10.0.0.1', 80)?.service, 'api', 'a service port of both: the first key in order');
+    assert.equal(found(m, '10.0.0.2', 1234), undefined);
+    assert.equal(found(m, '10.0.0.3', 8080), undefined);
+    assert.equal(found(m, 'api', 8080), undefined, 'names are not addresses');
   });
 });
