@@ -62,8 +62,6 @@ export interface ResolvedSpec {
   readonly accessPolicies: ReadonlyArray<Located<AccessPolicyDocument>>;
   readonly trafficTests: ReadonlyArray<Located<TrafficTestDocument>>;
   readonly referenceGrants: ReadonlyArray<Located<ReferenceGrantDocument>>;
-  /** The namespaces that hold a Service, sorted: more than one means messages and tools show namespaces. */
-  readonly namespaces: readonly string[];
 }
 
 /** Span of a path inside a located document. */
@@ -132,7 +130,6 @@ export function resolveSpec(valid: readonly ValidDocument[]): { spec: ResolvedSp
     accessPolicies: (kept.AccessPolicy as Array<Located<AccessPolicyDocument>>).sort(byName),
     trafficTests: (kept.TrafficTest as Array<Located<TrafficTestDocument>>).sort(byName),
     referenceGrants: (kept.ReferenceGrant as Array<Located<ReferenceGrantDocument>>).sort(byName),
-    namespaces: [...new Set(kept.Service.map((s) => namespaceOf(s.doc)))].sort(),
   };
 
   if (!spec.mesh && valid.length > 0) {
