@@ -5,58 +5,20 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { cpSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { BIN, TOKEN, load, sidecarReady as ready, startTrellis as start, stopProcesses, tempDir } from '../helpers/processes.ts';
 import { closedPort, cleanup, metricValue, send, startUpstream, waitFor } from '../helpers/sidecar-harness.ts';
 
-const BIN = fileURLToPath(new URL('../../bin/trellis.js', import.meta.url));
 const EXAMPLES = fileURLToPath(new URL('../../examples/', import.meta.url));
-const TOKEN = 'process-test-token';
 const children: ChildProcess[] = [];
-const dirs: string[] = [];
 after(async () => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  await stopProcesses();
   await cleanup();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
-
-function tempDir(): string {
-  const d = mkdtempSync(join(tmpdir(), 'trellis-proc-'));
-  dirs.push(d);
-  return d;
-}
-
-interface Proc {
-  readonly child: ChildProcess;
-  readonly listening: Record<string, number>;
-  readonly exited: Promise<number | null>;
-  output(): string;
-}
-
-/** One mesh CA for every reconciler of this file, kept where tests clean up (not in $HOME). */
-let caDir: string | undefined;
-
-/** Starts `trellis <args>` (a reconciler with this file's CA) and waits for its JSON "listening" log line. */
-async function start(args: string[], env: Record<string, string> = {}): Promise<Proc> {
-  if (args[0] === 'reconcile') args = [...args, '--ca-dir', (caDir ??= tempDir())];
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TRELLIS_CONTROL_TOKEN: TOKEN, ...env } });
-  children.push(child);
-  let out = '';
-  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-  const listening = await new Promise<Record<string, number>>((resolve, reject) => {
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const line = out.split('\n').find((l) => l.includes('"type":"listening"'));
-      if (line) resolve(JSON.parse(line) as Record<string, number>);
-    });
-    void exited.then((code) => reject(new Error(`trellis ${args[0]} exited with ${code}: ${out}`)));
-  });
-  return { child, listening, exited, output: () => out };
-}
 
 function spec(dir: string, ports: Record<string, number>, route = ''): void {
   const services = Object.entries(ports)
@@ -64,28 +26,6 @@ function spec(dir: string, ports: Record<string, number>, route = ''): void {
     .join('');
   writeFileSync(join(dir, 'mesh.yaml'), `apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: { name: t }\nspec: { trustDomain: t.local, access: { default: allow } }\n${services}`);
   writeFileSync(join(dir, 'route.yaml'), route);
-}
-
-/** Runs `count` requests from `workers` loops and returns the statuses seen. */
-async function load(port: number, host: string, workers: number, count: number, during?: () => Promise<void>): Promise<Map<number, number>> {
-  const statuses = new Map<number, number>();
-  let left = count;
-  const loops = Array.from({ length: workers }, async () => {
-    while (left-- > 0) {
-      const r = await send(port, host, '/').catch(() => ({ status: 0 }));
-      statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
-    }
-  });
-  if (during) await during();
-  await Promise.all(loops);
-  return statuses;
-}
-
-async function ready(adminPort: number, version?: string): Promise<boolean> {
-  const r = await fetch(`http://127.0.0.1:${adminPort}/readyz`).catch(() => undefined);
-  if (!r || r.status !== 200) return false;
-  const body = (await r.json()) as { version: string };
-  return version === undefined || body.version === version;
 }
 
 describe('reconciler and sidecars as processes', () => {
