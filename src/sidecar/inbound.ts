@@ -19,6 +19,7 @@ import { CALLER_HEADER, PEER_IDENTITY_HEADER } from './outbound.ts';
 import { decideAccess } from '../config/access.ts';
 import { normalizePath } from '../config/normalize-path.ts';
 import { peerOf } from './mesh-listener.ts';
+import { parseMeshIdentity } from '../identity/spiffe.ts';
 import { relayResponse, sendAttempt } from './upstream.ts';
 import { RequestRecord } from './request-record.ts';
 
@@ -46,6 +47,18 @@ export interface InboundHandler {
   close(): Promise<void>;
 }
 
+/**
+ * The `source_workload` label of a verified caller: its service key (`checkout`,
+ * `shop/checkout`), or for a Kubernetes ServiceAccount identity `sa:<namespace>/<name>`
+ * (distinct from any service key, since several services may run as one ServiceAccount).
+ */
+export function callerLabel(identity: string): string {
+  const parsed = parseMeshIdentity(identity);
+  if (parsed?.service !== undefined) return parsed.service;
+  if (parsed?.serviceAccount !== undefined) return `sa:${parsed.namespace}/${parsed.serviceAccount}`;
+  return identity.slice(identity.lastIndexOf('/') + 1);
+}
+
 export function createInboundHandler(deps: InboundDeps): InboundHandler {
   const pools = new Map<number, Pool>();
   const poolFor = (port: number) => {
@@ -62,7 +75,7 @@ export function createInboundHandler(deps: InboundDeps): InboundHandler {
   const handler = ((req: IncomingMessage, res: ServerResponse) => {
     const snap = deps.store.current;
     const peer = peerOf(req.socket);
-    const caller = peer.identity === null ? 'unauthenticated' : peer.identity.slice(peer.identity.lastIndexOf('/') + 1);
+    const caller = peer.identity === null ? 'unauthenticated' : callerLabel(peer.identity);
     const record = new RequestRecord(deps, req, 'inbound', { source: caller, destination: snap?.service ?? 'unknown', route: 'inbound' });
     const fail = (code: ProxyErrorCode) => record.fail(res, code);
     if (!snap) return fail('not_ready');

@@ -9,6 +9,7 @@ import type { IncomingMessage } from 'node:http';
 import { after, describe, test } from 'node:test';
 import { canonicalIp, hostOfServiceKey, parseTarget, splitAuthority } from '../../src/sidecar/destination.ts';
 import { checkProxyConfig } from '../../src/config/validate-config.ts';
+import { callerLabel } from '../../src/sidecar/inbound.ts';
 import type { EndpointsBody, InboundBody } from '../../src/config/types.ts';
 import { backendsSpec, cleanup, configOf, rawSend, renameServices, send, startSidecar, startUpstream } from '../helpers/sidecar-harness.ts';
 import { clientApiSpec } from '../helpers/spec.ts';
@@ -117,5 +118,13 @@ describe('resolving host names through a sidecar', () => {
     assert.equal(r.body, 'b/api app');
     assert.equal(app.seen.at(-1)!.headers.host, 'api.b:80', 'the Host the calling sidecar sent, relayed by the inbound');
     assert.equal(app.seen.at(-1)!.headers['x-forwarded-host'], 'api.b');
+  });
+});
+
+describe('who called, as metrics label it', () => {
+  test('service keys for service identities, sa:<ns>/<name> for ServiceAccount identities', () => {
+    assert.equal(callerLabel('spiffe://test.local/svc/checkout'), 'checkout');
+    assert.equal(callerLabel('spiffe://test.local/ns/shop/svc/checkout'), 'shop/checkout');
+    assert.equal(callerLabel('spiffe://test.local/ns/shop/sa/frontend'), 'sa:shop/frontend');
   });
 });
