@@ -56,6 +56,11 @@ export function consumerTableName(target: string, ns: string): string {
   return `${target} (callers in ${ns})`;
 }
 
+/** Whether a name in the change set is a consumer route table (see consumerTableName), not a service. */
+export function isConsumerTable(name: string): boolean {
+  return name.endsWith(')') && name.includes(' (callers in ');
+}
+
 function viewOf(mesh: CompiledMesh | undefined): MeshView {
   const routes = new Map<string, RouteBody>();
   const clusters = new Map<string, ClusterBody>();
@@ -242,9 +247,15 @@ export function diffMeshes(baseSide: DiffSide, headSide: DiffSide): ChangeSet {
   const sidecars = diffSidecars(base, head);
   const risks = assessRisks({ baseServices: base.services, baseReceiving: base.receiving, services, access, baseDiagnostics: baseSide.diagnostics, headDiagnostics: headSide.diagnostics });
   const changed = services.filter((s) => s.change === 'changed');
-  const servicesAdded = services.filter((s) => s.change === 'added').map((s) => s.service);
-  const servicesRemoved = services.filter((s) => s.change === 'removed').map((s) => s.service);
-  const traffic = servicesAdded.length + servicesRemoved.length + changed.reduce((n, s) => n + s.rules.length + s.policy.length + s.endpoints.length + s.inbound.length, 0);
+  // A consumer route table that comes or goes is a change of routing, not a new service.
+  const servicesAdded = services.filter((s) => s.change === 'added' && !isConsumerTable(s.service)).map((s) => s.service);
+  const servicesRemoved = services.filter((s) => s.change === 'removed' && !isConsumerTable(s.service)).map((s) => s.service);
+  const tablesComeOrGo = services.filter((s) => s.change !== 'changed' && isConsumerTable(s.service));
+  const traffic =
+    servicesAdded.length +
+    servicesRemoved.length +
+    changed.reduce((n, s) => n + s.rules.length + s.policy.length + s.endpoints.length + s.inbound.length, 0) +
+    tablesComeOrGo.reduce((n, s) => n + s.rules.length, 0);
   const accessCount = access.length + changed.reduce((n, s) => n + s.access.length, 0);
   return {
     base: summary(baseSide),

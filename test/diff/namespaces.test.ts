@@ -57,6 +57,8 @@ describe('diff across namespaces', () => {
     const shopTable = consumerTableName('payments/api', 'shop');
     assert.equal(shopTable, 'payments/api (callers in shop)');
     assert.deepEqual(set.services.map((s) => [s.service, s.change]), [[shopTable, 'added']]);
+    assert.deepEqual(set.servicesAdded, [], 'a consumer table is a routing change, not a new service');
+    assert.equal(set.counts.traffic, 1);
     const added = set.services[0]!;
     assert.deepEqual(added.rules[0]!.shares.map((s) => [s.backend, s.after]), [['payments/api', 50], ['payments/api-v2', 50]]);
     // Only the shop's sidecar changes; batch and the payments services keep their configs.
