@@ -58601,6 +58601,7 @@ var CODES = {
   TRL3006: { name: "duplicate-mesh", severity: "error" },
   TRL3007: { name: "no-mesh", severity: "warning" },
   TRL3008: { name: "unknown-port", severity: "error" },
+  TRL3009: { name: "missing-reference-grant", severity: "error" },
   // meaning
   TRL4001: { name: "all-weights-zero", severity: "error" },
   TRL4002: { name: "shadowed-rule", severity: "warning" },
@@ -58626,6 +58627,7 @@ var CODES = {
   TRL4022: { name: "timeout-shorter-than-callee", severity: "warning" },
   TRL4023: { name: "fault-not-retried", severity: "info" },
   TRL4024: { name: "access-without-mtls", severity: "warning" },
+  TRL4025: { name: "shared-identity", severity: "warning" },
   // traffic tests
   TRL5001: { name: "traffic-test-failed", severity: "error" },
   TRL5002: { name: "traffic-test-invalid", severity: "error" }
@@ -58773,6 +58775,16 @@ function sortDiagnostics(diagnostics) {
     if (a.code !== b.code) return a.code < b.code ? -1 : 1;
     return a.message < b.message ? -1 : a.message > b.message ? 1 : 0;
   });
+}
+
+// src/spec/names.ts
+var DEFAULT_NAMESPACE = "default";
+function serviceKey(namespace, name) {
+  return namespace === void 0 || namespace === DEFAULT_NAMESPACE ? name : `${namespace}/${name}`;
+}
+function parseServiceKey(key) {
+  const slash = key.indexOf("/");
+  return slash < 0 ? { namespace: DEFAULT_NAMESPACE, name: key } : { namespace: key.slice(0, slash), name: key.slice(slash + 1) };
 }
 
 // src/spec/duration.ts
@@ -59003,6 +59015,21 @@ function assessRisks(input) {
 
 // src/diff/diff-meshes.ts
 var EDGE = "\0";
+function consumerNamespace(target, body) {
+  const own = parseServiceKey(target).namespace;
+  for (const rule of body.rules) {
+    if (rule.route === null) continue;
+    const ns = parseServiceKey(rule.route).namespace;
+    if (ns !== own) return ns;
+  }
+  return null;
+}
+function consumerTableName(target, ns) {
+  return `${target} (callers in ${ns})`;
+}
+function isConsumerTable(name) {
+  return name.endsWith(")") && name.includes(" (callers in ");
+}
 function viewOf(mesh) {
   const routes = /* @__PURE__ */ new Map();
   const clusters = /* @__PURE__ */ new Map();
@@ -59017,7 +59044,8 @@ function viewOf(mesh) {
       const target = r2.name.slice(slash + 1);
       if (kind === "inbound") inbounds.set(caller, r2.body);
       else if (kind === "route") {
-        routes.set(target, r2.body);
+        const ns = consumerNamespace(target, r2.body);
+        routes.set(ns === null ? target : consumerTableName(target, ns), r2.body);
         if (target !== caller) edges.add(`${caller}${EDGE}${target}`);
       } else if (kind === "cluster") clusters.set(target, r2.body);
       else if (kind === "endpoints") endpoints.set(target, r2.body);
@@ -59159,9 +59187,10 @@ function diffMeshes(baseSide, headSide) {
   const sidecars = diffSidecars(base, head);
   const risks = assessRisks({ baseServices: base.services, baseReceiving: base.receiving, services, access: access2, baseDiagnostics: baseSide.diagnostics, headDiagnostics: headSide.diagnostics });
   const changed = services.filter((s) => s.change === "changed");
-  const servicesAdded = services.filter((s) => s.change === "added").map((s) => s.service);
-  const servicesRemoved = services.filter((s) => s.change === "removed").map((s) => s.service);
-  const traffic = servicesAdded.length + servicesRemoved.length + changed.reduce((n, s) => n + s.rules.length + s.policy.length + s.endpoints.length + s.inbound.length, 0);
+  const servicesAdded = services.filter((s) => s.change === "added" && !isConsumerTable(s.service)).map((s) => s.service);
+  const servicesRemoved = services.filter((s) => s.change === "removed" && !isConsumerTable(s.service)).map((s) => s.service);
+  const tablesComeOrGo = services.filter((s) => s.change !== "changed" && isConsumerTable(s.service));
+  const traffic = servicesAdded.length + servicesRemoved.length + changed.reduce((n, s) => n + s.rules.length + s.policy.length + s.endpoints.length + s.inbound.length, 0) + tablesComeOrGo.reduce((n, s) => n + s.rules.length, 0);
   const accessCount = access2.length + changed.reduce((n, s) => n + s.access.length, 0);
   return {
     base: summary2(baseSide),
@@ -59207,6 +59236,14 @@ function compileMatchRegex(pattern) {
   }
 }
 
+// src/identity/spiffe.ts
+function kubernetesIdentity(trustDomain, namespace, serviceAccount) {
+  return `spiffe://${trustDomain}/ns/${namespace}/sa/${serviceAccount}`;
+}
+function spiffeId(trustDomain, service) {
+  return `spiffe://${trustDomain}/svc/${service}`;
+}
+
 // src/compiler/defaults.ts
 var BUILTIN = {
   trustDomain: "trellis.local",
@@ -59242,6 +59279,7 @@ function meshSettings(mesh) {
     mtlsMode: s.mtls?.mode ?? BUILTIN.mtlsMode,
     accessDefault: s.access?.default ?? BUILTIN.accessDefault,
     inboundPort: s.sidecar?.inboundPort ?? BUILTIN.inboundPort,
+    egress: s.egress?.mode ?? "refuse",
     timeouts: s.defaults?.timeouts ?? {},
     retry: s.defaults?.retry ?? {},
     trafficPolicy: s.defaults?.trafficPolicy ?? {}
@@ -59252,8 +59290,18 @@ function ms(duration) {
   if (value === void 0) throw new Error(`bug: unchecked duration ${JSON.stringify(duration)}`);
   return value;
 }
-function identityOf(trustDomain, service) {
-  return `spiffe://${trustDomain}/svc/${service}`;
+function namespacedServiceId(trustDomain, namespace, name) {
+  return `spiffe://${trustDomain}/ns/${namespace}/svc/${name}`;
+}
+function serviceIdentity(trustDomain, service) {
+  const namespace = service.metadata.namespace ?? DEFAULT_NAMESPACE;
+  if (service.spec.endpoints?.kubernetes) return kubernetesIdentity(trustDomain, namespace, service.spec.serviceAccount ?? "default");
+  return namespace === DEFAULT_NAMESPACE ? spiffeId(trustDomain, service.metadata.name) : namespacedServiceId(trustDomain, namespace, service.metadata.name);
+}
+function namespaceSources(trustDomain, namespace) {
+  const prefixes = [`spiffe://${trustDomain}/ns/${namespace}/*`];
+  if (namespace === DEFAULT_NAMESPACE) prefixes.push(`spiffe://${trustDomain}/svc/*`);
+  return prefixes;
 }
 var POLICY_LEAVES = [
   ["loadBalancer", "type"],
@@ -62444,13 +62492,15 @@ var SourceFile = class {
 // src/spec/types.ts
 var TRELLIS_API_VERSION = "trellis.dev/v1alpha1";
 var GATEWAY_API_VERSIONS = ["gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1"];
+var REFERENCE_GRANT_API_VERSIONS = ["gateway.networking.k8s.io/v1beta1", "gateway.networking.k8s.io/v1alpha2"];
 var KIND_API_VERSIONS = {
   Mesh: [TRELLIS_API_VERSION],
   Service: [TRELLIS_API_VERSION],
   HTTPRoute: GATEWAY_API_VERSIONS,
   TrafficPolicy: [TRELLIS_API_VERSION],
   AccessPolicy: [TRELLIS_API_VERSION],
-  TrafficTest: [TRELLIS_API_VERSION]
+  TrafficTest: [TRELLIS_API_VERSION],
+  ReferenceGrant: REFERENCE_GRANT_API_VERSIONS
 };
 
 // src/compiler/suggest.ts
@@ -62804,11 +62854,30 @@ function locate(doc, path, key = false) {
 }
 
 // src/compiler/resolve.ts
+function namespaceOf(doc) {
+  return doc.metadata.namespace ?? DEFAULT_NAMESPACE;
+}
+function keyOf(doc) {
+  return serviceKey(doc.metadata.namespace, doc.metadata.name);
+}
+function refKey(from, ref) {
+  return serviceKey(ref.namespace ?? from, ref.name);
+}
+function nameKey(from, written) {
+  if (!written.includes("/")) return serviceKey(from, written);
+  const { namespace, name } = parseServiceKey(written);
+  return serviceKey(namespace, name);
+}
 function at(located, path, key = false) {
   return locate(located.source, path, key);
 }
 function byName(a, b) {
-  return a.doc.metadata.name < b.doc.metadata.name ? -1 : a.doc.metadata.name > b.doc.metadata.name ? 1 : 0;
+  const ka = keyOf(a.doc);
+  const kb = keyOf(b.doc);
+  return ka < kb ? -1 : ka > kb ? 1 : 0;
+}
+function grants(grant, from, name) {
+  return grant.spec.from.some((f) => f.group === "gateway.networking.k8s.io" && f.kind === "HTTPRoute" && f.namespace === from) && grant.spec.to.some((t2) => (t2.group === "" || t2.group === "trellis.dev") && t2.kind === "Service" && (t2.name === void 0 || t2.name === name));
 }
 function sourceOrder(a, b) {
   if (a.source.file.path !== b.source.file.path) return a.source.file.path < b.source.file.path ? -1 : 1;
@@ -62820,17 +62889,17 @@ function findPort(service, by) {
 function resolveSpec(valid) {
   const diagnostics = [];
   const firstByKey = /* @__PURE__ */ new Map();
-  const kept = { Mesh: [], Service: [], HTTPRoute: [], TrafficPolicy: [], AccessPolicy: [], TrafficTest: [] };
+  const kept = { Mesh: [], Service: [], HTTPRoute: [], TrafficPolicy: [], AccessPolicy: [], TrafficTest: [], ReferenceGrant: [] };
   for (const v of [...valid].sort(sourceOrder)) {
     const located = { doc: v.doc, source: v.source };
-    const key = v.doc.kind === "Mesh" ? "Mesh" : `${v.doc.kind}/${v.doc.metadata.name}`;
+    const key = v.doc.kind === "Mesh" ? "Mesh" : `${v.doc.kind}/${keyOf(v.doc)}`;
     const first2 = firstByKey.get(key);
     if (first2) {
       const mesh = v.doc.kind === "Mesh";
       diagnostics.push(
         diagnostic(
           mesh ? "TRL3006" : "TRL3001",
-          mesh ? "a spec may hold only one Mesh document" : `${v.doc.kind} "${v.doc.metadata.name}" is defined twice`,
+          mesh ? "a spec may hold only one Mesh document" : `${v.doc.kind} "${keyOf(v.doc)}" is defined twice`,
           at(located, ["metadata", "name"]),
           { related: [{ span: at(first2, ["metadata", "name"]), message: "first defined here" }], hint: mesh ? "merge the two Mesh documents" : "rename one of them or delete the copy" }
         )
@@ -62841,14 +62910,15 @@ function resolveSpec(valid) {
     kept[v.doc.kind].push(located);
   }
   const services = /* @__PURE__ */ new Map();
-  for (const s of kept.Service.sort(byName)) services.set(s.doc.metadata.name, s);
+  for (const s of kept.Service.sort(byName)) services.set(keyOf(s.doc), s);
   const spec = {
     mesh: kept.Mesh[0],
     services,
     routes: kept.HTTPRoute.sort(byName),
     trafficPolicies: kept.TrafficPolicy.sort(byName),
     accessPolicies: kept.AccessPolicy.sort(byName),
-    trafficTests: kept.TrafficTest.sort(byName)
+    trafficTests: kept.TrafficTest.sort(byName),
+    referenceGrants: kept.ReferenceGrant.sort(byName)
   };
   if (!spec.mesh && valid.length > 0) {
     diagnostics.push(
@@ -62857,21 +62927,35 @@ function resolveSpec(valid) {
       })
     );
   }
-  const unknownService = (name) => {
-    const guess = closest(name, services.keys());
+  const unknownService = (key) => {
+    const guess = closest(key, services.keys());
     return guess ? `did you mean "${guess}"?` : "define it with kind: Service";
   };
   const checkBackend = (route, ref, path, what) => {
-    const target = services.get(ref.name);
+    const from = namespaceOf(route.doc);
+    const key = refKey(from, ref);
+    const target = services.get(key);
     if (!target) {
-      diagnostics.push(diagnostic("TRL3003", `${what} names unknown service "${ref.name}"`, at(route, [...path, "name"]), { hint: unknownService(ref.name) }));
-    } else if (ref.port !== void 0 && !findPort(target.doc, { port: ref.port })) {
+      diagnostics.push(diagnostic("TRL3003", `${what} names unknown service "${key}"`, at(route, [...path, "name"]), { hint: unknownService(key) }));
+      return;
+    }
+    if (ref.port !== void 0 && !findPort(target.doc, { port: ref.port })) {
       diagnostics.push(
-        diagnostic("TRL3008", `service "${ref.name}" has no port ${ref.port}`, at(route, [...path, "port"]), {
+        diagnostic("TRL3008", `service "${key}" has no port ${ref.port}`, at(route, [...path, "port"]), {
           hint: `its ports: ${target.doc.spec.ports.map((p) => p.port).join(", ")}`
         })
       );
     }
+    const to = namespaceOf(target.doc);
+    if (to === from) return;
+    const parentKeys = (route.doc.spec.parentRefs ?? []).map((p) => refKey(from, p));
+    if (parentKeys.includes(key)) return;
+    if (spec.referenceGrants.some((g) => namespaceOf(g.doc) === to && grants(g.doc, from, ref.name))) return;
+    diagnostics.push(
+      diagnostic("TRL3009", `${what} refers to service "${key}" in namespace "${to}", but no ReferenceGrant in "${to}" lets HTTPRoutes from namespace "${from}" refer to it`, at(route, [...path, "namespace"]), {
+        hint: `add to namespace "${to}": kind: ReferenceGrant with spec.from [{ group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: ${from} }] and spec.to [{ group: "", kind: Service, name: ${ref.name} }]`
+      })
+    );
   };
   const checkFilters = (route, filters, path) => {
     filters?.forEach((f, i2) => {
@@ -62888,14 +62972,15 @@ function resolveSpec(valid) {
       );
     }
     parents.forEach((p, i2) => {
-      const target = services.get(p.name);
+      const key = refKey(namespaceOf(route.doc), p);
+      const target = services.get(key);
       if (!target) {
-        diagnostics.push(diagnostic("TRL3002", `route is attached to unknown service "${p.name}"`, at(route, ["spec", "parentRefs", i2, "name"]), { hint: unknownService(p.name) }));
+        diagnostics.push(diagnostic("TRL3002", `route is attached to unknown service "${key}"`, at(route, ["spec", "parentRefs", i2, "name"]), { hint: unknownService(key) }));
       } else if ((p.port !== void 0 || p.sectionName !== void 0) && !findPort(target.doc, p)) {
         const field = p.sectionName !== void 0 ? "sectionName" : "port";
         const what = p.sectionName !== void 0 ? `a port named "${p.sectionName}"${p.port !== void 0 ? ` with number ${p.port}` : ""}` : `port ${p.port}`;
         diagnostics.push(
-          diagnostic("TRL3008", `service "${p.name}" has no ${what}`, at(route, ["spec", "parentRefs", i2, field]), {
+          diagnostic("TRL3008", `service "${key}" has no ${what}`, at(route, ["spec", "parentRefs", i2, field]), {
             hint: `its ports: ${target.doc.spec.ports.map((x2) => x2.name ? `${x2.name}=${x2.port}` : String(x2.port)).join(", ")}`
           })
         );
@@ -62911,8 +62996,9 @@ function resolveSpec(valid) {
   }
   for (const policy of [...spec.trafficPolicies, ...spec.accessPolicies]) {
     policy.doc.spec.targetRefs.forEach((t2, i2) => {
-      if (!services.has(t2.name)) {
-        diagnostics.push(diagnostic("TRL3004", `${policy.doc.kind} targets unknown service "${t2.name}"`, at(policy, ["spec", "targetRefs", i2, "name"]), { hint: unknownService(t2.name) }));
+      const key = refKey(namespaceOf(policy.doc), t2);
+      if (!services.has(key)) {
+        diagnostics.push(diagnostic("TRL3004", `${policy.doc.kind} targets unknown service "${key}"`, at(policy, ["spec", "targetRefs", i2, "name"]), { hint: unknownService(key) }));
       }
     });
   }
@@ -62920,13 +63006,14 @@ function resolveSpec(valid) {
     policy.doc.spec.rules.forEach((rule, r2) => {
       rule.from.forEach((src, s) => {
         if (src.service === void 0) return;
-        const caller = services.get(src.service);
+        const key = nameKey(namespaceOf(policy.doc), src.service);
+        const caller = services.get(key);
         const path = ["spec", "rules", r2, "from", s, "service"];
         if (!caller) {
-          diagnostics.push(diagnostic("TRL3005", `access rule admits unknown service "${src.service}"`, at(policy, path), { hint: unknownService(src.service) }));
+          diagnostics.push(diagnostic("TRL3005", `access rule admits unknown service "${key}"`, at(policy, path), { hint: unknownService(key) }));
         } else if (caller.doc.spec.sidecar === false) {
           diagnostics.push(
-            diagnostic("TRL3005", `service "${src.service}" runs no sidecar (sidecar: false), so it has no identity and this rule can never admit it`, at(policy, path), {
+            diagnostic("TRL3005", `service "${key}" runs no sidecar (sidecar: false), so it has no identity and this rule can never admit it`, at(policy, path), {
               hint: "mesh the caller, or reach this service through a meshed one"
             })
           );
@@ -63027,6 +63114,37 @@ var RouteTable = class {
   }
 };
 
+// src/config/access.ts
+function admitsCaller(from, caller) {
+  return from.endsWith("/*") ? caller.startsWith(from.slice(0, -1)) : from === caller;
+}
+function pathMatches(type2, value, path) {
+  return type2 === "Exact" ? path === value : prefixTest(value)(path);
+}
+function decideAccess(access2, caller, method, path) {
+  const plain = (allowed, reason) => ({ allowed, audited: false, reason, policy: null, ruleIndex: null });
+  switch (access2.default) {
+    case "allow":
+      return plain(true, "the mesh access default is allow");
+    case "all-authenticated":
+      return caller ? plain(true, "the mesh access default admits every authenticated caller") : plain(false, "the mesh access default admits only authenticated callers");
+    case "deny":
+      return plain(false, "the service has no AccessPolicy and the mesh access default is deny");
+    case "policy":
+      break;
+  }
+  const index = access2.rules.findIndex(
+    (r2) => caller !== null && r2.from.some((f) => admitsCaller(f, caller)) && (r2.to.length === 0 || r2.to.some((t2) => (t2.methods.length === 0 || t2.methods.includes(method)) && (t2.paths.length === 0 || t2.paths.some((p) => pathMatches(p.type, p.value, path)))))
+  );
+  if (index >= 0) {
+    const rule = access2.rules[index];
+    return { allowed: true, audited: false, reason: `admitted by AccessPolicy "${rule.policy}"`, policy: rule.policy, ruleIndex: index };
+  }
+  const denied = caller === null ? "no AccessPolicy rule admits unauthenticated callers" : `no AccessPolicy rule admits ${caller} for ${method} ${path}`;
+  if (access2.mode === "audit") return { allowed: true, audited: true, reason: `${denied} (audit mode: let through and logged)`, policy: null, ruleIndex: null };
+  return plain(false, denied);
+}
+
 // src/compiler/routes.ts
 function cmp(a, b) {
   return a < b ? -1 : a > b ? 1 : 0;
@@ -63039,7 +63157,7 @@ function compilePathModifier(p) {
   if (!p) return null;
   return { type: p.type, value: (p.type === "ReplaceFullPath" ? p.replaceFullPath : p.replacePrefixMatch) ?? "/" };
 }
-function compileFilter(f) {
+function compileFilter(f, namespace) {
   switch (f.type) {
     case "RequestHeaderModifier":
       return { type: f.type, headers: compileHeaders(f.requestHeaderModifier) };
@@ -63048,7 +63166,7 @@ function compileFilter(f) {
     case "RequestMirror": {
       const m = f.requestMirror;
       const [numerator, denominator] = m.fraction ? [m.fraction.numerator, m.fraction.denominator ?? 100] : [m.percent ?? 100, 100];
-      return { type: f.type, backend: { service: m.backendRef.name, port: m.backendRef.port ?? null }, numerator, denominator };
+      return { type: f.type, backend: { service: refKey(namespace, m.backendRef), port: m.backendRef.port ?? null }, numerator, denominator };
     }
     case "RequestRedirect": {
       const r2 = f.requestRedirect ?? {};
@@ -63090,20 +63208,22 @@ function backendPort(ref, backend) {
 }
 function compileRule(located, ruleIndex, parentIndex, port, mesh, services) {
   const route = located.doc;
+  const namespace = namespaceOf(route);
+  const routeKey = keyOf(route);
   const rule = route.spec.rules[ruleIndex];
-  const filters = (rule.filters ?? []).map(compileFilter);
+  const filters = (rule.filters ?? []).map((f) => compileFilter(f, namespace));
   const backends = (rule.backendRefs ?? []).map((b) => ({
-    service: b.name,
-    port: backendPort(b, services.get(b.name)?.doc),
+    service: refKey(namespace, b),
+    port: backendPort(b, services.get(refKey(namespace, b))?.doc),
     weight: b.weight ?? 1,
-    filters: (b.filters ?? []).map(compileFilter)
+    filters: (b.filters ?? []).map((f) => compileFilter(f, namespace))
   }));
   const { timeouts, retry } = ruleTimeouts(rule, mesh);
   const matches = rule.matches && rule.matches.length > 0 ? rule.matches : [void 0];
   return matches.map((m, matchIndex) => ({
     rule: {
-      id: `${route.metadata.name}/${ruleIndex}/${matchIndex}`,
-      route: route.metadata.name,
+      id: `${routeKey}/${ruleIndex}/${matchIndex}`,
+      route: routeKey,
       ruleName: rule.name ?? null,
       match: compileMatch(m, port),
       filters,
@@ -63115,6 +63235,7 @@ function compileRule(located, ruleIndex, parentIndex, port, mesh, services) {
   }));
 }
 function implicitRule(service, port, mesh) {
+  const key = keyOf(service);
   const { timeouts, retry } = ruleTimeouts({}, mesh);
   return {
     rule: {
@@ -63123,18 +63244,21 @@ function implicitRule(service, port, mesh) {
       ruleName: null,
       match: { port, path: { type: "PathPrefix", value: "/" }, method: null, headers: [], queryParams: [] },
       filters: [],
-      backends: [{ service: service.metadata.name, port: port ?? backendPort({}, service), weight: 1, filters: [] }],
+      backends: [{ service: key, port: port ?? backendPort({}, service), weight: 1, filters: [] }],
       timeouts,
       retry
     }
   };
 }
 var PATH_RANK = { Exact: 0, RegularExpression: 1, PathPrefix: 2 };
+function fullRouteName(key) {
+  return key === null ? "" : key.includes("/") ? key : `default/${key}`;
+}
 function comparePrecedence(a, b) {
   if (!a.origin !== !b.origin) return a.origin ? -1 : 1;
   const ma = a.rule.match;
   const mb = b.rule.match;
-  return PATH_RANK[ma.path.type] - PATH_RANK[mb.path.type] || (ma.path.type === "Exact" ? 0 : mb.path.value.length - ma.path.value.length) || (ma.method === null ? 1 : 0) - (mb.method === null ? 1 : 0) || mb.headers.length - ma.headers.length || mb.queryParams.length - ma.queryParams.length || (ma.port === null ? 1 : 0) - (mb.port === null ? 1 : 0) || cmp(a.rule.route ?? "", b.rule.route ?? "") || (a.origin?.ruleIndex ?? 0) - (b.origin?.ruleIndex ?? 0) || (a.origin?.matchIndex ?? 0) - (b.origin?.matchIndex ?? 0) || (a.origin?.parentIndex ?? 0) - (b.origin?.parentIndex ?? 0) || cmp(a.rule.id, b.rule.id);
+  return PATH_RANK[ma.path.type] - PATH_RANK[mb.path.type] || (ma.path.type === "Exact" ? 0 : mb.path.value.length - ma.path.value.length) || (ma.method === null ? 1 : 0) - (mb.method === null ? 1 : 0) || mb.headers.length - ma.headers.length || mb.queryParams.length - ma.queryParams.length || (ma.port === null ? 1 : 0) - (mb.port === null ? 1 : 0) || cmp(fullRouteName(a.rule.route), fullRouteName(b.rule.route)) || (a.origin?.ruleIndex ?? 0) - (b.origin?.ruleIndex ?? 0) || (a.origin?.matchIndex ?? 0) - (b.origin?.matchIndex ?? 0) || (a.origin?.parentIndex ?? 0) - (b.origin?.parentIndex ?? 0) || cmp(a.rule.id, b.rule.id);
 }
 function prefixCovers(prefix, path) {
   return prefixTest(prefix)(path);
@@ -63165,9 +63289,12 @@ var Checker = class {
   diagnostics = [];
   settings;
   spec;
+  /** The identity of every service (meshed or not), by service key, in service order. */
+  identities;
   constructor(spec) {
     this.spec = spec;
     this.settings = meshSettings(spec.mesh?.doc);
+    this.identities = new Map([...spec.services].map(([key, svc]) => [key, serviceIdentity(this.settings.trustDomain, svc.doc)]));
   }
   report(...args) {
     this.diagnostics.push(diagnostic(...args));
@@ -63183,7 +63310,7 @@ var Checker = class {
     const merged = /* @__PURE__ */ new Map();
     const setBy = this.policySetBy;
     for (const policy of this.spec.trafficPolicies) {
-      const targets = new Set(policy.doc.spec.targetRefs.map((t2) => t2.name));
+      const targets = new Set(policy.doc.spec.targetRefs.map((t2) => refKey(namespaceOf(policy.doc), t2)));
       for (const target of targets) {
         if (!this.spec.services.has(target)) continue;
         const into = merged.get(target) ?? {};
@@ -63197,7 +63324,7 @@ var Checker = class {
           if (earlier && earlier.value !== json2) {
             this.report(
               "TRL4005",
-              `TrafficPolicies "${earlier.policy.doc.metadata.name}" and "${policy.doc.metadata.name}" both set ${leaf.join(".")} for service "${target}", to different values`,
+              `TrafficPolicies "${keyOf(earlier.policy.doc)}" and "${keyOf(policy.doc)}" both set ${leaf.join(".")} for service "${target}", to different values`,
               at(policy, ["spec", ...leaf]),
               { related: [{ span: at(earlier.policy, ["spec", ...leaf]), message: "the other value" }], hint: "set it in one policy only" }
             );
@@ -63247,34 +63374,35 @@ var Checker = class {
   }
   checkService(svc) {
     const eps = svc.doc.spec.endpoints;
-    const count = (eps?.static?.length ?? 0) + (eps?.dns ? 1 : 0);
+    const key = keyOf(svc.doc);
+    const count = (eps?.static?.length ?? 0) + (eps?.dns ? 1 : 0) + (eps?.kubernetes ? 1 : 0);
     if (count === 0) {
-      this.report("TRL4014", `service "${svc.doc.metadata.name}" has no endpoints; calls to it will fail with 503`, at(svc, ["spec"], true), {
+      this.report("TRL4014", `service "${key}" has no endpoints; calls to it will fail with 503`, at(svc, ["spec"], true), {
         hint: "add spec.endpoints.static or spec.endpoints.dns"
       });
     }
     const ports = /* @__PURE__ */ new Map();
     svc.doc.spec.ports.forEach((p, i2) => {
-      for (const [key, field] of [[`#${p.port}`, "port"], [p.name === void 0 ? void 0 : `@${p.name}`, "name"]]) {
-        if (key === void 0) continue;
-        const first2 = ports.get(key);
+      for (const [portKey, field] of [[`#${p.port}`, "port"], [p.name === void 0 ? void 0 : `@${p.name}`, "name"]]) {
+        if (portKey === void 0) continue;
+        const first2 = ports.get(portKey);
         if (first2 !== void 0) {
-          this.report("TRL4018", `service "${svc.doc.metadata.name}" lists port ${field === "port" ? p.port : `name "${p.name}"`} twice`, at(svc, ["spec", "ports", i2, field]), {
+          this.report("TRL4018", `service "${key}" lists port ${field === "port" ? p.port : `name "${p.name}"`} twice`, at(svc, ["spec", "ports", i2, field]), {
             related: [{ span: at(svc, ["spec", "ports", first2, field]), message: "first listed here" }]
           });
-        } else ports.set(key, i2);
+        } else ports.set(portKey, i2);
       }
     });
     const seen = /* @__PURE__ */ new Map();
     eps?.static?.forEach((e, i2) => {
-      const key = `${e.address}:${e.port ?? ""}`;
-      const first2 = seen.get(key);
+      const key2 = `${e.address}:${e.port ?? ""}`;
+      const first2 = seen.get(key2);
       if (first2 !== void 0) {
         this.report("TRL4015", `endpoint ${e.address}${e.port !== void 0 ? `:${e.port}` : ""} is listed twice`, at(svc, ["spec", "endpoints", "static", i2]), {
           related: [{ span: at(svc, ["spec", "endpoints", "static", first2]), message: "first listed here" }],
           hint: "use weight to send an instance more traffic"
         });
-      } else seen.set(key, i2);
+      } else seen.set(key2, i2);
     });
   }
   checkHeaderFilter(route, f, path) {
@@ -63383,7 +63511,7 @@ var Checker = class {
   }
   /** Access per target: compiled rules, who may call, and mode conflicts. */
   access(target, policies) {
-    const name = target.doc.metadata.name;
+    const name = keyOf(target.doc);
     if (policies.length === 0) {
       const d = target.doc.spec.sidecar === false ? "allow" : this.settings.accessDefault;
       return { inboundAccess: { default: d, mode: "enforce", rules: [] }, callers: d === "deny" ? /* @__PURE__ */ new Set() : "everyone" };
@@ -63391,8 +63519,8 @@ var Checker = class {
     if (target.doc.spec.sidecar === false) {
       this.report(
         "TRL4013",
-        `service "${name}" runs no sidecar, so ${policies.length === 1 ? "AccessPolicy" : "AccessPolicies"} ${policies.map((p) => `"${p.doc.metadata.name}"`).join(", ")} ${policies.length === 1 ? "is" : "are"} enforced only by its callers' sidecars (others get no route to it); an app that bypasses its sidecar is not stopped`,
-        at(policies[0], ["spec", "targetRefs", policies[0].doc.spec.targetRefs.findIndex((t2) => t2.name === name), "name"]),
+        `service "${name}" runs no sidecar, so ${policies.length === 1 ? "AccessPolicy" : "AccessPolicies"} ${policies.map((p) => `"${keyOf(p.doc)}"`).join(", ")} ${policies.length === 1 ? "is" : "are"} enforced only by its callers' sidecars (others get no route to it); an app that bypasses its sidecar is not stopped`,
+        at(policies[0], ["spec", "targetRefs", policies[0].doc.spec.targetRefs.findIndex((t2) => refKey(namespaceOf(policies[0].doc), t2) === name), "name"]),
         { hint: "mesh the service (sidecar: true) to enforce the policy at its door" }
       );
     }
@@ -63400,26 +63528,37 @@ var Checker = class {
     if (modes.size > 1) {
       const audit = policies.find((p) => (p.doc.spec.mode ?? "enforce") === "audit");
       const enforce = policies.find((p) => (p.doc.spec.mode ?? "enforce") === "enforce");
-      this.report("TRL4006", `AccessPolicies on service "${name}" disagree on mode: "${audit.doc.metadata.name}" audits, "${enforce.doc.metadata.name}" enforces`, at(audit, ["spec", "mode"]), {
+      this.report("TRL4006", `AccessPolicies on service "${name}" disagree on mode: "${keyOf(audit.doc)}" audits, "${keyOf(enforce.doc)}" enforces`, at(audit, ["spec", "mode"]), {
         related: [{ span: at(enforce, ["metadata", "name"]), message: "enforcing policy" }],
         hint: "use one mode for every policy on a service"
       });
     }
     const mode = modes.has("enforce") ? "enforce" : "audit";
     const td = this.settings.trustDomain;
-    const prefix = `spiffe://${td}/svc/`;
     const callers = /* @__PURE__ */ new Set();
     const rules = [];
+    const admitted = (entry) => {
+      for (const [key, id] of this.identities) if (admitsCaller(entry, id)) callers.add(key);
+    };
     for (const p of policies) {
       for (const rule of p.doc.spec.rules) {
         const from = /* @__PURE__ */ new Set();
         for (const src of rule.from) {
           if (src.service !== void 0) {
-            from.add(identityOf(td, src.service));
-            callers.add(src.service);
+            const key = nameKey(namespaceOf(p.doc), src.service);
+            const id = this.identities.get(key);
+            if (id === void 0) continue;
+            from.add(id);
+            callers.add(key);
+            admitted(id);
           } else if (src.identity !== void 0) {
             from.add(src.identity);
-            if (src.identity.startsWith(prefix) && this.spec.services.has(src.identity.slice(prefix.length))) callers.add(src.identity.slice(prefix.length));
+            admitted(src.identity);
+          } else if (src.namespace !== void 0) {
+            for (const entry of namespaceSources(td, src.namespace)) {
+              from.add(entry);
+              admitted(entry);
+            }
           }
         }
         rules.push({
@@ -63428,7 +63567,7 @@ var Checker = class {
             methods: [...t2.methods ?? []].sort(),
             paths: (t2.paths ?? []).map((x2) => ({ type: x2.type ?? "PathPrefix", value: x2.value }))
           })),
-          policy: p.doc.metadata.name
+          policy: keyOf(p.doc)
         });
       }
     }
@@ -63436,19 +63575,34 @@ var Checker = class {
   }
   endpoints(svc, meshed) {
     const eps = svc.spec.endpoints;
+    const k = eps?.kubernetes;
+    if (k) {
+      return {
+        service: keyOf(svc),
+        static: [],
+        dns: null,
+        kubernetes: { namespace: k.namespace ?? namespaceOf(svc), service: k.service ?? svc.metadata.name, port: k.port ?? null }
+      };
+    }
     const defaultPort = meshed ? this.settings.inboundPort : null;
     const list = (eps?.static ?? []).map((e) => ({ address: e.address, port: e.port ?? defaultPort, weight: e.weight ?? 1, zone: e.zone ?? null }));
     list.sort((a, b) => a.address < b.address ? -1 : a.address > b.address ? 1 : (a.port ?? 0) - (b.port ?? 0));
     return {
-      service: svc.metadata.name,
+      service: keyOf(svc),
       static: list,
       dns: eps?.dns ? { hostname: eps.dns.hostname, port: eps.dns.port ?? defaultPort, refreshIntervalMs: ms(eps.dns.refreshInterval ?? BUILTIN.dnsRefresh) } : null
     };
   }
   /** Warns when a route sends a caller's requests to a backend whose access policy denies that caller. */
-  checkBackendAccess(plan, planned) {
+  checkBackendAccess(plan, planned, consumerPlanned) {
     const meshedNames = [...plan.values()].filter((p) => p.meshed).map((p) => p.name);
+    const tables = [];
     for (const [name, rules] of planned) {
+      const consumers = consumerPlanned.get(name);
+      tables.push([name, rules, (c3) => !consumers?.has(plan.get(c3).namespace)]);
+      for (const [ns, consumerRules] of consumers ?? []) tables.push([name, consumerRules, (c3) => plan.get(c3).namespace === ns]);
+    }
+    for (const [name, rules, holds] of tables) {
       const callers = plan.get(name).callers;
       const warned = /* @__PURE__ */ new Set();
       for (const { rule, origin } of rules) {
@@ -63457,7 +63611,7 @@ var Checker = class {
           const backend = plan.get(b.service);
           if (!backend || b.service === name || warned.has(b.service) || backend.callers === "everyone" || !backend.meshed) return;
           const allowed = backend.callers;
-          const denied = (callers === "everyone" ? meshedNames : [...callers]).filter((c3) => !allowed.has(c3)).sort();
+          const denied = (callers === "everyone" ? meshedNames : [...callers]).filter((c3) => plan.has(c3) && holds(c3) && !allowed.has(c3)).sort();
           if (denied.length === 0) return;
           warned.add(b.service);
           const shown = denied.slice(0, 5).join(", ") + (denied.length > 5 ? ` and ${denied.length - 5} more` : "");
@@ -63474,14 +63628,15 @@ var Checker = class {
   run() {
     this.checkMeshDefaults();
     this.checkPositiveDurations();
+    this.checkSharedIdentities();
     const traffic = this.mergeTrafficPolicies();
     const accessByTarget = /* @__PURE__ */ new Map();
     for (const p of this.spec.accessPolicies) {
-      for (const name of new Set(p.doc.spec.targetRefs.map((t2) => t2.name))) {
-        if (!this.spec.services.has(name)) continue;
-        const list = accessByTarget.get(name) ?? [];
+      for (const key of new Set(p.doc.spec.targetRefs.map((t2) => refKey(namespaceOf(p.doc), t2)))) {
+        if (!this.spec.services.has(key)) continue;
+        const list = accessByTarget.get(key) ?? [];
         list.push(p);
-        accessByTarget.set(name, list);
+        accessByTarget.set(key, list);
       }
     }
     const clusters = /* @__PURE__ */ new Map();
@@ -63492,18 +63647,21 @@ var Checker = class {
       const cluster = {
         service: name,
         meshed,
-        identity: meshed ? identityOf(this.settings.trustDomain, name) : null,
+        identity: meshed ? this.identities.get(name) : null,
         ports: compilePorts(svc.doc),
         ...resolved
       };
       clusters.set(name, cluster);
     }
     const planned = /* @__PURE__ */ new Map();
+    const consumerPlanned = /* @__PURE__ */ new Map();
     for (const name of this.spec.services.keys()) planned.set(name, []);
     for (const route of this.spec.routes) {
       route.doc.spec.rules?.forEach((_, r2) => this.checkRule(route, r2));
+      const routeNs = namespaceOf(route.doc);
       route.doc.spec.parentRefs?.forEach((p, pi) => {
-        const parent = this.spec.services.get(p.name);
+        const key = refKey(routeNs, p);
+        const parent = this.spec.services.get(key);
         if (!parent) return;
         let port = null;
         if (p.port !== void 0 || p.sectionName !== void 0) {
@@ -63511,53 +63669,107 @@ var Checker = class {
           if (!found) return;
           port = found.port;
         }
-        route.doc.spec.rules?.forEach((_, r2) => planned.get(p.name).push(...compileRule(route, r2, pi, port, this.settings, this.spec.services)));
+        let into = planned.get(key);
+        if (namespaceOf(parent.doc) !== routeNs) {
+          const byNs = consumerPlanned.get(key) ?? /* @__PURE__ */ new Map();
+          consumerPlanned.set(key, byNs);
+          into = byNs.get(routeNs) ?? [];
+          byNs.set(routeNs, into);
+        }
+        route.doc.spec.rules?.forEach((_, r2) => into.push(...compileRule(route, r2, pi, port, this.settings, this.spec.services)));
       });
     }
     const plan = /* @__PURE__ */ new Map();
     for (const [name, svc] of this.spec.services) {
-      const rules = planned.get(name);
-      if (!rules.some((x2) => x2.rule.match.port === null)) {
-        const claimed = new Set(rules.map((x2) => x2.rule.match.port));
-        const ports = svc.doc.spec.ports.map((p) => p.port).filter((p) => !claimed.has(p));
-        if (rules.length === 0) rules.push(implicitRule(svc.doc, null, this.settings));
-        else for (const port of ports) rules.push(implicitRule(svc.doc, port, this.settings));
+      const table2 = this.routeTable(svc.doc, planned.get(name));
+      const consumers = /* @__PURE__ */ new Map();
+      for (const [ns, rules] of [...consumerPlanned.get(name) ?? /* @__PURE__ */ new Map()].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)) {
+        consumers.set(ns, this.routeTable(svc.doc, rules));
       }
-      rules.sort(comparePrecedence);
-      this.checkShadowing(rules);
       const meshed = svc.doc.spec.sidecar !== false;
       const { inboundAccess, callers } = this.access(svc, accessByTarget.get(name) ?? []);
-      const deps = /* @__PURE__ */ new Set();
-      for (const { rule } of rules) {
-        for (const b of rule.backends) {
-          deps.add(b.service);
-          for (const f of b.filters) if (f.type === "RequestMirror") deps.add(f.backend.service);
-        }
-        for (const f of rule.filters) if (f.type === "RequestMirror") deps.add(f.backend.service);
-      }
       plan.set(name, {
         name,
+        namespace: namespaceOf(svc.doc),
         meshed,
         inbound: meshed ? {
           service: name,
-          identity: identityOf(this.settings.trustDomain, name),
+          identity: this.identities.get(name),
           trustDomain: this.settings.trustDomain,
           mtls: { mode: this.settings.mtlsMode },
           ports: compilePorts(svc.doc),
-          access: inboundAccess
+          access: inboundAccess,
+          ...this.settings.egress === "passthrough" ? { egress: "passthrough" } : {}
         } : null,
-        route: { service: name, ports: svc.doc.spec.ports.map((p) => p.port), rules: rules.map((x2) => x2.rule) },
+        route: table2.route,
         cluster: clusters.get(name),
         endpoints: this.endpoints(svc.doc, meshed),
         callers,
-        dependencies: [...deps].filter((d) => this.spec.services.has(d)).sort()
+        dependencies: table2.dependencies,
+        consumers
       });
     }
-    this.checkBackendAccess(plan, planned);
+    this.checkBackendAccess(plan, planned, consumerPlanned);
     this.checkAccessWithoutMtls(plan);
     this.checkRetryAmplification(plan);
     this.checkCallChains(plan, planned);
     return { settings: this.settings, services: plan };
+  }
+  /**
+   * One route table of a service from its planned rules: ports no route claims keep their
+   * default (traffic to the service itself), rules sorted by precedence and checked for
+   * shadowing, and the services the table sends to.
+   */
+  routeTable(svc, rules) {
+    if (!rules.some((x2) => x2.rule.match.port === null)) {
+      const claimed = new Set(rules.map((x2) => x2.rule.match.port));
+      const ports = svc.spec.ports.map((p) => p.port).filter((p) => !claimed.has(p));
+      if (rules.length === 0) rules.push(implicitRule(svc, null, this.settings));
+      else for (const port of ports) rules.push(implicitRule(svc, port, this.settings));
+    }
+    rules.sort(comparePrecedence);
+    this.checkShadowing(rules);
+    const deps = /* @__PURE__ */ new Set();
+    for (const { rule } of rules) {
+      for (const b of rule.backends) {
+        deps.add(b.service);
+        for (const f of b.filters) if (f.type === "RequestMirror") deps.add(f.backend.service);
+      }
+      for (const f of rule.filters) if (f.type === "RequestMirror") deps.add(f.backend.service);
+    }
+    const key = keyOf(svc);
+    return {
+      route: { service: key, ports: svc.spec.ports.map((p) => p.port), rules: rules.map((x2) => x2.rule) },
+      dependencies: [...deps].filter((d) => this.spec.services.has(d)).sort()
+    };
+  }
+  /**
+   * Services whose pods run as one ServiceAccount in one namespace share one identity: an
+   * AccessPolicy that admits one admits all of them, and their sidecars hold the same
+   * certificate. Warned once per further service, at its serviceAccount (or its name).
+   */
+  checkSharedIdentities() {
+    const first2 = /* @__PURE__ */ new Map();
+    for (const [key, svc] of this.spec.services) {
+      if (!svc.doc.spec.endpoints?.kubernetes || svc.doc.spec.sidecar === false) continue;
+      const id = this.identities.get(key);
+      const earlier = first2.get(id);
+      if (!earlier) {
+        first2.set(id, svc);
+        continue;
+      }
+      const path = (s) => s.doc.spec.serviceAccount !== void 0 ? ["spec", "serviceAccount"] : ["metadata", "name"];
+      const sa = svc.doc.spec.serviceAccount ?? "default";
+      this.report(
+        "TRL4025",
+        `services "${keyOf(earlier.doc)}" and "${key}" both run as ServiceAccount "${sa}" in namespace "${namespaceOf(svc.doc)}", so they share the identity ${id}: access policies cannot tell them apart`,
+        at(svc, path(svc)),
+        {
+          related: [{ span: at(earlier, path(earlier)), message: "the other service with this identity" }],
+          hint: "give each Service its own ServiceAccount (spec.serviceAccount, and serviceAccountName in its pods)"
+        }
+      );
+    }
   }
   /**
    * With mTLS off no sidecar can verify a caller, so every call reaches the inbound port
@@ -63579,7 +63791,7 @@ var Checker = class {
     if (byDefault.length > 0) effects.push(`the access default all-authenticated admits no caller to ${named2(byDefault)}`);
     const audited = byPolicy.some((s) => s.inbound.access.mode === "audit");
     const related = [];
-    const policy = this.spec.accessPolicies.find((p) => p.doc.spec.targetRefs.some((t2) => byPolicy.some((s) => s.name === t2.name)));
+    const policy = this.spec.accessPolicies.find((p) => p.doc.spec.targetRefs.some((t2) => byPolicy.some((s) => s.name === refKey(namespaceOf(p.doc), t2))));
     if (policy) related.push({ span: at(policy, ["metadata", "name"]), message: "an AccessPolicy that needs verified callers" });
     const defaultSpan = byDefault.length > 0 && this.spec.mesh?.doc.spec.access?.default !== void 0 ? this.meshSpan(["spec", "access", "default"]) : void 0;
     if (defaultSpan) related.push({ span: defaultSpan, message: "the access default" });
@@ -63671,7 +63883,7 @@ var Checker = class {
       const reported = /* @__PURE__ */ new Set();
       for (const { rule, origin } of rules) {
         if (!origin || rule.timeouts.requestMs === 0 || rule.timeouts.requestMs >= inner) continue;
-        const key = `${origin.route.doc.metadata.name}/${origin.ruleIndex}`;
+        const key = `${keyOf(origin.route.doc)}/${origin.ruleIndex}`;
         if (reported.has(key)) continue;
         reported.add(key);
         this.report(
@@ -63709,7 +63921,7 @@ var Checker = class {
         const path = o2.matchIndex >= 0 ? ["spec", "rules", o2.ruleIndex, "matches", o2.matchIndex] : ["spec", "rules", o2.ruleIndex];
         const epath = e.matchIndex >= 0 ? ["spec", "rules", e.ruleIndex, "matches", e.matchIndex] : ["spec", "rules", e.ruleIndex];
         const identical = subsumes(later.rule.match, earlier.rule.match);
-        const winner = `rules[${e.ruleIndex}]${earlier.rule.ruleName ? ` ("${earlier.rule.ruleName}")` : ""} of HTTPRoute "${e.route.doc.metadata.name}"`;
+        const winner = `rules[${e.ruleIndex}]${earlier.rule.ruleName ? ` ("${earlier.rule.ruleName}")` : ""} of HTTPRoute "${keyOf(e.route.doc)}"`;
         this.report("TRL4002", `this match can never be selected: ${winner} matches every request it would and takes precedence`, at(o2.route, path), {
           related: [{ span: at(e.route, epath), message: "the rule that always wins" }],
           hint: identical ? `both match the same requests; ties go to the route whose name sorts first, then to rule order — remove one, or make this one more specific` : "make the earlier match narrower, or this one more specific (Gateway API precedence: exact path, longest prefix, method, headers, query)"
@@ -63749,6 +63961,7 @@ function emitMesh(plan) {
     shared.set(`route/${svc.name}`, makeResource(`route/${svc.name}`, svc.route));
     shared.set(`cluster/${svc.name}`, makeResource(`cluster/${svc.name}`, svc.cluster));
     shared.set(`endpoints/${svc.name}`, makeResource(`endpoints/${svc.name}`, svc.endpoints));
+    for (const [ns, table2] of svc.consumers) shared.set(`route/${svc.name} ${ns}`, makeResource(`route/${svc.name}`, table2.route));
   }
   const open2 = [];
   const byCaller = /* @__PURE__ */ new Map();
@@ -63761,8 +63974,10 @@ function emitMesh(plan) {
     if (!svc.inbound) continue;
     const names = /* @__PURE__ */ new Set();
     for (const target of [...open2, ...byCaller.get(svc.name) ?? []]) {
-      names.add(`route/${target}`);
-      for (const dep of plan.services.get(target).dependencies) {
+      const targetPlan = plan.services.get(target);
+      const consumer = targetPlan.consumers.get(svc.namespace);
+      names.add(consumer ? `route/${target} ${svc.namespace}` : `route/${target}`);
+      for (const dep of consumer ? consumer.dependencies : targetPlan.dependencies) {
         names.add(`cluster/${dep}`);
         names.add(`endpoints/${dep}`);
       }
@@ -63856,16 +64071,21 @@ var accesspolicy_schema_default = {
     },
     accessSource: {
       title: "Caller",
-      description: "One caller, given either as a Service name (`service`) or as a SPIFFE identity (`identity`): exactly one of the two. A caller is recognised by the mesh identity its sidecar presents, verified by mTLS unless the Mesh `mtls.mode` is `off`.",
+      description: "One caller, given as a Service (`service`), a SPIFFE identity (`identity`) or a whole namespace (`namespace`): exactly one of the three. A caller is recognised by the mesh identity its sidecar presents, verified by mTLS unless the Mesh `mtls.mode` is `off`.",
       type: "object",
       additionalProperties: false,
       minProperties: 1,
       maxProperties: 1,
       properties: {
         service: {
+          $ref: "common.schema.json#/definitions/serviceKey",
+          description: "A meshed Service whose instances may call: its name, resolved in the policy's namespace, or `namespace/name`. Shorthand for that Service's identity (`spiffe://<trustDomain>/svc/<service>` in namespace `default`). The compiler reports an error if there is no such Service.",
+          examples: ["web", "shop/checkout"]
+        },
+        namespace: {
           $ref: "common.schema.json#/definitions/name",
-          description: "Name of a meshed Service whose instances may call; shorthand for `identity: spiffe://<trustDomain>/svc/<service>`. The compiler reports an error if no Service has this name.",
-          examples: ["web", "checkout"]
+          description: "Every caller in this namespace: shorthand for the identity prefix `spiffe://<trustDomain>/ns/<namespace>/*` (for `default`, also `spiffe://<trustDomain>/svc/*`, the identities of services in `default` off Kubernetes). The namespace need not hold a Service of the spec.",
+          examples: ["shop"]
         },
         identity: {
           description: "SPIFFE ID of the caller, `spiffe://<trust domain>/<path>`; a mesh Service's identity is `spiffe://<trustDomain>/svc/<name>`. Use it for callers that are not Services of this spec (for example another mesh's workloads).",
@@ -63963,6 +64183,15 @@ var common_schema_default = {
       pattern: "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
       examples: ["checkout", "payments-v2"]
     },
+    serviceKey: {
+      title: "Service reference",
+      description: "A Service: its name, resolved in the referring document's namespace, or `namespace/name`.",
+      type: "string",
+      minLength: 1,
+      maxLength: 127,
+      pattern: "^([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+      examples: ["checkout", "shop/checkout"]
+    },
     dnsName: {
       title: "DNS name",
       description: "A lowercase DNS name without a trailing dot (RFC 1123 subdomain): labels of letters, digits and '-' joined by '.'. IP addresses and wildcards are not accepted here.",
@@ -64003,17 +64232,17 @@ var common_schema_default = {
     },
     objectMeta: {
       title: "Metadata",
-      description: "Kubernetes-style object metadata. Only `name` matters to Trellis; the other fields are kept so documents can move between Trellis and Kubernetes unchanged.",
+      description: "Kubernetes-style object metadata. `name` and `namespace` matter to Trellis; labels and annotations are kept so documents can move between Trellis and Kubernetes unchanged.",
       type: "object",
       additionalProperties: false,
       required: ["name"],
       properties: {
         name: {
           $ref: "#/definitions/name",
-          description: "Name of the object, unique among objects of the same kind in the spec repo. For a Service this is also the name callers use (`Host: <name>`) and the last segment of its identity `spiffe://<trustDomain>/svc/<name>`. A DNS-1123 label (at most 63 characters)."
+          description: "Name of the object, unique among objects of the same kind in its namespace. For a Service this is also the name callers use (`Host: <name>`, or `<name>.<namespace>` from another namespace) and the last segment of its identity `spiffe://<trustDomain>/svc/<name>`. A DNS-1123 label (at most 63 characters)."
         },
         namespace: {
-          description: "Accepted for compatibility with Kubernetes manifests and ignored: a Trellis mesh is a single namespace.",
+          description: "Namespace of the object, a DNS-1123 label; absent means `default`. A Service is `namespace/name`: the same name in two namespaces is two services. References in the document (parentRefs, backendRefs, targetRefs, access sources, traffic tests) resolve in this namespace unless they name another; a backendRef into another namespace needs a ReferenceGrant there.",
           type: "string",
           minLength: 1,
           maxLength: 63,
@@ -64446,7 +64675,7 @@ var httproute_schema_default = {
           description: "Kind of the parent. Only `Service`. Unlike in Gateway API, where an omitted kind means `Gateway`, in Trellis an omitted kind means `Service`."
         },
         namespace: {
-          description: "Accepted so that routes copy over from Kubernetes unchanged, and ignored: a Trellis mesh is one namespace, so producer and consumer routes are not distinguished.",
+          description: "Namespace of the parent Service. Default: the route's own namespace. A route whose parent is in another namespace is a GAMMA *consumer route*: it applies only to callers in the route's namespace, and for them replaces the Service's producer routes (routes in the Service's namespace).",
           type: "string",
           minLength: 1,
           maxLength: 63,
@@ -64485,7 +64714,7 @@ var httproute_schema_default = {
           description: "Kind of the backend. Only `Service`, which is also the default."
         },
         namespace: {
-          description: "Accepted so that routes copy over from Kubernetes unchanged, and ignored: a Trellis mesh is one namespace.",
+          description: "Namespace of the backend Service. Default: the route's own namespace. Another namespace needs a ReferenceGrant in that namespace that lets HTTPRoutes from the route's namespace refer to the Service (a consumer route may send to its own parent Service without one).",
           type: "string",
           minLength: 1,
           maxLength: 63,
@@ -64519,7 +64748,7 @@ var httproute_schema_default = {
           description: "Kind of the backend. Only `Service`, which is also the default."
         },
         namespace: {
-          description: "Accepted so that routes copy over from Kubernetes unchanged, and ignored: a Trellis mesh is one namespace.",
+          description: "Namespace of the backend Service. Default: the route's own namespace. Another namespace needs a ReferenceGrant in that namespace that lets HTTPRoutes from the route's namespace refer to the Service (a consumer route may send to its own parent Service without one).",
           type: "string",
           minLength: 1,
           maxLength: 63,
@@ -65069,9 +65298,23 @@ var mesh_schema_default = {
       properties: {
         trustDomain: {
           $ref: "common.schema.json#/definitions/dnsName",
-          description: "SPIFFE trust domain of the mesh. The identity of Service `<name>` is `spiffe://<trustDomain>/svc/<name>`; AccessPolicy `identity` sources are written in that form. Changing it changes every identity. Default `trellis.local`.",
+          description: "SPIFFE trust domain of the mesh. The identity of Service `<name>` is `spiffe://<trustDomain>/svc/<name>` (`spiffe://<trustDomain>/ns/<namespace>/svc/<name>` outside namespace `default`, and `spiffe://<trustDomain>/ns/<namespace>/sa/<serviceAccount>` for a Service with Kubernetes endpoints); AccessPolicy `identity` sources are written in that form. Changing it changes every identity. Default `trellis.local`.",
           default: "trellis.local",
           examples: ["trellis.local", "shop.example.com"]
+        },
+        egress: {
+          title: "Egress",
+          description: "What a sidecar does with a call to a host the mesh does not know (neither a Service of the spec nor one of its endpoints).",
+          type: "object",
+          additionalProperties: false,
+          properties: {
+            mode: {
+              description: "`refuse` answers 404 `unknown_service` (the default): only known services can be called. `passthrough` forwards the call to the host as named, outside the mesh's routing, mTLS and policy.",
+              type: "string",
+              enum: ["refuse", "passthrough"],
+              default: "refuse"
+            }
+          }
         },
         mtls: {
           title: "mTLS",
@@ -65153,6 +65396,116 @@ var mesh_schema_default = {
   ]
 };
 
+// schema/referencegrant.schema.json
+var referencegrant_schema_default = {
+  $schema: "http://json-schema.org/draft-07/schema#",
+  $id: "https://trellis.dev/schema/v1alpha1/referencegrant.schema.json",
+  title: "ReferenceGrant",
+  description: "Kubernetes Gateway API ReferenceGrant (v1beta1): lets HTTPRoutes in other namespaces send traffic to Services in this document's namespace. Without one, a backendRef (or mirror backendRef) whose `namespace` differs from its route's is an error (TRL3009). The grant lives in the namespace that is referred to, so the owners of a namespace decide who may route into it. Trellis reads `to[].group` `\"\"` (Kubernetes core, as in Gateway API) and `trellis.dev` as the same thing: a Trellis Service.",
+  type: "object",
+  additionalProperties: false,
+  required: ["apiVersion", "kind", "metadata", "spec"],
+  properties: {
+    apiVersion: {
+      description: "`gateway.networking.k8s.io/v1beta1` (`v1alpha2` is accepted, the same shape).",
+      type: "string",
+      enum: ["gateway.networking.k8s.io/v1beta1", "gateway.networking.k8s.io/v1alpha2"]
+    },
+    kind: {
+      description: "Always `ReferenceGrant`.",
+      type: "string",
+      const: "ReferenceGrant"
+    },
+    metadata: {
+      $ref: "common.schema.json#/definitions/objectMeta"
+    },
+    spec: {
+      title: "ReferenceGrant spec",
+      description: "Who may refer (`from`) to what (`to`) in this namespace. A reference is allowed when one `from` entry and one `to` entry both match it.",
+      type: "object",
+      additionalProperties: false,
+      required: ["from", "to"],
+      properties: {
+        from: {
+          description: "The referring routes: by kind and namespace (at least one, at most 16).",
+          type: "array",
+          minItems: 1,
+          maxItems: 16,
+          items: { $ref: "#/definitions/grantFrom" },
+          examples: [[{ group: "gateway.networking.k8s.io", kind: "HTTPRoute", namespace: "shop" }]]
+        },
+        to: {
+          description: "What in this namespace they may refer to (at least one, at most 16).",
+          type: "array",
+          minItems: 1,
+          maxItems: 16,
+          items: { $ref: "#/definitions/grantTo" },
+          examples: [[{ group: "", kind: "Service", name: "ledger" }]]
+        }
+      }
+    }
+  },
+  definitions: {
+    grantFrom: {
+      title: "Referrer",
+      description: "Routes of one kind in one namespace.",
+      type: "object",
+      additionalProperties: false,
+      required: ["group", "kind", "namespace"],
+      properties: {
+        group: {
+          description: "API group of the referring kind: `gateway.networking.k8s.io`.",
+          type: "string",
+          enum: ["gateway.networking.k8s.io"]
+        },
+        kind: {
+          description: "The referring kind. Only `HTTPRoute` refers to backends in Trellis today.",
+          type: "string",
+          enum: ["HTTPRoute"]
+        },
+        namespace: {
+          $ref: "common.schema.json#/definitions/name",
+          description: "Namespace of the referring routes."
+        }
+      }
+    },
+    grantTo: {
+      title: "Referent",
+      description: "Services in this namespace that may be referred to: one by `name`, or all of them.",
+      type: "object",
+      additionalProperties: false,
+      required: ["group", "kind"],
+      properties: {
+        group: {
+          description: 'API group of the referent: `""` (Kubernetes core Service, as Gateway API writes it) or `trellis.dev` (a Trellis Service); Trellis treats both alike.',
+          type: "string",
+          enum: ["", "trellis.dev"]
+        },
+        kind: {
+          description: "Kind of the referent: `Service`.",
+          type: "string",
+          enum: ["Service"]
+        },
+        name: {
+          $ref: "common.schema.json#/definitions/name",
+          description: "Name of the one Service allowed. Left out: every Service in this namespace."
+        }
+      }
+    }
+  },
+  examples: [
+    {
+      apiVersion: "gateway.networking.k8s.io/v1beta1",
+      kind: "ReferenceGrant",
+      metadata: { name: "shop-to-ledger", namespace: "payments" },
+      spec: {
+        from: [{ group: "gateway.networking.k8s.io", kind: "HTTPRoute", namespace: "shop" }],
+        to: [{ group: "", kind: "Service", name: "ledger" }]
+      }
+    }
+  ]
+};
+
 // schema/service.schema.json
 var service_schema_default = {
   $schema: "http://json-schema.org/draft-07/schema#",
@@ -65192,6 +65545,14 @@ var service_schema_default = {
         },
         endpoints: {
           $ref: "#/definitions/endpoints"
+        },
+        serviceAccount: {
+          description: "Kubernetes ServiceAccount the Service's pods run as (a DNS-1123 subdomain). With `endpoints.kubernetes` the Service's identity is `spiffe://<trustDomain>/ns/<namespace>/sa/<serviceAccount>`, the identity each pod proves with its projected token. Default `default`, what a pod runs as when it names none. Two Kubernetes Services of one namespace with the same ServiceAccount share one identity, which access policies cannot tell apart (warning TRL4025).",
+          type: "string",
+          minLength: 1,
+          maxLength: 253,
+          pattern: "^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+          examples: ["checkout", "payments-api"]
         },
         sidecar: {
           description: "Whether the instances run a Trellis sidecar, i.e. are part of the mesh. `false` declares an external or legacy service: callers' sidecars still route, balance, retry and time out calls to it, but connect straight to the app port over plain HTTP. Nothing on its side checks callers: without an AccessPolicy every meshed service may call it, and an AccessPolicy on it is enforced only by callers' sidecars (callers it does not admit get no route to it). Default true.",
@@ -65234,7 +65595,7 @@ var service_schema_default = {
     },
     endpoints: {
       title: "Endpoints",
-      description: "How the Service's instances are found: either a `static` list or a `dns` name, never both. Without `endpoints` the Service has no instances and calls to it fail with 503.",
+      description: "How the Service's instances are found: a `static` list, a `dns` name, or a Kubernetes Service's EndpointSlices (`kubernetes`); exactly one of the three. Without `endpoints` the Service has no instances and calls to it fail with 503.",
       type: "object",
       additionalProperties: false,
       minProperties: 1,
@@ -65250,8 +65611,38 @@ var service_schema_default = {
         },
         dns: {
           $ref: "#/definitions/dnsEndpoints"
+        },
+        kubernetes: {
+          $ref: "#/definitions/kubernetesEndpoints"
         }
       }
+    },
+    kubernetesEndpoints: {
+      title: "Kubernetes endpoints",
+      description: "Take the instances from the EndpointSlices (discovery.k8s.io/v1) of a Kubernetes Service. The reconciler watches them and pushes changes to callers' sidecars without a commit: endpoints are runtime state and never go into git. Ready endpoints take traffic; serving but terminating ones only as a last resort. `{}` means the Kubernetes Service of the same name and namespace. The Service's identity becomes `spiffe://<trustDomain>/ns/<namespace>/sa/<serviceAccount>`.",
+      type: "object",
+      additionalProperties: false,
+      properties: {
+        service: {
+          $ref: "common.schema.json#/definitions/name",
+          description: "Name of the Kubernetes Service. Default: this Service's own name.",
+          examples: ["checkout"]
+        },
+        namespace: {
+          $ref: "common.schema.json#/definitions/name",
+          description: "Namespace of the Kubernetes Service. Default: this Service's own namespace.",
+          examples: ["shop"]
+        },
+        port: {
+          description: "EndpointSlice port to call for an unmeshed Service, by name or number (meshed instances are called on the mesh's inbound port). Default: the slice's only port, or the one matching the Service port.",
+          oneOf: [
+            { $ref: "common.schema.json#/definitions/port" },
+            { $ref: "common.schema.json#/definitions/name" }
+          ],
+          examples: ["http", 8080]
+        }
+      },
+      examples: [{}, { service: "checkout", namespace: "shop", port: "http" }]
     },
     staticEndpoint: {
       title: "Static endpoint",
@@ -65423,8 +65814,8 @@ var traffictest_schema_default = {
           additionalProperties: false,
           required: ["from", "to"],
           properties: {
-            from: { $ref: "common.schema.json#/definitions/name", description: "The calling service (it must run a sidecar)." },
-            to: { $ref: "common.schema.json#/definitions/name", description: "The service it calls." },
+            from: { $ref: "common.schema.json#/definitions/serviceKey", description: "The calling service (it must run a sidecar): a name in the test's namespace, or `namespace/name`." },
+            to: { $ref: "common.schema.json#/definitions/serviceKey", description: "The service it calls: a name in the test's namespace, or `namespace/name`." },
             method: { description: "HTTP method. Default `GET`.", type: "string", enum: ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"], default: "GET" },
             path: { description: "Request path, with a query string if any. Default `/`.", type: "string", pattern: "^/", maxLength: 1024, default: "/", examples: ["/api/cart?debug=on"] },
             headers: {
@@ -65445,14 +65836,14 @@ var traffictest_schema_default = {
           minProperties: 1,
           properties: {
             outcome: { description: "`routed` (a rule matched and sends it to backends), `redirect`, `no-route` (404 from the caller's sidecar), or `denied` (the caller may not call the service, or the destination refuses it with 403).", type: "string", enum: ["routed", "redirect", "no-route", "denied"] },
-            backend: { $ref: "common.schema.json#/definitions/name", description: "The only backend the request can reach (100% of its share)." },
+            backend: { $ref: "common.schema.json#/definitions/serviceKey", description: "The only backend the request can reach (100% of its share): a name in the test's namespace, or `namespace/name`." },
             share: {
               description: "The share of such requests a backend gets, in percent, inclusive bounds.",
               type: "object",
               additionalProperties: false,
               required: ["backend"],
               properties: {
-                backend: { $ref: "common.schema.json#/definitions/name", description: "The backend." },
+                backend: { $ref: "common.schema.json#/definitions/serviceKey", description: "The backend: a name in the test's namespace, or `namespace/name`." },
                 min: { description: "Lowest share allowed, in percent. Default 0.", type: "number", minimum: 0, maximum: 100 },
                 max: { description: "Highest share allowed, in percent. Default 100.", type: "number", minimum: 0, maximum: 100 }
               }
@@ -65486,7 +65877,7 @@ var trellis_schema_default = {
   $schema: "http://json-schema.org/draft-07/schema#",
   $id: "https://trellis.dev/schema/v1alpha1/trellis.schema.json",
   title: "Trellis document",
-  description: "Any one Trellis spec document: a Mesh, Service, HTTPRoute, TrafficPolicy, AccessPolicy or TrafficTest, validated against the schema of its `kind`. Point a yaml-language-server modeline at this file in YAML files that hold documents of several kinds (the modeline applies to the document it is written in, so repeat it after each `---`).",
+  description: "Any one Trellis spec document: a Mesh, Service, HTTPRoute, TrafficPolicy, AccessPolicy, TrafficTest or ReferenceGrant, validated against the schema of its `kind`. Point a yaml-language-server modeline at this file in YAML files that hold documents of several kinds (the modeline applies to the document it is written in, so repeat it after each `---`).",
   type: "object",
   additionalProperties: false,
   required: [
@@ -65497,12 +65888,13 @@ var trellis_schema_default = {
   ],
   properties: {
     apiVersion: {
-      description: "`trellis.dev/v1alpha1` for Mesh, Service, TrafficPolicy and AccessPolicy; `gateway.networking.k8s.io/v1` (or `v1beta1`) for HTTPRoute.",
+      description: "`trellis.dev/v1alpha1` for Mesh, Service, TrafficPolicy and AccessPolicy; `gateway.networking.k8s.io/v1` (or `v1beta1`) for HTTPRoute; `gateway.networking.k8s.io/v1beta1` (or `v1alpha2`) for ReferenceGrant.",
       type: "string",
       enum: [
         "trellis.dev/v1alpha1",
         "gateway.networking.k8s.io/v1",
-        "gateway.networking.k8s.io/v1beta1"
+        "gateway.networking.k8s.io/v1beta1",
+        "gateway.networking.k8s.io/v1alpha2"
       ]
     },
     kind: {
@@ -65514,7 +65906,8 @@ var trellis_schema_default = {
         "HTTPRoute",
         "TrafficPolicy",
         "AccessPolicy",
-        "TrafficTest"
+        "TrafficTest",
+        "ReferenceGrant"
       ]
     },
     metadata: {
@@ -65615,6 +66008,21 @@ var trellis_schema_default = {
       then: {
         $ref: "traffictest.schema.json"
       }
+    },
+    {
+      if: {
+        properties: {
+          kind: {
+            const: "ReferenceGrant"
+          }
+        },
+        required: [
+          "kind"
+        ]
+      },
+      then: {
+        $ref: "referencegrant.schema.json"
+      }
     }
   ]
 };
@@ -65625,6 +66033,7 @@ var SCHEMAS = {
   "common.schema.json": common_schema_default,
   "httproute.schema.json": httproute_schema_default,
   "mesh.schema.json": mesh_schema_default,
+  "referencegrant.schema.json": referencegrant_schema_default,
   "service.schema.json": service_schema_default,
   "trafficpolicy.schema.json": trafficpolicy_schema_default,
   "traffictest.schema.json": traffictest_schema_default,
@@ -65636,7 +66045,8 @@ var SCHEMA_FILES = {
   HTTPRoute: "httproute.schema.json",
   TrafficPolicy: "trafficpolicy.schema.json",
   AccessPolicy: "accesspolicy.schema.json",
-  TrafficTest: "traffictest.schema.json"
+  TrafficTest: "traffictest.schema.json",
+  ReferenceGrant: "referencegrant.schema.json"
 };
 var validators;
 function getValidators() {
@@ -65670,7 +66080,8 @@ function pointerToPath(pointer) {
 var PATTERN_EXPLANATIONS = [
   [/\(h\|m\|s\|ms\)/, "a duration such as 500ms, 10s or 1m30s (whole numbers with h, m, s or ms, at most four parts)"],
   [/^\^\[a-z0-9\]\(\[-a-z0-9\]\*\[a-z0-9\]\)\?\$$/, 'a name of lower-case letters, digits and "-", starting and ending with a letter or digit'],
-  [/^\^spiffe/, "a SPIFFE ID such as spiffe://example.org/svc/checkout"]
+  [/^\^spiffe/, "a SPIFFE ID such as spiffe://example.org/svc/checkout"],
+  [/^\^\(\[a-z0-9\]/, "a service name such as checkout, or namespace/name such as shop/checkout"]
 ];
 function describeValue(v) {
   if (v === null) return "null";
@@ -65803,34 +66214,6 @@ function validateDocuments(documents) {
   return { valid, diagnostics };
 }
 
-// src/config/access.ts
-function pathMatches(type2, value, path) {
-  return type2 === "Exact" ? path === value : prefixTest(value)(path);
-}
-function decideAccess(access2, caller, method, path) {
-  const plain = (allowed, reason) => ({ allowed, audited: false, reason, policy: null, ruleIndex: null });
-  switch (access2.default) {
-    case "allow":
-      return plain(true, "the mesh access default is allow");
-    case "all-authenticated":
-      return caller ? plain(true, "the mesh access default admits every authenticated caller") : plain(false, "the mesh access default admits only authenticated callers");
-    case "deny":
-      return plain(false, "the service has no AccessPolicy and the mesh access default is deny");
-    case "policy":
-      break;
-  }
-  const index = access2.rules.findIndex(
-    (r2) => caller !== null && r2.from.includes(caller) && (r2.to.length === 0 || r2.to.some((t2) => (t2.methods.length === 0 || t2.methods.includes(method)) && (t2.paths.length === 0 || t2.paths.some((p) => pathMatches(p.type, p.value, path)))))
-  );
-  if (index >= 0) {
-    const rule = access2.rules[index];
-    return { allowed: true, audited: false, reason: `admitted by AccessPolicy "${rule.policy}"`, policy: rule.policy, ruleIndex: index };
-  }
-  const denied = caller === null ? "no AccessPolicy rule admits unauthenticated callers" : `no AccessPolicy rule admits ${caller} for ${method} ${path}`;
-  if (access2.mode === "audit") return { allowed: true, audited: true, reason: `${denied} (audit mode: let through and logged)`, policy: null, ruleIndex: null };
-  return plain(false, denied);
-}
-
 // src/config/normalize-path.ts
 var SLASH = 47;
 var DOT = 46;
@@ -65925,37 +66308,43 @@ function explain(result, request2, pathPrefix) {
   const callerConfig = mesh.configs.get(request2.from);
   if (!callerConfig) throw new ExplainError(plan.services.has(request2.from) ? `"${request2.from}" runs no sidecar, so the mesh does not route its calls` : `there is no service "${request2.from}"`);
   const target = plan.services.get(request2.to);
-  if (!target) throw new ExplainError(`there is no service "${request2.to}"`);
+  if (!target) {
+    const egress = plan.settings.egress === "passthrough" ? "a call to a host the mesh does not know is passed through as named (Mesh egress mode passthrough), outside routing, mTLS and policy" : "a call to a host the mesh does not know is refused with 404 unknown_service (Mesh egress mode refuse)";
+    throw new ExplainError(`there is no service "${request2.to}"; ${egress}`);
+  }
   const port = request2.port ?? target.route.ports[0];
   const req = { ...request2, port };
-  const callerIdentity = identityOf(plan.settings.trustDomain, request2.from);
+  const callerPlan = plan.services.get(request2.from);
+  const callerIdentity = callerPlan.inbound.identity;
+  const consumerNamespace2 = target.consumers.has(callerPlan.namespace) ? callerPlan.namespace : null;
   const normalized = normalizePath(request2.path);
   const accessPath = normalized.ok ? normalized.path : request2.path;
-  const accessPolicyFor = (service) => spec.accessPolicies.find((p) => p.doc.spec.targetRefs.some((t2) => t2.name === service));
+  const accessPolicyFor = (service) => spec.accessPolicies.find((p) => p.doc.spec.targetRefs.some((t2) => refKey(namespaceOf(p.doc), t2) === service));
   const routeResource = callerConfig.resources.find((r2) => r2.name === `route/${request2.to}`);
   if (!routeResource) {
     const decision = target.inbound ? decideAccess(target.inbound.access, callerIdentity, request2.method, accessPath) : null;
     const policy = accessPolicyFor(request2.to);
     const reason = `${request2.from} may not call ${request2.to}: ${decision?.reason ?? "an AccessPolicy on it admits other callers only"}; its sidecar has no route to it and answers 404 unknown_service`;
-    return { request: req, reachable: { ok: false, reason, at: loc(policy ? at(policy, ["metadata", "name"]) : spec.mesh ? at(spec.mesh, ["spec", "access"]) : void 0) }, rules: [], matched: null, clusters: [], outcome: reason };
+    return { request: req, consumerNamespace: consumerNamespace2, reachable: { ok: false, reason, at: loc(policy ? at(policy, ["metadata", "name"]) : spec.mesh ? at(spec.mesh, ["spec", "access"]) : void 0) }, rules: [], matched: null, clusters: [], outcome: reason };
   }
   const table2 = new RouteTable(routeResource.body);
   const trace = table2.trace({ port, method: request2.method, path: request2.path, headers: request2.headers, query: request2.query });
-  const routeOf = (name) => name === null ? void 0 : spec.routes.find((r2) => r2.doc.metadata.name === name);
+  const routeOf = (key) => key === null ? void 0 : spec.routes.find((r2) => keyOf(r2.doc) === key);
+  const indexesOf = (id) => id.split("/").slice(-2).map(Number);
   const ruleSpan = (id, route2) => {
     if (!route2) return void 0;
-    const [, r2, m] = id.split("/").map(Number);
+    const [r2, m] = indexesOf(id);
     const rule2 = route2.doc.spec.rules?.[r2];
     return at(route2, rule2?.matches && rule2.matches.length > 0 ? ["spec", "rules", r2, "matches", m] : ["spec", "rules", r2]);
   };
   const rules = trace.rules.map(({ rule: rule2, failed }) => ({ id: rule2.id, route: rule2.route, ruleName: rule2.ruleName, at: loc(ruleSpan(rule2.id, routeOf(rule2.route))), matched: failed === null, failed }));
   const reachable = { ok: true, reason: `${request2.from} may call ${request2.to}`, at: loc(accessPolicyFor(request2.to) ? at(accessPolicyFor(request2.to), ["metadata", "name"]) : void 0) };
   if (trace.matched < 0) {
-    return { request: req, reachable, rules, matched: null, clusters: [], outcome: `no rule of ${request2.to}'s routes matches: the caller's sidecar answers 404 no_route` };
+    return { request: req, consumerNamespace: consumerNamespace2, reachable, rules, matched: null, clusters: [], outcome: `no rule of ${request2.to}'s routes matches: the caller's sidecar answers 404 no_route` };
   }
   const rule = table2.rules[trace.matched];
   const route = routeOf(rule.route);
-  const ruleIndex = rule.route === null ? -1 : Number(rule.id.split("/")[1]);
+  const ruleIndex = rule.route === null ? -1 : indexesOf(rule.id)[0];
   const rulePath = ["spec", "rules", ruleIndex];
   const specRule = route?.doc.spec.rules?.[ruleIndex];
   const meshDefault = (path, value) => value !== void 0 && spec.mesh ? { source: "mesh-default", at: loc(at(spec.mesh, ["spec", "defaults", ...path])) } : { source: "built-in", at: null };
@@ -65974,11 +66363,12 @@ function explain(result, request2, pathPrefix) {
   const clusters = redirect ? [] : backends.filter((b) => b.share > 0).map((b) => {
     const svc = plan.services.get(b.service);
     const decision = svc.inbound ? decideAccess(svc.inbound.access, callerIdentity, request2.method, accessPath) : null;
-    const policy = decision?.policy ? spec.accessPolicies.find((p) => p.doc.metadata.name === decision.policy) : void 0;
+    const policy = decision?.policy ? spec.accessPolicies.find((p) => keyOf(p.doc) === decision.policy) : void 0;
     const indexInPolicy = decision?.ruleIndex != null ? svc.inbound.access.rules.slice(0, decision.ruleIndex).filter((r2) => r2.policy === decision.policy).length : null;
     return {
       service: b.service,
       endpoints: svc.endpoints.static.length + (svc.endpoints.dns ? 1 : 0),
+      kubernetes: svc.endpoints.kubernetes ? `${svc.endpoints.kubernetes.namespace}/${svc.endpoints.kubernetes.service}` : null,
       settings: clusterSettings(svc.cluster, b.service, spec, loc),
       access: decision ? { allowed: decision.allowed, audited: decision.audited, reason: decision.reason, at: loc(policy ? at(policy, ["spec", "rules", indexInPolicy]) : void 0) } : null
     };
@@ -65988,6 +66378,7 @@ function explain(result, request2, pathPrefix) {
   const outcome = redirect ? `redirected with ${redirect.statusCode}; no backend is called` : shares2.length === 0 ? "every backend has weight 0: the caller gets 500" : `${request2.method} ${request2.path} from ${request2.from} goes to ${shares2.join(", ")}${denied.length > 0 ? `; ${denied.join(", ")} would deny it (403)` : ""}`;
   return {
     request: req,
+    consumerNamespace: consumerNamespace2,
     reachable,
     rules,
     matched: { id: rule.id, redirect: redirect ? `${redirect.statusCode} to ${redirect.scheme ?? "http"}://${redirect.hostname ?? "(same host)"}` : null, filters: rule.filters.map((f) => f.type), backends, timeouts, retry },
@@ -66011,7 +66402,7 @@ var SETTINGS = [
 ];
 function clusterSettings(cluster, service, spec, loc) {
   return SETTINGS.map(({ name, leaf, show }) => {
-    const policy = spec.trafficPolicies.find((p) => p.doc.spec.targetRefs.some((t2) => t2.name === service) && getLeaf(p.doc.spec, leaf) !== void 0);
+    const policy = spec.trafficPolicies.find((p) => p.doc.spec.targetRefs.some((t2) => refKey(namespaceOf(p.doc), t2) === service) && getLeaf(p.doc.spec, leaf) !== void 0);
     let origin;
     if (policy) origin = { source: "spec", at: loc(at(policy, ["spec", ...leaf])) };
     else if (spec.mesh && getLeaf(spec.mesh.doc.spec.defaults?.trafficPolicy ?? {}, leaf) !== void 0) origin = { source: "mesh-default", at: loc(at(spec.mesh, ["spec", "defaults", "trafficPolicy", ...leaf])) };
@@ -66045,8 +66436,15 @@ function runTrafficTests(result) {
   return { results, diagnostics };
 }
 function runOne(result, test, out) {
-  const name = test.doc.metadata.name;
-  const { request: request2, expect } = test.doc.spec;
+  const name = keyOf(test.doc);
+  const { request: written, expect: writtenExpect } = test.doc.spec;
+  const ns = namespaceOf(test.doc);
+  const request2 = { ...written, from: nameKey(ns, written.from), to: nameKey(ns, written.to) };
+  const expect = {
+    ...writtenExpect,
+    ...writtenExpect.backend !== void 0 ? { backend: nameKey(ns, writtenExpect.backend) } : {},
+    ...writtenExpect.share !== void 0 ? { share: { ...writtenExpect.share, backend: nameKey(ns, writtenExpect.share.backend) } } : {}
+  };
   const plan = result.plan;
   for (const field of ["from", "to"]) {
     const svc = plan.services.get(request2[field]);
