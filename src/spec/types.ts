@@ -227,6 +227,7 @@ export interface TrafficPolicySettings {
   };
 }
 
+/** A Service of the policy's own namespace (Gateway API's LocalPolicyTargetReference has no namespace). */
 export interface PolicyTargetReference { group?: string; kind?: string; name: string }
 
 export interface TrafficPolicySpec extends TrafficPolicySettings {
@@ -252,6 +253,7 @@ export interface AccessPolicySpec {
 
 // ---------------------------------------------------------------- TrafficTest
 
+/** Service names here (`from`, `to`, backends) are a name in the test's namespace, or `namespace/name`. */
 export interface TrafficTestSpec {
   request: { from: string; to: string; method?: HTTPMethod; path?: string; headers?: Record<string, string>; port?: number };
   expect: {
