@@ -16,9 +16,11 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as k8s from '@kubernetes/client-node';
+import { pino } from 'pino';
+import { KubernetesDiscovery } from '../../src/reconciler/kubernetes-discovery.ts';
 import type { EndpointsBody, ProxyConfig } from '../../src/config/types.ts';
 import type { ReconcilerStatus } from '../../src/reconciler/reconciler.ts';
-import { startKubeEnv, type KubeEnv } from '../helpers/kube-env.ts';
+import { createNamespace, startKubeEnv, type KubeEnv } from '../helpers/kube-env.ts';
 import { sidecarReady, startTrellis, steadyLoad, stopProcesses, tempDir, type Proc } from '../helpers/processes.ts';
 import { cleanup, closedPort, waitFor } from '../helpers/sidecar-harness.ts';
 
@@ -136,6 +138,7 @@ async function whileServing(busy: Pod, n: number): Promise<void> {
 }
 
 const timings: Record<string, number> = {};
+const silent = pino({ level: 'silent' });
 
 before(async () => {
   env = await startKubeEnv();
@@ -287,6 +290,9 @@ describe('endpoints from EndpointSlices, through real reconciler and sidecar pro
       // The watch retries with a backoff of at most 5 s, then resumes from its resourceVersion.
       await waitFor(() => e.seen > 0, 'traffic on a pod added after the restart', 15_000);
       timings.afterApiRestart = Math.round(performance.now() - changed);
+      // Whether the watch resumed from its resourceVersion or was told 410 Gone and listed again
+      // depends on the API server's watch cache; either way the change arrived.
+      timings.relistedAfterRestart = reconciler.output().includes('"type":"discovery_relist"') ? 1 : 0;
       await waitFor(async () => (await status())?.discovery?.error === null, 'the discovery error to clear', 5000);
     } finally {
       const statuses = await traffic.stop();
@@ -327,5 +333,33 @@ describe('endpoints from EndpointSlices, through real reconciler and sidecar pro
       assert.deepEqual([...statuses.keys()], [200], traffic.failures.join('\n'));
     }
     assert.deepEqual([...observed], [JSON.stringify(before)], 'the caller never saw another endpoint set');
+  });
+
+  test('a discovery limited to some namespaces lists and watches only those, and a slice that loses its service label leaves its service', async () => {
+    await createNamespace(env, 'team-b');
+    const body = (name: string, namespace: string, service: string, address: string): k8s.V1EndpointSlice => ({
+      metadata: { name, namespace, labels: { 'kubernetes.io/service-name': service } },
+      addressType: 'FQDN',
+      ports: [{ name: 'http', port: 8080 }],
+      endpoints: [{ addresses: [address], conditions: { ready: true } }],
+    });
+    await slices.createNamespacedEndpointSlice({ namespace: 'team-b', body: body('api-x', 'team-b', 'api', '127.0.1.1') });
+    const discovery = new KubernetesDiscovery({ kubeConfig: env.kubeConfig, namespaces: ['team-b'], log: silent });
+    const changes: string[][] = [];
+    await discovery.start((changed) => changes.push([...changed]));
+    try {
+      const port = { kind: 'named', port: null } as const;
+      await waitFor(() => discovery.synced(), 'the first list of team-b', 10_000);
+      assert.deepEqual(discovery.instances('team-b', 'api', port)?.map((e) => `${e.address}:${e.port}`), ['127.0.1.1:8080']);
+      assert.deepEqual(discovery.instances('default', 'api', port), [], 'namespaces outside the list are not watched');
+      assert.deepEqual(changes, [['team-b/api']]);
+      await slices.createNamespacedEndpointSlice({ namespace: 'team-b', body: body('api-y', 'team-b', 'api', '127.0.1.2') });
+      await waitFor(() => discovery.instances('team-b', 'api', port)?.length === 2, 'a second slice of the same service');
+      await slices.replaceNamespacedEndpointSlice({ name: 'api-x', namespace: 'team-b', body: { ...body('api-x', 'team-b', 'api', '127.0.1.1'), metadata: { name: 'api-x', namespace: 'team-b', labels: { other: 'x' } } } });
+      await waitFor(() => discovery.instances('team-b', 'api', port)?.length === 1, 'the unlabelled slice to leave');
+      assert.equal(discovery.state().error, null);
+    } finally {
+      await discovery.stop();
+    }
   });
 });
