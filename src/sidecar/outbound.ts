@@ -1,19 +1,22 @@
 /**
  * The outbound path: the app's calls to other services. For each request, in order:
- * find the destination service (Host or absolute URI) → match a route rule → redirect,
- * or apply request filters → pick a backend by weight → fault injection → circuit breaker
- * → pick an endpoint (outlier detection, balancer) → send, retrying within the budget,
- * the per-try and whole-request timeouts → stream the response back.
+ * find the destination (destination.ts: Host or absolute URI, names resolved across
+ * namespaces) → the route plan (route-plan.ts, pure: rule, redirect, backend by weight,
+ * filters) → fault injection → deadline → circuit breaker → pick an endpoint (outlier
+ * detection, terminating instances last, balancer) → send, retrying within the budget
+ * (retry.ts decides what may be retried), the per-try and whole-request timeouts → stream
+ * the response back.
  *
  * A host that names no service the sidecar may call can still be an instance's own
  * address (a pod IP and port): the call then goes to exactly that instance (`callInstance`).
+ * Anything else is egress (egress.ts): passed through when the mesh allows it, else refused.
  *
  * A request works on the config snapshot current when it arrived, start to finish.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
-import type { CompiledFilter, CompiledHeaderModifier, CompiledPathModifier, CompiledRule } from '../config/types.ts';
+import type { CompiledHeaderModifier, CompiledRule } from '../config/types.ts';
 import { retryBackoffMs } from './backoff.ts';
 import type { Clock, Random } from './clock.ts';
 import type { Cluster, ClusterManager, InstanceCall } from './clusters.ts';
@@ -22,14 +25,14 @@ import type { ConfigStore, Snapshot } from './config-store.ts';
 import type { ProxyErrorCode } from './errors.ts';
 import { addForwardingHeaders, applyHeaderModifier, endToEndHeaders, isRetrySafe } from './headers.ts';
 import type { SidecarMetrics } from './metrics.ts';
-import { outcomeOfStatus, type OutlierOutcome } from './outlier.ts';
-import { pickBackend, type RequestFacts } from '../config/router.ts';
+import { judgeAttempt, mayRetry } from './retry.ts';
 import { relayResponse, sendAttempt, sendProxyError, type AttemptResult } from './upstream.ts';
 import { RequestRecord } from './request-record.ts';
 import { readBody } from '../http/json-server.ts';
 import { serviceKeyOfHost } from '../spec/names.ts';
 import { hostOfServiceKey, parseTarget, type Target } from './destination.ts';
 import { createEgress } from './egress.ts';
+import { planRoute, type MirrorFilter } from './route-plan.ts';
 
 /**
  * A header older sidecars sent to name the caller. Callers are identified only by their
@@ -60,15 +63,6 @@ export interface OutboundDeps {
   readonly draining: () => boolean;
 }
 
-/** Applies a path modifier; `prefix` is the PathPrefix the rule matched (for ReplacePrefixMatch). */
-export function rewritePath(path: string, modifier: CompiledPathModifier, prefix: string): string {
-  if (modifier.type === 'ReplaceFullPath') return modifier.value;
-  const base = prefix.endsWith('/') ? prefix.slice(0, -1) : prefix;
-  const rest = path.slice(base.length);
-  const joined = modifier.value.endsWith('/') && rest.startsWith('/') ? modifier.value + rest.slice(1) : modifier.value + rest;
-  return joined === '' ? '/' : joined;
-}
-
 /** What of a route rule governs sending: its timeouts and retries. */
 type RequestPolicy = Pick<CompiledRule, 'timeouts' | 'retry'>;
 
@@ -90,9 +84,9 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
   const egress = createEgress();
 
   /** Fire-and-forget copies; they never delay or fail the primary request. */
-  function mirror(filters: readonly CompiledFilter[], method: string, path: string, headers: Record<string, string | string[]>, body: Buffer | undefined, callerPort: number): void {
+  function mirror(filters: readonly MirrorFilter[], method: string, path: string, headers: Record<string, string | string[]>, body: Buffer | undefined, callerPort: number): void {
     for (const f of filters) {
-      if (f.type !== 'RequestMirror' || mirrorsInFlight >= MAX_MIRRORS_IN_FLIGHT) continue;
+      if (mirrorsInFlight >= MAX_MIRRORS_IN_FLIGHT) continue;
       if (f.numerator < f.denominator && deps.random() * f.denominator >= f.numerator) continue;
       const cluster = deps.clusters.get(f.backend.service);
       const ep = cluster?.picker.pick(cluster.candidates());
@@ -134,49 +128,34 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
       return fail('unknown_service');
     }
     record.destination = table.service;
-    const port = target.port ?? table.ports[0]!;
     const method = req.method ?? 'GET';
-    const facts: RequestFacts = { port, method, path: target.path, headers: req.headers, query: target.query };
-    const rule = table.match(facts);
-    if (!rule) return fail('no_route');
-    record.route = rule.route ?? 'default';
-
-    const redirect = rule.filters.find((f) => f.type === 'RequestRedirect');
-    if (redirect) {
-      const host = redirect.hostname ?? target.authority.replace(/:\d+$/, '');
-      const path = redirect.path ? rewritePath(target.path, redirect.path, rule.match.path.value) : target.path;
-      const location = `${redirect.scheme ?? 'http'}://${host}${redirect.port !== null ? `:${redirect.port}` : ''}${path}${target.query ? `?${target.query}` : ''}`;
-      res.writeHead(redirect.statusCode, { location, 'content-length': 0 });
+    const plan = planRoute(table, { port: target.port, method, path: target.path, query: target.query, authority: target.authority, headers: req.headers }, deps.random);
+    if (plan.kind === 'no_route') return fail('no_route');
+    record.route = plan.rule.route ?? 'default';
+    if (plan.kind === 'redirect') {
+      res.writeHead(plan.status, { location: plan.location, 'content-length': 0 });
       res.end();
-      return record.done(redirect.statusCode);
+      return record.done(plan.status);
     }
-
-    const backend = pickBackend(rule.backends, deps.random);
-    if (!backend) return fail('no_backend');
-    record.destination = backend.service;
-    const cluster = deps.clusters.get(backend.service)!;
-    const backendPort = backend.port ?? port;
-
+    if (plan.kind === 'no_backend') return fail('no_backend');
+    record.destination = plan.backend.service;
     const headers = endToEndHeaders(req.headers, MESH_HEADERS);
     addForwardingHeaders(headers, req.socket.remoteAddress, target.authority);
-    // The rule's filters, then the chosen backend's (most rules have none of either).
-    const filters = backend.filters.length === 0 ? rule.filters : rule.filters.length === 0 ? backend.filters : [...rule.filters, ...backend.filters];
-    let path = target.path;
-    let rewriteHost: string | undefined;
-    const responseModifiers: CompiledHeaderModifier[] = [];
-    const mirrors: CompiledFilter[] = [];
-    for (const f of filters) {
-      if (f.type === 'RequestHeaderModifier') applyHeaderModifier(headers, f.headers);
-      else if (f.type === 'ResponseHeaderModifier') responseModifiers.push(f.headers);
-      else if (f.type === 'RequestMirror') mirrors.push(f);
-      else if (f.type === 'URLRewrite') {
-        if (f.path) path = rewritePath(path, f.path, rule.match.path.value);
-        if (f.hostname !== null) rewriteHost = f.hostname;
-      }
-    }
-    const pathAndQuery = target.query ? `${path}?${target.query}` : path;
-
-    run(record, { req, res, policy: rule, cluster, method, pathAndQuery, headers, backendPort, rewriteHost, responseModifiers, mirrors, started: record.started });
+    for (const m of plan.requestHeaders) applyHeaderModifier(headers, m);
+    run(record, {
+      req,
+      res,
+      policy: plan.rule,
+      cluster: deps.clusters.get(plan.backend.service)!,
+      method,
+      pathAndQuery: plan.pathAndQuery,
+      headers,
+      backendPort: plan.backendPort,
+      rewriteHost: plan.rewriteHost,
+      responseModifiers: plan.responseHeaders,
+      mirrors: plan.mirrors,
+      started: record.started,
+    });
   }) as OutboundHandler;
   handler.close = () => egress.close();
 
@@ -238,9 +217,9 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
     headers: Record<string, string | string[]>;
     backendPort: number;
     rewriteHost: string | undefined;
-    responseModifiers: CompiledHeaderModifier[];
+    responseModifiers: readonly CompiledHeaderModifier[];
     /** RequestMirror filters of the rule and of the chosen backend. */
-    mirrors: CompiledFilter[];
+    mirrors: readonly MirrorFilter[];
     started: number;
     /** Send every attempt to this endpoint, on this port, instead of balancing (a call addressed to one instance). */
     pinned?: { readonly endpoint: Endpoint; readonly port: number };
@@ -308,12 +287,9 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
         const result: AttemptResult = await sendAttempt(cluster.poolFor(ep, port), { method: a.method, path: a.pathAndQuery, headers: a.headers, body, timeoutMs: perTry, signal: trySignal });
         const rtt = deps.clock.now() - t0;
 
-        const tryTimedOut = !result.ok && result.failure === 'aborted' && !timedOut && trySignal !== controller.signal && (trySignal.reason as Error | undefined)?.name === 'TimeoutError';
-        const clientGone = !result.ok && result.failure === 'aborted' && !timedOut && !tryTimedOut;
-        const failure = result.ok ? undefined : timedOut || tryTimedOut ? 'request_timeout' : result.failure;
-        // A refused TLS handshake, like a refused connection, means nothing reached the app.
-        const notSent = failure === 'connect_failure' || failure === 'tls_failure';
-        const outcome: OutlierOutcome | undefined = result.ok ? outcomeOfStatus(result.statusCode) : clientGone ? undefined : notSent ? 'connect-failure' : 'gateway-error';
+        const tryTimedOut = trySignal !== controller.signal && (trySignal.reason as Error | undefined)?.name === 'TimeoutError';
+        const verdict = judgeAttempt(result, { requestTimedOut: timedOut, tryTimedOut });
+        const { failure, clientGone, outcome } = verdict;
         const finish = () => {
           cluster.picker.onFinish(ep, rtt, outcome === 'success');
           if (outcome && cluster.outlier.record(ep, outcome, cluster.endpoints)) {
@@ -324,14 +300,7 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
         };
 
         const reason = result.ok ? String(result.statusCode) : failure!;
-        const retryable =
-          !timedOut &&
-          !clientGone &&
-          replayable &&
-          attempt <= rule.retry.attempts &&
-          (result.ok
-            ? rule.retry.codes.includes(result.statusCode) && retrySafe
-            : notSent || (failure === 'upstream_reset' && retrySafe) || (failure === 'request_timeout' && retrySafe && rule.retry.codes.includes(504)));
+        const retryable = mayRetry({ attempt, retry: rule.retry, result, verdict, requestTimedOut: timedOut, retrySafe, replayable });
         if (retryable && cluster.budget.tryRetry()) {
           if (result.ok) await result.body.dump().catch(() => undefined);
           finish();

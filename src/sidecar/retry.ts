@@ -1,0 +1,65 @@
+/**
+ * The retry layer's two decisions, pure: how one attempt ended (`judgeAttempt`), and
+ * whether it may be tried again (`mayRetry`). The outbound loop acts on them; the retry
+ * budget (retry-budget.ts) and the backoff (backoff.ts) are the other parts of the layer.
+ */
+import type { CompiledRetry } from '../config/types.ts';
+import { outcomeOfStatus, type OutlierOutcome } from './outlier.ts';
+import type { AttemptFailure, AttemptResult } from './upstream.ts';
+
+/** How an attempt ended, as retries, outlier detection and the error response see it. */
+export interface AttemptVerdict {
+  /**
+   * Why no response came: undici's classification, except that an attempt ended by the
+   * per-try or the whole-request timeout is `request_timeout`. Undefined with a response,
+   * and when the client went away.
+   */
+  readonly failure: Exclude<AttemptFailure, 'aborted'> | undefined;
+  /** The app closed its connection: nothing is owed to it, and nothing learnt of the backend. */
+  readonly clientGone: boolean;
+  /** Nothing reached the backend's app: a refused connection or a refused TLS handshake. */
+  readonly notSent: boolean;
+  /** For outlier detection; undefined when the client went away. */
+  readonly outcome: OutlierOutcome | undefined;
+}
+
+/**
+ * Judges one attempt. `requestTimedOut`: the whole-request deadline passed (it aborts the
+ * attempt); `tryTimedOut`: the per-try timer aborted it. Any other abort is the client's.
+ */
+export function judgeAttempt(result: AttemptResult, timeouts: { readonly requestTimedOut: boolean; readonly tryTimedOut: boolean }): AttemptVerdict {
+  if (result.ok) return { failure: undefined, clientGone: false, notSent: false, outcome: outcomeOfStatus(result.statusCode) };
+  const timedOut = timeouts.requestTimedOut || (result.failure === 'aborted' && timeouts.tryTimedOut);
+  if (result.failure === 'aborted' && !timedOut) return { failure: undefined, clientGone: true, notSent: false, outcome: undefined };
+  const failure = timedOut ? 'request_timeout' : (result.failure as Exclude<AttemptFailure, 'aborted'>);
+  const notSent = failure === 'connect_failure' || failure === 'tls_failure';
+  return { failure, clientGone: false, notSent, outcome: notSent ? 'connect-failure' : 'gateway-error' };
+}
+
+/**
+ * Whether attempt number `attempt` (1 for the first try) may be tried again, budget aside:
+ * never after the whole-request deadline, for a client gone, for a body that was streamed
+ * (it cannot be sent twice), or beyond `retry.attempts`. Then:
+ * - nothing sent (connection or TLS handshake refused): always, since the app saw nothing;
+ * - a reset before the response: for retry-safe requests;
+ * - a per-try timeout: for retry-safe requests when 504 is a listed code (it counts as 504);
+ * - a response with a listed code: for retry-safe requests.
+ * Retry-safe: an idempotent method, or an `Idempotency-Key` (headers.ts `isRetrySafe`).
+ */
+export function mayRetry(o: {
+  readonly attempt: number;
+  readonly retry: CompiledRetry;
+  readonly result: AttemptResult;
+  readonly verdict: AttemptVerdict;
+  readonly requestTimedOut: boolean;
+  readonly retrySafe: boolean;
+  readonly replayable: boolean;
+}): boolean {
+  const { verdict, retry } = o;
+  if (o.requestTimedOut || verdict.clientGone || !o.replayable || o.attempt > retry.attempts) return false;
+  if (o.result.ok) return o.retrySafe && retry.codes.includes(o.result.statusCode);
+  if (verdict.notSent) return true;
+  if (verdict.failure === 'upstream_reset') return o.retrySafe;
+  if (verdict.failure === 'request_timeout') return o.retrySafe && retry.codes.includes(504);
+  return false;
+}
