@@ -13,7 +13,8 @@
  */
 import { existsSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { isIPv6 } from 'node:net';
+import { dirname, join } from 'node:path';
 import * as k8s from '@kubernetes/client-node';
 
 /** Where the kubelet mounts a pod's ServiceAccount token. */
@@ -63,8 +64,18 @@ export function loadKubeConfig(options: KubeConfigOptions): { readonly kubeConfi
       }
       return check(`KUBECONFIG ${files.join(':')}`);
     }
-    if (options.env.KUBERNETES_SERVICE_HOST && existsSync(options.inClusterTokenPath ?? IN_CLUSTER_TOKEN_PATH)) {
-      kc.loadFromCluster();
+    const tokenFile = options.inClusterTokenPath ?? IN_CLUSTER_TOKEN_PATH;
+    const host = options.env.KUBERNETES_SERVICE_HOST;
+    if (host && existsSync(tokenFile)) {
+      // As the client library's loadFromCluster, but from the given environment, and the
+      // token re-read from its file (the kubelet rotates it) through the tokenFile provider.
+      const server = `https://${isIPv6(host) ? `[${host}]` : host}:${options.env.KUBERNETES_SERVICE_PORT ?? '443'}`;
+      kc.loadFromOptions({
+        clusters: [{ name: 'in-cluster', server, caFile: join(dirname(tokenFile), 'ca.crt'), skipTLSVerify: false }],
+        users: [{ name: 'in-cluster', authProvider: { name: 'tokenFile', config: { tokenFile } } }],
+        contexts: [{ name: 'in-cluster', cluster: 'in-cluster', user: 'in-cluster' }],
+        currentContext: 'in-cluster',
+      });
       return check('in-cluster ServiceAccount');
     }
     const home = join(options.home ?? homedir(), '.kube', 'config');

@@ -15,6 +15,7 @@ import type { Discovery, PortChoice } from '../../src/reconciler/discovery.ts';
 import { ReconcilerMetrics } from '../../src/reconciler/metrics.ts';
 import { Reconciler, type SidecarRecord } from '../../src/reconciler/reconciler.ts';
 import type { Source, SourceEvent } from '../../src/reconciler/source.ts';
+import { renderStatus } from '../../src/cli/status.ts';
 
 const SPEC = `apiVersion: trellis.dev/v1alpha1
 kind: Mesh
@@ -107,7 +108,7 @@ const apiEndpoints = (m: ControlMessage) => {
 describe('endpoints from a discovery', () => {
   test('nothing is pushed before the first full list; then the whole config with the listed instances', async () => {
     const { reconciler, discovery, sent, record, tick, ack } = await setUp();
-    assert.deepEqual(sent, [], 'an unlisted discovery holds the first push back (no empty endpoint set)');
+    assert.equal(sent.length, 0, 'an unlisted discovery holds the first push back (no empty endpoint set)');
     assert.equal(reconciler.ready, false);
     assert.equal(reconciler.status().snapshot, null);
     discovery.list({ 'default/api': ['10.0.0.1', '10.0.0.2'] });
@@ -176,6 +177,11 @@ describe('endpoints from a discovery', () => {
     const status = reconciler.status();
     assert.deepEqual(status.snapshot?.withoutEndpoints, ['api']);
     assert.deepEqual(status.discovery, { description: 'memory', synced: true, error: null, lastChangeAt: null });
+    const text = renderStatus(status, false);
+    assert.match(text, /^discovery  memory  synced$/m);
+    assert.match(text, /^endpoints  consistent, but api has no endpoints: calls to it fail with 503$/m);
+    const down = renderStatus({ ...status, discovery: { description: 'memory', synced: true, error: 'the API server cannot be reached (ECONNREFUSED)', lastChangeAt: null } }, false);
+    assert.match(down, /error: the API server cannot be reached \(ECONNREFUSED\); serving the last known endpoints/);
     await reconciler.stop();
   });
 });
