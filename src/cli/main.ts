@@ -48,7 +48,7 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
   sub('sidecar')
     .description('run the sidecar proxy next to one service instance')
     .option('-c, --config <file>', 'start from this compiled proxy config (trellis compile output)')
-    .option('--service <name>', 'the service this sidecar serves; configs for another are refused')
+    .option('--service <name>', 'the service this sidecar serves, NAME or NAMESPACE/NAME outside the default namespace; configs for another are refused')
     .addOption(opt('--app <host[:port]>', "where the local app listens: HOST:PORT, or HOST to use each port's targetPort", parseApp, { host: '127.0.0.1' }, '127.0.0.1'))
     .addOption(opt('--outbound <[host:]port>', "listener for the app's outbound calls", parseListen, { host: '127.0.0.1', port: 15001 }, '127.0.0.1:15001'))
     .addOption(opt('--inbound <[host:]port>', 'listener for calls from other sidecars', parseListen, { host: '127.0.0.1', port: 15006 }, '127.0.0.1:15006'))

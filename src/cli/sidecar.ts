@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { fixedToken, tokenFromFile, type ControlToken } from '../sidecar/control-token.ts';
 import { DEFAULT_SIDECAR_OPTIONS, Sidecar, type ListenAddress } from '../sidecar/sidecar.ts';
 import { EXIT, untilStopped, type CliIo } from './io.ts';
+import { isServiceKey } from '../spec/names.ts';
 
 export interface SidecarFlags {
   config?: string;
@@ -40,6 +41,10 @@ export function readSecret(file: string, io: CliIo, flag: string): string | unde
 export async function runSidecar(flags: SidecarFlags, io: CliIo): Promise<number> {
   if (!LOOPBACK.test(flags.admin.host) && !flags.adminAllowRemote) {
     io.stderr.write(`trellis sidecar: the admin listener may only bind to loopback (got ${flags.admin.host}); add --admin-allow-remote to bind it elsewhere\n`);
+    return EXIT.usage;
+  }
+  if (flags.service !== undefined && !isServiceKey(flags.service)) {
+    io.stderr.write(`trellis sidecar: --service takes a service key, NAME or NAMESPACE/NAME (lower-case DNS labels), not "${flags.service}"\n`);
     return EXIT.usage;
   }
   let token = io.env.TRELLIS_ADMIN_TOKEN;

@@ -166,4 +166,13 @@ describe('trellis sidecar --control-token-file / TRELLIS_CONTROL_TOKEN', () => {
     assert.equal(code, 2);
     assert.match(stderr, /--control-token-file/);
   });
+
+  test('--service takes a service key (NAME or NAMESPACE/NAME)', async () => {
+    const child = spawn(process.execPath, [BIN, 'sidecar', '--outbound', '0', '--inbound', '0', '--admin', '0', '--service', 'Shop/checkout'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    children.push(child);
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    assert.equal(await new Promise<number | null>((r) => child.on('exit', (c) => r(c))), 2);
+    assert.match(stderr, /service key/);
+  });
 });
