@@ -13,7 +13,8 @@ import { servingCandidates } from '../../src/sidecar/clusters.ts';
 import { Endpoint } from '../../src/sidecar/endpoint.ts';
 import { OutlierDetector } from '../../src/sidecar/outlier.ts';
 import type { EndpointsBody } from '../../src/config/types.ts';
-import { backendsSpec, cleanup, configOf, renameServices, send, startSidecar, startUpstream } from '../helpers/sidecar-harness.ts';
+import { backendsSpec, cleanup, configOf, renameServices, send, startSidecar, startUpstream, waitFor } from '../helpers/sidecar-harness.ts';
+import { steadyLoad } from '../helpers/processes.ts';
 
 after(cleanup);
 
@@ -98,5 +99,36 @@ describe('terminating instances through a sidecar', () => {
     assert.deepEqual(await bodies(20), ['one', 'two'], 'all terminating: they serve as a last resort, balanced as usual');
     assert.ok(sc.sidecar.store.apply(mark([]), 'test').ok);
     assert.deepEqual(await bodies(20), ['one', 'two']);
+  });
+
+  test('a rolling update under steady load fails no request: new instance in, old one terminating, then gone', async () => {
+    const [a, b, c] = await Promise.all([startUpstream('a'), startUpstream('b'), startUpstream('c')]);
+    const configWith = (ports: number[], terminating: number[] = []) =>
+      renameServices(configOf(backendsSpec({ api: ports }), 'client'), {}, (name, body) => {
+        if (name !== 'endpoints/api') return body;
+        const e = body as EndpointsBody;
+        return { ...e, static: e.static.map((x) => (terminating.includes(x.port!) ? { ...x, terminating: true as const } : x)) };
+      });
+    const sc = await startSidecar(configWith([a.port, b.port]));
+    const load = steadyLoad(sc.outbound, 'api', 4, 1);
+    const answered = () => [...load.statuses.values()].reduce((x, y) => x + y, 0);
+    const after = async (n: number, what: string) => {
+      const until = answered() + n;
+      await waitFor(() => answered() >= until, what, 10_000);
+    };
+    await after(40, 'traffic on a and b');
+    assert.ok(sc.sidecar.store.apply(configWith([a.port, b.port, c.port]), 'test').ok);
+    await after(40, 'traffic with c added');
+    assert.ok(sc.sidecar.store.apply(configWith([a.port, b.port, c.port], [a.port]), 'test').ok);
+    await after(20, 'requests that started before the mark to finish');
+    const seenByA = a.seen.length;
+    await after(60, 'traffic with a terminating');
+    assert.equal(a.seen.length, seenByA, 'a terminating instance gets no new requests');
+    assert.ok(sc.sidecar.store.apply(configWith([b.port, c.port]), 'test').ok);
+    await a.close();
+    await after(40, 'traffic after a is gone');
+    const statuses = await load.stop();
+    assert.deepEqual([...statuses.keys()], [200], JSON.stringify({ statuses: [...statuses], failures: load.failures }));
+    assert.ok(c.seen.length > 0);
   });
 });
