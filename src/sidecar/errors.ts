@@ -20,6 +20,7 @@ export const PROXY_ERRORS = {
   upstream_reset: { status: 502, message: 'the backend closed the connection before responding' },
   request_timeout: { status: 504, message: 'the backend did not respond within the request timeout' },
   fault_abort: { status: 503, message: 'aborted by fault injection' },
+  proxy_loop: { status: 508, message: "the destination is this sidecar's own outbound listener: passing the call through would loop" },
   bad_request: { status: 400, message: 'malformed request' },
   client_timeout: { status: 408, message: 'the request headers did not arrive in time' },
   headers_too_large: { status: 431, message: 'request headers too large' },

@@ -30,7 +30,7 @@ import { relayResponse, sendAttempt, sendProxyError, type AttemptResult } from '
 import { RequestRecord } from './request-record.ts';
 import { readBody } from '../http/json-server.ts';
 import { serviceKeyOfHost } from '../spec/names.ts';
-import { hostOfServiceKey, parseTarget, type Target } from './destination.ts';
+import { canonicalIp, hostOfServiceKey, parseTarget, type Target } from './destination.ts';
 import { createEgress } from './egress.ts';
 import { planRoute, type MirrorFilter } from './route-plan.ts';
 
@@ -124,7 +124,10 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
       // Not a service name: an instance's own address (pod IP and port), or a host outside the mesh.
       const instance = deps.clusters.findInstance(target.host, target.port ?? 80);
       if (instance) return callInstance(snap, req, res, record, target, instance);
-      if (snap.inbound.egress === 'passthrough') return egress.forward(req, res, record, target, MESH_HEADERS);
+      if (snap.inbound.egress === 'passthrough') {
+        if (isOwnListener(req, target)) return fail('proxy_loop');
+        return egress.forward(req, res, record, target, MESH_HEADERS);
+      }
       return fail('unknown_service');
     }
     record.destination = table.service;
@@ -336,6 +339,18 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
   }
 
   return handler;
+}
+
+/**
+ * Whether the target is the listener the request came in on (its address, or loopback,
+ * and its port): passed through, the call would come back here, again and again.
+ */
+function isOwnListener(req: IncomingMessage, target: Target): boolean {
+  if ((target.port ?? 80) !== req.socket.localPort) return false;
+  const ip = canonicalIp(target.host);
+  if (target.host === 'localhost') return true;
+  if (ip === null) return false;
+  return ip === '::1' || ip.startsWith('127.') || ip === '0.0.0.0' || ip === '::' || ip === canonicalIp((req.socket.localAddress ?? '').replace(/^::ffff:/, ''));
 }
 
 /** The port an unmeshed endpoint without one of its own is reached on: the targetPort of the called service port. */

@@ -35,6 +35,15 @@ describe('egress passthrough', () => {
     assert.equal(metricValue(metrics, 'trellis_requests_total', { destination_service: 'egress', response_code: '200' }), 2);
   });
 
+  test("the sidecar's own outbound listener is refused with 508 proxy_loop rather than called again and again", async () => {
+    const sc = await startSidecar(config(9, true));
+    for (const host of [`127.0.0.1:${sc.outbound}`, `localhost:${sc.outbound}`]) {
+      const r = await send(sc.outbound, host, '/');
+      assert.equal(r.status, 508, host);
+      assert.equal(r.headers['x-trellis-error'], 'proxy_loop');
+    }
+  });
+
   test('a host that does not answer gets 503 connect_failure, not a hang', async () => {
     const sc = await startSidecar(config(9, true));
     const r = await send(sc.outbound, `127.0.0.1:${await closedPort()}`, '/');
