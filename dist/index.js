@@ -58815,6 +58815,8 @@ function formatDuration(ms2) {
   }
   return out;
 }
+var MAX_TIMER_MS = 2 ** 31 - 1;
+var MAX_DURATION_MS = 24 * 36e5;
 
 // src/diff/describe-config.ts
 function describeMatch(match) {
@@ -64203,9 +64205,10 @@ var common_schema_default = {
     },
     duration: {
       title: "Duration",
-      description: "A Gateway API duration (GEP-2257): one to four groups of up to five digits, each followed by a unit: `h`, `m`, `s` or `ms`. Examples: `500ms`, `10s`, `1m30s`. Fractions (`1.5s`) and other units (`us`, `d`) are not accepted.",
+      description: "A Gateway API duration (GEP-2257): one to four groups of up to five digits, each followed by a unit: `h`, `m`, `s` or `ms`. Examples: `500ms`, `10s`, `1m30s`. Fractions (`1.5s`) and other units (`us`, `d`) are not accepted. At most `24h` in all (`maxDuration`, checked by the Trellis compiler; editors ignore the keyword): a longer timeout cannot be held by the sidecar's timers, and no mesh setting is useful beyond a day (disable a request timeout with `0s` instead).",
       type: "string",
       pattern: "^([0-9]{1,5}(h|m|s|ms)){1,4}$",
+      maxDuration: "24h",
       examples: ["250ms", "10s", "1m30s"]
     },
     port: {
@@ -66048,10 +66051,21 @@ var SCHEMA_FILES = {
   TrafficTest: "traffictest.schema.json",
   ReferenceGrant: "referencegrant.schema.json"
 };
+var MAX_DURATION_KEYWORD = {
+  keyword: "maxDuration",
+  type: "string",
+  schemaType: "string",
+  compile(max) {
+    const limit = parseDuration(max);
+    if (limit === void 0) throw new Error(`bug: maxDuration ${JSON.stringify(max)} is not a duration`);
+    return (data) => (parseDuration(data) ?? 0) <= limit;
+  }
+};
 var validators;
 function getValidators() {
   if (validators) return validators;
   const ajv = new import_ajv.Ajv({ allErrors: true, strict: true, verbose: true });
+  ajv.addKeyword(MAX_DURATION_KEYWORD);
   const byFile = /* @__PURE__ */ new Map();
   for (const [name, value] of Object.entries(SCHEMAS)) {
     const schema2 = structuredClone(value);
@@ -66171,6 +66185,13 @@ function toDiagnostic(source, e) {
       };
       message = `${where} ${bound[e.keyword]}${typeof e.data === "number" ? `, not ${e.data}` : ""}`;
       if (schema2.description) hint = schema2.description.split(/(?<=\.)\s/)[0];
+      break;
+    }
+    case "maxDuration": {
+      code = "TRL2006";
+      const max = parseDuration(String(e.schema));
+      message = `${where} is ${String(e.data)}; a duration may be at most ${formatDuration(max)}`;
+      hint = `Node timers cannot hold longer delays and no mesh setting needs more than a day; to wait without a limit, set a request timeout to 0s`;
       break;
     }
     case "if":

@@ -6,6 +6,7 @@
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import { diagnostic, type Diagnostic } from '../diagnostics/diagnostic.ts';
 import type { Code } from '../diagnostics/codes.ts';
+import { formatDuration, parseDuration } from '../spec/duration.ts';
 import type { SpecDocument, SpecKind } from '../spec/types.ts';
 import { locate, type DocPath, type ParsedDocument } from './load.ts';
 import { closest } from './suggest.ts';
@@ -45,12 +46,31 @@ const SCHEMA_FILES: Readonly<Record<SpecKind, string>> = {
   ReferenceGrant: 'referencegrant.schema.json',
 };
 
+/**
+ * `maxDuration: "24h"` in a schema: the duration string, summed over its parts, may be at
+ * most that long. JSON Schema cannot compare durations written as strings, and the
+ * bound has to sit on the `duration` definition itself so that every duration of every
+ * kind (and any added later) gets it with a position. A value the `pattern` rejects is
+ * left to the pattern's diagnostic.
+ */
+const MAX_DURATION_KEYWORD = {
+  keyword: 'maxDuration',
+  type: 'string',
+  schemaType: 'string',
+  compile(max: string) {
+    const limit = parseDuration(max);
+    if (limit === undefined) throw new Error(`bug: maxDuration ${JSON.stringify(max)} is not a duration`);
+    return (data: string) => (parseDuration(data) ?? 0) <= limit;
+  },
+} as const;
+
 let validators: Record<SpecKind, ValidateFunction> | undefined;
 
 /** Compiles the kind schemas once per process (ajv compilation costs tens of milliseconds). */
 function getValidators(): Record<SpecKind, ValidateFunction> {
   if (validators) return validators;
   const ajv = new Ajv({ allErrors: true, strict: true, verbose: true });
+  ajv.addKeyword(MAX_DURATION_KEYWORD);
   const byFile = new Map<string, string>();
   for (const [name, value] of Object.entries(SCHEMAS)) {
     // A deep copy: ajv may annotate what it is given, and imported JSON is shared.
@@ -190,6 +210,13 @@ function toDiagnostic(source: ParsedDocument, e: ErrorObject): Diagnostic | unde
       };
       message = `${where} ${bound[e.keyword]!}${typeof e.data === 'number' ? `, not ${e.data}` : ''}`;
       if (schema.description) hint = schema.description.split(/(?<=\.)\s/)[0];
+      break;
+    }
+    case 'maxDuration': {
+      code = 'TRL2006';
+      const max = parseDuration(String(e.schema))!;
+      message = `${where} is ${String(e.data)}; a duration may be at most ${formatDuration(max)}`;
+      hint = `Node timers cannot hold longer delays and no mesh setting needs more than a day; to wait without a limit, set a request timeout to 0s`;
       break;
     }
     case 'if':

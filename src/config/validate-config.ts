@@ -4,6 +4,7 @@
  * has its cluster and endpoints). A config that fails here is never applied.
  */
 import { Ajv, type ErrorObject } from 'ajv';
+import { MAX_TIMER_MS } from '../spec/duration.ts';
 import { contentHash } from './canonical.ts';
 import { versionOf } from './resources.ts';
 import { PROXY_CONFIG_API_VERSION, type ProxyConfig, type RouteBody } from './types.ts';
@@ -14,6 +15,12 @@ const LABEL = '[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?';
 /** A service key: `name`, or `namespace/name` outside the default namespace. */
 const serviceKey = { type: 'string', pattern: `^(${LABEL}/)?${LABEL}$` };
 const int = { type: 'integer', minimum: 0 };
+/**
+ * A millisecond count a timer must hold: Node fires any setTimeout of 2^31 ms or more at
+ * once, which would fail every request of a route whose timeout is that long.
+ */
+const ms = { type: 'integer', minimum: 0, maximum: MAX_TIMER_MS };
+const positiveMs = { type: 'integer', minimum: 1, maximum: MAX_TIMER_MS };
 const nullable = (s: object) => ({ anyOf: [s, { type: 'null' }] });
 const obj = (properties: Record<string, unknown>, required = Object.keys(properties)) => ({ type: 'object', properties, required, additionalProperties: false });
 const list = (items: unknown) => ({ type: 'array', items });
@@ -47,8 +54,8 @@ const rule = obj({
   }),
   filters: list(filter),
   backends: list(obj({ service: serviceKey, port: nullable(port), weight: int, filters: list(filter) })),
-  timeouts: obj({ requestMs: int, backendRequestMs: int }),
-  retry: obj({ attempts: int, codes: list({ type: 'integer', minimum: 100, maximum: 599 }), backoffMs: int }),
+  timeouts: obj({ requestMs: ms, backendRequestMs: ms }),
+  retry: obj({ attempts: int, codes: list({ type: 'integer', minimum: 100, maximum: 599 }), backoffMs: ms }),
 });
 const percentage = { type: 'number', minimum: 0, maximum: 100 };
 const bodies = {
@@ -75,12 +82,12 @@ const bodies = {
     meshed: { type: 'boolean' },
     identity: nullable(str),
     ports: list(compiledPort),
-    loadBalancer: obj({ type: { enum: ['round-robin', 'least-request', 'peak-ewma'] }, ewmaDecayMs: { type: 'integer', minimum: 1 }, ewmaDefaultRttMs: int }),
+    loadBalancer: obj({ type: { enum: ['round-robin', 'least-request', 'peak-ewma'] }, ewmaDecayMs: positiveMs, ewmaDefaultRttMs: ms }),
     circuitBreaker: obj({ maxConnections: { type: 'integer', minimum: 1 }, maxPendingRequests: { type: 'integer', minimum: 1 }, maxRequests: { type: 'integer', minimum: 1 } }),
-    outlierDetection: obj({ consecutive5xx: int, consecutiveGatewayErrors: int, intervalMs: int, baseEjectionMs: int, maxEjectionPercent: percentage }),
-    retryBudget: obj({ ratio: { type: 'number', minimum: 0 }, minRetriesPerSecond: int, ttlMs: { type: 'integer', minimum: 1 } }),
-    connection: obj({ connectTimeoutMs: int, idleTimeoutMs: int }),
-    faultInjection: obj({ delay: nullable(obj({ delayMs: int, percentage })), abort: nullable(obj({ httpStatus: { type: 'integer', minimum: 200, maximum: 599 }, percentage })) }),
+    outlierDetection: obj({ consecutive5xx: int, consecutiveGatewayErrors: int, intervalMs: ms, baseEjectionMs: ms, maxEjectionPercent: percentage }),
+    retryBudget: obj({ ratio: { type: 'number', minimum: 0 }, minRetriesPerSecond: int, ttlMs: positiveMs }),
+    connection: obj({ connectTimeoutMs: ms, idleTimeoutMs: ms }),
+    faultInjection: obj({ delay: nullable(obj({ delayMs: ms, percentage })), abort: nullable(obj({ httpStatus: { type: 'integer', minimum: 200, maximum: 599 }, percentage })) }),
   }),
   endpoints: obj(
     {
@@ -92,7 +99,7 @@ const bodies = {
           ['address', 'port', 'weight', 'zone'],
         ),
       ),
-      dns: nullable(obj({ hostname: { type: 'string', minLength: 1 }, port: nullable(port), refreshIntervalMs: int })),
+      dns: nullable(obj({ hostname: { type: 'string', minLength: 1 }, port: nullable(port), refreshIntervalMs: ms })),
       kubernetes: obj({ namespace: str, service: str, port: nullable({ anyOf: [{ type: 'string', minLength: 1 }, port] }) }),
     },
     ['service', 'static', 'dns'],

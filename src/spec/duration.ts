@@ -35,3 +35,17 @@ export function formatDuration(ms: number): string {
   }
   return out;
 }
+
+/**
+ * Longest delay a Node timer holds: setTimeout treats 2^31 ms or more as 1 ms (with a
+ * TimeoutOverflowWarning), so a longer timeout would fire at once and fail every request.
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * Longest duration a spec may write, for every duration field: 24h. No mesh setting is
+ * useful beyond a day (a call that may wait longer should disable its timeout with `0s`),
+ * and a day is far below MAX_TIMER_MS (about 24.8 days), so the sidecar may add or
+ * multiply durations (backoff growth, repeated ejections) without reaching it.
+ */
+export const MAX_DURATION_MS = 24 * 3_600_000;
