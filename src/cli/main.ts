@@ -144,6 +144,37 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .addOption(opt('--rate <n>', 'requests per second from each entry service to each service it calls', (v) => Math.max(1, Math.min(100, Number(v) || 5)), 5, '5'))
     .action(async (dir: string, opts: { controlPort: number; rate: number }) => setCode(await (await import('./up.ts')).runUp(dir, opts, io)));
 
+  // Kubernetes: install manifests, offline injection, and the classic sidecar's start hook.
+  // The image `podman build -t trellis .` makes (docs/kubernetes.md): push it and pass --image.
+  const image = `localhost/trellis:${pkg.version}`;
+  sub('install')
+    .description('print the Kubernetes objects that run Trellis (namespace, RBAC, reconciler, webhook with generated certificates): trellis install --repo URL | kubectl apply -f -')
+    .option('--namespace <ns>', 'namespace of the control plane', 'trellis-system')
+    .option('--repo <url>', 'git repository of the mesh spec the reconciler follows (required unless --only)')
+    .option('--branch <name>', 'branch to follow', 'main')
+    .option('--path <dir>', 'spec folder inside the repo (default: its root)')
+    .option('--image <image>', 'trellis image for the reconciler and the sidecars', image)
+    .option('--only <part>', 'print only the objects holding generated keys: ca (the mesh root Secret) or webhook (its serving Secret and the webhook configuration)')
+    .action(async (flags: import('./install.ts').InstallFlags) => setCode(await (await import('./install.ts')).runInstall(flags, io)));
+  sub('uninstall')
+    .description('print the objects trellis install created, for: trellis uninstall | kubectl delete --ignore-not-found -f -')
+    .option('--namespace <ns>', 'namespace of the control plane', 'trellis-system')
+    .action(async (flags: { namespace: string }) => setCode(await (await import('./install.ts')).runUninstall(flags, io)));
+  sub('inject')
+    .description('add the Trellis sidecar to the pods of Kubernetes manifests (Deployment, StatefulSet, DaemonSet, Job, CronJob, Pod, List): trellis inject app.yaml | kubectl apply -f -')
+    .argument('<file>', 'YAML file, or - for stdin')
+    .option('--namespace <ns>', 'namespace of objects that name none (where kubectl will put them)', 'default')
+    .option('--image <image>', 'trellis image of the sidecar', image)
+    .option('--control-namespace <ns>', 'namespace of the reconciler (trellis install --namespace)', 'trellis-system')
+    .option('--control-url <url>', 'reconciler address for the sidecars (default: http://trellis.<control-namespace>.svc:15010)')
+    .option('--no-native-sidecars', 'for Kubernetes before 1.29: the sidecar as a regular first container held until ready by a postStart hook')
+    .action(async (file: string, flags: import('./inject.ts').InjectFlags) => setCode(await (await import('./inject.ts')).runInject(file, flags, io)));
+  sub('wait-ready')
+    .description("wait until a sidecar's admin /readyz answers 200 (the postStart hook of a classic injected sidecar); exit 1 on timeout")
+    .addOption(opt('--admin <[host:]port>', "the sidecar's admin listener", parseListen, { host: '127.0.0.1', port: 15000 }, '127.0.0.1:15000'))
+    .addOption(opt('--timeout <duration>', 'how long to wait', parseDurationFlag, 120_000, '120s'))
+    .action(async (flags: { admin: import('./flags.ts').ListenAddress; timeout: number }) => setCode(await (await import('./inject.ts')).runWaitReady(flags, io)));
+
   return program;
 }
 

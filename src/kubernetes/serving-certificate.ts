@@ -1,0 +1,82 @@
+/**
+ * TLS for the injection webhook: the API server calls it over HTTPS and checks its
+ * certificate against the `caBundle` of the MutatingWebhookConfiguration. `trellis install`
+ * makes a small CA of its own for that (not the mesh root: the API server should trust the
+ * webhook's certificate and nothing a workload holds), and a serving certificate for the
+ * Service's DNS names. Tests sign one with the test cluster's CA instead.
+ */
+import { randomBytes } from 'node:crypto';
+import { SIGNING_ALGORITHM, generateKeyPair, importSigningKey, privateKeyPem } from '../identity/keys.ts';
+import { x509 } from '../identity/x509.ts';
+
+/** Started an hour back so a node whose clock is a little behind accepts it. */
+const CLOCK_SKEW_MS = 3600_000;
+/** The webhook CA and its serving certificate last 10 years; rotate by running `trellis install --only webhook` again. */
+const LIFETIME_MS = 10 * 365 * 24 * 3600_000;
+
+function serial(): string {
+  const b = randomBytes(16);
+  b[0] = b[0]! & 0x7f;
+  return b.toString('hex');
+}
+
+export interface ServingCertificate {
+  /** The CA to put in `caBundle` (PEM). */
+  readonly caPem: string;
+  readonly certificatePem: string;
+  readonly privateKeyPem: string;
+}
+
+/** The DNS names the API server may use for Service `name` in `namespace`. */
+export function serviceDnsNames(name: string, namespace: string): string[] {
+  return [`${name}.${namespace}.svc`, `${name}.${namespace}.svc.cluster.local`, `${name}.${namespace}`];
+}
+
+/**
+ * A serving certificate for `dnsNames`/`ips`, signed by `ca` (PEM certificate and key), or by a
+ * new self-signed CA made here when `ca` is absent.
+ */
+export async function issueServingCertificate(subject: { dnsNames: readonly string[]; ips?: readonly string[] }, ca?: { certificatePem: string; keyPem: string }, now = Date.now()): Promise<ServingCertificate> {
+  let issuer: x509.X509Certificate;
+  let signingKey: CryptoKey;
+  if (ca) {
+    issuer = new x509.X509Certificate(ca.certificatePem);
+    signingKey = await importSigningKey(ca.keyPem, issuer.publicKey.algorithm);
+  } else {
+    const keys = await generateKeyPair();
+    issuer = await x509.X509CertificateGenerator.createSelfSigned({
+      serialNumber: serial(),
+      name: 'CN=Trellis injection webhook CA',
+      notBefore: new Date(now - CLOCK_SKEW_MS),
+      notAfter: new Date(now + LIFETIME_MS),
+      signingAlgorithm: SIGNING_ALGORITHM,
+      keys,
+      extensions: [
+        new x509.BasicConstraintsExtension(true, 0, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+        await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+      ],
+    });
+    signingKey = keys.privateKey;
+  }
+  const keys = await generateKeyPair();
+  const alg = issuer.publicKey.algorithm.name;
+  const leaf = await x509.X509CertificateGenerator.create({
+    serialNumber: serial(),
+    subject: `CN=${subject.dnsNames[0] ?? subject.ips?.[0] ?? 'trellis'}`,
+    issuer: issuer.subject,
+    notBefore: new Date(now - CLOCK_SKEW_MS),
+    notAfter: new Date(Math.min(now + LIFETIME_MS, issuer.notAfter.getTime())),
+    publicKey: keys.publicKey,
+    signingKey,
+    signingAlgorithm: alg === 'ECDSA' ? SIGNING_ALGORITHM : { name: alg, hash: 'SHA-256' },
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+      new x509.SubjectAlternativeNameExtension([...subject.dnsNames.map((value) => ({ type: 'dns' as const, value })), ...(subject.ips ?? []).map((value) => ({ type: 'ip' as const, value }))], false),
+      await x509.AuthorityKeyIdentifierExtension.create(issuer.publicKey),
+    ],
+  });
+  return { caPem: issuer.toString('pem') + '\n', certificatePem: leaf.toString('pem') + '\n', privateKeyPem: await privateKeyPem(keys.privateKey) };
+}
