@@ -58628,6 +58628,7 @@ var CODES = {
   TRL4023: { name: "fault-not-retried", severity: "info" },
   TRL4024: { name: "access-without-mtls", severity: "warning" },
   TRL4025: { name: "shared-identity", severity: "warning" },
+  TRL4026: { name: "invalid-header-value", severity: "error" },
   // traffic tests
   TRL5001: { name: "traffic-test-failed", severity: "error" },
   TRL5002: { name: "traffic-test-invalid", severity: "error" }
@@ -63147,6 +63148,17 @@ function decideAccess(access2, caller, method, path) {
   return plain(false, denied);
 }
 
+// src/config/http-field.ts
+var INVALID_VALUE_CHAR = /[^\t\x20-\x7e\x80-\xff]/;
+function invalidFieldValueIndex(value) {
+  const m = INVALID_VALUE_CHAR.exec(value);
+  return m ? m.index : -1;
+}
+function describeChar(char) {
+  const named2 = { "\r": "\\r", "\n": "\\n", "	": "\\t", "\0": "\\0" };
+  return named2[char] ?? `U+${char.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}`;
+}
+
 // src/compiler/routes.ts
 function cmp(a, b) {
   return a < b ? -1 : a > b ? 1 : 0;
@@ -63420,8 +63432,15 @@ var Checker = class {
         });
       } else seen.set(lower, p);
     };
-    f.set?.forEach((h2, i2) => visit2(h2.name, [...path, "set", i2, "name"]));
-    f.add?.forEach((h2, i2) => visit2(h2.name, [...path, "add", i2, "name"]));
+    const value = (v, p) => {
+      const bad = invalidFieldValueIndex(v);
+      if (bad < 0) return;
+      this.report("TRL4026", `header value has ${describeChar(v[bad])} at character ${bad + 1}, which an HTTP header may not carry`, at(route, p), {
+        hint: "header values may hold tabs, spaces, visible ASCII and Latin-1 characters; CR, LF, NUL and other control characters would forge or break headers"
+      });
+    };
+    f.set?.forEach((h2, i2) => (visit2(h2.name, [...path, "set", i2, "name"]), value(h2.value, [...path, "set", i2, "value"])));
+    f.add?.forEach((h2, i2) => (visit2(h2.name, [...path, "add", i2, "name"]), value(h2.value, [...path, "add", i2, "value"])));
     f.remove?.forEach((n, i2) => visit2(n, [...path, "remove", i2]));
   }
   checkFilters(route, filters, path, allPrefix) {

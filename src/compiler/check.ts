@@ -14,6 +14,7 @@ import { BUILTIN, getLeaf, meshSettings, ms, namespaceSources, POLICY_LEAVES, re
 import type { DocPath } from './load.ts';
 import { at, findPort, keyOf, nameKey, namespaceOf, refKey, type Located, type ResolvedSpec } from './resolve.ts';
 import { admitsCaller } from '../config/access.ts';
+import { describeChar, invalidFieldValueIndex } from '../config/http-field.ts';
 import { comparePrecedence, compileRule, implicitRule, subsumes, type PlannedRule } from './routes.ts';
 
 /** Who may call a service: everyone in the mesh, or the named services. */
@@ -210,8 +211,17 @@ class Checker {
         });
       } else seen.set(lower, p);
     };
-    f.set?.forEach((h, i) => visit(h.name, [...path, 'set', i, 'name']));
-    f.add?.forEach((h, i) => visit(h.name, [...path, 'add', i, 'name']));
+    // Names are tokens by the schema (httpHeaderName); values have no schema pattern, so
+    // the one rule the sidecar's config check also applies is checked here.
+    const value = (v: string, p: DocPath) => {
+      const bad = invalidFieldValueIndex(v);
+      if (bad < 0) return;
+      this.report('TRL4026', `header value has ${describeChar(v[bad]!)} at character ${bad + 1}, which an HTTP header may not carry`, at(route, p), {
+        hint: 'header values may hold tabs, spaces, visible ASCII and Latin-1 characters; CR, LF, NUL and other control characters would forge or break headers',
+      });
+    };
+    f.set?.forEach((h, i) => (visit(h.name, [...path, 'set', i, 'name']), value(h.value, [...path, 'set', i, 'value'])));
+    f.add?.forEach((h, i) => (visit(h.name, [...path, 'add', i, 'name']), value(h.value, [...path, 'add', i, 'value'])));
     f.remove?.forEach((n, i) => visit(n, [...path, 'remove', i]));
   }
 

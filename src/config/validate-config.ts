@@ -6,8 +6,9 @@
 import { Ajv, type ErrorObject } from 'ajv';
 import { MAX_TIMER_MS } from '../spec/duration.ts';
 import { contentHash } from './canonical.ts';
+import { describeChar, invalidFieldValueIndex, isHttpFieldName } from './http-field.ts';
 import { versionOf } from './resources.ts';
-import { PROXY_CONFIG_API_VERSION, type ProxyConfig, type RouteBody } from './types.ts';
+import { PROXY_CONFIG_API_VERSION, type CompiledFilter, type ProxyConfig, type RouteBody } from './types.ts';
 
 const str = { type: 'string' };
 /** A DNS-1123 label (spec/names.ts DNS_LABEL), the form of a namespace and of a service name. */
@@ -129,6 +130,25 @@ function describe(e: ErrorObject): string {
   return `${e.instancePath || '/'} ${e.message ?? 'is invalid'}${e.keyword === 'additionalProperties' ? ` (${String((e.params as { additionalProperty: string }).additionalProperty)})` : ''}`;
 }
 
+/**
+ * What is wrong with the headers a filter writes: names must be tokens and values what
+ * Node can send (CR or LF would forge headers; Node refuses them and the call fails).
+ * The same rule as the compiler's (src/config/http-field.ts). Names are quoted as JSON so
+ * a reason never carries a raw control character into a log.
+ */
+function headerProblems(f: CompiledFilter): string[] {
+  if (f.type !== 'RequestHeaderModifier' && f.type !== 'ResponseHeaderModifier') return [];
+  const out: string[] = [];
+  const name = (n: string) => void (!isHttpFieldName(n) && out.push(`${f.type} header name ${JSON.stringify(n)} is not an HTTP token`));
+  for (const h of [...f.headers.set, ...f.headers.add]) {
+    name(h.name);
+    const bad = invalidFieldValueIndex(h.value);
+    if (bad >= 0) out.push(`${f.type} header ${JSON.stringify(h.name)} has ${describeChar(h.value[bad]!)} in its value, which an HTTP header may not carry`);
+  }
+  for (const n of f.headers.remove) name(n);
+  return out;
+}
+
 export type ConfigCheck = { ok: true; config: ProxyConfig } | { ok: false; reasons: string[] };
 
 /**
@@ -159,6 +179,7 @@ export function checkProxyConfig(input: unknown): ConfigCheck {
       for (const svc of needed) {
         if (!names.has(`cluster/${svc}`) || !names.has(`endpoints/${svc}`)) reasons.push(`${r.name} rule ${rule.id} sends to "${svc}", which has no cluster/endpoints resource`);
       }
+      for (const f of [...rule.filters, ...rule.backends.flatMap((b) => b.filters)]) reasons.push(...headerProblems(f).map((p) => `${r.name} rule ${rule.id}: ${p}`));
     }
   }
   return reasons.length > 0 ? { ok: false, reasons: [...new Set(reasons)].slice(0, 20) } : { ok: true, config };

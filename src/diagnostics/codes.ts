@@ -72,6 +72,7 @@ export const CODES = {
   TRL4023: { name: 'fault-not-retried', severity: 'info' },
   TRL4024: { name: 'access-without-mtls', severity: 'warning' },
   TRL4025: { name: 'shared-identity', severity: 'warning' },
+  TRL4026: { name: 'invalid-header-value', severity: 'error' },
   // traffic tests
   TRL5001: { name: 'traffic-test-failed', severity: 'error' },
   TRL5002: { name: 'traffic-test-invalid', severity: 'error' },

@@ -22,11 +22,6 @@ export function endToEndHeaders(headers: IncomingHttpHeaders | Record<string, st
   return out;
 }
 
-/** Header values the proxy itself writes must not carry CR, LF or NUL (header injection). */
-export function sanitizeHeaderValue(value: string): string {
-  return /[\r\n\0]/.test(value) ? value.replace(/[\r\n\0]/g, ' ') : value;
-}
-
 /** Applies a compiled header modifier in place: set replaces, add appends, remove deletes. */
 export function applyHeaderModifier(headers: Record<string, string | string[]> | OutgoingHttpHeaders, m: CompiledHeaderModifier): void {
   for (const h of m.set) headers[h.name] = h.value;
