@@ -28,6 +28,12 @@ const LIST_PAGE = 500;
  * ends cleanly instead of as an error.
  */
 const WATCH_TIMEOUT_SECONDS = 25;
+/**
+ * How long a list page or the start of a watch may take before the attempt is given up and
+ * retried. An API server that is shutting down (or starting) can accept a connection and
+ * never answer; without this bound a watch would sit on it for the client library's 30 s.
+ */
+const REQUEST_TIMEOUT_MS = 5000;
 const BACKOFF_BASE_MS = 250;
 /** Ceiling of the backoff: an API server back from a restart is found within 5 s. */
 const BACKOFF_MAX_MS = 5000;
@@ -126,10 +132,23 @@ export function watchBackoffMs(failures: number, random: () => number): number {
 function describeError(err: unknown): { code: string; message: string } {
   const e = err as { statusCode?: number; code?: number | string; message?: string; body?: unknown; cause?: { code?: string; message?: string } };
   const status = e.statusCode ?? (typeof e.code === 'number' ? e.code : undefined);
+  if (e.code === 'kubernetes_timeout') return { code: 'kubernetes_timeout', message: e.message ?? 'the API server did not answer' };
   if (status === 401 || status === 403) return { code: 'kubernetes_forbidden', message: `the API server refused to list EndpointSlices (${status}): grant list and watch on endpointslices.discovery.k8s.io` };
   const cause = e.cause?.code ?? (typeof e.code === 'string' ? e.code : undefined);
   if (cause) return { code: 'kubernetes_unreachable', message: `the API server cannot be reached (${cause}${e.cause?.message ? `: ${e.cause.message}` : ''})` };
   return { code: 'kubernetes_watch_failed', message: `EndpointSlice watch failed${status ? ` (${status})` : ''}: ${e.message ?? String(err)}` };
+}
+
+function timeoutError(what: string): Error & { code: string } {
+  return Object.assign(new Error(`the API server did not answer within ${REQUEST_TIMEOUT_MS / 1000} s (${what})`), { code: 'kubernetes_timeout' });
+}
+
+/** `promise`, or a `kubernetes_timeout` error after REQUEST_TIMEOUT_MS (the request itself is left to the client's own timeouts). */
+function withTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(timeoutError(what)), REQUEST_TIMEOUT_MS)));
+  promise.catch(() => undefined);
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
 export interface KubernetesDiscoveryOptions {
@@ -245,6 +264,7 @@ export class KubernetesDiscovery implements Discovery {
         if (this.#stopped) break;
         scope.failures++;
         const { code, message } = describeError(err);
+        log.debug({ type: 'discovery_attempt_failed', code, namespace: scope.namespace, error: message, failures: scope.failures }, message);
         if (this.#error !== message) log.warn({ type: 'discovery_error', code, namespace: scope.namespace, error: message, synced: this.#synced }, `${message}; keeping the last known endpoints`);
         this.#error = message;
         this.#o.metrics?.discoveryErrors.inc({ code });
@@ -266,9 +286,10 @@ export class KubernetesDiscovery implements Discovery {
     let token: string | undefined;
     let resourceVersion = '';
     do {
-      const page = scope.namespace === null
-        ? await api.listEndpointSliceForAllNamespaces({ labelSelector: SERVICE_NAME_LABEL, limit: LIST_PAGE, ...(token ? { _continue: token } : {}) })
-        : await api.listNamespacedEndpointSlice({ namespace: scope.namespace, labelSelector: SERVICE_NAME_LABEL, limit: LIST_PAGE, ...(token ? { _continue: token } : {}) });
+      const request = scope.namespace === null
+        ? api.listEndpointSliceForAllNamespaces({ labelSelector: SERVICE_NAME_LABEL, limit: LIST_PAGE, ...(token ? { _continue: token } : {}) })
+        : api.listNamespacedEndpointSlice({ namespace: scope.namespace, labelSelector: SERVICE_NAME_LABEL, limit: LIST_PAGE, ...(token ? { _continue: token } : {}) });
+      const page = await withTimeout(request, 'listing EndpointSlices');
       items.push(...page.items);
       token = page.metadata?._continue || undefined;
       resourceVersion = page.metadata?.resourceVersion ?? resourceVersion;
@@ -308,7 +329,17 @@ export class KubernetesDiscovery implements Discovery {
       let failure: string | null = null;
       let events = 0;
       let ended = false;
+      // Until the response starts, the library gives us no handle to abort: an attempt that
+      // does not answer in time is abandoned (its late callbacks ignored, its request aborted
+      // when it surfaces) and the loop retries.
+      let abandoned = false;
+      const connectTimer = setTimeout(() => {
+        abandoned = true;
+        reject(timeoutError('starting the EndpointSlice watch'));
+      }, REQUEST_TIMEOUT_MS);
       const onEvent = (phase: string, obj: k8s.V1EndpointSlice & { code?: number; message?: string }) => {
+        if (abandoned) return;
+        clearTimeout(connectTimer);
         events++;
         if (phase === 'ERROR') {
           if (obj.code === 410) gone = true;
@@ -329,6 +360,8 @@ export class KubernetesDiscovery implements Discovery {
         this.#emit(changed);
       };
       const onDone = (err: unknown) => {
+        clearTimeout(connectTimer);
+        if (abandoned) return;
         ended = true;
         scope.controller = null;
         const e = err as { statusCode?: number; name?: string } | null;
@@ -341,11 +374,16 @@ export class KubernetesDiscovery implements Discovery {
       new k8s.Watch(this.#o.kubeConfig)
         .watch(path, { resourceVersion: scope.resourceVersion ?? '', allowWatchBookmarks: true, labelSelector: SERVICE_NAME_LABEL, timeoutSeconds: WATCH_TIMEOUT_SECONDS }, onEvent, onDone)
         .then((controller) => {
+          clearTimeout(connectTimer);
+          if (abandoned) return controller.abort();
           if (ended) return;
           scope.controller = controller;
           if (this.#stopped) controller.abort();
           else this.#recovered();
-        }, reject);
+        }, (err: unknown) => {
+          clearTimeout(connectTimer);
+          reject(err);
+        });
     });
   }
 

@@ -22,7 +22,7 @@ import type { EndpointsBody, ProxyConfig } from '../../src/config/types.ts';
 import type { ReconcilerStatus } from '../../src/reconciler/reconciler.ts';
 import { createNamespace, startKubeEnv, type KubeEnv } from '../helpers/kube-env.ts';
 import { sidecarReady, startTrellis, steadyLoad, stopProcesses, tempDir, type Proc } from '../helpers/processes.ts';
-import { cleanup, closedPort, waitFor } from '../helpers/sidecar-harness.ts';
+import { cleanup, closedPort, send, startUpstream, waitFor } from '../helpers/sidecar-harness.ts';
 
 /** How quickly an endpoint change must reach the caller's sidecar (the issue's "within a second"). */
 const PROPAGATION_MS = 1000;
@@ -71,18 +71,21 @@ let reconciler: Proc;
 let web: Proc;
 let controlPort: number;
 let specDir: string;
+let stateDir: string;
+/** The mesh's sidecar inbound port: where callers reach meshed pods. */
+let inboundPort: number;
 
 type Conditions = { ready?: boolean; serving?: boolean; terminating?: boolean };
 const READY: Conditions = { ready: true, serving: true, terminating: false };
 const NOT_READY: Conditions = { ready: false, serving: false, terminating: false };
 const TERMINATING: Conditions = { ready: false, serving: true, terminating: true };
 
-/** Creates or replaces EndpointSlice `name` of Service `api` (namespace default) with these pods. */
-async function putSlice(name: string, endpoints: ReadonlyArray<readonly [Pod, Conditions]>): Promise<void> {
+/** Creates or replaces EndpointSlice `name` of Service `service` (namespace default) with these pods. */
+async function putSlice(name: string, endpoints: ReadonlyArray<readonly [Pod | { readonly ip: string }, Conditions]>, service = 'api'): Promise<void> {
   const body: k8s.V1EndpointSlice = {
     apiVersion: 'discovery.k8s.io/v1',
     kind: 'EndpointSlice',
-    metadata: { name, namespace: 'default', labels: { 'kubernetes.io/service-name': 'api', 'endpointslice.kubernetes.io/managed-by': 'trellis-test' } },
+    metadata: { name, namespace: 'default', labels: { 'kubernetes.io/service-name': service, 'endpointslice.kubernetes.io/managed-by': 'trellis-test' } },
     // The API server refuses loopback addresses in IPv4 slices (a pod never has one); the
     // test's pods live on loopback, so their addresses are written as FQDN slices, which the
     // API accepts for a dotted name. Trellis treats both alike: the address is dialled as is.
@@ -102,21 +105,21 @@ async function deleteSlice(name: string): Promise<void> {
   await slices.deleteNamespacedEndpointSlice({ name, namespace: 'default' });
 }
 
-/** `api`'s instances in the caller's running config: `ip` or `ip terminating`, sorted. */
-async function webSees(): Promise<string[] | undefined> {
+/** `service`'s instances in the caller's running config: `ip` or `ip terminating`, sorted. */
+async function webSees(service = 'api'): Promise<string[] | undefined> {
   const res = await fetch(`http://127.0.0.1:${web.listening.admin}/config`).catch(() => undefined);
   if (!res || res.status !== 200) return undefined;
   const config = (await res.json()) as ProxyConfig;
-  const body = config.resources.find((r) => r.name === 'endpoints/api')?.body as EndpointsBody | undefined;
-  return body?.static.map((e) => `${e.address}${e.terminating ? ' terminating' : ''}`);
+  const body = config.resources.find((r) => r.name === `endpoints/${service}`)?.body as EndpointsBody | undefined;
+  return body?.static.map((e) => `${e.address}${service === 'api' ? '' : `:${e.port}`}${e.terminating ? ' terminating' : ''}`);
 }
 
 /** Waits until the caller's sidecar runs exactly `expected`; returns how long that took, in ms. */
-async function untilWebSees(expected: string[], what: string, timeoutMs = PROPAGATION_MS): Promise<number> {
+async function untilWebSees(expected: string[], what: string, timeoutMs = PROPAGATION_MS, service = 'api'): Promise<number> {
   const started = performance.now();
   let last: string[] | undefined;
   await waitFor(async () => {
-    last = await webSees();
+    last = await webSees(service);
     return JSON.stringify(last) === JSON.stringify(expected);
   }, `${what} (web sees ${JSON.stringify(last)})`, timeoutMs);
   return performance.now() - started;
@@ -131,19 +134,29 @@ function startReconciler(): Promise<Proc> {
   return startTrellis(['reconcile', '--dir', specDir, '--listen', String(controlPort), '--kubernetes', '--kubeconfig', env.kubeconfigPath]);
 }
 
-/** Sends `n` more requests' worth of time: waits until pod `busy` has answered `n` more. */
-async function whileServing(busy: Pod, n: number): Promise<void> {
+/** Lets traffic run: waits until pod `busy` has answered `n` more requests (bounded: a stall fails, naming what every pod saw). */
+async function whileServing(busy: Pod, n: number, timeoutMs = 10_000): Promise<void> {
   const target = busy.seen + n;
-  await waitFor(() => busy.seen >= target, `${n} more requests on ${busy.ip}`);
+  await waitFor(() => busy.seen >= target, `${n} more requests on ${busy.ip} (pods saw ${pods.map((p) => `${p.ip}: ${p.seen}`).join(', ')})`, timeoutMs);
 }
 
 const timings: Record<string, number> = {};
+let apiDown = false;
+async function stopApi(): Promise<void> {
+  apiDown = true;
+  await env.stopApiServer();
+}
+async function startApi(): Promise<void> {
+  await env.startApiServer();
+  apiDown = false;
+}
 const silent = pino({ level: 'silent' });
 
 before(async () => {
   env = await startKubeEnv();
   slices = env.kubeConfig.makeApiClient(k8s.DiscoveryV1Api);
   const dir = tempDir();
+  inboundPort = await closedPort();
   specDir = join(dir, 'spec');
   mkdirSync(specDir);
   writeFileSync(
@@ -151,7 +164,7 @@ before(async () => {
     `apiVersion: trellis.dev/v1alpha1
 kind: Mesh
 metadata: { name: k }
-spec: { trustDomain: k.local, access: { default: allow }, mtls: { mode: off } }
+spec: { trustDomain: k.local, access: { default: allow }, sidecar: { inboundPort: ${inboundPort} } }
 ---
 apiVersion: trellis.dev/v1alpha1
 kind: Service
@@ -162,9 +175,15 @@ apiVersion: trellis.dev/v1alpha1
 kind: Service
 metadata: { name: api }
 spec: { ports: [{ port: 80 }], sidecar: false, endpoints: { kubernetes: {} } }
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: { name: cart }
+spec: { ports: [{ port: 80 }], endpoints: { kubernetes: {} } }
 `,
   );
   controlPort = await closedPort();
+  stateDir = dir;
   reconciler = await startReconciler();
   web = await startTrellis(['sidecar', '--service', 'web', '--control', `http://127.0.0.1:${controlPort}`, '--outbound', '0', '--inbound', '0', '--admin', '0', '--state-dir', join(dir, 'web-state')]);
 });
@@ -278,12 +297,12 @@ describe('endpoints from EndpointSlices, through real reconciler and sidecar pro
   test('the API server stopped and started mid-traffic: the endpoints stay, the watch comes back, and a change after the restart arrives', async () => {
     const traffic = steadyLoad(web.listening.outbound!, 'api', 2);
     try {
-      await env.stopApiServer();
+      await stopApi();
       await waitFor(async () => (await status())?.discovery?.error != null, 'the reconciler to notice the API server is gone', 15_000);
       // Serving on the last known endpoints, never an empty list.
       assert.deepEqual(await webSees(), ['127.0.0.4', '127.0.0.5']);
       await whileServing(c, 50);
-      await env.startApiServer();
+      await startApi();
       const e = await startPod('127.0.0.6');
       const changed = performance.now();
       await putSlice('api-2', [[c, READY], [d, READY], [e, READY]]);
@@ -295,6 +314,7 @@ describe('endpoints from EndpointSlices, through real reconciler and sidecar pro
       timings.relistedAfterRestart = reconciler.output().includes('"type":"discovery_relist"') ? 1 : 0;
       await waitFor(async () => (await status())?.discovery?.error === null, 'the discovery error to clear', 5000);
     } finally {
+      if (apiDown) await startApi();
       const statuses = await traffic.stop();
       assert.deepEqual([...statuses.keys()], [200], traffic.failures.join('\n'));
     }
@@ -315,18 +335,19 @@ describe('endpoints from EndpointSlices, through real reconciler and sidecar pro
     try {
       reconciler.child.kill('SIGKILL');
       await reconciler.exited;
-      await env.stopApiServer();
+      await stopApi();
       reconciler = await startReconciler();
       await waitFor(async () => (await status())?.applied != null, 'the new reconciler to apply the revision', 10_000);
       const unsynced = await status();
       assert.equal(unsynced?.discovery?.synced, false);
       assert.equal(unsynced?.snapshot, null, 'nothing is published before the first list');
       await whileServing(c, 50);
-      await env.startApiServer();
+      await startApi();
       await waitFor(async () => (await status())?.discovery?.synced === true, 'the first list after the API server is back', 15_000);
       await waitFor(async () => (await status())?.summary.inSync === 1, 'web to be in sync with the new reconciler', 5000);
       await whileServing(d, 50);
     } finally {
+      if (apiDown) await startApi(); // so that the tests after a failure still have a cluster
       watching = false;
       await watcher;
       const statuses = await traffic.stop();
@@ -361,5 +382,20 @@ describe('endpoints from EndpointSlices, through real reconciler and sidecar pro
     } finally {
       await discovery.stop();
     }
+  });
+
+  test('a meshed service\'s pods are called on their sidecar\'s inbound port, over mTLS to the ServiceAccount identity', async () => {
+    const app = await startUpstream('cart');
+    const pod = { ip: '127.0.0.7' };
+    const cart = await startTrellis(['sidecar', '--service', 'cart', '--control', `http://127.0.0.1:${controlPort}`, '--outbound', '0', '--inbound', `${pod.ip}:${inboundPort}`, '--admin', '0', '--app', `127.0.0.1:${app.port}`, '--state-dir', join(stateDir, 'cart-state')]);
+    await waitFor(() => sidecarReady(cart.listening.admin!), 'cart\'s sidecar to get its config and certificate', 10_000);
+    // The slice lists the app's port; callers must use the sidecar's inbound port instead.
+    await putSlice('cart-1', [[pod, READY]], 'cart');
+    await untilWebSees([`${pod.ip}:${inboundPort}`], 'cart\'s pod on the inbound port', 5000, 'cart');
+    const reply = await send(web.listening.outbound!, 'cart', '/');
+    assert.equal(reply.status, 200, reply.body);
+    assert.equal(reply.body, 'cart');
+    const identity = (await (await fetch(`http://127.0.0.1:${cart.listening.admin}/identity`)).json()) as { identity: string };
+    assert.equal(identity.identity, 'spiffe://k.local/ns/default/sa/default');
   });
 });
