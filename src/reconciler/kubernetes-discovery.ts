@@ -161,6 +161,8 @@ export interface KubernetesDiscoveryOptions {
   readonly random?: () => number;
   /** Waits `ms` unless `signal` aborts first (then resolves at once). Injected for tests. */
   readonly delay?: (ms: number, signal: AbortSignal) => Promise<void>;
+  /** Seconds after which the API server ends each watch (then resumed from its resourceVersion); default 25. For tests. */
+  readonly watchTimeoutSeconds?: number;
 }
 
 /** One list-and-watch loop: the whole cluster, or one namespace. */
@@ -251,6 +253,7 @@ export class KubernetesDiscovery implements Discovery {
         if (scope.resourceVersion === null) await this.#list(scope);
         if (this.#stopped) break;
         const outcome = await this.#watch(scope);
+        log.debug({ type: 'discovery_watch_ended', namespace: scope.namespace, outcome, resourceVersion: scope.resourceVersion }, `EndpointSlice watch ended (${outcome})`);
         if (outcome === 'gone') {
           log.info({ type: 'discovery_relist', namespace: scope.namespace }, 'EndpointSlice watch expired (410 Gone); listing again');
           scope.resourceVersion = null;
@@ -372,7 +375,7 @@ export class KubernetesDiscovery implements Discovery {
         resolve(events === 0 && this.#now() - started < 1000 ? 'idle' : 'closed');
       };
       new k8s.Watch(this.#o.kubeConfig)
-        .watch(path, { resourceVersion: scope.resourceVersion ?? '', allowWatchBookmarks: true, labelSelector: SERVICE_NAME_LABEL, timeoutSeconds: WATCH_TIMEOUT_SECONDS }, onEvent, onDone)
+        .watch(path, { resourceVersion: scope.resourceVersion ?? '', allowWatchBookmarks: true, labelSelector: SERVICE_NAME_LABEL, timeoutSeconds: this.#o.watchTimeoutSeconds ?? WATCH_TIMEOUT_SECONDS }, onEvent, onDone)
         .then((controller) => {
           clearTimeout(connectTimer);
           if (abandoned) return controller.abort();

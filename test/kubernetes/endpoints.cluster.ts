@@ -7,7 +7,12 @@
  * runs, so the test writes the EndpointSlices itself, as the EndpointSlice controller would.
  *
  * The tests run in order on one cluster and one mesh: each starts from the pods the one
- * before left.
+ * before left. Covered: the first list; endpoints added, not ready, terminating (and as the
+ * last resort) and removed, each within a second; a rolling update under load with no failed
+ * request; the API server stopped and started under load; a reconciler restarted while the
+ * API server is down (no empty set pushed); a discovery limited to namespaces whose watches
+ * end every second and resume without loss; a meshed service's pods called on their sidecar's
+ * inbound port over mTLS.
  */
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
@@ -365,7 +370,10 @@ describe('endpoints from EndpointSlices, through real reconciler and sidecar pro
       endpoints: [{ addresses: [address], conditions: { ready: true } }],
     });
     await slices.createNamespacedEndpointSlice({ namespace: 'team-b', body: body('api-x', 'team-b', 'api', '127.0.1.1') });
-    const discovery = new KubernetesDiscovery({ kubeConfig: env.kubeConfig, namespaces: ['team-b'], log: silent });
+    // Watches that end every second: each must resume where the last one stopped, losing nothing and listing nothing again.
+    const logLines: string[] = [];
+    const log = pino({ level: 'debug' }, { write: (line: string) => void logLines.push(line) });
+    const discovery = new KubernetesDiscovery({ kubeConfig: env.kubeConfig, namespaces: ['team-b'], log, watchTimeoutSeconds: 1 });
     const changes: string[][] = [];
     await discovery.start((changed) => changes.push([...changed]));
     try {
@@ -378,6 +386,13 @@ describe('endpoints from EndpointSlices, through real reconciler and sidecar pro
       await waitFor(() => discovery.instances('team-b', 'api', port)?.length === 2, 'a second slice of the same service');
       await slices.replaceNamespacedEndpointSlice({ name: 'api-x', namespace: 'team-b', body: { ...body('api-x', 'team-b', 'api', '127.0.1.1'), metadata: { name: 'api-x', namespace: 'team-b', labels: { other: 'x' } } } });
       await waitFor(() => discovery.instances('team-b', 'api', port)?.length === 1, 'the unlabelled slice to leave');
+      // Changes made across several watch restarts all arrive.
+      for (let i = 3; i <= 5; i++) {
+        await waitFor(() => logLines.filter((l) => l.includes('"discovery_watch_ended"')).length >= i - 2, `watch number ${i - 2} to end`, 5000);
+        await slices.createNamespacedEndpointSlice({ namespace: 'team-b', body: body(`api-${i}`, 'team-b', 'api', `127.0.1.${i}`) });
+      }
+      await waitFor(() => discovery.instances('team-b', 'api', port)?.length === 4, 'the slices made across watch restarts');
+      assert.equal(logLines.filter((l) => l.includes('"discovery_relist"')).length, 0, 'resumed from the resourceVersion, never listed again');
       assert.equal(discovery.state().error, null);
     } finally {
       await discovery.stop();
