@@ -10,7 +10,7 @@
  *   (sidecar authentication) — nothing else;
  *   in its own namespace: Leases (only writes take one), and the mesh CA Secret `trellis-ca`.
  */
-import { Document, isMap, isSeq, type Node } from 'yaml';
+import { Document, isMap, isScalar, isSeq, visit, type Node } from 'yaml';
 import { CONTROL_PORT, INJECT_LABEL, controlUrlFor, type KubeObject } from './inject.ts';
 
 export const DEFAULT_NAMESPACE = 'trellis-system';
@@ -193,8 +193,8 @@ function webhookConfiguration(options: InstallOptions, caBundle: string | undefi
       ' Sidecar injection. Pods in namespaces labelled trellis.dev/inject=enabled, and pods labelled so\n' +
       ' elsewhere; a pod label or annotation trellis.dev/inject=disabled opts out.\n' +
       ' failurePolicy Ignore: a reconciler that is down or slow never stops a pod from being created\n' +
-      ' (the cluster keeps working, at worst a pod starts without a sidecar: `trellis check` lists\n' +
-      ' those, and restarting them injects them). The system namespaces and Trellis\'s own are\n' +
+      ' (the cluster keeps working; at worst a pod starts without a sidecar, and restarting it\n' +
+      ' injects it). The system namespaces and Trellis\'s own are\n' +
       ' excluded by name as well, so not even a misplaced label sends them here.',
     comments: [{ path: ['webhooks', 1], text: ' Opt in one pod (label trellis.dev/inject=enabled) in a namespace that is not labelled.' }],
   };
@@ -245,7 +245,7 @@ export function installObjects(options: InstallOptions, secrets: InstallSecrets 
       comment: ' What the reconciler reads across the cluster, and nothing it does not use.',
       comments: [
         { path: ['rules', 0], text: ' Endpoints of services with endpoints.kubernetes (a list, then a watch).' },
-        { path: ['rules', 1], text: ' Which Service a slice belongs to, and the pods behind injected sidecars.' },
+        { path: ['rules', 1], text: ' Services and Pods (the Service behind a slice; the pod a sidecar\'s token names). Read-only;\n this version reads neither yet, and runs without this rule.' },
         { path: ['rules', 2], text: ' Sidecars authenticate with their projected ServiceAccount token (audience trellis).' },
       ],
       file: 'rbac.yaml',
@@ -372,9 +372,12 @@ function addComments(doc: Document, item: InstallObject): void {
 export function renderObjects(items: readonly InstallObject[], header?: string): string {
   return items
     .map((item, i) => {
-      const doc = new Document(item.object);
+      // No anchors for objects used twice (the webhooks' shared settings): kubectl users read these.
+      const doc = new Document(item.object, { aliasDuplicateObjects: false });
+      // Lists of plain values on one line (`verbs: [get, list, watch]`), as people write them.
+      visit(doc, { Seq: (_, node) => void (node.items.length <= 4 && node.items.every((i) => isScalar(i) && String(i.value).length <= 30) && (node.flow = true)) });
       addComments(doc, item);
-      const text = doc.toString({ lineWidth: 0 });
+      const text = doc.toString({ lineWidth: 0, flowCollectionPadding: false });
       return (i === 0 && header ? header : '') + text;
     })
     .join('---\n');

@@ -1,0 +1,152 @@
+/**
+ * `trellis install` / `uninstall` without a cluster: the objects and their least-privilege
+ * rules, the generated certificates, and `deploy/` kept equal to the install output (its
+ * files are rendered by this test: `UPDATE_GOLDEN=1` rewrites them, like the other goldens).
+ * The cluster test (install.cluster.ts) applies the same output to a real API server.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parse, parseAllDocuments } from 'yaml';
+import { main, buildProgram } from '../../src/cli/main.ts';
+import { MeshCertificateAuthority } from '../../src/identity/ca.ts';
+import { CA_SECRET, PLACEHOLDER_REPO, WEBHOOK_CONFIGURATION, WEBHOOK_SECRET, installObjects, reconcilerArgs, renderObjects } from '../../src/kubernetes/install.ts';
+import { assertGolden } from '../helpers/golden.ts';
+
+const DEPLOY = new URL('../../deploy/', import.meta.url).pathname;
+const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+const DEPLOY_OPTIONS = { namespace: 'trellis-system', repo: PLACEHOLDER_REPO, branch: 'main', image: `localhost/trellis:${pkg.version}` };
+const DEPLOY_FILES = ['namespace.yaml', 'rbac.yaml', 'reconciler.yaml'] as const;
+
+type Obj = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string }; [k: string]: unknown };
+
+async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const io = { stdout: { write: (s: string) => ((out += s), true) }, stderr: { write: (s: string) => ((err += s), true) }, env: {} } as never;
+  const code = await main(args, io);
+  return { code, out, err };
+}
+
+function docs(text: string): Obj[] {
+  return (parseAllDocuments(text) as { toJS(): unknown }[]).map((d) => d.toJS() as Obj).filter((o) => o !== null);
+}
+
+const holdsKeys = (o: Obj) => (o.kind === 'Secret' && [CA_SECRET, WEBHOOK_SECRET].includes(o.metadata.name)) || o.kind === 'MutatingWebhookConfiguration';
+
+test('deploy/ is the install output with a placeholder repository and without the objects holding generated keys', async () => {
+  const header = '# Rendered from src/kubernetes/install.ts (what `trellis install` prints) by\n# test/kubernetes/install.test.ts; do not edit: change the code and run UPDATE_GOLDEN=1.\n';
+  for (const file of DEPLOY_FILES) {
+    assertGolden(join(DEPLOY, file), renderObjects(installObjects(DEPLOY_OPTIONS).filter((o) => o.file === file), header));
+  }
+  const kustomization = parse(readFileSync(join(DEPLOY, 'kustomization.yaml'), 'utf8')) as { resources: string[] };
+  assert.deepEqual(kustomization.resources, [...DEPLOY_FILES]);
+  const committed = kustomization.resources.flatMap((f) => docs(readFileSync(join(DEPLOY, f), 'utf8')));
+  const { code, out } = await cli(['install', '--repo', PLACEHOLDER_REPO]);
+  assert.equal(code, 0);
+  const printed = docs(out);
+  assert.deepEqual(committed, printed.filter((o) => !holdsKeys(o)));
+  assert.deepEqual(printed.filter(holdsKeys).map((o) => `${o.kind}/${o.metadata.name}`), [`Secret/${CA_SECRET}`, `Secret/${WEBHOOK_SECRET}`, `MutatingWebhookConfiguration/${WEBHOOK_CONFIGURATION}`]);
+});
+
+test('RBAC: read EndpointSlices, Services, Pods and create TokenReviews cluster-wide; Leases and only the trellis-ca Secret in its namespace', async () => {
+  const objects = docs((await cli(['install', '--repo', 'https://example.com/mesh.git', '--namespace', 'mesh'])).out);
+  const clusterRole = objects.find((o) => o.kind === 'ClusterRole') as Obj & { rules: { apiGroups: string[]; resources: string[]; verbs: string[]; resourceNames?: string[] }[] };
+  assert.deepEqual(clusterRole.rules, [
+    { apiGroups: ['discovery.k8s.io'], resources: ['endpointslices'], verbs: ['get', 'list', 'watch'] },
+    { apiGroups: [''], resources: ['services', 'pods'], verbs: ['get', 'list', 'watch'] },
+    { apiGroups: ['authentication.k8s.io'], resources: ['tokenreviews'], verbs: ['create'] },
+  ]);
+  const role = objects.find((o) => o.kind === 'Role') as typeof clusterRole;
+  assert.equal(role.metadata.namespace, 'mesh');
+  assert.deepEqual(role.rules, [
+    { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['get', 'create', 'update'] },
+    { apiGroups: [''], resources: ['secrets'], resourceNames: [CA_SECRET], verbs: ['get'] },
+    { apiGroups: [''], resources: ['secrets'], verbs: ['create'] },
+  ]);
+  assert.ok(!JSON.stringify(objects.filter((o) => o.kind.endsWith('Role'))).includes('"*"'), 'no wildcards');
+  for (const binding of objects.filter((o) => o.kind.endsWith('Binding')) as (Obj & { subjects: unknown[] })[]) {
+    assert.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: 'trellis-reconciler', namespace: 'mesh' }]);
+  }
+});
+
+test('the Deployment: 2 replicas, probes, resources, non-root and read-only, spread; the PDB keeps one; the Service maps 443 to the webhook', async () => {
+  const objects = docs((await cli(['install', '--repo', 'https://example.com/mesh.git', '--branch', 'prod', '--path', 'mesh', '--image', 'registry.example.com/trellis:1'])).out);
+  const d = objects.find((o) => o.kind === 'Deployment') as any;
+  assert.equal(d.spec.replicas, 2);
+  const pod = d.spec.template.spec;
+  const c = pod.containers[0];
+  assert.equal(c.image, 'registry.example.com/trellis:1');
+  assert.deepEqual(c.args.slice(0, 8), ['reconcile', '--kubernetes', '--repo', 'https://example.com/mesh.git', '--branch', 'prod', '--path', 'mesh']);
+  assert.equal(c.args[c.args.indexOf('--listen') + 1], '0.0.0.0:15010');
+  assert.equal(c.args[c.args.indexOf('--inject-image') + 1], 'registry.example.com/trellis:1');
+  assert.equal(c.livenessProbe.httpGet.path, '/healthz');
+  assert.equal(c.readinessProbe.httpGet.path, '/readyz');
+  assert.ok(c.resources.requests.cpu && c.resources.requests.memory && c.resources.limits.memory);
+  assert.deepEqual(c.securityContext, { runAsNonRoot: true, allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] }, seccompProfile: { type: 'RuntimeDefault' } });
+  assert.equal(pod.securityContext.runAsNonRoot, true);
+  assert.ok(pod.topologySpreadConstraints.length >= 1);
+  assert.equal(d.spec.template.metadata.labels['trellis.dev/inject'], 'disabled', 'the reconciler is never injected');
+  const pdb = objects.find((o) => o.kind === 'PodDisruptionBudget') as any;
+  assert.equal(pdb.spec.minAvailable, 1);
+  assert.deepEqual(pdb.spec.selector.matchLabels, d.spec.selector.matchLabels);
+  const svc = objects.find((o) => o.kind === 'Service') as any;
+  assert.deepEqual(svc.spec.ports.map((p: any) => [p.port, p.targetPort]), [[15010, 'control'], [443, 'webhook']]);
+  assert.deepEqual(c.ports.map((p: any) => [p.name, p.containerPort]), [['control', 15010], ['webhook', 15443]]);
+});
+
+test('the webhook configuration: Ignore, side-effect free, v1, 5 s, never the system namespaces or its own; its caBundle verifies the serving Secret', async () => {
+  const objects = docs((await cli(['install', '--repo', 'https://example.com/mesh.git', '--namespace', 'mesh'])).out);
+  const mwc = objects.find((o) => o.kind === 'MutatingWebhookConfiguration') as any;
+  assert.equal(mwc.metadata.name, 'trellis-sidecar-injector');
+  assert.equal(mwc.webhooks.length, 2);
+  for (const w of mwc.webhooks) {
+    assert.equal(w.failurePolicy, 'Ignore');
+    assert.equal(w.sideEffects, 'None');
+    assert.deepEqual(w.admissionReviewVersions, ['v1']);
+    assert.equal(w.reinvocationPolicy, 'Never');
+    assert.equal(w.timeoutSeconds, 5);
+    assert.deepEqual(w.clientConfig.service, { name: 'trellis', namespace: 'mesh', path: '/inject', port: 443 });
+    assert.deepEqual(w.namespaceSelector.matchExpressions[1], { key: 'kubernetes.io/metadata.name', operator: 'NotIn', values: ['kube-system', 'kube-public', 'kube-node-lease', 'mesh'] });
+  }
+  const secret = objects.find((o) => o.metadata.name === WEBHOOK_SECRET) as any;
+  const cert = new X509Certificate(Buffer.from(secret.data['tls.crt'], 'base64'));
+  const ca = new X509Certificate(Buffer.from(mwc.webhooks[0].clientConfig.caBundle, 'base64'));
+  assert.ok(cert.verify(ca.publicKey), 'signed by the caBundle CA');
+  assert.equal(cert.checkHost('trellis.mesh.svc'), 'trellis.mesh.svc');
+  const meshCa = objects.find((o) => o.metadata.name === CA_SECRET) as any;
+  await MeshCertificateAuthority.load(Buffer.from(meshCa.data['tls.crt'], 'base64').toString(), Buffer.from(meshCa.data['tls.key'], 'base64').toString());
+});
+
+test('--only webhook / --only ca print just the key-holding objects; --repo is required otherwise; bad values are usage errors', async () => {
+  const webhook = docs((await cli(['install', '--only', 'webhook'])).out);
+  assert.deepEqual(webhook.map((o) => `${o.kind}/${o.metadata.name}`), [`Secret/${WEBHOOK_SECRET}`, `MutatingWebhookConfiguration/${WEBHOOK_CONFIGURATION}`]);
+  const ca = docs((await cli(['install', '--only', 'ca'])).out);
+  assert.deepEqual(ca.map((o) => `${o.kind}/${o.metadata.name}`), [`Secret/${CA_SECRET}`]);
+  assert.equal((await cli(['install'])).code, 2);
+  assert.equal((await cli(['install', '--only', 'everything'])).code, 2);
+  assert.equal((await cli(['install', '--repo', 'x', '--namespace', 'Bad_NS'])).code, 2);
+});
+
+test('uninstall names every installed object, the webhook first and the namespace last', async () => {
+  const installed = docs((await cli(['install', '--repo', 'https://example.com/mesh.git', '--namespace', 'mesh'])).out);
+  const { code, out } = await cli(['uninstall', '--namespace', 'mesh']);
+  assert.equal(code, 0);
+  const removed = docs(out);
+  assert.deepEqual(removed, installed.map((o) => ({ apiVersion: o.apiVersion, kind: o.kind, metadata: { name: o.metadata.name, ...(o.metadata.namespace ? { namespace: o.metadata.namespace } : {}) } })).reverse());
+  assert.equal(removed[0]!.kind, 'MutatingWebhookConfiguration');
+  assert.equal(removed.at(-1)!.kind, 'Namespace');
+});
+
+/** Flags of the Deployment's command line that `trellis reconcile` does not accept yet (wired by the lead). */
+const reconcileFlags = (() => {
+  const program = buildProgram({ stdout: process.stdout, stderr: process.stderr, env: {} }, () => {});
+  const cmd = program.commands.find((c) => c.name() === 'reconcile')!;
+  return new Set(cmd.options.map((o) => o.long));
+})();
+const missing = reconcilerArgs(DEPLOY_OPTIONS).filter((a) => a.startsWith('--') && !reconcileFlags.has(a));
+test('every flag the Deployment passes is one trellis reconcile accepts', { todo: missing.length > 0 ? `trellis reconcile lacks ${missing.join(', ')} (the webhook wiring)` : false }, () => {
+  assert.deepEqual(missing, []);
+});
