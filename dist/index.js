@@ -59221,22 +59221,49 @@ function enableLinearEngine() {
   setFlagsFromString("--enable-experimental-regexp-engine");
   engineEnabled = true;
 }
+var MatchRegexError = class extends SyntaxError {
+  index;
+  constructor(message, index) {
+    super(message);
+    this.name = "MatchRegexError";
+    this.index = index;
+  }
+};
+function unbalancedGroupAt(pattern) {
+  const open2 = [];
+  let inClass = false;
+  for (let i2 = 0; i2 < pattern.length; i2++) {
+    const c3 = pattern[i2];
+    if (c3 === "\\") i2++;
+    else if (inClass) inClass = c3 !== "]";
+    else if (c3 === "[") inClass = true;
+    else if (c3 === "(") open2.push(i2);
+    else if (c3 === ")" && open2.pop() === void 0) return { index: i2, char: ")" };
+  }
+  return open2.length > 0 ? { index: open2[0], char: "(" } : void 0;
+}
 function compileMatchRegex(pattern) {
   if (pattern.length > MAX_REGEX_LENGTH) {
-    throw new SyntaxError(`pattern is ${pattern.length} characters long; at most ${MAX_REGEX_LENGTH} are allowed`);
+    throw new MatchRegexError(`pattern is ${pattern.length} characters long; at most ${MAX_REGEX_LENGTH} are allowed`);
   }
   enableLinearEngine();
   try {
-    return new RegExp(`^(?:${pattern})$`, "l");
+    new RegExp(pattern, "l");
   } catch (err) {
     const message = err.message;
+    const unbalanced = unbalancedGroupAt(pattern);
+    if (unbalanced) {
+      const what = unbalanced.char === ")" ? "closes no group" : "opens a group that is never closed";
+      throw new MatchRegexError(`"${unbalanced.char}" at character ${unbalanced.index + 1} ${what}; a pattern's groups must balance`, unbalanced.index);
+    }
     if (/linear time/.test(message)) {
-      throw new SyntaxError(
+      throw new MatchRegexError(
         "pattern cannot be matched in linear time (backreferences, lookahead and very large counted repetitions need backtracking, which could hang a sidecar)"
       );
     }
-    throw new SyntaxError(message.replace(/^Invalid regular expression: \/.*\/l: /, ""));
+    throw new MatchRegexError(message.replace(/^Invalid regular expression: \/.*\/l: /, ""));
   }
+  return new RegExp(`^(?:${pattern})$`, "l");
 }
 
 // src/identity/spiffe.ts
@@ -63298,6 +63325,12 @@ function setLeaf(target, path, value) {
   for (const k of path.slice(0, -1)) node = node[k] ??= {};
   node[path[path.length - 1]] = value;
 }
+function characterSpan(span, value, index) {
+  const source = span.file.text.slice(span.start, span.end);
+  const quoted = source.length === value.length + 2 && (source[0] === '"' || source[0] === "'") && source.at(-1) === source[0];
+  const offset = source === value ? 0 : quoted && source.slice(1, -1) === value ? 1 : -1;
+  return offset < 0 ? span : { file: span.file, start: span.start + offset + index, end: span.start + offset + index + 1 };
+}
 var CHAIN_AMPLIFICATION_LIMIT = 8;
 var Checker = class {
   diagnostics = [];
@@ -63483,8 +63516,10 @@ var Checker = class {
     try {
       compileMatchRegex(value);
     } catch (err) {
-      this.report("TRL4007", `regular expression rejected: ${err.message}`, at(route, path), {
-        hint: "Trellis matches regexes in linear time; rewrite without backreferences or lookahead"
+      const index = err instanceof MatchRegexError ? err.index : void 0;
+      const span = at(route, path);
+      this.report("TRL4007", `regular expression rejected: ${err.message}`, index === void 0 ? span : characterSpan(span, value, index), {
+        hint: index === void 0 ? "Trellis matches regexes in linear time; rewrite without backreferences or lookahead" : "Trellis matches the whole value against the whole pattern; escape a literal parenthesis as \\( or \\), or put it in a class: [(]"
       });
     }
   }

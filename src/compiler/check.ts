@@ -7,7 +7,7 @@
 import { canonicalJson } from '../config/canonical.ts';
 import type { ClusterBody, CompiledAccessRule, CompiledPort, EndpointsBody, InboundBody, RouteBody } from '../config/types.ts';
 import { diagnostic, type Diagnostic, type RelatedInfo, type Span } from '../diagnostics/diagnostic.ts';
-import { compileMatchRegex } from '../spec/regex.ts';
+import { compileMatchRegex, MatchRegexError } from '../spec/regex.ts';
 import type { AccessPolicyDocument, HTTPHeaderFilter, HTTPRouteDocument, HTTPRouteFilter, MeshDocument, ServiceDocument, TrafficPolicyDocument, TrafficPolicySettings } from '../spec/types.ts';
 import { formatDuration } from '../spec/duration.ts';
 import { BUILTIN, getLeaf, meshSettings, ms, namespaceSources, POLICY_LEAVES, resolveTrafficSettings, serviceIdentity, type MeshSettings } from './defaults.ts';
@@ -64,6 +64,17 @@ function setLeaf(target: Record<string, unknown>, path: readonly string[], value
   let node = target;
   for (const k of path.slice(0, -1)) node = (node[k] ??= {}) as Record<string, unknown>;
   node[path[path.length - 1]!] = value;
+}
+
+/**
+ * The span of character `index` of a scalar's value, when the source spells the value
+ * character for character (plain, or quoted without escapes); else the whole scalar.
+ */
+function characterSpan(span: Span, value: string, index: number): Span {
+  const source = span.file.text.slice(span.start, span.end);
+  const quoted = source.length === value.length + 2 && (source[0] === '"' || source[0] === "'") && source.at(-1) === source[0];
+  const offset = source === value ? 0 : quoted && source.slice(1, -1) === value ? 1 : -1;
+  return offset < 0 ? span : { file: span.file, start: span.start + offset + index, end: span.start + offset + index + 1 };
 }
 
 /** Worst-case request multiplication along a call chain above which Trellis warns (a 3-hop chain at 2 retries each is 27×). */
@@ -267,8 +278,13 @@ class Checker {
     try {
       compileMatchRegex(value);
     } catch (err) {
-      this.report('TRL4007', `regular expression rejected: ${(err as Error).message}`, at(route, path), {
-        hint: 'Trellis matches regexes in linear time; rewrite without backreferences or lookahead',
+      const index = err instanceof MatchRegexError ? err.index : undefined;
+      const span = at(route, path);
+      this.report('TRL4007', `regular expression rejected: ${(err as Error).message}`, index === undefined ? span : characterSpan(span, value, index), {
+        hint:
+          index === undefined
+            ? 'Trellis matches regexes in linear time; rewrite without backreferences or lookahead'
+            : 'Trellis matches the whole value against the whole pattern; escape a literal parenthesis as \\( or \\), or put it in a class: [(]',
       });
     }
   }
