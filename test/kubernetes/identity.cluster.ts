@@ -63,6 +63,9 @@ spec: { serviceAccount: checkout, ports: [{ port: 80 }], endpoints: { kubernetes
 
 let env: KubeEnv;
 let url: string;
+/** The in-process reconciler and the folder it watches. */
+let reconciler: Reconciler;
+let specDir: string;
 let checkoutToken: string;
 const cleanups: Array<() => Promise<void> | void> = [];
 
@@ -72,12 +75,12 @@ before(async () => {
   await createNamespace(env, 'bank', ['checkout']);
   checkoutToken = await serviceAccountToken(env, 'shop', 'checkout', 'trellis');
 
-  const dir = mkdtempSync(join(tmpdir(), 'trellis-identity-'));
+  const dir = (specDir = mkdtempSync(join(tmpdir(), 'trellis-identity-')));
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(join(dir, 'mesh.yaml'), SPEC);
-  const log = pino({ level: 'silent' });
+  const log = pino({ level: process.env.TRELLIS_TEST_LOG ?? 'silent' });
   const metrics = new ReconcilerMetrics();
-  const reconciler = new Reconciler({ source: new FolderSource({ dir, debounceMs: 20 }), log, metrics });
+  reconciler = new Reconciler({ source: new FolderSource({ dir, debounceMs: 20 }), log, metrics });
   const ca = await MeshCertificateAuthority.generate(TD);
   const certificates = new CertificateIssuer({ ca, ttlMs: 3600_000, reconciler, metrics, log });
   // The admin's credentials may create TokenReviews (least privilege is another test's business).
@@ -158,6 +161,45 @@ async function subscribe(service: string, token: string): Promise<{ status: numb
   return { status: 200, body: {} };
 }
 
+/** `promise`, or a failure after `ms`. */
+async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms)));
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** A control stream held open: the messages so far, and when the reconciler ends it. */
+async function openStream(service: string, token: string): Promise<{ readonly messages: ControlMessage[]; readonly ended: Promise<void>; close(): void }> {
+  const controller = new AbortController();
+  const res = await request(`${url}${STREAM_PATH}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+    body: JSON.stringify({ service, node: 'pod-held', version: null, resources: {} }),
+    signal: controller.signal,
+  });
+  assert.equal(res.statusCode, 200);
+  const messages: ControlMessage[] = [];
+  const ended = (async () => {
+    let buffered = '';
+    try {
+      for await (const chunk of res.body) {
+        buffered += (chunk as Buffer).toString();
+        const lines = buffered.split('\n');
+        buffered = lines.pop()!;
+        for (const line of lines) messages.push(JSON.parse(line) as ControlMessage);
+      }
+    } catch {
+      // aborted by close()
+    }
+  })();
+  cleanups.push(() => controller.abort());
+  return { messages, ended, close: () => controller.abort() };
+}
+
 describe('identity from ServiceAccounts (TokenReview)', () => {
   test('a ServiceAccount\'s token gets a certificate naming its own SPIFFE ID, whatever the request claims', async () => {
     const own = await certificate('shop/checkout', checkoutToken, LEDGER_ID);
@@ -232,6 +274,36 @@ describe('identity from ServiceAccounts (TokenReview)', () => {
     assert.equal(uriSan(legacy), `spiffe://${TD}/ns/shop/svc/legacy`);
     const sub = await subscribe('shop/ledger', SHARED);
     assert.equal(sub.status, 200);
+  });
+
+  test('a revision that moves a service to another ServiceAccount ends the old ServiceAccount\'s open stream before the config goes out', async () => {
+    const stream = await openStream('shop/checkout', checkoutToken);
+    await waitFor(() => stream.messages.some((m) => m.type === 'config'), 'the first config', 10_000);
+    const first = stream.messages.find((m) => m.type === 'config')!;
+    assert.ok(first.type === 'config');
+    // Acknowledge it as a sidecar would (the ServiceAccount may acknowledge its own service), so the next revision is sent at once.
+    const ack = await post(ACK_PATH, { service: 'shop/checkout', node: 'pod-held', version: first.config.version, revision: first.revision, ok: true }, checkoutToken);
+    assert.equal(ack.status, 204, JSON.stringify(ack.body));
+
+    const before = reconciler.applied!.revision.id;
+    writeFileSync(join(specDir, 'mesh.yaml'), SPEC.replace('serviceAccount: checkout, ports', 'serviceAccount: ledger, ports'));
+    try {
+      await waitFor(() => reconciler.applied!.revision.id !== before, 'the moved revision to be applied', 10_000);
+      await within(stream.ended, 10_000, 'the reconciler to end checkout\'s stream');
+      const sent = stream.messages.filter((m) => m.type === 'config' || m.type === 'delta');
+      assert.equal(sent.length, 1, `only the first config went out: ${JSON.stringify(sent.map((m) => m.type))}`);
+      const again = await subscribe('shop/checkout', checkoutToken);
+      assert.equal(again.status, 403);
+      assert.equal(again.body.error, 'identity_mismatch');
+      assert.match(again.body.message as string, /ServiceAccount "shop\/ledger"/);
+    } finally {
+      const moved = reconciler.applied!.revision.id;
+      writeFileSync(join(specDir, 'mesh.yaml'), SPEC);
+      // The watcher (chokidar) drops a second change to one file within 50 ms of the first,
+      // and this one may come that fast: ask for a read rather than wait for an event.
+      reconciler.poke();
+      await waitFor(() => reconciler.applied!.revision.id !== moved, `the original revision to be applied again: ${JSON.stringify({ attempted: reconciler.status().attempted, applied: reconciler.status().applied })}`, 10_000);
+    }
   });
 
   test('with the API server down a token that is not cached gets 503 token_review_unavailable, never a certificate; the shared token keeps working', async () => {
