@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -356,13 +356,16 @@ async function trellis(args: string[]): Promise<Proc> {
 }
 
 describe('trellis reconcile --kubernetes with real sidecars presenting ServiceAccount tokens', () => {
-  test('a sidecar gets its ServiceAccount\'s identity and config and turns ready (strict mTLS); one claiming another ServiceAccount\'s service gets neither', async () => {
+  test('a sidecar refused for its token\'s audience recovers when the token file is rewritten, gets its ServiceAccount\'s identity and config and turns ready (strict mTLS); one claiming another ServiceAccount\'s service gets neither', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'trellis-identity-e2e-'));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
     const specDir = join(dir, 'spec');
     mkdirSync(specDir);
     writeFileSync(join(specDir, 'mesh.yaml'), SPEC.replace('access: { default: allow } }', 'access: { default: allow }, mtls: { mode: strict } }'));
     const tokenFile = join(dir, 'checkout.token');
+    const wrongAudienceFile = join(dir, 'checkout-other.token');
+    // Projected the wrong way first (audience "other"), fixed in place later, as the kubelet rewrites a projected token.
+    writeFileSync(wrongAudienceFile, await serviceAccountToken(env, 'shop', 'checkout', 'other'), { mode: 0o600 });
     writeFileSync(tokenFile, await serviceAccountToken(env, 'shop', 'checkout', 'trellis'), { mode: 0o600 });
 
     // A cluster where checkout runs: its EndpointSlice, as the EndpointSlice controller would write it
@@ -382,14 +385,18 @@ describe('trellis reconcile --kubernetes with real sidecars presenting ServiceAc
     const control = `http://127.0.0.1:${reconciler.listening.port}`;
     await waitFor(async () => (await fetch(`${control}/readyz`).catch(() => undefined))?.status === 200, 'the reconciler to apply the spec', 20_000);
 
-    const sidecarArgs = (service: string) => ['sidecar', '--service', service, '--control', control, '--control-token-file', tokenFile, '--outbound', '0', '--inbound', '0', '--admin', '0', '--node', `${service.replace('/', '-')}-pod`];
-    const checkout = await trellis(sidecarArgs('shop/checkout'));
+    const sidecarArgs = (service: string, file: string) => ['sidecar', '--service', service, '--control', control, '--control-token-file', file, '--outbound', '0', '--inbound', '0', '--admin', '0', '--node', `${service.replace('/', '-')}-pod`];
+    const checkout = await trellis(sidecarArgs('shop/checkout', wrongAudienceFile));
     const admin = `http://127.0.0.1:${checkout.listening.admin}`;
+    await waitFor(() => checkout.output().includes('token_audience'), `the checkout sidecar to hear token_audience: ${checkout.output()}`, 20_000);
+    assert.equal((await fetch(`${admin}/identity`)).status, 404);
+    // The sidecar reads the file again on every try: the right token takes effect without a restart.
+    writeFileSync(wrongAudienceFile, readFileSync(tokenFile));
     await waitFor(async () => (await fetch(`${admin}/readyz`).catch(() => undefined))?.status === 200, `the checkout sidecar to be ready: ${checkout.output()}\nreconciler: ${reconciler.output()}`, 20_000);
     const identity = (await (await fetch(`${admin}/identity`)).json()) as { identity: string };
     assert.equal(identity.identity, CHECKOUT_ID);
 
-    const impostor = await trellis(sidecarArgs('shop/ledger'));
+    const impostor = await trellis(sidecarArgs('shop/ledger', tokenFile));
     await waitFor(() => impostor.output().includes('identity_mismatch'), `the ledger impostor to hear identity_mismatch: ${impostor.output()}`, 20_000);
     const impostorAdmin = `http://127.0.0.1:${impostor.listening.admin}`;
     assert.notEqual((await fetch(`${impostorAdmin}/readyz`)).status, 200);
