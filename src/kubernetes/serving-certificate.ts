@@ -64,7 +64,9 @@ export async function issueServingCertificate(subject: { dnsNames: readonly stri
   const leaf = await x509.X509CertificateGenerator.create({
     serialNumber: serial(),
     subject: `CN=${subject.dnsNames[0] ?? subject.ips?.[0] ?? 'trellis'}`,
-    issuer: issuer.subject,
+    // The issuer name byte for byte as the CA has it: Go (the API server) matches names by their encoding, and a
+    // re-encoded UTF8String → PrintableString name would not chain.
+    issuer: issuer.subjectName,
     notBefore: new Date(now - CLOCK_SKEW_MS),
     notAfter: new Date(Math.min(now + LIFETIME_MS, issuer.notAfter.getTime())),
     publicKey: keys.publicKey,
