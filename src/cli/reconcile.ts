@@ -120,7 +120,7 @@ export async function startReconciler(flags: ReconcileFlags, io: CliIo, token: s
   }
   const reconciler = new Reconciler({ source, log, metrics, ...(discovery ? { discovery } : {}) });
   const certificates = new CertificateIssuer({ ca, ttlMs: flags.certTtl, reconciler, metrics, log });
-  const server = new ReconcilerServer({ reconciler, metrics, ...(token ? { token } : {}), ...(serviceAccounts ? { authenticator: serviceAccounts } : {}), certificates, ...(webhookSecret ? { webhookSecret } : {}) });
+  const server = new ReconcilerServer({ reconciler, metrics, ...(token ? { token } : {}), ...(serviceAccounts ? { authenticator: serviceAccounts } : {}), certificates, log, ...(webhookSecret ? { webhookSecret } : {}) });
   const address = await server.listen(flags.listen.host, flags.listen.port);
   log.info({ type: 'listening', port: address.port, source: source.description }, 'reconciler listening');
   await reconciler.start();

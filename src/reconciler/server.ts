@@ -12,14 +12,15 @@
  *   GET  /metrics      Prometheus text
  *   GET  /healthz      200 while serving;  GET /readyz  200 once a revision is applied
  */
-import { createServer, type Server } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { ACK_PATH, CERTIFICATE_PATH, PING_INTERVAL_MS, STREAM_PATH, type Ack, type ControlMessage, type Subscribe } from '../config/control-protocol.ts';
 import type { ProxyConfig, InboundBody, Resource } from '../config/types.ts';
 import { bearerOf, readJsonBody, sendJson, webhookSignatureValid } from '../http/json-server.ts';
 import { isServiceKey } from '../spec/names.ts';
-import { authorizeService, controlAuthenticator, type Authenticator, type AuthResult, type Principal } from './auth.ts';
+import { authorizeService, controlAuthenticator, type Authenticator, type AuthRefusal, type Principal } from './auth.ts';
 import { MAX_CSR_BYTES, type CertificateIssuer } from './certificates.ts';
+import type { Logger } from 'pino';
 import type { ReconcilerMetrics } from './metrics.ts';
 import type { AppliedRevision, Reconciler, SidecarRecord } from './reconciler.ts';
 
@@ -41,6 +42,8 @@ export interface ReconcilerServerOptions {
   readonly webhookSecret?: string;
   /** The mesh CA's endpoint; without it sidecars get no certificates (and no trust bundle). */
   readonly certificates?: CertificateIssuer;
+  /** Where refused control requests are logged (the code and why, never the token): the operator's view of a misconfigured pod or RBAC. */
+  readonly log?: Logger;
 }
 
 function isSubscribe(v: unknown): v is Subscribe {
@@ -73,9 +76,6 @@ function identityInMessage(m: ControlMessage): string | undefined {
   return undefined;
 }
 
-function refuse(res: Parameters<typeof sendJson>[0], refusal: Exclude<AuthResult, { ok: true }>): void {
-  sendJson(res, refusal.status, { error: refusal.code, message: refusal.message });
-}
 
 export class ReconcilerServer {
   readonly #o: ReconcilerServerOptions;
@@ -94,19 +94,20 @@ export class ReconcilerServer {
         switch (route) {
           case `POST ${STREAM_PATH}`: {
             const who = await this.#auth.authenticate(bearerOf(req));
-            if (!who.ok) return refuse(res, who);
+            if (!who.ok) return this.#refuse(res, path, who);
             const body = await readJsonBody(req, MAX_SUBSCRIBE_BYTES);
             if (!body.ok) return sendJson(res, body.status, { error: body.error });
             if (!isSubscribe(body.value)) return sendJson(res, 400, { error: 'invalid_subscribe', message: 'need service, node, version and resources' });
             const service = body.value.service;
             const allowed = authorizeService(who.principal, service, appliedIdentity(r.applied, service));
-            if (!allowed.ok) return refuse(res, allowed);
+            if (!allowed.ok) return this.#refuse(res, path, allowed, who.principal, service);
             res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
             res.flushHeaders();
             const send = (m: ControlMessage) => {
               // A later revision may give the service another ServiceAccount: its config then
               // goes to no one else, and the sidecar, reconnecting, hears identity_mismatch.
               if (!this.#stillAllowed(who.principal, service, m)) {
+                if (!res.writableEnded) this.#logRefusal(path, { status: 403, code: 'identity_mismatch', message: `a new revision gives service "${service}" another ServiceAccount; its stream is closed` }, who.principal, service);
                 res.end();
                 return 0;
               }
@@ -127,23 +128,24 @@ export class ReconcilerServer {
           }
           case `POST ${ACK_PATH}`: {
             const who = await this.#auth.authenticate(bearerOf(req));
-            if (!who.ok) return refuse(res, who);
+            if (!who.ok) return this.#refuse(res, path, who);
             const body = await readJsonBody(req, 1024 * 1024);
             if (!body.ok) return sendJson(res, body.status, { error: body.error });
             if (!isAck(body.value)) return sendJson(res, 400, { error: 'invalid_ack' });
             const allowed = authorizeService(who.principal, body.value.service, appliedIdentity(r.applied, body.value.service));
-            if (!allowed.ok) return refuse(res, allowed);
+            if (!allowed.ok) return this.#refuse(res, path, allowed, who.principal, body.value.service);
             if (!r.ack(body.value)) return sendJson(res, 404, { error: 'unknown_sidecar', message: 'subscribe before acknowledging' });
             res.writeHead(204).end();
             return;
           }
           case `POST ${CERTIFICATE_PATH}`: {
             const who = await this.#auth.authenticate(bearerOf(req));
-            if (!who.ok) return refuse(res, who);
+            if (!who.ok) return this.#refuse(res, path, who);
             if (!this.#o.certificates) return sendJson(res, 404, { error: 'no_ca', message: 'this reconciler runs no certificate authority' });
             const body = await readJsonBody(req, MAX_CSR_BYTES);
             if (!body.ok) return sendJson(res, body.status, { error: body.error });
             const issued = await this.#o.certificates.issue(body.value, who.principal);
+            if (issued.status === 403) this.#logRefusal(path, { status: 403, code: issued.body.error, message: issued.body.message }, who.principal);
             return sendJson(res, issued.status, issued.body);
           }
           case 'POST /hooks/git': {
@@ -170,6 +172,17 @@ export class ReconcilerServer {
         }
       })().catch((err: Error) => (res.headersSent ? res.destroy() : sendJson(res, 500, { error: 'internal', message: err.message })));
     });
+  }
+
+  #refuse(res: ServerResponse, path: string | undefined, refusal: AuthRefusal, principal?: Principal, service?: string): void {
+    this.#logRefusal(path, refusal, principal, service);
+    sendJson(res, refusal.status, { error: refusal.code, message: refusal.message });
+  }
+
+  #logRefusal(path: string | undefined, refusal: Pick<AuthRefusal, 'status' | 'code' | 'message'>, principal?: Principal, service?: string): void {
+    // 503: the reconciler cannot check tokens at all (API server away, RBAC): every cluster sidecar is affected.
+    const level = refusal.status === 503 ? 'error' : 'warn';
+    this.#o.log?.[level]({ type: 'control_refused', path, status: refusal.status, code: refusal.code, ...(principal?.kind === 'serviceAccount' ? { principal: principal.username } : {}), ...(service ? { service } : {}) }, refusal.message);
   }
 
   /** Whether `principal` may still receive message `m` for `service` (its inbound identity may have changed). */

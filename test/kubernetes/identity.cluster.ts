@@ -403,5 +403,11 @@ describe('trellis reconcile --kubernetes with real sidecars presenting ServiceAc
     assert.equal((await fetch(`${impostorAdmin}/identity`)).status, 404);
     const status = (await (await fetch(`${control}/status`)).json()) as { sidecars: Array<{ service: string; connected: boolean; inSync: boolean }> };
     assert.deepEqual(status.sidecars.map((s) => [s.service, s.connected, s.inSync]), [['shop/checkout', true, true]]);
+
+    // The operator sees each refusal in the reconciler's log, with its code and ServiceAccount, and never a token.
+    const refusals = reconciler.output().split('\n').filter((l) => l.includes('"type":"control_refused"')).map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.ok(refusals.some((r) => r.code === 'token_audience' && r.status === 401), JSON.stringify(refusals));
+    assert.ok(refusals.some((r) => r.code === 'identity_mismatch' && r.principal === 'system:serviceaccount:shop:checkout' && r.service === 'shop/ledger'), JSON.stringify(refusals));
+    assert.ok(!reconciler.output().includes(readFileSync(tokenFile, 'utf8').split('.')[1]!), 'no token in the reconciler\'s log');
   });
 });
