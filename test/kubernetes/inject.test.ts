@@ -165,7 +165,7 @@ test('native sidecars from Kubernetes 1.29', () => {
 for (const name of readdirSync(GOLDEN)) {
   test(`trellis inject golden: ${name}`, () => {
     const input = readFileSync(join(GOLDEN, name, 'input.yaml'), 'utf8');
-    const flags = { namespace: 'default', image: 'ghcr.io/trellis-mesh/trellis:0.1.0', controlNamespace: 'trellis-system', nativeSidecars: name !== 'pod-classic' };
+    const flags = { namespace: 'default', image: 'registry.example.com/trellis:0.1.0', controlNamespace: 'trellis-system', nativeSidecars: name !== 'pod-classic' };
     const { output, lines, errors } = injectYaml(input, flags);
     assert.deepEqual(errors, []);
     assertGolden(join(GOLDEN, name, 'output.yaml'), output);
@@ -182,7 +182,7 @@ test('trellis inject reads a file, prints YAML and says what it did on stderr; b
     let out = '';
     let err = '';
     const io = { stdout: { write: (s: string) => ((out += s), true) }, stderr: { write: (s: string) => ((err += s), true) }, env: {} } as never;
-    assert.equal(await main(['inject', join(GOLDEN, 'pod-classic', 'input.yaml'), '--no-native-sidecars', '--image', 'ghcr.io/trellis-mesh/trellis:0.1.0'], io), 0);
+    assert.equal(await main(['inject', join(GOLDEN, 'pod-classic', 'input.yaml'), '--no-native-sidecars', '--image', 'registry.example.com/trellis:0.1.0'], io), 0);
     assert.equal(out, readFileSync(join(GOLDEN, 'pod-classic', 'output.yaml'), 'utf8'));
     assert.match(err, /pod\/debug injected: classic sidecar for service toolbox/);
     writeFileSync(join(dir, 'bad.yaml'), 'a: 1\na: 2\n');
@@ -254,6 +254,18 @@ test('the webhook server over HTTPS: POST /inject answers reviews, malformed JSO
     assert.ok(bad.json.response!.warnings!.length > 0);
     assert.equal((await post('{}', '/other')).status, 404);
     assert.deepEqual(events, ['injected', 'invalid_review']);
+
+    // A renewed certificate (another CA here) is served to new connections without a restart.
+    const renewed = await issueServingCertificate({ dnsNames: ['localhost'], ips: ['127.0.0.1'] });
+    server.setCertificate({ cert: renewed.certificatePem, key: renewed.privateKeyPem });
+    const renewedAgent = new Agent({ connect: { ca: renewed.caPem } });
+    try {
+      const res = await request(`https://127.0.0.1:${server.port}/healthz`, { dispatcher: renewedAgent });
+      assert.equal(res.statusCode, 200);
+      await res.body.text();
+    } finally {
+      await renewedAgent.close();
+    }
   } finally {
     await agent.close();
     await server.close();
