@@ -85,6 +85,9 @@ export interface SteadyLoad {
   readonly statuses: Map<number, number>;
   /** Bodies of failed requests (status other than 200), the first 20. */
   readonly failures: string[];
+  /** Requests sent and not yet answered, and when the last answer came (performance.now()). */
+  inFlight(): number;
+  lastAnswerAt(): number;
   /** Stops the loops and resolves once in-flight requests are done. */
   stop(): Promise<Map<number, number>>;
 }
@@ -98,9 +101,14 @@ export function steadyLoad(port: number, host: string, workers: number, pauseMs 
   const statuses = new Map<number, number>();
   const failures: string[] = [];
   let stopped = false;
+  let inFlight = 0;
+  let lastAnswerAt = performance.now();
   const loops = Array.from({ length: workers }, async () => {
     while (!stopped) {
+      inFlight++;
       const r = await send(port, host, '/').catch((err: Error) => ({ status: 0, body: err.message }));
+      inFlight--;
+      lastAnswerAt = performance.now();
       statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
       if (r.status !== 200 && failures.length < 20) failures.push(`${r.status} ${r.body.slice(0, 200)}`);
       if (pauseMs > 0) await new Promise((res) => setTimeout(res, pauseMs));
@@ -109,6 +117,8 @@ export function steadyLoad(port: number, host: string, workers: number, pauseMs 
   return {
     statuses,
     failures,
+    inFlight: () => inFlight,
+    lastAnswerAt: () => lastAnswerAt,
     async stop() {
       stopped = true;
       await Promise.all(loops);

@@ -26,7 +26,7 @@ import { KubernetesDiscovery } from '../../src/reconciler/kubernetes-discovery.t
 import type { EndpointsBody, ProxyConfig } from '../../src/config/types.ts';
 import type { ReconcilerStatus } from '../../src/reconciler/reconciler.ts';
 import { createNamespace, startKubeEnv, type KubeEnv } from '../helpers/kube-env.ts';
-import { sidecarReady, startTrellis, steadyLoad, stopProcesses, tempDir, type Proc } from '../helpers/processes.ts';
+import { sidecarReady, startTrellis, steadyLoad, stopProcesses, tempDir, type Proc, type SteadyLoad } from '../helpers/processes.ts';
 import { cleanup, closedPort, send, startUpstream, waitFor } from '../helpers/sidecar-harness.ts';
 
 /** How quickly an endpoint change must reach the caller's sidecar (the issue's "within a second"). */
@@ -139,10 +139,38 @@ function startReconciler(): Promise<Proc> {
   return startTrellis(['reconcile', '--dir', specDir, '--listen', String(controlPort), '--kubernetes', '--kubeconfig', env.kubeconfigPath]);
 }
 
-/** Lets traffic run: waits until pod `busy` has answered `n` more requests (bounded: a stall fails, naming what every pod saw). */
+/** The load running now, for diagnostics when traffic stalls. */
+let currentLoad: SteadyLoad | null = null;
+function load(workers: number): SteadyLoad {
+  currentLoad = steadyLoad(web.listening.outbound!, 'api', workers);
+  return currentLoad;
+}
+
+/** Where a stall is: the load's state, whether the caller's sidecar and the pods answer directly. */
+async function diagnose(): Promise<string> {
+  const probe = async (url: string) => {
+    const started = performance.now();
+    const r = await fetch(url, { signal: AbortSignal.timeout(2000) }).then((x) => `${x.status}`, (err: Error) => err.message);
+    return `${r} in ${Math.round(performance.now() - started)} ms`;
+  };
+  const lines = [
+    `pods saw ${pods.map((p) => `${p.ip}: ${p.seen}`).join(', ')}`,
+    currentLoad ? `load: ${currentLoad.inFlight()} in flight, last answer ${Math.round(performance.now() - currentLoad.lastAnswerAt())} ms ago, statuses ${JSON.stringify([...currentLoad.statuses])}` : 'no load',
+    `web admin /healthz: ${await probe(`http://127.0.0.1:${web.listening.admin}/healthz`)}`,
+    `web sees ${JSON.stringify(await webSees())}`,
+    ...(await Promise.all(pods.map(async (p) => `pod ${p.ip}: ${await probe(`http://${p.ip}:${podPort}/`)}`))),
+  ];
+  return lines.join('; ');
+}
+
+/** Lets traffic run: waits until pod `busy` has answered `n` more requests (bounded: a stall fails, saying where it is). */
 async function whileServing(busy: Pod, n: number, timeoutMs = 10_000): Promise<void> {
   const target = busy.seen + n;
-  await waitFor(() => busy.seen >= target, `${n} more requests on ${busy.ip} (pods saw ${pods.map((p) => `${p.ip}: ${p.seen}`).join(', ')})`, timeoutMs);
+  try {
+    await waitFor(() => busy.seen >= target, `${n} more requests on ${busy.ip}`, timeoutMs);
+  } catch (err) {
+    throw new Error(`${(err as Error).message}: ${await diagnose()}`);
+  }
 }
 
 const timings: Record<string, number> = {};
@@ -215,7 +243,7 @@ describe('endpoints from EndpointSlices, through real reconciler and sidecar pro
     assert.equal(s?.discovery?.synced, true);
     assert.equal(s?.discovery?.error, null);
 
-    const traffic = steadyLoad(web.listening.outbound!, 'api', 2);
+    const traffic = load(2);
     try {
       await whileServing(a, 20);
       const added = performance.now();
@@ -239,7 +267,7 @@ describe('endpoints from EndpointSlices, through real reconciler and sidecar pro
     await untilWebSees(['127.0.0.2', '127.0.0.3'], 'both endpoints');
     await putSlice('api-1', [[a, READY], [b, TERMINATING]]);
     timings.terminating = Math.round(await untilWebSees(['127.0.0.2', '127.0.0.3 terminating'], 'the endpoint to be marked terminating'));
-    const traffic = steadyLoad(web.listening.outbound!, 'api', 2);
+    const traffic = load(2);
     try {
       const seen = b.seen;
       await whileServing(a, 100);
@@ -259,7 +287,7 @@ describe('endpoints from EndpointSlices, through real reconciler and sidecar pro
     await putSlice('api-1', [[a, READY]]);
     timings.removed = Math.round(await untilWebSees(['127.0.0.2'], 'the removed endpoint to leave'));
     const seen = b.seen;
-    const traffic = steadyLoad(web.listening.outbound!, 'api', 2);
+    const traffic = load(2);
     await whileServing(a, 50);
     await traffic.stop();
     assert.equal(b.seen, seen);
@@ -270,7 +298,7 @@ describe('endpoints from EndpointSlices, through real reconciler and sidecar pro
   let d: Pod;
 
   test('a rolling update under steady load fails no request: new pods added ready, old ones terminating, then removed and stopped', async () => {
-    const traffic = steadyLoad(web.listening.outbound!, 'api', 4);
+    const traffic = load(4);
     try {
       await whileServing(a, 50);
       // New ReplicaSet: two pods in a second slice, as the controller spreads a large Service.
@@ -300,24 +328,32 @@ describe('endpoints from EndpointSlices, through real reconciler and sidecar pro
   });
 
   test('the API server stopped and started mid-traffic: the endpoints stay, the watch comes back, and a change after the restart arrives', async () => {
-    const traffic = steadyLoad(web.listening.outbound!, 'api', 2);
+    const traffic = load(2);
     try {
       await stopApi();
       await waitFor(async () => (await status())?.discovery?.error != null, 'the reconciler to notice the API server is gone', 15_000);
       // Serving on the last known endpoints, never an empty list.
       assert.deepEqual(await webSees(), ['127.0.0.4', '127.0.0.5']);
-      await whileServing(c, 50);
+      await whileServing(c, 50, 20_000);
       await startApi();
       const e = await startPod('127.0.0.6');
       const changed = performance.now();
       await putSlice('api-2', [[c, READY], [d, READY], [e, READY]]);
       // The watch retries with a backoff of at most 5 s, then resumes from its resourceVersion.
-      await waitFor(() => e.seen > 0, 'traffic on a pod added after the restart', 15_000);
+      await waitFor(() => e.seen > 0, 'traffic on a pod added after the restart', 15_000).catch(async (err: Error) => {
+        const log = reconciler.output().split('\n').filter((l) => l.includes('"discovery_'));
+        throw new Error(`${err.message}: ${await diagnose()}; reconciler: ${log.slice(-10).join('\n')}`);
+      });
       timings.afterApiRestart = Math.round(performance.now() - changed);
       // Whether the watch resumed from its resourceVersion or was told 410 Gone and listed again
       // depends on the API server's watch cache; either way the change arrived.
       timings.relistedAfterRestart = reconciler.output().includes('"type":"discovery_relist"') ? 1 : 0;
       await waitFor(async () => (await status())?.discovery?.error === null, 'the discovery error to clear', 5000);
+      const metrics = await (await fetch(`http://127.0.0.1:${controlPort}/metrics`)).text();
+      const sum = (name: string) => [...metrics.matchAll(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'gm'))].reduce((n, m) => n + Number(m[1]), 0);
+      assert.ok(sum('trellis_discovery_errors_total') > 0, 'the outage is counted');
+      assert.equal(sum('trellis_discovery_synced'), 1);
+      assert.ok(sum('trellis_reconcile_endpoint_snapshots_total') > 0, 'endpoint changes were pushed without a commit');
     } finally {
       if (apiDown) await startApi();
       const statuses = await traffic.stop();
@@ -328,7 +364,7 @@ describe('endpoints from EndpointSlices, through real reconciler and sidecar pro
   test('a reconciler restarted while the API server is down pushes nothing (no empty endpoint set); once it lists, the caller is already in sync', async () => {
     const before = await webSees();
     assert.deepEqual(before, ['127.0.0.4', '127.0.0.5', '127.0.0.6']);
-    const traffic = steadyLoad(web.listening.outbound!, 'api', 2);
+    const traffic = load(2);
     const observed = new Set<string>();
     let watching = true;
     const watcher = (async () => {
@@ -346,7 +382,7 @@ describe('endpoints from EndpointSlices, through real reconciler and sidecar pro
       const unsynced = await status();
       assert.equal(unsynced?.discovery?.synced, false);
       assert.equal(unsynced?.snapshot, null, 'nothing is published before the first list');
-      await whileServing(c, 50);
+      await whileServing(c, 50, 20_000);
       await startApi();
       await waitFor(async () => (await status())?.discovery?.synced === true, 'the first list after the API server is back', 15_000);
       await waitFor(async () => (await status())?.summary.inSync === 1, 'web to be in sync with the new reconciler', 5000);
