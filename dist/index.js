@@ -58635,6 +58635,22 @@ var CODES = {
 };
 var ALL_CODES = Object.keys(CODES).sort();
 
+// src/diagnostics/terminal-escape.ts
+var UNSAFE = /[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+var UNSAFE_OR_TAB = /[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+var NAMED = { "\n": "\\n", "\r": "\\r", "	": "\\t" };
+function escapeChar(c3) {
+  const named2 = NAMED[c3];
+  if (named2) return named2;
+  const code = c3.charCodeAt(0);
+  return code < 256 ? `\\x${code.toString(16).padStart(2, "0")}` : `\\u${code.toString(16).padStart(4, "0")}`;
+}
+function escapeForTerminal(text, options = {}) {
+  const pattern = options.keepTabs ? UNSAFE : UNSAFE_OR_TAB;
+  pattern.lastIndex = 0;
+  return pattern.test(text) ? text.replace(pattern, escapeChar) : text;
+}
+
 // src/diagnostics/render.ts
 var ANSI = { red: "\x1B[31m", yellow: "\x1B[33m", cyan: "\x1B[36m", bold: "\x1B[1m", dim: "\x1B[2m", reset: "\x1B[0m" };
 function paint(on, style, text) {
@@ -58651,11 +58667,15 @@ function formatLocation(span, options = {}) {
 function excerpt(span, options) {
   const start = span.file.position(span.start);
   const end = span.file.position(Math.max(span.start, span.end - 1));
-  const text = span.file.lineText(start.line);
+  const raw = span.file.lineText(start.line);
+  const show = (t2) => escapeForTerminal(t2, { keepTabs: true });
+  const text = show(raw);
   const gutter = String(start.line);
   const pad = " ".repeat(gutter.length);
-  const lead = text.slice(0, start.col - 1).replace(/[^\t]/g, " ");
-  const width = end.line === start.line ? Math.max(1, end.col - start.col + 1) : Math.max(1, text.length - start.col + 1);
+  const lead = show(raw.slice(0, start.col - 1)).replace(/[^\t]/g, " ");
+  const marked = end.line === start.line ? raw.slice(start.col - 1, end.col) : raw.slice(start.col - 1);
+  const columns = end.line === start.line ? end.col - start.col + 1 : raw.length - start.col + 1;
+  const width = Math.max(1, columns + show(marked).length - marked.length);
   return [
     ` ${paint(options.color, "dim", `${gutter} |`)} ${text}`,
     ` ${paint(options.color, "dim", `${pad} |`)} ${lead}${paint(options.color, "bold", "^".repeat(width))}`
@@ -58663,11 +58683,11 @@ function excerpt(span, options) {
 }
 function renderDiagnostic(d, options = {}) {
   const colour = d.severity === "error" ? "red" : d.severity === "warning" ? "yellow" : "cyan";
-  const where = d.span ? `${formatLocation(d.span, options)}: ` : d.path !== void 0 ? `${joinPath(options.pathPrefix, d.path)}: ` : "";
-  const lines = [`${paint(options.color, "bold", where)}${paint(options.color, colour, `${d.severity} ${d.code}`)}: ${d.message}`];
+  const where = d.span ? `${escapeForTerminal(formatLocation(d.span, options))}: ` : d.path !== void 0 ? `${escapeForTerminal(joinPath(options.pathPrefix, d.path))}: ` : "";
+  const lines = [`${paint(options.color, "bold", where)}${paint(options.color, colour, `${d.severity} ${d.code}`)}: ${escapeForTerminal(d.message)}`];
   if (d.span) lines.push(...excerpt(d.span, options));
-  if (d.hint) lines.push(`  ${paint(options.color, "cyan", "hint")}: ${d.hint}`);
-  for (const r2 of d.related ?? []) lines.push(`  note: ${formatLocation(r2.span, options)}: ${r2.message}`);
+  if (d.hint) lines.push(`  ${paint(options.color, "cyan", "hint")}: ${escapeForTerminal(d.hint)}`);
+  for (const r2 of d.related ?? []) lines.push(`  note: ${escapeForTerminal(formatLocation(r2.span, options))}: ${escapeForTerminal(r2.message)}`);
   return lines.join("\n");
 }
 function summarize(diagnostics) {

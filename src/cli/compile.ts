@@ -5,6 +5,7 @@ import { prettyJson } from '../config/canonical.ts';
 import { compileDir } from '../compiler/compile.ts';
 import { meshIndex, type MeshIndex } from '../compiler/emit.ts';
 import { diagnosticsJson, printDiagnostics, type OutputFormat } from './diagnostics-output.ts';
+import { escapeForTerminal } from '../diagnostics/terminal-escape.ts';
 import { EXIT, type CliIo } from './io.ts';
 
 /** Writes a file so that readers see the old content or the new, never a half-written one. */
@@ -51,6 +52,6 @@ export async function runCompile(dir: string, opts: { out?: string; stdout?: boo
     if (!result.mesh.configs.has(name) && /^([a-z0-9-]+\/)?[a-z0-9-]+\.json$/.test(entry.file)) await rm(join(outDir, entry.file), { force: true });
   }
   await writeFileAtomic(join(outDir, 'index.json'), prettyJson(index));
-  io.stderr.write(`wrote ${result.mesh.configs.size} sidecar configs and index.json to ${outDir} (mesh version ${result.mesh.version.slice(0, 12)})\n`);
+  io.stderr.write(`wrote ${result.mesh.configs.size} sidecar configs and index.json to ${escapeForTerminal(outDir)} (mesh version ${result.mesh.version.slice(0, 12)})\n`);
   return EXIT.ok;
 }

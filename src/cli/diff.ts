@@ -10,6 +10,7 @@ import { emptySide, isDirectory, loadSide, type SpecLocation } from '../diff/loa
 import { renderJson } from '../diff/render-json.ts';
 import { renderMarkdown } from '../diff/render-markdown.ts';
 import { renderText } from '../diff/render-text.ts';
+import { escapeForTerminal } from '../diagnostics/terminal-escape.ts';
 import { printDiagnostics } from './diagnostics-output.ts';
 import type { DiffFormat } from './flags.ts';
 import { EXIT, type CliIo } from './io.ts';
@@ -42,14 +43,14 @@ export async function runDiff(flags: DiffFlags, io: CliIo): Promise<number> {
   const base = 'absent' in loadedBase && loadedBase.absent ? { result: emptySide() } : loadedBase;
   for (const [name, side] of [['base', base], ['head', head]] as const) {
     if ('problem' in side) {
-      io.stderr.write(`trellis diff: ${name}: ${side.problem}\n`);
+      io.stderr.write(`trellis diff: ${name}: ${escapeForTerminal(side.problem)}\n`);
       return EXIT.usage;
     }
   }
   if ('problem' in base || 'problem' in head) return EXIT.usage;
   const prefixOf = (at: SpecLocation) => ('dir' in at ? at.dir : at.path);
   if (!base.result.mesh) {
-    io.stderr.write(`trellis diff: the base spec (${flags.base}) does not compile; fix it first, or compare against another base\n`);
+    io.stderr.write(`trellis diff: the base spec (${escapeForTerminal(flags.base)}) does not compile; fix it first, or compare against another base\n`);
     printDiagnostics(io, base.result.diagnostics, prefixOf(baseAt), false);
     return EXIT.usage;
   }

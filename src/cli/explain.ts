@@ -1,6 +1,7 @@
 /** `trellis explain`: why one request goes where it goes, with the spec lines behind each step. */
 import { compileDir, compileFiles } from '../compiler/compile.ts';
 import { explain, ExplainError, renderExplanation } from '../explain/explain.ts';
+import { escapeForTerminal } from '../diagnostics/terminal-escape.ts';
 import { printDiagnostics } from './diagnostics-output.ts';
 import { EXIT, type CliIo } from './io.ts';
 
@@ -22,7 +23,7 @@ export async function runExplain(dir: string, flags: ExplainFlags, io: CliIo): P
     const colon = h.indexOf(':');
     const cut = eq > 0 && (colon < 0 || eq < colon) ? eq : colon;
     if (cut <= 0) {
-      io.stderr.write(`trellis explain: --header takes name=value, not "${h}"\n`);
+      io.stderr.write(`trellis explain: --header takes name=value, not "${escapeForTerminal(h)}"\n`);
       return EXIT.usage;
     }
     headers[h.slice(0, cut).trim().toLowerCase()] = h.slice(cut + 1).trim();
@@ -33,7 +34,7 @@ export async function runExplain(dir: string, flags: ExplainFlags, io: CliIo): P
     const { readSpecAtRevision } = await import('../reconciler/git-source.ts');
     const read = await readSpecAtRevision(dir, flags.rev);
     if ('problem' in read) {
-      io.stderr.write(`trellis explain: ${read.problem}\n`);
+      io.stderr.write(`trellis explain: ${escapeForTerminal(read.problem)}\n`);
       return EXIT.failed;
     }
     result = compileFiles(read.files);
@@ -52,7 +53,7 @@ export async function runExplain(dir: string, flags: ExplainFlags, io: CliIo): P
     return EXIT.ok;
   } catch (err) {
     if (!(err instanceof ExplainError)) throw err;
-    io.stderr.write(`trellis explain: ${err.message}\n`);
+    io.stderr.write(`trellis explain: ${escapeForTerminal(err.message)}\n`);
     return EXIT.failed;
   }
 }

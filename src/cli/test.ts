@@ -1,6 +1,7 @@
 /** `trellis test [DIR]`: run the spec's TrafficTests and report them like a test runner. */
 import { compileDir } from '../compiler/compile.ts';
 import { formatLocation } from '../diagnostics/render.ts';
+import { escapeForTerminal } from '../diagnostics/terminal-escape.ts';
 import { printDiagnostics, type OutputFormat } from './diagnostics-output.ts';
 import { EXIT, useColor, type CliIo } from './io.ts';
 
@@ -15,7 +16,7 @@ export async function runTest(dir: string, opts: { format: OutputFormat }, io: C
       io.stderr.write('traffic tests did not run: the spec does not compile\n');
       return EXIT.failed;
     }
-    io.stderr.write(`${dir}: no TrafficTest documents\n`);
+    io.stderr.write(`${escapeForTerminal(dir)}: no TrafficTest documents\n`);
     return EXIT.ok;
   }
   const failedDiagnostics = result.diagnostics.filter((d) => d.code === 'TRL5001' || d.code === 'TRL5002');
@@ -25,9 +26,10 @@ export async function runTest(dir: string, opts: { format: OutputFormat }, io: C
     const color = useColor(io, 'stdout');
     const paint = (code: string, text: string) => (color ? `\x1b[${code}m${text}\x1b[0m` : text);
     for (const t of tests) {
-      io.stdout.write(`${t.ok ? paint('32', '✓') : paint('31', '✗')} ${t.name}\n`);
+      // Names, paths and messages come from the spec: escaped (terminal-escape.ts).
+      io.stdout.write(`${t.ok ? paint('32', '✓') : paint('31', '✗')} ${escapeForTerminal(t.name)}\n`);
       for (const d of failedDiagnostics.filter((x) => x.message.includes(`"${t.name}"`))) {
-        io.stdout.write(`    ${d.span ? `${formatLocation(d.span, { pathPrefix: dir })}: ` : ''}${d.message.replace(/^traffic test "[^"]+"( failed)?: /, '')}\n`);
+        io.stdout.write(`    ${d.span ? `${escapeForTerminal(formatLocation(d.span, { pathPrefix: dir }))}: ` : ''}${escapeForTerminal(d.message.replace(/^traffic test "[^"]+"( failed)?: /, ''))}\n`);
       }
     }
     const failed = tests.filter((t) => !t.ok).length;

@@ -1,5 +1,6 @@
 import type { Diagnostic, Span } from './diagnostic.ts';
 import { CODES } from './codes.ts';
+import { escapeForTerminal } from './terminal-escape.ts';
 
 /** How rendered paths and colours look. */
 export interface RenderOptions {
@@ -20,21 +21,34 @@ function joinPath(prefix: string | undefined, path: string): string {
   return prefix.endsWith('/') ? prefix + path : `${prefix}/${path}`;
 }
 
-/** `file:line:col` of a span's start. */
+/**
+ * `file:line:col` of a span's start, unescaped (for data such as `explain --format json`);
+ * text renderers escape it with the rest of their line (a file name may hold a newline).
+ */
 export function formatLocation(span: Span, options: RenderOptions = {}): string {
   const { line, col } = span.file.position(span.start);
   return `${joinPath(options.pathPrefix, span.file.path)}:${line}:${col}`;
 }
 
-/** The source line of a span with a caret run under it (a one-line excerpt, tabs kept). */
+/**
+ * The source line of a span with a caret run under it (a one-line excerpt, tabs kept).
+ * The line is escaped for the terminal, and the caret measured on the escaped text so it
+ * stays under the characters it marks.
+ */
 function excerpt(span: Span, options: RenderOptions): string[] {
   const start = span.file.position(span.start);
   const end = span.file.position(Math.max(span.start, span.end - 1));
-  const text = span.file.lineText(start.line);
+  const raw = span.file.lineText(start.line);
+  const show = (t: string) => escapeForTerminal(t, { keepTabs: true });
+  const text = show(raw);
   const gutter = String(start.line);
   const pad = ' '.repeat(gutter.length);
-  const lead = text.slice(0, start.col - 1).replace(/[^\t]/g, ' ');
-  const width = end.line === start.line ? Math.max(1, end.col - start.col + 1) : Math.max(1, text.length - start.col + 1);
+  const lead = show(raw.slice(0, start.col - 1)).replace(/[^\t]/g, ' ');
+  // Columns as before escaping (a span may end on the line break, one caret past the
+  // text), plus what escaping the marked characters added.
+  const marked = end.line === start.line ? raw.slice(start.col - 1, end.col) : raw.slice(start.col - 1);
+  const columns = end.line === start.line ? end.col - start.col + 1 : raw.length - start.col + 1;
+  const width = Math.max(1, columns + show(marked).length - marked.length);
   return [
     ` ${paint(options.color, 'dim', `${gutter} |`)} ${text}`,
     ` ${paint(options.color, 'dim', `${pad} |`)} ${lead}${paint(options.color, 'bold', '^'.repeat(width))}`,
@@ -42,16 +56,17 @@ function excerpt(span: Span, options: RenderOptions): string[] {
 }
 
 /**
- * Renders one diagnostic like a compiler:
+ * Renders one diagnostic like a compiler, for a terminal (input-derived text escaped):
  * `mesh/checkout.yaml:12:7: error TRL3003: …`, the source line with a caret, then hint and notes.
  */
 export function renderDiagnostic(d: Diagnostic, options: RenderOptions = {}): string {
   const colour = d.severity === 'error' ? 'red' : d.severity === 'warning' ? 'yellow' : 'cyan';
-  const where = d.span ? `${formatLocation(d.span, options)}: ` : d.path !== undefined ? `${joinPath(options.pathPrefix, d.path)}: ` : '';
-  const lines = [`${paint(options.color, 'bold', where)}${paint(options.color, colour, `${d.severity} ${d.code}`)}: ${d.message}`];
+  // Messages, hints and paths quote the spec and the disk: escaped, each stays one line.
+  const where = d.span ? `${escapeForTerminal(formatLocation(d.span, options))}: ` : d.path !== undefined ? `${escapeForTerminal(joinPath(options.pathPrefix, d.path))}: ` : '';
+  const lines = [`${paint(options.color, 'bold', where)}${paint(options.color, colour, `${d.severity} ${d.code}`)}: ${escapeForTerminal(d.message)}`];
   if (d.span) lines.push(...excerpt(d.span, options));
-  if (d.hint) lines.push(`  ${paint(options.color, 'cyan', 'hint')}: ${d.hint}`);
-  for (const r of d.related ?? []) lines.push(`  note: ${formatLocation(r.span, options)}: ${r.message}`);
+  if (d.hint) lines.push(`  ${paint(options.color, 'cyan', 'hint')}: ${escapeForTerminal(d.hint)}`);
+  for (const r of d.related ?? []) lines.push(`  note: ${escapeForTerminal(formatLocation(r.span, options))}: ${escapeForTerminal(r.message)}`);
   return lines.join('\n');
 }
 

@@ -3,6 +3,7 @@
  * access and sidecars. Diagnostics go through the one compiler-style renderer. Pure.
  */
 import { renderDiagnostics, type RenderOptions } from '../diagnostics/render.ts';
+import { escapeForTerminal } from '../diagnostics/terminal-escape.ts';
 import { RISK_LABELS, summaryLine, type ChangeSet, type RuleChange, type ServiceChange, type SettingChange } from './change-set.ts';
 import { arrow, shareArrow } from './describe-config.ts';
 
@@ -40,12 +41,16 @@ function serviceLines(s: ServiceChange): string[] {
   return lines;
 }
 
-/** Renders a change set as plain text (no colour), ending with a newline. */
+/**
+ * Renders a change set as plain text (no colour), ending with a newline. Every line is
+ * escaped for the terminal (service names, match values and messages come from the spec);
+ * diagnostics come escaped from their own renderer.
+ */
 export function renderText(set: ChangeSet, options: RenderOptions = {}): string {
   const out = [`Trellis traffic diff: ${summaryLine(set)}`];
   for (const side of ['base', 'head'] as const) {
     if (set[side].valid) continue;
-    out.push('', `${side} diagnostics:`, renderDiagnostics(set[side].diagnostics, options).trimEnd());
+    out.push('', `${side} diagnostics:`, ...renderDiagnostics(set[side].diagnostics, options).trimEnd().split('\n'));
   }
   if (set.risks.length > 0) {
     out.push('', 'Risks:');
@@ -63,5 +68,5 @@ export function renderText(set: ChangeSet, options: RenderOptions = {}): string 
     out.push('', 'Sidecars whose config changes:');
     for (const s of set.sidecars) out.push(`  ${s.service} (${s.change}): ${s.resources.join(', ')}`);
   }
-  return out.join('\n') + '\n';
+  return out.map((line) => escapeForTerminal(line, { keepTabs: true })).join('\n') + '\n';
 }

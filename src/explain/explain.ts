@@ -12,6 +12,7 @@ import { getLeaf } from '../compiler/defaults.ts';
 import { at, keyOf, namespaceOf, refKey, type Located } from '../compiler/resolve.ts';
 import type { Span } from '../diagnostics/diagnostic.ts';
 import { formatLocation } from '../diagnostics/render.ts';
+import { escapeForTerminal } from '../diagnostics/terminal-escape.ts';
 import { RouteTable } from '../config/router.ts';
 import { formatDuration } from '../spec/duration.ts';
 import type { HTTPRouteDocument, SpecDocument } from '../spec/types.ts';
@@ -210,13 +211,22 @@ function originText(o: Origin): string {
   return o.source === 'built-in' ? 'built-in default' : `${o.source === 'mesh-default' ? 'Mesh default, ' : ''}${o.at}`;
 }
 
-/** The human rendering: numbered steps, each with the spec line behind it. */
+/**
+ * The human rendering: numbered steps, each with the spec line behind it. Each line is
+ * escaped for the terminal: paths, headers and match values come from the command line
+ * and the spec.
+ */
 export function renderExplanation(e: Explanation): string {
+  return explanationLines(e).map((line) => escapeForTerminal(line)).join('\n');
+}
+
+/** The lines of `renderExplanation`, unescaped; the last is empty (the text ends with a newline). */
+function explanationLines(e: Explanation): string[] {
   const r = e.request;
   const headers = Object.entries(r.headers).map(([k, v]) => `${k}: ${v}`);
   const lines = [`${r.method} ${r.path}${r.query ? `?${r.query}` : ''} from ${r.from} to ${r.to}:${r.port}${headers.length ? `  (${headers.join(', ')})` : ''}`, ''];
   lines.push(`1. Caller: ${e.reachable.reason}${e.reachable.at ? `  [${e.reachable.at}]` : ''}`);
-  if (!e.reachable.ok) return [...lines, '', `Outcome: ${e.outcome}`, ''].join('\n');
+  if (!e.reachable.ok) return [...lines, '', `Outcome: ${e.outcome}`, ''];
   lines.push(
     e.consumerNamespace === null
       ? `2. Route rules of ${r.to}, in precedence order (the first match wins):`
@@ -227,7 +237,7 @@ export function renderExplanation(e: Explanation): string {
     lines.push(`   ${rule.matched ? '✓' : '✗'} ${name}${rule.at ? `  [${rule.at}]` : ''}${rule.matched ? '  matches' : `  needs ${rule.failed}`}`);
   }
   const m = e.matched;
-  if (!m) return [...lines, '', `Outcome: ${e.outcome}`, ''].join('\n');
+  if (!m) return [...lines, '', `Outcome: ${e.outcome}`, ''];
   if (m.redirect) lines.push(`3. Redirect: ${m.redirect}`);
   else {
     lines.push(`3. Backends: ${m.backends.map((b) => `${b.service}${b.port ? `:${b.port}` : ''} ${formatShare(b.share)}${b.at ? ` [${b.at}]` : ''}`).join(', ')}`);
@@ -244,6 +254,6 @@ export function renderExplanation(e: Explanation): string {
     else lines.push(`     access at ${c.service}: not checked (it runs no sidecar)`);
   });
   lines.push('', `Outcome: ${e.outcome}`, '');
-  return lines.join('\n');
+  return lines;
 }
 
