@@ -18,6 +18,9 @@
  * 4. `trellis uninstall` deletes everything.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { promisify } from 'node:util';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -32,6 +35,10 @@ import { sidecarReady, startTrellis, stopProcesses, tempDir, type Proc } from '.
 import { waitFor } from '../helpers/sidecar-harness.ts';
 
 const NS = 'trellis-system';
+const DEPLOY = new URL('../../deploy/', import.meta.url).pathname;
+const run = promisify(execFile);
+/** kubectl, when this machine has it (it brings kustomize). */
+const kubectl = () => ['/usr/bin/kubectl', '/usr/local/bin/kubectl'].find((p) => existsSync(p));
 const SPEC = `apiVersion: trellis.dev/v1alpha1
 kind: Mesh
 metadata: { name: shop }
@@ -128,6 +135,13 @@ describe('trellis install on a real API server', () => {
       const { metadata, ...rest } = o;
       assertKept(rest, got, `${o.kind}/${o.metadata!.name}`);
       assertKept(metadata, got.metadata, `${o.kind}/${o.metadata!.name}.metadata`);
+    }
+  });
+
+  test('deploy/ builds with kustomize and the API server accepts it (kubectl apply -k --dry-run=server)', { skip: kubectl() ? false : 'no kubectl on PATH' }, async () => {
+    const { stdout } = await run(kubectl()!, ['--kubeconfig', env.kubeconfigPath, 'apply', '-k', DEPLOY, '--dry-run=server'], { timeout: 60_000 });
+    for (const name of ['namespace/trellis-system', 'serviceaccount/trellis-reconciler', 'clusterrole.rbac.authorization.k8s.io/trellis-reconciler', 'deployment.apps/trellis', 'poddisruptionbudget.policy/trellis']) {
+      assert.match(stdout, new RegExp(`${name.replace(/\./g, '\\.')} .*\\(server dry run\\)`));
     }
   });
 
