@@ -209,6 +209,14 @@ kind: Service
 metadata: { name: api }
 spec: { ports: [{ port: 80 }], sidecar: false, endpoints: { kubernetes: {} } }
 ---
+# Round-robin: these tests ask which instances are candidates, not which one a balancer
+# prefers. Under peak-EWMA a new instance starts at the assumed 30 ms and can stay idle while
+# the others keep answering in 1 ms.
+apiVersion: trellis.dev/v1alpha1
+kind: TrafficPolicy
+metadata: { name: api }
+spec: { targetRefs: [{ group: trellis.dev, kind: Service, name: api }], loadBalancer: { type: round-robin } }
+---
 apiVersion: trellis.dev/v1alpha1
 kind: Service
 metadata: { name: cart }
