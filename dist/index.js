@@ -58584,6 +58584,7 @@ var CODES = {
   TRL1009: { name: "unknown-api-version", severity: "error" },
   TRL1010: { name: "unreadable-file", severity: "error" },
   TRL1011: { name: "no-documents", severity: "error" },
+  TRL1012: { name: "invalid-encoding", severity: "error" },
   // schema
   TRL2001: { name: "missing-field", severity: "error" },
   TRL2002: { name: "unknown-field", severity: "error" },
@@ -58664,30 +58665,47 @@ function formatLocation(span, options = {}) {
   const { line, col } = span.file.position(span.start);
   return `${joinPath(options.pathPrefix, span.file.path)}:${line}:${col}`;
 }
+var EXCERPT_WIDTH = 120;
+var MESSAGE_WIDTH = 300;
+function shorten(text, max) {
+  if (text.length <= max) return text;
+  const head = Math.ceil((max - 1) * 2 / 3);
+  return `${text.slice(0, head)}…${text.slice(text.length - (max - 1 - head))}`;
+}
 function excerpt(span, options) {
   const start = span.file.position(span.start);
   const end = span.file.position(Math.max(span.start, span.end - 1));
   const raw = span.file.lineText(start.line);
   const show = (t2) => escapeForTerminal(t2, { keepTabs: true });
-  const text = show(raw);
   const gutter = String(start.line);
   const pad = " ".repeat(gutter.length);
-  const lead = show(raw.slice(0, start.col - 1)).replace(/[^\t]/g, " ");
   const marked = end.line === start.line ? raw.slice(start.col - 1, end.col) : raw.slice(start.col - 1);
+  let before = show(raw.slice(0, start.col - 1));
+  let mark = show(marked);
+  let after2 = show(raw.slice(start.col - 1 + marked.length));
   const columns = end.line === start.line ? end.col - start.col + 1 : raw.length - start.col + 1;
-  const width = Math.max(1, columns + show(marked).length - marked.length);
+  let width = Math.max(1, columns + mark.length - marked.length);
+  if (before.length + Math.max(mark.length, width) + after2.length > EXCERPT_WIDTH) {
+    if (before.length > 40) before = `…${before.slice(before.length - 39)}`;
+    if (mark.length > 60) mark = `${mark.slice(0, 59)}…`;
+    width = Math.min(width, 60);
+    const room = Math.max(0, EXCERPT_WIDTH - before.length - mark.length);
+    if (after2.length > room) after2 = room > 0 ? `${after2.slice(0, room - 1)}…` : "";
+  }
+  const lead = before.replace(/[^\t]/g, " ");
   return [
-    ` ${paint(options.color, "dim", `${gutter} |`)} ${text}`,
+    ` ${paint(options.color, "dim", `${gutter} |`)} ${before}${mark}${after2}`,
     ` ${paint(options.color, "dim", `${pad} |`)} ${lead}${paint(options.color, "bold", "^".repeat(width))}`
   ];
 }
 function renderDiagnostic(d, options = {}) {
   const colour = d.severity === "error" ? "red" : d.severity === "warning" ? "yellow" : "cyan";
   const where = d.span ? `${escapeForTerminal(formatLocation(d.span, options))}: ` : d.path !== void 0 ? `${escapeForTerminal(joinPath(options.pathPrefix, d.path))}: ` : "";
-  const lines = [`${paint(options.color, "bold", where)}${paint(options.color, colour, `${d.severity} ${d.code}`)}: ${escapeForTerminal(d.message)}`];
+  const text = (t2) => shorten(escapeForTerminal(t2), MESSAGE_WIDTH);
+  const lines = [`${paint(options.color, "bold", where)}${paint(options.color, colour, `${d.severity} ${d.code}`)}: ${text(d.message)}`];
   if (d.span) lines.push(...excerpt(d.span, options));
-  if (d.hint) lines.push(`  ${paint(options.color, "cyan", "hint")}: ${escapeForTerminal(d.hint)}`);
-  for (const r2 of d.related ?? []) lines.push(`  note: ${escapeForTerminal(formatLocation(r2.span, options))}: ${escapeForTerminal(r2.message)}`);
+  if (d.hint) lines.push(`  ${paint(options.color, "cyan", "hint")}: ${text(d.hint)}`);
+  for (const r2 of d.related ?? []) lines.push(`  note: ${escapeForTerminal(formatLocation(r2.span, options))}: ${text(r2.message)}`);
   return lines.join("\n");
 }
 function summarize(diagnostics) {
@@ -62624,7 +62642,9 @@ function readSpecDir(root, limits = DEFAULT_LIMITS) {
             );
             continue;
           }
-          files.push(new SourceFile(path, readFileSync2(full, "utf8")));
+          const decoded = decodeSpecFile(path, readFileSync2(full));
+          if ("file" in decoded) files.push(decoded.file);
+          else diagnostics.push(decoded.diagnostic);
         } catch (err) {
           unreadable(full, err);
         }
@@ -62634,20 +62654,96 @@ function readSpecDir(root, limits = DEFAULT_LIMITS) {
   files.sort((a, b) => a.path < b.path ? -1 : a.path > b.path ? 1 : 0);
   return { files, diagnostics };
 }
-function flowTooDeep(text, limit) {
-  let depth = 0;
+var STRICT_UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+var LOSSY_UTF8 = new TextDecoder("utf-8", { ignoreBOM: true });
+function firstInvalidUtf8(bytes) {
+  let i2 = 0;
+  while (i2 < bytes.length) {
+    const b = bytes[i2];
+    if (b < 128) {
+      i2++;
+      continue;
+    }
+    const need = b >= 194 && b <= 223 ? 1 : b >= 224 && b <= 239 ? 2 : b >= 240 && b <= 244 ? 3 : 0;
+    if (need === 0) return i2;
+    const [lo, hi] = b === 224 ? [160, 191] : b === 237 ? [128, 159] : b === 240 ? [144, 191] : b === 244 ? [128, 143] : [128, 191];
+    for (let k = 1; k <= need; k++) {
+      const c3 = bytes[i2 + k];
+      if (c3 === void 0 || c3 < (k === 1 ? lo : 128) || c3 > (k === 1 ? hi : 191)) return i2;
+    }
+    i2 += need + 1;
+  }
+  return -1;
+}
+function decodeSpecFile(path, bytes) {
+  const hint = 'save the file as UTF-8 text (editors offer it under "encoding"; iconv -t UTF-8 converts from the command line)';
+  if (bytes.length >= 2 && (bytes[0] === 255 && bytes[1] === 254 || bytes[0] === 254 && bytes[1] === 255)) {
+    const order = bytes[0] === 255 ? "little-endian" : "big-endian";
+    return { diagnostic: diagnostic("TRL1012", `file is UTF-16 (${order}, it starts with a UTF-16 byte order mark); spec files are read as UTF-8`, void 0, { path, hint }) };
+  }
+  const nul = bytes.indexOf(0);
+  if (nul >= 0) {
+    return { diagnostic: diagnostic("TRL1012", `file is binary, not YAML text: it holds a NUL byte (at byte ${nul})`, void 0, { path, hint: "only *.yaml and *.yml files are read; rename or move a file that is not a spec" }) };
+  }
+  try {
+    return { file: new SourceFile(path, STRICT_UTF8.decode(bytes)) };
+  } catch {
+    const bad = firstInvalidUtf8(bytes);
+    const file = new SourceFile(path, LOSSY_UTF8.decode(bytes));
+    const at2 = LOSSY_UTF8.decode(bytes.subarray(0, Math.max(0, bad))).length;
+    const byte = `0x${bytes[bad].toString(16).padStart(2, "0")}`;
+    return { diagnostic: diagnostic("TRL1012", `file is not valid UTF-8: byte ${byte} (at byte offset ${bad}) does not start or continue a character`, { file, start: at2, end: at2 + 1 }, { hint }) };
+  }
+}
+function nestingTooDeep(text, limit) {
+  const columns = [];
+  let flow = 0;
   let quote = "";
-  for (let i2 = 0; i2 < text.length; i2++) {
-    const c3 = text[i2];
-    if (quote) {
-      if (c3 === quote || c3 === "\n") quote = "";
-    } else if (c3 === '"' || c3 === "'") quote = c3;
-    else if (c3 === "#" && (i2 === 0 || text[i2 - 1] === " " || text[i2 - 1] === "\n")) {
-      const nl = text.indexOf("\n", i2);
-      i2 = nl < 0 ? text.length : nl;
-    } else if (c3 === "[" || c3 === "{") {
-      if (++depth > limit) return i2;
-    } else if (c3 === "]" || c3 === "}") depth = Math.max(0, depth - 1);
+  let scalarParent = -1;
+  let lineStart = 0;
+  while (lineStart <= text.length) {
+    let lineEnd = text.indexOf("\n", lineStart);
+    if (lineEnd < 0) lineEnd = text.length;
+    let i2 = lineStart;
+    while (i2 < lineEnd && text[i2] === " ") i2++;
+    const indent = i2 - lineStart;
+    const blank = i2 === lineEnd || text[i2] === "#" || text[i2] === "\r";
+    if (scalarParent >= 0 && (blank || indent > scalarParent)) {
+      lineStart = lineEnd + 1;
+      continue;
+    }
+    scalarParent = -1;
+    if (flow === 0 && !quote && !blank) {
+      if (indent === 0 && (text.startsWith("---", i2) || text.startsWith("...", i2))) columns.length = 0;
+      else {
+        while (columns.length > 0 && columns[columns.length - 1] >= indent) columns.pop();
+        columns.push(indent);
+        while ((text[i2] === "-" || text[i2] === "?") && (i2 + 1 === lineEnd || text[i2 + 1] === " ")) {
+          i2++;
+          while (i2 < lineEnd && text[i2] === " ") i2++;
+          if (i2 < lineEnd) columns.push(i2 - lineStart);
+          if (columns.length > limit) return i2;
+        }
+        if (columns.length > limit) return i2;
+      }
+    }
+    let lastSignificant = "";
+    for (; i2 < lineEnd; i2++) {
+      const c3 = text[i2];
+      if (quote) {
+        if (c3 === quote) quote = "";
+        continue;
+      }
+      if (c3 === '"' || c3 === "'") quote = c3;
+      else if (c3 === "#" && (i2 === lineStart || text[i2 - 1] === " " || text[i2 - 1] === "	")) break;
+      else if (c3 === "[" || c3 === "{") {
+        if (++flow + columns.length > limit) return i2;
+      } else if (c3 === "]" || c3 === "}") flow = Math.max(0, flow - 1);
+      if (c3 !== " " && c3 !== "	" && c3 !== "\r") lastSignificant = c3;
+    }
+    quote = "";
+    if (flow === 0 && "|>-+0123456789".includes(lastSignificant || " ") && /(^|[\s:-])[|>][-+0-9]*$/.test(text.slice(lineStart, lineEnd).replace(/\s+#.*$/, "").trimEnd())) scalarParent = indent;
+    lineStart = lineEnd + 1;
   }
   return -1;
 }
@@ -62680,7 +62776,7 @@ function parseSpecFiles(files, limits = DEFAULT_LIMITS) {
   const documents = [];
   const diagnostics = [];
   for (const file of files) {
-    const deep = flowTooDeep(file.text, limits.maxDepth);
+    const deep = nestingTooDeep(file.text, limits.maxDepth);
     if (deep >= 0) {
       diagnostics.push(diagnostic("TRL1005", `YAML nests deeper than ${limits.maxDepth} levels`, spanOf(file, [deep, deep + 1]), { hint: "flatten the structure; real specs nest a dozen levels at most" }));
       continue;
@@ -62697,7 +62793,8 @@ function parseSpecFiles(files, limits = DEFAULT_LIMITS) {
     try {
       docs = yamlDocuments(file);
     } catch (err) {
-      diagnostics.push(diagnostic("TRL1002", `YAML could not be parsed: ${err.message}`, spanOf(file, [0, 1])));
+      if (err instanceof RangeError) diagnostics.push(diagnostic("TRL1005", `YAML nests too deeply to parse (the limit is ${limits.maxDepth} levels)`, spanOf(file, [0, 1]), { hint: "flatten the structure; real specs nest a dozen levels at most" }));
+      else diagnostics.push(diagnostic("TRL1002", `YAML could not be parsed: ${err.message}`, spanOf(file, [0, 1])));
       continue;
     }
     docs.forEach((doc, index) => {

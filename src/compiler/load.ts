@@ -92,7 +92,9 @@ export function readSpecDir(root: string, limits: LoadLimits = DEFAULT_LIMITS): 
             );
             continue;
           }
-          files.push(new SourceFile(path, readFileSync(full, 'utf8')));
+          const decoded = decodeSpecFile(path, readFileSync(full));
+          if ('file' in decoded) files.push(decoded.file);
+          else diagnostics.push(decoded.diagnostic);
         } catch (err) {
           unreadable(full, err);
         }
@@ -103,26 +105,126 @@ export function readSpecDir(root: string, limits: LoadLimits = DEFAULT_LIMITS): 
   return { files, diagnostics };
 }
 
+const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+const LOSSY_UTF8 = new TextDecoder('utf-8', { ignoreBOM: true });
+
 /**
- * Offset at which `[`/`{` nesting first exceeds `limit`, or -1. Counted before parsing:
- * the parser recurses, so a deep flow collection would cost seconds (or the stack)
- * before any limit could apply. Quotes and comments are skipped roughly; the count only
- * has to be an upper bound for real specs and exact for hostile ones, which nest plainly.
+ * Index of the first byte that does not start or continue a UTF-8 character as the
+ * Encoding Standard reads it (no overlong forms, surrogates or code points past U+10FFFF),
+ * or -1. Run only once the strict decoder has refused the bytes, to say where.
  */
-function flowTooDeep(text: string, limit: number): number {
-  let depth = 0;
+function firstInvalidUtf8(bytes: Uint8Array): number {
+  let i = 0;
+  while (i < bytes.length) {
+    const b = bytes[i]!;
+    if (b < 0x80) {
+      i++;
+      continue;
+    }
+    const need = b >= 0xc2 && b <= 0xdf ? 1 : b >= 0xe0 && b <= 0xef ? 2 : b >= 0xf0 && b <= 0xf4 ? 3 : 0;
+    if (need === 0) return i;
+    const [lo, hi] = b === 0xe0 ? [0xa0, 0xbf] : b === 0xed ? [0x80, 0x9f] : b === 0xf0 ? [0x90, 0xbf] : b === 0xf4 ? [0x80, 0x8f] : [0x80, 0xbf];
+    for (let k = 1; k <= need; k++) {
+      const c = bytes[i + k];
+      if (c === undefined || c < (k === 1 ? lo : 0x80) || c > (k === 1 ? hi : 0xbf)) return i;
+    }
+    i += need + 1;
+  }
+  return -1;
+}
+
+/**
+ * A spec file's bytes as text, or the reason they are not UTF-8 text (TRL1012): YAML is
+ * read as UTF-8, and decoding anything else silently (as Node's 'utf8' does, with U+FFFD)
+ * would compile a value the author never wrote. UTF-16 files (byte order mark) and binary
+ * files (NUL bytes) are named as such, without their bytes; for other invalid bytes the
+ * diagnostic points at the first one. A UTF-8 byte order mark is kept in the text, as the
+ * YAML parsers expect it.
+ */
+export function decodeSpecFile(path: string, bytes: Uint8Array): { file: SourceFile } | { diagnostic: Diagnostic } {
+  const hint = 'save the file as UTF-8 text (editors offer it under "encoding"; iconv -t UTF-8 converts from the command line)';
+  if (bytes.length >= 2 && ((bytes[0] === 0xff && bytes[1] === 0xfe) || (bytes[0] === 0xfe && bytes[1] === 0xff))) {
+    const order = bytes[0] === 0xff ? 'little-endian' : 'big-endian';
+    return { diagnostic: diagnostic('TRL1012', `file is UTF-16 (${order}, it starts with a UTF-16 byte order mark); spec files are read as UTF-8`, undefined, { path, hint }) };
+  }
+  const nul = bytes.indexOf(0);
+  if (nul >= 0) {
+    return { diagnostic: diagnostic('TRL1012', `file is binary, not YAML text: it holds a NUL byte (at byte ${nul})`, undefined, { path, hint: 'only *.yaml and *.yml files are read; rename or move a file that is not a spec' }) };
+  }
+  try {
+    return { file: new SourceFile(path, STRICT_UTF8.decode(bytes)) };
+  } catch {
+    const bad = firstInvalidUtf8(bytes);
+    const file = new SourceFile(path, LOSSY_UTF8.decode(bytes));
+    const at = LOSSY_UTF8.decode(bytes.subarray(0, Math.max(0, bad))).length;
+    const byte = `0x${bytes[bad]!.toString(16).padStart(2, '0')}`;
+    return { diagnostic: diagnostic('TRL1012', `file is not valid UTF-8: byte ${byte} (at byte offset ${bad}) does not start or continue a character`, { file, start: at, end: at + 1 }, { hint }) };
+  }
+}
+
+/**
+ * Offset at which collection nesting first exceeds `limit`, or -1. Counted before parsing:
+ * both parsers recurse, so a deeply nested file would cost seconds, or the stack ("Maximum
+ * call stack size exceeded"), before any limit could apply.
+ *
+ * Block levels are counted from indentation (a stack of the columns of open block
+ * collections, compact `- ` and `? ` indicators each opening one more) and flow levels
+ * from `[`/`{`; a line's depth is the two together. Quotes and comments are skipped
+ * roughly, and the lines of block scalars (`|`, `>`) are not counted. The count only has to
+ * be close for real specs (a dozen levels against a limit of 64) and exact for hostile
+ * ones, which nest plainly.
+ */
+function nestingTooDeep(text: string, limit: number): number {
+  const columns: number[] = [];
+  let flow = 0;
   let quote = '';
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i];
-    if (quote) {
-      if (c === quote || c === '\n') quote = '';
-    } else if (c === '"' || c === "'") quote = c;
-    else if (c === '#' && (i === 0 || text[i - 1] === ' ' || text[i - 1] === '\n')) {
-      const nl = text.indexOf('\n', i);
-      i = nl < 0 ? text.length : nl;
-    } else if (c === '[' || c === '{') {
-      if (++depth > limit) return i;
-    } else if (c === ']' || c === '}') depth = Math.max(0, depth - 1);
+  let scalarParent = -1; // indentation of the line that opened a block scalar, while inside it
+  let lineStart = 0;
+  while (lineStart <= text.length) {
+    let lineEnd = text.indexOf('\n', lineStart);
+    if (lineEnd < 0) lineEnd = text.length;
+    let i = lineStart;
+    while (i < lineEnd && text[i] === ' ') i++;
+    const indent = i - lineStart;
+    const blank = i === lineEnd || text[i] === '#' || text[i] === '\r';
+    if (scalarParent >= 0 && (blank || indent > scalarParent)) {
+      lineStart = lineEnd + 1;
+      continue;
+    }
+    scalarParent = -1;
+    if (flow === 0 && !quote && !blank) {
+      if (indent === 0 && (text.startsWith('---', i) || text.startsWith('...', i))) columns.length = 0;
+      else {
+        while (columns.length > 0 && columns[columns.length - 1]! >= indent) columns.pop();
+        columns.push(indent);
+        // Compact collections: `- - x`, `- ? k`, `- k: v` open one level per indicator.
+        while ((text[i] === '-' || text[i] === '?') && (i + 1 === lineEnd || text[i + 1] === ' ')) {
+          i++;
+          while (i < lineEnd && text[i] === ' ') i++;
+          if (i < lineEnd) columns.push(i - lineStart);
+          if (columns.length > limit) return i;
+        }
+        if (columns.length > limit) return i;
+      }
+    }
+    let lastSignificant = '';
+    for (; i < lineEnd; i++) {
+      const c = text[i]!;
+      if (quote) {
+        if (c === quote) quote = '';
+        continue;
+      }
+      if (c === '"' || c === "'") quote = c;
+      else if (c === '#' && (i === lineStart || text[i - 1] === ' ' || text[i - 1] === '\t')) break;
+      else if (c === '[' || c === '{') {
+        if (++flow + columns.length > limit) return i;
+      } else if (c === ']' || c === '}') flow = Math.max(0, flow - 1);
+      if (c !== ' ' && c !== '\t' && c !== '\r') lastSignificant = c;
+    }
+    quote = ''; // the rough rule: a quote never spans lines here
+    // `key: |`, `- >-`, `|2`: the lines that follow, more indented, are text.
+    if (flow === 0 && '|>-+0123456789'.includes(lastSignificant || ' ') && /(^|[\s:-])[|>][-+0-9]*$/.test(text.slice(lineStart, lineEnd).replace(/\s+#.*$/, '').trimEnd())) scalarParent = indent;
+    lineStart = lineEnd + 1;
   }
   return -1;
 }
@@ -167,7 +269,7 @@ export function parseSpecFiles(files: readonly SourceFile[], limits: LoadLimits 
   const documents: ParsedDocument[] = [];
   const diagnostics: Diagnostic[] = [];
   for (const file of files) {
-    const deep = flowTooDeep(file.text, limits.maxDepth);
+    const deep = nestingTooDeep(file.text, limits.maxDepth);
     if (deep >= 0) {
       diagnostics.push(diagnostic('TRL1005', `YAML nests deeper than ${limits.maxDepth} levels`, spanOf(file, [deep, deep + 1]), { hint: 'flatten the structure; real specs nest a dozen levels at most' }));
       continue;
@@ -184,7 +286,9 @@ export function parseSpecFiles(files: readonly SourceFile[], limits: LoadLimits 
     try {
       docs = yamlDocuments(file);
     } catch (err) {
-      diagnostics.push(diagnostic('TRL1002', `YAML could not be parsed: ${(err as Error).message}`, spanOf(file, [0, 1])));
+      // A stack overflow means nesting the pre-count missed (it is rough on purpose): say so.
+      if (err instanceof RangeError) diagnostics.push(diagnostic('TRL1005', `YAML nests too deeply to parse (the limit is ${limits.maxDepth} levels)`, spanOf(file, [0, 1]), { hint: 'flatten the structure; real specs nest a dozen levels at most' }));
+      else diagnostics.push(diagnostic('TRL1002', `YAML could not be parsed: ${(err as Error).message}`, spanOf(file, [0, 1])));
       continue;
     }
     docs.forEach((doc, index) => {

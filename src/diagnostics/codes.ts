@@ -28,6 +28,7 @@ export const CODES = {
   TRL1009: { name: 'unknown-api-version', severity: 'error' },
   TRL1010: { name: 'unreadable-file', severity: 'error' },
   TRL1011: { name: 'no-documents', severity: 'error' },
+  TRL1012: { name: 'invalid-encoding', severity: 'error' },
   // schema
   TRL2001: { name: 'missing-field', severity: 'error' },
   TRL2002: { name: 'unknown-field', severity: 'error' },

@@ -31,26 +31,53 @@ export function formatLocation(span: Span, options: RenderOptions = {}): string 
 }
 
 /**
+ * Widest source excerpt printed, in columns. A minified or generated file may hold a line
+ * of a megabyte, which printed whole (with a caret line as long) would bury the diagnostic
+ * under megabytes of output; compilers cut such lines around the caret the same way.
+ */
+export const EXCERPT_WIDTH = 120;
+
+/** Longest message, hint or note printed: they may quote a value of any length from the spec. */
+export const MESSAGE_WIDTH = 300;
+
+/** `text` cut to `max` columns in the middle, with an ellipsis, when longer. */
+function shorten(text: string, max: number): string {
+  if (text.length <= max) return text;
+  const head = Math.ceil((max - 1) * 2 / 3);
+  return `${text.slice(0, head)}…${text.slice(text.length - (max - 1 - head))}`;
+}
+
+/**
  * The source line of a span with a caret run under it (a one-line excerpt, tabs kept).
  * The line is escaped for the terminal, and the caret measured on the escaped text so it
- * stays under the characters it marks.
+ * stays under the characters it marks. A line wider than EXCERPT_WIDTH is cut around the
+ * caret, each cut marked with an ellipsis: up to 40 columns before it, up to 60 marked.
  */
 function excerpt(span: Span, options: RenderOptions): string[] {
   const start = span.file.position(span.start);
   const end = span.file.position(Math.max(span.start, span.end - 1));
   const raw = span.file.lineText(start.line);
   const show = (t: string) => escapeForTerminal(t, { keepTabs: true });
-  const text = show(raw);
   const gutter = String(start.line);
   const pad = ' '.repeat(gutter.length);
-  const lead = show(raw.slice(0, start.col - 1)).replace(/[^\t]/g, ' ');
+  const marked = end.line === start.line ? raw.slice(start.col - 1, end.col) : raw.slice(start.col - 1);
+  let before = show(raw.slice(0, start.col - 1));
+  let mark = show(marked);
+  let after = show(raw.slice(start.col - 1 + marked.length));
   // Columns as before escaping (a span may end on the line break, one caret past the
   // text), plus what escaping the marked characters added.
-  const marked = end.line === start.line ? raw.slice(start.col - 1, end.col) : raw.slice(start.col - 1);
   const columns = end.line === start.line ? end.col - start.col + 1 : raw.length - start.col + 1;
-  const width = Math.max(1, columns + show(marked).length - marked.length);
+  let width = Math.max(1, columns + mark.length - marked.length);
+  if (before.length + Math.max(mark.length, width) + after.length > EXCERPT_WIDTH) {
+    if (before.length > 40) before = `…${before.slice(before.length - 39)}`;
+    if (mark.length > 60) mark = `${mark.slice(0, 59)}…`;
+    width = Math.min(width, 60);
+    const room = Math.max(0, EXCERPT_WIDTH - before.length - mark.length);
+    if (after.length > room) after = room > 0 ? `${after.slice(0, room - 1)}…` : '';
+  }
+  const lead = before.replace(/[^\t]/g, ' ');
   return [
-    ` ${paint(options.color, 'dim', `${gutter} |`)} ${text}`,
+    ` ${paint(options.color, 'dim', `${gutter} |`)} ${before}${mark}${after}`,
     ` ${paint(options.color, 'dim', `${pad} |`)} ${lead}${paint(options.color, 'bold', '^'.repeat(width))}`,
   ];
 }
@@ -63,10 +90,11 @@ export function renderDiagnostic(d: Diagnostic, options: RenderOptions = {}): st
   const colour = d.severity === 'error' ? 'red' : d.severity === 'warning' ? 'yellow' : 'cyan';
   // Messages, hints and paths quote the spec and the disk: escaped, each stays one line.
   const where = d.span ? `${escapeForTerminal(formatLocation(d.span, options))}: ` : d.path !== undefined ? `${escapeForTerminal(joinPath(options.pathPrefix, d.path))}: ` : '';
-  const lines = [`${paint(options.color, 'bold', where)}${paint(options.color, colour, `${d.severity} ${d.code}`)}: ${escapeForTerminal(d.message)}`];
+  const text = (t: string) => shorten(escapeForTerminal(t), MESSAGE_WIDTH);
+  const lines = [`${paint(options.color, 'bold', where)}${paint(options.color, colour, `${d.severity} ${d.code}`)}: ${text(d.message)}`];
   if (d.span) lines.push(...excerpt(d.span, options));
-  if (d.hint) lines.push(`  ${paint(options.color, 'cyan', 'hint')}: ${escapeForTerminal(d.hint)}`);
-  for (const r of d.related ?? []) lines.push(`  note: ${escapeForTerminal(formatLocation(r.span, options))}: ${escapeForTerminal(r.message)}`);
+  if (d.hint) lines.push(`  ${paint(options.color, 'cyan', 'hint')}: ${text(d.hint)}`);
+  for (const r of d.related ?? []) lines.push(`  note: ${escapeForTerminal(formatLocation(r.span, options))}: ${text(r.message)}`);
   return lines.join('\n');
 }
 
