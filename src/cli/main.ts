@@ -87,6 +87,7 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .option('--kubernetes', 'take endpoints of services with endpoints.kubernetes from EndpointSlices of this cluster')
     .option('--kubeconfig <file>', 'cluster to use with --kubernetes (default: KUBECONFIG, else in-cluster, else ~/.kube/config)')
     .option('--kubernetes-namespace <ns...>', 'watch EndpointSlices only in these namespaces (default: all; needs a ClusterRole)')
+    .option('--kubernetes-namespaces-from-spec', 'watch EndpointSlices only in the namespaces the applied spec takes endpoints from (a Role in each is enough)')
     .action(async (flags: ReconcileFlags) => setCode(await (await import('./reconcile.ts')).runReconcile(flags, io)));
 
   sub('status')

@@ -40,6 +40,8 @@ export interface ReconcileFlags {
   kubernetes?: boolean;
   kubeconfig?: string;
   kubernetesNamespace?: string[];
+  /** Watch only the namespaces the applied spec takes endpoints from (`--kubernetes-namespaces-from-spec`). */
+  kubernetesNamespacesFromSpec?: boolean;
 }
 
 /** The mesh CA from flags: the operator's root, or one kept (made on first start) in --ca-dir. */
@@ -100,8 +102,12 @@ export async function startReconciler(flags: ReconcileFlags, io: CliIo, token: s
     io.stderr.write(`trellis reconcile: the mesh CA: ${(err as Error).message}\n`);
     return undefined;
   }
-  if (!flags.kubernetes && (flags.kubeconfig || flags.kubernetesNamespace)) {
-    io.stderr.write('trellis reconcile: --kubeconfig and --kubernetes-namespace need --kubernetes\n');
+  if (!flags.kubernetes && (flags.kubeconfig || flags.kubernetesNamespace || flags.kubernetesNamespacesFromSpec)) {
+    io.stderr.write('trellis reconcile: --kubeconfig, --kubernetes-namespace and --kubernetes-namespaces-from-spec need --kubernetes\n');
+    return undefined;
+  }
+  if (flags.kubernetesNamespace && flags.kubernetesNamespacesFromSpec) {
+    io.stderr.write('trellis reconcile: give --kubernetes-namespace NS… or --kubernetes-namespaces-from-spec, not both\n');
     return undefined;
   }
   const metrics = new ReconcilerMetrics();
@@ -110,7 +116,7 @@ export async function startReconciler(flags: ReconcileFlags, io: CliIo, token: s
   if (flags.kubernetes) {
     try {
       const { kubeConfig, from } = loadKubeConfig({ ...(flags.kubeconfig ? { kubeconfig: flags.kubeconfig } : {}), env: io.env });
-      discovery = new KubernetesDiscovery({ kubeConfig, log: log.child({ component: 'discovery' }), metrics, ...(flags.kubernetesNamespace ? { namespaces: flags.kubernetesNamespace } : {}) });
+      discovery = new KubernetesDiscovery({ kubeConfig, log: log.child({ component: 'discovery' }), metrics, ...(flags.kubernetesNamespacesFromSpec ? { namespaces: 'spec' as const } : flags.kubernetesNamespace ? { namespaces: flags.kubernetesNamespace } : {}) });
       serviceAccounts = new TokenReviewAuthenticator({ review: kubernetesTokenReviewer(kubeConfig) });
       log.info({ type: 'kubernetes_config', from, server: kubeConfig.getCurrentCluster()?.server }, `endpoints from ${discovery.description} via ${from}`);
     } catch (err) {

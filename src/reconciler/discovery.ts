@@ -53,6 +53,24 @@ export interface Discovery {
   instances(namespace: string, service: string, port: PortChoice): readonly CompiledEndpoint[] | undefined;
   synced(): boolean;
   state(): DiscoveryState;
+  /**
+   * Optional: the namespaces the applied spec takes endpoints from, told on every revision,
+   * for a discovery that watches only those. A namespace it starts watching makes `synced()`
+   * false until it is listed (and calls `onChange` when it is).
+   */
+  follow?(namespaces: ReadonlySet<string>): void;
+}
+
+/** The namespaces whose Kubernetes Services a compiled mesh takes endpoints from. */
+export function discoveredNamespaces(mesh: CompiledMesh): Set<string> {
+  const namespaces = new Set<string>();
+  for (const config of mesh.configs.values()) {
+    for (const r of config.resources) {
+      const k8s = r.name.startsWith('endpoints/') ? (r.body as EndpointsBody).kubernetes : undefined;
+      if (k8s) namespaces.add(k8s.namespace);
+    }
+  }
+  return namespaces;
 }
 
 /** `namespace/name` of a discovered service: the key `onChange` uses (unlike service keys, it always names the namespace). */

@@ -153,8 +153,12 @@ function withTimeout<T>(promise: Promise<T>, what: string): Promise<T> {
 
 export interface KubernetesDiscoveryOptions {
   readonly kubeConfig: k8s.KubeConfig;
-  /** Watch only these namespaces (one watch each); absent or empty: every namespace (one cluster-wide watch, needs a ClusterRole). */
-  readonly namespaces?: readonly string[];
+  /**
+   * Which namespaces to watch: absent or empty, every namespace (one cluster-wide watch, needs
+   * a ClusterRole); a list, those (one watch each, a Role in each is enough); `spec`, the
+   * namespaces the applied spec takes endpoints from, as `follow` tells them.
+   */
+  readonly namespaces?: readonly string[] | 'spec';
   readonly log: Logger;
   readonly metrics?: ReconcilerMetrics;
   readonly now?: () => number;
@@ -172,6 +176,13 @@ interface Scope {
   listed: boolean;
   failures: number;
   controller: AbortController | null;
+  /** Aborted when the scope is no longer wanted (or the discovery stops). */
+  readonly ended: AbortController;
+  loop: Promise<void> | null;
+}
+
+function newScope(namespace: string | null): Scope {
+  return { namespace, resourceVersion: null, listed: false, failures: 0, controller: null, ended: new AbortController(), loop: null };
 }
 
 function abortableDelay(ms: number, signal: AbortSignal): Promise<void> {
@@ -188,21 +199,23 @@ function abortableDelay(ms: number, signal: AbortSignal): Promise<void> {
 }
 
 export class KubernetesDiscovery implements Discovery {
-  readonly description: string;
   readonly #o: KubernetesDiscoveryOptions;
   readonly #now: () => number;
   readonly #random: () => number;
   readonly #delay: (ms: number, signal: AbortSignal) => Promise<void>;
-  readonly #scopes: Scope[];
+  /** By namespace (null: the cluster-wide scope). */
+  readonly #scopes = new Map<string | null, Scope>();
+  /** `spec` mode: whether `follow` has been called (before that nothing is known to be complete). */
+  #followed = false;
   /** Slices by `namespace/name`. */
   readonly #slices = new Map<string, DiscoveredSlice>();
   /** Slice keys by discovered service key (`namespace/service`). */
   readonly #byService = new Map<string, Set<string>>();
   readonly #stopping = new AbortController();
   #onChange: ((changed: ReadonlySet<string>) => void) | null = null;
-  #loops: Promise<void>[] = [];
   #error: string | null = null;
   #lastChangeAt: number | null = null;
+  /** Whether every wanted scope had its first list, as last announced (answers and events wait for it). */
   #synced = false;
 
   constructor(options: KubernetesDiscoveryOptions) {
@@ -210,21 +223,56 @@ export class KubernetesDiscovery implements Discovery {
     this.#now = options.now ?? Date.now;
     this.#random = options.random ?? Math.random;
     this.#delay = options.delay ?? abortableDelay;
+    if (options.namespaces === 'spec') return;
     const namespaces = [...new Set(options.namespaces ?? [])].sort();
-    this.#scopes = (namespaces.length > 0 ? namespaces : [null]).map((namespace) => ({ namespace, resourceVersion: null, listed: false, failures: 0, controller: null }));
-    this.description = `kubernetes EndpointSlices (${namespaces.length > 0 ? `namespaces ${namespaces.join(', ')}` : 'all namespaces'})`;
+    for (const namespace of namespaces.length > 0 ? namespaces : [null]) this.#scopes.set(namespace, newScope(namespace));
+  }
+
+  get description(): string {
+    const watched = [...this.#scopes.keys()].filter((n): n is string => n !== null).sort();
+    if (this.#o.namespaces === 'spec') return `kubernetes EndpointSlices (namespaces of the spec: ${watched.length > 0 ? watched.join(', ') : 'none yet'})`;
+    return `kubernetes EndpointSlices (${watched.length > 0 ? `namespaces ${watched.join(', ')}` : 'all namespaces'})`;
   }
 
   async start(onChange: (changed: ReadonlySet<string>) => void): Promise<void> {
     this.#onChange = onChange;
-    this.#loops = this.#scopes.map((scope) => this.#run(scope));
+    for (const scope of this.#scopes.values()) scope.loop = this.#run(scope);
   }
 
   async stop(): Promise<void> {
     this.#stopping.abort();
     this.#onChange = null;
-    for (const scope of this.#scopes) scope.controller?.abort();
-    await Promise.all(this.#loops);
+    for (const scope of this.#scopes.values()) {
+      scope.ended.abort();
+      scope.controller?.abort();
+    }
+    await Promise.all([...this.#scopes.values()].map((s) => s.loop));
+  }
+
+  /**
+   * With `namespaces: 'spec'`: watch exactly these namespaces from now on. New ones are listed
+   * (and `synced()` is false until they are); dropped ones stop being watched and their
+   * services are forgotten. Ignored in the other modes.
+   */
+  follow(namespaces: ReadonlySet<string>): void {
+    if (this.#o.namespaces !== 'spec' || this.#stopped) return;
+    this.#followed = true;
+    const changed = new Set<string>();
+    for (const [namespace, scope] of this.#scopes) {
+      if (namespace !== null && namespaces.has(namespace)) continue;
+      scope.ended.abort();
+      scope.controller?.abort();
+      this.#scopes.delete(namespace);
+      for (const [key, slice] of this.#slices) if (slice.namespace === namespace) this.#delete(key, changed);
+    }
+    for (const namespace of [...namespaces].sort()) {
+      if (this.#scopes.has(namespace)) continue;
+      const scope = newScope(namespace);
+      this.#scopes.set(namespace, scope);
+      if (this.#onChange) scope.loop = this.#run(scope);
+    }
+    this.#o.log.info({ type: 'discovery_namespaces', namespaces: [...namespaces].sort() }, this.description);
+    this.#announce(changed);
   }
 
   synced(): boolean {
@@ -248,10 +296,11 @@ export class KubernetesDiscovery implements Discovery {
 
   async #run(scope: Scope): Promise<void> {
     const log = this.#o.log;
-    while (!this.#stopped) {
+    const ended = () => scope.ended.signal.aborted;
+    while (!ended()) {
       try {
         if (scope.resourceVersion === null) await this.#list(scope);
-        if (this.#stopped) break;
+        if (ended()) break;
         const outcome = await this.#watch(scope);
         log.debug({ type: 'discovery_watch_ended', namespace: scope.namespace, outcome, resourceVersion: scope.resourceVersion }, `EndpointSlice watch ended (${outcome})`);
         if (outcome === 'gone') {
@@ -259,19 +308,19 @@ export class KubernetesDiscovery implements Discovery {
           scope.resourceVersion = null;
         } else if (outcome === 'idle') {
           // Closed at once without a word: do not spin on a server that keeps doing that.
-          await this.#delay(watchBackoffMs(++scope.failures, this.#random), this.#stopping.signal);
+          await this.#delay(watchBackoffMs(++scope.failures, this.#random), scope.ended.signal);
         } else {
           scope.failures = 0;
         }
       } catch (err) {
-        if (this.#stopped) break;
+        if (ended()) break;
         scope.failures++;
         const { code, message } = describeError(err);
         log.debug({ type: 'discovery_attempt_failed', code, namespace: scope.namespace, error: message, failures: scope.failures }, message);
         if (this.#error !== message) log.warn({ type: 'discovery_error', code, namespace: scope.namespace, error: message, synced: this.#synced }, `${message}; keeping the last known endpoints`);
         this.#error = message;
         this.#o.metrics?.discoveryErrors.inc({ code });
-        await this.#delay(watchBackoffMs(scope.failures, this.#random), this.#stopping.signal);
+        await this.#delay(watchBackoffMs(scope.failures, this.#random), scope.ended.signal);
       }
     }
   }
@@ -296,7 +345,7 @@ export class KubernetesDiscovery implements Discovery {
       items.push(...page.items);
       token = page.metadata?._continue || undefined;
       resourceVersion = page.metadata?.resourceVersion ?? resourceVersion;
-      if (this.#stopped) return;
+      if (scope.ended.signal.aborted) return;
     } while (token);
     const fresh = new Map<string, DiscoveredSlice>();
     for (const item of items) {
@@ -311,15 +360,23 @@ export class KubernetesDiscovery implements Discovery {
     for (const [key, slice] of fresh) this.#put(key, slice, changed);
     scope.resourceVersion = resourceVersion;
     scope.failures = 0;
-    this.#recovered();
-    const first = !scope.listed;
     scope.listed = true;
-    if (first && !this.#synced && this.#scopes.every((s) => s.listed)) {
-      this.#synced = true;
-      this.#o.metrics?.discoverySynced.set(1);
+    this.#recovered();
+    this.#announce(changed);
+  }
+
+  /**
+   * Recomputes whether every wanted scope is listed; on turning synced, every known service
+   * counts as changed (nothing was announced meanwhile). Then tells the reconciler.
+   */
+  #announce(changed: Set<string>): void {
+    const synced = (this.#o.namespaces !== 'spec' || this.#followed) && [...this.#scopes.values()].every((s) => s.listed);
+    if (synced && !this.#synced) {
       for (const key of this.#byService.keys()) changed.add(key);
       this.#o.log.info({ type: 'discovery_synced', slices: this.#slices.size, services: this.#byService.size }, `listed ${this.#slices.size} EndpointSlices of ${this.#byService.size} services`);
     }
+    if (synced !== this.#synced) this.#o.metrics?.discoverySynced.set(synced ? 1 : 0);
+    this.#synced = synced;
     this.#emit(changed);
   }
 
@@ -341,7 +398,7 @@ export class KubernetesDiscovery implements Discovery {
         reject(timeoutError('starting the EndpointSlice watch'));
       }, REQUEST_TIMEOUT_MS);
       const onEvent = (phase: string, obj: k8s.V1EndpointSlice & { code?: number; message?: string }) => {
-        if (abandoned) return;
+        if (abandoned || scope.ended.signal.aborted) return;
         clearTimeout(connectTimer);
         events++;
         if (phase === 'ERROR') {
@@ -368,8 +425,8 @@ export class KubernetesDiscovery implements Discovery {
         ended = true;
         scope.controller = null;
         const e = err as { statusCode?: number; name?: string } | null;
+        if (scope.ended.signal.aborted) return resolve('closed');
         if (gone || e?.statusCode === 410) return resolve('gone');
-        if (this.#stopped) return resolve('closed');
         if (e && e.name !== 'TimeoutError' && e.name !== 'AbortError') return reject(err);
         if (failure) return reject(new Error(failure));
         resolve(events === 0 && this.#now() - started < 1000 ? 'idle' : 'closed');
@@ -381,7 +438,7 @@ export class KubernetesDiscovery implements Discovery {
           if (abandoned) return controller.abort();
           if (ended) return;
           scope.controller = controller;
-          if (this.#stopped) controller.abort();
+          if (scope.ended.signal.aborted) controller.abort();
           else this.#recovered();
         }, (err: unknown) => {
           clearTimeout(connectTimer);

@@ -29,7 +29,7 @@ import { compileFiles } from '../compiler/compile.ts';
 import type { CompiledMesh } from '../compiler/emit.ts';
 import { hasErrors, type Diagnostic } from '../diagnostics/diagnostic.ts';
 import { diagnosticToJson, type DiagnosticJson } from '../diagnostics/render.ts';
-import { snapshotOf, type Discovery, type Snapshot } from './discovery.ts';
+import { discoveredNamespaces, snapshotOf, type Discovery, type Snapshot } from './discovery.ts';
 import type { ReconcilerMetrics } from './metrics.ts';
 import type { Revision, Source, SourceEvent } from './source.ts';
 
@@ -302,6 +302,7 @@ export class Reconciler {
     const applied = this.#applied;
     const discovery = this.#options.discovery;
     if (!applied) return;
+    discovery?.follow?.(discoveredNamespaces(applied.mesh));
     if (discovery && !discovery.synced()) {
       if (!this.#waitingLogged) this.#options.log.info({ type: 'waiting_for_discovery', discovery: discovery.description }, 'revision applied; pushing once the endpoint discovery has listed every instance');
       this.#waitingLogged = true;
@@ -313,6 +314,7 @@ export class Reconciler {
     if (!newRevision && previous.snapshot.mesh.version === snapshot.mesh.version) return;
     const published: Published = { applied, snapshot, changedAt: newRevision ? applied.revision.seenAt : this.#now() };
     this.#published = published;
+    this.#waitingLogged = false;
     if (!newRevision) {
       this.#options.metrics.endpointSnapshots.inc();
       this.#options.log.debug({ type: 'endpoints_changed', meshVersion: snapshot.mesh.version, withoutEndpoints: snapshot.withoutEndpoints }, 'endpoints changed; pushing');

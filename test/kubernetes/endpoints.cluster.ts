@@ -443,6 +443,36 @@ describe('endpoints from EndpointSlices, through real reconciler and sidecar pro
     }
   });
 
+  test('a discovery that follows the spec\'s namespaces lists one it is told of before it counts as synced, and forgets one it is no longer told of', async () => {
+    await createNamespace(env, 'team-c');
+    await slices.createNamespacedEndpointSlice({
+      namespace: 'team-c',
+      body: { metadata: { name: 'db-1', namespace: 'team-c', labels: { 'kubernetes.io/service-name': 'db' } }, addressType: 'FQDN', ports: [{ port: 5432 }], endpoints: [{ addresses: ['127.0.2.1'] }] },
+    });
+    const discovery = new KubernetesDiscovery({ kubeConfig: env.kubeConfig, namespaces: 'spec', log: silent });
+    const changes: string[][] = [];
+    await discovery.start((changed) => changes.push([...changed].sort()));
+    try {
+      const port = { kind: 'named', port: null } as const;
+      assert.equal(discovery.synced(), false, 'not synced before the spec names its namespaces');
+      discovery.follow(new Set(['team-b']));
+      await waitFor(() => discovery.synced(), 'team-b to be listed', 10_000);
+      assert.equal(discovery.instances('team-b', 'api', port)?.length, 4);
+      discovery.follow(new Set(['team-b', 'team-c']));
+      assert.equal(discovery.synced(), false, 'a namespace not listed yet holds pushes back');
+      assert.equal(discovery.instances('team-c', 'db', port), undefined);
+      await waitFor(() => discovery.synced(), 'team-c to be listed', 10_000);
+      assert.deepEqual(discovery.instances('team-c', 'db', port)?.map((e) => `${e.address}:${e.port}`), ['127.0.2.1:5432']);
+      assert.match(discovery.description, /team-b, team-c/);
+      discovery.follow(new Set(['team-c']));
+      assert.equal(discovery.synced(), true);
+      assert.deepEqual(discovery.instances('team-b', 'api', port), [], 'a namespace no longer followed is forgotten');
+      assert.deepEqual(changes.at(-1), ['team-b/api']);
+    } finally {
+      await discovery.stop();
+    }
+  });
+
   test('a meshed service\'s pods are called on their sidecar\'s inbound port, over mTLS to the ServiceAccount identity', async () => {
     const app = await startUpstream('cart');
     const pod = { ip: '127.0.0.7' };

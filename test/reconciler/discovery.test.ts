@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type * as k8s from '@kubernetes/client-node';
 import type { CompiledEndpoint, EndpointsBody } from '../../src/config/types.ts';
-import { snapshotOf, type Discovery, type PortChoice } from '../../src/reconciler/discovery.ts';
+import { discoveredNamespaces, snapshotOf, type Discovery, type PortChoice } from '../../src/reconciler/discovery.ts';
 import { instancesFromSlices, sliceOf, watchBackoffMs, type DiscoveredSlice } from '../../src/reconciler/kubernetes-discovery.ts';
 import { compileTexts } from '../helpers/spec.ts';
 
@@ -175,6 +175,10 @@ describe('snapshot: the compiled mesh with discovered instances', () => {
     const versions = (s: ReturnType<typeof snapshotOf>, config: string) => new Map(s.mesh.configs.get(config)!.resources.map((r) => [r.name, r.version]));
     const changed = [...versions(after, 'web')].filter(([name, v]) => versions(before, 'web').get(name) !== v).map(([name]) => name);
     assert.deepEqual(changed, ['endpoints/shop/legacy']);
+  });
+
+  test('the namespaces a mesh takes Kubernetes endpoints from', () => {
+    assert.deepEqual([...discoveredNamespaces(mesh)], ['shop']);
   });
 
   test('backends without instances are listed (the snapshot is still consistent); without a discovery the compiled mesh is unchanged', () => {

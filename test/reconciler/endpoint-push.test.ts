@@ -48,6 +48,11 @@ class MemoryDiscovery implements Discovery {
   #listed = false;
   #lists = new Map<string, string[]>();
   #onChange: ((changed: ReadonlySet<string>) => void) | null = null;
+  /** Namespace sets the reconciler asked it to follow. */
+  readonly followed: string[][] = [];
+  follow(namespaces: ReadonlySet<string>): void {
+    this.followed.push([...namespaces].sort());
+  }
   async start(onChange: (changed: ReadonlySet<string>) => void): Promise<void> {
     this.#onChange = onChange;
   }
@@ -111,6 +116,7 @@ describe('endpoints from a discovery', () => {
     assert.equal(sent.length, 0, 'an unlisted discovery holds the first push back (no empty endpoint set)');
     assert.equal(reconciler.ready, false);
     assert.equal(reconciler.status().snapshot, null);
+    assert.deepEqual(discovery.followed, [['default']], 'the discovery is told which namespaces the spec takes endpoints from');
     discovery.list({ 'default/api': ['10.0.0.1', '10.0.0.2'] });
     await tick();
     assert.equal(sent.length, 1);
