@@ -65276,15 +65276,17 @@ var httproute_schema_default = {
           enum: ["ReplaceFullPath", "ReplacePrefixMatch"]
         },
         replaceFullPath: {
-          description: "New path (at most 1024 characters). Required when `type` is `ReplaceFullPath`.",
+          description: "New path (at most 1024 characters of URL path characters, percent-encoding allowed: it becomes the request line or a redirect's Location header, which cannot carry spaces, control characters or raw non-ASCII). Required when `type` is `ReplaceFullPath`.",
           type: "string",
           maxLength: 1024,
+          pattern: "^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|%[0-9a-fA-F]{2})*$",
           examples: ["/status"]
         },
         replacePrefixMatch: {
-          description: "Replacement for the matched prefix, element by element (at most 1024 characters): with prefix `/foo`, `/foo/bar` becomes `/xyz/bar` for `/xyz` and `/bar` for an empty string. Required when `type` is `ReplacePrefixMatch`.",
+          description: "Replacement for the matched prefix, element by element (at most 1024 URL path characters, percent-encoding allowed, as for `replaceFullPath`): with prefix `/foo`, `/foo/bar` becomes `/xyz/bar` for `/xyz` and `/bar` for an empty string. Required when `type` is `ReplacePrefixMatch`.",
           type: "string",
           maxLength: 1024,
+          pattern: "^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|%[0-9a-fA-F]{2})*$",
           examples: ["/v2", ""]
         }
       },
@@ -66266,6 +66268,7 @@ var PATTERN_EXPLANATIONS = [
   [/\(h\|m\|s\|ms\)/, "a duration such as 500ms, 10s or 1m30s (whole numbers with h, m, s or ms, at most four parts)"],
   [/^\^\[a-z0-9\]\(\[-a-z0-9\]\*\[a-z0-9\]\)\?\$$/, 'a name of lower-case letters, digits and "-", starting and ending with a letter or digit'],
   [/^\^spiffe/, "a SPIFFE ID such as spiffe://example.org/svc/checkout"],
+  [/^\^\(\?:\[-A-Za-z0-9\/\._~/, "a URL path of letters, digits, /-._~!$&'()*+,;=:@ and %XX escapes (no spaces, control characters or raw non-ASCII)"],
   [/^\^\(\[a-z0-9\]/, "a service name such as checkout, or namespace/name such as shop/checkout"]
 ];
 function describeValue(v) {

@@ -116,6 +116,7 @@ const PATTERN_EXPLANATIONS: ReadonlyArray<[RegExp, string]> = [
   [/\(h\|m\|s\|ms\)/, 'a duration such as 500ms, 10s or 1m30s (whole numbers with h, m, s or ms, at most four parts)'],
   [/^\^\[a-z0-9\]\(\[-a-z0-9\]\*\[a-z0-9\]\)\?\$$/, 'a name of lower-case letters, digits and "-", starting and ending with a letter or digit'],
   [/^\^spiffe/, 'a SPIFFE ID such as spiffe://example.org/svc/checkout'],
+  [/^\^\(\?:\[-A-Za-z0-9\/\._~/, 'a URL path of letters, digits, /-._~!$&\'()*+,;=:@ and %XX escapes (no spaces, control characters or raw non-ASCII)'],
   [/^\^\(\[a-z0-9\]/, 'a service name such as checkout, or namespace/name such as shop/checkout'],
 ];
 

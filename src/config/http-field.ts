@@ -41,3 +41,12 @@ export function describeChar(char: string): string {
   const named: Record<string, string> = { '\r': '\\r', '\n': '\\n', '\t': '\\t', '\0': '\\0' };
   return named[char] ?? `U+${char.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
 }
+
+/**
+ * What a path modifier (redirect `replaceFullPath`, rewrite `replacePrefixMatch`) may hold:
+ * URL path characters and percent-escapes (RFC 3986 pchar and `/`). The value becomes the
+ * request line (a rewrite; Node refuses spaces and controls there) or a redirect's
+ * Location header, so CR or LF would split a message. The same pattern is in
+ * schema/httproute.schema.json (a test holds the two together).
+ */
+export const PATH_MODIFIER_PATTERN = "^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|%[0-9a-fA-F]{2})*$";

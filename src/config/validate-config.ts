@@ -6,7 +6,7 @@
 import { Ajv, type ErrorObject } from 'ajv';
 import { MAX_TIMER_MS } from '../spec/duration.ts';
 import { contentHash } from './canonical.ts';
-import { describeChar, invalidFieldValueIndex, isHttpFieldName } from './http-field.ts';
+import { describeChar, invalidFieldValueIndex, isHttpFieldName, PATH_MODIFIER_PATTERN } from './http-field.ts';
 import { versionOf } from './resources.ts';
 import { PROXY_CONFIG_API_VERSION, type CompiledFilter, type ProxyConfig, type RouteBody } from './types.ts';
 
@@ -29,7 +29,7 @@ const port = { type: 'integer', minimum: 1, maximum: 65535 };
 const compiledPort = obj({ name: nullable(str), port, targetPort: port, protocol: { const: 'http' } });
 const headerList = list(obj({ name: str, value: str }));
 const headerModifier = obj({ set: headerList, add: headerList, remove: list(str) });
-const pathModifier = nullable(obj({ type: { enum: ['ReplaceFullPath', 'ReplacePrefixMatch'] }, value: str }));
+const pathModifier = nullable(obj({ type: { enum: ['ReplaceFullPath', 'ReplacePrefixMatch'] }, value: { type: 'string', pattern: PATH_MODIFIER_PATTERN } }));
 const filter = {
   type: 'object',
   required: ['type'],

@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 import { validateHeaderName, validateHeaderValue } from 'node:http';
 import { describe, test } from 'node:test';
 import { contentHash } from '../../src/config/canonical.ts';
-import { isHttpFieldName, isHttpFieldValue } from '../../src/config/http-field.ts';
+import { isHttpFieldName, isHttpFieldValue, PATH_MODIFIER_PATTERN } from '../../src/config/http-field.ts';
+import httpRouteSchema from '../../schema/httproute.schema.json' with { type: 'json' };
 import { makeProxyConfig } from '../../src/config/resources.ts';
 import type { ProxyConfig, Resource, RouteBody } from '../../src/config/types.ts';
 import { checkProxyConfig } from '../../src/config/validate-config.ts';
@@ -130,4 +131,63 @@ describe('the sidecar config check refuses headers it cannot send', () => {
       for (const r of check.ok ? [] : check.reasons) assert.doesNotMatch(r, /[\0-\x1f\x7f]/, 'reasons are printable');
     });
   }
+});
+
+describe('path modifiers, which become a Location header or the request line', () => {
+  function rewrite(value: string): string {
+    const v = JSON.stringify(value);
+    return `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: api }
+spec:
+  parentRefs: [{ kind: Service, name: api }]
+  rules:
+    - matches: [{ path: { type: PathPrefix, value: /r } }]
+      filters:
+        - type: RequestRedirect
+          requestRedirect: { path: { type: ReplaceFullPath, replaceFullPath: ${v} } }
+    - matches: [{ path: { type: PathPrefix, value: /w } }]
+      filters:
+        - type: URLRewrite
+          urlRewrite: { path: { type: ReplacePrefixMatch, replacePrefixMatch: ${v} } }
+      backendRefs: [{ name: api, port: 80 }]
+`;
+  }
+  for (const [name, value] of [['CR LF', '/a\r\nx-evil: 1'], ['a space', '/a b'], ['NUL', '/a\0'], ['a character above U+00FF', '/caf€']] as const) {
+    test(`${name} in replaceFullPath and replacePrefixMatch is refused at the value`, () => {
+      const text = rewrite(value);
+      const result = compileTexts({ 'base.yaml': BASE_SPEC, 'route.yaml': text });
+      assert.equal(result.mesh, undefined);
+      const lines = text.split('\n');
+      const expected = [10, 14].map((n) => `route.yaml:${n}:${lines[n - 1]!.indexOf('"') + 1}`);
+      assert.deepEqual(result.diagnostics.filter((d) => d.code === 'TRL2005').map((d) => formatLocation(d.span!)), expected);
+    });
+  }
+
+  test('URL path characters and percent-encoding are fine, and an empty prefix replacement', () => {
+    for (const value of ['/v2/a-b_c.d~e!$&\'()*+,;=:@%20', '']) {
+      const result = compileTexts({ 'base.yaml': BASE_SPEC, 'route.yaml': rewrite(value) });
+      assert.deepEqual(result.diagnostics.filter((d) => d.severity === 'error').map((d) => d.message), []);
+    }
+  });
+
+  test('the schema and the sidecar check use one pattern', () => {
+    const modifier = (httpRouteSchema as any).definitions.httpPathModifier.properties;
+    assert.equal(modifier.replaceFullPath.pattern, PATH_MODIFIER_PATTERN);
+    assert.equal(modifier.replacePrefixMatch.pattern, PATH_MODIFIER_PATTERN);
+  });
+
+  test('the sidecar config check refuses them too', () => {
+    const config = compileTexts({ 'base.yaml': BASE_SPEC, 'route.yaml': rewrite('/ok') }).mesh!.configs.get('web')!;
+    assert.equal(checkProxyConfig(config).ok, true);
+    for (const bad of ['/a\r\nx: 1', '/a b']) {
+      const resources = config.resources.map((r): Resource => {
+        if (r.name !== 'route/api') return r;
+        const body = structuredClone(r.body) as any;
+        for (const rule of body.rules) for (const f of rule.filters) if (f.path) f.path.value = bad;
+        return { name: r.name, version: contentHash(body), body };
+      });
+      assert.equal(checkProxyConfig(makeProxyConfig(config.service, resources)).ok, false, JSON.stringify(bad));
+    }
+  });
 });
