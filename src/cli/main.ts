@@ -170,6 +170,14 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .option('--control-url <url>', 'reconciler address for the sidecars (default: http://trellis.<control-namespace>.svc:15010)')
     .option('--no-native-sidecars', 'for Kubernetes before 1.29: the sidecar as a regular first container held until ready by a postStart hook')
     .action(async (file: string, flags: import('./inject.ts').InjectFlags) => setCode(await (await import('./inject.ts')).runInject(file, flags, io)));
+  sub('check')
+    .description('check that Trellis is installed and working in a cluster (API server, RBAC, reconciler replicas, webhook and its certificate, mesh CA, sidecars), one line each; exit 1 when a check fails')
+    .option('--kubeconfig <file>', 'cluster to check (default: KUBECONFIG, else in-cluster, else ~/.kube/config)')
+    .option('--namespace <ns>', 'namespace of the control plane', 'trellis-system')
+    .addOption(new Option('--format <format>', 'output format: text or json (both to stdout)').default('text').argParser(parseFormat))
+    .option('--reconciler-url <url>', 'ask this reconciler for /status, repeatable (default: each replica through the API server\'s pod proxy)', (v: string, all: string[]) => [...all, v], [] as string[])
+    .option('--webhook-url <url>', 'also call the injection webhook at this https address, trusting only its caBundle')
+    .action(async (flags: import('./check.ts').CheckFlags) => setCode(await (await import('./check.ts')).runCheck(flags, io)));
   sub('wait-ready')
     .description("wait until a sidecar's admin /readyz answers 200 (the postStart hook of a classic injected sidecar); exit 1 on timeout")
     .addOption(opt('--admin <[host:]port>', "the sidecar's admin listener", parseListen, { host: '127.0.0.1', port: 15000 }, '127.0.0.1:15000'))
