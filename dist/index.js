@@ -62654,6 +62654,9 @@ function readSpecDir(root, limits = DEFAULT_LIMITS) {
   files.sort((a, b) => a.path < b.path ? -1 : a.path > b.path ? 1 : 0);
   return { files, diagnostics };
 }
+function binaryFile(path, where) {
+  return diagnostic("TRL1012", `file is binary, not YAML text: it holds a NUL byte (${where})`, void 0, { path, hint: "only *.yaml and *.yml files are read; rename or move a file that is not a spec" });
+}
 var STRICT_UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 var LOSSY_UTF8 = new TextDecoder("utf-8", { ignoreBOM: true });
 function firstInvalidUtf8(bytes) {
@@ -62683,7 +62686,11 @@ function decodeSpecFile(path, bytes) {
   }
   const nul = bytes.indexOf(0);
   if (nul >= 0) {
-    return { diagnostic: diagnostic("TRL1012", `file is binary, not YAML text: it holds a NUL byte (at byte ${nul})`, void 0, { path, hint: "only *.yaml and *.yml files are read; rename or move a file that is not a spec" }) };
+    if (bytes.length >= 4 && (bytes[0] === 0 && bytes[2] === 0 && bytes[1] !== 0 || bytes[1] === 0 && bytes[3] === 0 && bytes[0] !== 0)) {
+      const order = bytes[0] === 0 ? "big-endian" : "little-endian";
+      return { diagnostic: diagnostic("TRL1012", `file looks like UTF-16 (${order}, without a byte order mark); spec files are read as UTF-8`, void 0, { path, hint }) };
+    }
+    return { diagnostic: binaryFile(path, `at byte ${nul}`) };
   }
   try {
     return { file: new SourceFile(path, STRICT_UTF8.decode(bytes)) };
@@ -62776,6 +62783,11 @@ function parseSpecFiles(files, limits = DEFAULT_LIMITS) {
   const documents = [];
   const diagnostics = [];
   for (const file of files) {
+    const nul = file.text.indexOf("\0");
+    if (nul >= 0) {
+      diagnostics.push(binaryFile(file.path, `at character ${nul}`));
+      continue;
+    }
     const deep = nestingTooDeep(file.text, limits.maxDepth);
     if (deep >= 0) {
       diagnostics.push(diagnostic("TRL1005", `YAML nests deeper than ${limits.maxDepth} levels`, spanOf(file, [deep, deep + 1]), { hint: "flatten the structure; real specs nest a dozen levels at most" }));

@@ -105,6 +105,11 @@ export function readSpecDir(root: string, limits: LoadLimits = DEFAULT_LIMITS): 
   return { files, diagnostics };
 }
 
+/** TRL1012 for a file that is not text at all; `where` says where its first NUL is. */
+function binaryFile(path: string, where: string): Diagnostic {
+  return diagnostic('TRL1012', `file is binary, not YAML text: it holds a NUL byte (${where})`, undefined, { path, hint: 'only *.yaml and *.yml files are read; rename or move a file that is not a spec' });
+}
+
 const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 const LOSSY_UTF8 = new TextDecoder('utf-8', { ignoreBOM: true });
 
@@ -149,7 +154,12 @@ export function decodeSpecFile(path: string, bytes: Uint8Array): { file: SourceF
   }
   const nul = bytes.indexOf(0);
   if (nul >= 0) {
-    return { diagnostic: diagnostic('TRL1012', `file is binary, not YAML text: it holds a NUL byte (at byte ${nul})`, undefined, { path, hint: 'only *.yaml and *.yml files are read; rename or move a file that is not a spec' }) };
+    // ASCII text saved as UTF-16 without a byte order mark: every other byte is NUL.
+    if (bytes.length >= 4 && ((bytes[0] === 0 && bytes[2] === 0 && bytes[1] !== 0) || (bytes[1] === 0 && bytes[3] === 0 && bytes[0] !== 0))) {
+      const order = bytes[0] === 0 ? 'big-endian' : 'little-endian';
+      return { diagnostic: diagnostic('TRL1012', `file looks like UTF-16 (${order}, without a byte order mark); spec files are read as UTF-8`, undefined, { path, hint }) };
+    }
+    return { diagnostic: binaryFile(path, `at byte ${nul}`) };
   }
   try {
     return { file: new SourceFile(path, STRICT_UTF8.decode(bytes)) };
@@ -269,6 +279,13 @@ export function parseSpecFiles(files: readonly SourceFile[], limits: LoadLimits 
   const documents: ParsedDocument[] = [];
   const diagnostics: Diagnostic[] = [];
   for (const file of files) {
+    // Files from other readers than readSpecDir (git blobs) arrive decoded already; YAML
+    // allows no NUL, and one means a binary or UTF-16 file: say so rather than echo it.
+    const nul = file.text.indexOf('\0');
+    if (nul >= 0) {
+      diagnostics.push(binaryFile(file.path, `at character ${nul}`));
+      continue;
+    }
     const deep = nestingTooDeep(file.text, limits.maxDepth);
     if (deep >= 0) {
       diagnostics.push(diagnostic('TRL1005', `YAML nests deeper than ${limits.maxDepth} levels`, spanOf(file, [deep, deep + 1]), { hint: 'flatten the structure; real specs nest a dozen levels at most' }));

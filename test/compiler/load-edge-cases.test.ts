@@ -101,6 +101,21 @@ describe('files that are not UTF-8 text', () => {
     shortAndClean(text);
   });
 
+  test('UTF-16 without a byte order mark is recognised too', async () => {
+    for (const bytes of [Buffer.from(BASE_SPEC, 'utf16le'), Buffer.from(BASE_SPEC, 'utf16le').swap16()]) {
+      const { codes: got, text, result } = await validate({ 'utf16.yaml': bytes });
+      assert.deepEqual(got, ['TRL1012']);
+      assert.match(result.diagnostics[0]!.message, /looks like UTF-16/);
+      shortAndClean(text);
+    }
+  });
+
+  test('text that reached the parser from elsewhere (a git blob) with NULs is called binary, not echoed', () => {
+    const result = compileTexts({ 'blob.yaml': 'apiVersion: trellis.dev/v1alpha1\nkind: \0\x1b[2J\n' });
+    assert.deepEqual(codes(result), ['TRL1012']);
+    assert.equal(result.diagnostics[0]!.span, undefined);
+  });
+
   test('a UTF-8 byte order mark is fine', async () => {
     const { codes: got } = await validate({ 'bom.yaml': '\ufeff' + 'apiVersion: trellis.dev/v1alpha1\nkind: TrafficPolicy\nmetadata: { name: p }\nspec: { targetRefs: [{ name: api }] }\n' });
     assert.deepEqual(got, []);
