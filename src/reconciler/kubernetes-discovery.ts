@@ -283,11 +283,16 @@ export class KubernetesDiscovery implements Discovery {
     return { description: this.description, synced: this.#synced, error: this.#error, lastChangeAt: this.#lastChangeAt };
   }
 
+  /** Answers once the namespace's watch (or the cluster-wide one) has listed, whatever other namespaces are doing. */
   instances(namespace: string, service: string, port: PortChoice): readonly CompiledEndpoint[] | undefined {
-    if (!this.#synced) return undefined;
+    if (!this.#listed(namespace)) return undefined;
     const keys = this.#byService.get(discoveredServiceKey(namespace, service));
     if (!keys) return [];
     return instancesFromSlices([...keys].sort().map((k) => this.#slices.get(k)!), port);
+  }
+
+  #listed(namespace: string): boolean {
+    return (this.#scopes.get(namespace) ?? this.#scopes.get(null))?.listed ?? false;
   }
 
   get #stopped(): boolean {
@@ -470,10 +475,15 @@ export class KubernetesDiscovery implements Discovery {
     changed.add(service);
   }
 
-  /** Tells the reconciler, once synced (before that, instances are not answered at all). */
+  /** Tells the reconciler of changes to services in listed namespaces (others are not answered yet; they are announced when listed). */
   #emit(changed: ReadonlySet<string>): void {
-    if (changed.size === 0 || !this.#synced) return;
+    const unlisted = (key: string) => {
+      const scope = this.#scopes.get(key.slice(0, key.indexOf('/'))) ?? this.#scopes.get(null);
+      return scope !== undefined && !scope.listed;
+    };
+    const known = [...changed].filter((key) => !unlisted(key));
+    if (known.length === 0) return;
     this.#lastChangeAt = this.#now();
-    this.#onChange?.(changed);
+    this.#onChange?.(new Set(known));
   }
 }

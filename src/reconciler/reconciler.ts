@@ -297,31 +297,46 @@ export class Reconciler {
    * when it differs from the last one. A new revision goes out make-before-break; an
    * endpoint change goes to every sidecar at once (it adds no service, so no sidecar has to
    * be ready first).
+   *
+   * A discovery that follows the spec's namespaces is told the new revision's namespaces
+   * together with those of the revision sidecars run; while a namespace new to it is being
+   * listed, the new revision waits, but endpoint changes of the running revision still go
+   * out. Namespaces only the old revision used are dropped once the new one is pushed.
    */
   async #publish(): Promise<void> {
     const applied = this.#applied;
     const discovery = this.#options.discovery;
     if (!applied) return;
-    discovery?.follow?.(discoveredNamespaces(applied.mesh));
+    const previous = this.#published;
+    if (discovery?.follow) {
+      const namespaces = discoveredNamespaces(applied.mesh);
+      if (previous && previous.applied !== applied) for (const n of discoveredNamespaces(previous.applied.mesh)) namespaces.add(n);
+      discovery.follow(namespaces);
+    }
     if (discovery && !discovery.synced()) {
       if (!this.#waitingLogged) this.#options.log.info({ type: 'waiting_for_discovery', discovery: discovery.description }, 'revision applied; pushing once the endpoint discovery has listed every instance');
       this.#waitingLogged = true;
+      if (previous && previous.applied !== applied) this.#publishEndpoints(previous.applied);
       return;
     }
-    const snapshot = snapshotOf(applied.mesh, applied.inboundPort, discovery);
-    const previous = this.#published;
-    const newRevision = previous?.applied !== applied;
-    if (!newRevision && previous.snapshot.mesh.version === snapshot.mesh.version) return;
-    const published: Published = { applied, snapshot, changedAt: newRevision ? applied.revision.seenAt : this.#now() };
+    if (previous?.applied === applied) return this.#publishEndpoints(applied);
+    const published: Published = { applied, snapshot: snapshotOf(applied.mesh, applied.inboundPort, discovery), changedAt: applied.revision.seenAt };
     this.#published = published;
     this.#waitingLogged = false;
-    if (!newRevision) {
-      this.#options.metrics.endpointSnapshots.inc();
-      this.#options.log.debug({ type: 'endpoints_changed', meshVersion: snapshot.mesh.version, withoutEndpoints: snapshot.withoutEndpoints }, 'endpoints changed; pushing');
-      for (const s of this.#sidecars.values()) if (s.connected) void this.#send(s, published);
-      return;
-    }
     await this.#push(published, previous?.snapshot.mesh);
+    if (this.#published?.applied === applied) discovery?.follow?.(discoveredNamespaces(applied.mesh));
+  }
+
+  /** Pushes the endpoint changes of `applied` (the revision sidecars run) to every connected sidecar whose config they touch. */
+  #publishEndpoints(applied: AppliedRevision): void {
+    const previous = this.#published;
+    const snapshot = snapshotOf(applied.mesh, applied.inboundPort, this.#options.discovery);
+    if (previous && previous.snapshot.mesh.version === snapshot.mesh.version) return;
+    const published: Published = { applied, snapshot, changedAt: this.#now() };
+    this.#published = published;
+    this.#options.metrics.endpointSnapshots.inc();
+    this.#options.log.debug({ type: 'endpoints_changed', meshVersion: snapshot.mesh.version, withoutEndpoints: snapshot.withoutEndpoints }, 'endpoints changed; pushing');
+    for (const s of this.#sidecars.values()) if (s.connected) void this.#send(s, published);
   }
 
   async #push(published: Published, previous: CompiledMesh | undefined): Promise<void> {

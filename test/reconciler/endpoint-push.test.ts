@@ -33,10 +33,16 @@ metadata: { name: api }
 spec: { ports: [{ port: 80 }], sidecar: false, endpoints: { kubernetes: {} } }
 `;
 
-class OneRevision implements Source {
+/** Revision r1 (SPEC) at start; `commit` emits more. */
+class MemorySource implements Source {
   readonly description = 'memory';
+  #onEvent: ((event: SourceEvent) => void) | null = null;
   async start(onEvent: (event: SourceEvent) => void): Promise<void> {
-    onEvent({ type: 'revision', revision: { id: 'r1', files: [new SourceFile('mesh.yaml', SPEC)], description: 'r1', seenAt: Date.now() } });
+    this.#onEvent = onEvent;
+    this.commit('r1', SPEC);
+  }
+  commit(id: string, text: string): void {
+    this.#onEvent?.({ type: 'revision', revision: { id, files: [new SourceFile('mesh.yaml', text)], description: id, seenAt: Date.now() } });
   }
   poke(): void {}
   async stop(): Promise<void> {}
@@ -50,8 +56,22 @@ class MemoryDiscovery implements Discovery {
   #onChange: ((changed: ReadonlySet<string>) => void) | null = null;
   /** Namespace sets the reconciler asked it to follow. */
   readonly followed: string[][] = [];
+  /** Followed namespaces not listed yet (only those `holdBack` names; the rest list at once). */
+  readonly #unlisted = new Set<string>();
+  readonly #holdBack = new Set<string>();
   follow(namespaces: ReadonlySet<string>): void {
     this.followed.push([...namespaces].sort());
+    for (const n of namespaces) if (this.#holdBack.has(n)) this.#unlisted.add(n);
+  }
+  /** Namespaces whose first list will wait for `listNamespace`. */
+  holdBack(namespace: string): void {
+    this.#holdBack.add(namespace);
+  }
+  listNamespace(namespace: string, lists: Record<string, string[]>): void {
+    this.#holdBack.delete(namespace);
+    this.#unlisted.delete(namespace);
+    for (const [k, v] of Object.entries(lists)) this.#lists.set(k, v);
+    this.#onChange?.(new Set(Object.keys(lists)));
   }
   async start(onChange: (changed: ReadonlySet<string>) => void): Promise<void> {
     this.#onChange = onChange;
@@ -67,12 +87,12 @@ class MemoryDiscovery implements Discovery {
     this.#onChange?.(new Set([service]));
   }
   instances(namespace: string, service: string, port: PortChoice): readonly CompiledEndpoint[] | undefined {
-    if (!this.#listed) return undefined;
+    if (!this.#listed || this.#unlisted.has(namespace)) return undefined;
     const p = port.kind === 'inbound' ? port.port : 8080;
     return (this.#lists.get(`${namespace}/${service}`) ?? []).map((address) => ({ address, port: p, weight: 1, zone: null }));
   }
   synced(): boolean {
-    return this.#listed;
+    return this.#listed && this.#unlisted.size === 0;
   }
   state() {
     return { description: this.description, synced: this.#listed, error: null, lastChangeAt: null };
@@ -81,9 +101,10 @@ class MemoryDiscovery implements Discovery {
 
 async function setUp() {
   const discovery = new MemoryDiscovery();
+  const source = new MemorySource();
   const timers: Array<() => void> = [];
   const reconciler = new Reconciler({
-    source: new OneRevision(),
+    source,
     discovery,
     log: pino({ level: 'silent' }),
     metrics: new ReconcilerMetrics(),
@@ -102,7 +123,7 @@ async function setUp() {
     await new Promise((r) => setImmediate(r));
   };
   const ack = (r: SidecarRecord) => reconciler.ack({ service: r.service, node: r.node, version: r.pending!.version, revision: r.pending!.revision, ok: true });
-  return { reconciler, discovery, sent, record, tick, ack, timers };
+  return { reconciler, discovery, source, sent, record, tick, ack, timers };
 }
 
 const apiEndpoints = (m: ControlMessage) => {
@@ -172,6 +193,39 @@ describe('endpoints from a discovery', () => {
     assert.deepEqual(apiEndpoints(last), ['10.0.0.3']);
     ack(record);
     assert.equal(reconciler.status().sidecars[0]!.inSync, true);
+    await reconciler.stop();
+  });
+
+  test('a revision that starts using a namespace waits for its list, while endpoint changes of the running revision still go out', async () => {
+    const { reconciler, discovery, source, sent, record, tick, ack } = await setUp();
+    discovery.list({ 'default/api': ['10.0.0.1'] });
+    await tick();
+    ack(record);
+    await reconciler.idle();
+    discovery.holdBack('data');
+    source.commit('r2', `${SPEC}---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: { name: db, namespace: data }
+spec: { ports: [{ port: 5432 }], sidecar: false, endpoints: { kubernetes: {} } }
+`);
+    await reconciler.idle();
+    assert.deepEqual(discovery.followed.at(-1), ['data', 'default'], 'the new namespace is followed beside the running ones');
+    assert.equal(sent.length, 1, 'r2 waits for data to be listed');
+    discovery.set('default/api', ['10.0.0.2']);
+    await tick();
+    assert.equal(sent.length, 2, 'an endpoint change does not wait for the new revision');
+    const delta = sent[1]!;
+    assert.equal(delta.type === 'delta' && delta.revision, 'r1');
+    assert.deepEqual(apiEndpoints(delta), ['10.0.0.2']);
+    ack(record);
+    discovery.listNamespace('data', { 'data/db': ['10.1.0.1'] });
+    await tick();
+    assert.equal(sent.length, 3);
+    const r2 = sent[2]!;
+    assert.equal(r2.type === 'delta' && r2.revision, 'r2');
+    if (r2.type === 'delta') assert.ok(r2.delta.resources.some((r) => r.name === 'endpoints/data/db' && (r.body as EndpointsBody).static[0]?.address === '10.1.0.1'));
+    ack(record);
     await reconciler.stop();
   });
 
