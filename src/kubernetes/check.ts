@@ -694,7 +694,7 @@ export async function runChecks(kube: KubeReader, options: CheckOptions, onResul
     for (const url of options.reconcilerUrls) replicas.push(await fetchStatus(url).then((status) => ({ source: url, status }), (err: unknown) => ({ source: url, error: `cannot be reached: ${reason(err)}` })));
   } else {
     const running = reconcilerPods.filter((p) => p.status?.phase === 'Running' && !p.metadata?.deletionTimestamp);
-    const targets = running.length > 0 ? running.map((p) => ({ source: `pod ${p.metadata!.name}`, path: `/api/v1/namespaces/${ns}/pods/${p.metadata!.name}:${CONTROL_PORT}/proxy/status` })) : [{ source: `Service ${ns}/${SERVICE_NAME}`, path: `/api/v1/namespaces/${ns}/services/${SERVICE_NAME}:${CONTROL_PORT}/proxy/status` }];
+    const targets = running.length > 0 ? running.map((p) => ({ source: `pod ${p.metadata!.name}`, path: `/api/v1/namespaces/${ns}/pods/${p.metadata!.name}:${CONTROL_PORT}/proxy/status` })) : [{ source: `Service ${ns}/${SERVICE_NAME} (no reconciler pod is running)`, path: `/api/v1/namespaces/${ns}/services/${SERVICE_NAME}:${CONTROL_PORT}/proxy/status` }];
     for (const t of targets) {
       const r = await kube.request('GET', t.path).then(
         (reply): ReplicaStatus => (reply.status === 200 && typeof reply.body === 'object' ? { source: t.source, status: reply.body as StatusView } : { source: t.source, error: `answered ${statusText(reply)} through the API server's proxy` }),
