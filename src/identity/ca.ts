@@ -168,7 +168,8 @@ export class MeshCertificateAuthority {
     const cert = await x509.X509CertificateGenerator.create({
       serialNumber: randomSerial(),
       subject: `CN=${service}`,
-      issuer: this.#root.subject,
+      // The root's subject byte for byte: re-encoding it (say UTF8String as PrintableString) breaks chain building in clients that match names by their encoding (Go).
+      issuer: this.#root.subjectName,
       notBefore: new Date(now - CLOCK_SKEW_MS),
       notAfter,
       publicKey,

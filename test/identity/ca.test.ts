@@ -4,6 +4,7 @@
  * node:crypto, not with the library that made them.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { KeyObject, X509Certificate, webcrypto } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -151,6 +152,21 @@ describe('MeshCertificateAuthority.issue', () => {
 });
 
 describe('MeshCertificateAuthority.load', () => {
+  test("a workload certificate names its issuer with the root subject's own bytes (an OpenSSL root's UTF8String stays UTF8String)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'trellis-openssl-root-'));
+    try {
+      const key = join(dir, 'ca.key');
+      const crt = join(dir, 'ca.crt');
+      execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/O=Acme/CN=acme mesh root', '-keyout', key, '-out', crt], { stdio: 'ignore' });
+      const ca = await MeshCertificateAuthority.load(readFileSync(crt, 'utf8'), readFileSync(key, 'utf8'));
+      const leaf = new x509.X509Certificate((await ca.issue(await csrFor(), ID, 60_000)).certificatePem);
+      const root = new x509.X509Certificate(readFileSync(crt, 'utf8'));
+      assert.deepEqual(Buffer.from(leaf.issuerName.toArrayBuffer()), Buffer.from(root.subjectName.toArrayBuffer()));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('a root and its key load, and the loaded CA signs under that root', async () => {
     const made = await MeshCertificateAuthority.generate('shop.local');
     const ca = await MeshCertificateAuthority.load(made.rootPem, await made.exportPrivateKeyPem());
