@@ -381,8 +381,11 @@ export class KubernetesDiscovery implements Discovery {
       this.#o.log.info({ type: 'discovery_synced', slices: this.#slices.size, services: this.#byService.size }, `listed ${this.#slices.size} EndpointSlices of ${this.#byService.size} services`);
     }
     if (synced !== this.#synced) this.#o.metrics?.discoverySynced.set(synced ? 1 : 0);
+    const justSynced = synced && !this.#synced;
     this.#synced = synced;
-    this.#emit(changed);
+    // Turning synced is news even when the cluster has no slices at all: the reconciler holds
+    // its first push until it hears it.
+    this.#emit(changed, justSynced);
   }
 
   /** Watches from the scope's resourceVersion until the watch ends: `gone` (relist), `idle` (closed at once), `closed` (resume). */
@@ -476,13 +479,13 @@ export class KubernetesDiscovery implements Discovery {
   }
 
   /** Tells the reconciler of changes to services in listed namespaces (others are not answered yet; they are announced when listed). */
-  #emit(changed: ReadonlySet<string>): void {
+  #emit(changed: ReadonlySet<string>, always = false): void {
     const unlisted = (key: string) => {
       const scope = this.#scopes.get(key.slice(0, key.indexOf('/'))) ?? this.#scopes.get(null);
       return scope !== undefined && !scope.listed;
     };
     const known = [...changed].filter((key) => !unlisted(key));
-    if (known.length === 0) return;
+    if (known.length === 0 && !always) return;
     this.#lastChangeAt = this.#now();
     this.#onChange?.(new Set(known));
   }

@@ -10,7 +10,7 @@
  *   POST /hooks/git    GitHub-style push webhook (HMAC-SHA256 signature) → 202, fetch now
  *   GET  /status       what is attempted, applied, and where every sidecar stands (JSON)
  *   GET  /metrics      Prometheus text
- *   GET  /healthz      200 while serving;  GET /readyz  200 once a revision is applied
+ *   GET  /healthz      200 while serving;  GET /readyz  200 once a revision is applied and (with discovery) its endpoints are listed
  */
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -166,7 +166,7 @@ export class ReconcilerServer {
           case 'GET /healthz':
             return sendJson(res, 200, { status: 'ok' });
           case 'GET /readyz':
-            return sendJson(res, r.applied ? 200 : 503, { ready: r.applied !== null, revision: r.applied?.revision.id ?? null });
+            return sendJson(res, r.ready ? 200 : 503, { ready: r.ready, revision: r.applied?.revision.id ?? null });
           default:
             return sendJson(res, 404, { error: 'not_found' });
         }

@@ -405,6 +405,20 @@ describe('endpoints from EndpointSlices, through real reconciler and sidecar pro
     assert.deepEqual([...observed], [JSON.stringify(before)], 'the caller never saw another endpoint set');
   });
 
+  test('a namespace without any EndpointSlice is still announced once listed, so a reconciler holding its first push back goes on', async () => {
+    await createNamespace(env, 'empty');
+    const discovery = new KubernetesDiscovery({ kubeConfig: env.kubeConfig, namespaces: ['empty'], log: silent });
+    const changes: string[][] = [];
+    await discovery.start((changed) => changes.push([...changed]));
+    try {
+      await waitFor(() => discovery.synced(), 'the first list of an empty namespace', 10_000);
+      await waitFor(() => changes.length > 0, 'the first list to be announced', 5000);
+      assert.deepEqual(changes, [[]], 'one announcement, naming no service');
+    } finally {
+      await discovery.stop();
+    }
+  });
+
   test('a discovery limited to some namespaces lists and watches only those, and a slice that loses its service label leaves its service', async () => {
     await createNamespace(env, 'team-b');
     const body = (name: string, namespace: string, service: string, address: string): k8s.V1EndpointSlice => ({
