@@ -146,7 +146,7 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .action(async (dir: string, opts: { controlPort: number; rate: number }) => setCode(await (await import('./up.ts')).runUp(dir, opts, io)));
 
   // Kubernetes: install manifests, offline injection, and the classic sidecar's start hook.
-  // The image `podman build -t trellis .` makes (docs/kubernetes.md): push it and pass --image.
+  // The image scripts/build-image.sh makes (docs/kubernetes.md, "The image"): push it and pass --image.
   const image = `localhost/trellis:${pkg.version}`;
   sub('install')
     .description('print the Kubernetes objects that run Trellis (namespace, RBAC, reconciler, webhook with generated certificates): trellis install --repo URL | kubectl apply -f -')

@@ -580,17 +580,27 @@ async function guarded(name: string, hint: string | null, body: () => Promise<Ch
   }
 }
 
+/**
+ * `GET /healthz` on the webhook at `url`, trusting only the caBundle and checking the name the
+ * API server checks (`trellis.<ns>.svc`), whatever host the URL names.
+ */
 async function tryWebhook(url: string, namespace: string, caBundlePem: string | undefined): Promise<CheckResult> {
   const name = 'webhook-reachable';
-  const target = new URL('/healthz', url);
   const servername = `${SERVICE_NAME}.${namespace}.svc`;
+  const hint = `kubectl -n ${namespace} get endpointslices -l kubernetes.io/service-name=${SERVICE_NAME}; kubectl -n ${namespace} logs deployment/${SERVICE_NAME}`;
+  const checkServerIdentity = (_host: string, cert: { subjectaltname?: string }) =>
+    cert.subjectaltname?.split(', ').includes(`DNS:${servername}`) ? undefined : new Error(`the certificate served does not name ${servername}`);
   return new Promise((resolve) => {
-    const req = https.request(target, { method: 'GET', ...(caBundlePem ? { ca: caBundlePem } : {}), servername, checkServerIdentity: (_host, cert) => (cert.subjectaltname?.split(', ').includes(`DNS:${servername}`) ? undefined : new Error(`the certificate served does not name ${servername}`)), timeout: REQUEST_TIMEOUT_MS }, (res) => {
+    const req = https.request(new URL('/healthz', url), { method: 'GET', ...(caBundlePem ? { ca: caBundlePem } : {}), servername, checkServerIdentity, timeout: REQUEST_TIMEOUT_MS }, (res) => {
       res.resume();
-      resolve(res.statusCode === 200 ? ok(name, `the webhook at ${url} answers over TLS with a certificate the caBundle trusts for ${servername}`) : fail(name, `the webhook at ${url} answered ${res.statusCode} to GET /healthz`, `kubectl -n ${namespace} logs deployment/${SERVICE_NAME}`));
+      resolve(
+        res.statusCode === 200
+          ? ok(name, `the webhook at ${url} answers over TLS with a certificate the caBundle trusts for ${servername}`)
+          : fail(name, `the webhook at ${url} answered ${res.statusCode} to GET /healthz`, hint),
+      );
     });
     req.on('timeout', () => req.destroy(new Error(`no answer within ${REQUEST_TIMEOUT_MS} ms`)));
-    req.on('error', (err) => resolve(fail(name, `the webhook at ${url} cannot be reached with the caBundle's trust: ${reason(err)}`, `kubectl -n ${namespace} get endpoints ${SERVICE_NAME}; kubectl -n ${namespace} logs deployment/${SERVICE_NAME}`)));
+    req.on('error', (err) => resolve(fail(name, `the webhook at ${url} cannot be reached with the caBundle's trust: ${reason(err)}`, hint)));
     req.end();
   });
 }
