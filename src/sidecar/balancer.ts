@@ -25,7 +25,7 @@ import type { Endpoint } from './endpoint.ts';
  *   round-robin picker advances its own rotation, nothing else.
  * - `onStart` increments `ep.inFlight`.
  * - `onFinish` decrements `ep.inFlight` (throws on a finish without a start: a bug), and
- *   for peak-EWMA folds `rttMs` into `ep.rttEstimateMs`. `rttMs` is the time from
+ *   for peak-EWMA folds `rttMs` into `ep.rttEstimateMs` (and marks it `rttSampled`). `rttMs` is the time from
  *   dispatch until the response headers arrived, or until the attempt failed; `ok` is
  *   false for a connect failure, reset, timeout or 5xx. A negative or NaN `rttMs` counts
  *   as no sample.
@@ -43,7 +43,7 @@ export interface PickerOptions {
   readonly random: Random;
   /** Peak-EWMA: time constant of the latency average, in ms; 0 keeps no memory (cost then counts in-flight attempts only). */
   readonly decayMs: number;
-  /** Peak-EWMA: latency assumed for an endpoint with no recent sample, in ms. */
+  /** Peak-EWMA: latency charged per in-flight attempt of an endpoint not measured yet, and the least a failed attempt counts as, in ms. */
   readonly defaultRttMs: number;
 }
 
@@ -143,22 +143,25 @@ export class LeastRequestPicker implements Picker {
  * `LeastRequestPicker` does and take the one with the lower cost
  * `estimateMs(ep) × (ep.inFlight + 1)`; on a tie the first drawn.
  *
- * The estimate, updated in `onFinish`:
- * - a sample above the stored estimate replaces it at once (the "peak": a slow endpoint
+ * The stored estimate, updated in `onFinish`:
+ * - a sample above the current estimate replaces it at once (the "peak": a slow endpoint
  *   is avoided immediately);
  * - otherwise `est = est·w + rtt·(1 − w)` with `w = exp(−elapsed / decayMs)`, `elapsed`
- *   being the time since the last update, so the estimate falls back over about
- *   `decayMs`;
- * - a failed attempt (`ok` false) may raise the estimate but never lowers it: a fast
- *   503 must not make a broken endpoint look fast and draw more traffic.
+ *   being the time since the last update, so the estimate falls over about `decayMs`;
+ * - a failed attempt counts as a sample of at least `defaultRttMs` and is never averaged
+ *   down: a fast 503 must not make a broken endpoint look fast and draw more traffic, and
+ *   the retry after it should go elsewhere.
  *
- * Between samples, `estimateMs` (what `pick` uses) relaxes from the stored estimate
- * toward `defaultRttMs` with the same time constant, without writing anything back.
- * Linkerd relaxes toward zero instead, so that an endpoint avoided after a spike is
- * tried again; relaxing toward the default does that too, and also treats an endpoint
- * idle for a long time, or back from ejection, like a new one — neither flooded (as a
- * near-zero cost would) nor starved. A new endpoint should be constructed with
- * `initialRttMs = defaultRttMs`.
+ * What `pick` sees (`estimateMs`):
+ * - between samples the estimate decays toward zero with the same time constant, as in
+ *   Linkerd and Finagle, so an endpoint that gets no traffic becomes cheaper and cheaper
+ *   until it is tried again. (It used to relax toward `defaultRttMs`; an endpoint never
+ *   picked then kept costing the default, 30 ms, while one answering in 1 ms cost 1 ms with
+ *   nothing in flight, so at 50–100 req/s the second of two equal endpoints got 0 of about
+ *   2 000 requests: it could never get the sample that would have shown it was as fast.)
+ * - an endpoint with no sample yet costs 0 while idle, so a new instance is tried as soon
+ *   as it is drawn, and `defaultRttMs` per attempt while its first attempts are in flight
+ *   (Finagle's penalty), so a new instance is not flooded before it has answered once.
  */
 export class PeakEwmaPicker implements Picker {
   readonly #clock: Clock;
@@ -175,8 +178,8 @@ export class PeakEwmaPicker implements Picker {
 
   /** The latency estimate of `ep` at clock.now(), in ms, as `pick` sees it. Pure. */
   estimateMs(ep: Endpoint): number {
-    const w = decayWeight(this.#clock.now() - ep.rttUpdatedAt, this.#decayMs);
-    return this.#defaultRttMs + (ep.rttEstimateMs - this.#defaultRttMs) * w;
+    if (!ep.rttSampled) return ep.inFlight === 0 ? 0 : this.#defaultRttMs;
+    return ep.rttEstimateMs * decayWeight(this.#clock.now() - ep.rttUpdatedAt, this.#decayMs);
   }
 
   /** `estimateMs(ep) × (inFlight + 1)`: ms of queueing a new attempt would expect. Pure. */
@@ -200,14 +203,16 @@ export class PeakEwmaPicker implements Picker {
     finishAttempt(ep);
     if (!(rttMs >= 0)) return; // NaN or negative: no usable sample
     const now = this.#clock.now();
-    if (rttMs > ep.rttEstimateMs) {
-      ep.rttEstimateMs = rttMs;
-    } else if (ok) {
-      const w = decayWeight(now - ep.rttUpdatedAt, this.#decayMs);
-      ep.rttEstimateMs = ep.rttEstimateMs * w + rttMs * (1 - w);
+    if (!ep.rttSampled) {
+      ep.rttEstimateMs = ok ? rttMs : Math.max(rttMs, this.#defaultRttMs);
     } else {
-      return; // a failure faster than the estimate says nothing about latency
+      const w = decayWeight(now - ep.rttUpdatedAt, this.#decayMs);
+      const current = ep.rttEstimateMs * w;
+      if (!ok) ep.rttEstimateMs = Math.max(rttMs, current, this.#defaultRttMs);
+      else if (rttMs > current) ep.rttEstimateMs = rttMs;
+      else ep.rttEstimateMs = current + rttMs * (1 - w);
     }
+    ep.rttSampled = true;
     ep.rttUpdatedAt = now;
   }
 }

@@ -76,7 +76,7 @@ export class Cluster {
     for (const e of listed) {
       // Unmeshed endpoints without a port are reached on the called port's targetPort; one
       // logical endpoint per address, with the port chosen per request (see poolFor).
-      const fresh = new Endpoint(e.address, e.port ?? 0, e.weight, e.zone, this.settings.loadBalancer.ewmaDefaultRttMs, now);
+      const fresh = new Endpoint(e.address, e.port ?? 0, e.weight, e.zone, null, now);
       const kept = byKey.get(fresh.key);
       const ep = kept ?? fresh;
       ep.weight = e.weight;

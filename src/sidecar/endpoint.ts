@@ -22,9 +22,14 @@ export class Endpoint {
   /** Requests sent and not yet finished. */
   inFlight = 0;
 
-  /** Peak-EWMA: latency estimate in ms, and when it was last updated (clock ms). */
+  /**
+   * Peak-EWMA: latency estimate in ms, and when it was last updated (clock ms). Without a
+   * sample yet (`rttSampled` false) the estimate means nothing: the picker then prices the
+   * endpoint as new (see `PeakEwmaPicker.estimateMs`).
+   */
   rttEstimateMs: number;
   rttUpdatedAt: number;
+  rttSampled: boolean;
 
   /** Outlier detection: current runs of failures. */
   consecutive5xx = 0;
@@ -34,13 +39,15 @@ export class Endpoint {
   /** How many times it has been ejected; each ejection lasts base × this count. */
   ejections = 0;
 
-  constructor(address: string, port: number, weight: number, zone: string | null, initialRttMs: number, now: number) {
+  /** `rttMs`: a latency sample taken at `now`, or null for an instance not measured yet (what the sidecar creates). */
+  constructor(address: string, port: number, weight: number, zone: string | null, rttMs: number | null, now: number) {
     this.key = `${address.includes(':') ? `[${address}]` : address}:${port}`;
     this.address = address;
     this.port = port;
     this.weight = weight;
     this.zone = zone;
-    this.rttEstimateMs = initialRttMs;
+    this.rttEstimateMs = rttMs ?? 0;
     this.rttUpdatedAt = now;
+    this.rttSampled = rttMs !== null;
   }
 }

@@ -25,7 +25,7 @@ import type { ConfigStore, Snapshot } from './config-store.ts';
 import type { ProxyErrorCode } from './errors.ts';
 import { addForwardingHeaders, applyHeaderModifier, endToEndHeaders, isRetrySafe } from './headers.ts';
 import type { SidecarMetrics } from './metrics.ts';
-import { judgeAttempt, mayRetry } from './retry.ts';
+import { judgeAttempt, mayRetry, untriedFirst } from './retry.ts';
 import { relayResponse, sendAttempt, sendProxyError, type AttemptResult } from './upstream.ts';
 import { RequestRecord } from './request-record.ts';
 import { readBody } from '../http/json-server.ts';
@@ -260,6 +260,8 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
     res.on('close', onClose);
     const retrySafe = isRetrySafe(a.method, req.headers);
     cluster.budget.recordRequest();
+    /** Endpoints this request's attempts went to: a retry goes elsewhere when it can. */
+    const tried = new Set<Endpoint>();
     try {
       for (let attempt = 1; ; attempt++) {
         if (!cluster.breaker.tryAcquire()) {
@@ -273,7 +275,7 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
           deps.metrics.breakerRejections.inc({ destination_service: cluster.service });
           return { status: sendProxyError(res, 'overloaded'), flags: 'overloaded' };
         }
-        const ep = a.pinned ? a.pinned.endpoint : cluster.picker.pick(cluster.candidates());
+        const ep = a.pinned ? a.pinned.endpoint : cluster.picker.pick(untriedFirst(cluster.candidates(), tried));
         if (!ep) {
           cluster.breaker.release();
           return { status: sendProxyError(res, 'no_endpoints'), flags: 'no_endpoints' };
@@ -285,6 +287,7 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
         // undici's own timeouts tick coarsely (about every half second); a per-try timeout
         // shorter than the whole request gets a timer of its own.
         const trySignal = rule.timeouts.backendRequestMs > 0 && (remaining === 0 || perTry < remaining) ? AbortSignal.any([controller.signal, AbortSignal.timeout(perTry)]) : controller.signal;
+        tried.add(ep);
         cluster.picker.onStart(ep);
         const t0 = deps.clock.now();
         const result: AttemptResult = await sendAttempt(cluster.poolFor(ep, port), { method: a.method, path: a.pathAndQuery, headers: a.headers, body, timeoutMs: perTry, signal: trySignal });

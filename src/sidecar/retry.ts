@@ -63,3 +63,16 @@ export function mayRetry(o: {
   if (verdict.failure === 'request_timeout') return o.retrySafe && retry.codes.includes(504);
   return false;
 }
+
+/**
+ * The endpoints a request's next attempt may be picked from: the candidates this request
+ * has not tried yet, when any are left, else all of them (a lone endpoint, or every one
+ * tried, is tried again rather than failing the request). A retry that goes back to the
+ * endpoint that just failed mostly fails again; another one is the better bet. Pure; `T`
+ * is anything compared by identity (an Endpoint).
+ */
+export function untriedFirst<T>(candidates: readonly T[], tried: ReadonlySet<T>): readonly T[] {
+  if (tried.size === 0) return candidates;
+  const fresh = candidates.filter((c) => !tried.has(c));
+  return fresh.length > 0 ? fresh : candidates;
+}

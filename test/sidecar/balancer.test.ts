@@ -13,7 +13,7 @@ import {
   RoundRobinPicker,
   sampleDistinctPair,
 } from '../../src/sidecar/balancer.ts';
-import { ManualClock, type Random } from '../../src/sidecar/clock.ts';
+import { ManualClock, seededRandom, type Random } from '../../src/sidecar/clock.ts';
 import { Endpoint } from '../../src/sidecar/endpoint.ts';
 
 function endpoint(i: number, weight = 1, rttMs = 30, now = 0): Endpoint {
@@ -202,15 +202,18 @@ describe('PeakEwmaPicker', () => {
     assert.equal(ep.rttEstimateMs, 250);
   });
 
-  test('a failure may raise the estimate but never lowers it', () => {
+  test('a failure counts as at least defaultRtt and is never averaged down', () => {
     const clock = new ManualClock();
     const picker = new PeakEwmaPicker(settings(clock));
     const ep = endpoint(0, 1, 100, 0);
-    clock.advance(60_000);
+    clock.advance(60_000); // the estimate has decayed to about 0.25 ms
     picker.onStart(ep);
     picker.onFinish(ep, 1, false);
-    assert.equal(ep.rttEstimateMs, 100);
-    assert.equal(ep.rttUpdatedAt, 0);
+    assert.equal(ep.rttEstimateMs, 30, 'a fast failure costs the default, not its 1 ms');
+    assert.equal(ep.rttUpdatedAt, 60_000);
+    picker.onStart(ep);
+    picker.onFinish(ep, 20, false);
+    assert.equal(ep.rttEstimateMs, 30, 'never lowered by a failure');
     picker.onStart(ep);
     picker.onFinish(ep, 400, false);
     assert.equal(ep.rttEstimateMs, 400);
@@ -231,17 +234,32 @@ describe('PeakEwmaPicker', () => {
     assert.equal(picker.pick([fastBusy, slowIdle]), fastBusy);
   });
 
-  test('without samples the estimate relaxes toward defaultRtt, so a spiked endpoint is tried again', () => {
+  test('between samples the estimate decays toward zero, so an endpoint avoided after a spike is tried again', () => {
     const clock = new ManualClock();
     const picker = new PeakEwmaPicker(settings(clock));
     const spiked = endpoint(0, 1, 1000, 0);
     assert.equal(picker.estimateMs(spiked), 1000);
     clock.advance(10_000);
-    assert.ok(Math.abs(picker.estimateMs(spiked) - (30 + 970 * Math.exp(-1))) < 1e-9);
+    assert.ok(Math.abs(picker.estimateMs(spiked) - 1000 * Math.exp(-1)) < 1e-9);
     assert.equal(spiked.rttEstimateMs, 1000, 'estimateMs writes nothing back');
-    clock.advance(90_000);
+    clock.advance(40_000);
     const steady = endpoint(1, 1, 50, clock.now());
     assert.equal(picker.pick([steady, spiked]), spiked);
+  });
+
+  test('an endpoint without a sample costs 0 while idle and defaultRtt per attempt in flight', () => {
+    const clock = new ManualClock();
+    const picker = new PeakEwmaPicker(settings(clock));
+    const fresh = new Endpoint('10.0.0.9', 8080, 1, null, null, 0);
+    const known = endpoint(1, 1, 1, 0);
+    assert.equal(picker.cost(fresh), 0);
+    assert.equal(picker.pick([known, fresh]), fresh, 'a new instance is tried at once');
+    picker.onStart(fresh);
+    assert.equal(picker.cost(fresh), 60, 'not flooded before its first answer');
+    assert.equal(picker.pick([fresh, known]), known);
+    picker.onFinish(fresh, 2, true);
+    assert.equal(fresh.rttEstimateMs, 2, 'the first sample is taken as it is');
+    assert.equal(fresh.rttSampled, true);
   });
 
   test('a tie goes to the first drawn', () => {
@@ -282,7 +300,78 @@ describe('createPicker', () => {
     const ewma = createPicker('peak-ewma', opts);
     if (!(ewma instanceof PeakEwmaPicker)) assert.fail('peak-ewma should build a PeakEwmaPicker');
     const ep = endpoint(0, 1, 500, 0);
-    opts.clock.advance(1_000_000);
-    assert.ok(Math.abs(ewma.estimateMs(ep) - 30) < 1e-6, 'uses the given defaultRttMs and decay');
+    opts.clock.advance(10_000);
+    assert.ok(Math.abs(ewma.estimateMs(ep) - 500 * Math.exp(-1)) < 1e-6, 'uses the given decay');
+    const fresh = Object.assign(new Endpoint('10.0.0.9', 8080, 1, null, null, 0), { inFlight: 1 });
+    assert.equal(ewma.estimateMs(fresh), 30, 'uses the given defaultRttMs');
+  });
+});
+
+/**
+ * Runs `picks` attempts that each take `latencyMs` through `picker` on `clock`, as the
+ * outbound path does (pick, onStart, onFinish with the measured time): `concurrency`
+ * attempts overlap, a new one starting every latencyMs / concurrency ms; with a
+ * concurrency of 1 they run one after another, `gapMs` apart. Returns picks per endpoint.
+ */
+function simulateEqualLatency(picker: PeakEwmaPicker, clock: ManualClock, eps: readonly Endpoint[], o: { picks: number; latencyMs: number; concurrency: number; gapMs: number }): number[] {
+  const counts = eps.map(() => 0);
+  const running: Array<{ ep: Endpoint; startedAt: number; endsAt: number }> = [];
+  const interval = o.concurrency === 1 ? o.latencyMs + o.gapMs : o.latencyMs / o.concurrency;
+  let nextStart = clock.now();
+  const finishUntil = (t: number) => {
+    running.sort((x, y) => x.endsAt - y.endsAt);
+    while (running.length > 0 && running[0]!.endsAt <= t) {
+      const done = running.shift()!;
+      clock.advance(done.endsAt - clock.now());
+      picker.onFinish(done.ep, done.endsAt - done.startedAt, true);
+    }
+  };
+  for (let i = 0; i < o.picks; i++) {
+    finishUntil(nextStart);
+    clock.advance(nextStart - clock.now());
+    const ep = picker.pick(eps)!;
+    counts[eps.indexOf(ep)]!++;
+    picker.onStart(ep);
+    running.push({ ep, startedAt: clock.now(), endsAt: clock.now() + o.latencyMs });
+    nextStart += interval;
+  }
+  finishUntil(Infinity);
+  return counts;
+}
+
+describe('PeakEwmaPicker spreads load over equal endpoints', () => {
+  // Issue 16: with 1 ms answers at 50–100 req/s, 0 of about 2 000 requests reached the second of two endpoints.
+  test('regression: two new endpoints answering in 1 ms at 100 req/s both get traffic', () => {
+    const clock = new ManualClock(1_000);
+    const picker = new PeakEwmaPicker({ clock, random: seededRandom(7), decayMs: 10_000, defaultRttMs: 30 });
+    const eps = [0, 1].map((i) => new Endpoint(`10.0.0.${i}`, 8080, 1, null, null, clock.now()));
+    const counts = simulateEqualLatency(picker, clock, eps, { picks: 2000, latencyMs: 1, concurrency: 1, gapMs: 9 });
+    assert.ok(Math.min(...counts) > 800, `picks per endpoint: ${counts.join(', ')}`);
+  });
+
+  test('property: over N picks with equal latency each of 2..5 endpoints gets a fair share, sequential and concurrent', () => {
+    fc.assert(
+      fc.property(
+        fc.record({
+          n: fc.integer({ min: 2, max: 5 }),
+          latencyMs: fc.integer({ min: 1, max: 200 }),
+          defaultRttMs: fc.integer({ min: 0, max: 500 }),
+          decayMs: fc.constantFrom(0, 1_000, 10_000, 60_000),
+          concurrency: fc.integer({ min: 1, max: 16 }),
+          gapMs: fc.integer({ min: 0, max: 100 }),
+          seed: fc.nat(),
+        }),
+        (p) => {
+          const clock = new ManualClock(5_000);
+          const picker = new PeakEwmaPicker({ clock, random: seededRandom(p.seed), decayMs: p.decayMs, defaultRttMs: p.defaultRttMs });
+          const eps = Array.from({ length: p.n }, (_, i) => new Endpoint(`10.0.0.${i}`, 8080, 1, null, null, clock.now()));
+          const picks = 300 * p.n;
+          const counts = simulateEqualLatency(picker, clock, eps, { picks, latencyMs: p.latencyMs, concurrency: p.concurrency, gapMs: p.gapMs });
+          const fair = picks / p.n;
+          for (const c of counts) assert.ok(c > fair * 0.6 && c < fair * 1.4, `picks per endpoint ${counts.join(', ')} (fair: ${fair})`);
+        },
+      ),
+      { numRuns: 150 },
+    );
   });
 });

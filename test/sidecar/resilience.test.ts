@@ -81,6 +81,22 @@ describe('retries', () => {
     assert.ok(metricValue(await metrics(sc.admin), 'trellis_retries_total', { reason: 'connect_failure' }) >= 1);
   });
 
+  test('a retry goes to another endpoint than the one that just failed', async () => {
+    // Issue 16: under least-request (two idle endpoints tie, and the first drawn wins) half
+    // of the retries went back to the endpoint that had just answered 503.
+    const good = await startUpstream('good');
+    const bad = await startUpstream('bad', (_req, res) => {
+      res.writeHead(503);
+      res.end('down');
+    });
+    const spec = backendsSpec({ api: [bad.port, good.port] }, apiRoute('      retry: { attempts: 1, codes: [503], backoff: 1ms }') + policy('  loadBalancer: { type: least-request }\n  outlierDetection: { consecutive5xx: 1000, consecutiveGatewayErrors: 1000 }\n  retryBudget: { ratio: 1, minRetriesPerSecond: 1000, ttl: 10s }'));
+    const sc = await startSidecar(configOf(spec, 'client'));
+    const statuses: number[] = [];
+    for (let i = 0; i < 40; i++) statuses.push((await send(sc.outbound, 'api', `/r/${i}`)).status);
+    assert.deepEqual(statuses.filter((s) => s !== 200), [], 'every request that met the bad endpoint first was retried on the good one');
+    assert.ok(bad.seen.length > 0, 'the bad endpoint was tried');
+  });
+
   test('the retry budget caps retries: with no budget, nothing is retried', async () => {
     const api = await flaky(1000);
     const spec = backendsSpec({ api: [api.port] }, apiRoute('      retry: { attempts: 3, codes: [503], backoff: 1ms }') + policy('  retryBudget: { ratio: 0, minRetriesPerSecond: 0, ttl: 10s }'));

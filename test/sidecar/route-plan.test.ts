@@ -8,7 +8,7 @@ import { describe, test } from 'node:test';
 import { RouteTable } from '../../src/config/router.ts';
 import type { RouteBody } from '../../src/config/types.ts';
 import { planRoute, rewritePath } from '../../src/sidecar/route-plan.ts';
-import { judgeAttempt, mayRetry } from '../../src/sidecar/retry.ts';
+import { judgeAttempt, mayRetry, untriedFirst } from '../../src/sidecar/retry.ts';
 import type { AttemptResult } from '../../src/sidecar/upstream.ts';
 import { backendsSpec, configOf } from '../helpers/sidecar-harness.ts';
 
@@ -112,5 +112,16 @@ describe('retry decisions', () => {
     assert.equal(may(failed('aborted')), false, 'the client went away');
     assert.equal(may(failed('connect_failure'), { requestTimedOut: true }), false, 'past the deadline');
     assert.equal(may(response(503), { replayable: false }), false, 'a streamed body cannot be sent twice');
+  });
+});
+
+describe('retry candidates', () => {
+  test('a retry picks among the endpoints not tried yet, and falls back to all when none is left', () => {
+    const [a, b, c] = [{ n: 'a' }, { n: 'b' }, { n: 'c' }];
+    assert.deepEqual(untriedFirst([a, b, c], new Set()), [a, b, c]);
+    assert.deepEqual(untriedFirst([a, b, c], new Set([a])), [b, c]);
+    assert.deepEqual(untriedFirst([a, b, c], new Set([a, c])), [b]);
+    assert.deepEqual(untriedFirst([a, b], new Set([a, b])), [a, b], 'every endpoint tried: try again rather than fail');
+    assert.deepEqual(untriedFirst([a], new Set([a])), [a], 'a lone endpoint is retried');
   });
 });
