@@ -30,6 +30,8 @@ const repo = fileURLToPath(new URL('../../', import.meta.url));
 const TAG = `localhost/trellis-image-test:${process.pid}`;
 const has = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
 const podman = has('podman');
+/** CI sets this: a machine that cannot build or run the image is then a failure, not a skip. */
+const required = process.env.TRELLIS_IMAGE_TEST_REQUIRED === '1';
 /** Containers this file started, removed in `after`. */
 const containers: string[] = [];
 
@@ -77,7 +79,10 @@ async function logs(name: string): Promise<string> {
 }
 
 before(async () => {
-  if (!podman) return;
+  if (!podman) {
+    if (required) throw new Error('TRELLIS_IMAGE_TEST_REQUIRED=1 but podman is not installed (Debian: apt-get install podman buildah runc)');
+    return;
+  }
   work = mkdtempSync(join(tmpdir(), 'trellis-image-'));
   // The container runs as 65532: let it write here.
   chmodSync(work, 0o777);
@@ -96,6 +101,7 @@ before(async () => {
     } else cannotRun = `podman run failed: ${message}`;
   }
   process.stderr.write(`# podman run ${runFlags.join(' ')}${cannotRun ? `: ${cannotRun}` : ''}\n`);
+  if (cannotRun && required) throw new Error(`TRELLIS_IMAGE_TEST_REQUIRED=1 but containers cannot run here: ${cannotRun}`);
 });
 
 after(async () => {
@@ -104,7 +110,7 @@ after(async () => {
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
-describe('the trellis image', { skip: podman ? false : 'podman is not installed (Debian: apt-get install podman buildah)' }, () => {
+describe('the trellis image', { skip: podman || required ? false : 'podman is not installed (Debian: apt-get install podman buildah)' }, () => {
   test('non-root, trellis as the entrypoint, small', async () => {
     const [info] = JSON.parse((await run('podman', ['image', 'inspect', TAG])).stdout) as { Size: number; Config: { User: string; Entrypoint: string[] } }[];
     assert.equal(info!.Config.User, '65532:65532');
