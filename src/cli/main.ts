@@ -88,6 +88,11 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .option('--kubeconfig <file>', 'cluster to use with --kubernetes (default: KUBECONFIG, else in-cluster, else ~/.kube/config)')
     .option('--kubernetes-namespace <ns...>', 'watch EndpointSlices only in these namespaces (default: all; needs a ClusterRole)')
     .option('--kubernetes-namespaces-from-spec', 'watch EndpointSlices only in the namespaces the applied spec takes endpoints from (a Role in each is enough)')
+    .option('--webhook-listen <[host:]port>', 'also serve the sidecar injection webhook over HTTPS here (needs --webhook-cert, --webhook-key, --inject-image, --inject-control-url)', parseListen)
+    .option('--webhook-cert <file>', "the injection webhook's serving certificate (PEM), reloaded when the file changes")
+    .option('--webhook-key <file>', "the injection webhook's serving key (PEM)")
+    .option('--inject-image <image>', 'trellis image of the sidecars the webhook injects')
+    .option('--inject-control-url <url>', 'reconciler address given to injected sidecars, such as http://trellis.trellis-system.svc:15010')
     .action(async (flags: ReconcileFlags) => setCode(await (await import('./reconcile.ts')).runReconcile(flags, io)));
 
   sub('status')

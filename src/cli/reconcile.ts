@@ -4,6 +4,11 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { createLogger } from '../logger.ts';
 import { readFileSync } from 'node:fs';
+import { basename, dirname, resolve } from 'node:path';
+import { createSecureContext } from 'node:tls';
+import chokidar from 'chokidar';
+import * as k8s from '@kubernetes/client-node';
+import type { Logger } from 'pino';
 import { MIN_CERT_TTL_MS, MAX_CERT_TTL_MS, MeshCertificateAuthority, splitPemCertificates } from '../identity/ca.ts';
 import { CertificateIssuer } from '../reconciler/certificates.ts';
 import { FolderSource } from '../reconciler/folder-source.ts';
@@ -15,6 +20,8 @@ import { kubernetesTokenReviewer, TokenReviewAuthenticator } from '../reconciler
 import type { Discovery } from '../reconciler/discovery.ts';
 import { KubernetesDiscovery } from '../reconciler/kubernetes-discovery.ts';
 import { loadKubeConfig } from '../kubernetes/client.ts';
+import { supportsNativeSidecars } from '../kubernetes/inject.ts';
+import { startWebhookServer, type WebhookServer } from '../kubernetes/webhook.ts';
 import type { Source } from '../reconciler/source.ts';
 import type { ListenAddress } from './flags.ts';
 import { EXIT, untilStopped, type CliIo } from './io.ts';
@@ -42,6 +49,14 @@ export interface ReconcileFlags {
   kubernetesNamespace?: string[];
   /** Watch only the namespaces the applied spec takes endpoints from (`--kubernetes-namespaces-from-spec`). */
   kubernetesNamespacesFromSpec?: boolean;
+  /** Serve the sidecar injection webhook over HTTPS here (`--webhook-listen`); the four below go with it. */
+  webhookListen?: ListenAddress;
+  /** PEM files of the webhook's serving certificate and key, reloaded when they change (a Secret volume). */
+  webhookCert?: string;
+  webhookKey?: string;
+  /** Image of the injected sidecar, and the reconciler address it is given. */
+  injectImage?: string;
+  injectControlUrl?: string;
 }
 
 /** The mesh CA from flags: the operator's root, or one kept (made on first start) in --ca-dir. */
@@ -59,6 +74,8 @@ export class UsageError extends Error {}
 export interface RunningReconciler {
   readonly reconciler: Reconciler;
   readonly port: number;
+  /** The injection webhook's port, with --webhook-listen. */
+  readonly webhookPort?: number;
   stop(): Promise<void>;
 }
 
@@ -110,12 +127,20 @@ export async function startReconciler(flags: ReconcileFlags, io: CliIo, token: s
     io.stderr.write('trellis reconcile: give --kubernetes-namespace NS… or --kubernetes-namespaces-from-spec, not both\n');
     return undefined;
   }
+  const webhookProblem = webhookFlagsProblem(flags);
+  if (webhookProblem) {
+    io.stderr.write(`trellis reconcile: ${webhookProblem}\n`);
+    return undefined;
+  }
   const metrics = new ReconcilerMetrics();
   let discovery: Discovery | undefined;
   let serviceAccounts: TokenReviewAuthenticator | undefined;
+  let kubeConfig: k8s.KubeConfig | undefined;
   if (flags.kubernetes) {
     try {
-      const { kubeConfig, from } = loadKubeConfig({ ...(flags.kubeconfig ? { kubeconfig: flags.kubeconfig } : {}), env: io.env });
+      const loaded = loadKubeConfig({ ...(flags.kubeconfig ? { kubeconfig: flags.kubeconfig } : {}), env: io.env });
+      kubeConfig = loaded.kubeConfig;
+      const from = loaded.from;
       discovery = new KubernetesDiscovery({ kubeConfig, log: log.child({ component: 'discovery' }), metrics, ...(flags.kubernetesNamespacesFromSpec ? { namespaces: 'spec' as const } : flags.kubernetesNamespace ? { namespaces: flags.kubernetesNamespace } : {}) });
       serviceAccounts = new TokenReviewAuthenticator({ review: kubernetesTokenReviewer(kubeConfig) });
       log.info({ type: 'kubernetes_config', from, server: kubeConfig.getCurrentCluster()?.server }, `endpoints from ${discovery.description} via ${from}`);
@@ -127,14 +152,105 @@ export async function startReconciler(flags: ReconcileFlags, io: CliIo, token: s
   const reconciler = new Reconciler({ source, log, metrics, ...(discovery ? { discovery } : {}) });
   const certificates = new CertificateIssuer({ ca, ttlMs: flags.certTtl, reconciler, metrics, log });
   const server = new ReconcilerServer({ reconciler, metrics, ...(token ? { token } : {}), ...(serviceAccounts ? { authenticator: serviceAccounts } : {}), certificates, log, ...(webhookSecret ? { webhookSecret } : {}) });
+  let webhook: RunningWebhook | undefined;
+  if (flags.webhookListen) {
+    try {
+      webhook = await startInjectionWebhook(flags as WebhookFlags, kubeConfig, log.child({ component: 'webhook' }));
+    } catch (err) {
+      io.stderr.write(`trellis reconcile: the injection webhook: ${(err as Error).message}\n`);
+      return undefined;
+    }
+  }
   const address = await server.listen(flags.listen.host, flags.listen.port);
   log.info({ type: 'listening', port: address.port, source: source.description }, 'reconciler listening');
   await reconciler.start();
   return {
     reconciler,
     port: address.port,
+    ...(webhook ? { webhookPort: webhook.port } : {}),
     stop: async () => {
+      await webhook?.close();
       await reconciler.stop();
+      await server.close();
+    },
+  };
+}
+
+/** The webhook flags go together: what is wrong with them, or undefined. */
+function webhookFlagsProblem(flags: ReconcileFlags): string | undefined {
+  const needed = { '--webhook-cert': flags.webhookCert, '--webhook-key': flags.webhookKey, '--inject-image': flags.injectImage, '--inject-control-url': flags.injectControlUrl };
+  if (!flags.webhookListen) {
+    const given = Object.entries(needed).filter(([, v]) => v !== undefined).map(([k]) => k);
+    return given.length > 0 ? `${given.join(', ')} configure the injection webhook: add --webhook-listen [HOST:]PORT, or leave them out` : undefined;
+  }
+  const missing = Object.entries(needed).filter(([, v]) => !v).map(([k]) => k);
+  if (missing.length > 0) return `--webhook-listen needs ${missing.join(', ')} as well`;
+  try {
+    const url = new URL(flags.injectControlUrl!);
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error();
+  } catch {
+    return `--inject-control-url takes the reconciler's http(s) URL as injected sidecars reach it, such as http://trellis.trellis-system.svc:15010, not "${flags.injectControlUrl}"`;
+  }
+  return undefined;
+}
+
+type WebhookFlags = ReconcileFlags & Required<Pick<ReconcileFlags, 'webhookListen' | 'webhookCert' | 'webhookKey' | 'injectImage' | 'injectControlUrl'>>;
+
+interface RunningWebhook {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+/**
+ * Serves the injection webhook beside the control listener. Native sidecars need
+ * Kubernetes 1.29: the API server's version decides (with --kubernetes; without it the
+ * webhook is assumed to serve a current cluster). The serving certificate is read again
+ * whenever its files change — a mounted Secret is updated by swapping the `..data` symlink
+ * the files point through, so their folders' `..` entries are watched too — and a pair that
+ * does not load (a key written before its certificate) keeps the current one.
+ */
+async function startInjectionWebhook(flags: WebhookFlags, kubeConfig: k8s.KubeConfig | undefined, log: Logger): Promise<RunningWebhook> {
+  const read = () => ({ cert: readFileSync(flags.webhookCert, 'utf8'), key: readFileSync(flags.webhookKey, 'utf8') });
+  const tls = read();
+  createSecureContext(tls); // throws now, at start, for a certificate and key that do not belong together
+  let nativeSidecars = true;
+  if (kubeConfig) {
+    const version = await kubeConfig.makeApiClient(k8s.VersionApi).getCode();
+    nativeSidecars = supportsNativeSidecars(version);
+    log.info({ type: 'kubernetes_version', version: version.gitVersion, nativeSidecars }, `Kubernetes ${version.gitVersion}: ${nativeSidecars ? 'native sidecars' : 'classic sidecars (before 1.29)'}`);
+  }
+  const server: WebhookServer = await startWebhookServer({
+    ...tls,
+    host: flags.webhookListen.host,
+    port: flags.webhookListen.port,
+    options: { image: flags.injectImage, controlUrl: flags.injectControlUrl, nativeSidecars },
+    onEvent: (e) => log.info({ type: 'injection', ...e }, `pod ${e.namespace}/${e.name}: ${e.outcome}`),
+  });
+  // Not "listening": that line names the control port, which tools and tests read.
+  log.info({ type: 'webhook_listening', port: server.port, nativeSidecars }, 'injection webhook listening');
+  const files = [flags.webhookCert, flags.webhookKey].map((f) => resolve(f));
+  const folders = [...new Set(files.map((f) => dirname(f)))];
+  const watcher = chokidar.watch([...files, ...folders], {
+    ignoreInitial: true,
+    depth: 0,
+    ignored: (path: string) => !files.includes(resolve(path)) && !folders.includes(resolve(path)) && !basename(path).startsWith('..'),
+    awaitWriteFinish: { stabilityThreshold: 50, pollInterval: 20 },
+  });
+  watcher.on('all', () => {
+    try {
+      const next = read();
+      createSecureContext(next);
+      server.setCertificate(next);
+      log.info({ type: 'webhook_certificate_reloaded' }, 'injection webhook certificate reloaded; new connections get it');
+    } catch (err) {
+      log.warn({ type: 'webhook_certificate_reload_failed', error: (err as Error).message }, 'the webhook certificate files changed but do not load; serving the current one');
+    }
+  });
+  await new Promise<void>((done) => watcher.once('ready', () => done()));
+  return {
+    port: server.port,
+    close: async () => {
+      await watcher.close();
       await server.close();
     },
   };

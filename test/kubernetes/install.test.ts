@@ -4,16 +4,21 @@
  * files are rendered by this test: `UPDATE_GOLDEN=1` rewrites them, like the other goldens).
  * The cluster test (install.cluster.ts) applies the same output to a real API server.
  */
-import { test } from 'node:test';
+import { after, describe, test } from 'node:test';
+import { request as httpsRequest } from 'node:https';
+import type { TLSSocket } from 'node:tls';
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse, parseAllDocuments } from 'yaml';
 import { main, buildProgram } from '../../src/cli/main.ts';
 import { MeshCertificateAuthority } from '../../src/identity/ca.ts';
 import { CA_SECRET, PLACEHOLDER_REPO, WEBHOOK_CONFIGURATION, WEBHOOK_SECRET, installObjects, reconcilerArgs, renderObjects } from '../../src/kubernetes/install.ts';
 import { assertGolden } from '../helpers/golden.ts';
+import { startTrellis, stopProcesses, tempDir } from '../helpers/processes.ts';
+import { waitFor } from '../helpers/sidecar-harness.ts';
+import { issueServingCertificate } from '../../src/kubernetes/serving-certificate.ts';
 
 const DEPLOY = new URL('../../deploy/', import.meta.url).pathname;
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
@@ -22,10 +27,10 @@ const DEPLOY_FILES = ['namespace.yaml', 'rbac.yaml', 'reconciler.yaml'] as const
 
 type Obj = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string }; [k: string]: unknown };
 
-async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
+async function cli(args: string[], env: Record<string, string> = {}): Promise<{ code: number; out: string; err: string }> {
   let out = '';
   let err = '';
-  const io = { stdout: { write: (s: string) => ((out += s), true) }, stderr: { write: (s: string) => ((err += s), true) }, env: {} } as never;
+  const io = { stdout: { write: (s: string) => ((out += s), true) }, stderr: { write: (s: string) => ((err += s), true) }, env } as never;
   const code = await main(args, io);
   return { code, out, err };
 }
@@ -140,13 +145,74 @@ test('uninstall names every installed object, the webhook first and the namespac
   assert.equal(removed.at(-1)!.kind, 'Namespace');
 });
 
-/** Flags of the Deployment's command line that `trellis reconcile` does not accept yet (wired by the lead). */
-const reconcileFlags = (() => {
-  const program = buildProgram({ stdout: process.stdout, stderr: process.stderr, env: {} }, () => {});
-  const cmd = program.commands.find((c) => c.name() === 'reconcile')!;
-  return new Set(cmd.options.map((o) => o.long));
-})();
-const missing = reconcilerArgs(DEPLOY_OPTIONS).filter((a) => a.startsWith('--') && !reconcileFlags.has(a));
-test('every flag the Deployment passes is one trellis reconcile accepts', { todo: missing.length > 0 ? `trellis reconcile lacks ${missing.join(', ')} (the webhook wiring)` : false }, () => {
-  assert.deepEqual(missing, []);
+test('every flag the Deployment passes is one trellis reconcile accepts', () => {
+  const program = buildProgram({ stdout: process.stdout, stderr: process.stderr, env: {} } as never, () => {});
+  const known = new Set(program.commands.find((c) => c.name() === 'reconcile')!.options.map((o) => o.long));
+  assert.deepEqual(reconcilerArgs(DEPLOY_OPTIONS).filter((a) => a.startsWith('--') && !known.has(a)), []);
+});
+
+describe('trellis reconcile --webhook-listen (a real process)', () => {
+  after(() => stopProcesses());
+
+  /** POSTs an AdmissionReview for a pod in shop over TLS trusting only `caPem`; returns the response and the server's certificate. */
+  function review(port: number, caPem: string): Promise<{ response: { allowed: boolean; patch?: string }; serial: string }> {
+    const body = JSON.stringify({
+      apiVersion: 'admission.k8s.io/v1',
+      kind: 'AdmissionReview',
+      request: { uid: 'u1', kind: { group: '', version: 'v1', kind: 'Pod' }, operation: 'CREATE', namespace: 'shop', object: { metadata: { name: 'api-0', labels: { app: 'api' } }, spec: { containers: [{ name: 'app', image: 'a', ports: [{ containerPort: 8080 }] }] } } },
+    });
+    return new Promise((resolve, reject) => {
+      const req = httpsRequest({ host: '127.0.0.1', port, path: '/inject', method: 'POST', ca: caPem, servername: 'localhost', agent: false, headers: { 'content-type': 'application/json' } }, (res) => {
+        let text = '';
+        res.on('data', (d: Buffer) => (text += d.toString()));
+        res.on('end', () => resolve({ response: (JSON.parse(text) as { response: { allowed: boolean; patch?: string } }).response, serial: (res.socket as TLSSocket).getPeerCertificate().serialNumber }));
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+  }
+
+  test('serves the injection webhook with the given certificate, logs webhook_listening apart from the control port, and serves a rewritten certificate without a restart', async () => {
+    const dir = tempDir();
+    mkdirSync(join(dir, 'spec'));
+    writeFileSync(join(dir, 'spec', 'mesh.yaml'), 'apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: { name: t }\nspec: { trustDomain: t.local }\n');
+    const first = await issueServingCertificate({ dnsNames: ['localhost'], ips: ['127.0.0.1'] });
+    writeFileSync(join(dir, 'tls.crt'), first.certificatePem);
+    writeFileSync(join(dir, 'tls.key'), first.privateKeyPem);
+    const reconciler = await startTrellis(['reconcile', '--dir', join(dir, 'spec'), '--listen', '0', '--webhook-listen', '127.0.0.1:0', '--webhook-cert', join(dir, 'tls.crt'), '--webhook-key', join(dir, 'tls.key'), '--inject-image', 'registry.example/trellis:1', '--inject-control-url', 'http://trellis.trellis-system.svc:15010']);
+    const line = (type: string) => reconciler.output().split('\n').find((l) => l.includes(`"type":"${type}"`));
+    await waitFor(() => line('webhook_listening') !== undefined, 'webhook_listening in the log');
+    const webhookPort = (JSON.parse(line('webhook_listening')!) as { port: number }).port;
+    assert.notEqual(webhookPort, reconciler.listening.port, 'the "listening" line still names the control port');
+    assert.equal((await fetch(`http://127.0.0.1:${reconciler.listening.port}/healthz`)).status, 200);
+
+    const { response, serial } = await review(webhookPort, first.caPem);
+    assert.equal(response.allowed, true);
+    const patch = JSON.parse(Buffer.from(response.patch!, 'base64').toString()) as { path: string; value: { args?: string[]; image?: string }[] }[];
+    const proxy = patch.find((p) => p.path === '/spec/initContainers')!.value[0]!;
+    assert.equal(proxy.image, 'registry.example/trellis:1');
+    assert.equal(proxy.args![proxy.args!.indexOf('--control') + 1], 'http://trellis.trellis-system.svc:15010');
+    assert.equal(proxy.args![proxy.args!.indexOf('--service') + 1], 'shop/api');
+    await waitFor(() => line('injection')?.includes('"outcome":"injected"') === true, 'the injection logged');
+
+    // A renewed certificate from another CA, written as a Secret volume update would land.
+    const second = await issueServingCertificate({ dnsNames: ['localhost'], ips: ['127.0.0.1'] });
+    writeFileSync(join(dir, 'tls.key'), second.privateKeyPem);
+    writeFileSync(join(dir, 'tls.crt'), second.certificatePem);
+    await waitFor(async () => (await review(webhookPort, second.caPem).catch(() => undefined))?.serial === new X509Certificate(second.certificatePem).serialNumber, 'the renewed certificate to be served');
+    assert.notEqual(serial, new X509Certificate(second.certificatePem).serialNumber);
+    reconciler.child.kill('SIGTERM');
+    assert.equal(await reconciler.exited, 0);
+  });
+
+  test('--webhook-listen needs the other four flags, and they need it (exit 2)', async () => {
+    const base = ['reconcile', '--dir', tempDir(), '--listen', '0'];
+    const env = { TRELLIS_CONTROL_TOKEN: 'test' };
+    const needs = await cli([...base, '--webhook-listen', '0', '--webhook-cert', 'c.pem'], env);
+    assert.equal(needs.code, 2);
+    assert.match(needs.err, /--webhook-listen needs --webhook-key, --inject-image, --inject-control-url/);
+    const alone = await cli([...base, '--inject-image', 'x'], env);
+    assert.equal(alone.code, 2);
+    assert.match(alone.err, /--inject-image configure the injection webhook: add --webhook-listen/);
+  });
 });
