@@ -10,8 +10,13 @@
  *   that reuses the cache run the same code, and a missing branch is an ordinary fetch error.
  *
  * Spec files are read straight from git's object store at the fetched commit (`ls-tree`, then
- * one `cat-file --batch`). Fetches run on an interval with jitter, at once on `poke()`, and
- * back off after failures; the last revision stays in force meanwhile.
+ * one `cat-file --batch`). Fetches run on an interval with jitter, at once on `poke()` (one
+ * at a time, pokes coalesced), and back off after failures (pokes do not cut a backoff short);
+ * the last revision stays in force meanwhile.
+ *
+ * Credentials in an http(s) URL (`https://user:token@host/repo.git`) are split off: the cache's
+ * config holds the URL without them, logs and status show it without them, and only the
+ * environment of `git fetch` carries them (as an `http.extraHeader` Authorization setting).
  *
  * Security: every value that comes from a user is checked before git sees it (URLs, branch
  * and path names that git could read as options, `<transport>::` helpers such as `ext::`),
@@ -155,7 +160,8 @@ export function checkSpecPath(path: string): string {
  * Backoff cap, as a multiple of the interval. Waits double after each failed fetch; the cap
  * bounds how long the mesh stays behind once the remote is back (5 minutes at a 1-minute
  * interval) while still cutting the load on a struggling git server by 80%. A poke (webhook)
- * skips the wait: it proves the server is up.
+ * does not skip the wait: webhooks can be replayed, and a forge that sends one says nothing
+ * about the git server being reachable from here.
  */
 export const MAX_BACKOFF_FACTOR = 5;
 
@@ -220,9 +226,40 @@ const KILL_GRACE_MS = 2_000;
 
 const SHA = /^[0-9a-f]{40}(?:[0-9a-f]{24})?$/;
 
-/** Hides the password of `scheme://user:password@host` in text that is logged. */
+/**
+ * Hides credentials in URLs of text that is logged: the password of `scheme://user:password@host`,
+ * and for http(s) the whole user part, since `https://TOKEN@host` carries the token as the user.
+ */
 function redact(text: string): string {
-  return text.replace(/([A-Za-z][A-Za-z0-9+.-]*:\/\/[^\s:@/]*):[^\s@/]*@/g, '$1:***@');
+  return text
+    .replace(/\b(https?:\/\/)[^\s/@]+@/gi, '$1***@')
+    .replace(/([A-Za-z][A-Za-z0-9+.-]*:\/\/[^\s:@/]*):[^\s@/]*@/g, '$1:***@');
+}
+
+/**
+ * Splits the credentials off a remote URL. `remote` is what git stores in the cache's config
+ * and what is shown: an http(s) URL without its user part, any other URL without a password
+ * (an ssh user is a login name, not a secret; git ignores an ssh password). `authorization`
+ * is the Basic credential an http(s) URL carried, handed to `git fetch` only (see {@link GitSource}).
+ */
+export function splitCredentials(url: string): { remote: string; authorization?: string } {
+  const m = /^([A-Za-z][A-Za-z0-9+.-]*:\/\/)([^/@]*)@(.*)$/s.exec(url);
+  if (!m) return { remote: url };
+  const [, scheme, userinfo, rest] = m as unknown as [string, string, string, string];
+  const colon = userinfo.indexOf(':');
+  const user = colon < 0 ? userinfo : userinfo.slice(0, colon);
+  const password = colon < 0 ? '' : userinfo.slice(colon + 1);
+  if (/^https?:\/\/$/i.test(scheme)) {
+    const decode = (part: string) => {
+      try {
+        return decodeURIComponent(part);
+      } catch {
+        return part;
+      }
+    };
+    return { remote: scheme + rest, authorization: `Basic ${Buffer.from(`${decode(user)}:${decode(password)}`).toString('base64')}` };
+  }
+  return { remote: colon < 0 ? url : `${scheme}${user}@${rest}` };
 }
 
 /** The line of git's stderr worth showing: the first `fatal:`/`error:` line, else the last non-progress line. */
@@ -342,7 +379,10 @@ type SpecRead = { readonly files: SourceFile[] } | { readonly problem: string; r
  */
 export class GitSource implements Source {
   readonly description: string;
+  /** The remote without credentials: what the cache's config holds and what people see. */
   readonly #url: string;
+  /** Environment of `git fetch` alone: #env plus the remote's credentials, if it had any. */
+  readonly #fetchEnv: NodeJS.ProcessEnv;
   readonly #branch: string;
   readonly #path: string;
   readonly #cacheDir: string;
@@ -371,7 +411,8 @@ export class GitSource implements Source {
   #stopped = false;
 
   constructor(options: GitSourceOptions) {
-    this.#url = checkRemoteUrl(options.url);
+    const { remote, authorization } = splitCredentials(checkRemoteUrl(options.url));
+    this.#url = remote;
     this.#branch = checkBranch(options.branch);
     this.#path = checkSpecPath(options.path ?? '');
     if (!(options.intervalMs > 0) || !Number.isFinite(options.intervalMs)) throw new RangeError(`intervalMs must be a positive number of milliseconds, not ${options.intervalMs}`);
@@ -385,6 +426,9 @@ export class GitSource implements Source {
     this.#random = options.random ?? Math.random;
     this.#now = options.now ?? Date.now;
     this.#env = gitEnv(this.#cacheDir);
+    // Credentials reach git as configuration in the environment of the fetch (git ≥ 2.31): not
+    // on a command line (`ps` shows those to every user), never in the cache's config file.
+    this.#fetchEnv = authorization ? { ...this.#env, GIT_CONFIG_COUNT: '1', GIT_CONFIG_KEY_0: 'http.extraHeader', GIT_CONFIG_VALUE_0: `Authorization: ${authorization}` } : this.#env;
     this.description = `git ${redact(this.#url)} ${this.#branch}${this.#path ? ` (${this.#path}/)` : ''}`;
   }
 
@@ -395,9 +439,14 @@ export class GitSource implements Source {
     await this.#check();
   }
 
-  /** Fetches now; a poke during a fetch makes one more fetch after it (any number of pokes, one fetch). */
+  /**
+   * Fetches now; a poke during a fetch makes one more fetch after it (any number of pokes, one
+   * fetch). While fetches fail (backoff) a poke does nothing: the next fetch comes when the
+   * backoff says, however many webhooks arrive, so a replayed or forged stream of them cannot
+   * turn into a stream of fetches against a struggling remote.
+   */
   poke(): void {
-    if (this.#stopped || !this.#onEvent) return;
+    if (this.#stopped || !this.#onEvent || this.#failures > 0) return;
     void this.#check();
   }
 
@@ -442,7 +491,7 @@ export class GitSource implements Source {
       do {
         this.#again = false;
         await this.#checkOnce();
-      } while (this.#again && !this.#stopped);
+      } while (this.#again && this.#failures === 0 && !this.#stopped);
       this.#running = undefined;
       if (this.#stopped) return;
       this.#timer = setTimeout(() => void this.#check(), fetchDelayMs(this.#intervalMs, this.#failures, this.#jitter, this.#random()));
@@ -562,7 +611,7 @@ export class GitSource implements Source {
   async #fetch(): Promise<'ok' | 'missing' | string> {
     const refspec = `+refs/heads/${this.#branch}:refs/remotes/origin/${this.#branch}`;
     const run = await runGit(['fetch', '--progress', '--no-tags', '--no-write-fetch-head', '--no-recurse-submodules', '--', 'origin', refspec], {
-      env: this.#env,
+      env: this.#fetchEnv,
       cwd: this.#cacheDir,
       signal: this.#abort.signal,
       idleTimeoutMs: FETCH_IDLE_TIMEOUT_MS,

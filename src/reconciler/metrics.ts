@@ -26,6 +26,7 @@ export class ReconcilerMetrics {
   readonly discoveryErrors = new Counter({ name: 'trellis_discovery_errors_total', help: 'Failed lists and watches of the endpoint discovery, by code (the last known endpoints stay)', labelNames: ['code'] as const, registers: [this.registry] });
   readonly discoverySynced = new Gauge({ name: 'trellis_discovery_synced', help: '1 once the endpoint discovery has read its first full list (pushes wait for it)', registers: [this.registry] });
   readonly endpointSnapshots = new Counter({ name: 'trellis_reconcile_endpoint_snapshots_total', help: 'Snapshots rebuilt because discovered endpoints changed (no commit involved)', registers: [this.registry] });
+  readonly webhooks = new Counter({ name: 'trellis_reconcile_webhooks_total', help: 'Webhook calls, by result (accepted, replayed, bad_signature, delivery_missing)', labelNames: ['result'] as const, registers: [this.registry] });
   readonly appliedInfo = new Gauge({ name: 'trellis_reconcile_applied_info', help: 'The applied revision (value 1, revision in a label)', labelNames: ['revision'] as const, registers: [this.registry] });
 
   constructor() {

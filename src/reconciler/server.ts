@@ -7,7 +7,8 @@
  *
  * The bearer is the mesh's shared control token or, on Kubernetes, the pod's projected
  * ServiceAccount token (see auth.ts); a ServiceAccount acts only for its own services.
- *   POST /hooks/git    GitHub-style push webhook (HMAC-SHA256 signature) → 202, fetch now
+ *   POST /hooks/git    GitHub-style push webhook (HMAC-SHA256 signature, X-GitHub-Delivery id) → 202, fetch
+ *                      soon (coalesced, never during a fetch backoff); a delivery id seen before → 409
  *   GET  /status       what is attempted, applied, and where every sidecar stands (JSON)
  *   GET  /metrics      Prometheus text
  *   GET  /healthz      200 while serving;  GET /readyz  200 once a revision is applied and (with discovery) its endpoints are listed
@@ -28,6 +29,53 @@ import type { AppliedRevision, Reconciler, SidecarRecord } from './reconciler.ts
 const MAX_SUBSCRIBE_BYTES = 8 * 1024 * 1024;
 const MAX_WEBHOOK_BYTES = 1024 * 1024;
 
+/**
+ * How many webhook delivery ids are remembered, and for how long: a replayed delivery is
+ * refused within this window. 10 000 ids cost about 1 MB; an hour is longer than any forge
+ * retries a delivery on its own, and a replay after that still triggers at most one coalesced
+ * fetch that respects the backoff (the delivery id is not covered by the signature, so this is
+ * a first line only: the source's coalescing is what bounds the cost of a replay).
+ */
+export const WEBHOOK_DELIVERY_MEMORY = { maxIds: 10_000, ttlMs: 3_600_000 } as const;
+
+/** A delivery id as forges send them (GitHub: a UUID): printable, at most 128 characters. */
+const DELIVERY_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/**
+ * Webhook delivery ids seen within the last `ttlMs` (on the injected clock), at most `maxIds`
+ * of them: the oldest is forgotten first, so memory stays bounded whatever a caller sends.
+ */
+export class RecentDeliveries {
+  /** id → when it was seen, in insertion (so time) order. */
+  readonly #seen = new Map<string, number>();
+  readonly #maxIds: number;
+  readonly #ttlMs: number;
+  readonly #now: () => number;
+
+  constructor(options: { maxIds: number; ttlMs: number; now: () => number }) {
+    this.#maxIds = options.maxIds;
+    this.#ttlMs = options.ttlMs;
+    this.#now = options.now;
+  }
+
+  /** Records `id`; false when it was recorded already within the window (a replay). */
+  admit(id: string): boolean {
+    const now = this.#now();
+    for (const [old, at] of this.#seen) {
+      if (now - at < this.#ttlMs) break;
+      this.#seen.delete(old);
+    }
+    if (this.#seen.has(id)) return false;
+    this.#seen.set(id, now);
+    if (this.#seen.size > this.#maxIds) this.#seen.delete(this.#seen.keys().next().value!);
+    return true;
+  }
+
+  get size(): number {
+    return this.#seen.size;
+  }
+}
+
 export interface ReconcilerServerOptions {
   readonly reconciler: Reconciler;
   readonly metrics: ReconcilerMetrics;
@@ -44,6 +92,8 @@ export interface ReconcilerServerOptions {
   readonly certificates?: CertificateIssuer;
   /** Where refused control requests are logged (the code and why, never the token): the operator's view of a misconfigured pod or RBAC. */
   readonly log?: Logger;
+  /** Clock for the webhook delivery window, epoch ms; default Date.now. */
+  readonly now?: () => number;
 }
 
 function isSubscribe(v: unknown): v is Subscribe {
@@ -82,9 +132,11 @@ export class ReconcilerServer {
   readonly #server: Server;
   readonly #streams = new Set<{ record: SidecarRecord; ping: NodeJS.Timeout }>();
   readonly #auth: Authenticator;
+  readonly #deliveries: RecentDeliveries;
 
   constructor(options: ReconcilerServerOptions) {
     this.#o = options;
+    this.#deliveries = new RecentDeliveries({ ...WEBHOOK_DELIVERY_MEMORY, now: options.now ?? Date.now });
     this.#auth = controlAuthenticator({ ...(options.token !== undefined ? { sharedToken: options.token } : {}), ...(options.authenticator ? { serviceAccounts: options.authenticator } : {}) });
     this.#server = createServer({ requestTimeout: 0, headersTimeout: 10_000, keepAliveTimeout: 5000 }, (req, res) => {
       const path = (req.url ?? '/').split('?')[0];
@@ -152,7 +204,23 @@ export class ReconcilerServer {
             if (!this.#o.webhookSecret) return sendJson(res, 403, { error: 'webhooks_disabled', message: 'start the reconciler with --webhook-secret-file' });
             const raw = await readJsonBody(req, MAX_WEBHOOK_BYTES);
             if (!raw.ok) return sendJson(res, raw.status, { error: raw.error });
-            if (!webhookSignatureValid(raw.raw, req.headers['x-hub-signature-256'], this.#o.webhookSecret)) return sendJson(res, 401, { error: 'bad_signature' });
+            const hooks = this.#o.metrics.webhooks;
+            if (!webhookSignatureValid(raw.raw, req.headers['x-hub-signature-256'], this.#o.webhookSecret)) {
+              hooks.inc({ result: 'bad_signature' });
+              return sendJson(res, 401, { error: 'bad_signature' });
+            }
+            // Checked after the signature, so that only the forge can fill the delivery memory.
+            const delivery = req.headers['x-github-delivery'];
+            if (typeof delivery !== 'string' || !DELIVERY_ID.test(delivery)) {
+              hooks.inc({ result: 'delivery_missing' });
+              return sendJson(res, 400, { error: 'webhook_delivery_missing', message: 'a webhook needs an X-GitHub-Delivery id (letters, digits and ._:-, at most 128)' });
+            }
+            if (!this.#deliveries.admit(delivery)) {
+              hooks.inc({ result: 'replayed' });
+              this.#o.log?.warn({ type: 'webhook_replayed', delivery }, 'webhook delivery seen before; ignored');
+              return sendJson(res, 409, { error: 'webhook_replayed', message: `delivery ${delivery} was received before` });
+            }
+            hooks.inc({ result: 'accepted' });
             r.poke();
             return sendJson(res, 202, { accepted: true });
           }

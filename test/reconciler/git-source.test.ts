@@ -5,7 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -111,6 +112,43 @@ function revisionOf(e: SourceEvent): Revision {
 }
 const filesOf = (r: Revision) => Object.fromEntries(r.files.map((f) => [f.path, f.text]));
 
+/**
+ * Puts a `git` first on PATH that records each run's command line and `GIT_CONFIG_*`
+ * environment, then runs the real git: what `ps` would show, and what reached git. Sources
+ * made after this call use it (the environment is read at construction); undone after the test.
+ */
+function gitSpy() {
+  const dir = tempDir('trellis-git-spy-');
+  const log = join(dir, 'runs.log');
+  const real = execFileSync('sh', ['-c', 'command -v git'], { encoding: 'utf8' }).trim();
+  writeFileSync(join(dir, 'git'), `#!/bin/sh\n{ printf 'argv:'; printf ' %s' "$@"; printf '\\n'; env | grep '^GIT_CONFIG' | tr '\\n' ' '; printf '\\n'; } >> '${log}'\nexec '${real}' "$@"\n`);
+  chmodSync(join(dir, 'git'), 0o755);
+  const saved = process.env.PATH;
+  process.env.PATH = `${dir}:${saved}`;
+  const restore = () => {
+    process.env.PATH = saved;
+  };
+  cleanups.push(restore);
+  const runs = () => {
+    let text = '';
+    try {
+      text = readFileSync(log, 'utf8');
+    } catch {
+      return [];
+    }
+    const lines = text.split('\n');
+    const out: Array<{ argv: string; env: string }> = [];
+    for (let i = 0; i + 1 < lines.length; i += 2) {
+      // Drop the `-c name=value` settings every run starts with; keep the command and its arguments.
+      const words = lines[i]!.replace(/^argv: /, '').split(' ');
+      while (words[0] === '-c') words.splice(0, 2);
+      out.push({ argv: words.join(' '), env: lines[i + 1]! });
+    }
+    return out;
+  };
+  return { runs, fetches: () => runs().filter((r) => /^fetch /.test(r.argv)), restore };
+}
+
 /** A started GitSource with a fresh cache (unless given), stopped after the tests. */
 async function startSource(options: Partial<GitSourceOptions> & { url: string }) {
   const rec = recorder();
@@ -197,7 +235,8 @@ describe('GitSource', () => {
   test('an unreachable remote is a transient error; the last revision stays and the source recovers', async () => {
     const remote = createRemote();
     const one = remote.commit({ 'a.yaml': 'a: 1\n' }, 'One');
-    const { source, events, waitFor } = await startSource({ url: remote.url });
+    // A short interval: after a failure only the backoff timer fetches again (a poke does not).
+    const { source, events, waitFor } = await startSource({ url: remote.url, intervalMs: 100 });
     renameSync(remote.bare, `${remote.bare}.away`);
     source.poke();
     const error = await waitFor((e) => e.type === 'error', 'a fetch error');
@@ -205,10 +244,72 @@ describe('GitSource', () => {
     assert.match(error.type === 'error' ? error.message : '', /^fetch from file:\/\/.* failed: fatal: .*does not appear to be a git repository/);
     renameSync(`${remote.bare}.away`, remote.bare);
     const two = remote.commit({ 'a.yaml': 'a: 2\n' }, 'Two');
-    source.poke();
     await waitFor(isRevision(two), 'the revision once the remote is back');
+    // Polling at 100 ms may have failed more than once before the remote came back.
+    events.splice(1, events.filter((e) => e.type === 'error').length - 1);
     assert.deepEqual(events.map((e) => e.type), ['revision', 'error', 'recovered', 'revision']);
     assert.equal(revisionOf(events[0]!).id, one);
+  });
+
+  test('pokes (webhooks) do not cut a backoff short: however many arrive, no fetch until the backoff timer', async () => {
+    const gone = join(tempDir('trellis-gone-'), 'remote.git');
+    const { source, events } = await startSource({ url: `file://${gone}` });
+    assert.deepEqual(events.map((e) => e.type), ['error'], 'the first fetch failed');
+    for (let i = 0; i < 20; i++) source.poke();
+    await source.idle();
+    assert.deepEqual(events.map((e) => e.type), ['error'], 'no fetch was made for the pokes (each failed fetch is an error event)');
+  });
+
+  test('a burst of pokes is one fetch in flight and one after it, coalesced', async () => {
+    const remote = createRemote();
+    remote.commit({ 'a.yaml': 'a\n' }, 'One');
+    const spy = gitSpy();
+    const { source } = await startSource({ url: remote.url });
+    const before = spy.fetches().length;
+    for (let i = 0; i < 50; i++) source.poke();
+    await source.idle();
+    for (let i = 0; i < 50; i++) source.poke();
+    await source.idle();
+    spy.restore();
+    assert.equal(spy.fetches().length - before, 4, `two bursts of 50 pokes: ${spy.fetches().length - before} fetches`);
+  });
+
+  test('credentials in an https URL reach the server with the fetch alone: not in the cache config, a command line, an event or the description', async () => {
+    const seen: Array<string | undefined> = [];
+    const server = createHttpServer((req, res) => {
+      seen.push(req.headers.authorization);
+      res.writeHead(404).end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise<void>((r) => server.close(() => r())));
+    const port = (server.address() as { port: number }).port;
+    const spy = gitSpy();
+    const cacheDir = join(tempDir('trellis-cache-'), 'cache');
+    const url = `http://bot:s3cr%2Fet@127.0.0.1:${port}/acme/mesh.git`;
+    const { source, events } = await startSource({ url, cacheDir });
+    assert.ok(seen.length > 0, 'git called the server');
+    assert.equal(seen[0], `Basic ${Buffer.from('bot:s3cr/et').toString('base64')}`, 'the credentials went to the server');
+    const config = readFileSync(join(cacheDir, 'config'), 'utf8');
+    assert.match(config, new RegExp(`url = http://127\\.0\\.0\\.1:${port}/acme/mesh\\.git`));
+    assert.doesNotMatch(config, /s3cr|bot/);
+    assert.ok(spy.runs().length > 2 && spy.runs().every((r) => !/s3cr|bot/.test(r.argv)), `no git command line names them: ${JSON.stringify(spy.runs().map((r) => r.argv))}`);
+    assert.ok(spy.runs().filter((r) => /Authorization: Basic/.test(r.env)).every((r) => /^fetch /.test(r.argv)), 'only the fetch has them, in its environment');
+    assert.doesNotMatch(JSON.stringify(events) + source.description, /s3cr|bot/);
+    assert.equal(source.description, `git http://127.0.0.1:${port}/acme/mesh.git main`);
+    spy.restore();
+    // A cache written before (the URL with credentials as origin) is replaced by a clean one.
+    await source.stop();
+    const stale = join(tempDir('trellis-cache-'), 'cache');
+    git(tempDir('trellis-x-'), 'init', '--quiet', '--bare', stale);
+    git(stale, 'config', 'trellis.cache', 'true');
+    git(stale, 'remote', 'add', 'origin', url);
+    await startSource({ url, cacheDir: stale });
+    assert.doesNotMatch(readFileSync(join(stale, 'config'), 'utf8'), /s3cr|bot/);
+  });
+
+  test('a token given as the user of an https URL is hidden too', () => {
+    const source = new GitSource({ url: 'https://ghp_T0KEN@example.org/x.git', branch: 'main', cacheDir: '/nonexistent/cache', intervalMs: 1000 });
+    assert.equal(source.description, 'git https://example.org/x.git main');
   });
 
   test('failed fetches back off exponentially up to 5 × the interval, with jitter', () => {
@@ -295,8 +396,9 @@ describe('GitSource', () => {
         assert.doesNotThrow(() => new GitSource({ ...options, url, branch: 'release/v1.2', path: 'deploy/mesh' }), url);
       }
     });
-    test('and hides a password in its description', () => {
-      assert.equal(new GitSource({ ...options, url: 'https://bot:s3cret@example.org/x.git' }).description, 'git https://bot:***@example.org/x.git main');
+    test('and hides credentials in its description', () => {
+      assert.equal(new GitSource({ ...options, url: 'https://bot:s3cret@example.org/x.git' }).description, 'git https://example.org/x.git main');
+      assert.equal(new GitSource({ ...options, url: 'ssh://git:s3cret@example.org/x.git' }).description, 'git ssh://git@example.org/x.git main');
     });
   });
 

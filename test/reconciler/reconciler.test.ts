@@ -169,7 +169,7 @@ spec:
     const rec = await startReconciler(repo, { webhookSecret: secret });
     await waitFor(() => rec.reconciler.applied?.revision.id === first, 'first revision');
     repo.commit({ 'route.yaml': split({ api: 1 }) }, 'Two');
-    const hook = (body: string, signature: string) => fetch(`${rec.url}/hooks/git`, { method: 'POST', body, headers: { 'x-hub-signature-256': signature, 'content-type': 'application/json' } });
+    const hook = (body: string, signature: string) => fetch(`${rec.url}/hooks/git`, { method: 'POST', body, headers: { 'x-hub-signature-256': signature, 'x-github-delivery': 'a1b2c3d4-0000-4000-8000-000000000001', 'content-type': 'application/json' } });
     const body = JSON.stringify({ ref: 'refs/heads/main' });
     assert.equal((await hook(body, 'sha256=' + 'a'.repeat(64))).status, 401, 'a wrong signature is refused');
     assert.equal((await hook(body, `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`)).status, 202);
