@@ -13,6 +13,7 @@ export interface SidecarFlags {
   inbound: ListenAddress;
   admin: ListenAddress;
   adminAllowRemote?: boolean;
+  outboundAllowRemote?: boolean;
   adminTokenFile?: string;
   stateDir?: string;
   drainTimeout: number;
@@ -41,6 +42,14 @@ export function readSecret(file: string, io: CliIo, flag: string): string | unde
 export async function runSidecar(flags: SidecarFlags, io: CliIo): Promise<number> {
   if (!LOOPBACK.test(flags.admin.host) && !flags.adminAllowRemote) {
     io.stderr.write(`trellis sidecar: the admin listener may only bind to loopback (got ${flags.admin.host}); add --admin-allow-remote to bind it elsewhere\n`);
+    return EXIT.usage;
+  }
+  // The outbound listener forwards whatever reaches it with this sidecar's mesh identity
+  // (and, with egress passthrough, to any host): bound beyond loopback it is an open proxy
+  // into the mesh. The inbound listener may bind anywhere: it is the port other pods call,
+  // behind mTLS and the access policy (docs/sidecar.md, Listeners).
+  if (!LOOPBACK.test(flags.outbound.host) && !flags.outboundAllowRemote) {
+    io.stderr.write(`trellis sidecar: the outbound listener may only bind to loopback (got ${flags.outbound.host}): whoever reaches it calls the mesh as this service; add --outbound-allow-remote to bind it elsewhere\n`);
     return EXIT.usage;
   }
   if (flags.service !== undefined && !isServiceKey(flags.service)) {

@@ -57,7 +57,7 @@ export function splitAuthority(authority: string): { readonly host: string; read
   return { host: host.toLowerCase(), port };
 }
 
-/** Where the app meant to go: absolute-form URI (the sidecar as HTTP_PROXY) or Host. Undefined when malformed. */
+/** Where the app meant to go: absolute-form URI (the sidecar as HTTP_PROXY) or Host. Undefined when malformed, and for a target that is neither absolute nor a path (`*`). */
 export function parseTarget(req: IncomingMessage, hostSuffix: string): Target | undefined {
   let authority = req.headers.host;
   let pathAndQuery = req.url ?? '/';
@@ -73,6 +73,10 @@ export function parseTarget(req: IncomingMessage, hostSuffix: string): Target | 
       return undefined;
     }
   }
+  // Origin form only, after the absolute form above: `OPTIONS *` (asterisk form) asks about
+  // the proxy itself and names no resource to forward, and a target like `https://…` or
+  // `x` cannot be sent upstream as a path.
+  if (!pathAndQuery.startsWith('/')) return undefined;
   if (!authority) return undefined;
   const split = splitAuthority(authority);
   if (!split) return undefined;

@@ -113,4 +113,20 @@ describe('trellis sidecar process', () => {
     assert.equal(await new Promise<number | null>((r) => child.on('exit', r)), 2);
     assert.match(stderr, /--admin-allow-remote/);
   });
+
+  test('the outbound listener refuses a non-loopback address without --outbound-allow-remote (it is an open proxy to whoever reaches it)', { timeout: 10_000 }, async () => {
+    const child = spawn(process.execPath, [BIN, 'sidecar', '--outbound', '0.0.0.0:0', '--inbound', '0', '--admin', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(child);
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    assert.equal(await new Promise<number | null>((r) => child.on('exit', r)), 2);
+    assert.match(stderr, /--outbound-allow-remote/);
+  });
+
+  test('--outbound-allow-remote lets the outbound listener bind elsewhere; --inbound binds any address (the mTLS port)', async () => {
+    const p = await startProcess(['--outbound', '0.0.0.0:0', '--outbound-allow-remote', '--inbound', '0.0.0.0:0']);
+    assert.ok(p.outbound > 0);
+    p.child.kill('SIGTERM');
+    assert.equal(await p.exited, 0);
+  });
 });

@@ -238,6 +238,15 @@ describe('fault injection and malformed requests', () => {
     assert.equal(api.seen.length, 0);
   });
 
+  test('OPTIONS * (asterisk form) gets 400 bad_request, not a 502', async () => {
+    const api = await startUpstream('api');
+    const sc = await startSidecar(configOf(backendsSpec({ api: [api.port] }), 'client'));
+    const out = await raw(sc.outbound, 'OPTIONS * HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n');
+    assert.match(out, /^HTTP\/1\.1 400 /);
+    assert.match(out, /x-trellis-error: bad_request/);
+    assert.equal(api.seen.length, 0);
+  });
+
   test('oversized headers get 431', async () => {
     const api = await startUpstream('api');
     const sc = await startSidecar(configOf(backendsSpec({ api: [api.port] }), 'client'));
