@@ -3,8 +3,8 @@
  * request, in order: who is calling (the peer's verified SPIFFE ID from the mTLS
  * handshake, see mesh-listener.ts; nobody for plaintext) → the path in its one canonical
  * spelling (config/normalize-path.ts) → the access decision (config/access.ts) → the
- * app's target port for the service port named in Host (`checkout:80`), with the
- * normalised path, streamed both ways. Timeouts are the caller's (its sidecar closes the
+ * app's target port for the service port named in `x-trellis-destination` (`checkout:80`;
+ * in Host from older sidecars), with the normalised path and the caller's Host, streamed both ways. Timeouts are the caller's (its sidecar closes the
  * connection when its deadline passes, and that aborts the call here).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -15,7 +15,7 @@ import type { ConfigStore } from './config-store.ts';
 import type { ProxyErrorCode } from './errors.ts';
 import { addForwardingHeaders, endToEndHeaders } from './headers.ts';
 import type { SidecarMetrics } from './metrics.ts';
-import { CALLER_HEADER, PEER_IDENTITY_HEADER } from './outbound.ts';
+import { CALLER_HEADER, DESTINATION_HEADER, PEER_IDENTITY_HEADER } from './outbound.ts';
 import { decideAccess } from '../config/access.ts';
 import { normalizePath } from '../config/normalize-path.ts';
 import { peerOf } from './mesh-listener.ts';
@@ -40,7 +40,7 @@ export interface InboundDeps {
 }
 
 /** Mesh headers stop here: the app gets only what this sidecar verified. */
-const MESH_ONLY: ReadonlySet<string> = new Set([CALLER_HEADER, PEER_IDENTITY_HEADER]);
+const MESH_ONLY: ReadonlySet<string> = new Set([CALLER_HEADER, PEER_IDENTITY_HEADER, DESTINATION_HEADER]);
 
 export interface InboundHandler {
   (req: IncomingMessage, res: ServerResponse): void;
@@ -103,8 +103,12 @@ export function createInboundHandler(deps: InboundDeps): InboundHandler {
       if (!decision.allowed) return fail('access_denied');
     }
     const host = req.headers.host ?? '';
-    const colon = host.lastIndexOf(':');
-    const asked = colon >= 0 ? Number(host.slice(colon + 1)) : undefined;
+    // The service port: from x-trellis-destination (set by calling sidecars, which keep the
+    // app's authority in Host), else from Host as sidecars before it sent it (`api:80`).
+    const destination = req.headers[DESTINATION_HEADER];
+    const named = typeof destination === 'string' ? destination : host;
+    const colon = named.lastIndexOf(':');
+    const asked = colon >= 0 ? Number(named.slice(colon + 1)) : undefined;
     const port = snap.inbound.ports.find((p) => p.port === asked) ?? snap.inbound.ports[0]!;
     const headers = endToEndHeaders(req.headers, MESH_ONLY);
     addForwardingHeaders(headers, req.socket.remoteAddress, host);

@@ -44,8 +44,15 @@ export const CALLER_HEADER = 'x-trellis-caller';
 export const PEER_IDENTITY_HEADER = 'x-trellis-peer-identity';
 /** Marks mirrored copies, so backends can tell them from real traffic. */
 export const MIRROR_HEADER = 'x-trellis-mirror';
+/**
+ * Set by the calling sidecar on a meshed hop: `name[.namespace]:port`, the service and
+ * service port the call is for. `Host` carries the authority the app sent (which may name
+ * the service without a port, an instance's address, or a rewritten host), so the
+ * destination's inbound reads the port from here; it strips the header before the app.
+ */
+export const DESTINATION_HEADER = 'x-trellis-destination';
 /** Headers only sidecars may set: whatever an app sends under these names is dropped. */
-const MESH_HEADERS: ReadonlySet<string> = new Set([CALLER_HEADER, MIRROR_HEADER, PEER_IDENTITY_HEADER]);
+const MESH_HEADERS: ReadonlySet<string> = new Set([CALLER_HEADER, MIRROR_HEADER, PEER_IDENTITY_HEADER, DESTINATION_HEADER]);
 /** Mirrors in flight at once per sidecar; beyond it copies are skipped, so mirroring never builds a queue. */
 const MAX_MIRRORS_IN_FLIGHT = 64;
 
@@ -92,7 +99,8 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
       const ep = cluster?.picker.pick(cluster.candidates());
       if (!cluster || !ep) continue;
       const port = f.backend.port ?? callerPort;
-      const copy: Record<string, string | string[]> = { ...headers, host: hostFor(cluster, ep.address, port), [MIRROR_HEADER]: '1' };
+      const copy: Record<string, string | string[]> = { ...headers, [MIRROR_HEADER]: '1' };
+      setUpstreamAuthority(copy, cluster, port, undefined);
       mirrorsInFlight++;
       const controller = new AbortController();
       const timer = setTimeout(() => controller.abort(), 10_000);
@@ -143,6 +151,8 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
     if (plan.kind === 'no_backend') return fail('no_backend');
     record.destination = plan.backend.service;
     const headers = endToEndHeaders(req.headers, MESH_HEADERS);
+    // The authority the app named (from the absolute URI when it used the sidecar as its proxy).
+    headers.host = target.authority;
     addForwardingHeaders(headers, req.socket.remoteAddress, target.authority);
     for (const m of plan.requestHeaders) applyHeaderModifier(headers, m);
     run(record, {
@@ -190,6 +200,7 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
     const rule = snap.routes.get(cluster.service)?.match({ port: call.servicePort, method, path: target.path, headers: req.headers, query: target.query });
     record.route = rule ? (rule.route ?? 'default') : 'instance';
     const headers = endToEndHeaders(req.headers, MESH_HEADERS);
+    headers.host = target.authority;
     addForwardingHeaders(headers, req.socket.remoteAddress, target.authority);
     const pathAndQuery = target.query ? `${target.path}?${target.query}` : target.path;
     run(record, {
@@ -259,6 +270,7 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
     };
     res.on('close', onClose);
     const retrySafe = isRetrySafe(a.method, req.headers);
+    setUpstreamAuthority(a.headers, cluster, a.backendPort, a.rewriteHost);
     cluster.budget.recordRequest();
     /** Endpoints this request's attempts went to: a retry goes elsewhere when it can. */
     const tried = new Set<Endpoint>();
@@ -281,7 +293,6 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
           return { status: sendProxyError(res, 'no_endpoints'), flags: 'no_endpoints' };
         }
         const port = a.pinned ? a.pinned.port : ep.port || targetPort(cluster, a.backendPort);
-        a.headers.host = a.rewriteHost ?? hostFor(cluster, ep.address, cluster.settings.meshed ? a.backendPort : port);
         const remaining = deadline === Infinity ? 0 : Math.max(1, deadline - deps.clock.now());
         const perTry = rule.timeouts.backendRequestMs > 0 ? Math.min(rule.timeouts.backendRequestMs, remaining || Infinity) : remaining;
         // undici's own timeouts tick coarsely (about every half second); a per-try timeout
@@ -362,9 +373,16 @@ export function targetPort(cluster: Cluster, servicePort: number): number {
   return p.targetPort;
 }
 
-/** Host header for a backend: `name[.namespace]:port` for meshed ones (their sidecar reads the port), the instance's address otherwise. */
-function hostFor(cluster: Cluster, address: string, port: number): string {
-  if (cluster.settings.meshed) return `${hostOfServiceKey(cluster.service)}:${port}`;
-  if (cluster.endpointsBody.dns) return cluster.endpointsBody.dns.hostname;
-  return `${address.includes(':') ? `[${address}]` : address}:${port}`;
+/**
+ * The authority a backend gets, set in `headers` (whose `host` holds the authority the app
+ * sent): a URLRewrite hostname when the rule has one; for an unmeshed backend named by a
+ * DNS name, that name (it is the virtual host the backend serves, as Envoy's auto host
+ * rewrite does for DNS clusters); otherwise the app's own authority, unchanged, to meshed
+ * and unmeshed backends alike. A meshed backend's sidecar also gets `x-trellis-destination`
+ * (`name[.namespace]:servicePort`), the service port it serves the call on.
+ */
+export function setUpstreamAuthority(headers: Record<string, string | string[]>, cluster: Cluster, servicePort: number, rewriteHost: string | undefined): void {
+  if (rewriteHost !== undefined) headers.host = rewriteHost;
+  else if (!cluster.settings.meshed && cluster.endpointsBody.dns) headers.host = cluster.endpointsBody.dns.hostname;
+  if (cluster.settings.meshed) headers[DESTINATION_HEADER] = `${hostOfServiceKey(cluster.service)}:${servicePort}`;
 }

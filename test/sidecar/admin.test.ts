@@ -133,7 +133,7 @@ describe('sidecar to sidecar', () => {
     assert.equal(r.body, 'app');
     const seen = app.seen.at(-1)!;
     assert.equal(seen.url, '/hello?x=1');
-    assert.equal(seen.headers.host, 'api:80');
+    assert.equal(seen.headers.host, 'api', 'the app gets the authority the caller sent');
     assert.equal(seen.headers['x-request-id'], 'rid-1');
     assert.equal(seen.headers['x-trellis-caller'], undefined, 'no caller claim reaches the app');
     assert.equal(seen.headers['x-trellis-peer-identity'], 'spiffe://test.local/svc/client', 'the app learns the verified caller');

@@ -107,7 +107,7 @@ describe('resolving host names through a sidecar', () => {
     for (const host of ['api', 'api.default', 'api.default.svc.cluster.local']) assert.equal((await send(sc.outbound, host, '/')).body, 'api', host);
   });
 
-  test('a meshed backend in another namespace gets Host name.namespace:port, which its sidecar serves', async () => {
+  test('a meshed backend in another namespace gets the Host the app sent; its sidecar learns the service port from x-trellis-destination, which the app never sees', async () => {
     const app = await startUpstream('b/api app');
     const mesh = '  mtls: { mode: "off" }\n  access: { default: allow }';
     const keys = { client: 'a/client', api: 'b/api' };
@@ -116,8 +116,12 @@ describe('resolving host names through a sidecar', () => {
     const r = await send(client.outbound, 'api.b', '/hello');
     assert.equal(r.status, 200);
     assert.equal(r.body, 'b/api app');
-    assert.equal(app.seen.at(-1)!.headers.host, 'api.b:80', 'the Host the calling sidecar sent, relayed by the inbound');
+    assert.equal(app.seen.at(-1)!.headers.host, 'api.b', 'the authority the calling app sent, kept across the hop');
     assert.equal(app.seen.at(-1)!.headers['x-forwarded-host'], 'api.b');
+    assert.equal(app.seen.at(-1)!.headers['x-trellis-destination'], undefined, 'the mesh header stops at the inbound');
+    // An app cannot steer the destination sidecar: what it sends under the mesh header is replaced.
+    await send(client.outbound, 'api.b', '/hello', { headers: { 'x-trellis-destination': 'api.b:9999' } });
+    assert.equal(app.seen.at(-1)!.headers['x-trellis-destination'], undefined);
   });
 });
 

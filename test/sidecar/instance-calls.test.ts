@@ -122,7 +122,9 @@ describe('calls addressed to an instance', () => {
         assert.equal(r.headers['x-peer'], 'spiffe://test.local/svc/client', 'the instance saw the caller verified by mTLS');
       }
     }
-    assert.equal(apps[1].seen.at(-1)!.headers.host, 'api:80', "the instance's sidecar is told the service port");
+    assert.equal(apps[1].seen.at(-1)!.headers.host, `127.0.0.3:${apis[1].inbound}`, 'the instance gets the authority the app dialled');
+    await send(client.outbound, '127.0.0.3:8080', '/hello');
+    assert.equal(apps[1].seen.at(-1)!.headers.host, '127.0.0.3:8080');
   });
 
   test('retries stay on the addressed instance', async () => {

@@ -93,6 +93,19 @@ describe('route rules', () => {
 });
 
 describe('filters', () => {
+  test('without a hostname rewrite a backend gets the authority the app sent, not the instance address', async () => {
+    // Issue 16: backends got Host: 127.0.0.1:<port>; a backend serving several virtual hosts needs the name the app used.
+    const api = await startUpstream('api');
+    const sc = await startSidecar(configOf(backendsSpec({ api: [api.port] }), 'client'));
+    for (const host of ['api', 'api:80', 'api.default.svc.cluster.local']) {
+      assert.equal((await send(sc.outbound, host, '/')).status, 200);
+      assert.equal(api.seen.at(-1)!.headers.host, host);
+    }
+    assert.equal((await rawSend(sc.outbound, 'http://api.default/x', { host: 'ignored' })).status, 200);
+    assert.equal(api.seen.at(-1)!.headers.host, 'api.default', 'as a proxy: the authority of the absolute URI');
+    assert.equal(api.seen.at(-1)!.headers['x-trellis-destination'], undefined, 'an unmeshed backend gets no mesh header');
+  });
+
   test('request and response header modifiers, prefix rewrite and host rewrite', async () => {
     const api = await startUpstream('api');
     const spec = backendsSpec(
