@@ -9,7 +9,7 @@ import { writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { FolderSource, folderRevisionId } from '../../src/reconciler/folder-source.ts';
+import { EMPTY_HOLD_MS, FolderSource, folderRevisionId } from '../../src/reconciler/folder-source.ts';
 import type { Revision, SourceEvent } from '../../src/reconciler/source.ts';
 
 const cleanups: Array<() => Promise<void> | void> = [];
@@ -40,7 +40,8 @@ const filesOf = (e: SourceEvent | undefined) => Object.fromEntries(revisionOf(e)
 async function startSource(dir: string, debounceMs = 50) {
   const events: SourceEvent[] = [];
   const waiters = new Set<() => void>();
-  const source = new FolderSource({ dir, debounceMs, now: () => 42 });
+  // seenAt and the settle window read this clock: it must move (a frozen one never settles).
+  const source = new FolderSource({ dir, debounceMs, now: () => 42_000 + performance.now() });
   cleanups.push(() => source.stop());
   await source.start((e) => {
     events.push(e);
@@ -74,6 +75,66 @@ function within<T>(promise: Promise<T>, what: string, ms = 10_000): Promise<T> {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
+/**
+ * A manual clock for a FolderSource: `now` and `schedule` as the source takes them. Timers
+ * fire only in `advance`, in time order, so a test decides exactly when each read happens.
+ * File events from the real watcher still schedule reads on it; they only add reads.
+ */
+function manualClock(start = 1_000_000) {
+  let now = start;
+  let timers: Array<{ at: number; seq: number; fn: () => void }> = [];
+  let seq = 0;
+  const scheduled = new Set<() => void>();
+  return {
+    now: () => now,
+    schedule(fn: () => void, ms: number) {
+      const timer = { at: now + ms, seq: seq++, fn };
+      timers.push(timer);
+      for (const w of scheduled) w();
+      return () => {
+        timers = timers.filter((t) => t !== timer);
+      };
+    },
+    /** Moves the clock `ms` on, firing every timer that falls due (also ones scheduled meanwhile), in order. */
+    advance(ms: number): void {
+      const end = now + ms;
+      for (;;) {
+        const due = timers.filter((t) => t.at <= end).sort((a, b) => a.at - b.at || a.seq - b.seq)[0];
+        if (!due) break;
+        timers = timers.filter((t) => t !== due);
+        now = Math.max(now, due.at);
+        due.fn();
+      }
+      now = end;
+    },
+    /** Resolves once a timer is waiting (bounded): the watcher's ready and the first read happen in real time. */
+    whenScheduled(): Promise<void> {
+      if (timers.length > 0) return Promise.resolve();
+      return within(new Promise<void>((resolve) => {
+        const w = () => (scheduled.delete(w), resolve());
+        scheduled.add(w);
+      }), 'a timer to be scheduled');
+    },
+  };
+}
+
+/** A FolderSource on a manual clock, started (its first read settled by advancing the clock). */
+async function startOnClock(dir: string) {
+  const clock = manualClock();
+  const events: SourceEvent[] = [];
+  const source = new FolderSource({ dir, now: clock.now, schedule: clock.schedule });
+  cleanups.push(() => source.stop());
+  let started = false;
+  const starting = source.start((e) => events.push(e)).then(() => (started = true));
+  while (!started) {
+    await clock.whenScheduled();
+    clock.advance(100);
+    await new Promise((r) => setImmediate(r));
+  }
+  await starting;
+  return { source, clock, events };
+}
+
 describe('FolderSource', () => {
   test('the first revision has the spec files, read as readSpecDir reads them', async () => {
     const dir = tempDir();
@@ -85,7 +146,7 @@ describe('FolderSource', () => {
     assert.deepEqual(revision.files.map((f) => f.path), ['a/x.yml', 'b.yaml']);
     assert.equal(revision.id, folderRevisionId(revision.files));
     assert.equal(revision.description, `folder ${dir} (${revision.id.slice(0, 12)})`);
-    assert.equal(revision.seenAt, 42);
+    assert.ok(revision.seenAt > 42_000 && revision.seenAt <= 42_000 + performance.now(), 'seen at the source\'s clock');
     assert.equal(source.description, `folder ${dir}`);
   });
 
@@ -159,6 +220,75 @@ describe('FolderSource', () => {
     write(dir, { 'big.yaml': 'x: small\n' });
     assert.deepEqual(filesOf(await waitFor(isRevision, 'the fixed file')), { 'a.yaml': 'a\n', 'big.yaml': 'x: small\n' });
     assert.deepEqual(events.map((e) => e.type), ['revision', 'error', 'revision']);
+  });
+
+  test('a truncate-then-write never yields a revision with the empty file, however the reads fall', async () => {
+    const dir = tempDir();
+    write(dir, { 'a.yaml': 'v: 1\n', 'b.yaml': 'b\n' });
+    const { source, clock, events } = await startOnClock(dir);
+    assert.deepEqual(events.map(filesOf), [{ 'a.yaml': 'v: 1\n', 'b.yaml': 'b\n' }]);
+    // The editor truncates; a read lands right then (a poke stands for the file event).
+    writeFileSync(join(dir, 'a.yaml'), '');
+    source.poke();
+    clock.advance(0);
+    // It pauses for less than the settle window, then writes.
+    clock.advance(60);
+    writeFileSync(join(dir, 'a.yaml'), 'v: 2\n');
+    clock.advance(60);
+    clock.advance(200);
+    assert.deepEqual(events.slice(1).map(filesOf), [{ 'a.yaml': 'v: 2\n', 'b.yaml': 'b\n' }]);
+
+    // A writer that pauses longer than the settle window (but under EMPTY_HOLD_MS): still no empty revision.
+    writeFileSync(join(dir, 'a.yaml'), '');
+    source.poke();
+    for (let t = 0; t < EMPTY_HOLD_MS - 100; t += 50) clock.advance(50);
+    writeFileSync(join(dir, 'a.yaml'), 'v: 3\n');
+    source.poke();
+    for (let t = 0; t < 500; t += 50) clock.advance(50);
+    assert.deepEqual(events.slice(1).map(filesOf), [
+      { 'a.yaml': 'v: 2\n', 'b.yaml': 'b\n' },
+      { 'a.yaml': 'v: 3\n', 'b.yaml': 'b\n' },
+    ]);
+    assert.ok(events.every((e) => e.type !== 'revision' || e.revision.files.every((f) => f.text !== '')), 'no revision holds an empty file');
+
+    // Emptied on purpose and left so: it counts once it held for EMPTY_HOLD_MS.
+    writeFileSync(join(dir, 'a.yaml'), '');
+    source.poke();
+    clock.advance(0);
+    clock.advance(EMPTY_HOLD_MS - 1);
+    assert.equal(events.length, 3, 'not before the hold');
+    clock.advance(1);
+    assert.deepEqual(filesOf(events[3]), { 'a.yaml': '', 'b.yaml': 'b\n' });
+  });
+
+  test('a partial write does not form a revision until the file holds still for the settle window', async () => {
+    const dir = tempDir();
+    write(dir, { 'a.yaml': 'x: 1\n' });
+    const { source, clock, events } = await startOnClock(dir);
+    writeFileSync(join(dir, 'a.yaml'), 'x: 1\n---\n');
+    source.poke();
+    clock.advance(0);
+    clock.advance(99);
+    writeFileSync(join(dir, 'a.yaml'), 'x: 1\n---\ny: 2\n');
+    clock.advance(1);
+    clock.advance(99);
+    assert.equal(events.length, 1, 'nothing while the file moves');
+    clock.advance(1);
+    assert.deepEqual(events.slice(1).map(filesOf), [{ 'a.yaml': 'x: 1\n---\ny: 2\n' }]);
+  });
+
+  test('two quick changes of one file both end up in a revision (chokidar drops a second change within 50 ms)', async () => {
+    const dir = tempDir();
+    write(dir, { 'a.yaml': 'v: 1\n' });
+    // A debounce shorter than chokidar's 50 ms throttle, as the identity cluster test uses.
+    const { waitFor } = await startSource(dir, 10);
+    for (let round = 2; round <= 6; round += 2) {
+      writeFileSync(join(dir, 'a.yaml'), `v: ${round}\n`);
+      // The next change comes the moment the first one is out: within chokidar's throttle window.
+      await waitFor((e) => isRevision(e) && filesOf(e)['a.yaml'] === `v: ${round}\n`, `v: ${round}`);
+      writeFileSync(join(dir, 'a.yaml'), `v: ${round + 1}\n`);
+      await waitFor((e) => isRevision(e) && filesOf(e)['a.yaml'] === `v: ${round + 1}\n`, `v: ${round + 1}, without a poke`, undefined, 5_000);
+    }
   });
 
   test('nothing is emitted after stop', async () => {
