@@ -19,7 +19,8 @@ import { ReconcilerServer } from '../reconciler/server.ts';
 import { kubernetesTokenReviewer, TokenReviewAuthenticator } from '../reconciler/auth.ts';
 import type { Discovery } from '../reconciler/discovery.ts';
 import { KubernetesDiscovery } from '../reconciler/kubernetes-discovery.ts';
-import { loadKubeConfig } from '../kubernetes/client.ts';
+import { IN_CLUSTER_TOKEN_PATH, loadKubeConfig } from '../kubernetes/client.ts';
+import { loadOrCreateCaSecret, parseSecretRef } from '../reconciler/ca-secret.ts';
 import { supportsNativeSidecars } from '../kubernetes/inject.ts';
 import { startWebhookServer, type WebhookServer } from '../kubernetes/webhook.ts';
 import type { Source } from '../reconciler/source.ts';
@@ -41,6 +42,8 @@ export interface ReconcileFlags {
   caDir?: string;
   caCert?: string;
   caKey?: string;
+  /** `[NAMESPACE/]NAME` of the Secret holding the mesh root shared by replicas, created under a Lease on first start (needs --kubernetes). */
+  caSecret?: string;
   trustBundle?: string;
   certTtl: number;
   /** Endpoints from this cluster's EndpointSlices (`--kubernetes`), through `--kubeconfig` or the defaults of kubernetes/client.ts. */
@@ -66,6 +69,15 @@ export async function loadCertificateAuthority(flags: Pick<ReconcileFlags, 'caDi
   if (flags.trustBundle && extra.length === 0) throw new UsageError(`--trust-bundle ${flags.trustBundle} holds no PEM certificate`);
   if (flags.caCert) return MeshCertificateAuthority.load(readFileSync(flags.caCert, 'utf8'), readFileSync(flags.caKey!, 'utf8'), extra);
   return MeshCertificateAuthority.loadOrCreate(flags.caDir ?? join(homedir(), '.local', 'share', 'trellis', 'ca'), 'trellis', extra);
+}
+
+/** The namespace of the pod this runs in, from its ServiceAccount mount; undefined outside a pod. */
+function inClusterNamespace(): string | undefined {
+  try {
+    return readFileSync(join(dirname(IN_CLUSTER_TOKEN_PATH), 'namespace'), 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** A flag combination that cannot work (exit 2). */
@@ -112,16 +124,22 @@ export async function startReconciler(flags: ReconcileFlags, io: CliIo, token: s
     io.stderr.write('trellis reconcile: --cert-ttl must be between 1m and 720h\n');
     return undefined;
   }
-  let ca: MeshCertificateAuthority;
-  try {
-    ca = await loadCertificateAuthority(flags);
-  } catch (err) {
-    io.stderr.write(`trellis reconcile: the mesh CA: ${(err as Error).message}\n`);
+  if (!flags.kubernetes && (flags.kubeconfig || flags.kubernetesNamespace || flags.kubernetesNamespacesFromSpec || flags.caSecret)) {
+    io.stderr.write('trellis reconcile: --kubeconfig, --kubernetes-namespace, --kubernetes-namespaces-from-spec and --ca-secret need --kubernetes\n');
     return undefined;
   }
-  if (!flags.kubernetes && (flags.kubeconfig || flags.kubernetesNamespace || flags.kubernetesNamespacesFromSpec)) {
-    io.stderr.write('trellis reconcile: --kubeconfig, --kubernetes-namespace and --kubernetes-namespaces-from-spec need --kubernetes\n');
+  if (flags.caSecret && (flags.caDir || flags.caCert || flags.caKey)) {
+    io.stderr.write('trellis reconcile: give the mesh root one way: --ca-secret [NAMESPACE/]NAME, --ca-cert/--ca-key, or --ca-dir\n');
     return undefined;
+  }
+  let ca: MeshCertificateAuthority | undefined;
+  if (!flags.caSecret) {
+    try {
+      ca = await loadCertificateAuthority(flags);
+    } catch (err) {
+      io.stderr.write(`trellis reconcile: the mesh CA: ${(err as Error).message}\n`);
+      return undefined;
+    }
   }
   if (flags.kubernetesNamespace && flags.kubernetesNamespacesFromSpec) {
     io.stderr.write('trellis reconcile: give --kubernetes-namespace NS… or --kubernetes-namespaces-from-spec, not both\n');
@@ -149,8 +167,26 @@ export async function startReconciler(flags: ReconcileFlags, io: CliIo, token: s
       return undefined;
     }
   }
+  if (flags.caSecret) {
+    const namespace = kubeConfig!.getContextObject(kubeConfig!.getCurrentContext())?.namespace ?? inClusterNamespace() ?? 'default';
+    const ref = parseSecretRef(flags.caSecret, namespace);
+    if (!ref) {
+      io.stderr.write(`trellis reconcile: --ca-secret takes [NAMESPACE/]NAME of a Secret, not "${flags.caSecret}"\n`);
+      return undefined;
+    }
+    let extraRoots: string[];
+    try {
+      extraRoots = flags.trustBundle ? splitPemCertificates(readFileSync(flags.trustBundle, 'utf8')) : [];
+      if (flags.trustBundle && extraRoots.length === 0) throw new Error(`--trust-bundle ${flags.trustBundle} holds no PEM certificate`);
+    } catch (err) {
+      io.stderr.write(`trellis reconcile: ${(err as Error).message}\n`);
+      return undefined;
+    }
+    // Waits (under the bootstrap Lease) for the root every replica shares; API errors are retried, a Secret without a usable root is fatal.
+    ca = await loadOrCreateCaSecret({ kubeConfig: kubeConfig!, ...ref, trustDomain: 'trellis', extraRoots, log: log.child({ component: 'ca' }) });
+  }
   const reconciler = new Reconciler({ source, log, metrics, ...(discovery ? { discovery } : {}) });
-  const certificates = new CertificateIssuer({ ca, ttlMs: flags.certTtl, reconciler, metrics, log });
+  const certificates = new CertificateIssuer({ ca: ca!, ttlMs: flags.certTtl, reconciler, metrics, log });
   const server = new ReconcilerServer({ reconciler, metrics, ...(token ? { token } : {}), ...(serviceAccounts ? { authenticator: serviceAccounts } : {}), certificates, log, ...(webhookSecret ? { webhookSecret } : {}) });
   let webhook: RunningWebhook | undefined;
   if (flags.webhookListen) {

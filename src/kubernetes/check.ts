@@ -52,7 +52,7 @@ function day(ms: number): string {
   return new Date(ms).toISOString().slice(0, 10);
 }
 
-function installHint(namespace: string, only?: 'ca' | 'webhook'): string {
+function installHint(namespace: string, only?: 'webhook'): string {
   const ns = namespace === DEFAULT_NAMESPACE ? '' : ` --namespace ${namespace}`;
   return only ? `trellis install${ns} --only ${only} | kubectl apply -f -` : `trellis install${ns} --repo URL | kubectl apply -f -`;
 }
@@ -296,7 +296,7 @@ export function checkMeshCa(input: { namespace: string; certificatePem: string |
   const name = 'mesh-ca';
   const secret = `Secret ${input.namespace}/${CA_SECRET}`;
   if (input.certificatePem === undefined || input.keyPem === undefined) {
-    return fail(name, `${secret} is missing or has no tls.crt and tls.key: reconcilers cannot issue workload certificates, and replicas that made roots of their own do not trust each other's sidecars`, `create it: ${installHint(input.namespace, 'ca')}, then kubectl -n ${input.namespace} rollout restart deployment/${SERVICE_NAME}`);
+    return fail(name, `${secret} is missing or has no tls.crt and tls.key: reconcilers cannot issue workload certificates, and replicas that made roots of their own do not trust each other's sidecars`, `a reconciler started with --ca-secret creates it: kubectl -n ${input.namespace} rollout restart deployment/${SERVICE_NAME} (its log says why it could not: ca_secret_error); to bring your own root, first kubectl -n ${input.namespace} create secret tls ${CA_SECRET} --cert=ca.crt --key=ca.key`);
   }
   const replace = 'a new root cuts sidecars off from each other until every one has renewed: see docs/kubernetes.md, "trellis check"';
   let cert: X509Certificate;

@@ -1,14 +1,20 @@
 /**
  * The objects that run Trellis in a cluster, as `trellis install` prints them and `deploy/`
- * keeps them: one pure function from options (and, for the parts that hold keys, generated
- * certificates) to Kubernetes objects, and one renderer to YAML. `deploy/` is this output
- * with a placeholder repository and without the key-holding parts, checked by a test so the
- * two cannot drift.
+ * keeps them: one pure function from options (and, for the webhook, a generated serving
+ * certificate) to Kubernetes objects, and one renderer to YAML. `deploy/` is this output
+ * with a placeholder repository and without the webhook's key-holding parts, checked by a
+ * test so the two cannot drift.
+ *
+ * The mesh root is not among them: the reconciler creates the Secret `trellis-ca` on its
+ * first start (`--ca-secret`, under the Lease `trellis-ca-bootstrap`), so no root key is ever
+ * printed into output that teams commit. The webhook's serving key is: it must match the
+ * caBundle printed into the webhook configuration.
  *
  * Least privilege, rule by rule (each has its reason in the rendered YAML):
  *   cluster-wide: read EndpointSlices, Services and Pods (discovery), create TokenReviews
  *   (sidecar authentication) — nothing else;
- *   in its own namespace: Leases (only writes take one), and the mesh CA Secret `trellis-ca`.
+ *   in its own namespace: the Lease `trellis-ca-bootstrap` (only writes take one), and the mesh
+ *   root Secret `trellis-ca`, which it creates on first start.
  */
 import { Document, isMap, isScalar, isSeq, visit, type Node } from 'yaml';
 import { CONTROL_PORT, INJECT_LABEL, controlUrlFor, type KubeObject } from './inject.ts';
@@ -19,8 +25,10 @@ export const RECONCILER_ACCOUNT = 'trellis-reconciler';
 /** The Service, Deployment and PodDisruptionBudget. */
 export const SERVICE_NAME = 'trellis';
 export const WEBHOOK_CONFIGURATION = 'trellis-sidecar-injector';
-/** The mesh root (type kubernetes.io/tls: tls.crt, tls.key), shared by every replica. */
+/** The mesh root (type kubernetes.io/tls: tls.crt, tls.key), shared by every replica; created by the first reconciler to start. */
 export const CA_SECRET = 'trellis-ca';
+/** The Lease a reconciler holds while it creates the mesh root (src/reconciler/ca-secret.ts). */
+export const CA_BOOTSTRAP_LEASE = 'trellis-ca-bootstrap';
 /** The injection webhook's serving certificate (type kubernetes.io/tls). */
 export const WEBHOOK_SECRET = 'trellis-webhook-tls';
 /** Where the reconciler serves the injection webhook; the Service maps 443 to it. */
@@ -44,14 +52,12 @@ export interface InstallOptions {
 
 /** Key material `trellis install` generates: absent parts are left out (as in deploy/). */
 export interface InstallSecrets {
-  /** The mesh root, PEM. */
-  readonly meshCa?: { certificatePem: string; privateKeyPem: string };
   /** The webhook's CA (for caBundle) and serving certificate. */
   readonly webhook?: { caPem: string; certificatePem: string; privateKeyPem: string };
 }
 
-/** Which objects to print: everything, or only those that hold generated keys. */
-export type InstallPart = 'all' | 'ca' | 'webhook';
+/** Which objects to print: everything, or only the webhook's key-holding ones (to rotate its certificate). */
+export type InstallPart = 'all' | 'webhook';
 
 /** A rendered object with comments for its YAML: `comment` above it, `comments` above a path inside. */
 export interface InstallObject {
@@ -77,8 +83,7 @@ export function reconcilerArgs(options: InstallOptions): string[] {
     ...(options.path ? ['--path', options.path] : []),
     '--listen', `0.0.0.0:${CONTROL_PORT}`,
     '--cache-dir', '/var/cache/trellis/repos',
-    '--ca-cert', '/var/run/trellis/ca/tls.crt',
-    '--ca-key', '/var/run/trellis/ca/tls.key',
+    '--ca-secret', `${options.namespace}/${CA_SECRET}`,
     '--webhook-listen', `0.0.0.0:${WEBHOOK_PORT}`,
     '--webhook-cert', '/var/run/trellis/webhook/tls.crt',
     '--webhook-key', '/var/run/trellis/webhook/tls.key',
@@ -140,7 +145,6 @@ function deployment(options: InstallOptions): KubeObject {
               volumeMounts: [
                 { name: 'repos', mountPath: '/var/cache/trellis' },
                 { name: 'tmp', mountPath: '/tmp' },
-                { name: 'mesh-ca', mountPath: '/var/run/trellis/ca', readOnly: true },
                 { name: 'webhook-tls', mountPath: '/var/run/trellis/webhook', readOnly: true },
               ],
             },
@@ -148,7 +152,6 @@ function deployment(options: InstallOptions): KubeObject {
           volumes: [
             { name: 'repos', emptyDir: { sizeLimit: '1Gi' } },
             { name: 'tmp', emptyDir: { sizeLimit: '64Mi' } },
-            { name: 'mesh-ca', secret: { secretName: CA_SECRET, defaultMode: 0o440 } },
             { name: 'webhook-tls', secret: { secretName: WEBHOOK_SECRET, defaultMode: 0o440 } },
           ],
         },
@@ -266,21 +269,26 @@ export function installObjects(options: InstallOptions, secrets: InstallSecrets 
         kind: 'Role',
         metadata: { name: RECONCILER_ACCOUNT, namespace: ns, labels: labels('reconciler') },
         rules: [
-          { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['get', 'create', 'update'] },
+          { apiGroups: ['coordination.k8s.io'], resources: ['leases'], resourceNames: [CA_BOOTSTRAP_LEASE], verbs: ['get', 'update'] },
+          { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['create'] },
           { apiGroups: [''], resources: ['secrets'], resourceNames: [CA_SECRET], verbs: ['get'] },
           { apiGroups: [''], resources: ['secrets'], verbs: ['create'] },
         ],
       },
       comment: ' Writes stay in the control plane\'s namespace.',
       comments: [
-        { path: ['rules', 0], text: ' Only writes (CA bootstrap, status) take a Lease; every replica serves sidecars.' },
-        { path: ['rules', 1], text: ' The mesh root, and no other Secret.' },
+        { path: ['rules', 0], text: ' Only writes take a Lease (today: creating the mesh root on first start); every replica\n serves sidecars without one. This Lease and no other.' },
         {
-          path: ['rules', 2],
+          path: ['rules', 1],
+          text: ' Kubernetes cannot limit create by resourceNames (the name is not known when the request is\n authorised), so create is granted on Leases of this namespace; get and update only on ours.',
+        },
+        { path: ['rules', 2], text: ' The mesh root, and no other Secret.' },
+        {
+          path: ['rules', 3],
           text:
-            ' To create the root on first start. Kubernetes cannot limit create by resourceNames (the name\n' +
-            ' is not known when the request is authorised), so this allows creating any Secret in this\n' +
-            ' namespace, and reading none but trellis-ca.',
+            ' The first replica creates the root (trellis reconcile --ca-secret). As for Leases, create\n' +
+            ' cannot be limited by name: this allows creating any Secret in this namespace, and reading\n' +
+            ' none but trellis-ca. The root is never printed here, nor committed to deploy/.',
         },
       ],
       file: 'rbac.yaml',
@@ -296,16 +304,12 @@ export function installObjects(options: InstallOptions, secrets: InstallSecrets 
       file: 'rbac.yaml',
     });
   }
-  if ((all || part === 'ca') && secrets.meshCa) {
-    out.push({
-      object: tlsSecret(CA_SECRET, ns, secrets.meshCa.certificatePem, secrets.meshCa.privateKeyPem, 'ca'),
-      comment: ' The mesh root: every replica signs workload certificates with it, so sidecars on different\n replicas trust each other. Generated by trellis install; keep a copy somewhere safe.',
-    });
-  }
   if ((all || part === 'webhook') && secrets.webhook) {
     out.push({
       object: tlsSecret(WEBHOOK_SECRET, ns, secrets.webhook.certificatePem, secrets.webhook.privateKeyPem, 'injector'),
-      comment: ` Serving certificate of the injection webhook (${SERVICE_NAME}.${ns}.svc), signed by the CA in the webhook's caBundle.`,
+      comment:
+        ` Serving certificate of the injection webhook (${SERVICE_NAME}.${ns}.svc), signed by the CA in the\n` +
+        ` webhook's caBundle, so it is made here with the configuration (rotate both: trellis install --only webhook).`,
     });
   }
   if (all) {
@@ -347,12 +351,19 @@ export function installObjects(options: InstallOptions, secrets: InstallSecrets 
   return out;
 }
 
-/** What removes an install: every object's kind and name, in the order to delete them (the webhook first, the namespace last). */
+/**
+ * What removes an install: every object's kind and name, in the order to delete them (the
+ * webhook first, the namespace last), including what the reconciler created itself (the mesh
+ * root Secret and its bootstrap Lease).
+ */
 export function uninstallObjects(namespace: string): KubeObject[] {
-  const objects = installObjects(
-    { namespace, repo: PLACEHOLDER_REPO, branch: 'main', image: 'unused' },
-    { meshCa: { certificatePem: '', privateKeyPem: '' }, webhook: { caPem: '', certificatePem: '', privateKeyPem: '' } },
-  ).map(({ object }) => ({
+  const installed = installObjects({ namespace, repo: PLACEHOLDER_REPO, branch: 'main', image: 'unused' }, { webhook: { caPem: '', certificatePem: '', privateKeyPem: '' } }).map(({ object }) => object);
+  const created: KubeObject[] = [
+    { apiVersion: 'v1', kind: 'Secret', metadata: { name: CA_SECRET, namespace } },
+    { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name: CA_BOOTSTRAP_LEASE, namespace } },
+  ];
+  // Right after the namespace (deleted last), so they go before everything the install made.
+  const objects = [installed[0]!, ...created, ...installed.slice(1)].map((object) => ({
     apiVersion: object.apiVersion,
     kind: object.kind,
     metadata: { name: object.metadata!.name!, ...(object.metadata!.namespace ? { namespace: object.metadata!.namespace } : {}) },

@@ -46,13 +46,17 @@ export interface Proc {
 /** One mesh CA for every reconciler of a test file, kept where tests clean up (not in $HOME). */
 let caDir: string | undefined;
 
-/** Starts `trellis <args>` (a reconciler gets this file's CA) and waits for its JSON "listening" log line. */
-export async function startTrellis(args: string[], env: Record<string, string> = {}): Promise<Proc> {
-  if (args[0] === 'reconcile' && !args.includes('--ca-dir')) args = [...args, '--ca-dir', (caDir ??= tempDir())];
+/**
+ * Starts `trellis <args>` (a reconciler gets this file's CA unless it names its own) and waits for
+ * its JSON "listening" log line; `spawned` gets its output so far before then (what it logs while starting).
+ */
+export async function startTrellis(args: string[], env: Record<string, string> = {}, spawned?: (output: () => string) => void): Promise<Proc> {
+  if (args[0] === 'reconcile' && !args.some((a) => a === '--ca-dir' || a === '--ca-cert' || a === '--ca-secret')) args = [...args, '--ca-dir', (caDir ??= tempDir())];
   const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TRELLIS_CONTROL_TOKEN: TOKEN, ...env } });
   children.push(child);
   let out = '';
   child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  spawned?.(() => out);
   const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
   const listening = await new Promise<Record<string, number>>((resolve, reject) => {
     child.stdout!.on('data', (d: Buffer) => {

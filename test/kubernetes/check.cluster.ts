@@ -5,8 +5,8 @@
  * they write: the Deployment's status (through the status subresource, as the deployment
  * controller would), an injected pod's phase (as its kubelet would), and the processes a pod
  * would run — a real reconciler, asked directly with --reconciler-url (this machine cannot
- * reach a pod through the API server's proxy), and a real sidecar connected to it under the
- * pod's host name. The webhook is called on loopback with the installed serving certificate.
+ * reach a pod through the API server's proxy), which creates the mesh root Secret on start
+ * (`--ca-secret`), and a real sidecar connected to it under the pod's host name. The webhook is called on loopback with the installed serving certificate.
  *
  * Then each kind of breakage is made for real and must turn its check (and the exit code) to
  * a failure: a webhook Secret from another CA, an expired chain, a rule removed from the
@@ -119,7 +119,8 @@ before(async () => {
   // A replica and the sidecar of pod shop/api-0, which reports itself by the pod's host name.
   const spec = tempDir();
   writeFileSync(join(spec, 'mesh.yaml'), SPEC);
-  reconciler = await startTrellis(['reconcile', '--dir', spec, '--listen', '0']);
+  // It creates the mesh root Secret trellis-ca on start, as the installed Deployment's replicas do (install prints none).
+  reconciler = await startTrellis(['reconcile', '--dir', spec, '--listen', '0', '--kubernetes', '--kubeconfig', env.kubeconfigPath, '--ca-secret', `${NS}/trellis-ca`]);
   await runningInjectedPod('api-0');
   const sidecar = await startTrellis(['sidecar', '--control', `http://127.0.0.1:${reconciler.listening.port}`, '--service', 'shop/api', '--node', 'api-0:15006', '--inbound', '127.0.0.1:0', '--outbound', '127.0.0.1:0', '--admin', '127.0.0.1:0']);
   await waitFor(() => sidecarReady(sidecar.listening.admin!), 'the sidecar of api-0 to be configured', 15_000);

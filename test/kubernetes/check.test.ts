@@ -106,7 +106,7 @@ describe('mesh CA', () => {
     assert.match(checkMeshCa({ namespace: NS, certificatePem: meshCa.certificatePem, keyPem: webhook.privateKeyPem, now: Date.now() }).message, /not the private key/);
     const missing = checkMeshCa({ namespace: NS, certificatePem: undefined, keyPem: undefined, now: Date.now() });
     assert.equal(missing.status, 'fail');
-    assert.match(missing.hint!, /--only ca/);
+    assert.match(missing.hint!, /--ca-secret creates it: kubectl -n trellis-system rollout restart deployment\/trellis/);
   });
 });
 

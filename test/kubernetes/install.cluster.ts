@@ -128,7 +128,8 @@ after(async () => {
 describe('trellis install on a real API server', () => {
   test('every object of trellis install is accepted, and kept field for field', async () => {
     installed = docs(await cli(['install', '--repo', 'https://example.com/mesh.git', '--namespace', NS]));
-    assert.equal(installed.length, 12);
+    assert.equal(installed.length, 11);
+    assert.ok(!installed.some((o) => o.metadata!.name === 'trellis-ca'), 'no mesh root in the install: the reconciler makes it');
     for (const o of installed) await objects.create(o);
     for (const o of installed) {
       const got = await objects.read({ apiVersion: o.apiVersion!, kind: o.kind!, metadata: { name: o.metadata!.name!, ...(o.metadata!.namespace ? { namespace: o.metadata!.namespace } : {}) } });
@@ -145,13 +146,31 @@ describe('trellis install on a real API server', () => {
     }
   });
 
-  test('the installed RBAC is enough: a reconciler with the installed ServiceAccount\'s token lists and watches EndpointSlices and reviews sidecar tokens', async () => {
+  test('the installed RBAC is enough: a reconciler with the installed ServiceAccount\'s token and the Deployment\'s flags creates the mesh root Secret, serves the webhook, lists and watches EndpointSlices and reviews sidecar tokens', async () => {
     const dir = tempDir();
     const token = await serviceAccountToken(env, NS, 'trellis-reconciler', envFile.KUBE_SA_ISSUER!);
-    reconciler = await startTrellis(['reconcile', '--dir', specDir, '--listen', '0', '--kubernetes', '--kubeconfig', kubeconfigFile(dir, 'reconciler.kubeconfig', token)], { TRELLIS_CONTROL_TOKEN: '' });
+    const tls = await issueServingCertificate({ dnsNames: ['localhost'], ips: ['127.0.0.1'] });
+    writeFileSync(join(dir, 'tls.crt'), tls.certificatePem);
+    writeFileSync(join(dir, 'tls.key'), tls.privateKeyPem);
+    const deployment = installed.find((o) => o.kind === 'Deployment') as Obj & { spec: { template: { spec: { containers: { args: string[] }[] } } } };
+    const installedArgs = deployment.spec.template.spec.containers[0]!.args;
+    const arg = (flag: string) => installedArgs[installedArgs.indexOf(flag) + 1]!;
+    reconciler = await startTrellis(
+      [
+        'reconcile', '--dir', specDir, '--listen', '0', '--kubernetes', '--kubeconfig', kubeconfigFile(dir, 'reconciler.kubeconfig', token),
+        '--ca-secret', arg('--ca-secret'),
+        '--webhook-listen', '127.0.0.1:0', '--webhook-cert', join(dir, 'tls.crt'), '--webhook-key', join(dir, 'tls.key'), '--inject-image', arg('--inject-image'), '--inject-control-url', arg('--inject-control-url'),
+      ],
+      { TRELLIS_CONTROL_TOKEN: '' },
+    );
     const port = reconciler.listening.port!;
     await waitFor(async () => (await status(port))?.discovery?.synced === true, 'the discovery to list EndpointSlices with the installed RBAC', 15_000);
     assert.equal((await status(port))?.discovery?.error, null);
+    assert.match(reconciler.output(), /"type":"ca_secret_created"/);
+    const root = await core.readNamespacedSecret({ name: 'trellis-ca', namespace: NS });
+    assert.equal(root.type, 'kubernetes.io/tls');
+    await waitFor(() => reconciler.output().includes('"type":"webhook_listening"'), 'the webhook to listen');
+    assert.match(reconciler.output(), /"type":"webhook_listening","port":\d+,"nativeSidecars":true/, 'the API server (1.36) runs native sidecars');
 
     // The same without the installed rules: a ServiceAccount with no bindings is refused.
     await core.createNamespacedServiceAccount({ namespace: NS, body: { metadata: { name: 'no-rights' } } });
@@ -308,9 +327,9 @@ describe('the injection webhook on a real API server', () => {
 });
 
 describe('trellis uninstall on a real API server', () => {
-  test('deleting what it prints removes every installed object', async () => {
+  test('deleting what it prints removes every installed object and what the reconciler created', async () => {
     const listed = docs(await cli(['uninstall', '--namespace', NS]));
-    assert.deepEqual(new Set(listed.map((o) => `${o.kind}/${o.metadata!.name}`)), new Set(installed.map((o) => `${o.kind}/${o.metadata!.name}`)));
+    assert.deepEqual(new Set(listed.map((o) => `${o.kind}/${o.metadata!.name}`)), new Set([...installed.map((o) => `${o.kind}/${o.metadata!.name}`), 'Secret/trellis-ca', 'Lease/trellis-ca-bootstrap']));
     for (const o of listed) {
       await objects.delete(o).catch((err: k8s.ApiException<unknown>) => {
         if (err.code !== 404) throw err; // deleted already above (the webhook configuration)

@@ -13,7 +13,6 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse, parseAllDocuments } from 'yaml';
 import { main, buildProgram } from '../../src/cli/main.ts';
-import { MeshCertificateAuthority } from '../../src/identity/ca.ts';
 import { CA_SECRET, PLACEHOLDER_REPO, WEBHOOK_CONFIGURATION, WEBHOOK_SECRET, installObjects, reconcilerArgs, renderObjects } from '../../src/kubernetes/install.ts';
 import { assertGolden } from '../helpers/golden.ts';
 import { startTrellis, stopProcesses, tempDir } from '../helpers/processes.ts';
@@ -39,9 +38,9 @@ function docs(text: string): Obj[] {
   return (parseAllDocuments(text) as { toJS(): unknown }[]).map((d) => d.toJS() as Obj).filter((o) => o !== null);
 }
 
-const holdsKeys = (o: Obj) => (o.kind === 'Secret' && [CA_SECRET, WEBHOOK_SECRET].includes(o.metadata.name)) || o.kind === 'MutatingWebhookConfiguration';
+const holdsKeys = (o: Obj) => (o.kind === 'Secret' && o.metadata.name === WEBHOOK_SECRET) || o.kind === 'MutatingWebhookConfiguration';
 
-test('deploy/ is the install output with a placeholder repository and without the objects holding generated keys', async () => {
+test('deploy/ is the install output with a placeholder repository and without the webhook objects holding its generated key', async () => {
   const header = '# Rendered from src/kubernetes/install.ts (what `trellis install` prints) by\n# test/kubernetes/install.test.ts; do not edit: change the code and run UPDATE_GOLDEN=1.\n';
   for (const file of DEPLOY_FILES) {
     assertGolden(join(DEPLOY, file), renderObjects(installObjects(DEPLOY_OPTIONS).filter((o) => o.file === file), header));
@@ -53,10 +52,10 @@ test('deploy/ is the install output with a placeholder repository and without th
   assert.equal(code, 0);
   const printed = docs(out);
   assert.deepEqual(committed, printed.filter((o) => !holdsKeys(o)));
-  assert.deepEqual(printed.filter(holdsKeys).map((o) => `${o.kind}/${o.metadata.name}`), [`Secret/${CA_SECRET}`, `Secret/${WEBHOOK_SECRET}`, `MutatingWebhookConfiguration/${WEBHOOK_CONFIGURATION}`]);
+  assert.deepEqual(printed.filter(holdsKeys).map((o) => `${o.kind}/${o.metadata.name}`), [`Secret/${WEBHOOK_SECRET}`, `MutatingWebhookConfiguration/${WEBHOOK_CONFIGURATION}`]);
 });
 
-test('RBAC: read EndpointSlices, Services, Pods and create TokenReviews cluster-wide; Leases and only the trellis-ca Secret in its namespace', async () => {
+test('RBAC: read EndpointSlices, Services, Pods and create TokenReviews cluster-wide; the bootstrap Lease and only the trellis-ca Secret in its namespace', async () => {
   const objects = docs((await cli(['install', '--repo', 'https://example.com/mesh.git', '--namespace', 'mesh'])).out);
   const clusterRole = objects.find((o) => o.kind === 'ClusterRole') as Obj & { rules: { apiGroups: string[]; resources: string[]; verbs: string[]; resourceNames?: string[] }[] };
   assert.deepEqual(clusterRole.rules, [
@@ -67,7 +66,8 @@ test('RBAC: read EndpointSlices, Services, Pods and create TokenReviews cluster-
   const role = objects.find((o) => o.kind === 'Role') as typeof clusterRole;
   assert.equal(role.metadata.namespace, 'mesh');
   assert.deepEqual(role.rules, [
-    { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['get', 'create', 'update'] },
+    { apiGroups: ['coordination.k8s.io'], resources: ['leases'], resourceNames: ['trellis-ca-bootstrap'], verbs: ['get', 'update'] },
+    { apiGroups: ['coordination.k8s.io'], resources: ['leases'], verbs: ['create'] },
     { apiGroups: [''], resources: ['secrets'], resourceNames: [CA_SECRET], verbs: ['get'] },
     { apiGroups: [''], resources: ['secrets'], verbs: ['create'] },
   ]);
@@ -121,26 +121,47 @@ test('the webhook configuration: Ignore, side-effect free, v1, 5 s, never the sy
   const ca = new X509Certificate(Buffer.from(mwc.webhooks[0].clientConfig.caBundle, 'base64'));
   assert.ok(cert.verify(ca.publicKey), 'signed by the caBundle CA');
   assert.equal(cert.checkHost('trellis.mesh.svc'), 'trellis.mesh.svc');
-  const meshCa = objects.find((o) => o.metadata.name === CA_SECRET) as any;
-  await MeshCertificateAuthority.load(Buffer.from(meshCa.data['tls.crt'], 'base64').toString(), Buffer.from(meshCa.data['tls.key'], 'base64').toString());
 });
 
-test('--only webhook / --only ca print just the key-holding objects; --repo is required otherwise; bad values are usage errors', async () => {
+test('no mesh root key in the output: the only private key is the webhook\'s serving key; the reconciler keeps the root in Secret trellis-ca (--ca-secret)', async () => {
+  const { out } = await cli(['install', '--repo', 'https://example.com/mesh.git', '--namespace', 'mesh']);
+  const objects = docs(out);
+  const keys = objects.flatMap((o) => Object.entries((o.data ?? {}) as Record<string, string>).filter(([, v]) => Buffer.from(v, 'base64').toString().includes('PRIVATE KEY')).map(([k]) => `${o.kind}/${o.metadata.name}:${k}`));
+  assert.deepEqual(keys, [`Secret/${WEBHOOK_SECRET}:tls.key`]);
+  assert.doesNotMatch(out, /PRIVATE KEY/);
+  assert.ok(!objects.some((o) => o.metadata.name === CA_SECRET), 'the mesh root Secret is made in the cluster');
+  const webhookCert = new X509Certificate(Buffer.from((objects.find((o) => o.metadata.name === WEBHOOK_SECRET) as any).data['tls.crt'], 'base64'));
+  assert.equal(webhookCert.ca, false, 'the key printed is a serving key, not a CA');
+  const d = objects.find((o) => o.kind === 'Deployment') as any;
+  const args: string[] = d.spec.template.spec.containers[0].args;
+  assert.equal(args[args.indexOf('--ca-secret') + 1], 'mesh/trellis-ca');
+  assert.ok(!args.includes('--ca-cert') && !args.includes('--ca-key') && !args.includes('--ca-dir'));
+  assert.ok(!JSON.stringify(d.spec.template.spec.volumes).includes(CA_SECRET), 'no volume of the root Secret');
+});
+
+test('--only webhook prints just the webhook\'s key-holding objects; --only ca is gone and says how to bring a root; --repo is required otherwise; bad values are usage errors', async () => {
   const webhook = docs((await cli(['install', '--only', 'webhook'])).out);
   assert.deepEqual(webhook.map((o) => `${o.kind}/${o.metadata.name}`), [`Secret/${WEBHOOK_SECRET}`, `MutatingWebhookConfiguration/${WEBHOOK_CONFIGURATION}`]);
-  const ca = docs((await cli(['install', '--only', 'ca'])).out);
-  assert.deepEqual(ca.map((o) => `${o.kind}/${o.metadata.name}`), [`Secret/${CA_SECRET}`]);
+  const ca = await cli(['install', '--only', 'ca']);
+  assert.equal(ca.code, 2);
+  assert.equal(ca.out, '');
+  assert.match(ca.err, /kubectl -n NAMESPACE create secret tls trellis-ca --cert=ca\.crt --key=ca\.key/);
   assert.equal((await cli(['install'])).code, 2);
   assert.equal((await cli(['install', '--only', 'everything'])).code, 2);
   assert.equal((await cli(['install', '--repo', 'x', '--namespace', 'Bad_NS'])).code, 2);
 });
 
-test('uninstall names every installed object, the webhook first and the namespace last', async () => {
+test('uninstall names every installed object and what the reconciler created (root Secret, bootstrap Lease), the webhook first and the namespace last', async () => {
   const installed = docs((await cli(['install', '--repo', 'https://example.com/mesh.git', '--namespace', 'mesh'])).out);
   const { code, out } = await cli(['uninstall', '--namespace', 'mesh']);
   assert.equal(code, 0);
   const removed = docs(out);
-  assert.deepEqual(removed, installed.map((o) => ({ apiVersion: o.apiVersion, kind: o.kind, metadata: { name: o.metadata.name, ...(o.metadata.namespace ? { namespace: o.metadata.namespace } : {}) } })).reverse());
+  const ref = (o: Obj) => ({ apiVersion: o.apiVersion, kind: o.kind, metadata: { name: o.metadata.name, ...(o.metadata.namespace ? { namespace: o.metadata.namespace } : {}) } });
+  const created = [
+    { apiVersion: 'v1', kind: 'Secret', metadata: { name: CA_SECRET, namespace: 'mesh' } },
+    { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name: 'trellis-ca-bootstrap', namespace: 'mesh' } },
+  ];
+  assert.deepEqual(removed, [ref(installed[0]!), ...created, ...installed.slice(1).map(ref)].reverse());
   assert.equal(removed[0]!.kind, 'MutatingWebhookConfiguration');
   assert.equal(removed.at(-1)!.kind, 'Namespace');
 });
