@@ -1,6 +1,7 @@
 /** `trellis sidecar`: run the data plane next to one service instance. */
 import { readFileSync } from 'node:fs';
 import { fixedToken, tokenFromFile, type ControlToken } from '../sidecar/control-token.ts';
+import { parseControlUrls } from '../sidecar/control-client.ts';
 import { DEFAULT_SIDECAR_OPTIONS, Sidecar, type ListenAddress } from '../sidecar/sidecar.ts';
 import { EXIT, untilStopped, type CliIo } from './io.ts';
 import { isServiceKey } from '../spec/names.ts';
@@ -18,8 +19,10 @@ export interface SidecarFlags {
   stateDir?: string;
   drainTimeout: number;
   headerTimeout: number;
+  bodyTimeout: number;
   accessLog?: boolean;
-  control?: string;
+  /** Reconciler URLs, each flag value possibly comma-separated (`parseControlUrls`). */
+  control?: string[];
   controlTokenFile?: string;
   node?: string;
   tlsCert?: string;
@@ -62,7 +65,18 @@ export async function runSidecar(flags: SidecarFlags, io: CliIo): Promise<number
     if (token === undefined) return EXIT.usage;
   }
   let control: { url: string; token: ControlToken; node?: string } | undefined;
+  const controlUrls = flags.control ? parseControlUrls(flags.control) : [];
+  for (const url of controlUrls) {
+    if (!/^https?:\/\/[^/]/.test(url) || !URL.canParse(url)) {
+      io.stderr.write(`trellis sidecar: --control takes reconciler URLs such as http://127.0.0.1:15010, not "${url}"\n`);
+      return EXIT.usage;
+    }
+  }
   if (flags.control) {
+    if (controlUrls.length === 0) {
+      io.stderr.write('trellis sidecar: --control needs a reconciler URL\n');
+      return EXIT.usage;
+    }
     if (!flags.service) {
       io.stderr.write('trellis sidecar: --control needs --service NAME (the service this instance belongs to)\n');
       return EXIT.usage;
@@ -81,7 +95,8 @@ export async function runSidecar(flags: SidecarFlags, io: CliIo): Promise<number
       io.stderr.write('trellis sidecar: --control needs a token: --control-token-file FILE (re-read on every request; on Kubernetes the projected ServiceAccount token) or TRELLIS_CONTROL_TOKEN\n');
       return EXIT.usage;
     }
-    control = { url: flags.control, token: controlToken, ...(flags.node ? { node: flags.node } : {}) };
+    // Several replicas travel as the flag's own comma-separated form; the control and certificate clients split it.
+    control = { url: controlUrls.join(','), token: controlToken, ...(flags.node ? { node: flags.node } : {}) };
   }
   const tlsFiles = [flags.tlsCert, flags.tlsKey, flags.tlsCa].filter((f) => f !== undefined).length;
   if (tlsFiles !== 0 && tlsFiles !== 3) {
@@ -99,6 +114,7 @@ export async function runSidecar(flags: SidecarFlags, io: CliIo): Promise<number
     adminToken: token || undefined,
     drainTimeoutMs: flags.drainTimeout,
     headerTimeoutMs: flags.headerTimeout,
+    bodyTimeoutMs: flags.bodyTimeout,
     accessLog: flags.accessLog === true,
     ...(control ? { control } : {}),
     ...(tlsFiles === 3 ? { certificateFiles: { cert: flags.tlsCert!, key: flags.tlsKey!, ca: flags.tlsCa! } } : {}),

@@ -23,6 +23,7 @@ export const PROXY_ERRORS = {
   proxy_loop: { status: 508, message: "the destination is this sidecar's own outbound listener: passing the call through would loop" },
   bad_request: { status: 400, message: 'malformed request' },
   client_timeout: { status: 408, message: 'the request headers did not arrive in time' },
+  request_body_timeout: { status: 408, message: 'the request body did not arrive within the body timeout' },
   headers_too_large: { status: 431, message: 'request headers too large' },
   body_too_large: { status: 413, message: 'request body too large' },
   shutting_down: { status: 503, message: 'the sidecar is shutting down' },

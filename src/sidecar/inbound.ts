@@ -21,6 +21,8 @@ import { normalizePath } from '../config/normalize-path.ts';
 import { peerOf } from './mesh-listener.ts';
 import { parseMeshIdentity } from '../identity/spiffe.ts';
 import { relayResponse, sendAttempt } from './upstream.ts';
+import { armBodyDeadline } from './body-deadline.ts';
+import { PROXY_ERRORS } from './errors.ts';
 import { RequestRecord } from './request-record.ts';
 
 /** Where the local app listens: a host, and a port that overrides every target port when given. */
@@ -37,6 +39,8 @@ export interface InboundDeps {
   readonly app: AppAddress;
   readonly accessLog: boolean;
   readonly draining: () => boolean;
+  /** Time a request body has to arrive in full after the headers, in ms; 0 for none (body-deadline.ts). */
+  readonly bodyTimeoutMs: number;
 }
 
 /** Mesh headers stop here: the app gets only what this sidecar verified. */
@@ -120,8 +124,17 @@ export function createInboundHandler(deps: InboundDeps): InboundHandler {
     };
     res.on('close', onClose);
     const body = req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined ? undefined : req;
+    const body$ = armBodyDeadline(req, res, deps.bodyTimeoutMs, () => {
+      deps.metrics.bodyTimeouts.inc({ reporter: 'inbound' });
+      record.flags = 'request_body_timeout';
+      controller.abort();
+    });
     void sendAttempt(poolFor(deps.app.port ?? port.targetPort), { method, path, headers, body, timeoutMs: 0, signal: controller.signal })
       .then(async (result) => {
+        if (body$.expired) {
+          if (result.ok) result.body.destroy();
+          return record.done(PROXY_ERRORS.request_body_timeout.status);
+        }
         if (!result.ok) {
           if (result.failure === 'aborted') return record.done(499);
           return fail(result.failure === 'connect_failure' ? 'connect_failure' : 'upstream_reset');

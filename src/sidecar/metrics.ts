@@ -59,6 +59,12 @@ export class SidecarMetrics {
     labelNames: ['destination_service'] as const,
     registers: [this.registry],
   });
+  readonly bodyTimeouts = new Counter({
+    name: 'trellis_request_body_timeouts_total',
+    help: 'Requests whose body did not arrive within --body-timeout (answered 408 request_body_timeout, upstream request aborted), by listener',
+    labelNames: ['reporter'] as const,
+    registers: [this.registry],
+  });
   readonly active = new Gauge({
     name: 'trellis_active_requests',
     help: 'Requests in flight',

@@ -22,7 +22,8 @@ import type { Clock, Random } from './clock.ts';
 import type { Cluster, ClusterManager, InstanceCall } from './clusters.ts';
 import type { Endpoint } from './endpoint.ts';
 import type { ConfigStore, Snapshot } from './config-store.ts';
-import type { ProxyErrorCode } from './errors.ts';
+import { PROXY_ERRORS, type ProxyErrorCode } from './errors.ts';
+import { armBodyDeadline } from './body-deadline.ts';
 import { addForwardingHeaders, applyHeaderModifier, endToEndHeaders, isRetrySafe } from './headers.ts';
 import type { SidecarMetrics } from './metrics.ts';
 import { judgeAttempt, mayRetry, untriedFirst } from './retry.ts';
@@ -65,6 +66,8 @@ export interface OutboundDeps {
   readonly random: Random;
   /** Largest request body held in memory so it can be retried or mirrored (bigger ones stream, unretried). */
   readonly maxRetryBodyBytes: number;
+  /** Time a request body has to arrive in full after the headers, in ms; 0 for none (body-deadline.ts). */
+  readonly bodyTimeoutMs: number;
   readonly accessLog: boolean;
   /** True once shutdown began: new requests get 503 shutting_down. */
   readonly draining: () => boolean;
@@ -242,8 +245,19 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
   async function forward(a: ForwardArgs): Promise<{ status: number; flags: string }> {
     const { req, res, cluster } = a;
     const rule = a.policy;
+    const controller = new AbortController();
+    // Armed first: a small body is read into memory below, and a caller dripping it must not hold that read open.
+    let bodyExpired: () => void = () => undefined;
+    const bodyExpiry = new Promise<undefined>((resolve) => (bodyExpired = () => resolve(undefined)));
+    const body$ = armBodyDeadline(req, res, deps.bodyTimeoutMs, () => {
+      deps.metrics.bodyTimeouts.inc({ reporter: 'outbound' });
+      controller.abort();
+      bodyExpired();
+    });
+    const bodyTimedOut = { status: PROXY_ERRORS.request_body_timeout.status, flags: 'request_body_timeout' } as const;
     const fault = cluster.settings.faultInjection;
     if (fault.delay && deps.random() * 100 < fault.delay.percentage) await sleep(fault.delay.delayMs);
+    if (body$.expired) return bodyTimedOut;
     if (fault.abort && deps.random() * 100 < fault.abort.percentage) {
       res.writeHead(fault.abort.httpStatus, { 'content-type': 'application/json', 'x-trellis-error': 'fault_abort' });
       res.end(JSON.stringify({ error: 'fault_abort', message: 'aborted by fault injection' }));
@@ -255,14 +269,14 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
     const chunked = req.headers['transfer-encoding'] !== undefined;
     let body: Buffer | IncomingMessage | undefined;
     if (!chunked && (length === undefined || length === '0')) body = undefined;
-    else if (!chunked && Number(length) <= deps.maxRetryBodyBytes) body = (await readBody(req, deps.maxRetryBodyBytes)) ?? Buffer.alloc(0);
+    else if (!chunked && Number(length) <= deps.maxRetryBodyBytes) body = (await Promise.race([readBody(req, deps.maxRetryBodyBytes).catch(() => undefined), bodyExpiry])) ?? Buffer.alloc(0);
     else body = req;
+    if (body$.expired) return bodyTimedOut;
     const replayable = !(body && !Buffer.isBuffer(body));
     if (a.mirrors.length > 0 && replayable) mirror(a.mirrors, a.method, a.pathAndQuery, a.headers, body as Buffer | undefined, a.backendPort);
 
     const requestMs = rule.timeouts.requestMs;
     const deadline = requestMs > 0 ? a.started + requestMs : Infinity;
-    const controller = new AbortController();
     let timedOut = false;
     const timer = requestMs > 0 ? setTimeout(() => ((timedOut = true), controller.abort()), Math.max(1, deadline - deps.clock.now())) : undefined;
     const onClose = () => {
@@ -303,6 +317,13 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
         const t0 = deps.clock.now();
         const result: AttemptResult = await sendAttempt(cluster.poolFor(ep, port), { method: a.method, path: a.pathAndQuery, headers: a.headers, body, timeoutMs: perTry, signal: trySignal });
         const rtt = deps.clock.now() - t0;
+        if (body$.expired) {
+          // The caller's slowness says nothing of the endpoint: no latency sample, no outlier verdict.
+          if (result.ok) result.body.destroy();
+          cluster.picker.onFinish(ep, Number.NaN, true);
+          cluster.breaker.release();
+          return bodyTimedOut;
+        }
 
         const tryTimedOut = trySignal !== controller.signal && (trySignal.reason as Error | undefined)?.name === 'TimeoutError';
         const verdict = judgeAttempt(result, { requestTimedOut: timedOut, tryTimedOut });
@@ -344,7 +365,7 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
         } finally {
           finish();
         }
-        return { status: result.statusCode, flags: '-' };
+        return { status: result.statusCode, flags: body$.expired ? 'request_body_timeout' : '-' };
       }
     } finally {
       if (timer) clearTimeout(timer);

@@ -46,6 +46,8 @@ export interface SidecarOptions {
   readonly drainTimeoutMs: number;
   /** Time a client has to send its request headers, in ms (slowloris guard). */
   readonly headerTimeoutMs: number;
+  /** Time a request body has to arrive in full after its headers, on both listeners, in ms; 0 for none (body-deadline.ts). */
+  readonly bodyTimeoutMs: number;
   readonly maxRetryBodyBytes: number;
   readonly accessLog: boolean;
   /** Subscribe to a reconciler for configs and certificates (needs `service`). */
@@ -65,6 +67,8 @@ export const DEFAULT_SIDECAR_OPTIONS = {
   app: { host: '127.0.0.1' },
   drainTimeoutMs: 20_000,
   headerTimeoutMs: 10_000,
+  // A 1 MB upload needs about 35 kB/s to make it; a caller dripping bytes holds a connection and an upstream request 30 s at most.
+  bodyTimeoutMs: 30_000,
   // Enough for typical JSON API bodies; larger uploads stream and are not retried.
   maxRetryBodyBytes: 64 * 1024,
   accessLog: false,
@@ -221,10 +225,11 @@ export class Sidecar {
       clock,
       random: o.random ?? systemRandom,
       maxRetryBodyBytes: o.maxRetryBodyBytes,
+      bodyTimeoutMs: o.bodyTimeoutMs,
       accessLog: o.accessLog,
       draining,
     }));
-    this.#inbound = createInboundHandler({ store: this.store, metrics: this.metrics, log: this.log, clock, app: o.app, accessLog: o.accessLog, draining });
+    this.#inbound = createInboundHandler({ store: this.store, metrics: this.metrics, log: this.log, clock, app: o.app, accessLog: o.accessLog, draining, bodyTimeoutMs: o.bodyTimeoutMs });
     const admin = createAdminHandler({ store: this.store, metrics: this.metrics, token: o.adminToken, ready: () => this.ready, identity: this.identity });
     const outboundAddress = await this.#listen(this.#track(outbound), o.outbound);
     const inboundHttp = this.#httpServer(this.#track(this.#inbound), PEER_KEEP_ALIVE_MS);
