@@ -25,6 +25,7 @@ import type { Random } from './clock.ts';
 import type { Credential, SidecarIdentity } from './identity.ts';
 import type { SidecarMetrics } from './metrics.ts';
 import { bearer, ControlRefused, type ControlToken } from './control-token.ts';
+import { parseControlUrls } from './control-client.ts';
 
 /** Share of a certificate's remaining life after which it is renewed (± RENEW_JITTER). */
 const RENEW_AT = 0.5;
@@ -63,7 +64,8 @@ export function loadStoredCredential(stateDir: string): { certificatePem: string
 }
 
 export interface CertificateClientOptions {
-  readonly url: string;
+  /** The reconciler, or several replicas (a list or comma-separated, as `--control` takes them): any of them signs. */
+  readonly url: string | readonly string[];
   /** The bearer, or a source of it asked on every request (a rotated token file). */
   readonly token: string | ControlToken;
   readonly service: string;
@@ -90,8 +92,14 @@ export class CertificateClient {
   /** Set by `requestNow`: a request failing meanwhile is retried at once, not after backoff. */
   #asked = false;
 
+  readonly #urls: readonly string[];
+  /** Index in #urls of the replica asked first next time: the last one that answered. */
+  #current = 0;
+
   constructor(options: CertificateClientOptions) {
     this.#o = options;
+    this.#urls = parseControlUrls(options.url);
+    if (this.#urls.length === 0) throw new Error('the certificate client needs a reconciler URL');
   }
 
   start(): void {
@@ -171,11 +179,29 @@ export class CertificateClient {
     }
   }
 
-  /** One request to the CA with a fresh key; the credential is validated and swapped in. */
+  /**
+   * One request to the CA with a fresh key; the credential is validated and swapped in. With
+   * several replicas, one that cannot be reached or answers 5xx is passed over for the next at
+   * once (every replica signs with the same root); a refusal of the credentials is final.
+   */
   async #obtain(): Promise<Credential> {
     const keys = await generateKeyPair();
     const body: CertificateRequest = { service: this.#o.service, node: this.#o.node, csr: await createCertificateRequest(keys, this.#o.service) };
-    const res = await request(new URL(CERTIFICATE_PATH, this.#o.url), {
+    let lastError: unknown;
+    for (let tried = 0; tried < this.#urls.length; tried++) {
+      try {
+        return await this.#obtainFrom(this.#urls[this.#current]!, body, keys.privateKey);
+      } catch (err) {
+        if (err instanceof ControlRefused || this.#controller.signal.aborted || (err as { final?: boolean }).final) throw err;
+        lastError = err;
+        this.#current = (this.#current + 1) % this.#urls.length;
+      }
+    }
+    throw lastError;
+  }
+
+  async #obtainFrom(url: string, body: CertificateRequest, privateKey: CryptoKey): Promise<Credential> {
+    const res = await request(new URL(CERTIFICATE_PATH, url), {
       method: 'POST',
       headers: { authorization: bearer(this.#o.token), 'content-type': 'application/json' },
       body: JSON.stringify(body),
@@ -185,10 +211,13 @@ export class CertificateClient {
       bodyTimeout: 10_000,
     });
     if (res.statusCode === 401 || res.statusCode === 403) throw new ControlRefused('certificate request', res.statusCode, await res.body.text());
-    if (res.statusCode !== 200) throw new Error(`the mesh CA answered ${res.statusCode}: ${(await res.body.text()).slice(0, 200)}`);
+    if (res.statusCode !== 200) {
+      // 4xx (a service the CA does not mesh yet, a bad request) is the same answer everywhere; 5xx may be this replica alone.
+      throw Object.assign(new Error(`the mesh CA answered ${res.statusCode}: ${(await res.body.text()).slice(0, 200)}`), { final: res.statusCode < 500 });
+    }
     const answer = (await res.body.json()) as CertificateResponse;
-    const result = this.#o.identity.offer({ certificatePem: answer.certificate, privateKeyPem: await privateKeyPem(keys.privateKey), trustBundle: answer.trustBundle });
-    if (!result.ok) throw new Error(`the mesh CA's certificate was refused: ${result.reason}`);
+    const result = this.#o.identity.offer({ certificatePem: answer.certificate, privateKeyPem: await privateKeyPem(privateKey), trustBundle: answer.trustBundle });
+    if (!result.ok) throw Object.assign(new Error(`the mesh CA's certificate was refused: ${result.reason}`), { final: true });
     if (this.#o.stateDir) storeCredential(this.#o.stateDir, result.credential);
     return result.credential;
   }

@@ -4,6 +4,12 @@
  * (validated like any other source), acknowledge or reject every version, and reconnect
  * with backoff and jitter when the stream breaks. The sidecar serves on its last config
  * the whole time; losing the reconciler costs updates, never traffic.
+ *
+ * Several reconcilers (replicas) may be given: the sidecar holds one stream, to the first
+ * that answers, and when it breaks moves straight to the next in the list — every replica
+ * serves every sidecar, so there is nothing to hand over. Only after every replica failed in
+ * a row does it back off. The order is a preference: a sidecar stays where it is until that
+ * replica fails (no fail-back), so a replica that comes back does not pull sidecars over.
  */
 import type { Logger } from 'pino';
 import { Agent, request } from 'undici';
@@ -12,9 +18,17 @@ import type { Random } from './clock.ts';
 import type { ApplyResult, ConfigStore } from './config-store.ts';
 import { bearer, ControlRefused, type ControlToken } from './control-token.ts';
 
+/**
+ * The reconciler base URLs of a `--control` value: one URL, or several separated by commas
+ * (as the flag takes them), or a list of either. Empty entries are dropped.
+ */
+export function parseControlUrls(value: string | readonly string[]): string[] {
+  return (typeof value === 'string' ? [value] : value).flatMap((v) => v.split(',')).map((v) => v.trim()).filter((v) => v !== '');
+}
+
 export interface ControlClientOptions {
-  /** Reconciler base URL, such as http://127.0.0.1:15010. */
-  readonly url: string;
+  /** Reconciler base URL, such as http://127.0.0.1:15010, or several (replicas; see `parseControlUrls`), in order of preference. */
+  readonly url: string | readonly string[];
   /** The bearer, or a source of it asked on every request (a rotated token file). */
   readonly token: string | ControlToken;
   readonly service: string;
@@ -44,14 +58,24 @@ export class ControlClient {
   #loop: Promise<void> | undefined;
   #connected = false;
   #failures = 0;
+  readonly #urls: readonly string[];
+  /** Index in #urls of the replica this client streams from (or tries next). */
+  #current = 0;
 
   constructor(options: ControlClientOptions) {
     this.#o = options;
+    this.#urls = parseControlUrls(options.url);
+    if (this.#urls.length === 0) throw new Error('the control client needs a reconciler URL');
   }
 
   /** Whether a stream is open now. */
   get connected(): boolean {
     return this.#connected;
+  }
+
+  /** The reconciler this client streams from, or tries next. */
+  get url(): string {
+    return this.#urls[this.#current]!;
   }
 
   start(): void {
@@ -67,26 +91,38 @@ export class ControlClient {
 
   async #run(): Promise<void> {
     while (!this.#stopped) {
+      let failed = false;
+      const url = this.url;
       try {
         await this.#stream();
       } catch (err) {
+        failed = true;
         if (this.#stopped) {
           // stopping: the abort is ours
         } else if (err instanceof ControlRefused) {
           this.#o.log.warn(
-            { type: 'control_refused', status: err.status, code: err.code, failures: this.#failures + 1 },
+            { type: 'control_refused', url, status: err.status, code: err.code, failures: this.#failures + 1 },
             'the reconciler refused this sidecar\'s credentials; serving the current config and retrying (a token file is read again on every try)',
           );
-        } else this.#o.log.warn({ type: 'control_disconnected', error: (err as Error).message, failures: this.#failures + 1 }, 'control stream failed; serving the current config and retrying');
+        } else this.#o.log.warn({ type: 'control_disconnected', url, error: (err as Error).message, failures: this.#failures + 1 }, 'control stream failed; serving the current config and retrying');
       }
       this.#connected = false;
       if (this.#stopped) break;
       this.#failures++;
+      if (failed && this.#urls.length > 1) {
+        this.#current = (this.#current + 1) % this.#urls.length;
+        // Another replica is there to try: at once, until each has failed once in this round.
+        if (this.#failures % this.#urls.length !== 0) {
+          this.#o.log.info({ type: 'control_failover', from: url, to: this.url }, 'trying the next reconciler');
+          continue;
+        }
+      }
       const min = this.#o.minBackoffMs ?? 100;
       const max = this.#o.maxBackoffMs ?? 5000;
       // Exponential backoff with jitter (half to all of the step), so a reconciler restart
-      // does not get every sidecar back in the same millisecond.
-      const step = Math.min(max, min * 2 ** Math.min(this.#failures - 1, 20));
+      // does not get every sidecar back in the same millisecond. Rounds over every replica count.
+      const rounds = Math.ceil(this.#failures / this.#urls.length);
+      const step = Math.min(max, min * 2 ** Math.min(rounds - 1, 20));
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, step * (0.5 + this.#o.random() / 2));
         this.#controller.signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
@@ -106,7 +142,7 @@ export class ControlClient {
 
   async #stream(): Promise<void> {
     if (this.#controller.signal.aborted) return;
-    const res = await request(new URL(STREAM_PATH, this.#o.url), {
+    const res = await request(new URL(STREAM_PATH, this.url), {
       method: 'POST',
       headers: { authorization: bearer(this.#o.token), 'content-type': 'application/json' },
       body: JSON.stringify(this.#subscribe()),
@@ -123,7 +159,7 @@ export class ControlClient {
     }
     this.#connected = true;
     this.#failures = 0;
-    this.#o.log.info({ type: 'control_connected', url: this.#o.url }, 'subscribed to the reconciler');
+    this.#o.log.info({ type: 'control_connected', url: this.url }, 'subscribed to the reconciler');
     let buffer = '';
     for await (const chunk of res.body) {
       buffer += (chunk as Buffer).toString('utf8');
@@ -179,7 +215,8 @@ export class ControlClient {
 
   async #ack(ack: Ack): Promise<void> {
     try {
-      const res = await request(new URL(ACK_PATH, this.#o.url), {
+      // To the replica whose stream carried the message: only it knows this sidecar's state.
+      const res = await request(new URL(ACK_PATH, this.url), {
         method: 'POST',
         headers: { authorization: bearer(this.#o.token), 'content-type': 'application/json' },
         body: JSON.stringify(ack),
