@@ -8,6 +8,7 @@
  *   GET  /config         the running config (404 no_config before the first)
  *   GET  /identity       the workload certificate in use: SPIFFE ID, serial, validity, PEM, trust bundle (never the key)
  *   PUT  /config         a whole config          → 200 | 401 | 403 | 422 invalid_config
+ *                        (200 with `stored: false`: running, but the state folder could not keep it)
  *   POST /config/delta   a delta on the running  → 200 | 401 | 403 | 409 base_mismatch | 422
  *
  * Writes need `Authorization: Bearer <token>`; without a configured token they are refused.
@@ -84,7 +85,7 @@ export function createAdminHandler(deps: AdminDeps): (req: IncomingMessage, res:
           const body = await readJsonBody(req, MAX_BODY_BYTES);
           if (!body.ok) return json(res, body.status, { error: body.error });
           const result = path === '/config' ? deps.store.apply(body.value, 'admin') : deps.store.applyDelta(body.value, 'admin');
-          if (result.ok) return json(res, 200, { version: result.version, changed: result.changed });
+          if (result.ok) return json(res, 200, { version: result.version, changed: result.changed, ...(result.stored === undefined ? {} : { stored: result.stored }) });
           return json(res, result.status, { error: result.code, reasons: result.reasons });
         }
         default:

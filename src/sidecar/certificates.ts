@@ -13,7 +13,7 @@
  * last accepted one is kept in the state folder (key 0600) for a restart while the
  * reconciler is unreachable.
  */
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import chokidar from 'chokidar';
 import type { Logger } from 'pino';
@@ -31,12 +31,17 @@ import { parseControlUrls } from './control-client.ts';
 const RENEW_AT = 0.5;
 const RENEW_JITTER = 0.1;
 
-/** Writes a file atomically with `mode` (a reader sees the old file or the new one, never half). */
+/** Writes a file atomically with `mode` (a reader sees the old file or the new one, never half); a failed write leaves no temporary file. */
 function writeFileAtomic(path: string, data: string, mode: number): void {
   const tmp = `${path}.${process.pid}.tmp`;
-  writeFileSync(tmp, data, { mode });
-  chmodSync(tmp, mode);
-  renameSync(tmp, path);
+  try {
+    writeFileSync(tmp, data, { mode });
+    chmodSync(tmp, mode);
+    renameSync(tmp, path);
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw err;
+  }
 }
 
 /** Keeps the last accepted credential in `<stateDir>/identity/`: the key 0600, certificate and bundle 0644. */
@@ -46,6 +51,19 @@ export function storeCredential(stateDir: string, c: Credential): void {
   writeFileAtomic(join(dir, 'key.pem'), c.privateKeyPem, 0o600);
   writeFileAtomic(join(dir, 'cert.pem'), c.certificatePem, 0o644);
   writeFileAtomic(join(dir, 'bundle.pem'), c.trustBundle.join(''), 0o644);
+}
+
+/**
+ * `storeCredential`, with a failure (read-only or full state folder) logged as
+ * `credential_store_failed` instead of thrown: the credential is in use either way, and
+ * only a restart while the CA is unreachable would miss it.
+ */
+export function storeCredentialOrWarn(stateDir: string, c: Credential, log: Logger): void {
+  try {
+    storeCredential(stateDir, c);
+  } catch (err) {
+    log.warn({ type: 'credential_store_failed', stateDir, error: (err as Error).message }, 'the certificate in use could not be written to the state folder');
+  }
 }
 
 /** The stored credential's files, or undefined when there are none. */
@@ -218,7 +236,7 @@ export class CertificateClient {
     const answer = (await res.body.json()) as CertificateResponse;
     const result = this.#o.identity.offer({ certificatePem: answer.certificate, privateKeyPem: await privateKeyPem(privateKey), trustBundle: answer.trustBundle });
     if (!result.ok) throw Object.assign(new Error(`the mesh CA's certificate was refused: ${result.reason}`), { final: true });
-    if (this.#o.stateDir) storeCredential(this.#o.stateDir, result.credential);
+    if (this.#o.stateDir) storeCredentialOrWarn(this.#o.stateDir, result.credential, this.#o.log);
     return result.credential;
   }
 }

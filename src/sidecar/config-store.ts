@@ -4,7 +4,7 @@
  * never applied; the running one stays. Requests capture the snapshot current when they
  * start and finish on it, whatever is swapped in meanwhile.
  */
-import { readFileSync, renameSync, writeFileSync, mkdirSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { applyDelta, type ConfigDelta } from '../config/delta.ts';
 import { checkProxyConfig } from '../config/validate-config.ts';
@@ -58,7 +58,11 @@ export function buildSnapshot(config: ProxyConfig): Snapshot {
 }
 
 export type ApplyResult =
-  | { readonly ok: true; readonly version: string; readonly changed: boolean }
+  /**
+   * `stored`: with a state file, whether this config is now kept there (false when writing it
+   * failed: the config runs all the same); absent without one, or when nothing changed.
+   */
+  | { readonly ok: true; readonly version: string; readonly changed: boolean; readonly stored?: boolean }
   | { readonly ok: false; readonly status: 409 | 422; readonly code: 'invalid_config' | 'wrong_service' | 'base_mismatch' | 'invalid_delta'; readonly reasons: readonly string[] };
 
 export interface ConfigStoreOptions {
@@ -69,10 +73,19 @@ export interface ConfigStoreOptions {
   /** Called after each swap, before apply returns (metrics, cluster state, logs). */
   readonly onApplied?: (snapshot: Snapshot, previous: Snapshot | undefined, source: string) => void;
   readonly onRejected?: (reasons: readonly string[], source: string) => void;
+  /**
+   * Called after a config was applied but could not be written to the state file (a
+   * read-only or full disk, a path that is no folder). The config runs regardless; the
+   * state file still holds `storedVersion` (undefined when none could be read), which a
+   * restart without --config would start from.
+   */
+  readonly onStoreFailed?: (error: Error, version: string, storedVersion: string | undefined, source: string) => void;
 }
 
 export class ConfigStore {
   #current: Snapshot | undefined;
+  /** Version of the config in the state file, as far as this process knows. */
+  #storedVersion: string | undefined;
   #service: string | undefined;
   readonly #options: ConfigStoreOptions;
 
@@ -111,6 +124,7 @@ export class ConfigStore {
     if (!this.#options.stateFile) return undefined;
     try {
       const checked = checkProxyConfig(JSON.parse(readFileSync(this.#options.stateFile, 'utf8')));
+      if (checked.ok) this.#storedVersion = checked.config.version;
       return checked.ok ? checked.config : undefined;
     } catch {
       return undefined;
@@ -131,9 +145,11 @@ export class ConfigStore {
     }
     this.#service = config.service;
     this.#current = snapshot;
-    this.#persist(config);
+    // Applied and reported before it is written: a disk that cannot take it must not
+    // leave metrics, logs and callers telling of the old config while the new one runs.
     this.#options.onApplied?.(snapshot, previous, source);
-    return { ok: true, version: config.version, changed: true };
+    const stored = this.#persist(config, source);
+    return { ok: true, version: config.version, changed: true, ...(stored === undefined ? {} : { stored }) };
   }
 
   #reject(status: 409 | 422, code: Extract<ApplyResult, { ok: false }>['code'], reasons: readonly string[], source: string): ApplyResult {
@@ -141,13 +157,30 @@ export class ConfigStore {
     return { ok: false, status, code, reasons };
   }
 
-  /** Writes the config so that a crash leaves the old file or the new one, never half of one. */
-  #persist(config: ProxyConfig): void {
+  /**
+   * Writes the config so that a crash leaves the old file or the new one, never half of
+   * one. Never throws: a failure (read-only or full disk, a path that is no folder) is
+   * reported through `onStoreFailed` and the temporary file removed. Undefined without a
+   * state file; else whether the config is now stored.
+   */
+  #persist(config: ProxyConfig, source: string): boolean | undefined {
     const file = this.#options.stateFile;
-    if (!file) return;
-    mkdirSync(dirname(file), { recursive: true });
+    if (!file) return undefined;
     const tmp = `${file}.${process.pid}.tmp`;
-    writeFileSync(tmp, JSON.stringify(config), { mode: 0o600 });
-    renameSync(tmp, file);
+    try {
+      mkdirSync(dirname(file), { recursive: true });
+      writeFileSync(tmp, JSON.stringify(config), { mode: 0o600 });
+      renameSync(tmp, file);
+      this.#storedVersion = config.version;
+      return true;
+    } catch (err) {
+      try {
+        rmSync(tmp, { force: true });
+      } catch {
+        // Nothing more to do: the folder itself is what failed.
+      }
+      this.#options.onStoreFailed?.(err as Error, config.version, this.#storedVersion, source);
+      return false;
+    }
   }
 }

@@ -59,6 +59,11 @@ export class SidecarMetrics {
     labelNames: ['destination_service'] as const,
     registers: [this.registry],
   });
+  readonly configStoreFailures = new Counter({
+    name: 'trellis_config_store_failures_total',
+    help: 'Applied configs that could not be written to --state-dir (they run; a restart without --config would not find them)',
+    registers: [this.registry],
+  });
   readonly bodyTimeouts = new Counter({
     name: 'trellis_request_body_timeouts_total',
     help: 'Requests whose body did not arrive within --body-timeout (answered 408 request_body_timeout, upstream request aborted), by listener',

@@ -21,7 +21,7 @@ import { SidecarMetrics } from './metrics.ts';
 import { createOutboundHandler, type OutboundHandler } from './outbound.ts';
 import { ControlClient } from './control-client.ts';
 import type { ControlToken } from './control-token.ts';
-import { CertificateClient, loadStoredCredential, storeCredential, watchCredentialFiles, type CredentialFiles } from './certificates.ts';
+import { CertificateClient, loadStoredCredential, storeCredentialOrWarn, watchCredentialFiles, type CredentialFiles } from './certificates.ts';
 import { SidecarIdentity } from './identity.ts';
 import { MeshConnector } from './mesh-connector.ts';
 import { MeshListener } from './mesh-listener.ts';
@@ -136,6 +136,13 @@ export class Sidecar {
       service: options.service,
       stateFile: options.stateDir ? join(options.stateDir, 'config.json') : undefined,
       onApplied: (snap, previous, source) => this.#onApplied(snap, previous, source),
+      onStoreFailed: (err, version, storedVersion, source) => {
+        this.metrics.configStoreFailures.inc();
+        this.log.warn(
+          { type: 'config_store_failed', source, version, storedVersion: storedVersion ?? null, stateDir: options.stateDir, error: err.message },
+          `config ${version} runs but could not be written to the state folder; a restart without --config would start from ${storedVersion ?? 'no config'}`,
+        );
+      },
       onRejected: (reasons, source) => {
         this.metrics.configApplies.inc({ result: 'rejected', source });
         this.log.warn({ type: 'config_rejected', source, reasons }, 'config rejected; the running config stays');
@@ -279,7 +286,7 @@ export class Sidecar {
               onTrustBundle: (roots: readonly string[]) => {
                 const result = this.identity.offerTrustBundle(roots);
                 if (!result.ok && this.identity.current) this.log.warn({ type: 'trust_bundle_refused', reason: result.reason }, 'trust bundle from the reconciler refused');
-                else if (result.ok && o.stateDir) storeCredential(o.stateDir, result.credential);
+                else if (result.ok && o.stateDir) storeCredentialOrWarn(o.stateDir, result.credential, this.log);
               },
             }),
       });
