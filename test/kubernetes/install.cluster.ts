@@ -10,9 +10,10 @@
  *    authenticates with its pod's projected-token stand-in, which the reconciler checks with a
  *    TokenReview under that same RBAC, and gets its config. A ServiceAccount without the rules
  *    gets `kubernetes_forbidden`.
- * 3. The install's own MutatingWebhookConfiguration (only its address changed to the webhook
- *    server on loopback, with a certificate signed by the cluster CA) injects Pods created
- *    through the API: native and classic, once when matched twice, never when opted out or in
+ * 3. The install's own MutatingWebhookConfiguration (only its address changed to loopback, with
+ *    a certificate signed by the cluster CA) sends Pods created through the API to that same
+ *    reconciler process's webhook (`--webhook-listen`, native sidecars as the API server's
+ *    version says), and to a classic webhook server for clusters before 1.29: native and classic, once when matched twice, never when opted out or in
  *    a namespace that is not labelled or is a system namespace; with the webhook down, pods are
  *    still created (failurePolicy Ignore).
  * 4. `trellis uninstall` deletes everything.
@@ -149,7 +150,9 @@ describe('trellis install on a real API server', () => {
   test('the installed RBAC is enough: a reconciler with the installed ServiceAccount\'s token and the Deployment\'s flags creates the mesh root Secret, serves the webhook, lists and watches EndpointSlices and reviews sidecar tokens', async () => {
     const dir = tempDir();
     const token = await serviceAccountToken(env, NS, 'trellis-reconciler', envFile.KUBE_SA_ISSUER!);
-    const tls = await issueServingCertificate({ dnsNames: ['localhost'], ips: ['127.0.0.1'] });
+    // The webhook serving certificate, from the cluster CA so the API server can call this replica on loopback (below).
+    const clusterCa = { certificatePem: readFileSync(envFile.KUBE_CA_FILE!, 'utf8'), keyPem: readFileSync(envFile.KUBE_CA_KEY_FILE!, 'utf8') };
+    const tls = await issueServingCertificate({ dnsNames: ['localhost'], ips: ['127.0.0.1'] }, clusterCa);
     writeFileSync(join(dir, 'tls.crt'), tls.certificatePem);
     writeFileSync(join(dir, 'tls.key'), tls.privateKeyPem);
     const deployment = installed.find((o) => o.kind === 'Deployment') as Obj & { spec: { template: { spec: { containers: { args: string[] }[] } } } };
@@ -185,9 +188,15 @@ describe('trellis install on a real API server', () => {
 
 describe('the injection webhook on a real API server', () => {
   let ca: { certificatePem: string; keyPem: string };
-  let native: WebhookServer;
+  /** The reconciler replica's own webhook (native sidecars: the API server is 1.36); the classic one is served alone. */
+  let nativePort: number;
   let classic: WebhookServer;
-  const events: WebhookEvent[] = [];
+  const classicEvents: WebhookEvent[] = [];
+  /** Every review answered so far: the replica's `injection` log lines and the classic server's events. */
+  const events = (): WebhookEvent[] => [
+    ...reconciler.output().split('\n').filter((l) => l.includes('"type":"injection"')).map((l) => JSON.parse(l) as WebhookEvent),
+    ...classicEvents,
+  ];
   const webhookObject = () => structuredClone(installed.find((o) => o.kind === 'MutatingWebhookConfiguration')!) as Obj & { webhooks: { clientConfig: unknown }[] };
 
   /** The install's webhook configuration, named `name`, sending to `port` on loopback. */
@@ -205,24 +214,23 @@ describe('the injection webhook on a real API server', () => {
       const created = await core.createNamespacedPod({ namespace: 'shop', body: pod(`probe-${++probes}`) });
       await core.deleteNamespacedPod({ namespace: 'shop', name: created.metadata!.name!, gracePeriodSeconds: 0 });
       return ready(created);
-    }, `${what} (webhook calls so far: ${JSON.stringify(events.slice(-3))})`, 15_000);
+    }, `${what} (webhook calls so far: ${JSON.stringify(events().slice(-3))})`, 15_000);
   }
 
   before(async () => {
     ca = { certificatePem: readFileSync(envFile.KUBE_CA_FILE!, 'utf8'), keyPem: readFileSync(envFile.KUBE_CA_KEY_FILE!, 'utf8') };
     const tls = await issueServingCertificate({ dnsNames: ['localhost'], ips: ['127.0.0.1'] }, ca);
     const options = { image: 'registry.example/trellis:test', controlUrl: `http://trellis.${NS}.svc:15010` };
-    native = await startWebhookServer({ cert: tls.certificatePem, key: tls.privateKeyPem, port: 0, host: '127.0.0.1', options: { ...options, nativeSidecars: true }, onEvent: (e) => events.push(e) });
-    classic = await startWebhookServer({ cert: tls.certificatePem, key: tls.privateKeyPem, port: 0, host: '127.0.0.1', options: { ...options, nativeSidecars: false }, onEvent: (e) => events.push(e) });
+    nativePort = (JSON.parse(reconciler.output().split('\n').find((l) => l.includes('"type":"webhook_listening"'))!) as { port: number }).port;
+    classic = await startWebhookServer({ cert: tls.certificatePem, key: tls.privateKeyPem, port: 0, host: '127.0.0.1', options: { ...options, nativeSidecars: false }, onEvent: (e) => classicEvents.push(e) });
     // The installed configuration points at a Service no pod serves here; this one is its copy on loopback.
     await objects.delete({ apiVersion: 'admissionregistration.k8s.io/v1', kind: 'MutatingWebhookConfiguration', metadata: { name: 'trellis-sidecar-injector' } });
     await core.patchNamespace({ name: 'shop', body: [{ op: 'add', path: '/metadata/labels/trellis.dev~1inject', value: 'enabled' }] }, k8s.setHeaderOptions('Content-Type', k8s.PatchStrategy.JsonPatch));
-    await register('trellis-sidecar-injector', native.port);
+    await register('trellis-sidecar-injector', nativePort);
     await untilWebhooks((p) => proxies(p).length === 1, 'the webhook configuration to take effect');
   });
 
   after(async () => {
-    await native?.close();
     await classic?.close();
   });
 
@@ -270,10 +278,10 @@ describe('the injection webhook on a real API server', () => {
     const annotated = await core.createNamespacedPod({ namespace: 'shop', body: pod('opt-out-annotation', { annotations: { 'trellis.dev/inject': 'disabled' } }) });
     assert.equal(proxies(annotated).length, 0);
     assert.equal(annotated.spec!.containers[0]!.env, undefined);
-    const before = events.length;
+    const before = events().length;
     const labelled = await core.createNamespacedPod({ namespace: 'shop', body: pod('opt-out-label', { labels: { 'trellis.dev/inject': 'disabled' } }) });
     assert.equal(proxies(labelled).length, 0);
-    assert.equal(events.slice(before).filter((e) => e.name === 'opt-out-label').length, 0, 'the objectSelector keeps it from the webhook altogether');
+    assert.equal(events().slice(before).filter((e) => e.name === 'opt-out-label').length, 0, 'the objectSelector keeps it from the webhook altogether');
 
     const plain = await core.createNamespacedPod({ namespace: 'plain', body: pod('api-plain') });
     assert.equal(proxies(plain).length, 0);
@@ -291,13 +299,15 @@ describe('the injection webhook on a real API server', () => {
     assert.ok(offline.injected);
     const created = await core.createNamespacedPod({ namespace: 'shop', body: offline.pod as k8s.V1Pod });
     assert.equal(proxies(created).length, 1);
-    assert.ok(events.some((e) => e.name === 'pre-injected' && e.outcome === 'already_injected'));
+    // The replica's log line may trail the API server's answer by a moment.
+    await waitFor(() => events().some((e) => e.name === 'pre-injected' && e.outcome === 'already_injected'), 'the webhook to see the pre-injected pod');
 
-    await register('trellis-sidecar-injector-copy', native.port);
+    await register('trellis-sidecar-injector-copy', nativePort);
     // Wait until a probe pod is seen by both configurations.
-    await untilWebhooks((p) => events.filter((e) => e.name === p.metadata!.name).length === 2, 'the second configuration to take effect');
+    await untilWebhooks((p) => events().filter((e) => e.name === p.metadata!.name).length === 2, 'the second configuration to take effect');
     const twice = await core.createNamespacedPod({ namespace: 'shop', body: pod('matched-twice') });
-    assert.deepEqual(events.filter((e) => e.name === 'matched-twice').map((e) => e.outcome).sort(), ['already_injected', 'injected']);
+    await waitFor(() => events().filter((e) => e.name === 'matched-twice').length >= 2, 'both webhook calls logged');
+    assert.deepEqual(events().filter((e) => e.name === 'matched-twice').map((e) => e.outcome).sort(), ['already_injected', 'injected']);
     assert.equal(proxies(twice).length, 1);
     assert.equal(twice.spec!.volumes!.filter((v) => v.name === 'trellis-token').length, 1);
     assert.equal(twice.spec!.containers[0]!.env!.filter((e) => e.name === 'HTTP_PROXY').length, 1);
@@ -317,7 +327,8 @@ describe('the injection webhook on a real API server', () => {
   });
 
   test('with the webhook down, pods are still created (failurePolicy Ignore), without a sidecar', async () => {
-    await native.close();
+    reconciler.child.kill('SIGTERM');
+    assert.equal(await reconciler.exited, 0);
     await classic.close();
     const started = Date.now();
     const created = await core.createNamespacedPod({ namespace: 'shop', body: pod('while-down') });
