@@ -4,6 +4,7 @@
  * registered for cleanup.
  */
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Agent, request as undiciRequest } from 'undici';
@@ -64,13 +65,52 @@ export async function startUpstream(name: string, handler?: Handler): Promise<Up
   return { port: (server.address() as AddressInfo).port, seen, close };
 }
 
-/** A port nothing listens on (bound, then released). */
+/** Ports `closedPort` handed out in this process, never handed out twice. */
+const handedOut = new Set<number>();
+
+/**
+ * The kernel's ephemeral port range (Linux: /proc/sys/net/ipv4/ip_local_port_range), from
+ * which listen(0) and outgoing connections take their ports.
+ */
+function ephemeralRange(): readonly [number, number] {
+  try {
+    const [low, high] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    if (low! > 0 && high! >= low!) return [low!, high!];
+  } catch {
+    // not Linux: the IANA range
+  }
+  return [49152, 65535];
+}
+
+/**
+ * A port nothing listens on now, for a test to call (connect_failure) or to bind later
+ * (a sidecar's inbound port named in a spec before the sidecar starts).
+ *
+ * It used to bind port 0, close, and return that port: a port from the ephemeral range,
+ * which the next listen(0) of any server in the test (or any outgoing connection of any
+ * process) could be given, so the "closed" port was sometimes open, or taken before the
+ * test bound it. Now the port is drawn below the ephemeral range, where the kernel never
+ * assigns ports on its own, checked free by binding it, and never handed out twice by one
+ * process; what remains is another process choosing the same port explicitly.
+ */
 export async function closedPort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
+  const [ephemeralLow] = ephemeralRange();
+  const low = 10_000;
+  const high = Math.min(ephemeralLow - 1, 32_767);
+  for (let tries = 0; tries < 200; tries++) {
+    const port = low + Math.floor(Math.random() * (high - low + 1));
+    if (handedOut.has(port)) continue;
+    const s = createServer();
+    const free = await new Promise<boolean>((resolve) => {
+      s.once('error', () => resolve(false));
+      s.listen(port, '127.0.0.1', () => resolve(true));
+    });
+    if (!free) continue;
+    await new Promise<void>((r) => s.close(() => r()));
+    handedOut.add(port);
+    return port;
+  }
+  throw new Error('no free port below the ephemeral range after 200 tries');
 }
 
 /**
