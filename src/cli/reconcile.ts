@@ -193,6 +193,8 @@ export async function startReconciler(flags: ReconcileFlags, io: CliIo, token: s
     try {
       webhook = await startInjectionWebhook(flags as WebhookFlags, kubeConfig, log.child({ component: 'webhook' }));
     } catch (err) {
+      // Files that do not load are the flags' fault (exit 2); an API server that never answered is not (exit 1).
+      if (err instanceof KubernetesVersionError) throw err;
       io.stderr.write(`trellis reconcile: the injection webhook: ${(err as Error).message}\n`);
       return undefined;
     }
@@ -230,6 +232,29 @@ function webhookFlagsProblem(flags: ReconcileFlags): string | undefined {
   return undefined;
 }
 
+/** The API server's version could not be read, so native and classic sidecars cannot be told apart. */
+class KubernetesVersionError extends Error {
+  readonly code = 'kubernetes_version_unknown';
+}
+
+/**
+ * GET /version, retried for about 8 s (250 ms doubling): a replica often starts while the
+ * API server is briefly away, and guessing the sidecar form would inject pods the cluster
+ * cannot run (a native sidecar on a cluster before 1.29 never lets the app start).
+ */
+async function serverVersion(kubeConfig: k8s.KubeConfig, log: Logger): Promise<k8s.VersionInfo> {
+  const api = kubeConfig.makeApiClient(k8s.VersionApi);
+  for (let attempt = 1, waitMs = 250; ; attempt++, waitMs *= 2) {
+    try {
+      return await api.getCode();
+    } catch (err) {
+      if (attempt === 6) throw new KubernetesVersionError(`kubernetes_version_unknown: could not read the API server's version to choose native or classic sidecars: ${(err as Error).message}`);
+      log.warn({ type: 'kubernetes_version_error', attempt, error: (err as Error).message }, 'could not read the API server version; retrying');
+      await new Promise((r) => setTimeout(r, waitMs));
+    }
+  }
+}
+
 type WebhookFlags = ReconcileFlags & Required<Pick<ReconcileFlags, 'webhookListen' | 'webhookCert' | 'webhookKey' | 'injectImage' | 'injectControlUrl'>>;
 
 interface RunningWebhook {
@@ -251,7 +276,7 @@ async function startInjectionWebhook(flags: WebhookFlags, kubeConfig: k8s.KubeCo
   createSecureContext(tls); // throws now, at start, for a certificate and key that do not belong together
   let nativeSidecars = true;
   if (kubeConfig) {
-    const version = await kubeConfig.makeApiClient(k8s.VersionApi).getCode();
+    const version = await serverVersion(kubeConfig, log);
     nativeSidecars = supportsNativeSidecars(version);
     log.info({ type: 'kubernetes_version', version: version.gitVersion, nativeSidecars }, `Kubernetes ${version.gitVersion}: ${nativeSidecars ? 'native sidecars' : 'classic sidecars (before 1.29)'}`);
   }

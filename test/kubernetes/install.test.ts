@@ -16,7 +16,7 @@ import { main, buildProgram } from '../../src/cli/main.ts';
 import { CA_SECRET, PLACEHOLDER_REPO, WEBHOOK_CONFIGURATION, WEBHOOK_SECRET, installObjects, reconcilerArgs, renderObjects } from '../../src/kubernetes/install.ts';
 import { assertGolden } from '../helpers/golden.ts';
 import { startTrellis, stopProcesses, tempDir } from '../helpers/processes.ts';
-import { waitFor } from '../helpers/sidecar-harness.ts';
+import { closedPort, waitFor } from '../helpers/sidecar-harness.ts';
 import { issueServingCertificate } from '../../src/kubernetes/serving-certificate.ts';
 
 const DEPLOY = new URL('../../deploy/', import.meta.url).pathname;
@@ -224,6 +224,22 @@ describe('trellis reconcile --webhook-listen (a real process)', () => {
     assert.notEqual(serial, new X509Certificate(second.certificatePem).serialNumber);
     reconciler.child.kill('SIGTERM');
     assert.equal(await reconciler.exited, 0);
+  });
+
+  test('with --kubernetes and an API server that never answers /version, the reconciler stops (exit 1, kubernetes_version_unknown) rather than guess the sidecar form', { timeout: 30_000 }, async () => {
+    const dir = tempDir();
+    mkdirSync(join(dir, 'spec'));
+    writeFileSync(join(dir, 'spec', 'mesh.yaml'), 'apiVersion: trellis.dev/v1alpha1\nkind: Mesh\nmetadata: { name: t }\nspec: { trustDomain: t.local }\n');
+    const tls = await issueServingCertificate({ dnsNames: ['localhost'] });
+    writeFileSync(join(dir, 'tls.crt'), tls.certificatePem);
+    writeFileSync(join(dir, 'tls.key'), tls.privateKeyPem);
+    const port = await closedPort();
+    writeFileSync(
+      join(dir, 'kubeconfig'),
+      `apiVersion: v1\nkind: Config\nclusters: [{ name: c, cluster: { server: "https://127.0.0.1:${port}", insecure-skip-tls-verify: true } }]\nusers: [{ name: u, user: { token: t } }]\ncontexts: [{ name: c, context: { cluster: c, user: u } }]\ncurrent-context: c\n`,
+    );
+    const started = startTrellis(['reconcile', '--dir', join(dir, 'spec'), '--listen', '0', '--kubernetes', '--kubeconfig', join(dir, 'kubeconfig'), '--webhook-listen', '127.0.0.1:0', '--webhook-cert', join(dir, 'tls.crt'), '--webhook-key', join(dir, 'tls.key'), '--inject-image', 'x', '--inject-control-url', 'http://trellis.trellis-system.svc:15010']);
+    await assert.rejects(started, /exited with 1: [\s\S]*kubernetes_version_error[\s\S]*kubernetes_version_unknown: could not read the API server's version to choose native or classic sidecars/);
   });
 
   test('--webhook-listen needs the other four flags, and they need it (exit 2)', async () => {
