@@ -242,6 +242,25 @@ describe('trellis reconcile --webhook-listen (a real process)', () => {
     await assert.rejects(started, /exited with 1: [\s\S]*kubernetes_version_error[\s\S]*kubernetes_version_unknown: could not read the API server's version to choose native or classic sidecars/);
   });
 
+  test('--ca-secret takes [NAMESPACE/]NAME, needs --kubernetes, and is the only source of the root (exit 2 otherwise)', async () => {
+    const dir = tempDir();
+    writeFileSync(join(dir, 'kubeconfig'), 'apiVersion: v1\nkind: Config\nclusters: [{ name: c, cluster: { server: "https://127.0.0.1:1" } }]\nusers: [{ name: u, user: { token: t } }]\ncontexts: [{ name: c, context: { cluster: c, user: u, namespace: mesh } }]\ncurrent-context: c\n');
+    const env = { TRELLIS_CONTROL_TOKEN: 'test' };
+    const base = ['reconcile', '--dir', dir, '--listen', '0'];
+    const k8sArgs = ['--kubernetes', '--kubeconfig', join(dir, 'kubeconfig')];
+    const alone = await cli([...base, '--ca-secret', 'trellis-ca'], env);
+    assert.equal(alone.code, 2);
+    assert.match(alone.err, /--ca-secret need --kubernetes/);
+    const both = await cli([...base, ...k8sArgs, '--ca-secret', 'trellis-ca', '--ca-dir', dir], env);
+    assert.equal(both.code, 2);
+    assert.match(both.err, /give the mesh root one way/);
+    for (const bad of ['a/b/c', 'Trellis-CA', '/x', 'ns/']) {
+      const r = await cli([...base, ...k8sArgs, '--ca-secret', bad], env);
+      assert.equal(r.code, 2, bad);
+      assert.match(r.err, /--ca-secret takes \[NAMESPACE\/\]NAME of a Secret/, bad);
+    }
+  });
+
   test('--webhook-listen needs the other four flags, and they need it (exit 2)', async () => {
     const base = ['reconcile', '--dir', tempDir(), '--listen', '0'];
     const env = { TRELLIS_CONTROL_TOKEN: 'test' };
