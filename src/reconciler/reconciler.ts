@@ -12,6 +12,12 @@
  * before callers get routes that send to them. Within one sidecar a delta is applied whole,
  * so no request there sees a route without its backend.
  *
+ * Joining services too: a config that gives a sidecar its first route to a meshed service S
+ * (a `cluster/S` it does not hold) is held back while no connected sidecar of S holds a
+ * config (sidecars acknowledge only once they hold a certificate fitting it) and one is
+ * connected or expected, bounded by the make-before-break timeout (see `#unreadyBackends`).
+ * So callers and callees that start together do not send to a callee that cannot serve yet.
+ *
  * Two inputs, one way out: the applied revision and the discovery's endpoints (when there
  * is one) make a snapshot (`snapshotOf`); every push — after a commit or after an endpoint
  * change — sends each sidecar `updateFor(what it holds, its config in the snapshot)`. An
@@ -61,6 +67,8 @@ export interface SidecarRecord {
   writer: StreamWriter | null;
   /** Called when an ack for the pending version arrives (make-before-break waits on it). */
   onSettled: Array<() => void>;
+  /** Its config is held back until these services can serve (joining make-before-break); `since` on the reconciler's clock. */
+  hold: { waitingOn: readonly string[]; since: number; settled: Promise<void> } | null;
 }
 
 export interface AppliedRevision {
@@ -89,6 +97,15 @@ export const ENDPOINT_DEBOUNCE_MS = 50;
 
 /** How long an unacknowledged message holds back further pushes to its sidecar: sidecars ack within milliseconds, so 10 s means the ack was lost. */
 const PENDING_STALE_MS = 10_000;
+
+/** Default make-before-break bound, in ms: past the sidecar's own 5 s wait for a certificate before it acknowledges. */
+const MAKE_BEFORE_BREAK_MS = 5000;
+
+/** Nodes whose certificate issue is remembered: more than any mesh's sidecars, so that churn of pods cannot grow it without end. */
+const MAX_CERTIFIED_NODES = 100_000;
+
+/** In `#certified`: the node's last certificate request was refused (no service key contains a NUL). */
+const REFUSED = '\0refused';
 
 export interface AttemptedRevision {
   readonly revision: Revision;
@@ -156,6 +173,10 @@ export class Reconciler {
   #endpointsDirty = false;
   #cancelDebounce: (() => void) | null = null;
   #waitingLogged = false;
+  /** Per node, the service a certificate was last issued for: which sidecars can serve as soon as they hold a config. Bounded (MAX_CERTIFIED_NODES). */
+  readonly #certified = new Map<string, string>();
+  /** Per meshed service without any connected sidecar: until when callers wait for one to join (set at the first wait, never extended). */
+  readonly #expectedUntil = new Map<string, number>();
   /** During a make-before-break wait: the sidecars that go first (nobody else may catch up yet). */
   #goingFirst: ReadonlySet<SidecarRecord> | null = null;
   #running: Promise<void> | null = null;
@@ -347,14 +368,15 @@ export class Reconciler {
     this.#goingFirst = new Set(first);
     const waits = first.map((s) => this.#send(s, published)).filter((w): w is Promise<void> => w !== undefined);
     if (waits.length > 0) {
-      const timeout = this.#options.makeBeforeBreakTimeoutMs ?? 5000;
+      const timeout = this.#mbbMs();
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([Promise.all(waits), new Promise<void>((r) => (timer = setTimeout(r, timeout)))]);
       clearTimeout(timer);
     }
     this.#goingFirst = null;
     if (this.#published !== published) return; // a newer snapshot took over; it pushes to everyone
-    for (const s of rest) void this.#send(s, published);
+    // The wait above was their make-before-break: they are not held again for the same sidecars.
+    for (const s of rest) void this.#send(s, published, true);
   }
 
   /**
@@ -364,13 +386,26 @@ export class Reconciler {
    * apply — and the sidecar catches up when the ack arrives. Resolves when it acknowledges
    * (or leaves).
    */
-  #send(record: SidecarRecord, published: Published): Promise<void> | undefined {
+  #send(record: SidecarRecord, published: Published, force = false): Promise<void> | undefined {
     if (!record.writer) return undefined;
     const target = published.snapshot.mesh.configs.get(record.service);
     const revision = published.applied.revision.id;
     if (!target) {
       record.bytesSent += record.writer.send({ type: 'unknown-service', revision, message: `service "${record.service}" is not in revision ${revision.slice(0, 12)}; keep running on what you have` });
       return undefined;
+    }
+    if (!record.pending) {
+      const waitingOn = force ? [] : this.#unreadyBackends(record, target, published);
+      if (waitingOn.length > 0) {
+        if (!record.hold) {
+          this.#options.log.info({ type: 'config_held', service: record.service, node: record.node, waitingOn }, 'config held until the services it newly routes to can serve');
+          (this.#options.schedule ?? defaultSchedule)(() => this.#releaseHeld(), this.#mbbMs());
+          record.hold = { waitingOn, since: this.#now(), settled: new Promise<void>((resolve) => record.onSettled.push(resolve)) };
+        } else record.hold = { ...record.hold, waitingOn };
+        return record.hold.settled;
+      }
+      if (record.hold) this.#options.log.info({ type: 'config_released', service: record.service, node: record.node, heldMs: this.#now() - record.hold.since }, 'held config released');
+      record.hold = null;
     }
     // An ack lost on the way leaves `pending` forever; past PENDING_STALE_MS we stop waiting
     // and send the whole config, which applies whether or not the lost one did.
@@ -398,7 +433,7 @@ export class Reconciler {
   /** After an ack: a sidecar that fell behind while a message was pending gets the current snapshot (unless it just refused exactly that). */
   #catchUp(record: SidecarRecord): void {
     const published = this.#published;
-    if (!published || !record.connected || record.pending || !record.behind) return;
+    if (!published || !record.connected || record.pending || record.hold || !record.behind) return;
     if (this.#goingFirst && !this.#goingFirst.has(record)) return; // #push sends to it once the first ones are ready
     const target = published.snapshot.mesh.configs.get(record.service);
     if (!target || target.version === record.heldVersion || target.version === record.lastRejection?.version) return;
@@ -424,11 +459,14 @@ export class Reconciler {
       bytesSent: existing?.bytesSent ?? 0,
       writer,
       onSettled: [],
+      hold: null,
     };
     this.#sidecars.set(sub.node, record);
     this.#options.metrics.connected.set(this.#connectedCount());
     this.#options.log.info({ type: 'sidecar_connected', service: sub.service, node: sub.node, version: sub.version }, 'sidecar connected');
     if (this.#published) void this.#send(record, this.#published);
+    // A sidecar of a service others wait for has joined: a cycle of waits may now resolve.
+    this.#releaseHeld();
     return record;
   }
 
@@ -437,6 +475,8 @@ export class Reconciler {
     record.connected = false;
     record.disconnectedAt = this.#now();
     record.writer = null;
+    record.hold = null;
+    this.#certified.delete(record.node);
     for (const settle of record.onSettled.splice(0)) settle();
     this.#options.metrics.connected.set(this.#connectedCount());
     this.#options.log.info({ type: 'sidecar_disconnected', service: record.service, node: record.node }, 'sidecar disconnected');
@@ -466,7 +506,94 @@ export class Reconciler {
     }
     for (const settle of record.onSettled.splice(0)) settle();
     this.#catchUp(record);
+    if (ack.ok) this.#releaseHeld();
     return true;
+  }
+
+  /**
+   * The mesh CA issued `node` a certificate for `service` (called by the server). A sidecar
+   * with its certificate serves as soon as it holds a config: held configs are looked at again.
+   */
+  certificateIssued(node: string, service: string): void {
+    this.#certificateAnswered(node, service);
+  }
+
+  /**
+   * The mesh CA refused `node` a certificate (its service was not meshed, say). Such a sidecar
+   * asks again at once when a config arrives, and otherwise only after its backoff: holding
+   * its config would hold its certificate, so it is never held (see `#unreadyBackends`).
+   */
+  certificateRefused(node: string): void {
+    this.#certificateAnswered(node, REFUSED);
+  }
+
+  #certificateAnswered(node: string, service: string): void {
+    this.#certified.delete(node);
+    this.#certified.set(node, service);
+    if (this.#certified.size > MAX_CERTIFIED_NODES) this.#certified.delete(this.#certified.keys().next().value!);
+    this.#releaseHeld();
+  }
+
+  #mbbMs(): number {
+    return this.#options.makeBeforeBreakTimeoutMs ?? MAKE_BEFORE_BREAK_MS;
+  }
+
+  /** Sends held configs whose services can now serve (or whose wait ran out). */
+  #releaseHeld(): void {
+    const published = this.#published;
+    if (!published || this.#stopped) return;
+    for (const record of this.#sidecars.values()) {
+      if (!record.hold || !record.connected) continue;
+      // During a revision's make-before-break only the sidecars going first may move.
+      if (this.#goingFirst && !this.#goingFirst.has(record)) continue;
+      void this.#send(record, published);
+    }
+  }
+
+  /**
+   * The meshed services `target` newly routes `record`'s sidecar to that cannot serve yet, so
+   * that its config should wait. A service S counts when the sidecar does not hold `cluster/S`
+   * already, S is meshed (has a config), and no connected sidecar of S holds a config, while
+   * - one is connected (its first config is on the way or it waits for its certificate), or
+   * - none is, and S is expected: until its deadline, set the first time anyone waits for it
+   *   (a meshed service whose sidecars never come costs callers one bounded wait in all).
+   * Every wait ends after the make-before-break timeout since the hold began. A sidecar whose
+   * last certificate request was refused never waits: its config is what makes it ask again.
+   *
+   * Two services that route to each other would wait for each other. When every connected
+   * sidecar of S is held too, the less ready side goes first: S's sidecars when this one has
+   * its certificate and they have none (they acknowledge once they get it, and this one waits
+   * for that); this one when S's have theirs and it has none; S's when both have one. When
+   * neither has, both wait for the first certificate issued, which decides.
+   * (A sidecar that holds its certificate acknowledges within milliseconds of a config.)
+   */
+  #unreadyBackends(record: SidecarRecord, target: ProxyConfig, published: Published): string[] {
+    const now = this.#now();
+    if (record.hold && now - record.hold.since >= this.#mbbMs()) return [];
+    if (this.#certified.get(record.node) === REFUSED) return [];
+    const waiting: string[] = [];
+    for (const resource of target.resources) {
+      if (!resource.name.startsWith('cluster/')) continue;
+      const service = resource.name.slice('cluster/'.length);
+      if (service === record.service || record.held?.has(resource.name) || !published.snapshot.mesh.configs.has(service)) continue;
+      const sidecars = [...this.#sidecars.values()].filter((s) => s.connected && s.service === service);
+      if (sidecars.some((s) => s.heldVersion !== null)) continue;
+      if (sidecars.length === 0) {
+        const until = this.#expectedUntil.get(service) ?? now + this.#mbbMs();
+        this.#expectedUntil.set(service, until);
+        if (now < until) waiting.push(service);
+        continue;
+      }
+      if (sidecars.every((s) => s.hold !== null)) {
+        const mine = this.#certified.get(record.node) === record.service;
+        const theirs = sidecars.some((s) => this.#certified.get(s.node) === service);
+        if (theirs && !mine) continue;
+        // Neither side can serve yet: wait for the first certificate to say who goes first.
+        if (mine || theirs) for (const s of sidecars) void this.#send(s, published, true);
+      }
+      waiting.push(service);
+    }
+    return waiting;
   }
 
   #connectedCount(): number {

@@ -197,6 +197,12 @@ export class ReconcilerServer {
             const body = await readJsonBody(req, MAX_CSR_BYTES);
             if (!body.ok) return sendJson(res, body.status, { error: body.error });
             const issued = await this.#o.certificates.issue(body.value, who.principal);
+            // Joining make-before-break: callers of this service may be waiting for it to serve.
+            const asked = body.value as { node?: unknown; service?: unknown };
+            if (typeof asked.node === 'string') {
+              if (issued.status === 200 && typeof asked.service === 'string') r.certificateIssued(asked.node, asked.service);
+              else if (issued.status === 404 || issued.status === 503) r.certificateRefused(asked.node);
+            }
             if (issued.status === 403) this.#logRefusal(path, { status: 403, code: issued.body.error, message: issued.body.message }, who.principal);
             return sendJson(res, issued.status, issued.body);
           }
