@@ -123,7 +123,7 @@ export interface ReconcilerOptions {
   /** How long a push waits for new services' sidecars before sending routes that use them, in ms. */
   readonly makeBeforeBreakTimeoutMs?: number;
   readonly now?: () => number;
-  /** Runs `fn` after `ms`; returns a cancel function. Injected so tests can drive the endpoint debounce. */
+  /** Runs `fn` after `ms`; returns a cancel function. Every timer of the reconciler goes through it (endpoint debounce, make-before-break bounds), so tests drive them. */
   readonly schedule?: (fn: () => void, ms: number) => () => void;
 }
 
@@ -369,9 +369,9 @@ export class Reconciler {
     const waits = first.map((s) => this.#send(s, published)).filter((w): w is Promise<void> => w !== undefined);
     if (waits.length > 0) {
       const timeout = this.#mbbMs();
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([Promise.all(waits), new Promise<void>((r) => (timer = setTimeout(r, timeout)))]);
-      clearTimeout(timer);
+      let cancel: (() => void) | undefined;
+      await Promise.race([Promise.all(waits), new Promise<void>((r) => (cancel = (this.#options.schedule ?? defaultSchedule)(r, timeout)))]);
+      cancel?.();
     }
     this.#goingFirst = null;
     if (this.#published !== published) return; // a newer snapshot took over; it pushes to everyone

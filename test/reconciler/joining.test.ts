@@ -134,6 +134,27 @@ describe('joining services (make-before-break)', () => {
     assert.equal(web.configs().length, 1);
   });
 
+  test('a revision\'s make-before-break wait for a new service is bounded on the injected clock, and callers are not held twice', async () => {
+    const { reconciler, source, join, advance } = await setUp();
+    reconciler.certificateIssued('web-1', 'web');
+    reconciler.certificateIssued('api-1', 'api');
+    const api = join('api', 'api-1');
+    const web = join('web', 'web-1');
+    api.ack();
+    web.ack();
+    const extra = join('extra', 'extra-1'); // connected before its service is in the mesh
+    source.commit('r2', SPEC + service('extra', 9003));
+    await new Promise((r) => setImmediate(r));
+    assert.equal(extra.configs().length, 1, 'the new service goes first');
+    assert.equal(web.configs().length, 1, 'callers wait for it');
+    advance(4_999);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(web.configs().length, 1);
+    advance(1);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(web.configs().length, 2, 'after 5 s on the clock, callers get the revision without waiting again');
+  });
+
   test('a sidecar whose certificate request was refused is never held: its config is what makes it ask again', async () => {
     const { reconciler, join } = await setUp();
     reconciler.certificateRefused('web-1');
