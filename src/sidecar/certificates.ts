@@ -21,7 +21,7 @@ import { Agent, request } from 'undici';
 import { CERTIFICATE_PATH, type CertificateRequest, type CertificateResponse } from '../config/control-protocol.ts';
 import { splitPemCertificates } from '../identity/ca.ts';
 import { createCertificateRequest, generateKeyPair, privateKeyPem } from '../identity/keys.ts';
-import type { Random } from './clock.ts';
+import { systemWallClock, type Random, type WallClock } from './clock.ts';
 import type { Credential, SidecarIdentity } from './identity.ts';
 import type { SidecarMetrics } from './metrics.ts';
 import { bearer, ControlRefused, type ControlToken } from './control-token.ts';
@@ -93,6 +93,8 @@ export interface CertificateClientOptions {
   readonly random: Random;
   readonly metrics: SidecarMetrics;
   readonly stateDir?: string;
+  /** Wall time for renewal and backoff (default: the system clock). */
+  readonly wallClock?: WallClock;
   /** Retry backoff while the CA cannot be reached: first wait and cap, in ms. */
   readonly minBackoffMs?: number;
   readonly maxBackoffMs?: number;
@@ -142,30 +144,29 @@ export class CertificateClient {
     await this.#agent.close();
   }
 
-  #wait(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      if (this.#controller.signal.aborted) return resolve();
-      const done = () => {
-        clearTimeout(timer);
-        this.#wake = undefined;
-        resolve();
-      };
-      const timer = setTimeout(done, Math.max(0, ms));
-      this.#wake = done;
-      this.#controller.signal.addEventListener('abort', done, { once: true });
-    });
+  /** Waits `ms` of wall-clock time; `requestNow` and `stop` end the wait early. */
+  async #wait(ms: number): Promise<void> {
+    if (this.#controller.signal.aborted) return;
+    const wake = new AbortController();
+    this.#wake = () => wake.abort();
+    await this.#clock.sleep(Math.max(0, ms), AbortSignal.any([this.#controller.signal, wake.signal]));
+    this.#wake = undefined;
+  }
+
+  get #clock(): WallClock {
+    return this.#o.wallClock ?? systemWallClock;
   }
 
   async #run(): Promise<void> {
     let failures = 0;
     while (!this.#controller.signal.aborted) {
-      await this.#wait(this.#renewAt - Date.now());
+      await this.#wait(this.#renewAt - this.#clock.now());
       if (this.#controller.signal.aborted) return;
       this.#asked = false;
       try {
         const c = await this.#obtain();
         failures = 0;
-        const now = Date.now();
+        const now = this.#clock.now();
         this.#renewAt = now + (c.notAfter - now) * (RENEW_AT + RENEW_JITTER * (2 * this.#o.random() - 1));
         this.#o.metrics.certificateRenewals.inc({ result: 'ok' });
         this.#o.log.info({ type: 'certificate_renewed', identity: c.identity, serial: c.serialNumber, notAfter: new Date(c.notAfter).toISOString(), renewAt: new Date(this.#renewAt).toISOString() }, 'certificate obtained from the mesh CA');
@@ -178,11 +179,11 @@ export class CertificateClient {
         // Never wait past a fifth of what the current certificate has left; once it has
         // expired there is nothing left to save, so back off as without one (else every
         // sidecar of a mesh whose CA is down retries every 100 ms).
-        const left = current ? current.notAfter - Date.now() : 0;
+        const left = current ? current.notAfter - this.#clock.now() : 0;
         const cap = left > 0 ? Math.max(100, left / 5) : step;
         // Asked while this request was out (a config naming the service arrived): try again
         // at once, since the CA may know the service now.
-        this.#renewAt = this.#asked ? 0 : Date.now() + Math.min(step, cap) * (0.5 + this.#o.random() / 2);
+        this.#renewAt = this.#asked ? 0 : this.#clock.now() + Math.min(step, cap) * (0.5 + this.#o.random() / 2);
         this.#o.log.warn(
           {
             type: 'certificate_renewal_failed',

@@ -39,3 +39,71 @@ export class ManualClock implements Clock {
     this.#now += ms;
   }
 }
+
+/**
+ * Wall time, in epoch ms, and waiting on it. Certificate lifetimes are wall time (X.509
+ * notBefore/notAfter), so certificate renewal, retry backoff and expiry run on this clock
+ * rather than on the monotonic `Clock`; injected, so tests move it instead of waiting a
+ * certificate's life out.
+ */
+export interface WallClock {
+  now(): number;
+  /** Resolves once `ms` of this clock's time have passed, or at once when `signal` aborts. Never rejects. */
+  sleep(ms: number, signal?: AbortSignal): Promise<void>;
+}
+
+export const systemWallClock: WallClock = {
+  now: () => Date.now(),
+  sleep: (ms, signal) =>
+    new Promise<void>((resolve) => {
+      if (signal?.aborted) return resolve();
+      const done = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, Math.max(0, ms));
+      signal?.addEventListener('abort', done, { once: true });
+    }),
+};
+
+/** A wall clock that moves only when told (`advance`), waking the sleeps that come due; for tests. */
+export class ManualWallClock implements WallClock {
+  #now: number;
+  readonly #sleepers = new Set<{ readonly until: number; readonly wake: () => void }>();
+
+  constructor(start: number) {
+    this.#now = start;
+  }
+
+  now(): number {
+    return this.#now;
+  }
+
+  sleep(ms: number, signal?: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve) => {
+      if (signal?.aborted || ms <= 0) return resolve();
+      const sleeper = {
+        until: this.#now + ms,
+        wake: () => {
+          this.#sleepers.delete(sleeper);
+          signal?.removeEventListener('abort', sleeper.wake);
+          resolve();
+        },
+      };
+      this.#sleepers.add(sleeper);
+      signal?.addEventListener('abort', sleeper.wake, { once: true });
+    });
+  }
+
+  /** Moves the clock on by `ms` and wakes every sleep due by then. */
+  advance(ms: number): void {
+    this.#now += ms;
+    for (const s of [...this.#sleepers]) if (s.until <= this.#now) s.wake();
+  }
+
+  /** Sleeps not yet due: lets a test wait until the code under test is waiting. */
+  get sleeping(): number {
+    return this.#sleepers.size;
+  }
+}

@@ -11,6 +11,7 @@ import { checkProxyConfig } from '../config/validate-config.ts';
 import type { ClusterBody, EndpointsBody, InboundBody, ProxyConfig, RouteBody } from '../config/types.ts';
 import { RouteTable } from '../config/router.ts';
 import { parseServiceKey } from '../spec/names.ts';
+import { systemWallClock, type WallClock } from './clock.ts';
 
 /** An applied config, frozen, with what per-request work needs precomputed. */
 export interface Snapshot {
@@ -39,7 +40,7 @@ function deepFreeze<T>(value: T): T {
 }
 
 /** Builds a snapshot of a config that passed checkProxyConfig. @throws on regexes the linear engine rejects. */
-export function buildSnapshot(config: ProxyConfig): Snapshot {
+export function buildSnapshot(config: ProxyConfig, now: number = Date.now()): Snapshot {
   deepFreeze(config);
   const routes = new Map<string, RouteTable>();
   const clusters = new Map<string, ClusterBody>();
@@ -54,7 +55,7 @@ export function buildSnapshot(config: ProxyConfig): Snapshot {
     else if (kind === 'cluster') clusters.set(service, r.body as ClusterBody);
     else if (kind === 'endpoints') endpoints.set(service, r.body as EndpointsBody);
   }
-  return { config, version: config.version, service: config.service, namespace: parseServiceKey(config.service).namespace, inbound: inbound!, routes, clusters, endpoints, hostSuffix: `.${inbound!.trustDomain}`, appliedAt: Date.now() };
+  return { config, version: config.version, service: config.service, namespace: parseServiceKey(config.service).namespace, inbound: inbound!, routes, clusters, endpoints, hostSuffix: `.${inbound!.trustDomain}`, appliedAt: now };
 }
 
 export type ApplyResult =
@@ -68,6 +69,8 @@ export type ApplyResult =
 export interface ConfigStoreOptions {
   /** Where the last accepted config is kept (written atomically); none to keep nothing. */
   readonly stateFile?: string;
+  /** Wall time for `Snapshot.appliedAt` (default: the system clock). */
+  readonly wallClock?: WallClock;
   /** The service this sidecar serves; configs for another are refused. Taken from the first config when absent. */
   readonly service?: string;
   /** Called after each swap, before apply returns (metrics, cluster state, logs). */
@@ -139,7 +142,7 @@ export class ConfigStore {
     if (previous?.version === config.version) return { ok: true, version: config.version, changed: false };
     let snapshot: Snapshot;
     try {
-      snapshot = buildSnapshot(config);
+      snapshot = buildSnapshot(config, (this.#options.wallClock ?? systemWallClock).now());
     } catch (err) {
       return this.#reject(422, 'invalid_config', [(err as Error).message], source);
     }

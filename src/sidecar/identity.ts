@@ -7,6 +7,7 @@
  * of every swap; outbound connections read `current` when they connect, so rotation never
  * touches connections already open.
  */
+import { systemWallClock, type WallClock } from './clock.ts';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { createSecureContext, type SecureContext, type SecureContextOptions } from 'node:tls';
 import { splitPemCertificates } from '../identity/ca.ts';
@@ -105,21 +106,23 @@ export class SidecarIdentity {
   #current: Credential | undefined;
   readonly #listeners: Array<(c: Credential) => void> = [];
   readonly #service: string | undefined;
+  readonly #clock: WallClock;
 
-  /** `service`: the service whose identity certificates must name (any, when undefined). */
-  constructor(service: string | undefined) {
+  /** `service`: the service whose identity certificates must name (any, when undefined); `clock`: the wall time validity is judged by. */
+  constructor(service: string | undefined, clock: WallClock = systemWallClock) {
     this.#service = service;
+    this.#clock = clock;
   }
 
   /** The credential in use; undefined before the first and once it has expired (an expired certificate proves nothing). */
   get current(): Credential | undefined {
     const c = this.#current;
-    return c && Date.now() < c.notAfter ? c : undefined;
+    return c && this.#clock.now() < c.notAfter ? c : undefined;
   }
 
   /** Validates and swaps in a credential; the current one stays when it is refused. */
   offer(input: { certificatePem: string; privateKeyPem: string; trustBundle: readonly string[] }): CredentialResult {
-    const result = buildCredential(input, this.#service);
+    const result = buildCredential(input, this.#service, this.#clock.now());
     if (!result.ok) return result;
     this.#current = result.credential;
     for (const l of [...this.#listeners]) l(result.credential);

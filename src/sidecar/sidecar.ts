@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { createLogger } from '../logger.ts';
-import type { Clock, Random } from './clock.ts';
+import type { Clock, Random, WallClock } from './clock.ts';
 import { systemClock, systemRandom } from './clock.ts';
 import { ClusterManager } from './clusters.ts';
 import { ConfigStore, type Snapshot } from './config-store.ts';
@@ -57,6 +57,8 @@ export interface SidecarOptions {
   readonly certificateFiles?: CredentialFiles;
   readonly logger?: Logger;
   readonly clock?: Clock;
+  /** Wall time: certificate validity, renewal and backoff, and when a config was applied. */
+  readonly wallClock?: WallClock;
   readonly random?: Random;
 }
 
@@ -121,7 +123,7 @@ export class Sidecar {
     this.#options = options;
     this.log = options.logger ?? createLogger({ component: 'sidecar', service: options.service });
     const clock = options.clock ?? systemClock;
-    this.identity = new SidecarIdentity(options.service);
+    this.identity = new SidecarIdentity(options.service, options.wallClock);
     this.identity.onChange((c) => {
       this.metrics.certificateExpiry.set(c.notAfter / 1000);
       this.log.info({ type: 'identity_changed', identity: c.identity, serial: c.serialNumber, notAfter: new Date(c.notAfter).toISOString(), roots: c.trustBundle.length }, 'workload certificate in use');
@@ -135,6 +137,7 @@ export class Sidecar {
     this.store = new ConfigStore({
       service: options.service,
       stateFile: options.stateDir ? join(options.stateDir, 'config.json') : undefined,
+      ...(options.wallClock ? { wallClock: options.wallClock } : {}),
       onApplied: (snap, previous, source) => this.#onApplied(snap, previous, source),
       onStoreFailed: (err, version, storedVersion, source) => {
         this.metrics.configStoreFailures.inc();
@@ -272,6 +275,7 @@ export class Sidecar {
           identity: this.identity,
           metrics: this.metrics,
           ...(o.stateDir ? { stateDir: o.stateDir } : {}),
+          ...(o.wallClock ? { wallClock: o.wallClock } : {}),
         });
         this.#certificates.start();
       }
