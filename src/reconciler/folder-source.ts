@@ -116,6 +116,8 @@ export class FolderSource implements Source {
   #lastTexts = new Map<string, string>();
   /** The scheduled read was asked for by poke: file events do not push it back. */
   #urgent = false;
+  /** The reads under way began with a poke: their confirming reads are not pushed back by file events either. */
+  #poked = false;
   /** Resolved by stop, so that waiting for a watcher to be ready ends with it. */
   readonly #stopping = Promise.withResolvers<void>();
   /** Settled when the scheduled read has run (see idle). */
@@ -144,12 +146,14 @@ export class FolderSource implements Source {
     // Watch first and read once the watcher is ready: an edit made meanwhile is then either in
     // the first read or reported by the watcher, never lost between the two.
     await this.#watch();
+    this.#poked = true;
     this.#schedule(0, true);
     await this.idle();
   }
 
   /** Re-reads the folder now (on the next turn of the event loop), dropping any pending debounce; a change still forms a revision only once it held for settleMs. */
   poke(): void {
+    this.#poked = true;
     this.#schedule(0, true);
   }
 
@@ -206,6 +210,7 @@ export class FolderSource implements Source {
       this.#read();
       // Settled unless a candidate waits for its confirming read.
       if (this.#candidate && !this.#stopped) return;
+      this.#poked = false;
       const pending = this.#pending;
       this.#pending = undefined;
       pending?.resolve();
@@ -262,7 +267,7 @@ export class FolderSource implements Source {
     const hold = files.some((f) => f.text === '' && (this.#lastTexts.get(f.path) ?? '') !== '') ? Math.max(EMPTY_HOLD_MS, this.#settleMs) : this.#settleMs;
     if (!same || now - since < hold) {
       this.#candidate = { id, stamp, files, since };
-      this.#schedule(same ? Math.max(1, since + hold - now) : this.#settleMs);
+      this.#schedule(same ? Math.max(1, since + hold - now) : this.#settleMs, this.#poked);
       return;
     }
     this.#candidate = undefined;

@@ -153,6 +153,8 @@ describe('endpoints from a discovery', () => {
     discovery.list({ 'default/api': ['10.0.0.1'] });
     await tick();
     ack(record);
+    // The ack ends the first push's make-before-break wait, whose bound is a timer too.
+    await new Promise((r) => setImmediate(r));
     discovery.set('default/api', ['10.0.0.1', '10.0.0.2']);
     discovery.set('default/api', ['10.0.0.1', '10.0.0.2', '10.0.0.3']);
     assert.equal(timers.length, 1, 'a burst of changes waits on one timer');
