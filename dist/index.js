@@ -63315,6 +63315,49 @@ function describeChar(char) {
   return named2[char] ?? `U+${char.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}`;
 }
 
+// src/compiler/call-chains.ts
+function chainServices(link) {
+  const out = [];
+  for (let l = link; l; l = l.next) out.push(l.service);
+  return out;
+}
+function worstChains(calls, hopFactor) {
+  const memo = /* @__PURE__ */ new Map();
+  const visiting = /* @__PURE__ */ new Set();
+  const known = (service) => memo.get(service) ?? (visiting.has(service) ? { factor: 1, service, next: null } : void 0);
+  const open2 = (service) => {
+    visiting.add(service);
+    return { service, targets: calls.get(service) ?? [], index: 0, best: { factor: 1, service, next: null } };
+  };
+  const consider = (frame, next) => {
+    const target = frame.targets[frame.index];
+    const factor = hopFactor(target) * next.factor;
+    if (factor > frame.best.factor) frame.best = { factor, service: frame.service, next };
+    frame.index++;
+  };
+  return (service) => {
+    const ready = known(service);
+    if (ready) return ready;
+    const stack = [open2(service)];
+    for (; ; ) {
+      const frame = stack[stack.length - 1];
+      if (frame.index < frame.targets.length) {
+        const target = frame.targets[frame.index];
+        const result = known(target);
+        if (result) consider(frame, result);
+        else stack.push(open2(target));
+        continue;
+      }
+      stack.pop();
+      visiting.delete(frame.service);
+      memo.set(frame.service, frame.best);
+      const parent = stack[stack.length - 1];
+      if (!parent) return frame.best;
+      consider(parent, frame.best);
+    }
+  };
+}
+
 // src/compiler/routes.ts
 function cmp(a, b) {
   return a < b ? -1 : a > b ? 1 : 0;
@@ -64028,42 +64071,40 @@ var Checker = class {
     const meshed = [...plan.values()].filter((p) => p.meshed).map((p) => p.name);
     for (const target of plan.values()) {
       if (target.callers === "everyone") continue;
-      for (const c3 of target.callers) if (c3 !== target.name) calls.set(c3, [...calls.get(c3) ?? [], target.name]);
+      for (const c3 of target.callers) {
+        if (c3 === target.name) continue;
+        const list = calls.get(c3);
+        if (list) list.push(target.name);
+        else calls.set(c3, [target.name]);
+      }
     }
     const rulesTo = (target) => planned.get(target) ?? [];
-    const worstAttempts = (target) => Math.max(0, ...rulesTo(target).map((r2) => r2.rule.retry.codes.length > 0 ? r2.rule.retry.attempts : 0));
-    const longestTimeout = (target) => Math.max(0, ...rulesTo(target).map((r2) => r2.rule.timeouts.requestMs));
-    const memo = /* @__PURE__ */ new Map();
-    const visiting = /* @__PURE__ */ new Set();
-    const worst = (service) => {
-      const known = memo.get(service);
-      if (known) return known;
-      if (visiting.has(service)) return { factor: 1, chain: [service] };
-      visiting.add(service);
-      let best = { factor: 1, chain: [service] };
-      for (const target of calls.get(service) ?? []) {
-        const next = worst(target);
-        const factor = (1 + worstAttempts(target)) * next.factor;
-        if (factor > best.factor) best = { factor, chain: [service, ...next.chain] };
-      }
-      visiting.delete(service);
-      memo.set(service, best);
-      return best;
+    const memoised = (f) => {
+      const memo = /* @__PURE__ */ new Map();
+      return (target) => {
+        let v = memo.get(target);
+        if (v === void 0) memo.set(target, v = f(target));
+        return v;
+      };
     };
+    const worstAttempts = memoised((target) => rulesTo(target).reduce((m, r2) => Math.max(m, r2.rule.retry.codes.length > 0 ? r2.rule.retry.attempts : 0), 0));
+    const longestTimeout = memoised((target) => rulesTo(target).reduce((m, r2) => Math.max(m, r2.rule.timeouts.requestMs), 0));
+    const worst = worstChains(calls, (target) => 1 + worstAttempts(target));
     const called = new Set([...calls.values()].flat());
     for (const entry of meshed.filter((m) => !called.has(m))) {
       const w = worst(entry);
       if (w.factor <= CHAIN_AMPLIFICATION_LIMIT) continue;
+      const chain = chainServices(w);
       const svc = this.spec.services.get(entry);
       this.report(
         "TRL4021",
-        `retries multiply along ${w.chain.join(" → ")}: one request from ${entry} can become ${w.factor} requests at ${w.chain.at(-1)} when everything fails`,
+        `retries multiply along ${chain.join(" → ")}: one request from ${entry} can become ${w.factor} requests at ${chain.at(-1)} when everything fails`,
         at(svc, ["metadata", "name"]),
         { hint: "retry at one hop only (usually the one nearest the caller), or lower retry.attempts on the inner hops; retry budgets cap it per hop" }
       );
     }
     for (const [target, rules] of planned) {
-      const inner = Math.max(0, ...(calls.get(target) ?? []).map(longestTimeout));
+      const inner = (calls.get(target) ?? []).reduce((m, callee) => Math.max(m, longestTimeout(callee)), 0);
       if (inner === 0) continue;
       const reported = /* @__PURE__ */ new Set();
       for (const { rule, origin } of rules) {
@@ -70998,7 +71039,7 @@ var LOCAL_TIMEOUT_MS = 6e4;
 var KILL_GRACE_MS = 2e3;
 var SHA = /^[0-9a-f]{40}(?:[0-9a-f]{24})?$/;
 function redact(text) {
-  return text.replace(/([A-Za-z][A-Za-z0-9+.-]*:\/\/[^\s:@/]*):[^\s@/]*@/g, "$1:***@");
+  return text.replace(/\b(https?:\/\/)[^\s/@]+@/gi, "$1***@").replace(/([A-Za-z][A-Za-z0-9+.-]*:\/\/[^\s:@/]*):[^\s@/]*@/g, "$1:***@");
 }
 function gitProblem(stderr) {
   const lines = stderr.split(/[\r\n]+/).map((l) => l.trim()).filter((l) => l !== "" && !/^(?:remote: )?[\w ]+:\s+\d+% \(/.test(l));

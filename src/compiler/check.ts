@@ -15,6 +15,7 @@ import type { DocPath } from './load.ts';
 import { at, findPort, keyOf, nameKey, namespaceOf, refKey, type Located, type ResolvedSpec } from './resolve.ts';
 import { admitsCaller } from '../config/access.ts';
 import { describeChar, invalidFieldValueIndex } from '../config/http-field.ts';
+import { chainServices, worstChains } from './call-chains.ts';
 import { comparePrecedence, compileRule, implicitRule, subsumes, type PlannedRule } from './routes.ts';
 
 /** Who may call a service: everyone in the mesh, or the named services. */
@@ -696,39 +697,39 @@ class Checker {
     const meshed = [...plan.values()].filter((p) => p.meshed).map((p) => p.name);
     for (const target of plan.values()) {
       if (target.callers === 'everyone') continue;
-      for (const c of target.callers) if (c !== target.name) calls.set(c, [...(calls.get(c) ?? []), target.name]);
+      for (const c of target.callers) {
+        if (c === target.name) continue;
+        const list = calls.get(c);
+        if (list) list.push(target.name);
+        else calls.set(c, [target.name]);
+      }
     }
     const rulesTo = (target: string) => planned.get(target) ?? [];
+    // Memoised per target (asked once per call edge), and folded rather than spread into
+    // Math.max: a table of tens of thousands of rules would overflow the argument stack.
+    const memoised = (f: (target: string) => number) => {
+      const memo = new Map<string, number>();
+      return (target: string) => {
+        let v = memo.get(target);
+        if (v === undefined) memo.set(target, (v = f(target)));
+        return v;
+      };
+    };
     // Only retries on status codes multiply the work a backend does; a connect failure never reached it.
-    const worstAttempts = (target: string) => Math.max(0, ...rulesTo(target).map((r) => (r.rule.retry.codes.length > 0 ? r.rule.retry.attempts : 0)));
-    const longestTimeout = (target: string) => Math.max(0, ...rulesTo(target).map((r) => r.rule.timeouts.requestMs));
+    const worstAttempts = memoised((target) => rulesTo(target).reduce((m, r) => Math.max(m, r.rule.retry.codes.length > 0 ? r.rule.retry.attempts : 0), 0));
+    const longestTimeout = memoised((target) => rulesTo(target).reduce((m, r) => Math.max(m, r.rule.timeouts.requestMs), 0));
 
     // Worst amplification reachable from each service, memoised; a cycle counts once.
-    const memo = new Map<string, { factor: number; chain: string[] }>();
-    const visiting = new Set<string>();
-    const worst = (service: string): { factor: number; chain: string[] } => {
-      const known = memo.get(service);
-      if (known) return known;
-      if (visiting.has(service)) return { factor: 1, chain: [service] };
-      visiting.add(service);
-      let best = { factor: 1, chain: [service] };
-      for (const target of calls.get(service) ?? []) {
-        const next = worst(target);
-        const factor = (1 + worstAttempts(target)) * next.factor;
-        if (factor > best.factor) best = { factor, chain: [service, ...next.chain] };
-      }
-      visiting.delete(service);
-      memo.set(service, best);
-      return best;
-    };
+    const worst = worstChains(calls, (target) => 1 + worstAttempts(target));
     const called = new Set([...calls.values()].flat());
     for (const entry of meshed.filter((m) => !called.has(m))) {
       const w = worst(entry);
       if (w.factor <= CHAIN_AMPLIFICATION_LIMIT) continue;
+      const chain = chainServices(w);
       const svc = this.spec.services.get(entry)!;
       this.report(
         'TRL4021',
-        `retries multiply along ${w.chain.join(' → ')}: one request from ${entry} can become ${w.factor} requests at ${w.chain.at(-1)} when everything fails`,
+        `retries multiply along ${chain.join(' → ')}: one request from ${entry} can become ${w.factor} requests at ${chain.at(-1)} when everything fails`,
         at(svc, ['metadata', 'name']),
         { hint: 'retry at one hop only (usually the one nearest the caller), or lower retry.attempts on the inner hops; retry budgets cap it per hop' },
       );
@@ -736,7 +737,7 @@ class Checker {
 
     // Timeouts: a rule of X → T waiting less than T's own calls may take.
     for (const [target, rules] of planned) {
-      const inner = Math.max(0, ...(calls.get(target) ?? []).map(longestTimeout));
+      const inner = (calls.get(target) ?? []).reduce((m, callee) => Math.max(m, longestTimeout(callee)), 0);
       if (inner === 0) continue;
       const reported = new Set<string>();
       for (const { rule, origin } of rules) {
