@@ -48765,18 +48765,18 @@ var require_validate = __commonJS({
         const { schemaCode } = this;
         this.fail((0, codegen_1._)`${schemaCode} !== undefined && (${(0, codegen_1.or)(this.invalid$data(), condition)})`);
       }
-      error(append2, errorParams, errorPaths) {
+      error(append3, errorParams, errorPaths) {
         if (errorParams) {
           this.setParams(errorParams);
-          this._error(append2, errorPaths);
+          this._error(append3, errorPaths);
           this.setParams({});
           return;
         }
-        this._error(append2, errorPaths);
+        this._error(append3, errorPaths);
       }
-      _error(append2, errorPaths) {
+      _error(append3, errorPaths) {
         ;
-        (append2 ? errors_1.reportExtraError : errors_1.reportError)(this, this.def.error, errorPaths);
+        (append3 ? errors_1.reportExtraError : errors_1.reportError)(this, this.def.error, errorPaths);
       }
       $dataError() {
         (0, errors_1.reportError)(this, this.def.$dataError || errors_1.keyword$DataError);
@@ -58653,6 +58653,7 @@ function escapeForTerminal(text, options = {}) {
 }
 
 // src/diagnostics/render.ts
+var DIAGNOSTICS_PER_FILE = 50;
 var ANSI = { red: "\x1B[31m", yellow: "\x1B[33m", cyan: "\x1B[36m", bold: "\x1B[1m", dim: "\x1B[2m", reset: "\x1B[0m" };
 function paint(on, style, text) {
   return on ? `${ANSI[style]}${text}${ANSI.reset}` : text;
@@ -58716,8 +58717,33 @@ function summarize(diagnostics) {
   }
   return parts.length === 0 ? "no problems" : parts.join(", ");
 }
+function fileOf(d) {
+  return d.span?.file.path ?? d.path ?? "";
+}
 function renderDiagnostics(diagnostics, options = {}) {
-  const blocks = diagnostics.map((d) => renderDiagnostic(d, options));
+  const max = Math.max(1, options.maxPerFile ?? DIAGNOSTICS_PER_FILE);
+  const seen = /* @__PURE__ */ new Map();
+  const hidden = /* @__PURE__ */ new Map();
+  for (const d of diagnostics) {
+    const file = fileOf(d);
+    const n = (seen.get(file) ?? 0) + 1;
+    seen.set(file, n);
+    if (file === "" || n <= max) continue;
+    const list = hidden.get(file);
+    if (list) list.push(d);
+    else hidden.set(file, [d]);
+  }
+  const printed = /* @__PURE__ */ new Map();
+  const blocks = [];
+  for (const d of diagnostics) {
+    const file = fileOf(d);
+    const n = (printed.get(file) ?? 0) + 1;
+    printed.set(file, n);
+    if (file !== "" && n > max) continue;
+    blocks.push(renderDiagnostic(d, options));
+    const more = n === max ? hidden.get(file) : void 0;
+    if (more) blocks.push(`${escapeForTerminal(joinPath(options.pathPrefix, file))}: … and ${more.length} more in this file (${summarize(more)})`);
+  }
   blocks.push(summarize(diagnostics));
   return blocks.join("\n\n") + "\n";
 }
@@ -62874,7 +62900,7 @@ var documentCache = /* @__PURE__ */ new WeakMap();
 function yamlDocuments(file) {
   let docs = documentCache.get(file);
   if (!docs) {
-    const parsed = YAML.parseAllDocuments(file.text, { uniqueKeys: true, prettyErrors: false, strict: true });
+    const parsed = YAML.parseAllDocuments(file.text, { uniqueKeys: false, prettyErrors: false, strict: true });
     const empty = (d) => d.contents === null || YAML.isScalar(d.contents) && d.contents.value === null;
     docs = (Array.isArray(parsed) ? parsed : []).filter((d) => d.errors.length > 0 || d.warnings.length > 0 || !empty(d));
     documentCache.set(file, docs);
@@ -62892,14 +62918,14 @@ function duplicateKeys(root) {
     if (YAML.isMap(node)) {
       const seen = /* @__PURE__ */ new Map();
       for (const pair of node.items) {
-        if (YAML.isScalar(pair.key)) {
+        if (YAML.isScalar(pair.key) && !Number.isNaN(pair.key.value)) {
           const first2 = seen.get(pair.key.value);
           if (first2) out.push({ key: pair.key, first: first2 });
           else seen.set(pair.key.value, pair.key);
         }
         stack.push(pair.value);
       }
-    } else if (YAML.isSeq(node)) stack.push(...node.items);
+    } else if (YAML.isSeq(node)) for (const item of node.items) stack.push(item);
   }
   return out.sort((a, b) => (a.key.range?.[0] ?? 0) - (b.key.range?.[0] ?? 0));
 }
@@ -62917,9 +62943,10 @@ function parseDocument(file, doc, limits, out) {
     const hint = first2.code === "TAB_AS_INDENT" ? "indent with spaces; YAML does not allow tabs there" : void 0;
     out.push(diagnostic("TRL1002", plainMessage(first2.message), spanOf(file, first2.pos), hint ? { hint } : {}));
   }
-  if (doc.errors.some((e) => e.code === "DUPLICATE_KEY")) {
+  const duplicates = duplicateKeys(doc.contents);
+  if (duplicates.length > 0) {
     ok = false;
-    for (const { key, first: firstKey } of duplicateKeys(doc.contents)) {
+    for (const { key, first: firstKey } of duplicates) {
       out.push(
         diagnostic("TRL1003", `duplicate key "${String(key.value)}": each key may appear once in a mapping`, spanOf(file, key.range), {
           related: [{ span: spanOf(file, firstKey.range), message: "first used here" }],
@@ -62986,6 +63013,20 @@ function classify(file, index, value, out) {
   }
   return { file, index, value: record, kind, apiVersion };
 }
+var pairIndexes = /* @__PURE__ */ new WeakMap();
+function pairByKey(map2) {
+  let index = pairIndexes.get(map2);
+  if (!index) {
+    index = /* @__PURE__ */ new Map();
+    for (const p of map2.items) {
+      if (!YAML.isScalar(p.key)) continue;
+      const k = String(p.key.value);
+      if (!index.has(k)) index.set(k, p);
+    }
+    pairIndexes.set(map2, index);
+  }
+  return index;
+}
 function locate(doc, path, key = false) {
   const yamlDoc = yamlDocuments(doc.file)[doc.index];
   if (!yamlDoc) return spanOf(doc.file, [0, 1]);
@@ -62993,7 +63034,7 @@ function locate(doc, path, key = false) {
   let keyNode;
   for (const segment of path) {
     if (YAML.isMap(node)) {
-      const pair = node.items.find((p) => YAML.isScalar(p.key) && String(p.key.value) === String(segment));
+      const pair = pairByKey(node).get(String(segment));
       if (!pair) break;
       keyNode = pair.key;
       if (pair.value === null) {
@@ -66432,10 +66473,22 @@ function toDiagnostic(source, e) {
   }
   return diagnostic(code, message, at2, hint ? { hint } : {});
 }
-function isBranchNoise(e, all) {
-  return all.some(
-    (o2) => o2 !== e && (o2.keyword === "oneOf" || o2.keyword === "anyOf") && e.schemaPath.startsWith(o2.schemaPath + "/") && e.instancePath.startsWith(o2.instancePath)
-  );
+function branchNoise(all) {
+  const byInstance = /* @__PURE__ */ new Map();
+  for (const o2 of all) {
+    if (o2.keyword !== "oneOf" && o2.keyword !== "anyOf") continue;
+    const list = byInstance.get(o2.instancePath);
+    if (list) list.push(o2);
+    else byInstance.set(o2.instancePath, [o2]);
+  }
+  if (byInstance.size === 0) return () => false;
+  return (e) => {
+    for (let end = 0; end <= e.instancePath.length; end++) {
+      const list = byInstance.get(e.instancePath.slice(0, end));
+      if (list?.some((o2) => o2 !== e && e.schemaPath.startsWith(o2.schemaPath + "/"))) return true;
+    }
+    return false;
+  };
 }
 function validateDocuments(documents) {
   const v = getValidators();
@@ -66448,9 +66501,10 @@ function validateDocuments(documents) {
       continue;
     }
     const errors = fn.errors ?? [];
+    const isBranchNoise = branchNoise(errors);
     const seen = /* @__PURE__ */ new Set();
     for (const e of errors) {
-      if (isBranchNoise(e, errors)) continue;
+      if (isBranchNoise(e)) continue;
       const d = toDiagnostic(source, e);
       if (!d) continue;
       const key = `${d.code}|${d.message}`;
@@ -66742,6 +66796,9 @@ function runOne(result, test, out) {
 }
 
 // src/compiler/compile.ts
+function append(into, list) {
+  for (const x2 of list) into.push(x2);
+}
 function compileFiles(files, options = {}) {
   const sorted3 = [...files].sort((a, b) => a.path < b.path ? -1 : a.path > b.path ? 1 : 0);
   const parsed = parseSpecFiles(sorted3, options.limits ?? DEFAULT_LIMITS);
@@ -66753,16 +66810,16 @@ function compileFiles(files, options = {}) {
     return { diagnostics };
   }
   const validated = validateDocuments(parsed.documents);
-  diagnostics.push(...validated.diagnostics);
+  append(diagnostics, validated.diagnostics);
   const resolved = resolveSpec(validated.valid);
-  diagnostics.push(...resolved.diagnostics);
+  append(diagnostics, resolved.diagnostics);
   const checked = checkSpec(resolved.spec);
-  diagnostics.push(...checked.diagnostics);
+  append(diagnostics, checked.diagnostics);
   if (hasErrors(diagnostics)) return { diagnostics: sortDiagnostics(diagnostics), spec: resolved.spec, plan: checked.plan };
   const compiled = { diagnostics: [], mesh: emitMesh(checked.plan), spec: resolved.spec, plan: checked.plan };
   if (options.trafficTests !== false && resolved.spec.trafficTests.length > 0) {
     const tests = runTrafficTests(compiled);
-    diagnostics.push(...tests.diagnostics);
+    append(diagnostics, tests.diagnostics);
     if (hasErrors(tests.diagnostics)) return { diagnostics: sortDiagnostics(diagnostics), spec: resolved.spec, plan: checked.plan, trafficTests: tests.results };
     return { ...compiled, diagnostics: sortDiagnostics(diagnostics), trafficTests: tests.results };
   }
@@ -66997,7 +67054,7 @@ function forEachLineWithContent(input, callback) {
 function folderExists(path) {
   return (0, import_file_exists.exists)(path, import_file_exists.FOLDER);
 }
-function append(target, item) {
+function append2(target, item) {
   if (Array.isArray(target)) {
     if (!target.includes(item)) {
       target.push(item);
@@ -67318,7 +67375,7 @@ __export(utils_exports2, {
   NOOP: () => NOOP,
   NULL: () => NULL,
   RemoteLineParser: () => RemoteLineParser,
-  append: () => append,
+  append: () => append2,
   appendTaskOptions: () => appendTaskOptions,
   asArray: () => asArray,
   asCamelCase: () => asCamelCase,
@@ -67716,9 +67773,9 @@ function asConfigScope(scope, fallback) {
   }
   return fallback;
 }
-function addConfigTask(key, value, append2, scope) {
+function addConfigTask(key, value, append22, scope) {
   const commands = ["config", `--${scope}`];
-  if (append2) {
+  if (append22) {
     commands.push("--add");
   }
   commands.push(key, value);
@@ -67986,7 +68043,7 @@ function createLogger2(label, verbose, initialStep, infoDebugger = createLog()) 
   const key = childLoggerName(filterType(verbose, filterString), debugDebugger, infoDebugger);
   return step(initialStep);
   function sibling(name, initial) {
-    return append(
+    return append2(
       spawned,
       createLogger2(label, key.replace(/^[^:]+/, name), initial, infoDebugger)
     );
@@ -69232,8 +69289,8 @@ var init_parse_pull = __esm({
         return false;
       }),
       new LineParser(ACTION_REGEX, (result, [action, file]) => {
-        append(result.files, file);
-        append(action === "create" ? result.created : result.deleted, file);
+        append2(result.files, file);
+        append2(action === "create" ? result.created : result.deleted, file);
       })
     ];
     errorParsers = [
@@ -69403,7 +69460,7 @@ __export(push_exports, {
   pushTask: () => pushTask
 });
 function pushTagsTask(ref = {}, customArgs) {
-  append(customArgs, "--tags");
+  append2(customArgs, "--tags");
   return pushTask(ref, customArgs);
 }
 function pushTask(ref = {}, customArgs) {
@@ -69415,8 +69472,8 @@ function pushTask(ref = {}, customArgs) {
     commands.splice(1, 0, ref.remote);
   }
   remove(commands, "-v");
-  append(commands, "--verbose");
-  append(commands, "--porcelain");
+  append2(commands, "--verbose");
+  append2(commands, "--porcelain");
   return {
     commands,
     format: "utf-8",
@@ -69786,7 +69843,7 @@ var init_clone = __esm({
       return straightThroughStringTask(commands);
     };
     cloneMirrorTask = (repo, directory, customArgs) => {
-      append(customArgs, "--mirror");
+      append2(customArgs, "--mirror");
       return cloneTask(repo, directory, customArgs);
     };
   }
@@ -69973,7 +70030,7 @@ var init_scheduler = __esm({
           );
           return;
         }
-        const task = append(this.running, this.pending.shift());
+        const task = append2(this.running, this.pending.shift());
         this.logger(`Attempting id=%s`, task.id);
         task.done(() => {
           this.logger(`Completing id=`, task.id);
@@ -69982,7 +70039,7 @@ var init_scheduler = __esm({
         });
       }
       next() {
-        const { promise, id } = append(this.pending, createScheduledTask());
+        const { promise, id } = append2(this.pending, createScheduledTask());
         this.logger(`Scheduling id=%s`, id);
         this.schedule();
         return promise;

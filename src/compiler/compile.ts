@@ -30,6 +30,14 @@ export interface CompileResult {
   readonly trafficTests?: readonly TrafficTestResult[];
 }
 
+/**
+ * Appends in a loop: `push(...list)` passes every element as an argument, and a file
+ * with a hundred thousand problems overflows the call stack that way.
+ */
+function append<T>(into: T[], list: readonly T[]): void {
+  for (const x of list) into.push(x);
+}
+
 export function compileFiles(files: readonly SourceFile[], options: CompileOptions = {}): CompileResult {
   const sorted = [...files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   const parsed = parseSpecFiles(sorted, options.limits ?? DEFAULT_LIMITS);
@@ -41,16 +49,16 @@ export function compileFiles(files: readonly SourceFile[], options: CompileOptio
     return { diagnostics };
   }
   const validated = validateDocuments(parsed.documents);
-  diagnostics.push(...validated.diagnostics);
+  append(diagnostics, validated.diagnostics);
   const resolved = resolveSpec(validated.valid);
-  diagnostics.push(...resolved.diagnostics);
+  append(diagnostics, resolved.diagnostics);
   const checked = checkSpec(resolved.spec);
-  diagnostics.push(...checked.diagnostics);
+  append(diagnostics, checked.diagnostics);
   if (hasErrors(diagnostics)) return { diagnostics: sortDiagnostics(diagnostics), spec: resolved.spec, plan: checked.plan };
   const compiled: CompileResult = { diagnostics: [], mesh: emitMesh(checked.plan), spec: resolved.spec, plan: checked.plan };
   if (options.trafficTests !== false && resolved.spec.trafficTests.length > 0) {
     const tests = runTrafficTests(compiled);
-    diagnostics.push(...tests.diagnostics);
+    append(diagnostics, tests.diagnostics);
     if (hasErrors(tests.diagnostics)) return { diagnostics: sortDiagnostics(diagnostics), spec: resolved.spec, plan: checked.plan, trafficTests: tests.results };
     return { ...compiled, diagnostics: sortDiagnostics(diagnostics), trafficTests: tests.results };
   }

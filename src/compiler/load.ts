@@ -397,7 +397,9 @@ const documentCache = new WeakMap<SourceFile, YAML.Document.Parsed[]>();
 function yamlDocuments(file: SourceFile): YAML.Document.Parsed[] {
   let docs = documentCache.get(file);
   if (!docs) {
-    const parsed = YAML.parseAllDocuments(file.text, { uniqueKeys: true, prettyErrors: false, strict: true });
+    // uniqueKeys off: the parser's own check scans a mapping's earlier keys for each key
+    // (quadratic in a mapping's size); duplicateKeys() finds the same keys in one pass.
+    const parsed = YAML.parseAllDocuments(file.text, { uniqueKeys: false, prettyErrors: false, strict: true });
     const empty = (d: YAML.Document.Parsed) => d.contents === null || (YAML.isScalar(d.contents) && d.contents.value === null);
     docs = (Array.isArray(parsed) ? parsed : []).filter((d) => d.errors.length > 0 || d.warnings.length > 0 || !empty(d));
     documentCache.set(file, docs);
@@ -410,7 +412,11 @@ function plainMessage(message: string): string {
   return message.replace(/ at line \d+, column \d+:?[\s\S]*$/, '');
 }
 
-/** Each repeated key of every mapping in a document, with the first occurrence. */
+/**
+ * Each repeated key of every mapping in a document, with the first occurrence. Keys are
+ * equal as the parser's `uniqueKeys` check has them: scalars with the same value (so
+ * `1` and `"1"` differ; NaN, unequal to itself, never repeats).
+ */
 function duplicateKeys(root: unknown): Array<{ key: YAML.Scalar; first: YAML.Scalar }> {
   const out: Array<{ key: YAML.Scalar; first: YAML.Scalar }> = [];
   const stack = [root];
@@ -419,14 +425,14 @@ function duplicateKeys(root: unknown): Array<{ key: YAML.Scalar; first: YAML.Sca
     if (YAML.isMap(node)) {
       const seen = new Map<unknown, YAML.Scalar>();
       for (const pair of node.items) {
-        if (YAML.isScalar(pair.key)) {
+        if (YAML.isScalar(pair.key) && !Number.isNaN(pair.key.value)) {
           const first = seen.get(pair.key.value);
           if (first) out.push({ key: pair.key, first });
           else seen.set(pair.key.value, pair.key);
         }
         stack.push(pair.value);
       }
-    } else if (YAML.isSeq(node)) stack.push(...node.items);
+    } else if (YAML.isSeq(node)) for (const item of node.items) stack.push(item);
   }
   return out.sort((a, b) => (a.key.range?.[0] ?? 0) - (b.key.range?.[0] ?? 0));
 }
@@ -450,9 +456,10 @@ function parseDocument(file: SourceFile, doc: YAML.Document.Parsed, limits: Load
     const hint = first.code === 'TAB_AS_INDENT' ? 'indent with spaces; YAML does not allow tabs there' : undefined;
     out.push(diagnostic('TRL1002', plainMessage(first.message), spanOf(file, first.pos), hint ? { hint } : {}));
   }
-  if (doc.errors.some((e) => e.code === 'DUPLICATE_KEY')) {
+  const duplicates = duplicateKeys(doc.contents);
+  if (duplicates.length > 0) {
     ok = false;
-    for (const { key, first: firstKey } of duplicateKeys(doc.contents)) {
+    for (const { key, first: firstKey } of duplicates) {
       out.push(
         diagnostic('TRL1003', `duplicate key "${String(key.value)}": each key may appear once in a mapping`, spanOf(file, key.range), {
           related: [{ span: spanOf(file, firstKey.range), message: 'first used here' }],
@@ -525,6 +532,27 @@ function classify(file: SourceFile, index: number, value: unknown, out: Diagnost
 /** A path into a document: property names and array indexes. */
 export type DocPath = ReadonlyArray<string | number>;
 
+const pairIndexes = new WeakMap<YAML.YAMLMap, Map<string, YAML.Pair>>();
+
+/**
+ * A mapping's pairs by key text (the first pair of each, as a scan would find), built on
+ * first need and cached with the parse: locating thousands of diagnostics in one large
+ * mapping then costs a lookup each instead of a scan each.
+ */
+function pairByKey(map: YAML.YAMLMap): Map<string, YAML.Pair> {
+  let index = pairIndexes.get(map);
+  if (!index) {
+    index = new Map();
+    for (const p of map.items) {
+      if (!YAML.isScalar(p.key)) continue;
+      const k = String(p.key.value);
+      if (!index.has(k)) index.set(k, p as YAML.Pair);
+    }
+    pairIndexes.set(map, index);
+  }
+  return index;
+}
+
 /**
  * The span of the node at `path` in a document, or of its deepest existing ancestor when
  * the path runs off the tree (a missing required field points at the object that lacks it).
@@ -537,7 +565,7 @@ export function locate(doc: { readonly file: SourceFile; readonly index: number 
   let keyNode: unknown;
   for (const segment of path) {
     if (YAML.isMap(node)) {
-      const pair = node.items.find((p) => YAML.isScalar(p.key) && String(p.key.value) === String(segment));
+      const pair = pairByKey(node).get(String(segment));
       if (!pair) break;
       keyNode = pair.key;
       if (pair.value === null) {

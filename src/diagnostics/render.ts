@@ -8,7 +8,19 @@ export interface RenderOptions {
   readonly pathPrefix?: string;
   /** ANSI colours; callers decide from the TTY and NO_COLOR. */
   readonly color?: boolean;
+  /**
+   * Diagnostics printed per file before an `… and N more` line (DIAGNOSTICS_PER_FILE by
+   * default); the summary still counts every one. `Infinity` prints all.
+   */
+  readonly maxPerFile?: number;
 }
+
+/**
+ * Diagnostics printed per file by default. A generated or pasted file can hold tens of
+ * thousands of problems, and printing each with its excerpt buries the first ones (which
+ * usually explain the rest) under megabytes of output; `--format json` still lists all.
+ */
+export const DIAGNOSTICS_PER_FILE = 50;
 
 const ANSI = { red: '\x1b[31m', yellow: '\x1b[33m', cyan: '\x1b[36m', bold: '\x1b[1m', dim: '\x1b[2m', reset: '\x1b[0m' };
 
@@ -108,9 +120,42 @@ export function summarize(diagnostics: readonly Diagnostic[]): string {
   return parts.length === 0 ? 'no problems' : parts.join(', ');
 }
 
-/** Renders a whole list, blank-line separated, with the summary last. */
+/** The file a diagnostic is about, for grouping ('' for none). */
+function fileOf(d: Diagnostic): string {
+  return d.span?.file.path ?? d.path ?? '';
+}
+
+/**
+ * Renders a whole list, blank-line separated, with the summary last. At most
+ * `maxPerFile` diagnostics of one file are printed (in list order); the rest of that file's
+ * are counted on one line after its last printed one: `path: … and N more in this file`.
+ * Diagnostics of no file are never capped.
+ */
 export function renderDiagnostics(diagnostics: readonly Diagnostic[], options: RenderOptions = {}): string {
-  const blocks = diagnostics.map((d) => renderDiagnostic(d, options));
+  const max = Math.max(1, options.maxPerFile ?? DIAGNOSTICS_PER_FILE);
+  // First pass: each capped file's diagnostics beyond the first `max`.
+  const seen = new Map<string, number>();
+  const hidden = new Map<string, Diagnostic[]>();
+  for (const d of diagnostics) {
+    const file = fileOf(d);
+    const n = (seen.get(file) ?? 0) + 1;
+    seen.set(file, n);
+    if (file === '' || n <= max) continue;
+    const list = hidden.get(file);
+    if (list) list.push(d);
+    else hidden.set(file, [d]);
+  }
+  const printed = new Map<string, number>();
+  const blocks: string[] = [];
+  for (const d of diagnostics) {
+    const file = fileOf(d);
+    const n = (printed.get(file) ?? 0) + 1;
+    printed.set(file, n);
+    if (file !== '' && n > max) continue;
+    blocks.push(renderDiagnostic(d, options));
+    const more = n === max ? hidden.get(file) : undefined;
+    if (more) blocks.push(`${escapeForTerminal(joinPath(options.pathPrefix, file))}: … and ${more.length} more in this file (${summarize(more)})`);
+  }
   blocks.push(summarize(diagnostics));
   return blocks.join('\n\n') + '\n';
 }
