@@ -9,9 +9,9 @@
  * sign with it, then drop the old one.
  */
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { X509Certificate, createPrivateKey, randomBytes } from 'node:crypto';
+import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { join } from 'node:path';
-import { SIGNING_ALGORITHM, createCertificateRequest, generateKeyPair, importSigningKey, privateKeyPem } from './keys.ts';
+import { SIGNING_ALGORITHM, createCertificateRequest, createSelfSignedCa, generateKeyPair, importSigningKey, privateKeyPem, randomSerial } from './keys.ts';
 import { x509 } from './x509.ts';
 
 /** Leaf certificates start this long before they are issued, so clocks a little behind still accept them. */
@@ -35,11 +35,6 @@ export interface IssuedKeyPair {
   readonly notAfter: Date;
 }
 
-function randomSerial(): string {
-  const bytes = randomBytes(16);
-  bytes[0] = bytes[0]! & 0x7f; // a positive INTEGER
-  return bytes.toString('hex');
-}
 
 /** Splits a PEM file holding several certificates into one PEM string each. */
 export function splitPemCertificates(text: string): string[] {
@@ -79,19 +74,7 @@ export class MeshCertificateAuthority {
   static async generate(trustDomain: string, extraRoots: readonly string[] = []): Promise<MeshCertificateAuthority> {
     const keys = await generateKeyPair();
     const now = Date.now();
-    const root = await x509.X509CertificateGenerator.createSelfSigned({
-      serialNumber: randomSerial(),
-      name: `CN=Trellis mesh root CA, O=${trustDomain.replace(/[,+="<>#;\\]/g, '_')}`,
-      notBefore: new Date(now - CLOCK_SKEW_MS),
-      notAfter: new Date(now + ROOT_LIFETIME_MS),
-      signingAlgorithm: SIGNING_ALGORITHM,
-      keys,
-      extensions: [
-        new x509.BasicConstraintsExtension(true, 0, true),
-        new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-        await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
-      ],
-    });
+    const root = await createSelfSignedCa(`CN=Trellis mesh root CA, O=${trustDomain.replace(/[,+="<>#;\\]/g, '_')}`, keys, now, CLOCK_SKEW_MS, ROOT_LIFETIME_MS);
     return new MeshCertificateAuthority(root, keys.privateKey, extraRoots, keys.privateKey);
   }
 

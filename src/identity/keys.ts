@@ -4,7 +4,7 @@
  * A sidecar makes its own pair and sends only a certificate request, so its private key
  * never leaves it.
  */
-import { createPrivateKey, webcrypto } from 'node:crypto';
+import { createPrivateKey, randomBytes, webcrypto } from 'node:crypto';
 import { x509 } from './x509.ts';
 
 /** Key generation and signing parameters for every key Trellis makes. */
@@ -36,4 +36,32 @@ export async function importSigningKey(pem: string, algorithm: KeyAlgorithm): Pr
 export async function createCertificateRequest(keys: CryptoKeyPair, service: string): Promise<string> {
   const csr = await x509.Pkcs10CertificateRequestGenerator.create({ name: `CN=${service}`, keys, signingAlgorithm: SIGNING_ALGORITHM });
   return csr.toString('pem');
+}
+
+/** A random 128-bit certificate serial number, hex, kept positive (an ASN.1 INTEGER's top bit is its sign). */
+export function randomSerial(): string {
+  const bytes = randomBytes(16);
+  bytes[0] = bytes[0]! & 0x7f;
+  return bytes.toString('hex');
+}
+
+/**
+ * A self-signed CA certificate over `keys` (ECDSA P-256): `CA:TRUE` with path length 0 (it
+ * signs leaves only), key usages certificate and CRL signing, valid from `skewMs` before
+ * `now` (so peers whose clocks are behind accept it) for `lifetimeMs`.
+ */
+export async function createSelfSignedCa(name: string, keys: CryptoKeyPair, now: number, skewMs: number, lifetimeMs: number): Promise<x509.X509Certificate> {
+  return x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: randomSerial(),
+    name,
+    notBefore: new Date(now - skewMs),
+    notAfter: new Date(now + lifetimeMs),
+    signingAlgorithm: SIGNING_ALGORITHM,
+    keys,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 0, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+    ],
+  });
 }

@@ -5,20 +5,13 @@
  * webhook's certificate and nothing a workload holds), and a serving certificate for the
  * Service's DNS names. Tests sign one with the test cluster's CA instead.
  */
-import { randomBytes } from 'node:crypto';
-import { SIGNING_ALGORITHM, generateKeyPair, importSigningKey, privateKeyPem } from '../identity/keys.ts';
+import { SIGNING_ALGORITHM, createSelfSignedCa, generateKeyPair, importSigningKey, privateKeyPem, randomSerial } from '../identity/keys.ts';
 import { x509 } from '../identity/x509.ts';
 
 /** Started an hour back so a node whose clock is a little behind accepts it. */
 const CLOCK_SKEW_MS = 3600_000;
 /** The webhook CA and its serving certificate last 10 years; rotate by running `trellis install --only webhook` again. */
 const LIFETIME_MS = 10 * 365 * 24 * 3600_000;
-
-function serial(): string {
-  const b = randomBytes(16);
-  b[0] = b[0]! & 0x7f;
-  return b.toString('hex');
-}
 
 export interface ServingCertificate {
   /** The CA to put in `caBundle` (PEM). */
@@ -44,25 +37,13 @@ export async function issueServingCertificate(subject: { dnsNames: readonly stri
     signingKey = await importSigningKey(ca.keyPem, issuer.publicKey.algorithm);
   } else {
     const keys = await generateKeyPair();
-    issuer = await x509.X509CertificateGenerator.createSelfSigned({
-      serialNumber: serial(),
-      name: 'CN=Trellis injection webhook CA',
-      notBefore: new Date(now - CLOCK_SKEW_MS),
-      notAfter: new Date(now + LIFETIME_MS),
-      signingAlgorithm: SIGNING_ALGORITHM,
-      keys,
-      extensions: [
-        new x509.BasicConstraintsExtension(true, 0, true),
-        new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-        await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
-      ],
-    });
+    issuer = await createSelfSignedCa('CN=Trellis injection webhook CA', keys, now, CLOCK_SKEW_MS, LIFETIME_MS);
     signingKey = keys.privateKey;
   }
   const keys = await generateKeyPair();
   const alg = issuer.publicKey.algorithm.name;
   const leaf = await x509.X509CertificateGenerator.create({
-    serialNumber: serial(),
+    serialNumber: randomSerial(),
     subject: `CN=${subject.dnsNames[0] ?? subject.ips?.[0] ?? 'trellis'}`,
     // The issuer name byte for byte as the CA has it: Go (the API server) matches names by their encoding, and a
     // re-encoded UTF8String → PrintableString name would not chain.
