@@ -7,6 +7,7 @@
  * beside the repository; its binaries at `KUBE_APISERVER` / `ETCD` or on PATH (the same
  * binaries controller-runtime's `setup-envtest` downloads).
  */
+import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,6 +15,8 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import * as k8s from '@kubernetes/client-node';
+import { parseAllDocuments } from 'yaml';
+import { main } from '../../src/cli/main.ts';
 
 const run = promisify(execFile);
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -158,4 +161,39 @@ export async function createNamespace(env: KubeEnv, namespace: string, serviceAc
   const core = env.kubeConfig.makeApiClient(k8s.CoreV1Api);
   await core.createNamespace({ body: { metadata: { name: namespace } } });
   for (const name of serviceAccounts) await core.createNamespacedServiceAccount({ namespace, body: { metadata: { name } } });
+}
+
+/** An object as the API takes it: kind and metadata, and whatever else it has. */
+export type KubeObject = k8s.KubernetesObject & Record<string, unknown>;
+
+/** Runs `trellis <args>` in-process (no environment): its exit code and what it wrote. */
+export async function trellisCli(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const io = { stdout: { write: (s: string) => ((out += s), true) }, stderr: { write: (s: string) => ((err += s), true) }, env: {} } as never;
+  const code = await main(args, io);
+  return { code, out, err };
+}
+
+/** Runs `trellis <args>` in-process, asserting exit 0 (stderr as the message); returns stdout. */
+export async function trellisOutput(args: string[]): Promise<string> {
+  const { code, out, err } = await trellisCli(args);
+  assert.equal(code, 0, err);
+  return out;
+}
+
+/** The documents of a YAML stream, as objects. */
+export function yamlObjects(text: string): KubeObject[] {
+  return (parseAllDocuments(text) as { toJS(): unknown }[]).map((d) => d.toJS() as KubeObject);
+}
+
+/** What `trellis install --repo https://example.com/mesh.git --namespace <namespace>` prints, as objects (it must exit 0). */
+export async function installObjects(namespace: string): Promise<KubeObject[]> {
+  return yamlObjects(await trellisOutput(['install', '--repo', 'https://example.com/mesh.git', '--namespace', namespace]));
+}
+
+/** Creates `objs` through `env`'s API, one after the other in order. */
+export async function createObjects(env: KubeEnv, objs: readonly KubeObject[]): Promise<void> {
+  const api = k8s.KubernetesObjectApi.makeApiClient(env.kubeConfig);
+  for (const o of objs) await api.create(o);
 }

@@ -13,10 +13,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as k8s from '@kubernetes/client-node';
-import { parseAllDocuments } from 'yaml';
-import { main } from '../../src/cli/main.ts';
 import { MeshCertificateAuthority } from '../../src/identity/ca.ts';
-import { createNamespace, kubeConfigWithToken, serviceAccountToken, startKubeEnv, type KubeEnv } from '../helpers/kube-env.ts';
+import { createNamespace, createObjects, installObjects, kubeConfigWithToken, serviceAccountToken, startKubeEnv, type KubeEnv } from '../helpers/kube-env.ts';
 import { TOKEN, startTrellis, stopProcesses, tempDir, type Proc } from '../helpers/processes.ts';
 import { waitFor } from '../helpers/sidecar-harness.ts';
 
@@ -32,8 +30,6 @@ metadata: { name: api }
 spec: { ports: [{ port: 80 }], endpoints: { static: [{ address: 127.0.0.1, port: 9 }] } }
 `;
 
-type Obj = k8s.KubernetesObject & Record<string, unknown>;
-
 let env: KubeEnv;
 let core: k8s.CoreV1Api;
 let coordination: k8s.CoordinationV1Api;
@@ -41,14 +37,6 @@ let specDir: string;
 /** A kubeconfig acting as the installed ServiceAccount trellis-system/trellis-reconciler. */
 let reconcilerKubeconfig: string;
 let adminKubeconfig: string;
-
-async function cli(args: string[]): Promise<string> {
-  let out = '';
-  let err = '';
-  const io = { stdout: { write: (s: string) => ((out += s), true) }, stderr: { write: (s: string) => ((err += s), true) }, env: {} } as never;
-  assert.equal(await main(args, io), 0, err);
-  return out;
-}
 
 /** A reconciler replica keeping its root in `secret`. */
 function replica(secret: string, kubeconfig = reconcilerKubeconfig): Promise<Proc> {
@@ -81,10 +69,9 @@ before(async () => {
   env = await startKubeEnv();
   core = env.kubeConfig.makeApiClient(k8s.CoreV1Api);
   coordination = env.kubeConfig.makeApiClient(k8s.CoordinationV1Api);
-  const objects = k8s.KubernetesObjectApi.makeApiClient(env.kubeConfig);
   // The namespace and RBAC of trellis install, nothing else: no Secret exists yet.
-  const installed = (parseAllDocuments(await cli(['install', '--repo', 'https://example.com/mesh.git', '--namespace', NS])) as { toJS(): unknown }[]).map((d) => d.toJS() as Obj);
-  for (const o of installed.filter((o) => ['Namespace', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding'].includes(o.kind!))) await objects.create(o);
+  const installed = await installObjects(NS);
+  await createObjects(env, installed.filter((o) => ['Namespace', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding'].includes(o.kind!)));
   const issuer = readFileSync(join(env.dir, 'env'), 'utf8').match(/^KUBE_SA_ISSUER=(.*)$/m)![1]!;
   const dir = tempDir();
   reconcilerKubeconfig = join(dir, 'reconciler.kubeconfig');

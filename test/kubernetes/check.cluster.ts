@@ -17,12 +17,10 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as k8s from '@kubernetes/client-node';
-import { parseAllDocuments } from 'yaml';
-import { main } from '../../src/cli/main.ts';
 import { injectPod, type PodLike } from '../../src/kubernetes/inject.ts';
 import { issueServingCertificate, serviceDnsNames } from '../../src/kubernetes/serving-certificate.ts';
 import { startWebhookServer, type WebhookServer } from '../../src/kubernetes/webhook.ts';
-import { createNamespace, startKubeEnv, type KubeEnv } from '../helpers/kube-env.ts';
+import { createNamespace, createObjects, installObjects, startKubeEnv, trellisCli as cli, type KubeEnv, type KubeObject } from '../helpers/kube-env.ts';
 import { sidecarReady, startTrellis, stopProcesses, tempDir, type Proc } from '../helpers/processes.ts';
 import { waitFor } from '../helpers/sidecar-harness.ts';
 
@@ -39,7 +37,7 @@ spec: { ports: [{ port: 80, targetPort: 8080 }], endpoints: { static: [{ address
 `;
 const EXPECTED = ['kubernetes-api', 'kubernetes-version', 'namespace', 'reconciler-rbac', 'reconciler-deployment', 'webhook-configuration', 'webhook-certificate', 'webhook-reachable', 'mesh-ca', 'reconciler-status', 'sidecars'];
 
-type Obj = k8s.KubernetesObject & Record<string, unknown>;
+type Obj = KubeObject;
 interface Report {
   ok: boolean;
   checks: { name: string; status: 'ok' | 'warn' | 'fail'; message: string; hint: string | null }[];
@@ -51,14 +49,6 @@ let core: k8s.CoreV1Api;
 let installed: Obj[];
 let reconciler: Proc;
 let webhook: WebhookServer;
-
-async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const io = { stdout: { write: (s: string) => ((out += s), true) }, stderr: { write: (s: string) => ((err += s), true) }, env: {} } as never;
-  const code = await main(args, io);
-  return { code, out, err };
-}
 
 /** `trellis check` against this cluster, the reconciler and the webhook on loopback, as JSON. */
 async function check(): Promise<{ code: number; report: Report; byName: (n: string) => Report['checks'][number] }> {
@@ -104,10 +94,8 @@ before(async () => {
   env = await startKubeEnv();
   objects = k8s.KubernetesObjectApi.makeApiClient(env.kubeConfig);
   core = env.kubeConfig.makeApiClient(k8s.CoreV1Api);
-  const { code, out, err } = await cli(['install', '--repo', 'https://example.com/mesh.git', '--namespace', NS]);
-  assert.equal(code, 0, err);
-  installed = (parseAllDocuments(out) as { toJS(): unknown }[]).map((d) => d.toJS() as Obj);
-  for (const o of installed) await objects.create(o);
+  installed = await installObjects(NS);
+  await createObjects(env, installed);
   await createNamespace(env, 'shop', ['default']);
   await setDeploymentStatus(2);
 

@@ -26,12 +26,10 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as k8s from '@kubernetes/client-node';
-import { parseAllDocuments } from 'yaml';
-import { main } from '../../src/cli/main.ts';
 import { injectPod, PROXY_CONTAINER, type PodLike } from '../../src/kubernetes/inject.ts';
 import { issueServingCertificate } from '../../src/kubernetes/serving-certificate.ts';
 import { startWebhookServer, type WebhookEvent, type WebhookServer } from '../../src/kubernetes/webhook.ts';
-import { createNamespace, kubeConfigWithToken, serviceAccountToken, startKubeEnv, type KubeEnv } from '../helpers/kube-env.ts';
+import { createNamespace, createObjects, installObjects, kubeConfigWithToken, serviceAccountToken, startKubeEnv, trellisOutput as cli, yamlObjects as docs, type KubeEnv, type KubeObject } from '../helpers/kube-env.ts';
 import { sidecarReady, startTrellis, stopProcesses, tempDir, type Proc } from '../helpers/processes.ts';
 import { waitFor } from '../helpers/sidecar-harness.ts';
 
@@ -51,7 +49,7 @@ metadata: { name: api, namespace: shop }
 spec: { serviceAccount: api, ports: [{ port: 80, targetPort: 8080 }], endpoints: { kubernetes: {} } }
 `;
 
-type Obj = k8s.KubernetesObject & Record<string, unknown>;
+type Obj = KubeObject;
 
 let env: KubeEnv;
 let objects: k8s.KubernetesObjectApi;
@@ -60,18 +58,6 @@ let installed: Obj[];
 let envFile: Record<string, string>;
 let reconciler: Proc;
 let specDir: string;
-
-async function cli(args: string[]): Promise<string> {
-  let out = '';
-  let err = '';
-  const io = { stdout: { write: (s: string) => ((out += s), true) }, stderr: { write: (s: string) => ((err += s), true) }, env: {} } as never;
-  assert.equal(await main(args, io), 0, err);
-  return out;
-}
-
-function docs(text: string): Obj[] {
-  return (parseAllDocuments(text) as { toJS(): unknown }[]).map((d) => d.toJS() as Obj);
-}
 
 /** Every field of `sent` is in `got` with the same value (the server adds defaults; it must drop nothing). */
 function assertKept(sent: unknown, got: unknown, path: string): void {
@@ -128,10 +114,10 @@ after(async () => {
 
 describe('trellis install on a real API server', () => {
   test('every object of trellis install is accepted, and kept field for field', async () => {
-    installed = docs(await cli(['install', '--repo', 'https://example.com/mesh.git', '--namespace', NS]));
+    installed = await installObjects(NS);
     assert.equal(installed.length, 11);
     assert.ok(!installed.some((o) => o.metadata!.name === 'trellis-ca'), 'no mesh root in the install: the reconciler makes it');
-    for (const o of installed) await objects.create(o);
+    await createObjects(env, installed);
     for (const o of installed) {
       const got = await objects.read({ apiVersion: o.apiVersion!, kind: o.kind!, metadata: { name: o.metadata!.name!, ...(o.metadata!.namespace ? { namespace: o.metadata!.namespace } : {}) } });
       const { metadata, ...rest } = o;
