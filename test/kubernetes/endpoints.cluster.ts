@@ -25,6 +25,7 @@ import { pino } from 'pino';
 import { KubernetesDiscovery } from '../../src/reconciler/kubernetes-discovery.ts';
 import type { EndpointsBody, ProxyConfig } from '../../src/config/types.ts';
 import type { ReconcilerStatus } from '../../src/reconciler/reconciler.ts';
+import { discoverySpec, endpointSlice, UNMESHED_DISCOVERED_API, type Conditions } from '../helpers/endpoint-slices.ts';
 import { createNamespace, startKubeEnv, type KubeEnv } from '../helpers/kube-env.ts';
 import { sidecarReady, startTrellis, steadyLoad, stopProcesses, tempDir, type Proc, type SteadyLoad } from '../helpers/processes.ts';
 import { cleanup, closedPort, send, startUpstream, waitFor } from '../helpers/sidecar-harness.ts';
@@ -80,7 +81,6 @@ let stateDir: string;
 /** The mesh's sidecar inbound port: where callers reach meshed pods. */
 let inboundPort: number;
 
-type Conditions = { ready?: boolean; serving?: boolean; terminating?: boolean };
 const READY: Conditions = { ready: true, serving: true, terminating: false };
 const NOT_READY: Conditions = { ready: false, serving: false, terminating: false };
 const TERMINATING: Conditions = { ready: false, serving: true, terminating: true };
@@ -90,13 +90,18 @@ async function putSlice(name: string, endpoints: ReadonlyArray<readonly [Pod | {
   const body: k8s.V1EndpointSlice = {
     apiVersion: 'discovery.k8s.io/v1',
     kind: 'EndpointSlice',
-    metadata: { name, namespace: 'default', labels: { 'kubernetes.io/service-name': service, 'endpointslice.kubernetes.io/managed-by': 'trellis-test' } },
     // The API server refuses loopback addresses in IPv4 slices (a pod never has one); the
     // test's pods live on loopback, so their addresses are written as FQDN slices, which the
     // API accepts for a dotted name. Trellis treats both alike: the address is dialled as is.
-    addressType: 'FQDN',
-    ports: [{ name: 'http', port: podPort, protocol: 'TCP' }],
-    endpoints: endpoints.map(([pod, conditions]) => ({ addresses: [pod.ip], conditions })),
+    ...endpointSlice(
+      name,
+      'default',
+      service,
+      'FQDN',
+      [{ name: 'http', port: podPort, protocol: 'TCP' }],
+      endpoints.map(([pod, conditions]) => [pod.ip, conditions]),
+      { 'endpointslice.kubernetes.io/managed-by': 'trellis-test' },
+    ),
   };
   try {
     await slices.replaceNamespacedEndpointSlice({ name, namespace: 'default', body });
@@ -194,22 +199,11 @@ before(async () => {
   mkdirSync(specDir);
   writeFileSync(
     join(specDir, 'mesh.yaml'),
-    `apiVersion: trellis.dev/v1alpha1
-kind: Mesh
-metadata: { name: k }
-spec: { trustDomain: k.local, access: { default: allow }, sidecar: { inboundPort: ${inboundPort} } }
----
-apiVersion: trellis.dev/v1alpha1
-kind: Service
-metadata: { name: web }
-spec: { ports: [{ port: 80 }], endpoints: { static: [{ address: 127.0.0.1, port: 9 }] } }
----
-apiVersion: trellis.dev/v1alpha1
-kind: Service
-metadata: { name: api }
-spec: { ports: [{ port: 80 }], sidecar: false, endpoints: { kubernetes: {} } }
----
-# Round-robin: these tests ask which instances are candidates, not which one a balancer
+    discoverySpec(
+      'k',
+      `sidecar: { inboundPort: ${inboundPort} }`,
+      UNMESHED_DISCOVERED_API,
+      `# Round-robin: these tests ask which instances are candidates, not which one a balancer
 # prefers. Under peak-EWMA a new instance starts at the assumed 30 ms and can stay idle while
 # the others keep answering in 1 ms.
 apiVersion: trellis.dev/v1alpha1
@@ -222,6 +216,7 @@ kind: Service
 metadata: { name: cart }
 spec: { ports: [{ port: 80 }], endpoints: { kubernetes: {} } }
 `,
+    ),
   );
   controlPort = await closedPort();
   stateDir = dir;
@@ -421,12 +416,7 @@ describe('endpoints from EndpointSlices, through real reconciler and sidecar pro
 
   test('a discovery limited to some namespaces lists and watches only those, and a slice that loses its service label leaves its service', async () => {
     await createNamespace(env, 'team-b');
-    const body = (name: string, namespace: string, service: string, address: string): k8s.V1EndpointSlice => ({
-      metadata: { name, namespace, labels: { 'kubernetes.io/service-name': service } },
-      addressType: 'FQDN',
-      ports: [{ name: 'http', port: 8080 }],
-      endpoints: [{ addresses: [address], conditions: { ready: true } }],
-    });
+    const body = (name: string, namespace: string, service: string, address: string) => endpointSlice(name, namespace, service, 'FQDN', [{ name: 'http', port: 8080 }], [[address, { ready: true }]]);
     await slices.createNamespacedEndpointSlice({ namespace: 'team-b', body: body('api-x', 'team-b', 'api', '127.0.1.1') });
     // Watches that end every second: each must resume where the last one stopped, losing nothing and listing nothing again.
     const logLines: string[] = [];

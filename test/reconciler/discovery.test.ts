@@ -9,17 +9,12 @@ import type * as k8s from '@kubernetes/client-node';
 import type { CompiledEndpoint, EndpointsBody } from '../../src/config/types.ts';
 import { discoveredNamespaces, snapshotOf, type Discovery, type PortChoice } from '../../src/reconciler/discovery.ts';
 import { instancesFromSlices, sliceOf, watchBackoffMs, type DiscoveredSlice } from '../../src/reconciler/kubernetes-discovery.ts';
+import { discoverySpec, endpointSlice, type SliceEndpoint } from '../helpers/endpoint-slices.ts';
 import { compileTexts } from '../helpers/spec.ts';
 
-type Conditions = { ready?: boolean; serving?: boolean; terminating?: boolean };
-
-function slice(name: string, endpoints: Array<[string, Conditions] | [string, Conditions, string]>, ports: Array<{ name?: string; port: number }> = [{ name: 'http', port: 8080 }], addressType = 'IPv4', service = 'api'): k8s.V1EndpointSlice {
-  return {
-    addressType,
-    metadata: { name, namespace: 'shop', labels: { 'kubernetes.io/service-name': service } },
-    ports,
-    endpoints: endpoints.map(([address, conditions, zone]) => ({ addresses: [address], conditions, ...(zone ? { zone } : {}) })),
-  };
+/** A slice in namespace shop. */
+function slice(name: string, endpoints: SliceEndpoint[], ports: Array<{ name?: string; port: number }> = [{ name: 'http', port: 8080 }], addressType = 'IPv4', service = 'api'): k8s.V1EndpointSlice {
+  return endpointSlice(name, 'shop', service, addressType, ports, endpoints);
 }
 
 const slices = (...items: k8s.V1EndpointSlice[]): DiscoveredSlice[] => items.map((s) => sliceOf(s)!);
@@ -117,17 +112,10 @@ class FixedDiscovery implements Discovery {
   }
 }
 
-const SPEC = `apiVersion: trellis.dev/v1alpha1
-kind: Mesh
-metadata: { name: t }
-spec: { trustDomain: t.local, access: { default: allow }, sidecar: { inboundPort: 15999 } }
----
-apiVersion: trellis.dev/v1alpha1
-kind: Service
-metadata: { name: web }
-spec: { ports: [{ port: 80 }], endpoints: { static: [{ address: 127.0.0.1, port: 9 }] } }
----
-apiVersion: trellis.dev/v1alpha1
+const SPEC = discoverySpec(
+  't',
+  'sidecar: { inboundPort: 15999 }',
+  `apiVersion: trellis.dev/v1alpha1
 kind: Service
 metadata: { name: legacy, namespace: shop }
 spec: { ports: [{ port: 80 }], sidecar: false, endpoints: { kubernetes: { port: 8080 } } }
@@ -136,7 +124,8 @@ apiVersion: trellis.dev/v1alpha1
 kind: Service
 metadata: { name: cart, namespace: shop }
 spec: { ports: [{ port: 80 }], endpoints: { kubernetes: {} } }
-`;
+`,
+);
 
 describe('snapshot: the compiled mesh with discovered instances', () => {
   const compiled = compileTexts({ 'mesh.yaml': SPEC });

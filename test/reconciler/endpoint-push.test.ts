@@ -15,23 +15,10 @@ import type { Discovery, PortChoice } from '../../src/reconciler/discovery.ts';
 import { ReconcilerMetrics } from '../../src/reconciler/metrics.ts';
 import { Reconciler, type SidecarRecord } from '../../src/reconciler/reconciler.ts';
 import type { Source, SourceEvent } from '../../src/reconciler/source.ts';
+import { discoverySpec, UNMESHED_DISCOVERED_API } from '../helpers/endpoint-slices.ts';
 import { renderStatus } from '../../src/cli/status.ts';
 
-const SPEC = `apiVersion: trellis.dev/v1alpha1
-kind: Mesh
-metadata: { name: t }
-spec: { trustDomain: t.local, access: { default: allow } }
----
-apiVersion: trellis.dev/v1alpha1
-kind: Service
-metadata: { name: web }
-spec: { ports: [{ port: 80 }], endpoints: { static: [{ address: 127.0.0.1, port: 9 }] } }
----
-apiVersion: trellis.dev/v1alpha1
-kind: Service
-metadata: { name: api }
-spec: { ports: [{ port: 80 }], sidecar: false, endpoints: { kubernetes: {} } }
-`;
+const SPEC = discoverySpec('t', null, UNMESHED_DISCOVERED_API);
 
 /** Revision r1 (SPEC) at start; `commit` emits more. */
 class MemorySource implements Source {
