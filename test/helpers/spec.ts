@@ -43,27 +43,37 @@ spec:
 `;
 
 /**
+ * Mesh `test` in trust domain test.local and the meshed caller `client` (its own endpoint is
+ * a placeholder), then `documents` (each ending in a newline, without `---`). `mesh` holds
+ * the Mesh spec's lines after trustDomain (indented two spaces).
+ */
+export function clientSpec(mesh = '  access: { default: allow }', ...documents: string[]): string {
+  const meshDoc = `apiVersion: trellis.dev/v1alpha1
+kind: Mesh
+metadata: { name: test }
+spec:
+  trustDomain: test.local
+${mesh}
+`;
+  const client = `apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: { name: client }
+spec: { ports: [{ port: 80 }], endpoints: { static: [{ address: 127.0.0.1, port: 9 }] } }
+`;
+  return [meshDoc, client, ...documents].join('---\n');
+}
+
+/**
  * Two meshed services in trust domain test.local: `client` (the caller; its own endpoint
  * is a placeholder) and `api`, whose one instance listens on `apiPort` (a sidecar's
  * inbound port). `mesh` holds the Mesh spec's lines after trustDomain (indented two
  * spaces); `extra` more documents.
  */
 export function clientApiSpec(apiPort: number, mesh = '  access: { default: allow }', extra = ''): string {
-  return `apiVersion: trellis.dev/v1alpha1
-kind: Mesh
-metadata: { name: test }
-spec:
-  trustDomain: test.local
-${mesh}
----
-apiVersion: trellis.dev/v1alpha1
-kind: Service
-metadata: { name: client }
-spec: { ports: [{ port: 80 }], endpoints: { static: [{ address: 127.0.0.1, port: 9 }] } }
----
-apiVersion: trellis.dev/v1alpha1
+  const api = `apiVersion: trellis.dev/v1alpha1
 kind: Service
 metadata: { name: api }
 spec: { ports: [{ port: 80, targetPort: 8080 }], endpoints: { static: [{ address: 127.0.0.1, port: ${apiPort} }] } }
-${extra ? `---\n${extra}` : ''}`;
+`;
+  return clientSpec(mesh, api, ...(extra ? [extra] : []));
 }

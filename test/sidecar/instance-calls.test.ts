@@ -13,24 +13,15 @@ import { ClusterManager } from '../../src/sidecar/clusters.ts';
 import { buildSnapshot } from '../../src/sidecar/config-store.ts';
 import { MeshConnector } from '../../src/sidecar/mesh-connector.ts';
 import { cleanup, closedPort, configOf, send, startSidecar, startUpstream, type RunningSidecar, type Upstream } from '../helpers/sidecar-harness.ts';
+import { clientSpec } from '../helpers/spec.ts';
 
 after(cleanup);
 
 function spec(api: [RunningSidecar, RunningSidecar], dbPort: number): Record<string, string> {
   return {
-    'spec.yaml': `apiVersion: trellis.dev/v1alpha1
-kind: Mesh
-metadata: { name: test }
-spec:
-  trustDomain: test.local
-  access: { default: allow }
----
-apiVersion: trellis.dev/v1alpha1
-kind: Service
-metadata: { name: client }
-spec: { ports: [{ port: 80 }], endpoints: { static: [{ address: 127.0.0.1, port: 9 }] } }
----
-apiVersion: trellis.dev/v1alpha1
+    'spec.yaml': clientSpec(
+      undefined,
+      `apiVersion: trellis.dev/v1alpha1
 kind: Service
 metadata: { name: api }
 spec:
@@ -71,6 +62,7 @@ spec:
     - from: [{ identity: "spiffe://test.local/svc/admin" }]
       to: [{ paths: [{ type: PathPrefix, value: /private }] }]
 `,
+    ),
   };
 }
 
@@ -163,17 +155,9 @@ describe('calls addressed to an instance', () => {
 
 describe('ClusterManager.findInstance (no sockets)', () => {
   const files = {
-    'spec.yaml': `apiVersion: trellis.dev/v1alpha1
-kind: Mesh
-metadata: { name: test }
-spec: { trustDomain: test.local, access: { default: allow } }
----
-apiVersion: trellis.dev/v1alpha1
-kind: Service
-metadata: { name: client }
-spec: { ports: [{ port: 80 }], endpoints: { static: [{ address: 127.0.0.1, port: 9 }] } }
----
-apiVersion: trellis.dev/v1alpha1
+    'spec.yaml': clientSpec(
+      undefined,
+      `apiVersion: trellis.dev/v1alpha1
 kind: Service
 metadata: { name: api }
 spec:
@@ -188,6 +172,7 @@ spec:
   ports: [{ port: 80, targetPort: 5432 }]
   endpoints: { static: [{ address: 10.0.0.9 }, { address: 10.0.0.1, port: 7000 }] }
 `,
+    ),
   };
 
   function manager(): ClusterManager {
