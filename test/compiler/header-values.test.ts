@@ -15,18 +15,12 @@ import { makeProxyConfig } from '../../src/config/resources.ts';
 import type { ProxyConfig, Resource, RouteBody } from '../../src/config/types.ts';
 import { checkProxyConfig } from '../../src/config/validate-config.ts';
 import { formatLocation } from '../../src/diagnostics/render.ts';
-import { BASE_SPEC, compileTexts } from '../helpers/spec.ts';
+import { apiRoute, BASE_SPEC, compileTexts } from '../helpers/spec.ts';
 
 /** A route on `api` with request and response header modifiers on the rule and on its backendRef. */
 function route(value: string): string {
   const v = JSON.stringify(value);
-  return `apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: { name: api }
-spec:
-  parentRefs: [{ kind: Service, name: api }]
-  rules:
-    - filters:
+  return apiRoute(`    - filters:
         - type: RequestHeaderModifier
           requestHeaderModifier:
             set: [{ name: x-set, value: ${v} }]
@@ -45,7 +39,7 @@ spec:
             - type: ResponseHeaderModifier
               responseHeaderModifier:
                 add: [{ name: x-add, value: ${v} }]
-`;
+`);
 }
 
 describe('header modifier values', () => {
@@ -136,13 +130,7 @@ describe('the sidecar config check refuses headers it cannot send', () => {
 describe('path modifiers, which become a Location header or the request line', () => {
   function rewrite(value: string): string {
     const v = JSON.stringify(value);
-    return `apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: { name: api }
-spec:
-  parentRefs: [{ kind: Service, name: api }]
-  rules:
-    - matches: [{ path: { type: PathPrefix, value: /r } }]
+    return apiRoute(`    - matches: [{ path: { type: PathPrefix, value: /r } }]
       filters:
         - type: RequestRedirect
           requestRedirect: { path: { type: ReplaceFullPath, replaceFullPath: ${v} } }
@@ -151,7 +139,7 @@ spec:
         - type: URLRewrite
           urlRewrite: { path: { type: ReplacePrefixMatch, replacePrefixMatch: ${v} } }
       backendRefs: [{ name: api, port: 80 }]
-`;
+`);
   }
   for (const [name, value] of [['CR LF', '/a\r\nx-evil: 1'], ['a space', '/a b'], ['NUL', '/a\0'], ['a character above U+00FF', '/caf€']] as const) {
     test(`${name} in replaceFullPath and replacePrefixMatch is refused at the value`, () => {

@@ -12,6 +12,17 @@ export function codes(result: CompileResult): string[] {
   return result.diagnostics.map((d) => d.code);
 }
 
+/** HTTPRoute `api` attached to Service `api`, with `rules` (the list's items, indented four spaces, ending in a newline). */
+export function apiRoute(rules: string): string {
+  return `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: api }
+spec:
+  parentRefs: [{ kind: Service, name: api }]
+  rules:
+${rules}`;
+}
+
 /** A mesh with two meshed services `web` (caller) and `api`, and a route hook; tests add documents. */
 export const BASE_SPEC = `apiVersion: trellis.dev/v1alpha1
 kind: Mesh
