@@ -58632,7 +58632,9 @@ var CODES = {
   TRL4026: { name: "invalid-header-value", severity: "error" },
   // traffic tests
   TRL5001: { name: "traffic-test-failed", severity: "error" },
-  TRL5002: { name: "traffic-test-invalid", severity: "error" }
+  TRL5002: { name: "traffic-test-invalid", severity: "error" },
+  // the compiler itself
+  TRL9001: { name: "internal-error", severity: "error" }
 };
 var ALL_CODES = Object.keys(CODES).sort();
 

@@ -65,6 +65,34 @@ export function compileFiles(files: readonly SourceFile[], options: CompileOptio
   return { ...compiled, diagnostics: sortDiagnostics(diagnostics) };
 }
 
+/**
+ * `compile(files)` for callers that must outlive a compiler bug (the reconciler): an
+ * exception becomes a result with one TRL9001 diagnostic and no mesh, so the revision
+ * counts as failed and the last applied one keeps being served. Diagnostics are data and
+ * the compiler throws only on bugs, but one revision that trips a bug must not take the
+ * control plane down with it. `onBug` gets the exception itself (its stack is for the log,
+ * not for the diagnostic, which the status page shows to spec authors).
+ */
+export function compileGuarded(
+  files: readonly SourceFile[],
+  compile: (files: readonly SourceFile[]) => CompileResult = compileFiles,
+  onBug?: (error: unknown) => void,
+): CompileResult {
+  try {
+    return compile(files);
+  } catch (error) {
+    onBug?.(error);
+    const what = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+    return {
+      diagnostics: [
+        diagnostic('TRL9001', `internal compiler error: ${what}`, undefined, {
+          hint: 'this is a bug in Trellis, not a problem found in the spec; please report it with the revision. Nothing of this revision was applied',
+        }),
+      ],
+    };
+  }
+}
+
 export async function compileDir(dir: string, options: CompileOptions = {}): Promise<CompileResult> {
   const loaded = readSpecDir(dir, options.limits ?? DEFAULT_LIMITS);
   const result = compileFiles(loaded.files, options);

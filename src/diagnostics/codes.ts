@@ -3,6 +3,7 @@
  * keeps its meaning forever (retire it, never reuse it). Ranges follow the pipeline:
  *   TRL1xxx load (files, YAML, kinds)   TRL2xxx schema   TRL3xxx references
  *   TRL4xxx meaning (semantic checks)   TRL5xxx traffic tests
+ *   TRL9xxx the compiler itself (bugs reported instead of thrown, where a caller must survive them)
  * Every code is explained in docs/diagnostics.md and has a fixture under
  * test/fixtures/diagnostics/<code>/; a test holds both to this list.
  */
@@ -77,6 +78,8 @@ export const CODES = {
   // traffic tests
   TRL5001: { name: 'traffic-test-failed', severity: 'error' },
   TRL5002: { name: 'traffic-test-invalid', severity: 'error' },
+  // the compiler itself
+  TRL9001: { name: 'internal-error', severity: 'error' },
 } as const satisfies Record<string, CodeInfo>;
 
 export type Code = keyof typeof CODES;

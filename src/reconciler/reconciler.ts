@@ -31,7 +31,7 @@ import type { Logger } from 'pino';
 import type { Ack, ControlMessage, Subscribe } from '../config/control-protocol.ts';
 import { updateFor, type Holding } from '../config/delta.ts';
 import type { ProxyConfig } from '../config/types.ts';
-import { compileFiles } from '../compiler/compile.ts';
+import { compileGuarded, type compileFiles } from '../compiler/compile.ts';
 import type { CompiledMesh } from '../compiler/emit.ts';
 import { hasErrors, type Diagnostic } from '../diagnostics/diagnostic.ts';
 import { diagnosticToJson, type DiagnosticJson } from '../diagnostics/render.ts';
@@ -123,6 +123,8 @@ export interface ReconcilerOptions {
   /** How long a push waits for new services' sidecars before sending routes that use them, in ms. */
   readonly makeBeforeBreakTimeoutMs?: number;
   readonly now?: () => number;
+  /** The compiler (default compileFiles); a test seam for a compiler that throws. */
+  readonly compile?: typeof compileFiles;
   /** Runs `fn` after `ms`; returns a cancel function. Every timer of the reconciler goes through it (endpoint debounce, make-before-break bounds), so tests drive them. */
   readonly schedule?: (fn: () => void, ms: number) => () => void;
 }
@@ -293,7 +295,10 @@ export class Reconciler {
     const { log, metrics } = this.#options;
     const started = performance.now();
     if (this.#applied?.revision.id === revision.id) return;
-    const result = compileFiles(revision.files);
+    // A compiler exception is a bug: the revision fails with TRL9001 and the last applied one stays served.
+    const result = compileGuarded(revision.files, this.#options.compile, (error) =>
+      log.error({ type: 'compiler_bug', revision: revision.id, error: error instanceof Error ? error.stack : String(error) }, `the compiler threw on revision ${revision.id.slice(0, 12)}; this is a bug in Trellis`),
+    );
     const ok = !hasErrors(result.diagnostics) && result.mesh !== undefined;
     this.#attempted = { revision, at: this.#now(), ok, diagnostics: result.diagnostics };
     metrics.reconcileDuration.observe((performance.now() - started) / 1000);

@@ -4,18 +4,22 @@
  * as a golden file, expected.txt) and a section in docs/diagnostics.md.
  *
  * A fixture folder holds `spec/` (the spec compiled), `expected.txt` and, optionally,
- * `options.json` with at most two keys:
+ * `options.json` with at most three keys:
  *   - `limits`: load limits to compile with instead of the defaults (TRL1001 uses it);
  *   - `root`: the folder to compile, relative to the fixture, instead of `spec`
- *     (TRL1010 names one that does not exist).
+ *     (TRL1010 names one that does not exist);
+ *   - `internalError`: compile through compileGuarded (as the reconciler does) with a
+ *     compiler that throws an Error with this message. TRL9001 uses it: no spec may crash
+ *     the real compiler (each such bug is fixed with its own regression test), so its
+ *     fixture shows what a crash is turned into rather than a spec that causes one.
  */
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, sep } from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { compileDir } from '../../src/compiler/compile.ts';
-import type { LoadLimits } from '../../src/compiler/load.ts';
+import { compileDir, compileGuarded } from '../../src/compiler/compile.ts';
+import { readSpecDir, type LoadLimits } from '../../src/compiler/load.ts';
 import { ALL_CODES, CODES, type Code } from '../../src/diagnostics/codes.ts';
 import { renderDiagnostics } from '../../src/diagnostics/render.ts';
 import { assertGolden } from '../helpers/golden.ts';
@@ -26,14 +30,16 @@ const DOCS = fileURLToPath(new URL('../../docs/diagnostics.md', import.meta.url)
 interface FixtureOptions {
   readonly limits?: LoadLimits;
   readonly root?: string;
+  readonly internalError?: string;
 }
 
 function readOptions(dir: string): FixtureOptions {
   const path = join(dir, 'options.json');
   if (!existsSync(path)) return {};
   const raw = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
-  for (const key of Object.keys(raw)) assert.ok(key === 'limits' || key === 'root', `${path}: unknown key "${key}" (only "limits" and "root" are understood)`);
+  for (const key of Object.keys(raw)) assert.ok(key === 'limits' || key === 'root' || key === 'internalError', `${path}: unknown key "${key}" (only "limits", "root" and "internalError" are understood)`);
   if (raw.root !== undefined) assert.equal(typeof raw.root, 'string', `${path}: "root" must be a string`);
+  if (raw.internalError !== undefined) assert.equal(typeof raw.internalError, 'string', `${path}: "internalError" must be a string`);
   if (raw.limits !== undefined) {
     const limits = raw.limits as Record<string, unknown>;
     for (const key of ['maxFileBytes', 'maxAliasCount', 'maxDepth']) assert.equal(typeof limits[key], 'number', `${path}: limits.${key} must be a number`);
@@ -46,7 +52,13 @@ async function runFixture(code: Code): Promise<{ codes: string[]; rendered: stri
   const dir = join(FIXTURES, code);
   const options = readOptions(dir);
   const root = join(dir, options.root ?? 'spec');
-  const result = await compileDir(root, options.limits ? { limits: options.limits } : {});
+  const internalError = options.internalError;
+  const result =
+    internalError === undefined
+      ? await compileDir(root, options.limits ? { limits: options.limits } : {})
+      : compileGuarded(readSpecDir(root).files, () => {
+          throw new Error(internalError);
+        });
   // Diagnostics about the spec root itself (TRL1010) name the folder compiled; keep the
   // golden files free of this machine's absolute paths.
   const rendered = renderDiagnostics(result.diagnostics, { pathPrefix: 'spec', color: false }).replaceAll(dir + sep, '');
