@@ -197,3 +197,21 @@ export async function createObjects(env: KubeEnv, objs: readonly KubeObject[]): 
   const api = k8s.KubernetesObjectApi.makeApiClient(env.kubeConfig);
   for (const o of objs) await api.create(o);
 }
+
+/**
+ * The spec of a cluster test: Mesh `mesh` in trust domain cluster.test (access allowed by
+ * default) and Service `api` (in `namespace`, or the default one when null) whose spec is
+ * the flow mapping `{ <apiSpec> }`.
+ */
+export function clusterSpec(mesh: string, namespace: string | null, apiSpec: string): string {
+  return `apiVersion: trellis.dev/v1alpha1
+kind: Mesh
+metadata: { name: ${mesh} }
+spec: { trustDomain: cluster.test, access: { default: allow } }
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: { name: api${namespace ? `, namespace: ${namespace}` : ''} }
+spec: { ${apiSpec} }
+`;
+}

@@ -14,21 +14,12 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as k8s from '@kubernetes/client-node';
 import { MeshCertificateAuthority } from '../../src/identity/ca.ts';
-import { createNamespace, createObjects, installObjects, kubeConfigWithToken, serviceAccountToken, startKubeEnv, type KubeEnv } from '../helpers/kube-env.ts';
+import { clusterSpec, createNamespace, createObjects, installObjects, kubeConfigWithToken, serviceAccountToken, startKubeEnv, type KubeEnv } from '../helpers/kube-env.ts';
 import { TOKEN, startTrellis, stopProcesses, tempDir, type Proc } from '../helpers/processes.ts';
 import { waitFor } from '../helpers/sidecar-harness.ts';
 
 const NS = 'trellis-system';
-const SPEC = `apiVersion: trellis.dev/v1alpha1
-kind: Mesh
-metadata: { name: t }
-spec: { trustDomain: cluster.test, access: { default: allow } }
----
-apiVersion: trellis.dev/v1alpha1
-kind: Service
-metadata: { name: api }
-spec: { ports: [{ port: 80 }], endpoints: { static: [{ address: 127.0.0.1, port: 9 }] } }
-`;
+const SPEC = clusterSpec('t', null, 'ports: [{ port: 80 }], endpoints: { static: [{ address: 127.0.0.1, port: 9 }] }');
 
 let env: KubeEnv;
 let core: k8s.CoreV1Api;

@@ -20,21 +20,12 @@ import * as k8s from '@kubernetes/client-node';
 import { injectPod, type PodLike } from '../../src/kubernetes/inject.ts';
 import { issueServingCertificate, serviceDnsNames } from '../../src/kubernetes/serving-certificate.ts';
 import { startWebhookServer, type WebhookServer } from '../../src/kubernetes/webhook.ts';
-import { createNamespace, createObjects, installObjects, startKubeEnv, trellisCli as cli, type KubeEnv, type KubeObject } from '../helpers/kube-env.ts';
+import { clusterSpec, createNamespace, createObjects, installObjects, startKubeEnv, trellisCli as cli, type KubeEnv, type KubeObject } from '../helpers/kube-env.ts';
 import { sidecarReady, startTrellis, stopProcesses, tempDir, type Proc } from '../helpers/processes.ts';
 import { waitFor } from '../helpers/sidecar-harness.ts';
 
 const NS = 'trellis-system';
-const SPEC = `apiVersion: trellis.dev/v1alpha1
-kind: Mesh
-metadata: { name: shop }
-spec: { trustDomain: cluster.test, access: { default: allow } }
----
-apiVersion: trellis.dev/v1alpha1
-kind: Service
-metadata: { name: api, namespace: shop }
-spec: { ports: [{ port: 80, targetPort: 8080 }], endpoints: { static: [{ address: 127.0.0.1, port: 16006 }] } }
-`;
+const SPEC = clusterSpec('shop', 'shop', 'ports: [{ port: 80, targetPort: 8080 }], endpoints: { static: [{ address: 127.0.0.1, port: 16006 }] }');
 const EXPECTED = ['kubernetes-api', 'kubernetes-version', 'namespace', 'reconciler-rbac', 'reconciler-deployment', 'webhook-configuration', 'webhook-certificate', 'webhook-reachable', 'mesh-ca', 'reconciler-status', 'sidecars'];
 
 type Obj = KubeObject;

@@ -29,7 +29,7 @@ import * as k8s from '@kubernetes/client-node';
 import { injectPod, PROXY_CONTAINER, type PodLike } from '../../src/kubernetes/inject.ts';
 import { issueServingCertificate } from '../../src/kubernetes/serving-certificate.ts';
 import { startWebhookServer, type WebhookEvent, type WebhookServer } from '../../src/kubernetes/webhook.ts';
-import { createNamespace, createObjects, installObjects, kubeConfigWithToken, serviceAccountToken, startKubeEnv, trellisOutput as cli, yamlObjects as docs, type KubeEnv, type KubeObject } from '../helpers/kube-env.ts';
+import { clusterSpec, createNamespace, createObjects, installObjects, kubeConfigWithToken, serviceAccountToken, startKubeEnv, trellisOutput as cli, yamlObjects as docs, type KubeEnv, type KubeObject } from '../helpers/kube-env.ts';
 import { sidecarReady, startTrellis, stopProcesses, tempDir, type Proc } from '../helpers/processes.ts';
 import { waitFor } from '../helpers/sidecar-harness.ts';
 
@@ -38,16 +38,7 @@ const DEPLOY = new URL('../../deploy/', import.meta.url).pathname;
 const run = promisify(execFile);
 /** kubectl, when this machine has it (it brings kustomize). */
 const kubectl = () => ['/usr/bin/kubectl', '/usr/local/bin/kubectl'].find((p) => existsSync(p));
-const SPEC = `apiVersion: trellis.dev/v1alpha1
-kind: Mesh
-metadata: { name: shop }
-spec: { trustDomain: cluster.test, access: { default: allow } }
----
-apiVersion: trellis.dev/v1alpha1
-kind: Service
-metadata: { name: api, namespace: shop }
-spec: { serviceAccount: api, ports: [{ port: 80, targetPort: 8080 }], endpoints: { kubernetes: {} } }
-`;
+const SPEC = clusterSpec('shop', 'shop', 'serviceAccount: api, ports: [{ port: 80, targetPort: 8080 }], endpoints: { kubernetes: {} }');
 
 type Obj = KubeObject;
 
