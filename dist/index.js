@@ -63558,6 +63558,24 @@ var Checker = class {
     this.settings = meshSettings(spec.mesh?.doc);
     this.identities = new Map([...spec.services].map(([key, svc]) => [key, serviceIdentity(this.settings.trustDomain, svc.doc)]));
   }
+  /**
+   * Service keys by identity, in service order (several services may share one): an exact
+   * `from` entry finds its callers here rather than by a scan of every service, which made
+   * a mesh with a policy per service quadratic.
+   */
+  get servicesByIdentity() {
+    if (!this.#servicesByIdentity) {
+      const index = /* @__PURE__ */ new Map();
+      for (const [key, id] of this.identities) {
+        const list = index.get(id);
+        if (list) list.push(key);
+        else index.set(id, [key]);
+      }
+      this.#servicesByIdentity = index;
+    }
+    return this.#servicesByIdentity;
+  }
+  #servicesByIdentity;
   report(...args) {
     this.diagnostics.push(diagnostic(...args));
   }
@@ -63809,6 +63827,10 @@ var Checker = class {
     const callers = /* @__PURE__ */ new Set();
     const rules = [];
     const admitted = (entry) => {
+      if (!entry.endsWith("/*")) {
+        for (const key of this.servicesByIdentity.get(entry) ?? []) callers.add(key);
+        return;
+      }
       for (const [key, id] of this.identities) if (admitsCaller(entry, id)) callers.add(key);
     };
     for (const p of policies) {

@@ -94,6 +94,25 @@ class Checker {
     this.identities = new Map([...spec.services].map(([key, svc]) => [key, serviceIdentity(this.settings.trustDomain, svc.doc)]));
   }
 
+  /**
+   * Service keys by identity, in service order (several services may share one): an exact
+   * `from` entry finds its callers here rather than by a scan of every service, which made
+   * a mesh with a policy per service quadratic.
+   */
+  get servicesByIdentity(): ReadonlyMap<string, readonly string[]> {
+    if (!this.#servicesByIdentity) {
+      const index = new Map<string, string[]>();
+      for (const [key, id] of this.identities) {
+        const list = index.get(id);
+        if (list) list.push(key);
+        else index.set(id, [key]);
+      }
+      this.#servicesByIdentity = index;
+    }
+    return this.#servicesByIdentity;
+  }
+  #servicesByIdentity: Map<string, string[]> | undefined;
+
   report(...args: Parameters<typeof diagnostic>): void {
     this.diagnostics.push(diagnostic(...args));
   }
@@ -369,6 +388,10 @@ class Checker {
     // Services whose identity an identity or namespace source admits are callers too (in
     // service order); several services sharing a ServiceAccount identity are all admitted.
     const admitted = (entry: string) => {
+      if (!entry.endsWith('/*')) {
+        for (const key of this.servicesByIdentity.get(entry) ?? []) callers.add(key);
+        return;
+      }
       for (const [key, id] of this.identities) if (admitsCaller(entry, id)) callers.add(key);
     };
     for (const p of policies) {
