@@ -406,7 +406,14 @@ export class Reconciler {
           this.#options.log.info({ type: 'config_held', service: record.service, node: record.node, waitingOn }, 'config held until the services it newly routes to can serve');
           (this.#options.schedule ?? defaultSchedule)(() => this.#releaseHeld(), this.#mbbMs());
           record.hold = { waitingOn, since: this.#now(), settled: new Promise<void>((resolve) => record.onSettled.push(resolve)) };
-        } else record.hold = { ...record.hold, waitingOn };
+        } else {
+          record.hold = { ...record.hold, waitingOn };
+          // A timer can fire a little before the clock reads the whole wait (Node's timers run on a
+          // monotonic clock, Date.now() on the wall clock): look again when the rest has passed,
+          // or the hold would last until some other event.
+          const rest = record.hold.since + this.#mbbMs() - this.#now();
+          if (rest > 0) (this.#options.schedule ?? defaultSchedule)(() => this.#releaseHeld(), rest);
+        }
         return record.hold.settled;
       }
       if (record.hold) this.#options.log.info({ type: 'config_released', service: record.service, node: record.node, heldMs: this.#now() - record.hold.since }, 'held config released');

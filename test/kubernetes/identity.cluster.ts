@@ -147,6 +147,8 @@ async function subscribe(service: string, token: string): Promise<{ status: numb
   });
   if (res.statusCode !== 200) return { status: res.statusCode, body: (await res.body.json()) as Record<string, unknown> };
   let buffered = '';
+  // A config that never comes is a failure, not a hang: the longest the reconciler may hold one back is 5 s.
+  const timer = setTimeout(() => controller.abort(new Error(`no config for ${service} within 15 s`)), 15_000);
   try {
     for await (const chunk of res.body) {
       buffered += (chunk as Buffer).toString();
@@ -156,6 +158,7 @@ async function subscribe(service: string, token: string): Promise<{ status: numb
       }
     }
   } finally {
+    clearTimeout(timer);
     controller.abort();
   }
   return { status: 200, body: {} };

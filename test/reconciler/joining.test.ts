@@ -41,7 +41,8 @@ class MemorySource implements Source {
   async stop(): Promise<void> {}
 }
 
-async function setUp() {
+/** `earlyMs`: timers fire this much before the clock reads their due time, as Node's timers can against `Date.now()`. */
+async function setUp(earlyMs = 0) {
   let now = 1_000;
   const timers: Array<{ at: number; fn: () => void }> = [];
   const source = new MemorySource();
@@ -51,7 +52,7 @@ async function setUp() {
     metrics: new ReconcilerMetrics(),
     now: () => now,
     schedule: (fn, ms) => {
-      const timer = { at: now + ms, fn };
+      const timer = { at: now + ms - earlyMs, fn };
       timers.push(timer);
       return () => timers.splice(timers.indexOf(timer), 1);
     },
@@ -122,6 +123,16 @@ describe('joining services (make-before-break)', () => {
     assert.equal(web.configs().length, 1, 'sent when the wait ran out');
     const again = join('web', 'web-2');
     assert.equal(again.configs().length, 1, 'a later caller does not wait again for a service that never came');
+  });
+
+  test('a wait whose timer fires a little before the clock reads the timeout still ends (it is looked at again)', async () => {
+    const { join, advance } = await setUp(1);
+    const web = join('web', 'web-1');
+    advance(4_999);
+    assert.equal(web.configs().length, 0, 'the timer fired, but the clock says the wait has not run out');
+    advance(1);
+    advance(1);
+    assert.equal(web.configs().length, 1, 'sent once the clock reads the timeout');
   });
 
   test('a connected callee that never acknowledges holds a caller for the timeout at most', async () => {
