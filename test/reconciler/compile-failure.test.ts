@@ -9,32 +9,15 @@
  * reconciler and its HTTP server, sidecars on the control protocol.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { pino } from 'pino';
 import { compileFiles } from '../../src/compiler/compile.ts';
 import type { SourceFile } from '../../src/diagnostics/source-file.ts';
-import { CertificateIssuer } from '../../src/reconciler/certificates.ts';
-import { GitSource } from '../../src/reconciler/git-source.ts';
-import { ReconcilerMetrics } from '../../src/reconciler/metrics.ts';
-import { Reconciler, type ReconcilerStatus } from '../../src/reconciler/reconciler.ts';
-import { ReconcilerServer } from '../../src/reconciler/server.ts';
-import { createRepo, type TestRepo } from '../helpers/git.ts';
-import { testCa } from '../helpers/identity.ts';
-import { cleanup, startSidecar, startUpstream, waitFor, type RunningSidecar } from '../helpers/sidecar-harness.ts';
+import { createRepo } from '../helpers/git.ts';
+import { meshedSidecar, reconcilerStatus, startGitReconciler, stopReconcilers, trackRepo } from '../helpers/reconciler-harness.ts';
+import { waitFor } from '../helpers/sidecar-harness.ts';
 
-const TOKEN = 'control-token-for-tests';
-const repos: TestRepo[] = [];
-const stops: Array<() => Promise<void>> = [];
-const dirs: string[] = [];
-after(async () => {
-  for (const stop of stops.reverse()) await stop().catch(() => undefined);
-  await cleanup();
-  for (const r of repos) r.remove();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
+after(stopReconcilers);
 
 const MESH = `apiVersion: trellis.dev/v1alpha1
 kind: Mesh
@@ -73,31 +56,13 @@ function crashingCompile(files: readonly SourceFile[]) {
   return compileFiles(files);
 }
 
-async function meshedSidecar(service: string, url: string): Promise<RunningSidecar> {
-  const app = await startUpstream(service);
-  return startSidecar(undefined, { service, app: { host: '127.0.0.1', port: app.port }, control: { url, token: TOKEN, node: `${service}-0` } });
-}
-
 test('a compiler exception fails the revision with TRL9001; the last good snapshot stays served and the next revision applies', async () => {
-  const repo = createRepo();
-  repos.push(repo);
+  const repo = trackRepo(createRepo());
   const good = repo.commit({ 'mesh.yaml': MESH }, 'Two services');
-  const cacheDir = mkdtempSync(join(tmpdir(), 'trellis-cache-'));
-  dirs.push(cacheDir);
   const logged: Array<Record<string, unknown>> = [];
   const log = pino({ level: 'info' }, { write: (line: string) => void logged.push(JSON.parse(line) as Record<string, unknown>) });
-  const metrics = new ReconcilerMetrics();
-  const source = new GitSource({ url: repo.url, branch: 'main', cacheDir, intervalMs: 3_600_000 });
-  const reconciler = new Reconciler({ source, log, metrics, compile: crashingCompile, makeBeforeBreakTimeoutMs: 100 });
-  const certificates = new CertificateIssuer({ ca: await testCa(), ttlMs: 3600_000, reconciler, metrics, log: pino({ level: 'silent' }) });
-  const server = new ReconcilerServer({ reconciler, metrics, token: TOKEN, certificates });
-  stops.push(async () => {
-    await reconciler.stop();
-    await server.close();
-  });
-  const url = `http://127.0.0.1:${(await server.listen('127.0.0.1', 0)).port}`;
-  const status = async () => (await (await fetch(`${url}/status`)).json()) as ReconcilerStatus;
-  await reconciler.start();
+  const { reconciler, url } = await startGitReconciler(repo, { log, compile: crashingCompile, makeBeforeBreakTimeoutMs: 100 });
+  const status = () => reconcilerStatus(url);
   await waitFor(() => reconciler.applied?.revision.id === good, 'the first revision to be applied');
   // Sidecars of every service but web; callers' routes to web wait for it (make-before-break),
   // so the waits allow for that bound (5 s).

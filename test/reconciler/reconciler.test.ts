@@ -5,30 +5,12 @@
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { after, describe, test } from 'node:test';
-import { pino } from 'pino';
-import { GitSource } from '../../src/reconciler/git-source.ts';
-import { ReconcilerMetrics } from '../../src/reconciler/metrics.ts';
-import { Reconciler, type ReconcilerStatus } from '../../src/reconciler/reconciler.ts';
-import { CertificateIssuer } from '../../src/reconciler/certificates.ts';
-import { testCa } from '../helpers/identity.ts';
-import { ReconcilerServer } from '../../src/reconciler/server.ts';
 import { createRepo, type TestRepo } from '../helpers/git.ts';
-import { cleanup, send, startSidecar, startUpstream, waitFor, type RunningSidecar } from '../helpers/sidecar-harness.ts';
+import { meshedSidecar, reconcilerStatus, startGitReconciler, stopReconcilers, trackRepo } from '../helpers/reconciler-harness.ts';
+import { send, waitFor } from '../helpers/sidecar-harness.ts';
 import { compileTexts } from '../helpers/spec.ts';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 
-const TOKEN = 'control-token-for-tests';
-const repos: TestRepo[] = [];
-const stops: Array<() => Promise<void>> = [];
-const dirs: string[] = [];
-after(async () => {
-  for (const stop of stops.reverse()) await stop().catch(() => undefined);
-  await cleanup();
-  for (const r of repos) r.remove();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
+after(stopReconcilers);
 
 const MESH = `apiVersion: trellis.dev/v1alpha1
 kind: Mesh
@@ -63,40 +45,12 @@ spec:
 `;
 }
 
-async function startReconciler(repo: TestRepo, options: { webhookSecret?: string; intervalMs?: number } = {}) {
-  const cacheDir = mkdtempSync(join(tmpdir(), 'trellis-cache-'));
-  dirs.push(cacheDir);
-  const metrics = new ReconcilerMetrics();
-  const source = new GitSource({ url: repo.url, branch: 'main', cacheDir, intervalMs: options.intervalMs ?? 3_600_000 });
-  const reconciler = new Reconciler({ source, log: pino({ level: 'silent' }), metrics });
-  const certificates = new CertificateIssuer({ ca: await testCa(), ttlMs: 3600_000, reconciler, metrics, log: pino({ level: 'silent' }) });
-  const server = new ReconcilerServer({ reconciler, metrics, token: TOKEN, certificates, ...(options.webhookSecret ? { webhookSecret: options.webhookSecret } : {}) });
-  const stop = async () => {
-    await reconciler.stop();
-    await server.close();
-  };
-  stops.push(stop);
-  const address = await server.listen('127.0.0.1', 0);
-  await reconciler.start();
-  return { reconciler, url: `http://127.0.0.1:${address.port}`, metrics, stop };
-}
-
-/** A sidecar for `service` subscribed to the reconciler at `url`, with an app answering its name. */
-async function meshedSidecar(service: string, url: string): Promise<RunningSidecar> {
-  const app = await startUpstream(service);
-  return startSidecar(undefined, { service, app: { host: '127.0.0.1', port: app.port }, control: { url, token: TOKEN, node: `${service}-0` } });
-}
-
-async function status(url: string): Promise<ReconcilerStatus> {
-  return (await (await fetch(`${url}/status`)).json()) as ReconcilerStatus;
-}
-
 describe('reconciler', () => {
   test('a commit reaches every sidecar; a change reaches only the sidecars it changes', async () => {
     const repo = createRepo();
-    repos.push(repo);
+    trackRepo(repo);
     repo.commit({ 'mesh.yaml': MESH }, 'Empty mesh');
-    const rec = await startReconciler(repo);
+    const rec = await startGitReconciler(repo);
     const [client, api, v2] = [await meshedSidecar('client', rec.url), await meshedSidecar('api', rec.url), await meshedSidecar('api-v2', rec.url)];
     const ports = { client: client.inbound, api: api.inbound, 'api-v2': v2.inbound };
     // Default deny: only client may call api and api-v2, so only client's config holds their routes.
@@ -114,7 +68,7 @@ spec:
     // Ready: running the commit with a certificate for it (sidecars that join together get their certificates in parallel).
     await waitFor(() => [client, api, v2].every((s) => s.sidecar.ready && s.sidecar.store.current!.version === expected.configs.get(s.sidecar.store.current!.service)?.version), 'every sidecar to run the commit, ready');
     assert.equal((await send(client.outbound, 'api', '/')).body, 'api');
-    let st = await status(rec.url);
+    let st = await reconcilerStatus(rec.url);
     assert.equal(st.applied?.revision, sha);
     assert.deepEqual(st.summary, { sidecars: 3, connected: 3, inSync: 3 });
 
@@ -123,31 +77,31 @@ spec:
     repo.commit(moved, 'Move api traffic to api-v2');
     rec.reconciler.poke();
     await waitFor(async () => (await send(client.outbound, 'api', '/')).body === 'api-v2', 'the new route to reach the caller');
-    st = await status(rec.url);
+    st = await reconcilerStatus(rec.url);
     const sent = new Map(st.sidecars.map((s) => [s.service, s.bytesSent - bytesBefore.get(s.service)!]));
     assert.equal(sent.get('api'), 0, 'a sidecar whose config did not change gets nothing');
     assert.equal(sent.get('api-v2'), 0);
     assert.ok(sent.get('client')! > 0 && sent.get('client')! <= 2048, `a one-route change sends at most 2 KB, sent ${sent.get('client')}`);
-    await waitFor(async () => (await status(rec.url)).summary.inSync === 3, 'acks');
+    await waitFor(async () => (await reconcilerStatus(rec.url)).summary.inSync === 3, 'acks');
   });
 
   test('a commit that does not compile reaches no sidecar; the next good one recovers', async () => {
     const repo = createRepo();
-    repos.push(repo);
+    trackRepo(repo);
     repo.commit({ 'mesh.yaml': MESH }, 'Empty mesh');
-    const rec = await startReconciler(repo);
+    const rec = await startGitReconciler(repo);
     const client = await meshedSidecar('client', rec.url);
     const api = await meshedSidecar('api', rec.url);
     const files = { 'mesh.yaml': MESH + services({ client: client.inbound, api: api.inbound }) };
     const good = repo.commit(files, 'Add services');
     rec.reconciler.poke();
-    await waitFor(async () => (await status(rec.url)).summary.inSync === 2, 'first commit applied');
+    await waitFor(async () => (await reconcilerStatus(rec.url)).summary.inSync === 2, 'first commit applied');
     const version = client.sidecar.store.current!.version;
 
     const bad = repo.commit({ 'route.yaml': split({ 'api-v3': 1 }) }, 'Route to a service that does not exist');
     rec.reconciler.poke();
-    await waitFor(async () => (await status(rec.url)).attempted?.revision === bad, 'the bad commit to be attempted');
-    const st = await status(rec.url);
+    await waitFor(async () => (await reconcilerStatus(rec.url)).attempted?.revision === bad, 'the bad commit to be attempted');
+    const st = await reconcilerStatus(rec.url);
     assert.equal(st.attempted!.ok, false);
     assert.equal(st.applied!.revision, good, 'the mesh stays on the last good revision');
     const error = st.attempted!.diagnostics.find((d) => d.code === 'TRL3003')!;
@@ -157,16 +111,16 @@ spec:
 
     const fixed = repo.commit({ 'route.yaml': split({ api: 1 }) }, 'Fix the route');
     rec.reconciler.poke();
-    await waitFor(async () => (await status(rec.url)).applied?.revision === fixed, 'the fix to be applied');
-    await waitFor(async () => (await status(rec.url)).summary.inSync === 2, 'sidecars in sync again');
+    await waitFor(async () => (await reconcilerStatus(rec.url)).applied?.revision === fixed, 'the fix to be applied');
+    await waitFor(async () => (await reconcilerStatus(rec.url)).summary.inSync === 2, 'sidecars in sync again');
   });
 
   test('a force-push is followed, and a signed webhook triggers a fetch at once', async () => {
     const repo = createRepo();
-    repos.push(repo);
+    trackRepo(repo);
     const secret = 'webhook-secret';
     const first = repo.commit({ 'mesh.yaml': MESH + services({ client: 9, api: 9 }) }, 'One');
-    const rec = await startReconciler(repo, { webhookSecret: secret });
+    const rec = await startGitReconciler(repo, { webhookSecret: secret });
     await waitFor(() => rec.reconciler.applied?.revision.id === first, 'first revision');
     repo.commit({ 'route.yaml': split({ api: 1 }) }, 'Two');
     const hook = (body: string, signature: string) => fetch(`${rec.url}/hooks/git`, { method: 'POST', body, headers: { 'x-hub-signature-256': signature, 'x-github-delivery': 'a1b2c3d4-0000-4000-8000-000000000001', 'content-type': 'application/json' } });
@@ -182,9 +136,9 @@ spec:
 
   test('sidecars must authenticate', async () => {
     const repo = createRepo();
-    repos.push(repo);
+    trackRepo(repo);
     repo.commit({ 'mesh.yaml': MESH }, 'Empty mesh');
-    const rec = await startReconciler(repo);
+    const rec = await startGitReconciler(repo);
     const r = await fetch(`${rec.url}/v1/stream`, { method: 'POST', body: JSON.stringify({ service: 'x', node: 'n', version: null, resources: {} }), headers: { authorization: 'Bearer wrong' } });
     assert.equal(r.status, 401);
   });
