@@ -152,7 +152,12 @@ describe('the trellis image', () => {
     const sidecar = `trellis-image-controlled-${process.pid}`;
     await startDetached(sidecar, [TAG, 'sidecar', '--control', `http://127.0.0.1:${control}`, '--service', 'checkout', '--admin', `127.0.0.1:${admin}`, '--inbound', `127.0.0.1:${inbound}`, '--outbound', `127.0.0.1:${outbound}`, '--state-dir', '/tmp/state'], token);
     await until('the controlled sidecar to be ready', () => readyz(admin)).catch(async (err: Error) => assert.fail(`${err.message}\nreconciler: ${await logs(reconciler)}\nsidecar: ${await logs(sidecar)}`));
-    const status = (await (await fetch(`http://127.0.0.1:${control}/status`)).json()) as { summary: { connected: number; inSync: number } };
-    assert.deepEqual({ connected: status.summary.connected, inSync: status.summary.inSync }, { connected: 1, inSync: 1 });
+    // The sidecar turns ready when it applies the config; its acknowledgement reaches the reconciler a moment later.
+    let summary = { connected: 0, inSync: 0 };
+    await until('the reconciler to count the sidecar in sync', async () => {
+      summary = ((await (await fetch(`http://127.0.0.1:${control}/status`)).json()) as { summary: typeof summary }).summary;
+      return summary.inSync === 1;
+    }, 10_000).catch(() => undefined);
+    assert.deepEqual({ connected: summary.connected, inSync: summary.inSync }, { connected: 1, inSync: 1 });
   });
 });
