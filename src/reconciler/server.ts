@@ -9,6 +9,8 @@
  * ServiceAccount token (see auth.ts); a ServiceAccount acts only for its own services.
  *   POST /hooks/git    GitHub-style push webhook (HMAC-SHA256 signature, X-GitHub-Delivery id) → 202, fetch
  *                      soon (coalesced, never during a fetch backoff); a delivery id seen before → 409
+ *   POST /v1/stats     a sidecar's traffic aggregates since its last report (bearer token) → 204
+ *   GET  /v1/stats     golden metrics per service, edge and route (?window=1m&from=&to=&route=&namespace=), JSON
  *   GET  /status       what is attempted, applied, and where every sidecar stands (JSON)
  *   GET  /metrics      Prometheus text
  *   GET  /healthz      200 while serving;  GET /readyz  200 once a revision is applied and (with discovery) its endpoints are listed
@@ -22,12 +24,16 @@ import { isServiceKey } from '../spec/names.ts';
 import { authorizeService, controlAuthenticator, type Authenticator, type AuthRefusal, type Principal } from './auth.ts';
 import { MAX_CSR_BYTES, type CertificateIssuer } from './certificates.ts';
 import type { Logger } from 'pino';
+import { isStatsReport, MeshStats, parseWindow } from '../dashboard/mesh-stats.ts';
+import { STATS_PATH } from '../sidecar/stats-report.ts';
 import type { ReconcilerMetrics } from './metrics.ts';
 import type { AppliedRevision, Reconciler, SidecarRecord } from './reconciler.ts';
 
 /** A subscribe lists every resource version a sidecar holds: generous for large configs. */
 const MAX_SUBSCRIBE_BYTES = 8 * 1024 * 1024;
 const MAX_WEBHOOK_BYTES = 1024 * 1024;
+/** A stats report holds one entry per series a sidecar has seen: a few thousand at most. */
+const MAX_STATS_BYTES = 2 * 1024 * 1024;
 
 /**
  * How many webhook delivery ids are remembered, and for how long: a replayed delivery is
@@ -94,6 +100,8 @@ export interface ReconcilerServerOptions {
   readonly log?: Logger;
   /** Clock for the webhook delivery window, epoch ms; default Date.now. */
   readonly now?: () => number;
+  /** Where sidecar stats reports are kept; default a MeshStats on `now`. */
+  readonly stats?: MeshStats;
 }
 
 function isSubscribe(v: unknown): v is Subscribe {
@@ -133,9 +141,12 @@ export class ReconcilerServer {
   readonly #streams = new Set<{ record: SidecarRecord; ping: NodeJS.Timeout }>();
   readonly #auth: Authenticator;
   readonly #deliveries: RecentDeliveries;
+  /** The traffic sidecars report, for `trellis stat` and the dashboard. */
+  readonly stats: MeshStats;
 
   constructor(options: ReconcilerServerOptions) {
     this.#o = options;
+    this.stats = options.stats ?? new MeshStats({ now: options.now ?? Date.now });
     this.#deliveries = new RecentDeliveries({ ...WEBHOOK_DELIVERY_MEMORY, now: options.now ?? Date.now });
     this.#auth = controlAuthenticator({ ...(options.token !== undefined ? { sharedToken: options.token } : {}), ...(options.authenticator ? { serviceAccounts: options.authenticator } : {}) });
     this.#server = createServer({ requestTimeout: 0, headersTimeout: 10_000, keepAliveTimeout: 5000 }, (req, res) => {
@@ -229,6 +240,25 @@ export class ReconcilerServer {
             hooks.inc({ result: 'accepted' });
             r.poke();
             return sendJson(res, 202, { accepted: true });
+          }
+          case `POST ${STATS_PATH}`: {
+            const who = await this.#auth.authenticate(bearerOf(req));
+            if (!who.ok) return this.#refuse(res, path, who);
+            const body = await readJsonBody(req, MAX_STATS_BYTES);
+            if (!body.ok) return sendJson(res, body.status, { error: body.error });
+            if (!isStatsReport(body.value)) return sendJson(res, 400, { error: 'invalid_stats', message: 'need service, node, intervalMs, bounds, requests, latencies, access and tls' });
+            const allowed = authorizeService(who.principal, body.value.service, appliedIdentity(r.applied, body.value.service));
+            if (!allowed.ok) return this.#refuse(res, path, allowed, who.principal, body.value.service);
+            this.stats.record(body.value);
+            res.writeHead(204).end();
+            return;
+          }
+          case `GET ${STATS_PATH}`: {
+            const q = new URL(req.url ?? '/', 'http://reconciler').searchParams;
+            const windowMs = parseWindow(q.get('window') ?? '1m');
+            if (windowMs === undefined || windowMs <= 0) return sendJson(res, 400, { error: 'invalid_window', message: 'window is a duration such as 30s, 1m or 5m' });
+            const opt = (name: string) => (q.get(name) ? { [name]: q.get(name)! } : {});
+            return sendJson(res, 200, this.stats.query({ windowMs, ...opt('from'), ...opt('to'), ...opt('route'), ...opt('namespace') }));
           }
           case 'GET /status':
             return sendJson(res, 200, r.status());

@@ -1,0 +1,86 @@
+/**
+ * GET /v1/stats against a real mesh: a reconciler, three sidecars over mTLS and upstream
+ * apps; the client sends known traffic (successes, failures, a slow answer, requests the
+ * access policy refuses), every sidecar reports, and the reconciler's numbers must match
+ * what was sent.
+ */
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import type { StatsView } from '../../src/dashboard/mesh-stats.ts';
+import { send } from '../helpers/sidecar-harness.ts';
+import { startStatsMesh, TOKEN, type StatsMesh } from './stats-mesh.ts';
+
+let mesh: StatsMesh;
+before(async () => {
+  mesh = await startStatsMesh({ delayMs: 30 });
+});
+after(() => mesh.stop());
+
+async function stats(query = ''): Promise<StatsView> {
+  const res = await fetch(`${mesh.url}/v1/stats${query}`);
+  assert.equal(res.status, 200);
+  return (await res.json()) as StatsView;
+}
+
+test('the reconciler counts what the client sent: requests, failures, denials, latency quantiles, per edge, route and service', async () => {
+  const statuses: number[] = [];
+  for (let i = 0; i < 30; i++) statuses.push((await send(mesh.client.outbound, 'api', '/')).status);
+  for (let i = 0; i < 10; i++) statuses.push((await send(mesh.client.outbound, 'api', '/status/503')).status);
+  // The access policy admits GET only: these are refused by api's sidecar.
+  for (let i = 0; i < 4; i++) statuses.push((await send(mesh.client.outbound, 'api', '/', { method: 'DELETE' })).status);
+  assert.deepEqual(
+    [statuses.filter((s) => s === 200).length, statuses.filter((s) => s === 503).length, statuses.filter((s) => s === 403).length],
+    [30, 10, 4],
+  );
+  await mesh.report();
+
+  const view = await stats('?window=1m');
+  const edge = view.edges.find((e) => e.source === 'client' && e.destination === 'api');
+  assert.ok(edge, `client → api edge in ${JSON.stringify(view.edges)}`);
+  assert.equal(edge.requests, 44);
+  assert.equal(edge.failures, 10);
+  assert.equal(edge.denied, 4);
+  assert.equal(edge.successRate, Number((34 / 44).toFixed(4)));
+  // Every answer took the app's 30 ms (denials are answered at once, 4 of 44 < 5%): p50 and p95 lie in the 25–50 ms bucket.
+  assert.ok(edge.p50! >= 0.025 && edge.p50! <= 0.05, `p50 ${edge.p50}`);
+  assert.ok(edge.p95! >= 0.025 && edge.p95! <= 0.05, `p95 ${edge.p95}`);
+  assert.ok(edge.p99! >= 0.025 && edge.p99! <= 0.1, `p99 ${edge.p99}`);
+  assert.ok(edge.rps > 0 && edge.rps <= 44 / view.coveredSeconds + 1e-6, `rps ${edge.rps} over ${view.coveredSeconds} s`);
+
+  const route = view.routes.find((r) => r.source === 'client' && r.destination === 'api');
+  assert.equal(route?.route, 'api-split');
+  assert.equal(route.requests, 44);
+
+  // What api served, as its own sidecar counted it (inbound).
+  const api = view.services.find((s) => s.service === 'api');
+  assert.equal(api?.reporter, 'inbound');
+  assert.equal(api.requests, 44);
+  assert.equal(api.failures, 10);
+  assert.equal(api.denied, 4);
+  const denials = view.access.filter((a) => a.service === 'api' && a.what === 'denied');
+  assert.equal(denials.reduce((n, a) => n + a.count, 0), 4);
+  assert.equal(view.access.filter((a) => a.service === 'api' && a.what === 'allowed').reduce((n, a) => n + a.count, 0), 40);
+  assert.deepEqual(view.tls, []);
+
+  // A report with nothing new adds nothing.
+  await mesh.report();
+  assert.equal((await stats()).edges.find((e) => e.source === 'client' && e.destination === 'api')?.requests, 44);
+});
+
+test('filters: --from, --to, --route and --namespace narrow the view; a bad window is refused', async () => {
+  assert.deepEqual((await stats('?to=api-v2')).edges, []);
+  assert.equal((await stats('?from=client')).edges.length, 1);
+  assert.deepEqual((await stats('?route=other')).routes, []);
+  assert.deepEqual((await stats('?namespace=elsewhere')).services, []);
+  assert.equal((await stats('?namespace=default')).services.length, 1);
+  const bad = await fetch(`${mesh.url}/v1/stats?window=soon`);
+  assert.equal(bad.status, 400);
+  assert.equal(((await bad.json()) as { error: string }).error, 'invalid_window');
+});
+
+test('reports need the control token and a well-formed body', async () => {
+  const post = (token: string, body: unknown) => fetch(`${mesh.url}/v1/stats`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  assert.equal((await post('wrong', { service: 'api' })).status, 401);
+  const malformed = await post(TOKEN, { service: 'api', node: 'x', intervalMs: 1, bounds: [], requests: [{ count: 'many' }], latencies: [], access: [], tls: [] });
+  assert.equal(malformed.status, 400);
+});
