@@ -115,6 +115,8 @@ export interface StatsView {
   readonly windowMs: number;
   /** Seconds the rates are computed over: the window, or less while the reconciler has not been receiving reports that long. */
   readonly coveredSeconds: number;
+  /** The reconciler has been receiving reports for less than the window (rates are over that shorter time). */
+  readonly warmingUp: boolean;
   /** Per service, what it served. */
   readonly services: readonly ServiceStats[];
   /** Per caller → backend service, as the caller's sidecar saw it (outbound). */
@@ -334,6 +336,7 @@ export class MeshStats {
       at: new Date(now).toISOString(),
       windowMs,
       coveredSeconds: round(coveredMs / 1000, 3),
+      warmingUp: (this.#since ?? now) > first * this.#bucketMs,
       services,
       edges: byKey(edges, ([source, destination], g) => ({ source: source!, destination: destination!, ...g })),
       routes: byKey(routes, ([source, destination, route], g) => ({ source: source!, destination: destination!, route: route!, ...g })),
