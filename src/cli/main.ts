@@ -104,6 +104,16 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .addOption(formatOption())
     .action(async (opts: { url: string; format: 'text' | 'json' }) => setCode(await (await import('./status.ts')).runStatus(opts, io)));
 
+  sub('stat')
+    .description('traffic per service, edge (caller → backend) and route: success rate, requests per second, p50/p95/p99 latency, from what sidecars report to the reconciler')
+    .option('--url <url>', 'reconciler address', 'http://127.0.0.1:15010')
+    .option('--window <duration>', 'how far back to look (10s to 15m)', '1m')
+    .option('--namespace <ns>', 'only services of this namespace')
+    .option('--from <service>', 'only calls from this service')
+    .option('--to <service>', 'only calls to this service')
+    .option('--route <name>', 'only this HTTPRoute')
+    .addOption(new Option('--format <format>', 'output format: text or json (both to stdout)').default('text').argParser(parseFormat))
+    .action(async (flags: import('./stat.ts').StatFlags) => setCode(await (await import('./stat.ts')).runStat(flags, io)));
   sub('test')
     .description("run the spec's TrafficTests against the compiled mesh; exit 1 when one fails")
     .argument('[dir]', 'spec folder', '.')
