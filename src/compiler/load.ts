@@ -10,6 +10,7 @@ import * as YAML from 'yaml';
 import { diagnostic, type Diagnostic, type Span } from '../diagnostics/diagnostic.ts';
 import { SourceFile } from '../diagnostics/source-file.ts';
 import { KIND_API_VERSIONS, type SpecKind } from '../spec/types.ts';
+import { CORE_BOOL, CORE_FLOAT, CORE_INT, coreFloat, coreInt, isCoreNull, locatePlain, parsePlainYaml, type PlainDocument } from './plain-yaml.ts';
 import { closest } from './suggest.ts';
 
 /** Limits that keep hostile or broken YAML from costing more than a bad diagnostic. */
@@ -291,6 +292,15 @@ export function parseSpecFiles(files: readonly SourceFile[], limits: LoadLimits 
       diagnostics.push(diagnostic('TRL1005', `YAML nests deeper than ${limits.maxDepth} levels`, spanOf(file, [deep, deep + 1]), { hint: 'flatten the structure; real specs nest a dozen levels at most' }));
       continue;
     }
+    const plain = parsePlainYaml(file.text);
+    if (plain) {
+      plainDocuments.set(file, plain);
+      plain.forEach((doc, index) => {
+        const classified = classify(file, index, doc.value, diagnostics);
+        if (classified) documents.push(classified);
+      });
+      continue;
+    }
     const values = parseWithFastPath(file.text);
     if (values) {
       values.forEach((value, index) => {
@@ -324,31 +334,24 @@ export function parseSpecFiles(files: readonly SourceFile[], limits: LoadLimits 
  * reads as strings.
  */
 const YAML_12_CORE = (() => {
-  const INT = /^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$/;
-  const FLOAT = /^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$/;
   const int = new jsYaml.Type('tag:yaml.org,2002:int', {
     kind: 'scalar',
-    resolve: (s: unknown) => typeof s === 'string' && INT.test(s),
-    construct: (s: string) => (s.startsWith('0o') ? parseInt(s.slice(2), 8) : s.startsWith('0x') ? parseInt(s.slice(2), 16) : Number(s)),
+    resolve: (s: unknown) => typeof s === 'string' && CORE_INT.test(s),
+    construct: coreInt,
   });
   const float = new jsYaml.Type('tag:yaml.org,2002:float', {
     kind: 'scalar',
-    resolve: (s: unknown) => typeof s === 'string' && FLOAT.test(s),
-    construct: (s: string) => {
-      const lower = s.toLowerCase();
-      if (lower.endsWith('.inf')) return s.startsWith('-') ? -Infinity : Infinity;
-      if (lower === '.nan') return NaN;
-      return Number(s);
-    },
+    resolve: (s: unknown) => typeof s === 'string' && CORE_FLOAT.test(s),
+    construct: coreFloat,
   });
   const nul = new jsYaml.Type('tag:yaml.org,2002:null', {
     kind: 'scalar',
-    resolve: (s: unknown) => s === null || s === '' || s === '~' || s === 'null' || s === 'Null' || s === 'NULL',
+    resolve: (s: unknown) => s === null || (typeof s === 'string' && isCoreNull(s)),
     construct: () => null,
   });
   const bool = new jsYaml.Type('tag:yaml.org,2002:bool', {
     kind: 'scalar',
-    resolve: (s: unknown) => typeof s === 'string' && /^(?:true|True|TRUE|false|False|FALSE)$/.test(s),
+    resolve: (s: unknown) => typeof s === 'string' && CORE_BOOL.test(s),
     construct: (s: string) => s[0] === 't' || s[0] === 'T',
   });
   return jsYaml.FAILSAFE_SCHEMA.extend({ implicit: [nul, bool, int, float] });
@@ -388,6 +391,9 @@ function hasSharedNodes(root: unknown): boolean {
 }
 
 const documentCache = new WeakMap<SourceFile, YAML.Document.Parsed[]>();
+
+/** Files the plain reader took, with its documents (and their node positions). */
+const plainDocuments = new WeakMap<SourceFile, PlainDocument[]>();
 
 /**
  * The positional parse of a file's non-empty documents (syntax trees with node ranges),
@@ -559,6 +565,11 @@ function pairByKey(map: YAML.YAMLMap): Map<string, YAML.Pair> {
  * With `key: true` the span is the mapping key rather than its value (for unknown fields).
  */
 export function locate(doc: { readonly file: SourceFile; readonly index: number }, path: DocPath, key = false): Span {
+  const plain = plainDocuments.get(doc.file)?.[doc.index];
+  if (plain) {
+    const range = locatePlain(doc.file.text, plain, path, key);
+    if (range) return spanOf(doc.file, range);
+  }
   const yamlDoc = yamlDocuments(doc.file)[doc.index];
   if (!yamlDoc) return spanOf(doc.file, [0, 1]);
   let node: unknown = yamlDoc.contents;

@@ -1,0 +1,473 @@
+/**
+ * A fast reader for the plain YAML that spec files are written in: block mappings and
+ * sequences, single-line scalars (plain, single- or double-quoted without escapes), and
+ * one-line flow sequences of scalars such as `codes: [502, 503]`. It reads a file in one
+ * pass, several times faster than js-yaml and twenty times faster than the positional
+ * parser, and keeps the offsets of every scalar and key, so a diagnostic on such a file
+ * needs no second parse.
+ *
+ * It is a fast path, not a YAML parser: anything outside that subset (anchors, aliases,
+ * tags, block scalars, multi-line scalars, flow mappings, escapes, tabs, duplicate keys,
+ * directives, keys that are not plain names) makes it decline the whole file, and the
+ * loader then reads the file with js-yaml and, for positions, with the `yaml` package.
+ * What it does read, it reads exactly as they do: property tests hold its values to
+ * js-yaml's (YAML 1.2 core schema) and its spans to the `yaml` package's node ranges.
+ */
+
+/** YAML 1.2 core schema integers (as the `yaml` package reads them; not `0b101`, not `1_000`). */
+export const CORE_INT = /^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$/;
+/** YAML 1.2 core schema floats, including `.inf` and `.nan` spellings. */
+export const CORE_FLOAT = /^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$/;
+/** YAML 1.2 core schema booleans. */
+export const CORE_BOOL = /^(?:true|True|TRUE|false|False|FALSE)$/;
+
+/** Whether a plain scalar's text means null in the YAML 1.2 core schema. */
+export function isCoreNull(text: string): boolean {
+  return text === '' || text === '~' || text === 'null' || text === 'Null' || text === 'NULL';
+}
+
+/** The value of a core-schema integer's text (one matching CORE_INT). */
+export function coreInt(text: string): number {
+  return text.startsWith('0o') ? parseInt(text.slice(2), 8) : text.startsWith('0x') ? parseInt(text.slice(2), 16) : Number(text);
+}
+
+/** The value of a core-schema float's text (one matching CORE_FLOAT). */
+export function coreFloat(text: string): number {
+  const lower = text.toLowerCase();
+  if (lower.endsWith('.inf')) return text.startsWith('-') ? -Infinity : Infinity;
+  if (lower === '.nan') return NaN;
+  return Number(text);
+}
+
+/** A plain scalar's value in the YAML 1.2 core schema. */
+export function coreScalar(text: string): unknown {
+  if (isCoreNull(text)) return null;
+  if (CORE_BOOL.test(text)) return text[0] === 't' || text[0] === 'T';
+  if (CORE_INT.test(text)) return coreInt(text);
+  if (CORE_FLOAT.test(text)) return coreFloat(text);
+  return text;
+}
+
+/** What a node record holds (the fourth number of a record). */
+const SCALAR = 0;
+const MAPPING = 1;
+const SEQUENCE = 2;
+/** A key with nothing after it: null, with no span of its own here. */
+const EMPTY = 3;
+
+/**
+ * One document read by the fast path: its value and a compact record of where its nodes
+ * are. `nodes` holds four numbers per node in document order (a mapping's key right
+ * before its value): start offset, end offset, the index of the record after the node's
+ * subtree, and its kind (scalar, mapping, sequence, empty). Offsets are those of the
+ * `yaml` package's `range[0]` and `range[1]`; an empty value has none (-1), nor has a block
+ * collection whose last value is empty, and asking for those goes to the positional parse.
+ */
+export interface PlainDocument {
+  readonly value: Record<string, unknown> | unknown[];
+  readonly nodes: Int32Array;
+}
+
+/**
+ * Characters the YAML readers treat specially or refuse (controls, NEL, line and paragraph
+ * separators, byte order marks, non-characters, lone surrogates): such a file is read by
+ * the careful path, which says what is wrong with it.
+ */
+const UNUSUAL_CHARACTERS = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/** Thrown inside the reader when the text leaves the subset; never escapes it. */
+class Decline {}
+const DECLINE = new Decline();
+
+/** Keys the fast path takes: plain names, never read as anything but a string. */
+const PLAIN_KEY = /^[A-Za-z_][A-Za-z0-9_.\-/]*$/;
+
+/** Characters that may not begin a plain scalar here (YAML indicators, and `-`/`?`/`:` kept simple). */
+const NOT_PLAIN_START = new Set(['-', '?', ':', ',', '[', ']', '{', '}', '#', '&', '*', '!', '|', '>', "'", '"', '%', '@', '`']);
+
+/** A line with content: `start` is its first non-space character, `indent` that character's column. */
+interface Line {
+  indent: number;
+  start: number;
+  end: number;
+}
+
+class Reader {
+  readonly text: string;
+  /** Offset of the next unread line. */
+  next = 0;
+  nodes: number[] = [];
+  /**
+   * Where the `yaml` package ends the last value read (its `range[2]`): after the line break
+   * of the value's line, comment included; -1 after an empty value. A block collection ends
+   * where its last value does.
+   */
+  lastEnd = -1;
+
+  constructor(text: string) {
+    this.text = text;
+  }
+
+  /**
+   * The next line with content (blank and comment-only lines skipped), without consuming
+   * it; undefined at the end of the text. Document markers come back as lines too.
+   */
+  peek(): Line | undefined {
+    const text = this.text;
+    let at = this.next;
+    while (at < text.length) {
+      let end = text.indexOf('\n', at);
+      if (end < 0) end = text.length;
+      let i = at;
+      while (i < end && text.charCodeAt(i) === 32) i++;
+      if (i < end && text.charCodeAt(i) !== 35 /* # */) return { indent: i - at, start: i, end };
+      this.next = end + 1;
+      at = end + 1;
+    }
+    return undefined;
+  }
+
+  /** Whether a line is a document marker (`---` or `...` at the margin). */
+  isMarker(line: Line): boolean {
+    if (line.indent !== 0) return false;
+    const t = this.text;
+    const s = line.start;
+    const three = t.startsWith('---', s) ? '---' : t.startsWith('...', s) ? '...' : '';
+    if (!three) return false;
+    const after = s + 3;
+    if (after < line.end && t.charCodeAt(after) !== 32) return false;
+    // `--- value` and `...` are outside the subset; `---` alone (or with a comment) starts a document.
+    if (three === '...' || this.restIsComment(after, line.end) === false) throw DECLINE;
+    return true;
+  }
+
+  /** Whether [from, end) is only spaces and maybe a comment. */
+  restIsComment(from: number, end: number): boolean {
+    const t = this.text;
+    let i = from;
+    while (i < end && t.charCodeAt(i) === 32) i++;
+    if (i === end) return true;
+    return t.charCodeAt(i) === 35 && (i === from ? from > 0 && t.charCodeAt(from - 1) === 32 : true);
+  }
+
+  record(start: number, end: number, kind: number): number {
+    const at = this.nodes.length;
+    this.nodes.push(start, end, 0, kind);
+    return at;
+  }
+
+  close(at: number): void {
+    this.nodes[at + 2] = this.nodes.length;
+  }
+
+  /**
+   * Closes a block collection: it ends where its last value ends. The `yaml` package counts
+   * comment lines right after a collection into the collection's `range[2]` by rules of
+   * indentation, so the end of a collection followed by a comment line is left unknown to
+   * its parent (the positional parse answers for the parent, should anyone ask).
+   */
+  closeBlock(at: number): void {
+    this.nodes[at + 1] = this.lastEnd;
+    this.close(at);
+    if (this.lastEnd >= 0) {
+      const next = this.peek();
+      const until = next ? next.start - next.indent : this.text.length;
+      const comment = this.text.indexOf('#', this.lastEnd);
+      if (comment >= 0 && comment < until) this.lastEnd = -1;
+    }
+  }
+
+  /** Notes that a value written on the line ending at `lineEnd` was read. */
+  endOfLine(lineEnd: number): void {
+    this.lastEnd = lineEnd < this.text.length ? lineEnd + 1 : lineEnd;
+  }
+
+  /** A block collection whose first line is `line` (indentation `line.indent`). */
+  block(line: Line): Record<string, unknown> | unknown[] {
+    const t = this.text;
+    if (t.charCodeAt(line.start) === 45 /* - */ && (line.start + 1 === line.end || t.charCodeAt(line.start + 1) === 32)) return this.sequence(line.indent);
+    return this.mapping(line);
+  }
+
+  /** A block mapping whose keys sit at `first.indent`; `first` may begin mid-line (`- key: v`). */
+  mapping(first: Line): Record<string, unknown> {
+    const t = this.text;
+    const indent = first.indent;
+    const out: Record<string, unknown> = {};
+    const self = this.record(first.start, -1, MAPPING);
+    let line: Line | undefined = first;
+    while (line && line.indent === indent && !this.isMarker(line)) {
+      // The key: a plain name up to ":" followed by a space or the line's end.
+      let colon = line.start;
+      while (colon < line.end) {
+        const c = t.charCodeAt(colon);
+        if (c === 58 /* : */ && (colon + 1 === line.end || t.charCodeAt(colon + 1) === 32)) break;
+        if (c === 35 && colon > line.start && t.charCodeAt(colon - 1) === 32) throw DECLINE;
+        colon++;
+      }
+      if (colon >= line.end) throw DECLINE;
+      let keyEnd = colon;
+      while (keyEnd > line.start && t.charCodeAt(keyEnd - 1) === 32) keyEnd--;
+      const key = t.slice(line.start, keyEnd);
+      if (key.length > 1000 || !PLAIN_KEY.test(key) || key === '__proto__' || CORE_BOOL.test(key) || isCoreNull(key) || CORE_INT.test(key) || CORE_FLOAT.test(key)) throw DECLINE;
+      if (Object.hasOwn(out, key)) throw DECLINE; // duplicates are reported by the careful path
+      this.close(this.record(line.start, keyEnd, SCALAR));
+      let v = colon + 1;
+      while (v < line.end && t.charCodeAt(v) === 32) v++;
+      if (v === line.end || (t.charCodeAt(v) === 35 && v > colon + 1)) {
+        // Nothing after the key on its line: a nested block, or an empty value.
+        this.next = line.end + 1;
+        const nested = this.peek();
+        if (nested && !this.isMarker(nested) && nested.indent > indent) out[key] = this.block(nested);
+        else if (nested && nested.indent === indent && this.isSequenceLine(nested)) out[key] = this.sequence(indent);
+        else {
+          this.close(this.record(-1, -1, EMPTY));
+          this.lastEnd = -1;
+          out[key] = null;
+        }
+      } else {
+        out[key] = this.inline(v, line.end);
+        this.endOfLine(line.end);
+        this.next = line.end + 1;
+        const after = this.peek();
+        // A more indented line after an inline value continues a multi-line scalar (or is an error).
+        if (after && after.indent > indent) throw DECLINE;
+      }
+      line = this.peek();
+      if (line && line.indent > indent) throw DECLINE;
+    }
+    this.closeBlock(self);
+    return out;
+  }
+
+  isSequenceLine(line: Line): boolean {
+    const t = this.text;
+    return t.charCodeAt(line.start) === 45 && (line.start + 1 === line.end || t.charCodeAt(line.start + 1) === 32);
+  }
+
+  /** A block sequence whose `-` indicators sit at column `indent`. */
+  sequence(indent: number): unknown[] {
+    const t = this.text;
+    const out: unknown[] = [];
+    let line = this.peek();
+    const self = this.record(line ? line.start : -1, -1, SEQUENCE);
+    while (line && line.indent === indent && this.isSequenceLine(line)) {
+      let v = line.start + 1;
+      while (v < line.end && t.charCodeAt(v) === 32) v++;
+      if (v === line.end || t.charCodeAt(v) === 35) throw DECLINE; // `-` alone: nested or empty item
+      const c = t.charCodeAt(v);
+      if (c === 45 && (v + 1 === line.end || t.charCodeAt(v + 1) === 32)) throw DECLINE; // `- - x`
+      if (this.startsKey(v, line.end)) {
+        // A compact mapping: `- key: value`, its further keys below at the same column.
+        const column = v - (line.start - line.indent);
+        out.push(this.mapping({ indent: column, start: v, end: line.end }));
+      } else {
+        out.push(this.inline(v, line.end));
+        this.endOfLine(line.end);
+        this.next = line.end + 1;
+        const after = this.peek();
+        if (after && after.indent > indent) throw DECLINE;
+      }
+      line = this.peek();
+      if (line && line.indent > indent) throw DECLINE;
+    }
+    this.closeBlock(self);
+    return out;
+  }
+
+  /** Whether the text at `from` is a mapping key (`name:` then a space or the line's end). */
+  startsKey(from: number, end: number): boolean {
+    const t = this.text;
+    const c = t.charCodeAt(from);
+    if (c === 34 || c === 39 || c === 91 || c === 123) return false; // quoted or flow: a value (a key there declines later)
+    for (let i = from; i < end; i++) {
+      const d = t.charCodeAt(i);
+      if (d === 58 && (i + 1 === end || t.charCodeAt(i + 1) === 32)) return true;
+      if (d === 35 && t.charCodeAt(i - 1) === 32) return false;
+    }
+    return false;
+  }
+
+  /** A value that starts at `from` and ends on its line: a scalar or a one-line flow sequence. */
+  inline(from: number, end: number): unknown {
+    const t = this.text;
+    const c = t.charCodeAt(from);
+    if (c === 34 || c === 39) {
+      const { value, after } = this.quoted(from, end);
+      this.close(this.record(from, after, SCALAR));
+      if (!this.restIsComment(after, end)) throw DECLINE;
+      return value;
+    }
+    if (c === 91 /* [ */) return this.flowSequence(from, end);
+    if (c === 123 /* { */) {
+      // Only the empty mapping `{}`.
+      if (t.charCodeAt(from + 1) !== 125 || !this.restIsComment(from + 2, end)) throw DECLINE;
+      this.close(this.record(from, from + 2, MAPPING));
+      return {};
+    }
+    if (NOT_PLAIN_START.has(t[from]!)) {
+      // `-5` and `-x` are plain; other indicators are outside the subset.
+      if (!(c === 45 && from + 1 < end && t.charCodeAt(from + 1) !== 32)) throw DECLINE;
+    }
+    let stop = from;
+    while (stop < end) {
+      const d = t.charCodeAt(stop);
+      if (d === 35 && t.charCodeAt(stop - 1) === 32) break;
+      if (d === 58 && (stop + 1 === end || t.charCodeAt(stop + 1) === 32)) throw DECLINE; // a mapping where a scalar was expected
+      stop++;
+    }
+    let last = stop;
+    while (last > from && t.charCodeAt(last - 1) === 32) last--;
+    this.close(this.record(from, last, SCALAR));
+    return coreScalar(t.slice(from, last));
+  }
+
+  /** A single-line quoted scalar at `from`: its value and the offset after its closing quote. */
+  quoted(from: number, end: number): { value: string; after: number } {
+    const t = this.text;
+    const q = t.charCodeAt(from);
+    if (q === 34) {
+      const close = t.indexOf('"', from + 1);
+      if (close < 0 || close >= end) throw DECLINE;
+      const value = t.slice(from + 1, close);
+      if (value.includes('\\')) throw DECLINE; // escapes go to the careful readers
+      return { value, after: close + 1 };
+    }
+    let value = '';
+    let i = from + 1;
+    for (;;) {
+      const close = t.indexOf("'", i);
+      if (close < 0 || close >= end) throw DECLINE;
+      value += t.slice(i, close);
+      if (t.charCodeAt(close + 1) === 39 && close + 1 < end) {
+        value += "'";
+        i = close + 2;
+        continue;
+      }
+      return { value, after: close + 1 };
+    }
+  }
+
+  /** `[a, "b", 3]` on one line: scalars only. */
+  flowSequence(from: number, end: number): unknown[] {
+    const t = this.text;
+    const out: unknown[] = [];
+    const self = this.record(from, -1, SEQUENCE);
+    let i = from + 1;
+    const skip = () => {
+      while (i < end && t.charCodeAt(i) === 32) i++;
+    };
+    skip();
+    if (t.charCodeAt(i) === 93 /* ] */) {
+      i++;
+    } else {
+      for (;;) {
+        skip();
+        if (i >= end) throw DECLINE;
+        const c = t.charCodeAt(i);
+        if (c === 34 || c === 39) {
+          const { value, after } = this.quoted(i, end);
+          this.close(this.record(i, after, SCALAR));
+          out.push(value);
+          i = after;
+        } else {
+          if (NOT_PLAIN_START.has(t[i]!) && !(c === 45 && i + 1 < end && t.charCodeAt(i + 1) !== 32 && t.charCodeAt(i + 1) !== 44 && t.charCodeAt(i + 1) !== 93)) throw DECLINE;
+          const s = i;
+          while (i < end) {
+            const d = t.charCodeAt(i);
+            if (d === 44 || d === 93) break;
+            if (d === 91 || d === 123 || d === 125 || d === 58 || d === 35 || d === 63) throw DECLINE;
+            i++;
+          }
+          let last = i;
+          while (last > s && t.charCodeAt(last - 1) === 32) last--;
+          if (last === s) throw DECLINE; // an empty entry
+          this.close(this.record(s, last, SCALAR));
+          out.push(coreScalar(t.slice(s, last)));
+        }
+        skip();
+        const d = t.charCodeAt(i);
+        if (d === 44) {
+          i++;
+          continue;
+        }
+        if (d === 93) {
+          i++;
+          break;
+        }
+        throw DECLINE;
+      }
+    }
+    if (!this.restIsComment(i, end)) throw DECLINE;
+    this.nodes[self + 1] = i;
+    this.close(self);
+    return out;
+  }
+}
+
+/**
+ * The non-empty documents of a file, or undefined when the file leaves the fast path's
+ * subset (see the module comment); the caller then reads it with the general parsers.
+ */
+export function parsePlainYaml(text: string): PlainDocument[] | undefined {
+  // Tabs, carriage returns and a byte order mark each change how YAML reads a line; rare in specs.
+  if (text.includes('\t') || text.includes('\r') || UNUSUAL_CHARACTERS.test(text)) return undefined;
+  const reader = new Reader(text);
+  const docs: PlainDocument[] = [];
+  try {
+    for (;;) {
+      const line = reader.peek();
+      if (!line) break;
+      if (reader.text.charCodeAt(line.start) === 37 /* % */ && line.indent === 0) return undefined; // directives
+      if (reader.isMarker(line)) {
+        reader.next = line.end + 1;
+        continue;
+      }
+      reader.nodes = [];
+      const value = reader.block(line);
+      const after = reader.peek();
+      if (after && !reader.isMarker(after)) return undefined;
+      docs.push({ value, nodes: Int32Array.from(reader.nodes) });
+    }
+  } catch (err) {
+    if (err === DECLINE) return undefined;
+    throw err;
+  }
+  return docs;
+}
+
+/**
+ * The span `[start, end)` of the node at `path` in a fast-path document of `text`, as the
+ * loader's `locate` defines it (deepest existing node; with `key`, the mapping key of the
+ * last mapping step), or undefined when that node has no span here (an empty value, or a
+ * block collection that ends in one): the caller then asks the positional parse. Walks the node records only,
+ * so later stages may do what they like with the document's value.
+ */
+export function locatePlain(text: string, doc: PlainDocument, path: ReadonlyArray<string | number>, key: boolean): [number, number] | undefined {
+  const nodes = doc.nodes;
+  let at = 0;
+  let keyAt = -1;
+  for (const segment of path) {
+    const kind = nodes[at + 3];
+    const end = nodes[at + 2]!;
+    if (kind === SEQUENCE) {
+      if (typeof segment !== 'number') break;
+      let child = at + 4;
+      for (let i = 0; i < segment && child < end; i++) child = nodes[child + 2]!;
+      if (child >= end) break;
+      keyAt = -1;
+      at = child;
+    } else if (kind === MAPPING) {
+      const want = String(segment);
+      let pair = at + 4;
+      while (pair < end && !(nodes[pair + 1]! - nodes[pair]! === want.length && text.startsWith(want, nodes[pair]!))) pair = nodes[pair + 6]!;
+      if (pair >= end) break;
+      keyAt = pair;
+      at = pair + 4;
+    } else break;
+  }
+  const target = key && keyAt >= 0 ? keyAt : at;
+  const start = nodes[target]!;
+  const end = nodes[target + 1]!;
+  return start < 0 || end < 0 ? undefined : [start, end];
+}
