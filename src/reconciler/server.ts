@@ -11,6 +11,7 @@
  *                      soon (coalesced, never during a fetch backoff); a delivery id seen before → 409
  *   POST /v1/stats     a sidecar's traffic aggregates since its last report (bearer token) → 204
  *   GET  /v1/stats     golden metrics per service, edge and route (?window=1m&from=&to=&route=&namespace=), JSON
+ *   GET  /dashboard    the dashboard page; GET /v1/dashboard and /v1/explain its data (dashboard/endpoints.ts)
  *   GET  /status       what is attempted, applied, and where every sidecar stands (JSON)
  *   GET  /metrics      Prometheus text
  *   GET  /healthz      200 while serving;  GET /readyz  200 once a revision is applied and (with discovery) its endpoints are listed
@@ -24,6 +25,7 @@ import { isServiceKey } from '../spec/names.ts';
 import { authorizeService, controlAuthenticator, type Authenticator, type AuthRefusal, type Principal } from './auth.ts';
 import { MAX_CSR_BYTES, type CertificateIssuer } from './certificates.ts';
 import type { Logger } from 'pino';
+import { DashboardEndpoints } from '../dashboard/endpoints.ts';
 import { isStatsReport, MeshStats, parseWindow } from '../dashboard/mesh-stats.ts';
 import { STATS_PATH } from '../sidecar/stats-report.ts';
 import type { ReconcilerMetrics } from './metrics.ts';
@@ -143,10 +145,12 @@ export class ReconcilerServer {
   readonly #deliveries: RecentDeliveries;
   /** The traffic sidecars report, for `trellis stat` and the dashboard. */
   readonly stats: MeshStats;
+  readonly #dashboard: DashboardEndpoints;
 
   constructor(options: ReconcilerServerOptions) {
     this.#o = options;
     this.stats = options.stats ?? new MeshStats({ now: options.now ?? Date.now });
+    this.#dashboard = new DashboardEndpoints({ reconciler: options.reconciler, stats: this.stats, metrics: options.metrics });
     this.#deliveries = new RecentDeliveries({ ...WEBHOOK_DELIVERY_MEMORY, now: options.now ?? Date.now });
     this.#auth = controlAuthenticator({ ...(options.token !== undefined ? { sharedToken: options.token } : {}), ...(options.authenticator ? { serviceAccounts: options.authenticator } : {}) });
     this.#server = createServer({ requestTimeout: 0, headersTimeout: 10_000, keepAliveTimeout: 5000 }, (req, res) => {
@@ -272,6 +276,7 @@ export class ReconcilerServer {
           case 'GET /readyz':
             return sendJson(res, r.ready ? 200 : 503, { ready: r.ready, revision: r.applied?.revision.id ?? null });
           default:
+            if (this.#dashboard.handle(req.method ?? 'GET', new URL(req.url ?? '/', 'http://reconciler'), res)) return;
             return sendJson(res, 404, { error: 'not_found' });
         }
       })().catch((err: Error) => (res.headersSent ? res.destroy() : sendJson(res, 500, { error: 'internal', message: err.message })));
@@ -304,6 +309,7 @@ export class ReconcilerServer {
   }
 
   async close(): Promise<void> {
+    this.#dashboard.close();
     for (const s of this.#streams) clearInterval(s.ping);
     this.#server.closeAllConnections();
     await new Promise<void>((r) => this.#server.close(() => r()));

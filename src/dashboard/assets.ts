@@ -1,0 +1,49 @@
+/**
+ * The page's files, served by the reconciler (`/dashboard`) and by `trellis dashboard`:
+ * index.html, style.css and the bundled app.js. Read once; the page loads nothing else,
+ * and its Content-Security-Policy lets it load nothing else.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ServerResponse } from 'node:http';
+import { BUNDLE, PAGE_DIR, buildDashboard } from './build.ts';
+
+const TYPES: Record<string, string> = { 'index.html': 'text/html; charset=utf-8', 'style.css': 'text/css; charset=utf-8', 'app.js': 'text/javascript; charset=utf-8' };
+
+/** Scripts and styles from this origin only; data is fetched from it too; nothing may frame the page. */
+const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+let bundle: Promise<Buffer> | undefined;
+
+async function read(name: string): Promise<Buffer> {
+  if (name !== 'app.js') return readFileSync(join(PAGE_DIR, name));
+  bundle ??= (async () => {
+    if (!existsSync(BUNDLE)) await buildDashboard();
+    return readFileSync(BUNDLE);
+  })();
+  return bundle.catch((err: unknown) => {
+    bundle = undefined;
+    throw err;
+  });
+}
+
+/** Answers `GET /dashboard[/<file>]`; false for paths that are not the page's. */
+export function serveAsset(path: string, res: ServerResponse): boolean {
+  const name = path === '/dashboard' || path === '/dashboard/' ? 'index.html' : path.startsWith('/dashboard/') ? path.slice('/dashboard/'.length) : undefined;
+  if (name === undefined) return false;
+  const type = TYPES[name];
+  if (!type) {
+    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
+    return true;
+  }
+  read(name).then(
+    (body) => {
+      res.writeHead(200, { 'content-type': type, 'content-length': body.length, 'cache-control': 'no-cache', 'content-security-policy': CSP, 'x-content-type-options': 'nosniff', 'referrer-policy': 'no-referrer' });
+      res.end(body);
+    },
+    (err: Error) => {
+      res.writeHead(503, { 'content-type': 'text/plain' }).end(`the dashboard's script is not built (npm run build:dashboard): ${err.message}`);
+    },
+  );
+  return true;
+}
