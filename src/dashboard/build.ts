@@ -30,6 +30,8 @@ export async function buildDashboard(): Promise<string> {
 }
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const out = await buildDashboard();
-  process.stdout.write(`dashboard bundle: ${out}${existsSync(out) ? '' : ' (missing!)'}\n`);
+  // As `prepare` it also runs on installs without devDependencies: no esbuild, no bundle, no failure.
+  const esbuildThere = await import('esbuild').then(() => true, () => false);
+  if (!esbuildThere) process.stdout.write('dashboard bundle not built: esbuild is not installed (a production install); the page needs src/dashboard/page/dist/app.js\n');
+  else process.stdout.write(`dashboard bundle: ${await buildDashboard()}${existsSync(BUNDLE) ? '' : ' (missing!)'}\n`);
 }
