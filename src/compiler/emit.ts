@@ -45,7 +45,12 @@ export function emitMesh(plan: MeshPlan): CompiledMesh {
   const byCaller = new Map<string, string[]>();
   for (const svc of plan.services.values()) {
     if (svc.callers === 'everyone') open.push(svc.name);
-    else for (const c of svc.callers) byCaller.set(c, [...(byCaller.get(c) ?? []), svc.name]);
+    else
+      for (const c of svc.callers) {
+        const list = byCaller.get(c);
+        if (list) list.push(svc.name);
+        else byCaller.set(c, [svc.name]);
+      }
   }
 
   const configs = new Map<string, ProxyConfig>();

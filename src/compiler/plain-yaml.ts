@@ -82,6 +82,9 @@ const DECLINE = new Decline();
 /** Keys the fast path takes: plain names, never read as anything but a string. */
 const PLAIN_KEY = /^[A-Za-z_][A-Za-z0-9_.\-/]*$/;
 
+/** Keys already found to be plain names: spec files repeat a few hundred field names. Bounded. */
+const PLAIN_KEYS_SEEN = new Set<string>();
+
 /** Characters that may not begin a plain scalar here (YAML indicators, and `-`/`?`/`:` kept simple). */
 const NOT_PLAIN_START = new Set(['-', '?', ':', ',', '[', ']', '{', '}', '#', '&', '*', '!', '|', '>', "'", '"', '%', '@', '`']);
 
@@ -209,7 +212,10 @@ class Reader {
       let keyEnd = colon;
       while (keyEnd > line.start && t.charCodeAt(keyEnd - 1) === 32) keyEnd--;
       const key = t.slice(line.start, keyEnd);
-      if (key.length > 1000 || !PLAIN_KEY.test(key) || key === '__proto__' || CORE_BOOL.test(key) || isCoreNull(key) || CORE_INT.test(key) || CORE_FLOAT.test(key)) throw DECLINE;
+      if (!PLAIN_KEYS_SEEN.has(key)) {
+        if (key.length > 1000 || !PLAIN_KEY.test(key) || key === '__proto__' || CORE_BOOL.test(key) || isCoreNull(key) || CORE_INT.test(key) || CORE_FLOAT.test(key)) throw DECLINE;
+        if (PLAIN_KEYS_SEEN.size < 4096) PLAIN_KEYS_SEEN.add(key);
+      }
       if (Object.hasOwn(out, key)) throw DECLINE; // duplicates are reported by the careful path
       this.close(this.record(line.start, keyEnd, SCALAR));
       let v = colon + 1;
