@@ -7,9 +7,9 @@ import { diagnostic } from '../diagnostics/diagnostic.ts';
 import type { SourceFile } from '../diagnostics/source-file.ts';
 import { checkSpec, type MeshPlan } from './check.ts';
 import { emitMesh, type CompiledMesh } from './emit.ts';
-import { DEFAULT_LIMITS, parseSpecFiles, readSpecDir, type LoadLimits } from './load.ts';
+import { DEFAULT_LIMITS, parseSpecFiles, readSpecDir, type LoadLimits, type ParsedDocument } from './load.ts';
 import { resolveSpec, type ResolvedSpec } from './resolve.ts';
-import { validateDocuments } from './validate.ts';
+import { validateDocuments, type ValidDocument } from './validate.ts';
 import { runTrafficTests, type TrafficTestResult } from './traffic-tests.ts';
 
 export interface CompileOptions {
@@ -38,19 +38,60 @@ function append<T>(into: T[], list: readonly T[]): void {
   for (const x of list) into.push(x);
 }
 
+/**
+ * What load and validate make of one file. Each file's documents are parsed and checked
+ * against their schemas without looking at any other file, so the incremental compiler
+ * keeps these per file, by content, across revisions.
+ */
+export interface FileStages {
+  /** Documents that parsed and have a known kind, in file order. */
+  readonly documents: readonly ParsedDocument[];
+  readonly parseDiagnostics: readonly Diagnostic[];
+  /** Documents that also passed their kind's schema. */
+  readonly valid: readonly ValidDocument[];
+  readonly validateDiagnostics: readonly Diagnostic[];
+}
+
+/** Load and validate of one file (pure). */
+export function fileStages(file: SourceFile, limits: LoadLimits = DEFAULT_LIMITS): FileStages {
+  const parsed = parseSpecFiles([file], limits);
+  const validated = validateDocuments(parsed.documents);
+  return { documents: parsed.documents, parseDiagnostics: parsed.diagnostics, valid: validated.valid, validateDiagnostics: validated.diagnostics };
+}
+
+/** Files sorted by path: later stages never see the order files were given in. */
+export function sortedByPath(files: readonly SourceFile[]): SourceFile[] {
+  return [...files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+}
+
 export function compileFiles(files: readonly SourceFile[], options: CompileOptions = {}): CompileResult {
-  const sorted = [...files].sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
-  const parsed = parseSpecFiles(sorted, options.limits ?? DEFAULT_LIMITS);
-  const diagnostics: Diagnostic[] = [...parsed.diagnostics];
-  if (parsed.documents.length === 0 && parsed.diagnostics.length === 0) {
+  const limits = options.limits ?? DEFAULT_LIMITS;
+  return compileStages(sortedByPath(files).map((f) => fileStages(f, limits)), options);
+}
+
+/**
+ * The stages after validate, over every file's load and validate results (given in path
+ * order): resolve, check, emit and traffic tests, which look across documents.
+ */
+export function compileStages(stages: readonly FileStages[], options: CompileOptions = {}): CompileResult {
+  const diagnostics: Diagnostic[] = [];
+  let documents = 0;
+  for (const s of stages) {
+    append(diagnostics, s.parseDiagnostics);
+    documents += s.documents.length;
+  }
+  if (documents === 0 && diagnostics.length === 0) {
     diagnostics.push(diagnostic('TRL1011', 'no spec documents found: the folder holds no *.yaml or *.yml files with documents in them', undefined, {
       hint: 'point at a spec folder such as examples/shop',
     }));
     return { diagnostics };
   }
-  const validated = validateDocuments(parsed.documents);
-  append(diagnostics, validated.diagnostics);
-  const resolved = resolveSpec(validated.valid);
+  const valid: ValidDocument[] = [];
+  for (const s of stages) {
+    append(diagnostics, s.validateDiagnostics);
+    append(valid, s.valid);
+  }
+  const resolved = resolveSpec(valid);
   append(diagnostics, resolved.diagnostics);
   const checked = checkSpec(resolved.spec);
   append(diagnostics, checked.diagnostics);

@@ -1,0 +1,135 @@
+/**
+ * The incremental compiler gives, after any sequence of edits, exactly what a cold compile
+ * of the same files gives: every config byte for byte, the mesh version, and every
+ * diagnostic with its position.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import fc from 'fast-check';
+import { canonicalJson } from '../../src/config/canonical.ts';
+import { compileFiles, type CompileResult } from '../../src/compiler/compile.ts';
+import { createIncrementalCompiler } from '../../src/compiler/incremental.ts';
+import { SourceFile } from '../../src/diagnostics/source-file.ts';
+import { diagnosticToJson } from '../../src/diagnostics/render.ts';
+import { syntheticMesh } from '../../bench/synthetic-mesh.ts';
+
+/** Everything a compile result says, as one string: configs in canonical JSON, diagnostics with spans. */
+function canonical(result: CompileResult): string {
+  const diagnostics = result.diagnostics.map((d) => ({
+    ...diagnosticToJson(d),
+    span: d.span ? [d.span.file.path, d.span.start, d.span.end] : null,
+    related: (d.related ?? []).map((r) => [r.span.file.path, r.span.start, r.span.end, r.message]),
+  }));
+  const configs = result.mesh ? [...result.mesh.configs].map(([name, config]) => [name, canonicalJson(config)]) : null;
+  return canonicalJson({ diagnostics, mesh: result.mesh ? { name: result.mesh.mesh, version: result.mesh.version } : null, configs, inboundPort: result.plan?.settings.inboundPort ?? null });
+}
+
+/** One edit of a spec repo, as a person might make it in a pull request. */
+type Edit =
+  | { kind: 'replace'; file: number; from: string; to: string }
+  | { kind: 'delete'; file: number }
+  | { kind: 'duplicate'; file: number }
+  | { kind: 'add'; services: number; seed: number }
+  | { kind: 'break'; file: number; at: number; text: string }
+  | { kind: 'touch'; file: number };
+
+/** Value swaps that change configs, diagnostics or both (a timeout, a retry count, a weight, a name). */
+const SWAPS: ReadonlyArray<[string, string]> = [
+  ['request: 2s', 'request: 45s'],
+  ['request: 10s', 'request: 1s'],
+  ['attempts: 2', 'attempts: 0'],
+  ['attempts: 1', 'attempts: 5'],
+  ['weight: 90', 'weight: 0'],
+  ['weight: 10', 'weight: 70'],
+  ['maxConnections: 256', 'maxConnections: 8'],
+  ['default: deny', 'default: allow'],
+  ['mode: strict', 'mode: permissive'],
+  ['port: 80', 'port: 81'],
+  ['type: least-request', 'type: round-robin'],
+  ['- service: ', '- service: x'],
+  ['timeouts:', 'timeout:'],
+];
+
+const edit: fc.Arbitrary<Edit> = fc.oneof(
+  { arbitrary: fc.record({ kind: fc.constant('replace' as const), file: fc.nat(), swap: fc.constantFrom(...SWAPS), back: fc.boolean() }).map(({ file, swap, back }) => ({ kind: 'replace' as const, file, from: back ? swap[1] : swap[0], to: back ? swap[0] : swap[1] })), weight: 6 },
+  { arbitrary: fc.record({ kind: fc.constant('delete' as const), file: fc.nat() }), weight: 1 },
+  { arbitrary: fc.record({ kind: fc.constant('duplicate' as const), file: fc.nat() }), weight: 1 },
+  { arbitrary: fc.record({ kind: fc.constant('add' as const), services: fc.integer({ min: 1, max: 4 }), seed: fc.integer({ min: 1, max: 1000 }) }), weight: 1 },
+  { arbitrary: fc.record({ kind: fc.constant('break' as const), file: fc.nat(), at: fc.nat(), text: fc.constantFrom(': : x', '\t', '- ', '&a', '"', 'kind: Nope\n', '\n  x: 1\n') }), weight: 1 },
+  { arbitrary: fc.record({ kind: fc.constant('touch' as const), file: fc.nat() }), weight: 1 },
+);
+
+function apply(files: SourceFile[], e: Edit): SourceFile[] {
+  if (files.length === 0) return files;
+  const i = 'file' in e ? e.file % files.length : 0;
+  const f = files[i]!;
+  switch (e.kind) {
+    case 'replace':
+      return files.map((x, j) => (j === i ? new SourceFile(x.path, x.text.split(e.from).join(e.to)) : x));
+    case 'delete':
+      return files.filter((_, j) => j !== i);
+    case 'duplicate':
+      // The same documents under another path: duplicate definitions, until deleted again.
+      return [...files, new SourceFile(f.path.replace(/\.yaml$/, `-copy${files.length}.yaml`), f.text)];
+    case 'add': {
+      // Services of another small mesh, under a folder of their own (their names clash with ours or not).
+      const extra = syntheticMesh(e.services, { seed: e.seed }).files.filter((x) => x.path !== 'mesh.yaml');
+      return [...files, ...extra.map((x) => new SourceFile(`added-${e.seed}/${x.path}`, x.text))];
+    }
+    case 'break': {
+      const at = e.at % (f.text.length + 1);
+      return files.map((x, j) => (j === i ? new SourceFile(x.path, x.text.slice(0, at) + e.text + x.text.slice(at)) : x));
+    }
+    case 'touch':
+      // Same path, same text, a new object (as a new git revision reads every blob anew).
+      return files.map((x, j) => (j === i ? new SourceFile(x.path, x.text) : x));
+  }
+}
+
+describe('incremental compile', () => {
+  test('after every edit of random edit sequences, the result is byte-identical to a cold compile', () => {
+    const base = syntheticMesh(40, { seed: 11 }).files;
+    fc.assert(
+      fc.property(fc.array(edit, { minLength: 1, maxLength: 8 }), (edits) => {
+        const compiler = createIncrementalCompiler();
+        let files = base;
+        assert.equal(canonical(compiler.compile(files)), canonical(compileFiles(files)));
+        for (const e of edits) {
+          files = apply(files, e);
+          assert.equal(canonical(compiler.compile(files)), canonical(compileFiles(files)), JSON.stringify(e));
+        }
+      }),
+      { numRuns: 40 },
+    );
+  });
+
+  test('a one-file change parses only that file', () => {
+    const files = syntheticMesh(200, { seed: 2 }).files;
+    const compiler = createIncrementalCompiler();
+    compiler.compile(files);
+    assert.deepEqual(compiler.lastStats, { parsedFiles: files.length, reusedFiles: 0 });
+    const changed = files.map((f, i) => (i === 7 ? new SourceFile(f.path, f.text.replace('request: 2s', 'request: 3s')) : new SourceFile(f.path, f.text)));
+    const result = compiler.compile(changed);
+    assert.deepEqual(compiler.lastStats, { parsedFiles: 1, reusedFiles: files.length - 1 });
+    assert.equal(canonical(result), canonical(compileFiles(changed)));
+  });
+
+  test('the example specs, compiled after each other in one compiler, each match their cold compile', async () => {
+    const { readdirSync, readFileSync } = await import('node:fs');
+    const { join, relative } = await import('node:path');
+    const { fileURLToPath } = await import('node:url');
+    const examples = fileURLToPath(new URL('../../examples/', import.meta.url));
+    const compiler = createIncrementalCompiler();
+    for (const name of [...readdirSync(examples).sort(), ...readdirSync(examples).sort()]) {
+      const files: SourceFile[] = [];
+      const walk = (dir: string) => {
+        for (const e of readdirSync(dir, { withFileTypes: true })) {
+          if (e.isDirectory()) walk(join(dir, e.name));
+          else if (/\.ya?ml$/.test(e.name)) files.push(new SourceFile(relative(join(examples, name), join(dir, e.name)), readFileSync(join(dir, e.name), 'utf8')));
+        }
+      };
+      walk(join(examples, name));
+      assert.equal(canonical(compiler.compile(files)), canonical(compileFiles(files)), name);
+    }
+  });
+});
