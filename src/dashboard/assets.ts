@@ -10,8 +10,12 @@ import { BUNDLE, PAGE_DIR, buildDashboard } from './build.ts';
 
 const TYPES: Record<string, string> = { 'index.html': 'text/html; charset=utf-8', 'style.css': 'text/css; charset=utf-8', 'app.js': 'text/javascript; charset=utf-8' };
 
-/** Scripts and styles from this origin only; data is fetched from it too; nothing may frame the page. */
-const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+/**
+ * Scripts from this origin only, data fetched from it too, nothing may frame the page. Inline
+ * styles are allowed: cytoscape sets its canvas layers' style attributes (a style cannot run
+ * code; the page puts no request or spec text into one).
+ */
+const CSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 let bundle: Promise<Buffer> | undefined;
 

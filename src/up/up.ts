@@ -8,7 +8,11 @@
  * so sidecars talk mTLS with certificates it issues (in a strict mesh, traffic starts once
  * every sidecar has one). Besides the allowed calls, each entry service sends a few calls
  * that the access policies forbid (found with the sidecars' own decision function), so
- * the tally shows them refused with 403. Everything stops on `stop()`.
+ * the tally shows them refused with 403. The tally gives each call's success rate and p99 as the
+ * traffic generator measured them. Sidecars report their traffic to the reconciler every
+ * two seconds, so `trellis stat` and the dashboard (`<controlUrl>/dashboard`) show it live.
+ * A revision that does not compile is reported with its diagnostics (as `trellis validate`
+ * prints them) instead of the reconciler's log line. Everything stops on `stop()`.
  */
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
@@ -17,6 +21,11 @@ import type { Logger } from 'pino';
 import { createLogger } from '../logger.ts';
 import { Agent, request } from 'undici';
 import { compileDir } from '../compiler/compile.ts';
+import { latency as formatLatency, percent } from '../dashboard/format.ts';
+import { MeshStats } from '../dashboard/mesh-stats.ts';
+import { renderDiagnostics } from '../diagnostics/render.ts';
+import { escapeForTerminal } from '../diagnostics/terminal-escape.ts';
+import { StatsReporter } from '../sidecar/stats-report.ts';
 import { decideAccess } from '../config/access.ts';
 import type { InboundBody, ProxyConfig } from '../config/types.ts';
 import { DEFAULT_CERT_TTL_MS, MeshCertificateAuthority } from '../identity/ca.ts';
@@ -37,8 +46,19 @@ export interface UpOptions {
   /** Called with each tally line (every `reportEveryMs`). */
   readonly report: (line: string) => void;
   readonly reportEveryMs: number;
+  /** Called when a revision is rejected (its diagnostics, rendered) or applied again after one was. */
+  readonly revisions?: (text: string) => void;
+  /** ANSI colours in rendered diagnostics. */
+  readonly color?: boolean;
   readonly logLevel?: string;
 }
+
+/**
+ * How often sidecars report their traffic, and the width of the reconciler's stat buckets:
+ * short, so a weight change shows on the dashboard within seconds (a demo mesh is small; a
+ * production reconciler keeps 10 s buckets).
+ */
+export const UP_STATS_INTERVAL_MS = 2000;
 
 export interface StartedInstance {
   readonly service: string;
@@ -51,6 +71,8 @@ export interface StartedInstance {
 
 export interface RunningMesh {
   readonly controlUrl: string;
+  /** The dashboard page the reconciler serves. */
+  readonly dashboardUrl: string;
   readonly instances: readonly StartedInstance[];
   /** Entry services and the services each calls. */
   readonly traffic: ReadonlyArray<{ readonly from: string; readonly to: readonly string[] }>;
@@ -128,11 +150,15 @@ export async function up(options: UpOptions): Promise<RunningMesh> {
   try {
     const token = randomBytes(24).toString('hex');
     const metrics = new ReconcilerMetrics();
-    const reconciler = new Reconciler({ source: new FolderSource({ dir: options.dir }), log: log.child({ component: 'reconciler' }), metrics });
+    // The reconciler's log stays quiet (a JSON line in the middle of the tally helps no one):
+    // rejected revisions are reported below, readable, from its status.
+    const reconcilerLog = createLogger({ component: 'reconciler' }, { level: options.logLevel ?? 'fatal' });
+    const reconciler = new Reconciler({ source: new FolderSource({ dir: options.dir }), log: reconcilerLog, metrics });
     // A CA for this run only: its key lives in memory and dies with the process.
     const ca = await MeshCertificateAuthority.generate('trellis up');
     const certificates = new CertificateIssuer({ ca, ttlMs: DEFAULT_CERT_TTL_MS, reconciler, metrics, log: log.child({ component: 'ca' }) });
-    const server = new ReconcilerServer({ reconciler, metrics, token, certificates });
+    const stats = new MeshStats({ bucketMs: UP_STATS_INTERVAL_MS });
+    const server = new ReconcilerServer({ reconciler, metrics, token, certificates, stats });
     const address = await server.listen('127.0.0.1', options.controlPort);
     cleanups.push(() => server.close());
     await reconciler.start();
@@ -168,6 +194,9 @@ export async function up(options: UpOptions): Promise<RunningMesh> {
         });
         const ports = await sidecar.start();
         cleanups.push(() => sidecar.stop());
+        const reporter = new StatsReporter({ url: controlUrl, token, service: svc.name, node: instance, metrics: sidecar.metrics, log: log.child({ component: 'stats', instance }), intervalMs: UP_STATS_INTERVAL_MS });
+        reporter.start();
+        cleanups.push(() => reporter.stop());
         sidecars.set(svc.name, [...(sidecars.get(svc.name) ?? []), sidecar]);
         instances.push({ service: svc.name, meshed: true, inbound: ports.inbound.port, outbound: ports.outbound.port, admin: ports.admin.port, app: appPort });
       }
@@ -187,7 +216,9 @@ export async function up(options: UpOptions): Promise<RunningMesh> {
 
     const stopTraffic = startTraffic(traffic, forbidden, sidecars, instances, options);
     cleanups.push(stopTraffic);
-    return { controlUrl, instances, traffic, forbidden, stop };
+    const stopWatching = watchRevisions(reconciler, options);
+    cleanups.push(stopWatching);
+    return { controlUrl, dashboardUrl: `${controlUrl}/dashboard`, instances, traffic, forbidden, stop };
   } catch (err) {
     await stop();
     throw err;
@@ -206,35 +237,51 @@ function startTraffic(
   options: UpOptions,
 ): () => Promise<void> {
   const agent = new Agent({ connections: 16, keepAliveTimeout: 5000 });
-  const tallies = new Map<string, Map<string, number>>();
+  /** Per call: who answered how often, how long each call took (ms), how many failed (5xx or no answer). */
+  const tallies = new Map<string, { who: Map<string, number>; ms: number[]; failed: number; forbidden: boolean }>();
+  const tally = (key: string, forbidden: boolean) => {
+    let t = tallies.get(key);
+    if (!t) tallies.set(key, (t = { who: new Map(), ms: [], failed: 0, forbidden }));
+    return t;
+  };
   let stopped = false;
   const outboundOf = (service: string) => instances.find((i) => i.service === service && i.outbound !== null)!.outbound!;
   const calls = [
-    ...traffic.flatMap(({ from, to }) => to.map((dest) => ({ from, to: dest, method: 'GET', path: '/', key: `${from} → ${dest}` }))),
-    ...forbidden.map((f) => ({ ...f, key: `${f.from} → ${f.to} ${f.method} ${f.path} (forbidden)` })),
+    ...traffic.flatMap(({ from, to }) => to.map((dest) => ({ from, to: dest, method: 'GET', path: '/', key: `${from} → ${dest}`, forbidden: false }))),
+    ...forbidden.map((f) => ({ ...f, key: `${f.from} → ${f.to} ${f.method} ${f.path} (forbidden)`, forbidden: true })),
   ];
   const tick = setInterval(() => {
-    for (const { from, to: dest, method, path, key } of calls) {
+    for (const { from, to: dest, method, path, key, forbidden: refused } of calls) {
       if (!sidecars.has(from)) continue;
-      {
-        void request(`http://127.0.0.1:${outboundOf(from)}${path}`, { method, headers: { host: dest }, dispatcher: agent, headersTimeout: 5000, bodyTimeout: 5000 })
-          .then(async (res) => {
-            const who = res.statusCode === 200 ? ((await res.body.json()) as { service: string }).service : `${res.statusCode} ${String(res.headers['x-trellis-error'] ?? '')}`.trim();
-            if (res.statusCode !== 200) await res.body.dump();
-            const t = tallies.get(key) ?? new Map<string, number>();
-            t.set(who, (t.get(who) ?? 0) + 1);
-            tallies.set(key, t);
-          })
-          .catch(() => undefined);
-      }
+      const started = performance.now();
+      void request(`http://127.0.0.1:${outboundOf(from)}${path}`, { method, headers: { host: dest }, dispatcher: agent, headersTimeout: 5000, bodyTimeout: 5000 })
+        .then(async (res) => {
+          const who = res.statusCode === 200 ? ((await res.body.json()) as { service: string }).service : `${res.statusCode} ${String(res.headers['x-trellis-error'] ?? '')}`.trim();
+          if (res.statusCode !== 200) await res.body.dump();
+          const t = tally(key, refused);
+          t.who.set(who, (t.who.get(who) ?? 0) + 1);
+          t.ms.push(performance.now() - started);
+          if (res.statusCode >= 500) t.failed++;
+        })
+        .catch(() => {
+          if (stopped) return;
+          const t = tally(key, refused);
+          t.who.set('no answer', (t.who.get('no answer') ?? 0) + 1);
+          t.failed++;
+        });
     }
   }, Math.max(10, Math.round(1000 / options.rate)));
   const report = setInterval(() => {
     if (stopped || tallies.size === 0) return;
     const parts: string[] = [];
-    for (const [key, t] of [...tallies].sort()) {
-      const total = [...t.values()].reduce((a, b) => a + b, 0);
-      parts.push(`${key}: ${[...t].sort((a, b) => b[1] - a[1]).map(([who, n]) => `${who} ${Math.round((100 * n) / total)}%`).join(' · ')}`);
+    for (const [key, t] of [...tallies].sort(([a], [b]) => (a < b ? -1 : 1))) {
+      const total = [...t.who.values()].reduce((a, b) => a + b, 0);
+      const shares = [...t.who].sort((a, b) => b[1] - a[1]).map(([who, n]) => `${who} ${Math.round((100 * n) / total)}%`).join(' · ');
+      const sorted = t.ms.sort((a, b) => a - b);
+      const p99 = sorted.length === 0 ? '-' : formatLatency(sorted[Math.max(0, Math.ceil(0.99 * sorted.length) - 1)]! / 1000);
+      // A refused call is the expected answer there: its success rate would say nothing.
+      const health = t.forbidden ? `p99 ${p99}` : `success ${percent((total - t.failed) / total)}, p99 ${p99}`;
+      parts.push(`${key}: ${shares}  (${health})`);
     }
     tallies.clear();
     options.report(parts.join('\n'));
@@ -244,5 +291,39 @@ function startTraffic(
     clearInterval(tick);
     clearInterval(report);
     await agent.close();
+  };
+}
+
+/**
+ * Reports each revision the reconciler rejects, with its diagnostics rendered as `trellis
+ * validate` prints them (the folder compiled again: the reconciler keeps only the messages),
+ * and the next applied revision after a rejection.
+ */
+function watchRevisions(reconciler: Reconciler, options: UpOptions): () => Promise<void> {
+  let last = reconciler.status().attempted;
+  let failing = last !== null && !last.ok;
+  let checking: Promise<void> | undefined;
+  const check = async () => {
+    const a = reconciler.status().attempted;
+    if (!a || (last && a.revision === last.revision && a.at === last.at)) return;
+    last = a;
+    const at = a.at.slice(11, 19);
+    if (!a.ok) {
+      failing = true;
+      const again = await compileDir(options.dir);
+      const errors = again.diagnostics.filter((d) => d.severity === 'error');
+      const text = errors.length > 0 ? renderDiagnostics(errors, { pathPrefix: options.dir, ...(options.color ? { color: true } : {}) }) : a.diagnostics.filter((d) => d.severity === 'error').map((d) => `${d.file ?? ''}${d.line ? `:${d.line}:${d.col}` : ''}: error ${d.code}: ${d.message}`).join('\n');
+      options.revisions?.(`[${at}] REJECTED ${escapeForTerminal(a.description)}: the mesh stays on the last good revision\n${text.trimEnd()}`);
+    } else {
+      options.revisions?.(`[${at}] applied ${escapeForTerminal(a.description)}${failing ? ': the mesh runs it again' : ''}`);
+      failing = false;
+    }
+  };
+  const timer = setInterval(() => {
+    checking ??= check().finally(() => (checking = undefined));
+  }, 250);
+  return async () => {
+    clearInterval(timer);
+    await checking;
   };
 }
