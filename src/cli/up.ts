@@ -1,18 +1,27 @@
 /** `trellis up <spec-dir>`: the whole mesh of a spec folder on this machine, with demo apps and traffic. */
 import { up } from '../up/up.ts';
-import { EXIT, untilStopped, type CliIo } from './io.ts';
+import { EXIT, untilStopped, useColor, type CliIo } from './io.ts';
 
 export async function runUp(dir: string, opts: { controlPort: number; rate: number }, io: CliIo): Promise<number> {
   const out = (line: string) => io.stdout.write(line + '\n');
   let mesh;
   try {
-    mesh = await up({ dir, controlPort: opts.controlPort, rate: opts.rate, reportEveryMs: 3000, report: (text) => out(`\n[${new Date().toISOString().slice(11, 19)}] traffic in the last 3 s\n${text.replace(/^/gm, '  ')}`) });
+    mesh = await up({
+      dir,
+      controlPort: opts.controlPort,
+      rate: opts.rate,
+      reportEveryMs: 3000,
+      report: (text) => out(`\n[${new Date().toISOString().slice(11, 19)}] traffic in the last 3 s\n${text.replace(/^/gm, '  ')}`),
+      revisions: (text) => out(`\n${text}`),
+      color: useColor(io, 'stdout'),
+    });
   } catch (err) {
     io.stderr.write(`trellis up: ${(err as Error).message}\n`);
     return EXIT.failed;
   }
   out(`trellis up ${dir}`);
   out(`  reconciler  ${mesh.controlUrl}  watching ${dir}   (trellis status --url ${mesh.controlUrl})`);
+  out(`  dashboard   ${mesh.dashboardUrl}   (open it in a browser; or trellis stat --url ${mesh.controlUrl})`);
   const width = Math.max(...mesh.instances.map((i) => i.service.length));
   for (const i of mesh.instances) {
     out(
@@ -25,7 +34,7 @@ export async function runUp(dir: string, opts: { controlPort: number; rate: numb
   for (const f of mesh.forbidden) out(`  forbidden   ${f.from} → ${f.to} ${f.method} ${f.path}  (its access policy refuses it: expect 403 access_denied)`);
   const mtls = mesh.instances.some((i) => i.meshed) ? '  identity    sidecars hold certificates from a mesh CA made for this run; calls between them use mTLS' : '';
   if (mtls) out(mtls);
-  out(`Edit a route under ${dir} (weights, say) and watch the shares move. Ctrl-C stops everything.`);
+  out(`Edit a route under ${dir} (weights, say) and watch the shares move, here and on the dashboard. A revision the mesh refuses is shown with the reason. Ctrl-C stops everything.`);
   await untilStopped(() => (out('stopping…'), mesh.stop()));
   out('stopped');
   return EXIT.ok;
