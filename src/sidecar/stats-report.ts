@@ -150,8 +150,8 @@ export function reportBetween(before: Sample | undefined, now: Sample, who: { se
 }
 
 export interface StatsReporterOptions {
-  /** Reconciler base URL (the first of a `--control` list). */
-  readonly url: string;
+  /** Reconciler base URL, or where to ask for it on each report (the replica the control client streams from: it knows this sidecar). */
+  readonly url: string | (() => string);
   readonly token: string | ControlToken;
   readonly service: string;
   readonly node: string;
@@ -190,7 +190,8 @@ export class StatsReporter {
     const sample = await readSample(this.#o.metrics);
     const body = reportBetween(this.#taken, sample, { service: this.#o.service, node: this.#o.node, intervalMs: this.#o.intervalMs ?? DEFAULT_STATS_INTERVAL_MS });
     try {
-      const res = await request(new URL(STATS_PATH, this.#o.url), {
+      const base = typeof this.#o.url === 'string' ? this.#o.url : this.#o.url();
+      const res = await request(new URL(STATS_PATH, base), {
         method: 'POST',
         headers: { authorization: bearer(this.#o.token), 'content-type': 'application/json' },
         body: JSON.stringify(body),
