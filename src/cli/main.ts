@@ -114,6 +114,12 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .option('--route <name>', 'only this HTTPRoute')
     .addOption(new Option('--format <format>', 'output format: text or json (both to stdout)').default('text').argParser(parseFormat))
     .action(async (flags: import('./stat.ts').StatFlags) => setCode(await (await import('./stat.ts')).runStat(flags, io)));
+  sub('dashboard')
+    .description("serve the live dashboard (service graph, golden metrics, splits, revisions) on this machine, reading a reconciler's data; the reconciler serves the same page at /dashboard")
+    .option('--url <url>', 'reconciler address', 'http://127.0.0.1:15010')
+    .option('--control <url>', 'the same as --url')
+    .addOption(opt('--listen <[host:]port>', 'where to serve the page', parseListen, { host: '127.0.0.1', port: 15020 }, '127.0.0.1:15020'))
+    .action(async (flags: import('./dashboard.ts').DashboardFlags & { control?: string }) => setCode(await (await import('./dashboard.ts')).runDashboard({ ...flags, url: flags.control ?? flags.url }, io)));
   sub('test')
     .description("run the spec's TrafficTests against the compiled mesh; exit 1 when one fails")
     .argument('[dir]', 'spec folder', '.')
