@@ -21,7 +21,7 @@ import type { Logger } from 'pino';
 import { createLogger } from '../logger.ts';
 import { Agent, request } from 'undici';
 import { compileDir } from '../compiler/compile.ts';
-import { latency as formatLatency, percent } from '../dashboard/format.ts';
+import { latency as formatLatency } from '../dashboard/format.ts';
 import { MeshStats } from '../dashboard/mesh-stats.ts';
 import { renderDiagnostics } from '../diagnostics/render.ts';
 import { escapeForTerminal } from '../diagnostics/terminal-escape.ts';
@@ -163,6 +163,8 @@ export async function up(options: UpOptions): Promise<RunningMesh> {
     cleanups.push(() => server.close());
     await reconciler.start();
     cleanups.push(() => reconciler.stop());
+    // The first revision compiled before any sidecar asks the CA (it needs the trust domain).
+    await reconciler.idle();
     const controlUrl = `http://127.0.0.1:${address.port}`;
 
     const instances: StartedInstance[] = [];
@@ -280,7 +282,8 @@ function startTraffic(
       const sorted = t.ms.sort((a, b) => a - b);
       const p99 = sorted.length === 0 ? '-' : formatLatency(sorted[Math.max(0, Math.ceil(0.99 * sorted.length) - 1)]! / 1000);
       // A refused call is the expected answer there: its success rate would say nothing.
-      const health = t.forbidden ? `p99 ${p99}` : `success ${percent((total - t.failed) / total)}, p99 ${p99}`;
+      const success = (total - t.failed) / total;
+      const health = t.forbidden ? `p99 ${p99}` : `success ${(success * 100).toFixed(success === 1 ? 0 : 1)}%, p99 ${p99}`;
       parts.push(`${key}: ${shares}  (${health})`);
     }
     tallies.clear();
@@ -315,7 +318,7 @@ function watchRevisions(reconciler: Reconciler, options: UpOptions): () => Promi
       const text = errors.length > 0 ? renderDiagnostics(errors, { pathPrefix: options.dir, ...(options.color ? { color: true } : {}) }) : a.diagnostics.filter((d) => d.severity === 'error').map((d) => `${d.file ?? ''}${d.line ? `:${d.line}:${d.col}` : ''}: error ${d.code}: ${d.message}`).join('\n');
       options.revisions?.(`[${at}] REJECTED ${escapeForTerminal(a.description)}: the mesh stays on the last good revision\n${text.trimEnd()}`);
     } else {
-      options.revisions?.(`[${at}] applied ${escapeForTerminal(a.description)}${failing ? ': the mesh runs it again' : ''}`);
+      options.revisions?.(`[${at}] applied ${escapeForTerminal(a.description)}: the mesh now runs it${failing ? ' (the rejected revision never ran)' : ''}`);
       failing = false;
     }
   };
