@@ -11,7 +11,17 @@ export interface Clock {
 /** A uniform draw in [0, 1). */
 export type Random = () => number;
 
-export const systemClock: Clock = { now: () => performance.now() };
+/**
+ * A monotonic clock with timers: the forwarding core's deadlines, per-try timeouts and
+ * retry backoff sleep on it, so tests drive them with a ManualWallClock (which has this
+ * shape) in milliseconds.
+ */
+export interface TimerClock extends Clock {
+  /** Resolves once `ms` have passed, or at once when `signal` aborts. Never rejects. */
+  sleep(ms: number, signal?: AbortSignal): Promise<void>;
+}
+
+export const systemClock: TimerClock = { now: () => performance.now(), sleep: (ms, signal) => systemWallClock.sleep(ms, signal) };
 export const systemRandom: Random = Math.random;
 
 /** A seeded generator (mulberry32: small, fast, well mixed), so weighted and random choices repeat exactly in tests and benchmarks. */
@@ -26,19 +36,6 @@ export function seededRandom(seed: number): Random {
   };
 }
 
-/** A clock that moves only when told; for tests. */
-export class ManualClock implements Clock {
-  #now: number;
-  constructor(start = 0) {
-    this.#now = start;
-  }
-  now(): number {
-    return this.#now;
-  }
-  advance(ms: number): void {
-    this.#now += ms;
-  }
-}
 
 /**
  * Wall time, in epoch ms, and waiting on it. Certificate lifetimes are wall time (X.509
@@ -105,5 +102,12 @@ export class ManualWallClock implements WallClock {
   /** Sleeps not yet due: lets a test wait until the code under test is waiting. */
   get sleeping(): number {
     return this.#sleepers.size;
+  }
+}
+
+/** A monotonic clock that moves only when told (`advance`), waking the sleeps and timers that come due; for tests. */
+export class ManualClock extends ManualWallClock implements TimerClock {
+  constructor(start = 0) {
+    super(start);
   }
 }

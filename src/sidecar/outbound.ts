@@ -14,11 +14,9 @@
  * A request works on the config snapshot current when it arrived, start to finish.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { CompiledHeaderModifier, CompiledRule } from '../config/types.ts';
-import { retryBackoffMs } from './backoff.ts';
-import type { Clock, Random } from './clock.ts';
+import type { Random, TimerClock } from './clock.ts';
 import type { Cluster, ClusterManager, InstanceCall } from './clusters.ts';
 import type { Endpoint } from './endpoint.ts';
 import type { ConfigStore, Snapshot } from './config-store.ts';
@@ -26,8 +24,9 @@ import { PROXY_ERRORS, type ProxyErrorCode } from './errors.ts';
 import { armBodyDeadline } from './body-deadline.ts';
 import { addForwardingHeaders, applyHeaderModifier, endToEndHeaders, isRetrySafe } from './headers.ts';
 import type { SidecarMetrics } from './metrics.ts';
-import { judgeAttempt, mayRetry, untriedFirst } from './retry.ts';
-import { relayResponse, sendAttempt, sendProxyError, type AttemptResult } from './upstream.ts';
+import { relayResponse, sendAttempt, sendProxyError } from './upstream.ts';
+import { Deadline } from './deadline.ts';
+import { dispatch, type DispatchEvents, type Exchange } from './dispatch.ts';
 import { RequestRecord } from './request-record.ts';
 import { readBody } from '../http/json-server.ts';
 import { serviceKeyOfHost } from '../spec/names.ts';
@@ -62,7 +61,7 @@ export interface OutboundDeps {
   readonly clusters: ClusterManager;
   readonly metrics: SidecarMetrics;
   readonly log: Logger;
-  readonly clock: Clock;
+  readonly clock: TimerClock;
   readonly random: Random;
   /** Largest request body held in memory so it can be retried or mirrored (bigger ones stream, unretried). */
   readonly maxRetryBodyBytes: number;
@@ -242,133 +241,88 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
     pinned?: { readonly endpoint: Endpoint; readonly port: number };
   }
 
+  /** What the layers report, as metrics and logs. */
+  const events: DispatchEvents = {
+    retried: (service, reason) => deps.metrics.retries.inc({ destination_service: service, reason }),
+    retryDenied: (service) => deps.metrics.retriesDenied.inc({ destination_service: service }),
+    overloaded: (service) => deps.metrics.breakerRejections.inc({ destination_service: service }),
+    ejected: (service, endpoint) => {
+      deps.metrics.ejections.inc({ destination_service: service });
+      deps.log.warn({ type: 'outlier_ejected', service, endpoint }, 'endpoint ejected by outlier detection');
+    },
+  };
+
+  /**
+   * The HTTP/1.1 side of one request: fault injection, the request body (read into memory
+   * when small enough to retry or mirror), mirrors; then the protocol-neutral dispatch
+   * (dispatch.ts: deadline → retry → breaker → pick → attempt), and its outcome written back.
+   */
   async function forward(a: ForwardArgs): Promise<{ status: number; flags: string }> {
     const { req, res, cluster } = a;
-    const rule = a.policy;
-    const controller = new AbortController();
+    const deadline = new Deadline(deps.clock, a.started, a.policy.timeouts.requestMs);
     // Armed first: a small body is read into memory below, and a caller dripping it must not hold that read open.
     let bodyExpired: () => void = () => undefined;
     const bodyExpiry = new Promise<undefined>((resolve) => (bodyExpired = () => resolve(undefined)));
     const body$ = armBodyDeadline(req, res, deps.bodyTimeoutMs, () => {
       deps.metrics.bodyTimeouts.inc({ reporter: 'outbound' });
-      controller.abort();
+      deadline.cancel('request_body_timeout');
       bodyExpired();
     });
     const bodyTimedOut = { status: PROXY_ERRORS.request_body_timeout.status, flags: 'request_body_timeout' } as const;
-    const fault = cluster.settings.faultInjection;
-    if (fault.delay && deps.random() * 100 < fault.delay.percentage) await sleep(fault.delay.delayMs);
-    if (body$.expired) return bodyTimedOut;
-    if (fault.abort && deps.random() * 100 < fault.abort.percentage) {
-      res.writeHead(fault.abort.httpStatus, { 'content-type': 'application/json', 'x-trellis-error': 'fault_abort' });
-      res.end(JSON.stringify({ error: 'fault_abort', message: 'aborted by fault injection' }));
-      return { status: fault.abort.httpStatus, flags: 'fault_abort' };
-    }
-
-    // A body we may need to send twice (a retry, a mirror) is read into memory first, if small.
-    const length = req.headers['content-length'];
-    const chunked = req.headers['transfer-encoding'] !== undefined;
-    let body: Buffer | IncomingMessage | undefined;
-    if (!chunked && (length === undefined || length === '0')) body = undefined;
-    else if (!chunked && Number(length) <= deps.maxRetryBodyBytes) body = (await Promise.race([readBody(req, deps.maxRetryBodyBytes).catch(() => undefined), bodyExpiry])) ?? Buffer.alloc(0);
-    else body = req;
-    if (body$.expired) return bodyTimedOut;
-    const replayable = !(body && !Buffer.isBuffer(body));
-    if (a.mirrors.length > 0 && replayable) mirror(a.mirrors, a.method, a.pathAndQuery, a.headers, body as Buffer | undefined, a.backendPort);
-
-    const requestMs = rule.timeouts.requestMs;
-    const deadline = requestMs > 0 ? a.started + requestMs : Infinity;
-    let timedOut = false;
-    const timer = requestMs > 0 ? setTimeout(() => ((timedOut = true), controller.abort()), Math.max(1, deadline - deps.clock.now())) : undefined;
     const onClose = () => {
-      if (!res.writableFinished) controller.abort();
+      if (!res.writableFinished) deadline.cancel('client_gone');
     };
     res.on('close', onClose);
-    const retrySafe = isRetrySafe(a.method, req.headers);
-    setUpstreamAuthority(a.headers, cluster, a.backendPort, a.rewriteHost);
-    cluster.budget.recordRequest();
-    /** Endpoints this request's attempts went to: a retry goes elsewhere when it can. */
-    const tried = new Set<Endpoint>();
     try {
-      for (let attempt = 1; ; attempt++) {
-        if (!cluster.breaker.tryAcquire()) {
-          deps.metrics.breakerRejections.inc({ destination_service: cluster.service });
-          return { status: sendProxyError(res, 'overloaded'), flags: 'overloaded' };
-        }
-        // Requests can only be waiting for a connection once more are in flight than one
-        // endpoint's connections; only then is the pools' queue worth counting.
-        if (cluster.breaker.active > cluster.settings.circuitBreaker.maxConnections && cluster.queued >= cluster.settings.circuitBreaker.maxPendingRequests) {
-          cluster.breaker.release();
-          deps.metrics.breakerRejections.inc({ destination_service: cluster.service });
-          return { status: sendProxyError(res, 'overloaded'), flags: 'overloaded' };
-        }
-        const ep = a.pinned ? a.pinned.endpoint : cluster.picker.pick(untriedFirst(cluster.candidates(), tried));
-        if (!ep) {
-          cluster.breaker.release();
-          return { status: sendProxyError(res, 'no_endpoints'), flags: 'no_endpoints' };
-        }
-        const port = a.pinned ? a.pinned.port : ep.port || targetPort(cluster, a.backendPort);
-        const remaining = deadline === Infinity ? 0 : Math.max(1, deadline - deps.clock.now());
-        const perTry = rule.timeouts.backendRequestMs > 0 ? Math.min(rule.timeouts.backendRequestMs, remaining || Infinity) : remaining;
-        // undici's own timeouts tick coarsely (about every half second); a per-try timeout
-        // shorter than the whole request gets a timer of its own.
-        const trySignal = rule.timeouts.backendRequestMs > 0 && (remaining === 0 || perTry < remaining) ? AbortSignal.any([controller.signal, AbortSignal.timeout(perTry)]) : controller.signal;
-        tried.add(ep);
-        cluster.picker.onStart(ep);
-        const t0 = deps.clock.now();
-        const result: AttemptResult = await sendAttempt(cluster.poolFor(ep, port), { method: a.method, path: a.pathAndQuery, headers: a.headers, body, timeoutMs: perTry, signal: trySignal });
-        const rtt = deps.clock.now() - t0;
-        if (body$.expired) {
-          // The caller's slowness says nothing of the endpoint: no latency sample, no outlier verdict.
-          if (result.ok) result.body.destroy();
-          cluster.picker.onFinish(ep, Number.NaN, true);
-          cluster.breaker.release();
-          return bodyTimedOut;
-        }
+      const fault = cluster.settings.faultInjection;
+      if (fault.delay && deps.random() * 100 < fault.delay.percentage) await deps.clock.sleep(fault.delay.delayMs);
+      if (body$.expired) return bodyTimedOut;
+      if (fault.abort && deps.random() * 100 < fault.abort.percentage) {
+        res.writeHead(fault.abort.httpStatus, { 'content-type': 'application/json', 'x-trellis-error': 'fault_abort' });
+        res.end(JSON.stringify({ error: 'fault_abort', message: 'aborted by fault injection' }));
+        return { status: fault.abort.httpStatus, flags: 'fault_abort' };
+      }
 
-        const tryTimedOut = trySignal !== controller.signal && (trySignal.reason as Error | undefined)?.name === 'TimeoutError';
-        const verdict = judgeAttempt(result, { requestTimedOut: timedOut, tryTimedOut });
-        const { failure, clientGone, outcome } = verdict;
-        const finish = () => {
-          cluster.picker.onFinish(ep, rtt, outcome === 'success');
-          if (outcome && cluster.outlier.record(ep, outcome, cluster.endpoints)) {
-            deps.metrics.ejections.inc({ destination_service: cluster.service });
-            deps.log.warn({ type: 'outlier_ejected', service: cluster.service, endpoint: ep.key }, 'endpoint ejected by outlier detection');
+      // A body we may need to send twice (a retry, a mirror) is read into memory first, if small.
+      const length = req.headers['content-length'];
+      const chunked = req.headers['transfer-encoding'] !== undefined;
+      let body: Buffer | IncomingMessage | undefined;
+      if (!chunked && (length === undefined || length === '0')) body = undefined;
+      else if (!chunked && Number(length) <= deps.maxRetryBodyBytes) body = (await Promise.race([readBody(req, deps.maxRetryBodyBytes).catch(() => undefined), bodyExpiry])) ?? Buffer.alloc(0);
+      else body = req;
+      if (body$.expired) return bodyTimedOut;
+      if (a.mirrors.length > 0 && (body === undefined || Buffer.isBuffer(body))) mirror(a.mirrors, a.method, a.pathAndQuery, a.headers, body, a.backendPort);
+
+      setUpstreamAuthority(a.headers, cluster, a.backendPort, a.rewriteHost);
+      const exchange: Exchange = { method: a.method, path: a.pathAndQuery, headers: a.headers, body, retrySafe: isRetrySafe(a.method, req.headers) };
+      const outcome = await dispatch(cluster, exchange, {
+        policy: a.policy,
+        deadline,
+        portOf: (ep) => ep.port || targetPort(cluster, a.backendPort),
+        pinned: a.pinned,
+        clock: deps.clock,
+        random: deps.random,
+        send: (t, x, w) => sendAttempt(cluster.poolFor(t.endpoint, t.port), { method: x.method, path: x.path, headers: x.headers, body: x.body, timeoutMs: w.timeoutMs, signal: w.signal }),
+        events,
+      });
+      switch (outcome.kind) {
+        case 'client_gone':
+          return { status: 499, flags: 'client_closed' };
+        case 'failed':
+          if (outcome.code === 'request_body_timeout') return bodyTimedOut;
+          return { status: sendProxyError(res, outcome.code), flags: outcome.code };
+        case 'response':
+          try {
+            await relayResponse(res, outcome.response, a.responseModifiers);
+          } catch {
+            res.destroy();
+          } finally {
+            outcome.settle();
           }
-          cluster.breaker.release();
-        };
-
-        const reason = result.ok ? String(result.statusCode) : failure!;
-        const retryable = mayRetry({ attempt, retry: rule.retry, result, verdict, requestTimedOut: timedOut, retrySafe, replayable });
-        if (retryable && cluster.budget.tryRetry()) {
-          if (result.ok) await result.body.dump().catch(() => undefined);
-          finish();
-          deps.metrics.retries.inc({ destination_service: cluster.service, reason });
-          const wait = retryBackoffMs(attempt, rule.retry.backoffMs, deps.random);
-          if (deps.clock.now() + wait >= deadline) {
-            return { status: sendProxyError(res, 'request_timeout'), flags: 'request_timeout' };
-          }
-          if (wait > 0) await sleep(wait);
-          continue;
-        }
-        if (retryable) deps.metrics.retriesDenied.inc({ destination_service: cluster.service });
-
-        if (!result.ok) {
-          finish();
-          if (clientGone) return { status: 499, flags: 'client_closed' };
-          const code: ProxyErrorCode = failure === 'connect_failure' || failure === 'tls_failure' || failure === 'request_timeout' ? failure : 'upstream_reset';
-          return { status: sendProxyError(res, code), flags: code };
-        }
-        try {
-          await relayResponse(res, result, a.responseModifiers);
-        } catch {
-          res.destroy();
-        } finally {
-          finish();
-        }
-        return { status: result.statusCode, flags: body$.expired ? 'request_body_timeout' : '-' };
+          return { status: outcome.response.statusCode, flags: body$.expired ? 'request_body_timeout' : '-' };
       }
     } finally {
-      if (timer) clearTimeout(timer);
+      deadline.dispose();
       res.off('close', onClose);
     }
   }

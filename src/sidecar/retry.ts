@@ -1,9 +1,17 @@
 /**
- * The retry layer's two decisions, pure: how one attempt ended (`judgeAttempt`), and
- * whether it may be tried again (`mayRetry`). The outbound loop acts on them; the retry
- * budget (retry-budget.ts) and the backoff (backoff.ts) are the other parts of the layer.
+ * The retry layer of the forwarding core (dispatch.ts). Its two decisions are pure: how one
+ * attempt ended (`judgeAttempt`), and whether it may be tried again (`mayRetry`);
+ * `retryLoop` acts on them with the retry budget (retry-budget.ts), the backoff
+ * (backoff.ts) and the deadline (deadline.ts).
  */
 import type { CompiledRetry } from '../config/types.ts';
+import { retryBackoffMs } from './backoff.ts';
+import type { Random, TimerClock } from './clock.ts';
+import type { Deadline } from './deadline.ts';
+import type { Dispatched } from './dispatch.ts';
+import type { Tried } from './endpoint-attempt.ts';
+import type { ProxyErrorCode } from './errors.ts';
+import type { RetryBudget } from './retry-budget.ts';
 import { outcomeOfStatus, type OutlierOutcome } from './outlier.ts';
 import type { AttemptFailure, AttemptResult } from './upstream.ts';
 
@@ -75,4 +83,54 @@ export function untriedFirst<T>(candidates: readonly T[], tried: ReadonlySet<T>)
   if (tried.size === 0) return candidates;
   const fresh = candidates.filter((c) => !tried.has(c));
   return fresh.length > 0 ? fresh : candidates;
+}
+
+export interface RetryLoopOptions {
+  readonly retry: CompiledRetry;
+  readonly budget: RetryBudget;
+  readonly deadline: Deadline;
+  readonly clock: TimerClock;
+  readonly random: Random;
+  readonly retrySafe: boolean;
+  /** The body can be sent again (none, or held in memory). */
+  readonly replayable: boolean;
+  /** A retry is about to happen; `reason` is the status code or the failure. */
+  readonly onRetry: (reason: string) => void;
+  /** A retry was allowed by the policy and refused by the budget. */
+  readonly onRetryDenied: () => void;
+}
+
+/**
+ * Tries (`tryOnce`) until an attempt gives a response or a failure that may not or cannot
+ * be tried again: a retry needs `mayRetry`, then a grant of the budget, then a backoff that
+ * ends before the deadline (else the request ends with `request_timeout`). A response that
+ * is retried is drained and settled first. A refusal before sending (`stop`) is never
+ * retried: a full breaker or no endpoint does not get better by asking again at once.
+ */
+export async function retryLoop(o: RetryLoopOptions, tryOnce: () => Promise<Tried>): Promise<Dispatched> {
+  for (let attempt = 1; ; attempt++) {
+    const tried = await tryOnce();
+    if (tried.kind === 'stop') return { kind: 'failed', code: tried.code };
+    const { result, verdict, settle } = tried;
+    const retryable = mayRetry({ attempt, retry: o.retry, result, verdict, requestTimedOut: o.deadline.timedOut, retrySafe: o.retrySafe, replayable: o.replayable });
+    if (retryable && o.budget.tryRetry()) {
+      if (result.ok) await result.body.dump().catch(() => undefined);
+      settle();
+      o.onRetry(result.ok ? String(result.statusCode) : verdict.failure!);
+      const wait = retryBackoffMs(attempt, o.retry.backoffMs, o.random);
+      if (o.deadline.wouldPass(wait)) return { kind: 'failed', code: 'request_timeout' };
+      if (wait > 0) await o.clock.sleep(wait, o.deadline.signal);
+      const ended = o.deadline.reason;
+      if (ended === 'client_gone') return { kind: 'client_gone' };
+      if (ended !== undefined) return { kind: 'failed', code: ended };
+      continue;
+    }
+    if (retryable) o.onRetryDenied();
+    if (result.ok) return { kind: 'response', response: result, settle };
+    settle();
+    if (verdict.clientGone) return { kind: 'client_gone' };
+    const f = verdict.failure;
+    const code: ProxyErrorCode = f === 'connect_failure' || f === 'tls_failure' || f === 'request_timeout' ? f : 'upstream_reset';
+    return { kind: 'failed', code };
+  }
 }

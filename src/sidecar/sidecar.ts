@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { createLogger } from '../logger.ts';
-import type { Clock, Random, WallClock } from './clock.ts';
+import type { Random, TimerClock, WallClock } from './clock.ts';
 import { systemClock, systemRandom } from './clock.ts';
 import { ClusterManager } from './clusters.ts';
 import { ConfigStore, type Snapshot } from './config-store.ts';
@@ -56,7 +56,8 @@ export interface SidecarOptions {
   /** Standalone identity: certificate, key and CA files, reloaded on change (instead of certificates from the reconciler). */
   readonly certificateFiles?: CredentialFiles;
   readonly logger?: Logger;
-  readonly clock?: Clock;
+  /** Monotonic time and timers: latency, outlier and budget windows, request deadlines, retry backoff. */
+  readonly clock?: TimerClock;
   /** Wall time: certificate validity, renewal and backoff, and when a config was applied. */
   readonly wallClock?: WallClock;
   readonly random?: Random;
