@@ -30,7 +30,8 @@ export function renderStat(view: StatsView, window: string): string {
     else lines.push(...table([[...head, ...GOLDEN_HEADERS], ...rows]).map((l) => `  ${l}`));
   };
   const covered = view.warmingUp ? ` (reports cover the last ${Math.round(view.coveredSeconds)} s)` : '';
-  section(`SERVICES  last ${e(window)}${covered}`, ['NAME', 'SEEN_BY'], view.services.map((s) => [e(s.service), s.reporter === 'inbound' ? 'itself' : 'callers', ...goldenCells(s)]));
+  const from = view.source === 'prometheus' ? '  (from Prometheus)' : '';
+  section(`SERVICES  last ${e(window)}${covered}${from}`, ['NAME', 'SEEN_BY'], view.services.map((s) => [e(s.service), s.reporter === 'inbound' ? 'itself' : 'callers', ...goldenCells(s)]));
   section('EDGES  caller → backend, as the caller\'s sidecar saw it', ['FROM', 'TO'], view.edges.map((x) => [e(x.source), e(x.destination), ...goldenCells(x)]));
   section('ROUTES', ['FROM', 'TO', 'ROUTE'], view.routes.map((x) => [e(x.source), e(x.destination), e(x.route), ...goldenCells(x)]));
   const denied = view.access.filter((a) => a.what !== 'allowed');

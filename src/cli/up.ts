@@ -2,7 +2,7 @@
 import { up } from '../up/up.ts';
 import { EXIT, untilStopped, useColor, type CliIo } from './io.ts';
 
-export async function runUp(dir: string, opts: { controlPort: number; rate: number }, io: CliIo): Promise<number> {
+export async function runUp(dir: string, opts: { controlPort: number; rate: number; prometheus?: string }, io: CliIo): Promise<number> {
   const out = (line: string) => io.stdout.write(line + '\n');
   let mesh;
   try {
@@ -14,6 +14,7 @@ export async function runUp(dir: string, opts: { controlPort: number; rate: numb
       report: (text) => out(`\n[${new Date().toISOString().slice(11, 19)}] traffic in the last 3 s\n${text.replace(/^/gm, '  ')}`),
       revisions: (text) => out(`\n${text}`),
       color: useColor(io, 'stdout'),
+      ...(opts.prometheus ? { prometheus: opts.prometheus } : {}),
     });
   } catch (err) {
     io.stderr.write(`trellis up: ${(err as Error).message}\n`);
@@ -22,6 +23,7 @@ export async function runUp(dir: string, opts: { controlPort: number; rate: numb
   out(`trellis up ${dir}`);
   out(`  reconciler  ${mesh.controlUrl}  watching ${dir}   (trellis status --url ${mesh.controlUrl})`);
   out(`  dashboard   ${mesh.dashboardUrl}   (open it in a browser; or trellis stat --url ${mesh.controlUrl})`);
+  if (opts.prometheus) out(`  prometheus  traffic read from ${opts.prometheus}; its scrape config: curl -s ${mesh.controlUrl}/v1/prometheus/config > trellis-prometheus.yml`);
   const width = Math.max(...mesh.instances.map((i) => i.service.length));
   for (const i of mesh.instances) {
     out(

@@ -16,14 +16,15 @@ import type { ReconcilerMetrics } from '../reconciler/metrics.ts';
 import type { Reconciler } from '../reconciler/reconciler.ts';
 import { serveAsset } from './assets.ts';
 import { dashboardData, histogramQuantilesMs, RevisionHistory } from './dashboard-data.ts';
-import { parseWindow, type MeshStats } from './mesh-stats.ts';
+import { parseWindow, type StatsQuery, type StatsView } from './mesh-stats.ts';
 
 /** How often the reconciler's latest attempt is looked at for the revision list: often enough that a person's quick fix-up commit does not hide the broken one. */
 const SAMPLE_EVERY_MS = 500;
 
 export interface DashboardEndpointsOptions {
   readonly reconciler: Reconciler;
-  readonly stats: MeshStats;
+  /** The traffic over a window: from sidecar reports or from Prometheus (rejects when that cannot be read). */
+  readonly view: (q: StatsQuery) => Promise<StatsView>;
   readonly metrics: ReconcilerMetrics;
 }
 
@@ -62,7 +63,13 @@ export class DashboardEndpoints {
     const status = r.status();
     this.#history.observe(status);
     const propagation = histogramQuantilesMs((await this.#o.metrics.propagation.get()).values);
-    sendJson(res, 200, dashboardData({ stats: this.#o.stats.query({ windowMs }), status, applied: r.applied, history: this.#history, propagation }));
+    let stats: StatsView;
+    try {
+      stats = await this.#o.view({ windowMs });
+    } catch (err) {
+      return sendJson(res, 502, { error: 'stats_unavailable', message: (err as Error).message });
+    }
+    sendJson(res, 200, dashboardData({ stats, status, applied: r.applied, history: this.#history, propagation }));
   }
 
   #explain(url: URL, res: ServerResponse): void {

@@ -110,7 +110,8 @@ export interface EventCount {
 }
 
 export interface StatsView {
-  readonly source: 'sidecars';
+  /** Where the numbers come from: sidecar reports to the reconciler, or a Prometheus scraping the sidecars. */
+  readonly source: 'sidecars' | 'prometheus';
   readonly at: string;
   readonly windowMs: number;
   /** Seconds the rates are computed over: the window, or less while the reconciler has not been receiving reports that long. */
@@ -138,6 +139,8 @@ export interface StatsQuery {
   readonly route?: string;
   /** Only services of this namespace (either end of an edge). */
   readonly namespace?: string;
+  /** The time the counts cover, in ms, when the caller knows it (a Prometheus `increase()`); default: from the ring. */
+  readonly coveredMs?: number;
 }
 
 export interface MeshStatsOptions {
@@ -269,7 +272,7 @@ export class MeshStats {
     const windowMs = Math.min(Math.max(q.windowMs, this.#bucketMs), MAX_WINDOW_MS);
     const last = Math.floor(now / this.#bucketMs);
     const first = Math.floor((now - windowMs) / this.#bucketMs) + 1;
-    const coveredMs = Math.max(1, now - Math.max(first * this.#bucketMs, this.#since ?? now));
+    const coveredMs = q.coveredMs ?? Math.max(1, now - Math.max(first * this.#bucketMs, this.#since ?? now));
     const bounds = this.#bounds ?? [];
     const inNamespace = (key: string) => q.namespace === undefined || parseServiceKey(key).namespace === q.namespace;
 
@@ -336,7 +339,7 @@ export class MeshStats {
       at: new Date(now).toISOString(),
       windowMs,
       coveredSeconds: round(coveredMs / 1000, 3),
-      warmingUp: (this.#since ?? now) > first * this.#bucketMs,
+      warmingUp: q.coveredMs === undefined && (this.#since ?? now) > first * this.#bucketMs,
       services,
       edges: byKey(edges, ([source, destination], g) => ({ source: source!, destination: destination!, ...g })),
       routes: byKey(routes, ([source, destination, route], g) => ({ source: source!, destination: destination!, route: route!, ...g })),

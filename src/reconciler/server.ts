@@ -12,6 +12,7 @@
  *   POST /v1/stats     a sidecar's traffic aggregates since its last report (bearer token) → 204
  *   GET  /v1/stats     golden metrics per service, edge and route (?window=1m&from=&to=&route=&namespace=), JSON
  *   GET  /dashboard    the dashboard page; GET /v1/dashboard and /v1/explain its data (dashboard/endpoints.ts)
+ *   GET  /v1/prometheus/targets  sidecar admin listeners for Prometheus HTTP service discovery; /v1/prometheus/config a prometheus.yml using it
  *   GET  /status       what is attempted, applied, and where every sidecar stands (JSON)
  *   GET  /metrics      Prometheus text
  *   GET  /healthz      200 while serving;  GET /readyz  200 once a revision is applied and (with discovery) its endpoints are listed
@@ -26,7 +27,8 @@ import { authorizeService, controlAuthenticator, type Authenticator, type AuthRe
 import { MAX_CSR_BYTES, type CertificateIssuer } from './certificates.ts';
 import type { Logger } from 'pino';
 import { DashboardEndpoints } from '../dashboard/endpoints.ts';
-import { isStatsReport, MeshStats, parseWindow } from '../dashboard/mesh-stats.ts';
+import { isStatsReport, MeshStats, parseWindow, type StatsQuery, type StatsView } from '../dashboard/mesh-stats.ts';
+import { httpServiceDiscovery, prometheusConfig, type PrometheusStats, type ScrapeTarget } from '../dashboard/prometheus.ts';
 import { STATS_PATH } from '../sidecar/stats-report.ts';
 import type { ReconcilerMetrics } from './metrics.ts';
 import type { AppliedRevision, Reconciler, SidecarRecord } from './reconciler.ts';
@@ -104,6 +106,10 @@ export interface ReconcilerServerOptions {
   readonly now?: () => number;
   /** Where sidecar stats reports are kept; default a MeshStats on `now`. */
   readonly stats?: MeshStats;
+  /** Read the traffic from this Prometheus instead of the sidecars' reports (`trellis stat` and the dashboard). */
+  readonly prometheus?: PrometheusStats;
+  /** Sidecar admin listeners Prometheus should scrape, when the reconciler's embedding knows them (`trellis up`). */
+  readonly scrapeTargets?: () => readonly ScrapeTarget[];
 }
 
 function isSubscribe(v: unknown): v is Subscribe {
@@ -146,11 +152,13 @@ export class ReconcilerServer {
   /** The traffic sidecars report, for `trellis stat` and the dashboard. */
   readonly stats: MeshStats;
   readonly #dashboard: DashboardEndpoints;
+  /** `host:port` once listening (for the generated Prometheus config). */
+  #listening: string | undefined;
 
   constructor(options: ReconcilerServerOptions) {
     this.#o = options;
     this.stats = options.stats ?? new MeshStats({ now: options.now ?? Date.now });
-    this.#dashboard = new DashboardEndpoints({ reconciler: options.reconciler, stats: this.stats, metrics: options.metrics });
+    this.#dashboard = new DashboardEndpoints({ reconciler: options.reconciler, view: (q) => this.#view(q), metrics: options.metrics });
     this.#deliveries = new RecentDeliveries({ ...WEBHOOK_DELIVERY_MEMORY, now: options.now ?? Date.now });
     this.#auth = controlAuthenticator({ ...(options.token !== undefined ? { sharedToken: options.token } : {}), ...(options.authenticator ? { serviceAccounts: options.authenticator } : {}) });
     this.#server = createServer({ requestTimeout: 0, headersTimeout: 10_000, keepAliveTimeout: 5000 }, (req, res) => {
@@ -262,7 +270,20 @@ export class ReconcilerServer {
             const windowMs = parseWindow(q.get('window') ?? '1m');
             if (windowMs === undefined || windowMs <= 0) return sendJson(res, 400, { error: 'invalid_window', message: 'window is a duration such as 30s, 1m or 5m' });
             const opt = (name: string) => (q.get(name) ? { [name]: q.get(name)! } : {});
-            return sendJson(res, 200, this.stats.query({ windowMs, ...opt('from'), ...opt('to'), ...opt('route'), ...opt('namespace') }));
+            let view: StatsView;
+            try {
+              view = await this.#view({ windowMs, ...opt('from'), ...opt('to'), ...opt('route'), ...opt('namespace') });
+            } catch (err) {
+              return sendJson(res, 502, { error: 'stats_unavailable', message: (err as Error).message });
+            }
+            return sendJson(res, 200, view);
+          }
+          case 'GET /v1/prometheus/targets':
+            return sendJson(res, 200, httpServiceDiscovery(this.#o.scrapeTargets?.() ?? []));
+          case 'GET /v1/prometheus/config': {
+            const text = prometheusConfig(`http://${this.#listening ?? '127.0.0.1:15010'}`);
+            res.writeHead(200, { 'content-type': 'text/yaml; charset=utf-8', 'content-length': Buffer.byteLength(text) });
+            return res.end(text);
           }
           case 'GET /status':
             return sendJson(res, 200, r.status());
@@ -281,6 +302,16 @@ export class ReconcilerServer {
         }
       })().catch((err: Error) => (res.headersSent ? res.destroy() : sendJson(res, 500, { error: 'internal', message: err.message })));
     });
+  }
+
+  /** The traffic over a window, from Prometheus when one is configured, else from the sidecars' reports. */
+  async #view(q: StatsQuery): Promise<StatsView> {
+    if (!this.#o.prometheus) return this.stats.query(q);
+    try {
+      return await this.#o.prometheus.query(q);
+    } catch (err) {
+      throw new Error(`cannot read Prometheus at ${this.#o.prometheus.url}: ${(err as Error).message}`);
+    }
   }
 
   #refuse(res: ServerResponse, path: string | undefined, refusal: AuthRefusal, principal?: Principal, service?: string): void {
@@ -304,7 +335,11 @@ export class ReconcilerServer {
   listen(host: string, port: number): Promise<AddressInfo> {
     return new Promise((resolve, reject) => {
       this.#server.once('error', reject);
-      this.#server.listen(port, host, () => resolve(this.#server.address() as AddressInfo));
+      this.#server.listen(port, host, () => {
+        const a = this.#server.address() as AddressInfo;
+        this.#listening = `${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
+        resolve(a);
+      });
     });
   }
 

@@ -23,6 +23,7 @@ import { Agent, request } from 'undici';
 import { compileDir } from '../compiler/compile.ts';
 import { latency as formatLatency } from '../dashboard/format.ts';
 import { MeshStats } from '../dashboard/mesh-stats.ts';
+import { PrometheusStats } from '../dashboard/prometheus.ts';
 import { renderDiagnostics } from '../diagnostics/render.ts';
 import { escapeForTerminal } from '../diagnostics/terminal-escape.ts';
 import { StatsReporter } from '../sidecar/stats-report.ts';
@@ -50,6 +51,8 @@ export interface UpOptions {
   readonly revisions?: (text: string) => void;
   /** ANSI colours in rendered diagnostics. */
   readonly color?: boolean;
+  /** Read the dashboard's and `trellis stat`'s traffic from this Prometheus (which scrapes the sidecars with the config at `<controlUrl>/v1/prometheus/config`). */
+  readonly prometheus?: string;
   readonly logLevel?: string;
 }
 
@@ -158,7 +161,19 @@ export async function up(options: UpOptions): Promise<RunningMesh> {
     const ca = await MeshCertificateAuthority.generate('trellis up');
     const certificates = new CertificateIssuer({ ca, ttlMs: DEFAULT_CERT_TTL_MS, reconciler, metrics, log: log.child({ component: 'ca' }) });
     const stats = new MeshStats({ bucketMs: UP_STATS_INTERVAL_MS });
-    const server = new ReconcilerServer({ reconciler, metrics, token, certificates, stats });
+    const instances: StartedInstance[] = [];
+    // Every sidecar's admin listener, named as its control stream names it (`<service>-<index>`).
+    const scrapeTargets = () => {
+      const seen = new Map<string, number>();
+      return instances.flatMap((i) => {
+        const n = seen.get(i.service) ?? 0;
+        seen.set(i.service, n + 1);
+        return i.admin === null ? [] : [{ service: i.service, node: `${i.service}-${n}`, address: `127.0.0.1:${i.admin}` }];
+      });
+    };
+    const prometheus = options.prometheus ? new PrometheusStats(options.prometheus) : undefined;
+    if (prometheus) cleanups.push(() => prometheus.close());
+    const server = new ReconcilerServer({ reconciler, metrics, token, certificates, stats, scrapeTargets, ...(prometheus ? { prometheus } : {}) });
     const address = await server.listen('127.0.0.1', options.controlPort);
     cleanups.push(() => server.close());
     await reconciler.start();
@@ -167,7 +182,6 @@ export async function up(options: UpOptions): Promise<RunningMesh> {
     await reconciler.idle();
     const controlUrl = `http://127.0.0.1:${address.port}`;
 
-    const instances: StartedInstance[] = [];
     const sidecars = new Map<string, Sidecar[]>();
     for (const svc of compiled.plan.services.values()) {
       for (const [i, ep] of svc.endpoints.static.entries()) {

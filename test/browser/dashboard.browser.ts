@@ -155,14 +155,17 @@ test('the dashboard shows the shop live: edges with rate, success and p99, the c
   assert.equal(v2[3], '100%');
 
   // A service's detail: its routes, callers and callees, and explain.
-  const at = await page.evaluate(() => {
-    const cy = (window as unknown as { trellisGraph: { getElementById(id: string): { renderedPosition(): { x: number; y: number } } } }).trellisGraph;
-    const p = cy.getElementById('checkout').renderedPosition();
-    const box = document.getElementById('graph')!.getBoundingClientRect();
-    return { x: box.left + p.x, y: box.top + p.y };
-  });
-  await page.mouse.click(at.x, at.y);
-  await page.locator('#detail-body').waitFor({ state: 'visible' });
+  // A real click where the node is drawn (asked again on each try: the page re-renders every 2 s).
+  await until('the detail of checkout after clicking its node', async () => {
+    const at = await page.evaluate(() => {
+      const cy = (window as unknown as { trellisGraph: { getElementById(id: string): { renderedPosition(): { x: number; y: number } } } }).trellisGraph;
+      const p = cy.getElementById('checkout').renderedPosition();
+      const box = document.getElementById('graph')!.getBoundingClientRect();
+      return { x: box.left + p.x, y: box.top + p.y };
+    });
+    await page.mouse.click(at.x, at.y);
+    return (await page.locator('#detail-title').textContent()) === 'checkout' && (await page.locator('#detail-body').isVisible());
+  }, 10_000);
   assert.equal(await page.locator('#detail-title').textContent(), 'checkout');
   assert.match((await page.locator('#detail-callers').textContent()) ?? '', /frontend — \d/);
   assert.match((await page.locator('#detail-routes').textContent()) ?? '', /checkout\/weighted-split: .* → checkout 50, checkout-v2 50/);

@@ -15,6 +15,7 @@ import { FolderSource } from '../../src/reconciler/folder-source.ts';
 import { ReconcilerMetrics } from '../../src/reconciler/metrics.ts';
 import { Reconciler } from '../../src/reconciler/reconciler.ts';
 import { ReconcilerServer } from '../../src/reconciler/server.ts';
+import type { PrometheusStats } from '../../src/dashboard/prometheus.ts';
 import { StatsReporter } from '../../src/sidecar/stats-report.ts';
 import { testCa } from '../helpers/identity.ts';
 import { cleanup, closedPort, startSidecar, startUpstream, waitFor, type RunningSidecar } from '../helpers/sidecar-harness.ts';
@@ -82,7 +83,7 @@ function app(delayMs: number) {
   };
 }
 
-export async function startStatsMesh(options: { delayMs: number; weights?: { api: number; apiV2: number } }): Promise<StatsMesh> {
+export async function startStatsMesh(options: { delayMs: number; weights?: { api: number; apiV2: number }; prometheus?: PrometheusStats }): Promise<StatsMesh> {
   const dir = mkdtempSync(join(tmpdir(), 'trellis-stats-'));
   const ports = { api: await closedPort(), apiV2: await closedPort() };
   const writeSpec = (weights: { api: number; apiV2: number }) => writeFileSync(join(dir, 'mesh.yaml'), spec(ports, weights));
@@ -91,7 +92,9 @@ export async function startStatsMesh(options: { delayMs: number; weights?: { api
   const log = pino({ level: 'silent' });
   const reconciler = new Reconciler({ source: new FolderSource({ dir }), log, metrics });
   const certificates = new CertificateIssuer({ ca: await testCa(), ttlMs: 3_600_000, reconciler, metrics, log });
-  const server = new ReconcilerServer({ reconciler, metrics, token: TOKEN, certificates });
+  const sidecars: RunningSidecar[] = [];
+  const scrapeTargets = () => sidecars.map((s) => ({ service: s.sidecar.store.current?.service ?? 'unknown', node: `${s.sidecar.store.current?.service ?? 'unknown'}-0`, address: `127.0.0.1:${s.admin}` }));
+  const server = new ReconcilerServer({ reconciler, metrics, token: TOKEN, certificates, scrapeTargets, ...(options.prometheus ? { prometheus: options.prometheus } : {}) });
   const address = await server.listen('127.0.0.1', 0);
   await reconciler.start();
   const url = `http://127.0.0.1:${address.port}`;
@@ -102,6 +105,7 @@ export async function startStatsMesh(options: { delayMs: number; weights?: { api
   const apiV2 = await startSidecar(undefined, { service: 'api-v2', inbound: { host: '127.0.0.1', port: ports.apiV2 }, app: { host: '127.0.0.1', port: apiV2App.port }, control: { ...control, node: 'api-v2-0' } });
   const client = await startSidecar(undefined, { service: 'client', control: { ...control, node: 'client-0' } });
   await waitFor(() => api.sidecar.ready && apiV2.sidecar.ready && client.sidecar.ready, 'the sidecars to hold a config and a certificate', 15_000);
+  sidecars.push(client, api, apiV2);
   const reporters = [client, api, apiV2].map(
     (s) => new StatsReporter({ url, token: TOKEN, service: s.sidecar.store.current!.service, node: `${s.sidecar.store.current!.service}-0`, metrics: s.sidecar.metrics, log, intervalMs: 3_600_000 }),
   );

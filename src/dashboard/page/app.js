@@ -92,10 +92,9 @@ function renderGraph(d) {
         requests: s ? s.requests : 0,
       };
       const edge = cy.getElementById(id);
-      if (edge.empty()) {
-        cy.add({ group: 'edges', data });
-        added = true;
-      } else edge.data(data);
+      // A new edge does not move the nodes: a graph that jumps under the pointer cannot be clicked.
+      if (edge.empty()) cy.add({ group: 'edges', data });
+      else edge.data(data);
     }
   });
   if (added) {
@@ -136,7 +135,7 @@ function render(d) {
   $('revision').textContent = d.applied ? `applied ${revisionTitle(d.applied)} at ${d.applied.at.slice(11, 19)}` : 'no revision applied yet';
   $('sync').textContent = `sidecars in sync ${d.sync.inSync}/${d.sync.connected}${d.sync.sidecars > d.sync.connected ? ` (${d.sync.sidecars - d.sync.connected} disconnected)` : ''}`;
   $('propagation').textContent = d.propagation.count > 0 ? `propagation p50 ${d.propagation.p50Ms} ms · p99 ${d.propagation.p99Ms} ms` : 'propagation: no push yet';
-  $('updated').textContent = `updated ${d.stats.at.slice(11, 19)}`;
+  $('updated').textContent = `updated ${d.stats.at.slice(11, 19)} · ${d.stats.source === 'prometheus' ? 'from Prometheus' : 'from sidecar reports'}`;
 
   $('failing').hidden = !d.failing;
   if (d.failing) {
