@@ -167,7 +167,8 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .argument('[dir]', 'spec folder', 'examples/shop')
     .addOption(opt('--control-port <port>', 'reconciler port', (v) => parseListen(v).port, 15010, '15010'))
     .addOption(opt('--rate <n>', 'requests per second from each entry service to each service it calls', (v) => Math.max(1, Math.min(100, Number(v) || 5)), 5, '5'))
-    .action(async (dir: string, opts: { controlPort: number; rate: number }) => setCode(await (await import('./up.ts')).runUp(dir, opts, io)));
+    .option('--prometheus <url>', 'read the dashboard\'s and trellis stat\'s traffic from this Prometheus (its scrape config: GET <reconciler>/v1/prometheus/config)')
+    .action(async (dir: string, opts: { controlPort: number; rate: number; prometheus?: string }) => setCode(await (await import('./up.ts')).runUp(dir, opts, io)));
 
   // Kubernetes: install manifests, offline injection, and the classic sidecar's start hook.
   // The image scripts/build-image.sh makes (docs/kubernetes.md, "The image"): push it and pass --image.
