@@ -30,7 +30,7 @@ const cy = cytoscape({
   container: $('graph'),
   wheelSensitivity: 0.3,
   style: [
-    { selector: 'node', style: { label: 'data(id)', 'text-valign': 'bottom', 'text-margin-y': 4, 'font-size': 11, 'background-color': '#2563eb', width: 22, height: 22 } },
+    { selector: 'node', style: { label: 'data(id)', 'text-valign': 'bottom', 'text-margin-y': 4, 'font-size': 12, 'text-background-color': '#fff', 'text-background-opacity': 0.85, 'text-background-padding': 1, 'background-color': '#2563eb', width: 22, height: 22 } },
     { selector: 'node[!meshed]', style: { 'background-color': '#6b7280', shape: 'round-rectangle' } },
     { selector: 'node:selected', style: { 'border-width': 3, 'border-color': '#f59e0b' } },
     { selector: 'edge', style: { 'curve-style': 'bezier', 'target-arrow-shape': 'triangle', width: 2, 'line-color': 'data(color)', 'target-arrow-color': 'data(color)', label: 'data(label)', 'font-size': 9, 'text-rotation': 'autorotate', 'text-background-color': '#fff', 'text-background-opacity': 0.85, 'text-background-padding': 1 } },
@@ -99,7 +99,9 @@ function renderGraph(d) {
   });
   if (added) {
     const roots = cy.nodes().filter((n) => n.indegree(false) === 0 && n.outdegree(false) > 0);
-    cy.layout({ name: 'breadthfirst', directed: true, roots: roots.length > 0 ? roots : undefined, spacingFactor: 1.1, padding: 20, animate: false }).run();
+    // Callers left, callees right: the long edge labels then run along the wide side of the box.
+    cy.layout({ name: 'breadthfirst', directed: true, roots: roots.length > 0 ? roots : undefined, spacingFactor: 1.2, padding: 24, animate: false, transform: (_node, p) => ({ x: p.y * 1.8, y: p.x / 1.4 }) }).run();
+    cy.fit(undefined, 24);
   }
 }
 
