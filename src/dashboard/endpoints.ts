@@ -35,10 +35,22 @@ export class DashboardEndpoints {
   /** The applied revision compiled with its spec documents (explain needs them; the reconciler keeps only the configs). */
   #compiled: { id: string; result: CompileResult } | undefined;
 
+  /** Revisions attempted so far (the compile-duration histogram counts one per attempt), when last looked at. */
+  #attempts = -1;
+
   constructor(options: DashboardEndpointsOptions) {
     this.#o = options;
-    this.#timer = setInterval(() => this.#history.observe(this.#o.reconciler.status()), SAMPLE_EVERY_MS);
+    this.#timer = setInterval(() => void this.#sample(), SAMPLE_EVERY_MS);
     this.#timer.unref();
+  }
+
+  /** Records the latest attempt when there was a new one (status() walks every sidecar: it is asked only then). */
+  async #sample(): Promise<void> {
+    const values = (await this.#o.metrics.reconcileDuration.get()).values;
+    const attempts = values.find((v) => v.metricName?.endsWith('_count'))?.value ?? 0;
+    if (attempts === this.#attempts) return;
+    this.#attempts = attempts;
+    this.#history.observe(this.#o.reconciler.status());
   }
 
   /** Answers the request when it is the dashboard's; false otherwise. */
