@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import type { StatsView } from '../../src/dashboard/mesh-stats.ts';
-import { send } from '../helpers/sidecar-harness.ts';
+import { send, waitFor } from '../helpers/sidecar-harness.ts';
 import { startStatsMesh, TOKEN, type StatsMesh } from './stats-mesh.ts';
 
 let mesh: StatsMesh;
@@ -65,6 +65,16 @@ test('the reconciler counts what the client sent: requests, failures, denials, l
   // A report with nothing new adds nothing.
   await mesh.report();
   assert.equal((await stats()).edges.find((e) => e.source === 'client' && e.destination === 'api')?.requests, 44);
+});
+
+test('a plaintext connection to a strict sidecar shows as a refused mTLS connection of that service', async () => {
+  // Plain HTTP to api's inbound port, which speaks mTLS only.
+  await fetch(`http://127.0.0.1:${mesh.api.inbound}/`).catch(() => undefined);
+  await waitFor(async () => (await mesh.api.sidecar.metrics.tlsFailures.get()).values.length > 0, 'the refusal to be counted');
+  await mesh.report();
+  const tls = (await stats()).tls.filter((t) => t.service === 'api');
+  assert.deepEqual(tls.map((t) => [t.what, t.reason]), [['inbound', 'plaintext_refused']]);
+  assert.ok(tls[0]!.count >= 1);
 });
 
 test('filters: --from, --to, --route and --namespace narrow the view; a bad window is refused', async () => {
