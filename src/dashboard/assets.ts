@@ -1,14 +1,14 @@
 /**
  * The page's files, served by the reconciler (`/dashboard`) and by `trellis dashboard`:
- * index.html, style.css and the bundled app.js. Read once; the page loads nothing else,
+ * index.html, style.css and the bundled app.js (with app.css, the libraries' styles). Read once; the page loads nothing else,
  * and its Content-Security-Policy lets it load nothing else.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ServerResponse } from 'node:http';
-import { BUNDLE, PAGE_DIR, buildDashboard } from './build.ts';
+import { BUNDLE, BUNDLE_CSS, PAGE_DIR, buildDashboard } from './build.ts';
 
-const TYPES: Record<string, string> = { 'index.html': 'text/html; charset=utf-8', 'style.css': 'text/css; charset=utf-8', 'app.js': 'text/javascript; charset=utf-8' };
+const TYPES: Record<string, string> = { 'index.html': 'text/html; charset=utf-8', 'style.css': 'text/css; charset=utf-8', 'app.js': 'text/javascript; charset=utf-8', 'app.css': 'text/css; charset=utf-8' };
 
 /**
  * Scripts from this origin only, data fetched from it too, nothing may frame the page. Inline
@@ -17,18 +17,22 @@ const TYPES: Record<string, string> = { 'index.html': 'text/html; charset=utf-8'
  */
 const CSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-let bundle: Promise<Buffer> | undefined;
+/** The bundle's script and its stylesheet (the libraries' CSS), built on first use when missing. */
+let bundle: Promise<{ 'app.js': Buffer; 'app.css': Buffer }> | undefined;
 
 async function read(name: string): Promise<Buffer> {
-  if (name !== 'app.js') return readFileSync(join(PAGE_DIR, name));
+  if (name !== 'app.js' && name !== 'app.css') return readFileSync(join(PAGE_DIR, name));
   bundle ??= (async () => {
-    if (!existsSync(BUNDLE)) await buildDashboard();
-    return readFileSync(BUNDLE);
+    if (!existsSync(BUNDLE) || !existsSync(BUNDLE_CSS)) await buildDashboard();
+    return { 'app.js': readFileSync(BUNDLE), 'app.css': readFileSync(BUNDLE_CSS) };
   })();
-  return bundle.catch((err: unknown) => {
-    bundle = undefined;
-    throw err;
-  });
+  return bundle.then(
+    (b) => b[name],
+    (err: unknown) => {
+      bundle = undefined;
+      throw err;
+    },
+  );
 }
 
 /** Answers `GET /dashboard[/<file>]`; false for paths that are not the page's. */

@@ -1,5 +1,5 @@
 /**
- * Bundles the dashboard page's script (page/app.js and cytoscape, from node_modules) into one
+ * Bundles the dashboard page's script (page/app.js with cytoscape and uPlot, from node_modules) into one
  * file with esbuild, so the page needs nothing from the network. Run by `npm run
  * build:dashboard` (and `prepare`, so `npm ci` leaves it built); the reconciler builds it on
  * first request when the file is missing and esbuild is installed (a development checkout).
@@ -11,6 +11,8 @@ import { fileURLToPath } from 'node:url';
 export const PAGE_DIR = fileURLToPath(new URL('./page/', import.meta.url));
 /** The bundle (not in git: made from page/app.js and the locked cytoscape). */
 export const BUNDLE = fileURLToPath(new URL('./page/dist/app.js', import.meta.url));
+/** The libraries' stylesheets the script imports (uPlot's), which esbuild writes beside it. */
+export const BUNDLE_CSS = fileURLToPath(new URL('./page/dist/app.css', import.meta.url));
 
 /** Builds the bundle; throws when esbuild is not installed (a production install) or the build fails. */
 export async function buildDashboard(): Promise<string> {

@@ -5,7 +5,7 @@
  * traffic generator sends, success rate and p99; the 90/10 canary split configured and
  * observed; the README's first edit (50/50) refused by the shop's own traffic test, shown as
  * a rejected revision with its diagnostic; the fix applied and the observed split moving;
- * a service's detail with its callers and `explain`. A screenshot is written to
+ * a service's detail with its callers and `explain`; the rate chart over time. A screenshot is written to
  * test-artifacts/dashboard.png for review.
  *
  * Runs on its own (npm run test:browser): it needs /usr/bin/chromium (apt-get install chromium),
@@ -153,6 +153,16 @@ test('the dashboard shows the shop live: edges with rate, success and p99, the c
     return r && Number(r[4]) > RATE * 0.3 ? r : undefined;
   });
   assert.equal(v2[3], '100%');
+
+  // The chart of requests per second over time shows checkout-v2 taking more of the traffic.
+  const series = await page.evaluate(() => {
+    const charts = (window as unknown as { trellisCharts: { rps: { series: Array<{ label?: string }>; data: Array<Array<number | null>> } } }).trellisCharts;
+    const i = charts.rps.series.findIndex((x) => x.label === 'frontend→checkout-v2');
+    return { labels: charts.rps.series.map((x) => x.label ?? ''), v2: i < 0 ? [] : charts.rps.data[i]! };
+  });
+  assert.ok(series.labels.includes('frontend→cart') && series.labels.includes('frontend→checkout'), `chart series: ${series.labels.join(', ')}`);
+  const points = series.v2.filter((x): x is number => x !== null);
+  assert.ok(points.length > 5 && points.at(-1)! > points[0]! * 1.2, `frontend→checkout-v2 rps over time: ${points.join(' ')}`);
 
   // A service's detail: its routes, callers and callees, and explain.
   // A real click where the node is drawn (asked again on each try: the page re-renders every 2 s).

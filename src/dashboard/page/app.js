@@ -2,6 +2,8 @@
 // a request reaches the document through text nodes (textContent), never as HTML; the graph
 // library draws labels on a canvas. Bundled with cytoscape by src/dashboard/build.ts.
 import cytoscape from 'cytoscape';
+import uPlot from 'uplot';
+import 'uplot/dist/uPlot.min.css';
 
 const POLL_MS = 2000;
 const $ = (id) => document.getElementById(id);
@@ -42,6 +44,61 @@ const cy = cytoscape({
 });
 // For the browser test and for curious people: the graph as drawn.
 window.trellisGraph = cy;
+
+// ---- charts: per edge over time, from this page's own polls (the reconciler keeps no history for it)
+const HISTORY_POINTS = 150; // 5 minutes at one poll every 2 s
+const PALETTE = ['#2563eb', '#f59e0b', '#10b981', '#8b5cf6', '#ef4444', '#0ea5e9', '#84cc16', '#ec4899', '#64748b', '#14b8a6'];
+const history = { t: [], edges: new Map() };
+const charts = { rps: null, p99: null, keys: '' };
+window.trellisCharts = charts;
+
+function recordHistory(d) {
+  const t = Date.parse(d.stats.at) / 1000;
+  const seen = new Map(d.stats.edges.map((e) => [`${e.source}→${e.destination}`, e]));
+  for (const id of seen.keys()) if (!history.edges.has(id)) history.edges.set(id, { rps: history.t.map(() => null), p99: history.t.map(() => null) });
+  history.t.push(t);
+  for (const [id, h] of history.edges) {
+    const e = seen.get(id);
+    h.rps.push(e ? e.rps : 0);
+    h.p99.push(e && e.p99 !== null ? Math.round(e.p99 * 10000) / 10 : null);
+  }
+  if (history.t.length > HISTORY_POINTS) {
+    history.t.shift();
+    for (const h of history.edges.values()) (h.rps.shift(), h.p99.shift());
+  }
+}
+
+function makeChart(el, ids, value) {
+  const width = Math.max(300, el.clientWidth || 500);
+  return new uPlot(
+    {
+      width,
+      height: 220,
+      scales: { x: { time: true } },
+      legend: { live: false },
+      series: [{}, ...ids.map((id, i) => ({ label: id, stroke: PALETTE[i % PALETTE.length], width: 2, spanGaps: false, value: (_u, v) => (v === null || v === undefined ? '-' : value(v)) }))],
+      axes: [{}, { size: 50 }],
+    },
+    [history.t, ...ids.map(() => [])],
+    el,
+  );
+}
+
+function renderCharts() {
+  const ids = [...history.edges.keys()].sort();
+  const keys = ids.join('|');
+  if (keys !== charts.keys) {
+    charts.rps?.destroy();
+    charts.p99?.destroy();
+    $('chart-rps').replaceChildren();
+    $('chart-p99').replaceChildren();
+    charts.rps = makeChart($('chart-rps'), ids, (v) => v.toFixed(1));
+    charts.p99 = makeChart($('chart-p99'), ids, (v) => `${v} ms`);
+    charts.keys = keys;
+  }
+  charts.rps.setData([history.t, ...ids.map((id) => history.edges.get(id).rps)]);
+  charts.p99.setData([history.t, ...ids.map((id) => history.edges.get(id).p99)]);
+}
 
 cy.on('tap', 'node', (evt) => {
   selected = evt.target.id();
@@ -148,6 +205,8 @@ function render(d) {
   }
 
   renderGraph(d);
+  recordHistory(d);
+  renderCharts();
 
   const mtlsOf = (a, b) => d.services.find((s) => s.service === a)?.mtlsTo[b];
   fillTable('edges', d.stats.edges.map((e) => ({ keys: [e.source, e.destination], extra: [mtlsOf(e.source, e.destination) ? 'yes' : 'no'], g: e, data: { 'data-edge': `${e.source}→${e.destination}` } })));
