@@ -31,6 +31,9 @@ test('the page and its bundled script are served, with a CSP that lets the page 
   const script = await fetch(`${mesh.url}/dashboard/app.js`);
   assert.equal(script.status, 200);
   assert.ok((await script.text()).length > 100_000, 'cytoscape is bundled in');
+  const styles = await fetch(`${mesh.url}/dashboard/app.css`);
+  assert.equal(styles.status, 200);
+  assert.match(await styles.text(), /\.uplot/, "uPlot's stylesheet is bundled in");
   assert.equal((await fetch(`${mesh.url}/dashboard/..%2F..%2Fpackage.json`)).status, 404, 'only the page\'s own files are served');
   assert.equal((await fetch(`${mesh.url}/dashboard/secret.txt`)).status, 404);
 });
