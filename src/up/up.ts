@@ -314,14 +314,23 @@ function startTraffic(
 /**
  * Reports each revision the reconciler rejects, with its diagnostics rendered as `trellis
  * validate` prints them (the folder compiled again: the reconciler keeps only the messages),
- * and the next applied revision after a rejection.
+ * each revision applied after the first, and the folder's read errors (the reconciler's own
+ * log is quiet under `trellis up`).
  */
 function watchRevisions(reconciler: Reconciler, options: UpOptions): () => Promise<void> {
   let last = reconciler.status().attempted;
   let failing = last !== null && !last.ok;
+  let sourceError: string | null = null;
   let checking: Promise<void> | undefined;
   const check = async () => {
-    const a = reconciler.status().attempted;
+    const status = reconciler.status();
+    // The folder cannot be read (removed, unreadable): the mesh keeps its last revision.
+    if (status.source.error !== sourceError) {
+      sourceError = status.source.error;
+      const at = new Date().toISOString().slice(11, 19);
+      options.revisions?.(sourceError === null ? `[${at}] ${escapeForTerminal(options.dir)} can be read again` : `[${at}] cannot read ${escapeForTerminal(options.dir)}: ${escapeForTerminal(sourceError)}; the mesh stays on the last good revision`);
+    }
+    const a = status.attempted;
     if (!a || (last && a.revision === last.revision && a.at === last.at)) return;
     last = a;
     const at = a.at.slice(11, 19);
