@@ -17,8 +17,11 @@ export class SourceFile {
   /** Offsets at which each line starts; computed on first use, since most files never get a diagnostic. */
   get lineStarts(): readonly number[] {
     if (this.#lineStarts === undefined) {
+      // indexOf finds line breaks natively, several times faster than a loop over the
+      // characters: a status page of 15 000 warnings asks for the lines of 9 000 files.
       const starts = [0];
-      for (let i = 0; i < this.text.length; i++) if (this.text.charCodeAt(i) === 10) starts.push(i + 1);
+      const text = this.text;
+      for (let i = text.indexOf('\n'); i >= 0; i = text.indexOf('\n', i + 1)) starts.push(i + 1);
       this.#lineStarts = starts;
     }
     return this.#lineStarts;
