@@ -39,7 +39,7 @@ export interface StartedReconciler {
 /** Starts a reconciler following `repo`'s main branch (fetching only when poked unless `intervalMs`), listening on a free loopback port. */
 export async function startGitReconciler(
   repo: TestRepo,
-  options: { webhookSecret?: string; intervalMs?: number; log?: Logger } & Pick<ReconcilerOptions, 'compile' | 'makeBeforeBreakTimeoutMs'> = {},
+  options: { webhookSecret?: string; intervalMs?: number; log?: Logger } & Pick<ReconcilerOptions, 'compile' | 'compileWorker' | 'makeBeforeBreakTimeoutMs'> = {},
 ): Promise<StartedReconciler> {
   const cacheDir = mkdtempSync(join(tmpdir(), 'trellis-cache-'));
   dirs.push(cacheDir);
@@ -50,6 +50,7 @@ export async function startGitReconciler(
     log: options.log ?? pino({ level: 'silent' }),
     metrics,
     ...(options.compile ? { compile: options.compile } : {}),
+    ...(options.compileWorker ? { compileWorker: options.compileWorker } : {}),
     ...(options.makeBeforeBreakTimeoutMs !== undefined ? { makeBeforeBreakTimeoutMs: options.makeBeforeBreakTimeoutMs } : {}),
   });
   const certificates = new CertificateIssuer({ ca: await testCa(), ttlMs: 3600_000, reconciler, metrics, log: pino({ level: 'silent' }) });
