@@ -1,0 +1,206 @@
+/**
+ * The reconciler's side of its compile worker: compiles a revision in a worker thread
+ * (compile-worker.ts) and hands back diagnostics and the compiled mesh as the in-process
+ * compiler would, while the serving thread goes on answering health checks, sidecar
+ * streams and certificate requests. The worker keeps an incremental compiler, so a revision
+ * that changes a few files costs the worker those files' parsing, and costs this thread
+ * only the messages for the configs that changed.
+ *
+ * Failures stay failures of one revision: a compiler exception gives TRL9001 (the worker
+ * carries on); a worker that dies, or a compile that outlasts `timeoutMs` (the worker is
+ * stopped), gives TRL9001 too, and the next compile starts a new worker.
+ */
+import { Worker } from 'node:worker_threads';
+import type { CompiledMesh } from '../compiler/emit.ts';
+import type { ProxyConfig, Resource } from '../config/types.ts';
+import { diagnostic, type Diagnostic } from '../diagnostics/diagnostic.ts';
+import type { SourceFile } from '../diagnostics/source-file.ts';
+import { fromWire, type CompileReply, type CompileRequest, type NextRequest, type WireFile } from './compile-protocol.ts';
+
+/** What the reconciler needs of one compile. */
+export interface RevisionCompile {
+  /** Every problem found, in stable order; spans point into the revision's own files. */
+  readonly diagnostics: readonly Diagnostic[];
+  /** Present only when there are no errors. */
+  readonly mesh?: CompiledMesh;
+  /** The mesh's sidecar inbound port (present with `mesh`). */
+  readonly inboundPort?: number;
+}
+
+export interface WorkerCompilerOptions {
+  /** The worker's entry module; default compile-worker.ts (tests give one whose compiler fails on purpose). */
+  readonly entry?: URL;
+  /** How long one compile may take before the worker is stopped and the revision fails, in ms (default 120 000: a 10 000-service mesh compiles in seconds). */
+  readonly timeoutMs?: number;
+  /** Told why a compile failed for a reason that is not the spec's: the compiler's stack, or how the worker stopped. For the log. */
+  readonly onBug?: (error: string) => void;
+}
+
+const DEFAULT_TIMEOUT_MS = 120_000;
+
+const BUG_HINT = 'this is a bug in Trellis, not a problem found in the spec; please report it with the revision. Nothing of this revision was applied';
+
+/** A compile under way: the replies gathered so far, and how to finish it. */
+interface Pending {
+  readonly id: number;
+  readonly files: ReadonlyMap<string, SourceFile>;
+  readonly diagnostics: Diagnostic[];
+  compiled: CompileReply['compiled'];
+  readonly configs: Map<string, ProxyConfig>;
+  bug: string | undefined;
+  readonly done: (result: RevisionCompile) => void;
+  readonly cancelTimeout: () => void;
+}
+
+export class WorkerCompiler {
+  readonly #entry: URL;
+  readonly #timeoutMs: number;
+  readonly #onBug: ((error: string) => void) | undefined;
+  #worker: Worker | null = null;
+  /** The text of each file the worker holds, by path. */
+  #sent = new Map<string, string>();
+  /** The configs of the last good result, as the worker last reported them (it sends only changes). */
+  #configs = new Map<string, ProxyConfig>();
+  /** Resources of those configs by name and version: configs that share a resource share one object here too. */
+  #resources = new Map<string, Resource>();
+  #pending: Pending | null = null;
+  #nextId = 1;
+  #closed = false;
+
+  constructor(options: WorkerCompilerOptions = {}) {
+    this.#entry = options.entry ?? new URL('./compile-worker.ts', import.meta.url);
+    this.#timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.#onBug = options.onBug;
+  }
+
+  /** Whether a worker is running (one starts with the first compile, and again after one stopped). */
+  get running(): boolean {
+    return this.#worker !== null;
+  }
+
+  /** The worker's thread id, while one runs (tests use it to see a worker replaced). */
+  get threadId(): number | undefined {
+    return this.#worker?.threadId;
+  }
+
+  /** Compiles one revision. Never rejects: failures of any kind come back as diagnostics. One compile at a time. */
+  compile(files: readonly SourceFile[]): Promise<RevisionCompile> {
+    if (this.#pending) throw new Error('bug: WorkerCompiler.compile called while a compile is under way');
+    if (this.#closed) return Promise.resolve(this.#failure('the reconciler is stopping; the compile did not run'));
+    const worker = this.#start();
+    const byPath = new Map<string, SourceFile>();
+    const changed: WireFile[] = [];
+    for (const f of files) {
+      byPath.set(f.path, f);
+      if (this.#sent.get(f.path) !== f.text) changed.push({ path: f.path, text: f.text });
+    }
+    const removed = [...this.#sent.keys()].filter((p) => !byPath.has(p));
+    for (const p of removed) this.#sent.delete(p);
+    for (const f of changed) this.#sent.set(f.path, f.text);
+    const id = this.#nextId++;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => this.#abandon(`the compile took longer than ${this.#timeoutMs / 1000} s; the compiler was stopped`), this.#timeoutMs);
+      timer.unref();
+      this.#pending = { id, files: byPath, diagnostics: [], compiled: undefined, configs: new Map(), bug: undefined, done: resolve, cancelTimeout: () => clearTimeout(timer) };
+      const request: CompileRequest = { type: 'compile', id, changed, removed };
+      worker.postMessage(request);
+    });
+  }
+
+  /** Stops the worker; a compile under way fails with TRL9001. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    const worker = this.#worker;
+    this.#abandon('the reconciler stopped during the compile');
+    await worker?.terminate();
+  }
+
+  #start(): Worker {
+    if (this.#worker) return this.#worker;
+    const worker = new Worker(this.#entry);
+    // The reconciler's server and sources keep the process alive; a worker idling between
+    // revisions must not keep a stopped one from exiting.
+    worker.unref();
+    worker.on('message', (reply: CompileReply) => this.#onReply(worker, reply));
+    worker.on('error', (error) => {
+      if (this.#worker === worker) this.#abandon(`the compile worker failed: ${error.stack ?? error.message}`);
+    });
+    worker.on('exit', (code) => {
+      if (this.#worker === worker) this.#abandon(`the compile worker exited with code ${code}`);
+    });
+    this.#worker = worker;
+    return worker;
+  }
+
+  /** Forgets the worker (it is stopped, or stopped itself) and fails the compile under way; the next compile starts a new one. */
+  #abandon(why: string): void {
+    const worker = this.#worker;
+    this.#worker = null;
+    this.#sent = new Map();
+    this.#configs = new Map();
+    this.#resources = new Map();
+    void worker?.terminate();
+    const pending = this.#pending;
+    if (!pending) return;
+    this.#pending = null;
+    pending.cancelTimeout();
+    this.#onBug?.(why);
+    pending.done(this.#failure(why));
+  }
+
+  #failure(why: string): RevisionCompile {
+    return { diagnostics: [diagnostic('TRL9001', `internal compiler error: ${why}`, undefined, { hint: BUG_HINT })] };
+  }
+
+  #onReply(worker: Worker, reply: CompileReply): void {
+    const pending = this.#pending;
+    if (worker !== this.#worker || !pending || reply.id !== pending.id) return;
+    for (const d of reply.diagnostics ?? []) pending.diagnostics.push(fromWire(d, pending.files));
+    if (reply.compiled) pending.compiled = reply.compiled;
+    if (reply.bug !== undefined) pending.bug = reply.bug;
+    for (const config of reply.configs ?? []) pending.configs.set(config.service, { ...config, resources: config.resources.map((r) => this.#intern(r)) });
+    if (!reply.last) {
+      const next: NextRequest = { type: 'next', id: pending.id };
+      worker.postMessage(next);
+      return;
+    }
+    this.#pending = null;
+    pending.cancelTimeout();
+    if (pending.bug !== undefined) this.#onBug?.(pending.bug);
+    const compiled = pending.compiled;
+    if (!compiled) {
+      pending.done({ diagnostics: pending.diagnostics });
+      return;
+    }
+    const configs = new Map<string, ProxyConfig>();
+    for (const service of compiled.services) {
+      const config = pending.configs.get(service) ?? this.#configs.get(service);
+      if (!config) {
+        // The worker believed this side holds a config it does not: start both afresh.
+        this.#pending = pending;
+        this.#abandon(`the compile worker left out the unchanged config of "${service}"`);
+        return;
+      }
+      configs.set(service, config);
+    }
+    this.#configs = configs;
+    if (pending.configs.size > 0) this.#pruneResources();
+    pending.done({ diagnostics: pending.diagnostics, mesh: { mesh: compiled.mesh, version: compiled.version, configs }, inboundPort: compiled.inboundPort });
+  }
+
+  /** One object per resource name and version, across every config held. */
+  #intern(resource: Resource): Resource {
+    const key = `${resource.name}\u0000${resource.version}`;
+    const held = this.#resources.get(key);
+    if (held) return held;
+    this.#resources.set(key, resource);
+    return resource;
+  }
+
+  /** Drops interned resources no config holds any more (after configs changed). */
+  #pruneResources(): void {
+    const used = new Set<Resource>();
+    for (const config of this.#configs.values()) for (const r of config.resources) used.add(r);
+    for (const [key, r] of this.#resources) if (!used.has(r)) this.#resources.delete(key);
+  }
+}

@@ -1,0 +1,184 @@
+/**
+ * What the reconciler and its compile worker say to each other (node:worker_threads
+ * messages, structured-cloned), and the worker's side of it.
+ *
+ * The worker holds the spec files and an incremental compiler, so the reconciler sends
+ * only the files that changed since the last compile, and the worker answers with only the
+ * configs that changed since the last good compile it reported, in chunks, one at a time:
+ * the next chunk is sent when the reconciler asks for it. A port delivers every message
+ * queued on it in one go, so chunks sent all at once would be read in one long stretch;
+ * asked for one by one, each is read in a task of its own, with timers and sockets served
+ * in between, whatever the size of the mesh. Diagnostics
+ * come back as plain data with spans by file path (a SourceFile does not survive the
+ * copy); the reconciler points them back at its own files.
+ */
+import type { ProxyConfig } from '../config/types.ts';
+import type { CompileResult } from '../compiler/compile.ts';
+import type { Code, Severity } from '../diagnostics/codes.ts';
+import type { Diagnostic } from '../diagnostics/diagnostic.ts';
+import { SourceFile } from '../diagnostics/source-file.ts';
+
+/** Configs per result message: a few milliseconds of reading for the serving thread each. */
+export const CONFIGS_PER_MESSAGE = 200;
+
+/** Diagnostics per result message (a large mesh may raise tens of thousands of warnings). */
+export const DIAGNOSTICS_PER_MESSAGE = 2000;
+
+/** A file as sent: path and text. */
+export interface WireFile {
+  readonly path: string;
+  readonly text: string;
+}
+
+/** Reconciler → worker: compile the held files after these changes. */
+export interface CompileRequest {
+  readonly type: 'compile';
+  readonly id: number;
+  /** Files new or changed since the last request (all of them on the first). */
+  readonly changed: readonly WireFile[];
+  /** Paths of files gone since the last request. */
+  readonly removed: readonly string[];
+}
+
+export interface WireSpan {
+  readonly path: string;
+  readonly start: number;
+  readonly end: number;
+}
+
+/** Reconciler → worker: send the next message of the result under way. */
+export interface NextRequest {
+  readonly type: 'next';
+  readonly id: number;
+}
+
+/** A Diagnostic with its spans by file path. */
+export interface WireDiagnostic {
+  readonly code: Code;
+  readonly severity: Severity;
+  readonly message: string;
+  readonly span?: WireSpan;
+  readonly path?: string;
+  readonly hint?: string;
+  readonly related?: ReadonlyArray<{ readonly span: WireSpan; readonly message: string }>;
+}
+
+/**
+ * Worker → reconciler, one or more per request (`last` on the final one; each further one
+ * after a NextRequest). The first carries the outcome; diagnostics (in order) and configs
+ * follow in chunks. On success `services` lists every config's service in order, and the
+ * configs not sent are those of the last good result, unchanged.
+ */
+export interface CompileReply {
+  readonly type: 'result';
+  readonly id: number;
+  readonly last: boolean;
+  /** A chunk of the diagnostics, to append to those already received. */
+  readonly diagnostics?: readonly WireDiagnostic[];
+  /** Present when the revision compiled: mesh name and version, sidecars' inbound port, every service in order. */
+  readonly compiled?: { readonly mesh: string; readonly version: string; readonly inboundPort: number; readonly services: readonly string[] };
+  /** Configs new or changed since the last good result (a chunk of them). */
+  readonly configs?: readonly ProxyConfig[];
+  /** The compiler threw: its stack, for the log (the diagnostics carry TRL9001). */
+  readonly bug?: string;
+}
+
+function wireSpan(span: NonNullable<Diagnostic['span']>): WireSpan {
+  return { path: span.file.path, start: span.start, end: span.end };
+}
+
+export function toWire(d: Diagnostic): WireDiagnostic {
+  const out: { -readonly [K in keyof WireDiagnostic]: WireDiagnostic[K] } = { code: d.code, severity: d.severity, message: d.message };
+  if (d.span) out.span = wireSpan(d.span);
+  if (d.path !== undefined) out.path = d.path;
+  if (d.hint !== undefined) out.hint = d.hint;
+  if (d.related) out.related = d.related.map((r) => ({ span: wireSpan(r.span), message: r.message }));
+  return out;
+}
+
+/**
+ * A wire diagnostic as a Diagnostic again, its spans in `files` (by path: the files of the
+ * revision that was compiled, which hold the same text the worker read). A path not among
+ * them (never expected) gets an empty file, so rendering still works.
+ */
+export function fromWire(d: WireDiagnostic, files: ReadonlyMap<string, SourceFile>): Diagnostic {
+  const file = (path: string) => files.get(path) ?? new SourceFile(path, '');
+  const span = (s: WireSpan) => ({ file: file(s.path), start: s.start, end: s.end });
+  const out: { -readonly [K in keyof Diagnostic]: Diagnostic[K] } = { code: d.code, severity: d.severity, message: d.message };
+  if (d.span) out.span = span(d.span);
+  if (d.path !== undefined) out.path = d.path;
+  if (d.hint !== undefined) out.hint = d.hint;
+  if (d.related) out.related = d.related.map((r) => ({ span: span(r.span), message: r.message }));
+  return out;
+}
+
+/**
+ * The worker's side: answers every CompileRequest on `port` with `compile` over the files
+ * held. An exception from `compile` answers TRL9001 (as `compileGuarded` does) with the
+ * stack in `bug`; the worker carries on with the next request.
+ */
+export function serveCompiles(
+  port: { on(event: 'message', listener: (message: CompileRequest | NextRequest) => void): unknown; postMessage(message: CompileReply): void },
+  compile: (files: readonly SourceFile[]) => CompileResult,
+): void {
+  const files = new Map<string, SourceFile>();
+  /** Config versions of the last good result sent, by service. */
+  let reported = new Map<string, string>();
+  /** The rest of the result under way, sent one message per NextRequest. */
+  let queued: { id: number; replies: CompileReply[] } | null = null;
+  port.on('message', (request) => {
+    if (request.type === 'next') {
+      if (queued?.id !== request.id) return;
+      const reply = queued.replies.shift();
+      if (queued.replies.length === 0) queued = null;
+      if (reply) port.postMessage(reply);
+      return;
+    }
+    if (request.type !== 'compile') return;
+    queued = null;
+    for (const path of request.removed) files.delete(path);
+    for (const f of request.changed) files.set(f.path, new SourceFile(f.path, f.text));
+    let result: CompileResult;
+    try {
+      result = compile([...files.values()]);
+    } catch (error) {
+      const what = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+      port.postMessage({
+        type: 'result',
+        id: request.id,
+        last: true,
+        bug: error instanceof Error ? (error.stack ?? what) : what,
+        diagnostics: [
+          {
+            code: 'TRL9001',
+            severity: 'error',
+            message: `internal compiler error: ${what}`,
+            hint: 'this is a bug in Trellis, not a problem found in the spec; please report it with the revision. Nothing of this revision was applied',
+          },
+        ],
+      });
+      return;
+    }
+    const replies: Array<Omit<CompileReply, 'last'>> = [];
+    const diagnostics = result.diagnostics.map(toWire);
+    const mesh = result.mesh;
+    let changed: ProxyConfig[] = [];
+    if (mesh && result.plan) {
+      const next = new Map<string, string>();
+      for (const [service, config] of mesh.configs) {
+        next.set(service, config.version);
+        if (reported.get(service) !== config.version) changed.push(config);
+      }
+      reported = next;
+      replies.push({ type: 'result', id: request.id, compiled: { mesh: mesh.mesh, version: mesh.version, inboundPort: result.plan.settings.inboundPort, services: [...mesh.configs.keys()] } });
+    } else {
+      changed = [];
+      replies.push({ type: 'result', id: request.id });
+    }
+    for (let i = 0; i < diagnostics.length; i += DIAGNOSTICS_PER_MESSAGE) replies.push({ type: 'result', id: request.id, diagnostics: diagnostics.slice(i, i + DIAGNOSTICS_PER_MESSAGE) });
+    for (let i = 0; i < changed.length; i += CONFIGS_PER_MESSAGE) replies.push({ type: 'result', id: request.id, configs: changed.slice(i, i + CONFIGS_PER_MESSAGE) });
+    const all = replies.map((r, i) => ({ ...r, last: i === replies.length - 1 }));
+    port.postMessage(all.shift()!);
+    if (all.length > 0) queued = { id: request.id, replies: all };
+  });
+}
