@@ -205,6 +205,9 @@ function render(d) {
   }
 
   renderGraph(d);
+  // The banner or the header may have moved the graph: cytoscape keeps the container's offset
+  // to map clicks to nodes, and measures it again on resize().
+  cy.resize();
   recordHistory(d);
   renderCharts();
 
