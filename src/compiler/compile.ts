@@ -6,7 +6,7 @@ import { hasErrors, sortDiagnostics, type Diagnostic } from '../diagnostics/diag
 import { diagnostic } from '../diagnostics/diagnostic.ts';
 import type { SourceFile } from '../diagnostics/source-file.ts';
 import { checkSpec, type MeshPlan } from './check.ts';
-import { emitMesh, type CompiledMesh } from './emit.ts';
+import { emitMesh, type CompiledMesh, type ResourceVersionMemo } from './emit.ts';
 import { DEFAULT_LIMITS, parseSpecFiles, readSpecDir, type LoadLimits, type ParsedDocument } from './load.ts';
 import { resolveSpec, type ResolvedSpec } from './resolve.ts';
 import { validateDocuments, type ValidDocument } from './validate.ts';
@@ -71,9 +71,10 @@ export function compileFiles(files: readonly SourceFile[], options: CompileOptio
 
 /**
  * The stages after validate, over every file's load and validate results (given in path
- * order): resolve, check, emit and traffic tests, which look across documents.
+ * order): resolve, check, emit and traffic tests, which look across documents. `memo`
+ * lets emit reuse the versions of resources that came out as in the last emit.
  */
-export function compileStages(stages: readonly FileStages[], options: CompileOptions = {}): CompileResult {
+export function compileStages(stages: readonly FileStages[], options: CompileOptions = {}, memo?: ResourceVersionMemo): CompileResult {
   const diagnostics: Diagnostic[] = [];
   let documents = 0;
   for (const s of stages) {
@@ -96,7 +97,7 @@ export function compileStages(stages: readonly FileStages[], options: CompileOpt
   const checked = checkSpec(resolved.spec);
   append(diagnostics, checked.diagnostics);
   if (hasErrors(diagnostics)) return { diagnostics: sortDiagnostics(diagnostics), spec: resolved.spec, plan: checked.plan };
-  const compiled: CompileResult = { diagnostics: [], mesh: emitMesh(checked.plan), spec: resolved.spec, plan: checked.plan };
+  const compiled: CompileResult = { diagnostics: [], mesh: emitMesh(checked.plan, memo), spec: resolved.spec, plan: checked.plan };
   if (options.trafficTests !== false && resolved.spec.trafficTests.length > 0) {
     const tests = runTrafficTests(compiled);
     append(diagnostics, tests.diagnostics);

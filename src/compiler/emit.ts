@@ -9,7 +9,8 @@
  * as `route/<service>`; every other caller carries the producer table under the same name.
  */
 import { makeProxyConfig, makeResource, versionOf } from '../config/resources.ts';
-import type { ProxyConfig, Resource } from '../config/types.ts';
+import { sha256 } from '../config/canonical.ts';
+import type { ProxyConfig, Resource, ResourceBody } from '../config/types.ts';
 import type { MeshPlan } from './check.ts';
 
 /** The compiler's output for a whole mesh. */
@@ -29,7 +30,44 @@ export interface MeshIndex {
   readonly services: Record<string, { readonly version: string; readonly file: string; readonly resources: number }>;
 }
 
-export function emitMesh(plan: MeshPlan): CompiledMesh {
+/**
+ * Resource versions remembered across emits, for the incremental compiler. A version is the
+ * sha256 of the body's canonical (key-sorted) JSON; building that form is most of emit's
+ * cost. The memo is keyed by the sha256 of the body's JSON as built (keys in the order the
+ * checker wrote them), which costs one native `JSON.stringify` and a hash: an equal key
+ * means an equal body, so an equal version. Holds the versions of the last emit only.
+ */
+export class ResourceVersionMemo {
+  #previous = new Map<string, string>();
+  #current = new Map<string, string>();
+
+  /** `makeResource(name, body)`, its version reused when the same body was emitted last time. */
+  resource<B extends ResourceBody>(name: string, body: B): Resource<B> {
+    const key = sha256(`${name}\u0000${JSON.stringify(body)}`);
+    let version = this.#current.get(key) ?? this.#previous.get(key);
+    if (version === undefined) version = makeResource(name, body).version;
+    this.#current.set(key, version);
+    return { name, version, body };
+  }
+
+  /** Ends an emit: what it used is kept for the next one, the rest let go. */
+  endEmit(): void {
+    this.#previous = this.#current;
+    this.#current = new Map();
+  }
+}
+
+/** Emits the plan's configs; with `memo`, resource versions of unchanged bodies are reused (same output). */
+export function emitMesh(plan: MeshPlan, memo?: ResourceVersionMemo): CompiledMesh {
+  if (!memo) return emitWith(plan, makeResource);
+  try {
+    return emitWith(plan, (name, body) => memo.resource(name, body));
+  } finally {
+    memo.endEmit();
+  }
+}
+
+function emitWith(plan: MeshPlan, makeResource: <B extends ResourceBody>(name: string, body: B) => Resource<B>): CompiledMesh {
   const shared = new Map<string, Resource>();
   for (const svc of plan.services.values()) {
     shared.set(`route/${svc.name}`, makeResource(`route/${svc.name}`, svc.route));

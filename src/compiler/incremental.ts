@@ -2,14 +2,17 @@
  * The incremental compiler: the same results as `compileFiles`, byte for byte, for a
  * caller that compiles one revision after another (the reconciler). What each file makes
  * in load and validate is kept by path and content, so a revision that changes one file
- * parses and validates that file only. Resolve, check and emit look across documents and
- * run whole (at 10 000 services they are most of a compile; see the README's benchmarks).
+ * parses and validates that file only; emit reuses the version of every resource whose body
+ * came out as last time (building the key-sorted form to hash is most of emit). Resolve and
+ * check look across documents and run whole (at 10 000 services they are most of an
+ * incremental compile; see the README's benchmarks).
  *
  * Holds the last revision's per-file results (about the memory of one compiled spec);
  * not safe to share between concurrent callers (it is synchronous, so there are none).
  */
 import type { SourceFile } from '../diagnostics/source-file.ts';
 import { compileStages, fileStages, sortedByPath, type CompileOptions, type CompileResult, type FileStages } from './compile.ts';
+import { ResourceVersionMemo } from './emit.ts';
 import { DEFAULT_LIMITS } from './load.ts';
 
 export interface IncrementalCompiler {
@@ -23,6 +26,7 @@ export function createIncrementalCompiler(options: CompileOptions = {}): Increme
   const limits = options.limits ?? DEFAULT_LIMITS;
   let cache = new Map<string, { readonly text: string; readonly stages: FileStages }>();
   let lastStats = { parsedFiles: 0, reusedFiles: 0 };
+  const memo = new ResourceVersionMemo();
   return {
     compile(files) {
       const next = new Map<string, { readonly text: string; readonly stages: FileStages }>();
@@ -43,7 +47,7 @@ export function createIncrementalCompiler(options: CompileOptions = {}): Increme
       });
       cache = next;
       lastStats = stats;
-      return compileStages(stages, options);
+      return compileStages(stages, options, memo);
     },
     get lastStats() {
       return lastStats;
