@@ -1,8 +1,12 @@
 /**
  * Compiler benchmark: how long a cold `trellis compile` takes, and how much memory it needs,
- * as a spec repo grows. For each size it writes a synthetic repo (bench/synthetic-mesh.ts)
- * to a temp folder, then runs bench/compile-once.ts in a fresh process per run, so every
- * run is a cold compile (as the CLI is) and peak RSS belongs to one size. Reports medians.
+ * as a spec repo grows; how long the incremental compiler takes for a one-file change; and,
+ * in a reconciler (compile worker included), how long a one-file change takes to reach the
+ * applied snapshot and the reconciler thread's longest event-loop stall meanwhile. For each
+ * size it writes a synthetic repo (bench/synthetic-mesh.ts) to a temp folder, then runs
+ * bench/compile-once.ts in a fresh process per run, so every run is a cold compile (as the
+ * CLI is) and peak RSS belongs to one size; then one reconciler run per size
+ * (`compile-once.ts --reconciler`). Reports medians.
  *
  * Usage: node bench/compile.ts [--sizes 100,1000,10000] [--runs 3] [--seed 1]
  *                              [--timeout 120] [--profile DIR]
@@ -18,7 +22,7 @@ import { availableParallelism, cpus, tmpdir, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs, promisify } from 'node:util';
-import type { CompileSample } from './compile-once.ts';
+import type { CompileSample, ReconcilerSample } from './compile-once.ts';
 import { renderCpuProfileSummary, summarizeCpuProfile, type CpuProfile } from './summarize-cpu-profile.ts';
 import { syntheticMesh } from './synthetic-mesh.ts';
 
@@ -76,19 +80,20 @@ function medianSample(samples: readonly CompileSample[]): CompileSample {
     configs: m('configs'),
     outputBytes: m('outputBytes'),
     warnings: m('warnings'),
+    incrementalMs: m('incrementalMs'),
   };
 }
 
-/** One compile in a fresh process; throws with the child's stderr (its diagnostics) on failure. */
-async function compileOnce(dir: string, options: Options, profileDir: string | undefined): Promise<CompileSample> {
+/** One compile (or with `mode` the reconciler run) in a fresh process; throws with the child's stderr (its diagnostics) on failure. */
+async function compileOnce<S = CompileSample>(dir: string, options: Options, profileDir: string | undefined, mode: string[] = []): Promise<S> {
   const flags = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
   try {
-    const { stdout } = await run(process.execPath, [...flags, COMPILE_ONCE, dir], {
+    const { stdout } = await run(process.execPath, [...flags, COMPILE_ONCE, ...mode, dir], {
       timeout: options.timeoutMs,
       killSignal: 'SIGKILL',
       maxBuffer: 64 * 1024 * 1024,
     });
-    return JSON.parse(stdout) as CompileSample;
+    return JSON.parse(stdout) as S;
   } catch (err) {
     const e = err as { killed?: boolean; stderr?: string; message: string };
     if (e.killed) throw new Error(`compile of ${dir} took longer than ${options.timeoutMs / 1000}s and was killed`);
@@ -99,6 +104,7 @@ async function compileOnce(dir: string, options: Options, profileDir: string | u
 interface SizeResult {
   readonly services: number;
   readonly sample: CompileSample;
+  readonly reconciler: ReconcilerSample;
   readonly profile?: string;
 }
 
@@ -119,9 +125,11 @@ async function benchSize(services: number, options: Options): Promise<SizeResult
       const sample = await compileOnce(dir, options, profileDir);
       if (sample.documents !== mesh.documents) throw new Error(`compiler kept ${sample.documents} documents of the ${mesh.documents} generated`);
       if (sample.configs !== services) throw new Error(`compiler emitted ${sample.configs} configs for ${services} services`);
-      process.stderr.write(`  run ${r}/${options.runs}: compile ${sample.compileMs.toFixed(0)} ms, +serialize ${sample.serializeMs.toFixed(0)} ms, peak RSS ${(sample.maxRssKiB / 1024).toFixed(0)} MB\n`);
+      process.stderr.write(`  run ${r}/${options.runs}: compile ${sample.compileMs.toFixed(0)} ms, +serialize ${sample.serializeMs.toFixed(0)} ms, peak RSS ${(sample.maxRssKiB / 1024).toFixed(0)} MB, one-file incremental ${sample.incrementalMs.toFixed(0)} ms\n`);
       samples.push(sample);
     }
+    const reconciler = await compileOnce<ReconcilerSample>(dir, options, undefined, ['--reconciler']);
+    process.stderr.write(`  reconciler: first revision applied in ${reconciler.firstApplyMs.toFixed(0)} ms, a one-file change in ${reconciler.oneFileApplyMs.toFixed(0)} ms, longest stall ${reconciler.maxStallMs.toFixed(0)} ms\n`);
     let profile: string | undefined;
     if (profileDir) {
       const first = (await readdir(profileDir)).filter((f) => f.endsWith('.cpuprofile') && !before.has(f)).sort()[0];
@@ -130,7 +138,7 @@ async function benchSize(services: number, options: Options): Promise<SizeResult
         profile = `### CPU profile, ${services} services (${join(profileDir, first)})\n\n${renderCpuProfileSummary(summarizeCpuProfile(data))}`;
       }
     }
-    return { services, sample: medianSample(samples), profile };
+    return { services, sample: medianSample(samples), reconciler, profile };
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -139,23 +147,22 @@ async function benchSize(services: number, options: Options): Promise<SizeResult
 function renderTable(results: readonly SizeResult[], runs: number): string {
   const mb = (kib: number) => (kib / 1024).toFixed(0);
   const lines = [
-    `Median of ${runs} cold run${runs === 1 ? '' : 's'} per size; each run is a fresh process.`,
+    `Median of ${runs} cold run${runs === 1 ? '' : 's'} per size; each run is a fresh process. Reconciler columns: one run per size.`,
     '',
-    '| services | documents | compile ms | +serialize ms | ms per 1000 services | peak RSS MB (compile only) | output MB | startup ms | warnings |',
-    '|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
+    '| services | documents | cold compile ms | +serialize ms | peak RSS MB (compile only) | one-file incremental ms | reconciler: first apply ms | reconciler: one-file change ms | reconciler: longest stall ms | warnings |',
+    '|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
   ];
-  for (const { services, sample: s } of results) {
-    const per1000 = ((s.compileMs + s.serializeMs) / services) * 1000;
+  for (const { services, sample: s, reconciler: r } of results) {
     lines.push(
-      `| ${services} | ${s.documents} | ${s.compileMs.toFixed(0)} | ${s.serializeMs.toFixed(0)} | ${per1000.toFixed(0)} | ${mb(s.maxRssKiB)} (${mb(s.compileMaxRssKiB)}) | ${(s.outputBytes / 1e6).toFixed(1)} | ${s.startupMs.toFixed(0)} | ${s.warnings} |`,
+      `| ${services} | ${s.documents} | ${s.compileMs.toFixed(0)} | ${s.serializeMs.toFixed(0)} | ${mb(s.maxRssKiB)} (${mb(s.compileMaxRssKiB)}) | ${s.incrementalMs.toFixed(0)} | ${r.firstApplyMs.toFixed(0)} | ${r.oneFileApplyMs.toFixed(0)} | ${r.maxStallMs.toFixed(0)} | ${s.warnings} |`,
     );
   }
   lines.push(
     '',
-    '- compile ms: `compileDir(dir)` (read, YAML parse, ajv validate, resolve, check, emit with hashing), ajv schema compilation included.',
+    '- cold compile ms: `compileDir(dir)` (read, YAML parse, ajv validate, resolve, check, emit with hashing), ajv schema compilation included; node boot and imports are not (about 0.3 s).',
     '- +serialize ms: `prettyJson` of every config and index.json on top (what `trellis compile --out` writes; file writes not timed).',
-    '- ms per 1000 services: (compile + serialize) / services × 1000; flat means linear growth.',
-    '- startup ms: node boot, TypeScript stripping and imports before `compileDir` runs (not in the other columns).',
+    '- one-file incremental ms: `createIncrementalCompiler()` primed with the spec, then one file changed (a route timeout): median of 5 such compiles.',
+    '- reconciler: a `Reconciler` with its compile worker, handed the spec from memory. First apply: from `start()` to the revision applied (worker start, cold compile, configs passed back). One-file change: from the source emitting a one-file change to it being applied (median of 5). Longest stall: the reconciler thread\'s longest event-loop delay over the run (`monitorEventLoopDelay`, 10 ms resolution).',
   );
   return lines.join('\n') + '\n';
 }
