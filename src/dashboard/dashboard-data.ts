@@ -51,7 +51,7 @@ export interface DashboardData {
   readonly stats: StatsView;
   readonly source: ReconcilerStatus['source'];
   readonly applied: (RevisionEntry & { readonly meshVersion: string }) | null;
-  /** The last attempt when it failed (the mesh runs on `applied`). */
+  /** The last attempt when it failed and the source still holds it (the mesh runs on `applied`). */
   readonly failing: RevisionEntry | null;
   readonly revisions: readonly RevisionEntry[];
   readonly sync: { readonly inSync: number; readonly connected: number; readonly sidecars: number };
@@ -183,7 +183,8 @@ export function dashboardData(input: {
     applied: status.applied
       ? { revision: status.applied.revision, description: status.applied.description, commit: commitOf(status.applied.description), at: status.applied.at, ok: true, diagnostics: [], meshVersion: status.applied.meshVersion }
       : null,
-    failing: attempted && !attempted.ok ? { revision: attempted.revision, description: attempted.description, commit: commitOf(attempted.description), at: attempted.at, ok: false, diagnostics: attempted.diagnostics } : null,
+    // Only while the source still holds it: a folder edited back to the applied state is not attempted again.
+    failing: attempted && !attempted.ok && attempted.revision === status.source.revision ? { revision: attempted.revision, description: attempted.description, commit: commitOf(attempted.description), at: attempted.at, ok: false, diagnostics: attempted.diagnostics } : null,
     revisions: input.history.entries,
     sync: { inSync: status.summary.inSync, connected: status.summary.connected, sidecars: status.summary.sidecars },
     propagation: input.propagation,

@@ -331,7 +331,14 @@ function watchRevisions(reconciler: Reconciler, options: UpOptions): () => Promi
       options.revisions?.(sourceError === null ? `[${at}] ${escapeForTerminal(options.dir)} can be read again` : `[${at}] cannot read ${escapeForTerminal(options.dir)}: ${escapeForTerminal(sourceError)}; the mesh stays on the last good revision`);
     }
     const a = status.attempted;
-    if (!a || (last && a.revision === last.revision && a.at === last.at)) return;
+    if (!a || (last && a.revision === last.revision && a.at === last.at)) {
+      // Undone by hand: the folder holds the applied revision again, which the reconciler does not attempt twice.
+      if (failing && status.applied && status.source.revision === status.applied.revision) {
+        failing = false;
+        options.revisions?.(`[${new Date().toISOString().slice(11, 19)}] back to ${escapeForTerminal(status.applied.description)}, the revision the mesh runs`);
+      }
+      return;
+    }
     last = a;
     const at = a.at.slice(11, 19);
     if (!a.ok) {

@@ -37,7 +37,8 @@ export interface StatsMesh {
   stop(): Promise<void>;
 }
 
-function spec(ports: { api: number; apiV2: number }, weights: { api: number; apiV2: number }): string {
+/** The stats mesh's spec: client, api and api-v2 at these ports, api split between api and api-v2 by `weights`, client allowed GET only. */
+export function statsSpec(ports: { api: number; apiV2: number; client?: number }, weights: { api: number; apiV2: number }): string {
   const svc = (name: string, port: number) => `apiVersion: trellis.dev/v1alpha1
 kind: Service
 metadata: { name: ${name} }
@@ -52,7 +53,7 @@ spec:
   mtls: { mode: strict }
   access: { default: deny }
 `,
-    svc('client', 9),
+    svc('client', ports.client ?? 9),
     svc('api', ports.api),
     svc('api-v2', ports.apiV2),
     `apiVersion: trellis.dev/v1alpha1
@@ -86,7 +87,7 @@ function app(delayMs: number) {
 export async function startStatsMesh(options: { delayMs: number; weights?: { api: number; apiV2: number }; prometheus?: PrometheusStats }): Promise<StatsMesh> {
   const dir = mkdtempSync(join(tmpdir(), 'trellis-stats-'));
   const ports = { api: await closedPort(), apiV2: await closedPort() };
-  const writeSpec = (weights: { api: number; apiV2: number }) => writeFileSync(join(dir, 'mesh.yaml'), spec(ports, weights));
+  const writeSpec = (weights: { api: number; apiV2: number }) => writeFileSync(join(dir, 'mesh.yaml'), statsSpec(ports, weights));
   writeSpec(options.weights ?? { api: 100, apiV2: 0 });
   const metrics = new ReconcilerMetrics();
   const log = pino({ level: 'silent' });
