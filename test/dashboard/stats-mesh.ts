@@ -105,7 +105,16 @@ export async function startStatsMesh(options: { delayMs: number; weights?: { api
   const api = await startSidecar(undefined, { service: 'api', inbound: { host: '127.0.0.1', port: ports.api }, app: { host: '127.0.0.1', port: apiApp.port }, control: { ...control, node: 'api-0' } });
   const apiV2 = await startSidecar(undefined, { service: 'api-v2', inbound: { host: '127.0.0.1', port: ports.apiV2 }, app: { host: '127.0.0.1', port: apiV2App.port }, control: { ...control, node: 'api-v2-0' } });
   const client = await startSidecar(undefined, { service: 'client', control: { ...control, node: 'client-0' } });
-  await waitFor(() => api.sidecar.ready && apiV2.sidecar.ready && client.sidecar.ready, 'the sidecars to hold a config and a certificate', 15_000);
+  try {
+    await waitFor(() => api.sidecar.ready && apiV2.sidecar.ready && client.sidecar.ready, 'the sidecars to hold a config and a certificate', 15_000);
+  } catch (err) {
+    // The test's after() has no mesh to stop: leave nothing behind.
+    await cleanup();
+    await reconciler.stop();
+    await server.close();
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
   sidecars.push(client, api, apiV2);
   const reporters = [client, api, apiV2].map(
     (s) => new StatsReporter({ url, token: TOKEN, service: s.sidecar.store.current!.service, node: `${s.sidecar.store.current!.service}-0`, metrics: s.sidecar.metrics, log, intervalMs: 3_600_000 }),
