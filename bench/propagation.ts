@@ -1,6 +1,6 @@
 /**
  * `npm run bench:propagation`: how fast one commit reaches every sidecar, and how many
- * bytes it costs, for K = 10, 100, 500 sidecars.
+ * bytes it costs, for K = 10, 100, 500 sidecars, and for a mesh of 10 000 services.
  *
  * Setup per K: a synthetic mesh of K services (bench/synthetic-mesh.ts) committed to a real
  * bare git repo; a reconciler (GitSource over file://, its HTTP server on loopback); and K
@@ -11,7 +11,13 @@
  * reconciler saw the commit to each sidecar's acknowledgement: p50, p99 and max, plus the
  * bytes each affected and unaffected sidecar received. Median of `--runs` commits.
  *
- *   node bench/propagation.ts [--sizes 10,100,500] [--runs 5]
+ * A mesh larger than `--subscribers` (default 500) gets that many subscribers, not one per
+ * service: every sidecar whose config the commits change (worked out beforehand by
+ * compiling the changed spec) and as many unaffected ones as fit, so a 10 000-service mesh
+ * is measured as its reconciler sees it (compile, snapshot, deltas) without 10 000 clients
+ * in this process.
+ *
+ *   node bench/propagation.ts [--sizes 10,100,500,10000] [--runs 5] [--subscribers 500]
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -23,13 +29,16 @@ import { GitSource } from '../src/reconciler/git-source.ts';
 import { ReconcilerMetrics } from '../src/reconciler/metrics.ts';
 import { Reconciler } from '../src/reconciler/reconciler.ts';
 import { ReconcilerServer } from '../src/reconciler/server.ts';
+import { compileFiles } from '../src/compiler/compile.ts';
+import { SourceFile } from '../src/diagnostics/source-file.ts';
 import { ConfigStore } from '../src/sidecar/config-store.ts';
 import { ControlClient } from '../src/sidecar/control-client.ts';
 import { syntheticMesh } from './synthetic-mesh.ts';
 
-const { values } = parseArgs({ options: { sizes: { type: 'string', default: '10,100,500' }, runs: { type: 'string', default: '5' } } });
+const { values } = parseArgs({ options: { sizes: { type: 'string', default: '10,100,500,10000' }, runs: { type: 'string', default: '5' }, subscribers: { type: 'string', default: '500' } } });
 const sizes = values.sizes.split(',').map(Number);
 const runs = Number(values.runs);
+const maxSubscribers = Number(values.subscribers);
 const silent = pino({ level: 'silent' });
 const TOKEN = 'bench';
 
@@ -72,8 +81,20 @@ async function measure(k: number) {
   const server = new ReconcilerServer({ reconciler, metrics, token: TOKEN });
   const { port } = await server.listen('127.0.0.1', 0);
   await reconciler.start();
-  await waitUntil(() => reconciler.applied !== null, 'the first revision');
-  const services = [...reconciler.applied!.mesh.configs.keys()];
+  await waitUntil(() => reconciler.applied !== null, 'the first revision', 300_000);
+  const routeFile = mesh.files.find((f) => f.path.startsWith('services/') && /timeouts:/.test(f.text))!;
+  /** The route file as the run-th commit writes it: one route's request timeout changed. */
+  const edited = (run: number) => routeFile.text.replace(/request: (\d+)s/, `request: ${31 + run}s`);
+  const all = [...reconciler.applied!.mesh.configs.keys()];
+  let services = all;
+  if (all.length > maxSubscribers) {
+    // The sidecars the commits change, then unaffected ones up to the cap.
+    const before = reconciler.applied!.mesh.configs;
+    const changed = compileFiles(mesh.files.map((f) => (f === routeFile ? new SourceFile(f.path, edited(0)) : f))).mesh!.configs;
+    const affected = all.filter((s) => changed.get(s)!.version !== before.get(s)!.version);
+    const rest = all.filter((s) => !affected.includes(s));
+    services = [...affected, ...rest.slice(0, Math.max(0, maxSubscribers - affected.length))];
+  }
 
   // Record when each store swaps in a new version (the ack follows at once).
   const appliedAt = new Map<string, number>();
@@ -86,21 +107,19 @@ async function measure(k: number) {
   await waitUntil(() => reconciler.status().summary.inSync === services.length, 'every subscriber in sync');
 
   const results: Array<{ p50: number; p99: number; max: number; affected: number; bytesAffected: number; bytesUnaffected: number }> = [];
-  const routeFile = mesh.files.find((f) => f.path.startsWith('services/') && /timeouts:/.test(f.text))!;
   for (let run = 0; run < runs; run++) {
     const before = new Map(reconciler.status().sidecars.map((s) => [s.service, s.bytesSent]));
     const versions = new Map(subscribers.map((s) => [s.service, s.store.current!.version]));
     appliedAt.clear();
     // One route's request timeout changes; callers of that service are the affected sidecars.
-    const text = routeFile.text.replace(/request: (\d+)s/, `request: ${31 + run}s`);
-    writeFileSync(join(work, routeFile.path), text);
+    writeFileSync(join(work, routeFile.path), edited(run));
     git(work, 'commit', '-q', '-am', `timeout ${run}`);
     git(work, 'push', '-q', 'origin', 'HEAD:main');
     const previous = reconciler.applied!.revision.id;
     reconciler.poke();
-    await waitUntil(() => reconciler.applied?.revision.id !== previous, 'the commit to be seen');
+    await waitUntil(() => reconciler.applied?.revision.id !== previous, 'the commit to be seen', 300_000);
     const seenMs = performance.now() - (Date.now() - reconciler.applied!.revision.seenAt);
-    await waitUntil(() => reconciler.status().summary.inSync === services.length && subscribers.every((s) => s.store.current!.version === reconciler.applied!.mesh.configs.get(s.service)!.version), 'all acks');
+    await waitUntil(() => reconciler.status().summary.inSync === services.length && subscribers.every((s) => s.store.current!.version === reconciler.applied!.mesh.configs.get(s.service)!.version), 'all acks', 300_000);
     const affected = subscribers.filter((s) => s.store.current!.version !== versions.get(s.service));
     const latencies = affected.map((s) => appliedAt.get(s.service)! - seenMs).sort((a, b) => a - b);
     const after = new Map(reconciler.status().sidecars.map((s) => [s.service, s.bytesSent]));
@@ -120,7 +139,8 @@ async function measure(k: number) {
   await server.close();
   rmSync(root, { recursive: true, force: true });
   return {
-    k,
+    k: all.length,
+    subscribers: services.length,
     affected: median(results.map((r) => r.affected)),
     p50: median(results.map((r) => r.p50)),
     p99: median(results.map((r) => r.p99)),
@@ -135,8 +155,8 @@ for (const k of sizes) {
   process.stderr.write(`K=${k}…\n`);
   rows.push(await measure(k));
 }
-console.log(`Median of ${runs} one-route commits per K; subscribers are in-process control clients with real config stores (no listeners).\n`);
-console.log('| sidecars | affected | seen → acked p50 ms | p99 ms | max ms | bytes to an affected sidecar (max) | bytes to an unaffected sidecar (max) |');
-console.log('|--:|--:|--:|--:|--:|--:|--:|');
-for (const r of rows) console.log(`| ${r.k} | ${r.affected} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.max.toFixed(1)} | ${r.bytesAffected} | ${r.bytesUnaffected} |`);
+console.log(`Median of ${runs} one-route commits per K; subscribers are in-process control clients with real config stores (no listeners); a mesh of more than ${maxSubscribers} services gets ${maxSubscribers} (every affected one among them).\n`);
+console.log('| services | sidecars | affected | seen → acked p50 ms | p99 ms | max ms | bytes to an affected sidecar (max) | bytes to an unaffected sidecar (max) |');
+console.log('|--:|--:|--:|--:|--:|--:|--:|--:|');
+for (const r of rows) console.log(`| ${r.k} | ${r.subscribers} | ${r.affected} | ${r.p50.toFixed(1)} | ${r.p99.toFixed(1)} | ${r.max.toFixed(1)} | ${r.bytesAffected} | ${r.bytesUnaffected} |`);
 console.log(`\nMachine: ${cpus()[0]?.model.trim()}, ${cpus().length} cores, Node ${process.version}.`);
