@@ -78,6 +78,28 @@ function characterSpan(span: Span, value: string, index: number): Span {
   return offset < 0 ? span : { file: span.file, start: span.start + offset + index, end: span.start + offset + index + 1 };
 }
 
+/**
+ * Services named at each end of a long call chain in a TRL4021 message; the middle is
+ * counted. A large mesh's worst chains run hundreds of hops, and naming every hop made each
+ * message tens of kilobytes that nobody reads.
+ */
+const CHAIN_ENDS_SHOWN = 5;
+
+/** A call chain for a message: every service, or for a long chain both ends and a count. */
+function describeChain(chain: readonly string[]): string {
+  if (chain.length <= 2 * CHAIN_ENDS_SHOWN + 2) return chain.join(' → ');
+  const hidden = chain.length - 2 * CHAIN_ENDS_SHOWN;
+  return `${chain.slice(0, CHAIN_ENDS_SHOWN).join(' → ')} → … ${hidden} more … → ${chain.slice(-CHAIN_ENDS_SHOWN).join(' → ')} (${chain.length} services)`;
+}
+
+/**
+ * An amplification factor for a message: exact up to 10^15, "more than 10^15" beyond (a long
+ * chain's product overflows to Infinity, which no one should read in a warning).
+ */
+function describeFactor(factor: number): string {
+  return factor <= 1e15 ? String(factor) : 'more than 10^15';
+}
+
 /** Worst-case request multiplication along a call chain above which Trellis warns (a 3-hop chain at 2 retries each is 27×). */
 const CHAIN_AMPLIFICATION_LIMIT = 8;
 
@@ -752,7 +774,7 @@ class Checker {
       const svc = this.spec.services.get(entry)!;
       this.report(
         'TRL4021',
-        `retries multiply along ${chain.join(' → ')}: one request from ${entry} can become ${w.factor} requests at ${chain.at(-1)} when everything fails`,
+        `retries multiply along ${describeChain(chain)}: one request from ${entry} can become ${describeFactor(w.factor)} requests at ${chain.at(-1)} when everything fails`,
         at(svc, ['metadata', 'name']),
         { hint: 'retry at one hop only (usually the one nearest the caller), or lower retry.attempts on the inner hops; retry budgets cap it per hop' },
       );
