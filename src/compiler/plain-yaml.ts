@@ -175,8 +175,14 @@ class Reader {
     if (this.lastEnd >= 0) {
       const next = this.peek();
       const until = next ? next.start - next.indent : this.text.length;
-      const comment = this.text.indexOf('#', this.lastEnd);
-      if (comment >= 0 && comment < until) this.lastEnd = -1;
+      // Only the blank and comment lines in between are looked at (an indexOf to the end of
+      // the text, once per collection, made files of many small mappings quadratic).
+      for (let i = this.lastEnd; i < until; i++) {
+        if (this.text.charCodeAt(i) === 35) {
+          this.lastEnd = -1;
+          break;
+        }
+      }
     }
   }
 
@@ -442,6 +448,38 @@ export function parsePlainYaml(text: string): PlainDocument[] | undefined {
   return docs;
 }
 
+/** Mappings with more pairs than this get an index by key, built on first lookup. */
+const INDEXED_MAPPING_PAIRS = 16;
+
+/** Key indexes of large mappings, by document and the mapping's record. */
+const pairIndexes = new WeakMap<PlainDocument, Map<number, Map<string, number>>>();
+
+/**
+ * The record of the key `want` in the mapping whose record is at `at`, or -1. Small mappings
+ * are scanned; a large one is indexed once, so that a file with tens of thousands of unknown
+ * fields in one mapping costs a lookup per diagnostic, not a scan.
+ */
+function pairAt(text: string, doc: PlainDocument, at: number, want: string): number {
+  const nodes = doc.nodes;
+  const end = nodes[at + 2]!;
+  let indexes = pairIndexes.get(doc);
+  let index = indexes?.get(at);
+  if (!index) {
+    let pairs = 0;
+    let pair = at + 4;
+    for (; pair < end && pairs < INDEXED_MAPPING_PAIRS; pair = nodes[pair + 6]!, pairs++) {
+      if (nodes[pair + 1]! - nodes[pair]! === want.length && text.startsWith(want, nodes[pair]!)) return pair;
+    }
+    if (pair >= end) return -1;
+    // A large mapping: index it, for this lookup and the ones that follow.
+    index = new Map();
+    for (let pair = at + 4; pair < end; pair = nodes[pair + 6]!) index.set(text.slice(nodes[pair]!, nodes[pair + 1]!), pair);
+    if (!indexes) pairIndexes.set(doc, (indexes = new Map()));
+    indexes.set(at, index);
+  }
+  return index.get(want) ?? -1;
+}
+
 /**
  * The span `[start, end)` of the node at `path` in a fast-path document of `text`, as the
  * loader's `locate` defines it (deepest existing node; with `key`, the mapping key of the
@@ -464,10 +502,8 @@ export function locatePlain(text: string, doc: PlainDocument, path: ReadonlyArra
       keyAt = -1;
       at = child;
     } else if (kind === MAPPING) {
-      const want = String(segment);
-      let pair = at + 4;
-      while (pair < end && !(nodes[pair + 1]! - nodes[pair]! === want.length && text.startsWith(want, nodes[pair]!))) pair = nodes[pair + 6]!;
-      if (pair >= end) break;
+      const pair = pairAt(text, doc, at, String(segment));
+      if (pair < 0) break;
       keyAt = pair;
       at = pair + 4;
     } else break;

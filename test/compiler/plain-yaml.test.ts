@@ -201,6 +201,26 @@ describe('the plain YAML reader', () => {
     );
   });
 
+  test('reads and locates in time linear in the file: many small mappings, and one mapping of many keys', () => {
+    // Quadratic work shows as about 16× for 4× the size; linear as about 4×. Best of three each.
+    const text = (n: number) => `items:\n${Array.from({ length: n }, (_, i) => `  - name: n${i}\n    value: ${i}`).join('\n')}\nkeys:\n${Array.from({ length: n }, (_, i) => `  k${i}: ${i}`).join('\n')}\n`;
+    const run = (n: number) => {
+      const t = text(n);
+      let best = Infinity;
+      for (let r = 0; r < 3; r++) {
+        const start = performance.now();
+        const [doc] = parsePlainYaml(t)!;
+        for (let i = 0; i < n; i++) assert.ok(locatePlain(t, doc!, ['keys', `k${i}`], true));
+        best = Math.min(best, performance.now() - start);
+      }
+      return best;
+    };
+    run(1_000); // warm up
+    const small = run(10_000);
+    const large = run(40_000);
+    assert.ok(large < 8 * small, `10 000: ${small.toFixed(0)} ms, 40 000: ${large.toFixed(0)} ms (${(large / small).toFixed(1)}×)`);
+  });
+
   test('declines what it does not read: anchors, tags, block scalars, escapes, duplicate keys, tabs', () => {
     for (const text of ['a: &x 1\nb: *x\n', 'a: !env X\n', 'a: |\n  text\n', 'a: "x\\ny"\n', 'a: 1\na: 2\n', 'a:\n\tb: 1\n', 'a: b\n  c\n', 'a: {b: 1}\n', '%YAML 1.2\n---\na: 1\n', 'a: 1\r\n', '? a\n: b\n']) {
       assert.equal(parsePlainYaml(text), undefined, JSON.stringify(text));
