@@ -20,6 +20,7 @@ import { createInboundHandler, type AppAddress, type InboundHandler } from './in
 import { SidecarMetrics } from './metrics.ts';
 import { createOutboundHandler, type OutboundHandler } from './outbound.ts';
 import { ControlClient } from './control-client.ts';
+import { StatsReporter } from './stats-report.ts';
 import type { ControlToken } from './control-token.ts';
 import { CertificateClient, loadStoredCredential, storeCredentialOrWarn, watchCredentialFiles, type CredentialFiles } from './certificates.ts';
 import { SidecarIdentity } from './identity.ts';
@@ -53,6 +54,8 @@ export interface SidecarOptions {
   /** Subscribe to a reconciler for configs and certificates (needs `service`). */
   /** `token`: the bearer, or a source asked on every control request (a token file the kubelet rotates). */
   readonly control?: { readonly url: string; readonly token: string | ControlToken; readonly node?: string };
+  /** With `control`: how often traffic aggregates go to the reconciler (stats-report.ts), in ms; default 10 s. */
+  readonly statsIntervalMs?: number;
   /** Standalone identity: certificate, key and CA files, reloaded on change (instead of certificates from the reconciler). */
   readonly certificateFiles?: CredentialFiles;
   readonly logger?: Logger;
@@ -115,6 +118,7 @@ export class Sidecar {
   #outbound: OutboundHandler | undefined;
   #meshListener: MeshListener | undefined;
   #control: ControlClient | undefined;
+  #stats: StatsReporter | undefined;
   #certificates: CertificateClient | undefined;
   #certificateFiles: { close(): Promise<void> } | undefined;
   /** This sidecar's certificate and trust bundle (empty until one is obtained). */
@@ -296,6 +300,10 @@ export class Sidecar {
             }),
       });
       this.#control.start();
+      // Aggregates go to the replica this sidecar streams from (it knows this sidecar's token).
+      const control = this.#control;
+      this.#stats = new StatsReporter({ url: () => control.url, token: connection.token, service: o.service, node: connection.node, metrics: this.metrics, log: this.log.child({ component: 'stats' }), ...(o.statsIntervalMs ? { intervalMs: o.statsIntervalMs } : {}) });
+      this.#stats.start();
     }
     return addresses;
   }
@@ -322,6 +330,7 @@ export class Sidecar {
     this.#draining = true;
     this.log.info({ type: 'draining', inFlight: this.#inFlight, timeoutMs: this.#options.drainTimeoutMs }, 'draining');
     await this.#control?.stop();
+    await this.#stats?.stop();
     await this.#certificates?.stop();
     await this.#certificateFiles?.close();
     const closingListener = this.#meshListener?.close();

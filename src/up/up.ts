@@ -26,7 +26,6 @@ import { MeshStats } from '../dashboard/mesh-stats.ts';
 import { PrometheusStats } from '../dashboard/prometheus.ts';
 import { renderDiagnostics } from '../diagnostics/render.ts';
 import { escapeForTerminal } from '../diagnostics/terminal-escape.ts';
-import { StatsReporter } from '../sidecar/stats-report.ts';
 import { decideAccess } from '../config/access.ts';
 import type { InboundBody, ProxyConfig } from '../config/types.ts';
 import { DEFAULT_CERT_TTL_MS, MeshCertificateAuthority } from '../identity/ca.ts';
@@ -206,13 +205,11 @@ export async function up(options: UpOptions): Promise<RunningMesh> {
           app: { host: '127.0.0.1', port: appPort },
           drainTimeoutMs: 1000,
           control: { url: controlUrl, token, node: instance },
+          statsIntervalMs: UP_STATS_INTERVAL_MS,
           logger: log.child({ component: 'sidecar', service: svc.name, instance }),
         });
         const ports = await sidecar.start();
         cleanups.push(() => sidecar.stop());
-        const reporter = new StatsReporter({ url: controlUrl, token, service: svc.name, node: instance, metrics: sidecar.metrics, log: log.child({ component: 'stats', instance }), intervalMs: UP_STATS_INTERVAL_MS });
-        reporter.start();
-        cleanups.push(() => reporter.stop());
         sidecars.set(svc.name, [...(sidecars.get(svc.name) ?? []), sidecar]);
         instances.push({ service: svc.name, meshed: true, inbound: ports.inbound.port, outbound: ports.outbound.port, admin: ports.admin.port, app: appPort });
       }
