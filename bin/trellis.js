@@ -1,9 +1,19 @@
-#!/usr/bin/env node
-// Entry point of the `trellis` command. Trellis needs Node.js 24 (it runs its TypeScript
-// sources natively); machines that ship an older Node get the Node 24 that `npm ci`
-// installed into node_modules, so `npx trellis` and direct runs behave the same.
+#!/bin/sh
+':' //; d=$(dirname "$(readlink -f "$0")"); for n in "$d/../node_modules/node/bin/node" "$d/../../node/bin/node"; do [ -x "$n" ] && exec "$n" "$0" "$@"; done; exec node "$0" "$@"
+// Entry point of the `trellis` command. The line above is for the shell that runs this file
+// as `trellis`: it starts the Node 24 that `npm ci` installed into node_modules (or `node`
+// from PATH), in this same process. To JavaScript it is a string and a comment.
+//
+// Trellis needs Node.js 24 (it runs its TypeScript sources natively); `node bin/trellis.js`
+// with an older Node hands over to the one in node_modules (a second process, then).
+//
+// `trellis sidecar` runs the sidecar's bundle (scripts/build-sidecar.ts): plain JavaScript
+// with only the sidecar's code, started in place of this process (process.execve, same pid)
+// with the V8 settings below. A bundle older than any source file is rebuilt first when
+// esbuild is installed; without esbuild, a stale bundle is not used and the sources run.
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const major = Number(process.versions.node.split('.')[0]);
@@ -16,6 +26,49 @@ if (major < 24) {
   const child = spawnSync(local, [fileURLToPath(import.meta.url), ...process.argv.slice(2)], { stdio: 'inherit' });
   if (child.signal) process.kill(process.pid, child.signal);
   process.exit(child.status ?? 1);
+}
+
+/**
+ * V8 settings of a sidecar process: young-generation semi-spaces of at most 4 MB (Node's
+ * default grows them to 32 MB under load, which is most of a busy sidecar's growth in
+ * resident memory; see docs/sidecar-runtime.md for the measurements).
+ */
+const SIDECAR_V8_FLAGS = ['--max-semi-space-size=4'];
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+
+/** Newest modification time of the TypeScript sources under `dir` (recursive), in ms. */
+function newest(dir) {
+  let t = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) t = Math.max(t, newest(p));
+    else if (e.name.endsWith('.ts')) t = Math.max(t, statSync(p).mtimeMs);
+  }
+  return t;
+}
+
+/** The sidecar's bundle, rebuilt when a source is newer; undefined when it cannot be had. */
+function sidecarBundle() {
+  const bundle = join(root, 'dist', 'sidecar', 'trellis-sidecar.mjs');
+  const built = statSync(bundle, { throwIfNoEntry: false })?.mtimeMs;
+  const sources = Math.max(newest(join(root, 'src')), statSync(join(root, 'package.json')).mtimeMs);
+  if (built !== undefined && built >= sources) return bundle;
+  // In a process of its own, waited for: this one is about to become the sidecar (execve) and
+  // must not leave a child behind (esbuild runs a service process of its own).
+  const build = join(root, 'scripts', 'build-sidecar.ts');
+  if (!existsSync(build)) return undefined;
+  const r = spawnSync(process.execPath, [build], { stdio: ['ignore', 'ignore', 'inherit'] });
+  return r.status === 0 ? bundle : undefined;
+}
+
+if (process.argv[2] === 'sidecar' && typeof process.execve === 'function') {
+  const bundle = sidecarBundle();
+  if (bundle) {
+    const set = new Set(process.execArgv.map((f) => f.split('=')[0]));
+    const flags = [...process.execArgv, ...SIDECAR_V8_FLAGS.filter((f) => !set.has(f.split('=')[0]))];
+    process.execve(process.execPath, [process.execPath, ...flags, bundle, ...process.argv.slice(2)], process.env);
+  }
 }
 const { main } = await import('../src/cli/main.ts');
 process.exitCode = await main(process.argv.slice(2));

@@ -27,8 +27,12 @@ else trap 'rm -rf "$stage"' EXIT; fi
 root=$stage/rootfs
 mkdir -p "$root"/{app,etc/ssl/certs,tmp,usr/local/bin,usr/bin,usr/lib/git-core}
 
-# The app: what package.json "files" publishes, plus the lockfile for an exact npm ci.
+# The app: what package.json "files" publishes, plus the lockfile for an exact npm ci, and
+# the sidecar's bundle, built from these sources (the image has no esbuild to rebuild it).
+"$node_bin" scripts/build-sidecar.ts
+mkdir -p "$root/app/dist"
 cp -a bin src schema package.json package-lock.json "$root/app/"
+cp -a dist/sidecar "$root/app/dist/"
 # The kernel runs a script by its first line; /usr/bin/env is not in the image, node is here.
 sed -i '1s|^#!.*|#!/usr/local/bin/node|' "$root/app/bin/trellis.js"
 chmod 0755 "$root/app/bin/trellis.js"

@@ -1,6 +1,7 @@
 /** `trellis sidecar` as a real process: start from a file, restart from the stored config, drain on SIGTERM. */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync, statSync, utimesSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -54,6 +55,26 @@ async function tempDir(): Promise<string> {
 }
 
 describe('trellis sidecar process', () => {
+  test('runs as one process: the sidecar bundle in place of bin/trellis.js (same pid), with its V8 settings; a source newer than the bundle gets it rebuilt', async () => {
+    const api = await startUpstream('api');
+    const dir = await tempDir();
+    await writeFile(join(dir, 'client.json'), JSON.stringify(configOf(backendsSpec({ api: [api.port] }), 'client')));
+    // A bundle older than the sources is rebuilt before it runs.
+    const bundle = fileURLToPath(new URL('../../dist/sidecar/trellis-sidecar.mjs', import.meta.url));
+    if (existsSync(bundle)) utimesSync(bundle, new Date(0), new Date(0));
+    const sc = await startProcess(['--config', join(dir, 'client.json')]);
+    const argv = readFileSync(`/proc/${sc.child.pid}/cmdline`, 'utf8').split('\0');
+    assert.equal(argv[1], '--max-semi-space-size=4');
+    assert.equal(argv[2], bundle);
+    assert.equal(argv[3], 'sidecar');
+    assert.ok(statSync(bundle).mtimeMs > Date.now() - 120_000, 'the stale bundle was rebuilt');
+    const children = readFileSync(`/proc/${sc.child.pid}/task/${sc.child.pid}/children`, 'utf8').trim();
+    assert.equal(children, '', 'no second process next to it');
+    assert.equal((await send(sc.outbound, 'api', '/')).body, 'api');
+    sc.child.kill('SIGTERM');
+    assert.equal(await sc.exited, 0);
+  });
+
   test('restarts from the stored config when no --config is given', async () => {
     const api = await startUpstream('api');
     const dir = await tempDir();
