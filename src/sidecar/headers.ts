@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import type { CompiledHeaderModifier } from '../config/types.ts';
+import type { RequestSpan } from './tracing.ts';
 
 /** RFC 9110 §7.6.1 connection-specific headers, plus the legacy ones proxies also drop. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'expect']);
@@ -35,16 +36,18 @@ export function applyHeaderModifier(headers: Record<string, string | string[]> |
 /**
  * Adds the headers a mesh hop owes the next one: `x-forwarded-for` (appended),
  * `x-forwarded-proto`, `x-forwarded-host`, an `x-request-id` when the caller sent none,
- * and a W3C `traceparent` when neither it nor B3 headers are present.
+ * and a W3C `traceparent` when neither it nor B3 headers are present. With a `span` (tracing
+ * on), the trace headers carry that span's context instead (tracing.ts `RequestSpan.inject`).
  */
-export function addForwardingHeaders(headers: Record<string, string | string[]>, clientAddress: string | undefined, originalHost: string | undefined): void {
+export function addForwardingHeaders(headers: Record<string, string | string[]>, clientAddress: string | undefined, originalHost: string | undefined, span?: RequestSpan): void {
   const xff = headers['x-forwarded-for'];
   const client = clientAddress?.startsWith('::ffff:') ? clientAddress.slice(7) : clientAddress;
   if (client) headers['x-forwarded-for'] = xff ? `${Array.isArray(xff) ? xff.join(', ') : xff}, ${client}` : client;
   if (!headers['x-forwarded-proto']) headers['x-forwarded-proto'] = 'http';
   if (originalHost && !headers['x-forwarded-host']) headers['x-forwarded-host'] = originalHost;
   if (!headers['x-request-id']) headers['x-request-id'] = randomUUID();
-  if (!headers.traceparent && !headers['x-b3-traceid'] && !headers.b3) {
+  if (span !== undefined) span.inject(headers);
+  else if (!headers.traceparent && !headers['x-b3-traceid'] && !headers.b3) {
     // randomUUID draws from a cached entropy pool; two randomBytes calls per request cost
     // about 5% of the proxy's CPU. The UUID's fixed version bits leave 122 random bits.
     const id = randomUUID().replaceAll('-', '');

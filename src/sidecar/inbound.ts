@@ -24,6 +24,7 @@ import { relayResponse, sendAttempt } from './upstream.ts';
 import { armBodyDeadline } from './body-deadline.ts';
 import { PROXY_ERRORS } from './errors.ts';
 import { RequestRecord } from './request-record.ts';
+import type { SidecarTracer } from './tracing.ts';
 
 /** Where the local app listens: a host, and a port that overrides every target port when given. */
 export interface AppAddress {
@@ -41,6 +42,8 @@ export interface InboundDeps {
   readonly draining: () => boolean;
   /** Time a request body has to arrive in full after the headers, in ms; 0 for none (body-deadline.ts). */
   readonly bodyTimeoutMs: number;
+  /** Present when tracing is configured: each request gets a SERVER span, whose context the app receives (tracing.ts). */
+  readonly tracer?: SidecarTracer;
 }
 
 /** Mesh headers stop here: the app gets only what this sidecar verified. */
@@ -115,7 +118,7 @@ export function createInboundHandler(deps: InboundDeps): InboundHandler {
     const asked = colon >= 0 ? Number(named.slice(colon + 1)) : undefined;
     const port = snap.inbound.ports.find((p) => p.port === asked) ?? snap.inbound.ports[0]!;
     const headers = endToEndHeaders(req.headers, MESH_ONLY);
-    addForwardingHeaders(headers, req.socket.remoteAddress, host);
+    addForwardingHeaders(headers, req.socket.remoteAddress, host, record.span);
     if (peer.identity !== null) headers[PEER_IDENTITY_HEADER] = peer.identity;
     const path = q < 0 ? normalized.path : normalized.path + target.slice(q);
     const controller = new AbortController();
@@ -129,7 +132,9 @@ export function createInboundHandler(deps: InboundDeps): InboundHandler {
       record.flags = 'request_body_timeout';
       controller.abort();
     });
-    void sendAttempt(poolFor(deps.app.port ?? port.targetPort), { method, path, headers, body, timeoutMs: 0, signal: controller.signal })
+    const appPort = deps.app.port ?? port.targetPort;
+    if (record.span !== undefined) record.backend = `${deps.app.host}:${appPort}`;
+    void sendAttempt(poolFor(appPort), { method, path, headers, body, timeoutMs: 0, signal: controller.signal })
       .then(async (result) => {
         if (body$.expired) {
           if (result.ok) result.body.destroy();

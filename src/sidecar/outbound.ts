@@ -33,6 +33,7 @@ import { serviceKeyOfHost } from '../spec/names.ts';
 import { canonicalIp, hostOfServiceKey, parseTarget, type Target } from './destination.ts';
 import { createEgress } from './egress.ts';
 import { planRoute, type MirrorFilter } from './route-plan.ts';
+import type { SidecarTracer } from './tracing.ts';
 
 /**
  * A header older sidecars sent to name the caller. Callers are identified only by their
@@ -70,6 +71,8 @@ export interface OutboundDeps {
   readonly accessLog: boolean;
   /** True once shutdown began: new requests get 503 shutting_down. */
   readonly draining: () => boolean;
+  /** Present when tracing is configured: each request gets a CLIENT span (tracing.ts). */
+  readonly tracer?: SidecarTracer;
 }
 
 /** What of a route rule governs sending: its timeouts and retries. */
@@ -155,7 +158,7 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
     const headers = endToEndHeaders(req.headers, MESH_HEADERS);
     // The authority the app named (from the absolute URI when it used the sidecar as its proxy).
     headers.host = target.authority;
-    addForwardingHeaders(headers, req.socket.remoteAddress, target.authority);
+    addForwardingHeaders(headers, req.socket.remoteAddress, target.authority, record.span);
     for (const m of plan.requestHeaders) applyHeaderModifier(headers, m);
     run(record, {
       req,
@@ -176,7 +179,7 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
 
   /** Forwards, then records the outcome. */
   function run(record: RequestRecord, args: ForwardArgs): void {
-    void forward(args)
+    void forward(args, record)
       .then((outcome) => {
         record.flags = outcome.flags;
         record.done(outcome.status);
@@ -203,7 +206,7 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
     record.route = rule ? (rule.route ?? 'default') : 'instance';
     const headers = endToEndHeaders(req.headers, MESH_HEADERS);
     headers.host = target.authority;
-    addForwardingHeaders(headers, req.socket.remoteAddress, target.authority);
+    addForwardingHeaders(headers, req.socket.remoteAddress, target.authority, record.span);
     const pathAndQuery = target.query ? `${target.path}?${target.query}` : target.path;
     run(record, {
       req,
@@ -252,12 +255,23 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
     },
   };
 
+  /** The events, with this request's retries also counted on its record (for its span). */
+  function countingRetries(record: RequestRecord): DispatchEvents {
+    return {
+      ...events,
+      retried: (service, reason) => {
+        record.retries++;
+        events.retried(service, reason);
+      },
+    };
+  }
+
   /**
    * The HTTP/1.1 side of one request: fault injection, the request body (read into memory
    * when small enough to retry or mirror), mirrors; then the protocol-neutral dispatch
    * (dispatch.ts: deadline → retry → breaker → pick → attempt), and its outcome written back.
    */
-  async function forward(a: ForwardArgs): Promise<{ status: number; flags: string }> {
+  async function forward(a: ForwardArgs, record: RequestRecord): Promise<{ status: number; flags: string }> {
     const { req, res, cluster } = a;
     const deadline = new Deadline(deps.clock, a.started, a.policy.timeouts.requestMs);
     // Armed first: a small body is read into memory below, and a caller dripping it must not hold that read open.
@@ -302,8 +316,11 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
         pinned: a.pinned,
         clock: deps.clock,
         random: deps.random,
-        send: (t, x, w) => sendAttempt(cluster.poolFor(t.endpoint, t.port), { method: x.method, path: x.path, headers: x.headers, body: x.body, timeoutMs: w.timeoutMs, signal: w.signal }),
-        events,
+        send: (t, x, w) => {
+          if (record.span !== undefined) record.backend = `${t.endpoint.address}:${t.port}`;
+          return sendAttempt(cluster.poolFor(t.endpoint, t.port), { method: x.method, path: x.path, headers: x.headers, body: x.body, timeoutMs: w.timeoutMs, signal: w.signal });
+        },
+        events: record.span === undefined ? events : countingRetries(record),
       });
       switch (outcome.kind) {
         case 'client_gone':

@@ -1,6 +1,7 @@
 /**
  * The bookkeeping every proxied request shares, inbound and outbound: the active gauge,
- * the request metrics and the optional access log line, written once when it ends.
+ * the request metrics, the optional access log line and, when tracing is on, the request's
+ * span (tracing.ts), all written once when it ends.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
@@ -8,12 +9,15 @@ import type { Clock } from './clock.ts';
 import type { ProxyErrorCode } from './errors.ts';
 import type { Reporter, SidecarMetrics } from './metrics.ts';
 import { sendProxyError } from './upstream.ts';
+import type { RequestSpan, SidecarTracer } from './tracing.ts';
 
 export interface RecordDeps {
   readonly metrics: SidecarMetrics;
   readonly log: Logger;
   readonly clock: Clock;
   readonly accessLog: boolean;
+  /** Present when tracing is configured: every record then starts a span. */
+  readonly tracer?: SidecarTracer;
 }
 
 /** One request in flight; its labels are filled in as routing learns them. */
@@ -23,6 +27,12 @@ export class RequestRecord {
   route: string;
   /** A proxy error code, or `-` when the response came from upstream. */
   flags = '-';
+  /** The request's span; undefined when tracing is off (the request paths then skip all span work). */
+  readonly span: RequestSpan | undefined;
+  /** Where the request went, `address:port` (the last attempt's endpoint, or the local app); kept only for the span. */
+  backend: string | undefined;
+  /** Attempts beyond the first; counted only for the span. */
+  retries = 0;
   readonly #deps: RecordDeps;
   readonly #req: IncomingMessage;
   readonly #reporter: Reporter;
@@ -36,6 +46,7 @@ export class RequestRecord {
     this.source = labels.source;
     this.destination = labels.destination;
     this.route = labels.route;
+    this.span = deps.tracer?.start(reporter === 'inbound' ? 'server' : 'client', req.method ?? 'GET', req.url ?? '/', req.headers);
     deps.metrics.active.inc({ reporter });
   }
 
@@ -57,6 +68,7 @@ export class RequestRecord {
       const r = this.#req;
       d.log.info({ type: 'access', reporter: this.#reporter, method: r.method, path: (r.url ?? '').split('?')[0], source: this.source, destination: this.destination, route: this.route, status, flags: this.flags, ms: Math.round(seconds * 1000) });
     }
+    this.span?.end(this, status);
   }
 
   /** Answers with a proxy error and records it. */

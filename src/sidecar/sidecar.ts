@@ -26,6 +26,7 @@ import { CertificateClient, loadStoredCredential, storeCredentialOrWarn, watchCr
 import { SidecarIdentity } from './identity.ts';
 import { MeshConnector } from './mesh-connector.ts';
 import { MeshListener } from './mesh-listener.ts';
+import type { SidecarTracer, TracingOptions } from './tracing.ts';
 
 export interface ListenAddress {
   readonly host: string;
@@ -58,6 +59,8 @@ export interface SidecarOptions {
   readonly statsIntervalMs?: number;
   /** Standalone identity: certificate, key and CA files, reloaded on change (instead of certificates from the reconciler). */
   readonly certificateFiles?: CredentialFiles;
+  /** Send a span for every request to an OTLP/HTTP collector (tracing.ts). Off when absent: OpenTelemetry is then never loaded. */
+  readonly tracing?: TracingOptions;
   readonly logger?: Logger;
   /** Monotonic time and timers: latency, outlier and budget windows, request deadlines, retry backoff. */
   readonly clock?: TimerClock;
@@ -121,6 +124,7 @@ export class Sidecar {
   #stats: StatsReporter | undefined;
   #certificates: CertificateClient | undefined;
   #certificateFiles: { close(): Promise<void> } | undefined;
+  #tracer: SidecarTracer | undefined;
   /** This sidecar's certificate and trust bundle (empty until one is obtained). */
   readonly identity: SidecarIdentity;
 
@@ -232,6 +236,11 @@ export class Sidecar {
     const o = this.#options;
     const clock = o.clock ?? systemClock;
     const draining = () => this.#draining;
+    // Imported only here, so a sidecar without tracing never loads OpenTelemetry.
+    const tracer = o.tracing
+      ? (this.#tracer = await (await import('./tracing.ts')).createTracer(o.tracing, { service: o.service ?? this.store.current?.service ?? 'unknown', log: this.log.child({ component: 'tracing' }), clock }))
+      : undefined;
+    const traced = tracer ? { tracer } : {};
     const outbound = (this.#outbound = createOutboundHandler({
       store: this.store,
       clusters: this.clusters,
@@ -243,8 +252,9 @@ export class Sidecar {
       bodyTimeoutMs: o.bodyTimeoutMs,
       accessLog: o.accessLog,
       draining,
+      ...traced,
     }));
-    this.#inbound = createInboundHandler({ store: this.store, metrics: this.metrics, log: this.log, clock, app: o.app, accessLog: o.accessLog, draining, bodyTimeoutMs: o.bodyTimeoutMs });
+    this.#inbound = createInboundHandler({ store: this.store, metrics: this.metrics, log: this.log, clock, app: o.app, accessLog: o.accessLog, draining, bodyTimeoutMs: o.bodyTimeoutMs, ...traced });
     const admin = createAdminHandler({ store: this.store, metrics: this.metrics, token: o.adminToken, ready: () => this.ready, identity: this.identity });
     const outboundAddress = await this.#listen(this.#track(outbound), o.outbound);
     const inboundHttp = this.#httpServer(this.#track(this.#inbound), PEER_KEEP_ALIVE_MS);
@@ -354,6 +364,8 @@ export class Sidecar {
     await this.clusters.close(true);
     await this.#inbound?.close();
     await this.#outbound?.close();
+    // Every request has ended, so every span has: send the last of them (bounded).
+    await this.#tracer?.shutdown();
     admin?.closeAllConnections();
     await new Promise<void>((r) => (admin ? admin.close(() => r()) : r()));
     this.log.info({ type: 'stopped', abandoned: this.#inFlight }, 'sidecar stopped');
