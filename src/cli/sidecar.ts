@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { fixedToken, tokenFromFile, type ControlToken } from '../sidecar/control-token.ts';
 import { parseControlUrls } from '../sidecar/control-client.ts';
 import { DEFAULT_SIDECAR_OPTIONS, Sidecar, type ListenAddress } from '../sidecar/sidecar.ts';
+import type { TracingOptions } from '../sidecar/tracing.ts';
 import { EXIT, untilStopped, type CliIo } from './io.ts';
 import { isServiceKey } from '../spec/names.ts';
 
@@ -28,6 +29,10 @@ export interface SidecarFlags {
   tlsCert?: string;
   tlsKey?: string;
   tlsCa?: string;
+  /** OTLP/HTTP collector for traces (tracing.ts); else from the OTEL_EXPORTER_OTLP_* environment. */
+  otlpEndpoint?: string;
+  /** 0 to 1, as given. */
+  traceSampleRatio?: string;
 }
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
@@ -103,6 +108,8 @@ export async function runSidecar(flags: SidecarFlags, io: CliIo): Promise<number
     io.stderr.write('trellis sidecar: a standalone identity needs all of --tls-cert, --tls-key and --tls-ca\n');
     return EXIT.usage;
   }
+  const tracing = tracingOf(flags, io);
+  if (tracing === 'usage') return EXIT.usage;
   const sidecar = new Sidecar({
     ...DEFAULT_SIDECAR_OPTIONS,
     service: flags.service,
@@ -118,6 +125,7 @@ export async function runSidecar(flags: SidecarFlags, io: CliIo): Promise<number
     accessLog: flags.accessLog === true,
     ...(control ? { control } : {}),
     ...(tlsFiles === 3 ? { certificateFiles: { cert: flags.tlsCert!, key: flags.tlsKey!, ca: flags.tlsCa! } } : {}),
+    ...(tracing ? { tracing } : {}),
   });
 
   if (flags.config) {
@@ -148,4 +156,34 @@ export async function runSidecar(flags: SidecarFlags, io: CliIo): Promise<number
   }
   await untilStopped(() => sidecar.stop());
   return EXIT.ok;
+}
+
+/**
+ * Tracing from the flags, else from the environment OpenTelemetry's SDKs read:
+ * OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (the traces URL itself) or OTEL_EXPORTER_OTLP_ENDPOINT
+ * (a base URL, `/v1/traces` added). Undefined when none names a collector: tracing is off.
+ */
+function tracingOf(flags: SidecarFlags, io: CliIo): TracingOptions | undefined | 'usage' {
+  const ratio = Number(flags.traceSampleRatio ?? '1');
+  if (flags.traceSampleRatio?.trim() === '' || !Number.isFinite(ratio) || ratio < 0 || ratio > 1) {
+    io.stderr.write(`trellis sidecar: --trace-sample-ratio takes a number from 0 to 1, not "${flags.traceSampleRatio}"\n`);
+    return 'usage';
+  }
+  const tracesEndpoint = io.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT?.trim();
+  const baseEndpoint = io.env.OTEL_EXPORTER_OTLP_ENDPOINT?.trim();
+  const [endpoint, source] = flags.otlpEndpoint !== undefined ? [flags.otlpEndpoint, '--otlp-endpoint'] : tracesEndpoint ? [tracesEndpoint, 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'] : baseEndpoint ? [baseEndpoint, 'OTEL_EXPORTER_OTLP_ENDPOINT'] : [undefined, ''];
+  if (endpoint === undefined) return undefined;
+  if (!/^https?:\/\/[^/]/.test(endpoint) || !URL.canParse(endpoint)) {
+    io.stderr.write(`trellis sidecar: ${source} takes an http(s) URL of an OTLP/HTTP collector such as http://127.0.0.1:4318, not "${endpoint}"\n`);
+    return 'usage';
+  }
+  // The traces variable names the whole URL; the base one and the flag a collector's root.
+  return { url: source === 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT' ? endpoint : tracesUrl(endpoint), sampleRatio: ratio };
+}
+
+/** The OTLP/HTTP traces URL of a collector's base URL: `/v1/traces` added, unless the path already ends with it. */
+export function tracesUrl(endpoint: string): string {
+  const url = new URL(endpoint);
+  if (!url.pathname.endsWith('/v1/traces')) url.pathname = `${url.pathname.replace(/\/+$/, '')}/v1/traces`;
+  return url.href;
 }
