@@ -67,6 +67,8 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .option('--tls-cert <file>', 'standalone identity: this service\'s certificate (PEM), reloaded on change; with --control the reconciler\'s CA is used instead when this is left out')
     .option('--tls-key <file>', 'standalone identity: the certificate\'s private key (PEM)')
     .option('--tls-ca <file>', 'standalone identity: the trusted root certificates (PEM)')
+    .option('--otlp-endpoint <url>', 'send a span for every request to this OpenTelemetry collector over OTLP/HTTP, such as http://127.0.0.1:4318 (/v1/traces is added); default OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT; tracing is off without one')
+    .option('--trace-sample-ratio <ratio>', 'share of new traces recorded, 0 to 1 (a caller\'s sampled flag decides for the traces it continues)', '1')
     .action(async (flags: SidecarFlags) => setCode(await (await import('./sidecar.ts')).runSidecar(flags, io)));
 
   sub('reconcile')
