@@ -19,9 +19,18 @@ export type Random = () => number;
 export interface TimerClock extends Clock {
   /** Resolves once `ms` have passed, or at once when `signal` aborts. Never rejects. */
   sleep(ms: number, signal?: AbortSignal): Promise<void>;
+  /** Calls `fn` once `ms` have passed; the returned function cancels it. The cheap timer of the per-request path. */
+  after(ms: number, fn: () => void): () => void;
 }
 
-export const systemClock: TimerClock = { now: () => performance.now(), sleep: (ms, signal) => systemWallClock.sleep(ms, signal) };
+export const systemClock: TimerClock = {
+  now: () => performance.now(),
+  sleep: (ms, signal) => systemWallClock.sleep(ms, signal),
+  after: (ms, fn) => {
+    const timer = setTimeout(fn, ms);
+    return () => clearTimeout(timer);
+  },
+};
 export const systemRandom: Random = Math.random;
 
 /** A seeded generator (mulberry32: small, fast, well mixed), so weighted and random choices repeat exactly in tests and benchmarks. */
@@ -91,6 +100,13 @@ export class ManualWallClock implements WallClock {
       this.#sleepers.add(sleeper);
       signal?.addEventListener('abort', sleeper.wake, { once: true });
     });
+  }
+
+  /** Calls `fn` once the clock has moved on by `ms`; the returned function cancels it. */
+  after(ms: number, fn: () => void): () => void {
+    const timer = { until: this.#now + Math.max(0, ms), wake: () => (this.#sleepers.delete(timer), fn()) };
+    this.#sleepers.add(timer);
+    return () => void this.#sleepers.delete(timer);
   }
 
   /** Moves the clock on by `ms` and wakes every sleep due by then. */

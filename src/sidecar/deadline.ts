@@ -25,11 +25,20 @@ export interface TryWindow {
   dispose(): void;
 }
 
+/** What an aborted attempt rejects with: an AbortError (upstream.ts classifies it), naming why. */
+function abortError(why: string): Error {
+  return Object.assign(new Error(`request ended: ${why}`), { name: 'AbortError', code: 'ABORT_ERR' });
+}
+
+/**
+ * Contract above. Per request it holds one AbortController and, with a timeout, one timer;
+ * nothing is aborted (so no error object is built) unless the request does end early.
+ */
 export class Deadline {
   readonly #clock: TimerClock;
   readonly #controller = new AbortController();
-  /** Stops the whole-request timer's sleep. */
-  readonly #disposed = new AbortController();
+  /** Cancels the whole-request timer. */
+  readonly #cancelTimer: (() => void) | undefined;
   /** The clock reading at which the request times out; Infinity for none. */
   readonly at: number;
   #reason: CancelReason | undefined;
@@ -38,11 +47,7 @@ export class Deadline {
   constructor(clock: TimerClock, started: number, requestMs: number) {
     this.#clock = clock;
     this.at = requestMs > 0 ? started + requestMs : Infinity;
-    if (this.at !== Infinity) {
-      void clock.sleep(Math.max(1, this.at - clock.now()), this.#disposed.signal).then(() => {
-        if (!this.#disposed.signal.aborted) this.cancel('request_timeout');
-      });
-    }
+    if (this.at !== Infinity) this.#cancelTimer = clock.after(Math.max(1, this.at - clock.now()), () => this.cancel('request_timeout'));
   }
 
   get signal(): AbortSignal {
@@ -62,7 +67,7 @@ export class Deadline {
   cancel(reason: CancelReason): void {
     if (this.#reason !== undefined) return;
     this.#reason = reason;
-    this.#controller.abort(reason);
+    this.#controller.abort(abortError(reason));
   }
 
   /** Milliseconds left (at least 1 while any is left); Infinity without a deadline. */
@@ -88,21 +93,20 @@ export class Deadline {
       return { timeoutMs, signal: this.signal, tryTimedOut: () => false, dispose: () => undefined };
     }
     const own = new AbortController();
-    const stop = new AbortController();
     let fired = false;
     const onRequestEnd = () => own.abort(this.signal.reason);
     this.signal.addEventListener('abort', onRequestEnd, { once: true });
-    void this.#clock.sleep(backendRequestMs, stop.signal).then(() => {
-      if (stop.signal.aborted || own.signal.aborted) return;
+    const cancelTimer = this.#clock.after(backendRequestMs, () => {
+      if (own.signal.aborted) return;
       fired = true;
-      own.abort('try_timeout');
+      own.abort(abortError('try_timeout'));
     });
     return {
       timeoutMs,
       signal: own.signal,
       tryTimedOut: () => fired,
       dispose: () => {
-        stop.abort();
+        cancelTimer();
         this.signal.removeEventListener('abort', onRequestEnd);
       },
     };
@@ -110,6 +114,6 @@ export class Deadline {
 
   /** Clears the timers (the request is answered). */
   dispose(): void {
-    this.#disposed.abort();
+    this.#cancelTimer?.();
   }
 }

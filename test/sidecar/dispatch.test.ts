@@ -220,3 +220,33 @@ describe('dispatch: retry → breaker → pick → attempt', () => {
     assert.deepEqual(send.targets.map((t) => `${t.endpoint.port}:${t.port}`), ['2:9', '2:9', '2:9']);
   });
 });
+
+describe('the deadline with a real undici attempt', () => {
+  test('a per-try timeout and a caller gone end the attempt as aborted (never as an upstream reset)', async () => {
+    const { createServer } = await import('node:http');
+    const { Pool } = await import('undici');
+    const { sendAttempt } = await import('../../src/sidecar/upstream.ts');
+    const silent = createServer(() => undefined);
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', () => r()));
+    const pool = new Pool(`http://127.0.0.1:${(silent.address() as { port: number }).port}`);
+    try {
+      const clock = new ManualClock(0);
+      const d = new Deadline(clock, 0, 10_000);
+      const w = d.forTry(100);
+      const attempt = sendAttempt(pool, { method: 'GET', path: '/', headers: {}, body: undefined, timeoutMs: 0, signal: w.signal });
+      clock.advance(100);
+      const r = await attempt;
+      assert.equal(r.ok ? 'response' : r.failure, 'aborted');
+      assert.equal(w.tryTimedOut(), true);
+      const gone = sendAttempt(pool, { method: 'GET', path: '/', headers: {}, body: undefined, timeoutMs: 0, signal: d.signal });
+      d.cancel('client_gone');
+      const g = await gone;
+      assert.equal(g.ok ? 'response' : g.failure, 'aborted');
+      d.dispose();
+    } finally {
+      await pool.destroy();
+      silent.closeAllConnections();
+      silent.close();
+    }
+  });
+});
