@@ -236,10 +236,7 @@ export class Sidecar {
     const o = this.#options;
     const clock = o.clock ?? systemClock;
     const draining = () => this.#draining;
-    // Imported only here, so a sidecar without tracing never loads OpenTelemetry.
-    const tracer = o.tracing
-      ? (this.#tracer = await (await import('./tracing.ts')).createTracer(o.tracing, { service: o.service ?? this.store.current?.service ?? 'unknown', log: this.log.child({ component: 'tracing' }), clock }))
-      : undefined;
+    const tracer = o.tracing ? (this.#tracer = await this.#startTracing(o.tracing, clock)) : undefined;
     const traced = tracer ? { tracer } : {};
     const outbound = (this.#outbound = createOutboundHandler({
       store: this.store,
@@ -316,6 +313,21 @@ export class Sidecar {
       this.#stats.start();
     }
     return addresses;
+  }
+
+  /**
+   * The tracer, imported only here so a sidecar without tracing never loads OpenTelemetry.
+   * Traces are not worth an outage: when the SDK cannot be loaded (an install without it),
+   * the sidecar says so and serves untraced.
+   */
+  async #startTracing(options: TracingOptions, clock: TimerClock): Promise<SidecarTracer | undefined> {
+    const log = this.log.child({ component: 'tracing' });
+    try {
+      return await (await import('./tracing.ts')).createTracer(options, { service: this.#options.service ?? this.store.current?.service ?? 'unknown', log, clock });
+    } catch (err) {
+      log.error({ type: 'tracing_unavailable', error: (err as Error).message }, 'OpenTelemetry cannot be loaded: serving without traces');
+      return undefined;
+    }
   }
 
   /**
