@@ -308,7 +308,10 @@ describe('spans from sidecars', () => {
 });
 
 describe('trellis sidecar processes', () => {
-  /** A module hook for `--import`: appends every resolved module URL to $TRELLIS_TEST_MODULE_LOG. */
+  /**
+   * A module hook for `--import`: appends every resolved module URL to $TRELLIS_TEST_MODULE_LOG;
+   * with $TRELLIS_TEST_HIDE_SDK set, resolving the trace SDK fails as in an install without it.
+   */
   function moduleLogger(dir: string): string {
     const hook = join(dir, 'log-modules.mjs');
     writeFileSync(
@@ -316,7 +319,14 @@ describe('trellis sidecar processes', () => {
       `import { registerHooks } from 'node:module';
 import { appendFileSync } from 'node:fs';
 const out = process.env.TRELLIS_TEST_MODULE_LOG;
-registerHooks({ resolve(specifier, context, next) { const r = next(specifier, context); appendFileSync(out, r.url + '\\n'); return r; } });
+registerHooks({
+  resolve(specifier, context, next) {
+    if (process.env.TRELLIS_TEST_HIDE_SDK && specifier === '@opentelemetry/sdk-trace') throw Object.assign(new Error("Cannot find package '@opentelemetry/sdk-trace'"), { code: 'ERR_MODULE_NOT_FOUND' });
+    const r = next(specifier, context);
+    appendFileSync(out, r.url + '\\n');
+    return r;
+  },
+});
 `,
     );
     return pathToFileURL(hook).href;
@@ -332,6 +342,7 @@ registerHooks({ resolve(specifier, context, next) { const r = next(specifier, co
     const listen = ['--outbound', '127.0.0.1:0', '--inbound', '127.0.0.1:0', '--admin', '127.0.0.1:0'];
     const noOtelEnv = { OTEL_EXPORTER_OTLP_ENDPOINT: '', OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: '' };
 
+    let output = '';
     async function run(name: string, flags: string[], env: Record<string, string>): Promise<string[]> {
       const log = join(dir, `${name}.modules`);
       writeFileSync(log, '');
@@ -339,6 +350,7 @@ registerHooks({ resolve(specifier, context, next) { const r = next(specifier, co
       assert.equal((await send(proc.listening.outbound!, 'api', `/${name}`)).status, 200);
       proc.child.kill('SIGTERM');
       assert.equal(await proc.exited, 0, proc.output());
+      output = proc.output();
       return readFileSync(log, 'utf8').split('\n').filter((u) => u.includes('/node_modules/@opentelemetry/'));
     }
 
@@ -359,6 +371,11 @@ registerHooks({ resolve(specifier, context, next) { const r = next(specifier, co
     assert.equal(span.service, 'client');
     assert.equal(span.kind, SPAN_KIND_CLIENT);
     assert.equal(receiver.spans.some((s) => s.attributes['url.path'] === '/untraced'), false);
+
+    // Tracing configured, the SDK missing: the sidecar says so and serves untraced.
+    await run('no-sdk', ['--otlp-endpoint', receiver.url], { TRELLIS_TEST_HIDE_SDK: '1' });
+    assert.match(output, /"type":"tracing_unavailable"/);
+    assert.equal(receiver.spans.some((s) => s.attributes['url.path'] === '/no-sdk'), false);
   });
 
   test('a sample ratio outside 0..1 or an endpoint that is not an http URL is a usage error', async () => {
