@@ -37,9 +37,7 @@ export interface IssuedKeyPair {
 
 
 /** Splits a PEM file holding several certificates into one PEM string each. */
-export function splitPemCertificates(text: string): string[] {
-  return text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)?.map((p) => `${p}\n`) ?? [];
-}
+export { splitPemCertificates } from './pem.ts';
 
 export class MeshCertificateAuthority {
   readonly #root: x509.X509Certificate;

@@ -19,8 +19,7 @@ import chokidar from 'chokidar';
 import type { Logger } from 'pino';
 import { Agent, request } from 'undici';
 import { CERTIFICATE_PATH, type CertificateRequest, type CertificateResponse } from '../config/control-protocol.ts';
-import { splitPemCertificates } from '../identity/ca.ts';
-import { createCertificateRequest, generateKeyPair, privateKeyPem } from '../identity/keys.ts';
+import { splitPemCertificates } from '../identity/pem.ts';
 import { systemWallClock, type Random, type WallClock } from './clock.ts';
 import type { Credential, SidecarIdentity } from './identity.ts';
 import type { SidecarMetrics } from './metrics.ts';
@@ -204,6 +203,8 @@ export class CertificateClient {
    * once (every replica signs with the same root); a refusal of the credentials is final.
    */
   async #obtain(): Promise<Credential> {
+    // Loaded on the first request: the X.509 library is a fifth of an idle sidecar's memory, and a sidecar with certificate files never needs it.
+    const { createCertificateRequest, generateKeyPair, privateKeyPem } = await import('../identity/keys.ts');
     const keys = await generateKeyPair();
     const body: CertificateRequest = { service: this.#o.service, node: this.#o.node, csr: await createCertificateRequest(keys, this.#o.service) };
     let lastError: unknown;
@@ -235,7 +236,7 @@ export class CertificateClient {
       throw Object.assign(new Error(`the mesh CA answered ${res.statusCode}: ${(await res.body.text()).slice(0, 200)}`), { final: res.statusCode < 500 });
     }
     const answer = (await res.body.json()) as CertificateResponse;
-    const result = this.#o.identity.offer({ certificatePem: answer.certificate, privateKeyPem: await privateKeyPem(privateKey), trustBundle: answer.trustBundle });
+    const result = this.#o.identity.offer({ certificatePem: answer.certificate, privateKeyPem: await (await import('../identity/keys.ts')).privateKeyPem(privateKey), trustBundle: answer.trustBundle });
     if (!result.ok) throw Object.assign(new Error(`the mesh CA's certificate was refused: ${result.reason}`), { final: true });
     if (this.#o.stateDir) storeCredentialOrWarn(this.#o.stateDir, result.credential, this.#o.log);
     return result.credential;

@@ -10,7 +10,7 @@
 import { systemWallClock, type WallClock } from './clock.ts';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { createSecureContext, type SecureContext, type SecureContextOptions } from 'node:tls';
-import { splitPemCertificates } from '../identity/ca.ts';
+import { splitPemCertificates } from '../identity/pem.ts';
 import { parseMeshIdentity, spiffeIdOfAltNames } from '../identity/spiffe.ts';
 import { parseServiceKey } from '../spec/names.ts';
 
