@@ -53,13 +53,14 @@ export function processTree(root: number): number[] {
 }
 
 /** `VmRSS` and `VmHWM` (peak RSS) of one process, in bytes; zeros once it is gone. */
-export function memory(pid: number): { rss: number; hwm: number } {
+export function memory(pid: number): { rss: number; hwm: number; anon: number } {
   try {
     const text = readFileSync(`/proc/${pid}/status`, 'utf8');
     const kib = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? 0);
-    return { rss: kib('VmRSS') * 1024, hwm: kib('VmHWM') * 1024 };
+    // RssAnon: the process's own pages; the rest of VmRSS is mostly the executable's file pages, shared by every process that runs it.
+    return { rss: kib('VmRSS') * 1024, hwm: kib('VmHWM') * 1024, anon: kib('RssAnon') * 1024 };
   } catch {
-    return { rss: 0, hwm: 0 };
+    return { rss: 0, hwm: 0, anon: 0 };
   }
 }
 

@@ -414,12 +414,19 @@ export async function saturate(groups: ProcessGroups, tool: LoadTool, port: numb
 }
 
 /** Samples the largest summed VmRSS of `pids` until stopped. */
-export function rssSampler(pids: readonly number[]): { stop(): number } {
+export function rssSampler(pids: readonly number[]): { stop(): number; anon(): number } {
   let max = 0;
+  let maxAnon = 0;
   const sample = () => {
     let sum = 0;
-    for (const pid of pids) sum += memory(pid).rss;
+    let anon = 0;
+    for (const pid of pids) {
+      const m = memory(pid);
+      sum += m.rss;
+      anon += m.anon;
+    }
     max = Math.max(max, sum);
+    maxAnon = Math.max(maxAnon, anon);
   };
   sample();
   const timer = setInterval(sample, 200);
@@ -429,6 +436,8 @@ export function rssSampler(pids: readonly number[]): { stop(): number } {
       sample();
       return max;
     },
+    /** Largest summed RssAnon seen (the processes' own memory, without shared file pages). */
+    anon: () => maxAnon,
   };
 }
 
@@ -514,6 +523,8 @@ export interface TargetResult {
   readonly fixed?: FixedRate;
   /** Largest VmRSS (summed over the proxy's processes) sampled under load, bytes. */
   readonly rssUnderLoad?: number;
+  /** Largest RssAnon (summed) under load: memory of the proxy's own, without the shared pages of its executable. */
+  readonly anonUnderLoad?: number;
   /** VmRSS (summed) after start, before any load, bytes. */
   readonly idleRss?: number;
   /** VmHWM at the end (summed), bytes. */
@@ -552,11 +563,12 @@ export async function benchTarget(name: string, start: () => Promise<Running | u
     log(`${name}: ${saturation.rps.toFixed(0)} req/s; fixed rate ${o.rate} req/s for 2s + ${o.rateDurationS}s`);
     const fixed = await fixedRate(groups, o, running, port);
     const rssUnderLoad = rss.stop();
+    const anonUnderLoad = rss.anon();
     const peakRss = pids.reduce((s, pid) => s + memory(pid).hwm, 0);
     const foreignVcpu = foreignCpu(foreign0, allProcessCpu(), new Set(processTree(process.pid))) / ((performance.now() - measureStart) / 1000);
     log(`${name}: p50 ${(fixed.latencyUs.p50 / 1000).toFixed(3)} ms, p99 ${(fixed.latencyUs.p99 / 1000).toFixed(3)} ms, ${fixed.proxyVcpu.toFixed(3)} vCPU`);
     if (foreignVcpu > 0.05) log(`${name}: warning: other processes used ${foreignVcpu.toFixed(2)} vCPU meanwhile`);
-    return { name, saturation, saturationVcpu, cores, fixed, rssUnderLoad, idleRss, peakRss, foreignVcpu };
+    return { name, saturation, saturationVcpu, cores, fixed, rssUnderLoad, anonUnderLoad, idleRss, peakRss, foreignVcpu };
   } catch (err) {
     log(`${name}: FAILED: ${(err as Error).message}`);
     return { name, failed: (err as Error).message.split('\n')[0] };
@@ -647,6 +659,8 @@ function renderReport(results: readonly TargetResult[], o: Options, tool: LoadTo
   rows.push([`Trellis vCPU per 1 000 req/s`, `${f(per1k, 3)}${metricPer1k !== undefined ? ` (its own metric: ${f(metricPer1k, 3)})` : ''}`, `≤ ${TARGETS.vcpuPer1k}`, per1k === undefined ? undefined : per1k <= TARGETS.vcpuPer1k]);
   const rss = t?.rssUnderLoad !== undefined ? t.rssUnderLoad / 1024 / 1024 : undefined;
   rows.push(['Trellis RSS under load (MB)', f(rss, 1), `≤ ${TARGETS.rssMb}`, rss === undefined ? undefined : rss <= TARGETS.rssMb]);
+  const anon = t?.anonUnderLoad !== undefined ? t.anonUnderLoad / 1024 / 1024 : undefined;
+  rows.push(["Trellis private memory under load (RssAnon, MB): what each more sidecar adds, the executable's shared pages left out", f(anon, 1), '—', undefined]);
   const idle = t?.idleRss !== undefined ? t.idleRss / 1024 / 1024 : undefined;
   rows.push(['Trellis idle RSS (MB)', f(idle, 1), `≤ ${TARGETS.idleRssMb}`, idle === undefined ? undefined : idle <= TARGETS.idleRssMb]);
   lines.push('', '| Trellis sidecar | measured | target | |', '|---|--:|--:|---|');
