@@ -38807,14 +38807,14 @@ var require_identity = __commonJS({
     var DOC = /* @__PURE__ */ Symbol.for("yaml.document");
     var MAP = /* @__PURE__ */ Symbol.for("yaml.map");
     var PAIR = /* @__PURE__ */ Symbol.for("yaml.pair");
-    var SCALAR = /* @__PURE__ */ Symbol.for("yaml.scalar");
+    var SCALAR2 = /* @__PURE__ */ Symbol.for("yaml.scalar");
     var SEQ = /* @__PURE__ */ Symbol.for("yaml.seq");
     var NODE_TYPE = /* @__PURE__ */ Symbol.for("yaml.node.type");
     var isAlias2 = (node) => !!node && typeof node === "object" && node[NODE_TYPE] === ALIAS;
     var isDocument = (node) => !!node && typeof node === "object" && node[NODE_TYPE] === DOC;
     var isMap2 = (node) => !!node && typeof node === "object" && node[NODE_TYPE] === MAP;
     var isPair2 = (node) => !!node && typeof node === "object" && node[NODE_TYPE] === PAIR;
-    var isScalar2 = (node) => !!node && typeof node === "object" && node[NODE_TYPE] === SCALAR;
+    var isScalar2 = (node) => !!node && typeof node === "object" && node[NODE_TYPE] === SCALAR2;
     var isSeq2 = (node) => !!node && typeof node === "object" && node[NODE_TYPE] === SEQ;
     function isCollection(node) {
       if (node && typeof node === "object")
@@ -38830,7 +38830,7 @@ var require_identity = __commonJS({
         switch (node[NODE_TYPE]) {
           case ALIAS:
           case MAP:
-          case SCALAR:
+          case SCALAR2:
           case SEQ:
             return true;
         }
@@ -38842,7 +38842,7 @@ var require_identity = __commonJS({
     exports.MAP = MAP;
     exports.NODE_TYPE = NODE_TYPE;
     exports.PAIR = PAIR;
-    exports.SCALAR = SCALAR;
+    exports.SCALAR = SCALAR2;
     exports.SEQ = SEQ;
     exports.hasAnchor = hasAnchor;
     exports.isAlias = isAlias2;
@@ -44394,7 +44394,7 @@ var require_cst = __commonJS({
     var BOM = "\uFEFF";
     var DOCUMENT = "";
     var FLOW_END = "";
-    var SCALAR = "";
+    var SCALAR2 = "";
     var isCollection = (token) => !!token && "items" in token;
     var isScalar2 = (token) => !!token && (token.type === "scalar" || token.type === "single-quoted-scalar" || token.type === "double-quoted-scalar" || token.type === "block-scalar");
     function prettyToken(token) {
@@ -44405,7 +44405,7 @@ var require_cst = __commonJS({
           return "<DOC>";
         case FLOW_END:
           return "<FLOW_END>";
-        case SCALAR:
+        case SCALAR2:
           return "<SCALAR>";
         default:
           return JSON.stringify(token);
@@ -44419,7 +44419,7 @@ var require_cst = __commonJS({
           return "doc-mode";
         case FLOW_END:
           return "flow-error-end";
-        case SCALAR:
+        case SCALAR2:
           return "scalar";
         case "---":
           return "doc-start";
@@ -44478,7 +44478,7 @@ var require_cst = __commonJS({
     exports.BOM = BOM;
     exports.DOCUMENT = DOCUMENT;
     exports.FLOW_END = FLOW_END;
-    exports.SCALAR = SCALAR;
+    exports.SCALAR = SCALAR2;
     exports.isCollection = isCollection;
     exports.isScalar = isScalar2;
     exports.prettyToken = prettyToken;
@@ -62558,7 +62558,8 @@ var SourceFile = class {
   get lineStarts() {
     if (this.#lineStarts === void 0) {
       const starts = [0];
-      for (let i2 = 0; i2 < this.text.length; i2++) if (this.text.charCodeAt(i2) === 10) starts.push(i2 + 1);
+      const text = this.text;
+      for (let i2 = text.indexOf("\n"); i2 >= 0; i2 = text.indexOf("\n", i2 + 1)) starts.push(i2 + 1);
       this.#lineStarts = starts;
     }
     return this.#lineStarts;
@@ -62598,6 +62599,409 @@ var KIND_API_VERSIONS = {
   TrafficTest: [TRELLIS_API_VERSION],
   ReferenceGrant: REFERENCE_GRANT_API_VERSIONS
 };
+
+// src/compiler/plain-yaml.ts
+var CORE_INT = /^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$/;
+var CORE_FLOAT = /^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$/;
+var CORE_BOOL = /^(?:true|True|TRUE|false|False|FALSE)$/;
+function isCoreNull(text) {
+  return text === "" || text === "~" || text === "null" || text === "Null" || text === "NULL";
+}
+function coreInt(text) {
+  return text.startsWith("0o") ? parseInt(text.slice(2), 8) : text.startsWith("0x") ? parseInt(text.slice(2), 16) : Number(text);
+}
+function coreFloat(text) {
+  const lower = text.toLowerCase();
+  if (lower.endsWith(".inf")) return text.startsWith("-") ? -Infinity : Infinity;
+  if (lower === ".nan") return NaN;
+  return Number(text);
+}
+function coreScalar(text) {
+  if (isCoreNull(text)) return null;
+  if (CORE_BOOL.test(text)) return text[0] === "t" || text[0] === "T";
+  if (CORE_INT.test(text)) return coreInt(text);
+  if (CORE_FLOAT.test(text)) return coreFloat(text);
+  return text;
+}
+var SCALAR = 0;
+var MAPPING = 1;
+var SEQUENCE = 2;
+var EMPTY = 3;
+var UNUSUAL_CHARACTERS = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+var Decline = class {
+};
+var DECLINE = new Decline();
+var PLAIN_KEY = /^[A-Za-z_][A-Za-z0-9_.\-/]*$/;
+var PLAIN_KEYS_SEEN = /* @__PURE__ */ new Set();
+var NOT_PLAIN_START = /* @__PURE__ */ new Set(["-", "?", ":", ",", "[", "]", "{", "}", "#", "&", "*", "!", "|", ">", "'", '"', "%", "@", "`"]);
+var Reader = class {
+  text;
+  /** Offset of the next unread line. */
+  next = 0;
+  nodes = [];
+  /**
+   * Where the `yaml` package ends the last value read (its `range[2]`): after the line break
+   * of the value's line, comment included; -1 after an empty value. A block collection ends
+   * where its last value does.
+   */
+  lastEnd = -1;
+  constructor(text) {
+    this.text = text;
+  }
+  /**
+   * The next line with content (blank and comment-only lines skipped), without consuming
+   * it; undefined at the end of the text. Document markers come back as lines too.
+   */
+  peek() {
+    const text = this.text;
+    let at2 = this.next;
+    while (at2 < text.length) {
+      let end = text.indexOf("\n", at2);
+      if (end < 0) end = text.length;
+      let i2 = at2;
+      while (i2 < end && text.charCodeAt(i2) === 32) i2++;
+      if (i2 < end && text.charCodeAt(i2) !== 35) return { indent: i2 - at2, start: i2, end };
+      this.next = end + 1;
+      at2 = end + 1;
+    }
+    return void 0;
+  }
+  /** Whether a line is a document marker (`---` or `...` at the margin). */
+  isMarker(line) {
+    if (line.indent !== 0) return false;
+    const t2 = this.text;
+    const s = line.start;
+    const three = t2.startsWith("---", s) ? "---" : t2.startsWith("...", s) ? "..." : "";
+    if (!three) return false;
+    const after2 = s + 3;
+    if (after2 < line.end && t2.charCodeAt(after2) !== 32) return false;
+    if (three === "..." || this.restIsComment(after2, line.end) === false) throw DECLINE;
+    return true;
+  }
+  /** Whether [from, end) is only spaces and maybe a comment. */
+  restIsComment(from, end) {
+    const t2 = this.text;
+    let i2 = from;
+    while (i2 < end && t2.charCodeAt(i2) === 32) i2++;
+    if (i2 === end) return true;
+    return t2.charCodeAt(i2) === 35 && (i2 === from ? from > 0 && t2.charCodeAt(from - 1) === 32 : true);
+  }
+  record(start, end, kind) {
+    const at2 = this.nodes.length;
+    this.nodes.push(start, end, 0, kind);
+    return at2;
+  }
+  close(at2) {
+    this.nodes[at2 + 2] = this.nodes.length;
+  }
+  /**
+   * Closes a block collection: it ends where its last value ends. The `yaml` package counts
+   * comment lines right after a collection into the collection's `range[2]` by rules of
+   * indentation, so the end of a collection followed by a comment line is left unknown to
+   * its parent (the positional parse answers for the parent, should anyone ask).
+   */
+  closeBlock(at2) {
+    this.nodes[at2 + 1] = this.lastEnd;
+    this.close(at2);
+    if (this.lastEnd >= 0) {
+      const next = this.peek();
+      const until = next ? next.start - next.indent : this.text.length;
+      for (let i2 = this.lastEnd; i2 < until; i2++) {
+        if (this.text.charCodeAt(i2) === 35) {
+          this.lastEnd = -1;
+          break;
+        }
+      }
+    }
+  }
+  /** Notes that a value written on the line ending at `lineEnd` was read. */
+  endOfLine(lineEnd) {
+    this.lastEnd = lineEnd < this.text.length ? lineEnd + 1 : lineEnd;
+  }
+  /** A block collection whose first line is `line` (indentation `line.indent`). */
+  block(line) {
+    const t2 = this.text;
+    if (t2.charCodeAt(line.start) === 45 && (line.start + 1 === line.end || t2.charCodeAt(line.start + 1) === 32)) return this.sequence(line.indent);
+    return this.mapping(line);
+  }
+  /** A block mapping whose keys sit at `first.indent`; `first` may begin mid-line (`- key: v`). */
+  mapping(first2) {
+    const t2 = this.text;
+    const indent = first2.indent;
+    const out = {};
+    const self = this.record(first2.start, -1, MAPPING);
+    let line = first2;
+    while (line && line.indent === indent && !this.isMarker(line)) {
+      let colon = line.start;
+      while (colon < line.end) {
+        const c3 = t2.charCodeAt(colon);
+        if (c3 === 58 && (colon + 1 === line.end || t2.charCodeAt(colon + 1) === 32)) break;
+        if (c3 === 35 && colon > line.start && t2.charCodeAt(colon - 1) === 32) throw DECLINE;
+        colon++;
+      }
+      if (colon >= line.end) throw DECLINE;
+      let keyEnd = colon;
+      while (keyEnd > line.start && t2.charCodeAt(keyEnd - 1) === 32) keyEnd--;
+      const key = t2.slice(line.start, keyEnd);
+      if (!PLAIN_KEYS_SEEN.has(key)) {
+        if (key.length > 1e3 || !PLAIN_KEY.test(key) || key === "__proto__" || CORE_BOOL.test(key) || isCoreNull(key) || CORE_INT.test(key) || CORE_FLOAT.test(key)) throw DECLINE;
+        if (PLAIN_KEYS_SEEN.size < 4096) PLAIN_KEYS_SEEN.add(key);
+      }
+      if (Object.hasOwn(out, key)) throw DECLINE;
+      this.close(this.record(line.start, keyEnd, SCALAR));
+      let v = colon + 1;
+      while (v < line.end && t2.charCodeAt(v) === 32) v++;
+      if (v === line.end || t2.charCodeAt(v) === 35 && v > colon + 1) {
+        this.next = line.end + 1;
+        const nested = this.peek();
+        if (nested && !this.isMarker(nested) && nested.indent > indent) out[key] = this.block(nested);
+        else if (nested && nested.indent === indent && this.isSequenceLine(nested)) out[key] = this.sequence(indent);
+        else {
+          this.close(this.record(-1, -1, EMPTY));
+          this.lastEnd = -1;
+          out[key] = null;
+        }
+      } else {
+        out[key] = this.inline(v, line.end);
+        this.endOfLine(line.end);
+        this.next = line.end + 1;
+        const after2 = this.peek();
+        if (after2 && after2.indent > indent) throw DECLINE;
+      }
+      line = this.peek();
+      if (line && line.indent > indent) throw DECLINE;
+    }
+    this.closeBlock(self);
+    return out;
+  }
+  isSequenceLine(line) {
+    const t2 = this.text;
+    return t2.charCodeAt(line.start) === 45 && (line.start + 1 === line.end || t2.charCodeAt(line.start + 1) === 32);
+  }
+  /** A block sequence whose `-` indicators sit at column `indent`. */
+  sequence(indent) {
+    const t2 = this.text;
+    const out = [];
+    let line = this.peek();
+    const self = this.record(line ? line.start : -1, -1, SEQUENCE);
+    while (line && line.indent === indent && this.isSequenceLine(line)) {
+      let v = line.start + 1;
+      while (v < line.end && t2.charCodeAt(v) === 32) v++;
+      if (v === line.end || t2.charCodeAt(v) === 35) throw DECLINE;
+      const c3 = t2.charCodeAt(v);
+      if (c3 === 45 && (v + 1 === line.end || t2.charCodeAt(v + 1) === 32)) throw DECLINE;
+      if (this.startsKey(v, line.end)) {
+        const column = v - (line.start - line.indent);
+        out.push(this.mapping({ indent: column, start: v, end: line.end }));
+      } else {
+        out.push(this.inline(v, line.end));
+        this.endOfLine(line.end);
+        this.next = line.end + 1;
+        const after2 = this.peek();
+        if (after2 && after2.indent > indent) throw DECLINE;
+      }
+      line = this.peek();
+      if (line && line.indent > indent) throw DECLINE;
+    }
+    this.closeBlock(self);
+    return out;
+  }
+  /** Whether the text at `from` is a mapping key (`name:` then a space or the line's end). */
+  startsKey(from, end) {
+    const t2 = this.text;
+    const c3 = t2.charCodeAt(from);
+    if (c3 === 34 || c3 === 39 || c3 === 91 || c3 === 123) return false;
+    for (let i2 = from; i2 < end; i2++) {
+      const d = t2.charCodeAt(i2);
+      if (d === 58 && (i2 + 1 === end || t2.charCodeAt(i2 + 1) === 32)) return true;
+      if (d === 35 && t2.charCodeAt(i2 - 1) === 32) return false;
+    }
+    return false;
+  }
+  /** A value that starts at `from` and ends on its line: a scalar or a one-line flow sequence. */
+  inline(from, end) {
+    const t2 = this.text;
+    const c3 = t2.charCodeAt(from);
+    if (c3 === 34 || c3 === 39) {
+      const { value, after: after2 } = this.quoted(from, end);
+      this.close(this.record(from, after2, SCALAR));
+      if (!this.restIsComment(after2, end)) throw DECLINE;
+      return value;
+    }
+    if (c3 === 91) return this.flowSequence(from, end);
+    if (c3 === 123) {
+      if (t2.charCodeAt(from + 1) !== 125 || !this.restIsComment(from + 2, end)) throw DECLINE;
+      this.close(this.record(from, from + 2, MAPPING));
+      return {};
+    }
+    if (NOT_PLAIN_START.has(t2[from])) {
+      if (!(c3 === 45 && from + 1 < end && t2.charCodeAt(from + 1) !== 32)) throw DECLINE;
+    }
+    let stop = from;
+    while (stop < end) {
+      const d = t2.charCodeAt(stop);
+      if (d === 35 && t2.charCodeAt(stop - 1) === 32) break;
+      if (d === 58 && (stop + 1 === end || t2.charCodeAt(stop + 1) === 32)) throw DECLINE;
+      stop++;
+    }
+    let last2 = stop;
+    while (last2 > from && t2.charCodeAt(last2 - 1) === 32) last2--;
+    this.close(this.record(from, last2, SCALAR));
+    return coreScalar(t2.slice(from, last2));
+  }
+  /** A single-line quoted scalar at `from`: its value and the offset after its closing quote. */
+  quoted(from, end) {
+    const t2 = this.text;
+    const q2 = t2.charCodeAt(from);
+    if (q2 === 34) {
+      const close = t2.indexOf('"', from + 1);
+      if (close < 0 || close >= end) throw DECLINE;
+      const value2 = t2.slice(from + 1, close);
+      if (value2.includes("\\")) throw DECLINE;
+      return { value: value2, after: close + 1 };
+    }
+    let value = "";
+    let i2 = from + 1;
+    for (; ; ) {
+      const close = t2.indexOf("'", i2);
+      if (close < 0 || close >= end) throw DECLINE;
+      value += t2.slice(i2, close);
+      if (t2.charCodeAt(close + 1) === 39 && close + 1 < end) {
+        value += "'";
+        i2 = close + 2;
+        continue;
+      }
+      return { value, after: close + 1 };
+    }
+  }
+  /** `[a, "b", 3]` on one line: scalars only. */
+  flowSequence(from, end) {
+    const t2 = this.text;
+    const out = [];
+    const self = this.record(from, -1, SEQUENCE);
+    let i2 = from + 1;
+    const skip = () => {
+      while (i2 < end && t2.charCodeAt(i2) === 32) i2++;
+    };
+    skip();
+    if (t2.charCodeAt(i2) === 93) {
+      i2++;
+    } else {
+      for (; ; ) {
+        skip();
+        if (i2 >= end) throw DECLINE;
+        const c3 = t2.charCodeAt(i2);
+        if (c3 === 34 || c3 === 39) {
+          const { value, after: after2 } = this.quoted(i2, end);
+          this.close(this.record(i2, after2, SCALAR));
+          out.push(value);
+          i2 = after2;
+        } else {
+          if (NOT_PLAIN_START.has(t2[i2]) && !(c3 === 45 && i2 + 1 < end && t2.charCodeAt(i2 + 1) !== 32 && t2.charCodeAt(i2 + 1) !== 44 && t2.charCodeAt(i2 + 1) !== 93)) throw DECLINE;
+          const s = i2;
+          while (i2 < end) {
+            const d2 = t2.charCodeAt(i2);
+            if (d2 === 44 || d2 === 93) break;
+            if (d2 === 91 || d2 === 123 || d2 === 125 || d2 === 58 || d2 === 35 || d2 === 63) throw DECLINE;
+            i2++;
+          }
+          let last2 = i2;
+          while (last2 > s && t2.charCodeAt(last2 - 1) === 32) last2--;
+          if (last2 === s) throw DECLINE;
+          this.close(this.record(s, last2, SCALAR));
+          out.push(coreScalar(t2.slice(s, last2)));
+        }
+        skip();
+        const d = t2.charCodeAt(i2);
+        if (d === 44) {
+          i2++;
+          continue;
+        }
+        if (d === 93) {
+          i2++;
+          break;
+        }
+        throw DECLINE;
+      }
+    }
+    if (!this.restIsComment(i2, end)) throw DECLINE;
+    this.nodes[self + 1] = i2;
+    this.close(self);
+    return out;
+  }
+};
+function parsePlainYaml(text) {
+  if (text.includes("	") || text.includes("\r") || UNUSUAL_CHARACTERS.test(text)) return void 0;
+  const reader = new Reader(text);
+  const docs = [];
+  try {
+    for (; ; ) {
+      const line = reader.peek();
+      if (!line) break;
+      if (reader.text.charCodeAt(line.start) === 37 && line.indent === 0) return void 0;
+      if (reader.isMarker(line)) {
+        reader.next = line.end + 1;
+        continue;
+      }
+      reader.nodes = [];
+      const value = reader.block(line);
+      const after2 = reader.peek();
+      if (after2 && !reader.isMarker(after2)) return void 0;
+      docs.push({ value, nodes: Int32Array.from(reader.nodes) });
+    }
+  } catch (err) {
+    if (err === DECLINE) return void 0;
+    throw err;
+  }
+  return docs;
+}
+var INDEXED_MAPPING_PAIRS = 16;
+var pairIndexes = /* @__PURE__ */ new WeakMap();
+function pairAt(text, doc, at2, want) {
+  const nodes = doc.nodes;
+  const end = nodes[at2 + 2];
+  let indexes = pairIndexes.get(doc);
+  let index = indexes?.get(at2);
+  if (!index) {
+    let pairs2 = 0;
+    let pair = at2 + 4;
+    for (; pair < end && pairs2 < INDEXED_MAPPING_PAIRS; pair = nodes[pair + 6], pairs2++) {
+      if (nodes[pair + 1] - nodes[pair] === want.length && text.startsWith(want, nodes[pair])) return pair;
+    }
+    if (pair >= end) return -1;
+    index = /* @__PURE__ */ new Map();
+    for (let pair2 = at2 + 4; pair2 < end; pair2 = nodes[pair2 + 6]) index.set(text.slice(nodes[pair2], nodes[pair2 + 1]), pair2);
+    if (!indexes) pairIndexes.set(doc, indexes = /* @__PURE__ */ new Map());
+    indexes.set(at2, index);
+  }
+  return index.get(want) ?? -1;
+}
+function locatePlain(text, doc, path, key) {
+  const nodes = doc.nodes;
+  let at2 = 0;
+  let keyAt = -1;
+  for (const segment of path) {
+    const kind = nodes[at2 + 3];
+    const end2 = nodes[at2 + 2];
+    if (kind === SEQUENCE) {
+      if (typeof segment !== "number") break;
+      let child = at2 + 4;
+      for (let i2 = 0; i2 < segment && child < end2; i2++) child = nodes[child + 2];
+      if (child >= end2) break;
+      keyAt = -1;
+      at2 = child;
+    } else if (kind === MAPPING) {
+      const pair = pairAt(text, doc, at2, String(segment));
+      if (pair < 0) break;
+      keyAt = pair;
+      at2 = pair + 4;
+    } else break;
+  }
+  const target = key && keyAt >= 0 ? keyAt : at2;
+  const start = nodes[target];
+  const end = nodes[target + 1];
+  return start < 0 || end < 0 ? void 0 : [start, end];
+}
 
 // src/compiler/suggest.ts
 function editDistance(a, b) {
@@ -62821,6 +63225,15 @@ function parseSpecFiles(files, limits = DEFAULT_LIMITS) {
       diagnostics.push(diagnostic("TRL1005", `YAML nests deeper than ${limits.maxDepth} levels`, spanOf(file, [deep, deep + 1]), { hint: "flatten the structure; real specs nest a dozen levels at most" }));
       continue;
     }
+    const plain = parsePlainYaml(file.text);
+    if (plain) {
+      plainDocuments.set(file, plain);
+      plain.forEach((doc, index) => {
+        const classified = classify(file, index, doc.value, diagnostics);
+        if (classified) documents.push(classified);
+      });
+      continue;
+    }
     const values = parseWithFastPath(file.text);
     if (values) {
       values.forEach((value, index) => {
@@ -62847,31 +63260,24 @@ function parseSpecFiles(files, limits = DEFAULT_LIMITS) {
   return { documents, diagnostics };
 }
 var YAML_12_CORE = (() => {
-  const INT = /^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$/;
-  const FLOAT = /^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$/;
   const int2 = new yaml.Type("tag:yaml.org,2002:int", {
     kind: "scalar",
-    resolve: (s) => typeof s === "string" && INT.test(s),
-    construct: (s) => s.startsWith("0o") ? parseInt(s.slice(2), 8) : s.startsWith("0x") ? parseInt(s.slice(2), 16) : Number(s)
+    resolve: (s) => typeof s === "string" && CORE_INT.test(s),
+    construct: coreInt
   });
   const float2 = new yaml.Type("tag:yaml.org,2002:float", {
     kind: "scalar",
-    resolve: (s) => typeof s === "string" && FLOAT.test(s),
-    construct: (s) => {
-      const lower = s.toLowerCase();
-      if (lower.endsWith(".inf")) return s.startsWith("-") ? -Infinity : Infinity;
-      if (lower === ".nan") return NaN;
-      return Number(s);
-    }
+    resolve: (s) => typeof s === "string" && CORE_FLOAT.test(s),
+    construct: coreFloat
   });
   const nul = new yaml.Type("tag:yaml.org,2002:null", {
     kind: "scalar",
-    resolve: (s) => s === null || s === "" || s === "~" || s === "null" || s === "Null" || s === "NULL",
+    resolve: (s) => s === null || typeof s === "string" && isCoreNull(s),
     construct: () => null
   });
   const bool2 = new yaml.Type("tag:yaml.org,2002:bool", {
     kind: "scalar",
-    resolve: (s) => typeof s === "string" && /^(?:true|True|TRUE|false|False|FALSE)$/.test(s),
+    resolve: (s) => typeof s === "string" && CORE_BOOL.test(s),
     construct: (s) => s[0] === "t" || s[0] === "T"
   });
   return yaml.FAILSAFE_SCHEMA.extend({ implicit: [nul, bool2, int2, float2] });
@@ -62899,6 +63305,7 @@ function hasSharedNodes(root) {
   return false;
 }
 var documentCache = /* @__PURE__ */ new WeakMap();
+var plainDocuments = /* @__PURE__ */ new WeakMap();
 function yamlDocuments(file) {
   let docs = documentCache.get(file);
   if (!docs) {
@@ -63015,9 +63422,9 @@ function classify(file, index, value, out) {
   }
   return { file, index, value: record, kind, apiVersion };
 }
-var pairIndexes = /* @__PURE__ */ new WeakMap();
+var pairIndexes2 = /* @__PURE__ */ new WeakMap();
 function pairByKey(map2) {
-  let index = pairIndexes.get(map2);
+  let index = pairIndexes2.get(map2);
   if (!index) {
     index = /* @__PURE__ */ new Map();
     for (const p of map2.items) {
@@ -63025,11 +63432,16 @@ function pairByKey(map2) {
       const k = String(p.key.value);
       if (!index.has(k)) index.set(k, p);
     }
-    pairIndexes.set(map2, index);
+    pairIndexes2.set(map2, index);
   }
   return index;
 }
 function locate(doc, path, key = false) {
+  const plain = plainDocuments.get(doc.file)?.[doc.index];
+  if (plain) {
+    const range2 = locatePlain(doc.file.text, plain, path, key);
+    if (range2) return spanOf(doc.file, range2);
+  }
   const yamlDoc = yamlDocuments(doc.file)[doc.index];
   if (!yamlDoc) return spanOf(doc.file, [0, 1]);
   let node = yamlDoc.contents;
@@ -63073,10 +63485,10 @@ function nameKey(from, written) {
 function at(located, path, key = false) {
   return locate(located.source, path, key);
 }
-function byName(a, b) {
-  const ka = keyOf(a.doc);
-  const kb = keyOf(b.doc);
-  return ka < kb ? -1 : ka > kb ? 1 : 0;
+function sortedByName(list) {
+  const keyed = list.map((item) => ({ key: keyOf(item.doc), item }));
+  keyed.sort((a, b) => a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
+  return keyed.map((k) => k.item);
 }
 function grants(grant, from, name) {
   return grant.spec.from.some((f) => f.group === "gateway.networking.k8s.io" && f.kind === "HTTPRoute" && f.namespace === from) && grant.spec.to.some((t2) => (t2.group === "" || t2.group === "trellis.dev") && t2.kind === "Service" && (t2.name === void 0 || t2.name === name));
@@ -63112,15 +63524,15 @@ function resolveSpec(valid) {
     kept[v.doc.kind].push(located);
   }
   const services = /* @__PURE__ */ new Map();
-  for (const s of kept.Service.sort(byName)) services.set(keyOf(s.doc), s);
+  for (const s of sortedByName(kept.Service)) services.set(keyOf(s.doc), s);
   const spec = {
     mesh: kept.Mesh[0],
     services,
-    routes: kept.HTTPRoute.sort(byName),
-    trafficPolicies: kept.TrafficPolicy.sort(byName),
-    accessPolicies: kept.AccessPolicy.sort(byName),
-    trafficTests: kept.TrafficTest.sort(byName),
-    referenceGrants: kept.ReferenceGrant.sort(byName)
+    routes: sortedByName(kept.HTTPRoute),
+    trafficPolicies: sortedByName(kept.TrafficPolicy),
+    accessPolicies: sortedByName(kept.AccessPolicy),
+    trafficTests: sortedByName(kept.TrafficTest),
+    referenceGrants: sortedByName(kept.ReferenceGrant)
   };
   if (!spec.mesh && valid.length > 0) {
     diagnostics.push(
@@ -63545,6 +63957,15 @@ function characterSpan(span, value, index) {
   const quoted = source.length === value.length + 2 && (source[0] === '"' || source[0] === "'") && source.at(-1) === source[0];
   const offset = source === value ? 0 : quoted && source.slice(1, -1) === value ? 1 : -1;
   return offset < 0 ? span : { file: span.file, start: span.start + offset + index, end: span.start + offset + index + 1 };
+}
+var CHAIN_ENDS_SHOWN = 5;
+function describeChain(chain) {
+  if (chain.length <= 2 * CHAIN_ENDS_SHOWN + 2) return chain.join(" → ");
+  const hidden = chain.length - 2 * CHAIN_ENDS_SHOWN;
+  return `${chain.slice(0, CHAIN_ENDS_SHOWN).join(" → ")} → … ${hidden} more … → ${chain.slice(-CHAIN_ENDS_SHOWN).join(" → ")} (${chain.length} services)`;
+}
+function describeFactor(factor) {
+  return factor <= 1e15 ? String(factor) : "more than 10^15";
 }
 var CHAIN_AMPLIFICATION_LIMIT = 8;
 var Checker = class {
@@ -64163,7 +64584,7 @@ var Checker = class {
       const svc = this.spec.services.get(entry);
       this.report(
         "TRL4021",
-        `retries multiply along ${chain.join(" → ")}: one request from ${entry} can become ${w.factor} requests at ${chain.at(-1)} when everything fails`,
+        `retries multiply along ${describeChain(chain)}: one request from ${entry} can become ${describeFactor(w.factor)} requests at ${chain.at(-1)} when everything fails`,
         at(svc, ["metadata", "name"]),
         { hint: "retry at one hop only (usually the one nearest the caller), or lower retry.attempts on the inner hops; retry budgets cap it per hop" }
       );
@@ -64246,19 +64667,32 @@ function makeProxyConfig(service, resources) {
 }
 
 // src/compiler/emit.ts
-function emitMesh(plan) {
+function emitMesh(plan, memo) {
+  if (!memo) return emitWith(plan, makeResource);
+  try {
+    return emitWith(plan, (name, body) => memo.resource(name, body));
+  } finally {
+    memo.endEmit();
+  }
+}
+function emitWith(plan, makeResource2) {
   const shared = /* @__PURE__ */ new Map();
   for (const svc of plan.services.values()) {
-    shared.set(`route/${svc.name}`, makeResource(`route/${svc.name}`, svc.route));
-    shared.set(`cluster/${svc.name}`, makeResource(`cluster/${svc.name}`, svc.cluster));
-    shared.set(`endpoints/${svc.name}`, makeResource(`endpoints/${svc.name}`, svc.endpoints));
-    for (const [ns, table2] of svc.consumers) shared.set(`route/${svc.name} ${ns}`, makeResource(`route/${svc.name}`, table2.route));
+    shared.set(`route/${svc.name}`, makeResource2(`route/${svc.name}`, svc.route));
+    shared.set(`cluster/${svc.name}`, makeResource2(`cluster/${svc.name}`, svc.cluster));
+    shared.set(`endpoints/${svc.name}`, makeResource2(`endpoints/${svc.name}`, svc.endpoints));
+    for (const [ns, table2] of svc.consumers) shared.set(`route/${svc.name} ${ns}`, makeResource2(`route/${svc.name}`, table2.route));
   }
   const open2 = [];
   const byCaller = /* @__PURE__ */ new Map();
   for (const svc of plan.services.values()) {
     if (svc.callers === "everyone") open2.push(svc.name);
-    else for (const c3 of svc.callers) byCaller.set(c3, [...byCaller.get(c3) ?? [], svc.name]);
+    else
+      for (const c3 of svc.callers) {
+        const list = byCaller.get(c3);
+        if (list) list.push(svc.name);
+        else byCaller.set(c3, [svc.name]);
+      }
   }
   const configs = /* @__PURE__ */ new Map();
   for (const svc of plan.services.values()) {
@@ -64273,7 +64707,7 @@ function emitMesh(plan) {
         names.add(`endpoints/${dep}`);
       }
     }
-    const resources = [makeResource("inbound", svc.inbound)];
+    const resources = [makeResource2("inbound", svc.inbound)];
     for (const name of names) resources.push(shared.get(name));
     configs.set(svc.name, makeProxyConfig(svc.name, resources));
   }
@@ -66823,24 +67257,42 @@ function runOne(result, test, out) {
 function append(into, list) {
   for (const x2 of list) into.push(x2);
 }
+function fileStages(file, limits = DEFAULT_LIMITS) {
+  const parsed = parseSpecFiles([file], limits);
+  const validated = validateDocuments(parsed.documents);
+  return { documents: parsed.documents, parseDiagnostics: parsed.diagnostics, valid: validated.valid, validateDiagnostics: validated.diagnostics };
+}
+function sortedByPath(files) {
+  return [...files].sort((a, b) => a.path < b.path ? -1 : a.path > b.path ? 1 : 0);
+}
 function compileFiles(files, options = {}) {
-  const sorted3 = [...files].sort((a, b) => a.path < b.path ? -1 : a.path > b.path ? 1 : 0);
-  const parsed = parseSpecFiles(sorted3, options.limits ?? DEFAULT_LIMITS);
-  const diagnostics = [...parsed.diagnostics];
-  if (parsed.documents.length === 0 && parsed.diagnostics.length === 0) {
+  const limits = options.limits ?? DEFAULT_LIMITS;
+  return compileStages(sortedByPath(files).map((f) => fileStages(f, limits)), options);
+}
+function compileStages(stages, options = {}, memo) {
+  const diagnostics = [];
+  let documents = 0;
+  for (const s of stages) {
+    append(diagnostics, s.parseDiagnostics);
+    documents += s.documents.length;
+  }
+  if (documents === 0 && diagnostics.length === 0) {
     diagnostics.push(diagnostic("TRL1011", "no spec documents found: the folder holds no *.yaml or *.yml files with documents in them", void 0, {
       hint: "point at a spec folder such as examples/shop"
     }));
     return { diagnostics };
   }
-  const validated = validateDocuments(parsed.documents);
-  append(diagnostics, validated.diagnostics);
-  const resolved = resolveSpec(validated.valid);
+  const valid = [];
+  for (const s of stages) {
+    append(diagnostics, s.validateDiagnostics);
+    append(valid, s.valid);
+  }
+  const resolved = resolveSpec(valid);
   append(diagnostics, resolved.diagnostics);
   const checked = checkSpec(resolved.spec);
   append(diagnostics, checked.diagnostics);
   if (hasErrors(diagnostics)) return { diagnostics: sortDiagnostics(diagnostics), spec: resolved.spec, plan: checked.plan };
-  const compiled = { diagnostics: [], mesh: emitMesh(checked.plan), spec: resolved.spec, plan: checked.plan };
+  const compiled = { diagnostics: [], mesh: emitMesh(checked.plan, memo), spec: resolved.spec, plan: checked.plan };
   if (options.trafficTests !== false && resolved.spec.trafficTests.length > 0) {
     const tests = runTrafficTests(compiled);
     append(diagnostics, tests.diagnostics);
