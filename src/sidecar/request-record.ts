@@ -47,7 +47,7 @@ export class RequestRecord {
     this.destination = labels.destination;
     this.route = labels.route;
     this.span = deps.tracer?.start(reporter === 'inbound' ? 'server' : 'client', req.method ?? 'GET', req.url ?? '/', req.headers);
-    deps.metrics.active.inc({ reporter });
+    deps.metrics.activeOf(reporter).inc();
   }
 
   /** Clock ms when the request arrived. */
@@ -58,7 +58,7 @@ export class RequestRecord {
   /** Records the end of the request with its status. Call exactly once. */
   done(status: number): void {
     const d = this.#deps;
-    d.metrics.active.dec({ reporter: this.#reporter });
+    d.metrics.activeOf(this.#reporter).dec();
     const seconds = (d.clock.now() - this.#started) / 1000;
     d.metrics.observe(
       { reporter: this.#reporter, source_workload: this.source, destination_service: this.destination, route: this.route, response_code: String(status), response_flags: this.flags },
