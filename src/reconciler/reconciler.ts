@@ -181,6 +181,7 @@ export class Reconciler {
   #sourceRevision: Revision | null = null;
   #sourceError: string | null = null;
   #attempted: AttemptedRevision | null = null;
+  readonly #renderedDiagnostics = new WeakMap<AttemptedRevision, ReturnType<typeof diagnosticToJson>[]>();
   #applied: AppliedRevision | null = null;
   #published: Published | null = null;
   /** Revisions wait here while one is being reconciled; only the newest matters. */
@@ -653,6 +654,16 @@ export class Reconciler {
     return n;
   }
 
+  /** The attempted revision's diagnostics as JSON, rendered once per revision (status is read often: the dashboard polls it, and a big mesh has thousands of warnings). */
+  #attemptedDiagnostics(attempted: AttemptedRevision): ReturnType<typeof diagnosticToJson>[] {
+    let json = this.#renderedDiagnostics.get(attempted);
+    if (json === undefined) {
+      json = attempted.diagnostics.map((d) => diagnosticToJson(d));
+      this.#renderedDiagnostics.set(attempted, json);
+    }
+    return json;
+  }
+
   status(): ReconcilerStatus {
     const applied = this.#applied;
     const published = this.#published;
@@ -677,7 +688,7 @@ export class Reconciler {
     return {
       source: { description: this.#options.source.description, revision: this.#sourceRevision?.id ?? null, error: this.#sourceError },
       attempted: attempted
-        ? { revision: attempted.revision.id, description: attempted.revision.description, at: iso(attempted.at), ok: attempted.ok, diagnostics: attempted.diagnostics.map((d) => diagnosticToJson(d)) }
+        ? { revision: attempted.revision.id, description: attempted.revision.description, at: iso(attempted.at), ok: attempted.ok, diagnostics: this.#attemptedDiagnostics(attempted) }
         : null,
       applied: applied ? { revision: applied.revision.id, description: applied.revision.description, at: iso(applied.at), meshVersion: applied.mesh.version, services: applied.mesh.configs.size } : null,
       summary: { sidecars: sidecars.length, connected: sidecars.filter((s) => s.connected).length, inSync: sidecars.filter((s) => s.inSync).length },
