@@ -24,10 +24,17 @@ async function stats(query = ''): Promise<StatsView> {
 
 test('the reconciler counts what the client sent: requests, failures, denials, latency quantiles, per edge, route and service', async () => {
   const statuses: number[] = [];
-  for (let i = 0; i < 30; i++) statuses.push((await send(mesh.client.outbound, 'api', '/')).status);
-  for (let i = 0; i < 10; i++) statuses.push((await send(mesh.client.outbound, 'api', '/status/503')).status);
+  /** The slowest answer as the client saw it, in seconds: no sidecar can have measured longer. */
+  let slowest = 0;
+  const timed = async (path: string, init?: { method: string }) => {
+    const t0 = performance.now();
+    statuses.push((await send(mesh.client.outbound, 'api', path, init)).status);
+    slowest = Math.max(slowest, (performance.now() - t0) / 1000);
+  };
+  for (let i = 0; i < 30; i++) await timed('/');
+  for (let i = 0; i < 10; i++) await timed('/status/503');
   // The access policy admits GET only: these are refused by api's sidecar.
-  for (let i = 0; i < 4; i++) statuses.push((await send(mesh.client.outbound, 'api', '/', { method: 'DELETE' })).status);
+  for (let i = 0; i < 4; i++) await timed('/', { method: 'DELETE' });
   assert.deepEqual(
     [statuses.filter((s) => s === 200).length, statuses.filter((s) => s === 503).length, statuses.filter((s) => s === 403).length],
     [30, 10, 4],
@@ -41,10 +48,11 @@ test('the reconciler counts what the client sent: requests, failures, denials, l
   assert.equal(edge.failures, 10);
   assert.equal(edge.denied, 4);
   assert.equal(edge.successRate, Number((34 / 44).toFixed(4)));
-  // Every answer took the app's 30 ms (denials are answered at once, 4 of 44 < 5%): p50 and p95 lie in the 25–50 ms bucket.
-  assert.ok(edge.p50! >= 0.025 && edge.p50! <= 0.05, `p50 ${edge.p50}`);
-  assert.ok(edge.p95! >= 0.025 && edge.p95! <= 0.05, `p95 ${edge.p95}`);
-  assert.ok(edge.p99! >= 0.025 && edge.p99! <= 0.1, `p99 ${edge.p99}`);
+  // Every answer took at least the app's 30 ms (denials are answered at once, 4 of 44 < 5%), so p50, p95 and p99 lie
+  // at or above the 25 ms bucket; and none above the histogram bucket holding the slowest answer the client saw
+  // (on a quiet machine that is the 25–50 ms bucket; a busy one stretches some answers).
+  const ceiling = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15].find((b) => b >= slowest) ?? 15;
+  for (const [name, q] of [['p50', edge.p50], ['p95', edge.p95], ['p99', edge.p99]] as const) assert.ok(q! >= 0.025 && q! <= ceiling, `${name} ${q} (slowest answer ${slowest.toFixed(3)} s)`);
   assert.ok(Math.abs(edge.rps - 44 / view.coveredSeconds) <= 0.0005, `rps ${edge.rps} over ${view.coveredSeconds} s`);
 
   const route = view.routes.find((r) => r.source === 'client' && r.destination === 'api');
