@@ -260,15 +260,18 @@ async function startTrellis(groups: ProcessGroups, configFile: string, nodeFlags
   return { port: listening.outbound, pids: processTree(child.pid), child, adminPort: listening.admin };
 }
 
-async function startNginx(groups: ProcessGroups, dir: string, upstreamPort: number): Promise<Running> {
-  const port = await freePort();
-  const prefix = join(dir, 'nginx');
+/**
+ * nginx with one worker, no access log and `server` as its http block's content, its files in
+ * `dir/name`, on `core`; `purpose` heads the written config.
+ */
+async function startNginxWith(groups: ProcessGroups, dir: string, name: string, core: number, purpose: string, server: string): Promise<Child> {
+  const prefix = join(dir, name);
   await rm(prefix, { recursive: true, force: true });
   await mkdir(join(prefix, 'logs'), { recursive: true });
   const conf = join(prefix, 'nginx.conf');
   await writeFile(
     conf,
-    `# Written by bench/proxy.ts: one worker, upstream keep-alive, no access log.
+    `# Written by bench/proxy.ts: ${purpose}.
 daemon off;
 master_process on;
 worker_processes 1;
@@ -282,7 +285,22 @@ http {
   fastcgi_temp_path ${prefix}/fastcgi;
   uwsgi_temp_path ${prefix}/uwsgi;
   scgi_temp_path ${prefix}/scgi;
-  upstream backend {
+${server}
+}
+`,
+  );
+  return groups.start(name, 'nginx', ['-p', prefix, '-c', conf, '-e', 'stderr'], core);
+}
+
+async function startNginx(groups: ProcessGroups, dir: string, upstreamPort: number): Promise<Running> {
+  const port = await freePort();
+  const child = await startNginxWith(
+    groups,
+    dir,
+    'nginx',
+    PROXY_CORE,
+    'one worker, upstream keep-alive, no access log',
+    `  upstream backend {
     server 127.0.0.1:${upstreamPort};
     keepalive 128;
   }
@@ -294,63 +312,38 @@ http {
       proxy_http_version 1.1;
       proxy_set_header Connection "";
     }
-  }
-}
-`,
+  }`,
   );
-  const child = groups.start('nginx', 'nginx', ['-p', prefix, '-c', conf, '-e', 'stderr'], PROXY_CORE);
   await waitHealthy(port, 'nginx');
   return { port, pids: processTree(child.pid), child };
 }
 
-async function startFastify(groups: ProcessGroups, upstreamPort: number): Promise<Running> {
-  const child = groups.start('fastify', process.execPath, [here('./proxy-fastify.ts'), '--upstream', `http://127.0.0.1:${upstreamPort}`], PROXY_CORE);
+/** A Node proxy script of bench/ (run with `flags`) that prints its port as `{"type":"listening"}`. */
+async function startNodeProxy(groups: ProcessGroups, name: string, script: string, upstreamPort: number, flags: readonly string[] = []): Promise<Running> {
+  const child = groups.start(name, process.execPath, [...flags, here(script), '--upstream', `http://127.0.0.1:${upstreamPort}`], PROXY_CORE);
   const { port } = await child.waitForJson<{ port: number }>((v) => v.type === 'listening', 15_000);
-  await waitHealthy(port, 'fastify');
-  return { port, pids: [child.pid], child };
-}
-
-async function startBare(groups: ProcessGroups, upstreamPort: number): Promise<Running> {
-  const child = groups.start('bare proxy', process.execPath, [...SIDECAR_V8_FLAGS, here('./proxy-bare.js'), '--upstream', `http://127.0.0.1:${upstreamPort}`], PROXY_CORE);
-  const { port } = await child.waitForJson<{ port: number }>((v) => v.type === 'listening', 15_000);
-  await waitHealthy(port, 'bare proxy');
+  await waitHealthy(port, name);
   return { port, pids: [child.pid], child };
 }
 
 /** The upstream: nginx answering a fixed body on the load core (1 worker, keep-alive, no log). */
 async function startNginxUpstream(groups: ProcessGroups, dir: string): Promise<number> {
   const port = await freePort();
-  const prefix = join(dir, 'nginx-upstream');
-  await mkdir(join(prefix, 'logs'), { recursive: true });
-  const conf = join(prefix, 'nginx.conf');
-  await writeFile(
-    conf,
-    `# Written by bench/proxy.ts: the upstream, a fixed ${BODY_BYTES}-byte body.
-daemon off;
-master_process on;
-worker_processes 1;
-pid ${prefix}/nginx.pid;
-error_log stderr warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path ${prefix}/client_body;
-  proxy_temp_path ${prefix}/proxy;
-  fastcgi_temp_path ${prefix}/fastcgi;
-  uwsgi_temp_path ${prefix}/uwsgi;
-  scgi_temp_path ${prefix}/scgi;
-  server {
+  await startNginxWith(
+    groups,
+    dir,
+    'nginx-upstream',
+    LOAD_CORE,
+    `the upstream, a fixed ${BODY_BYTES}-byte body`,
+    `  server {
     listen 127.0.0.1:${port};
     keepalive_requests 1000000;
     location / {
       default_type text/plain;
       return 200 "${'x'.repeat(BODY_BYTES)}";
     }
-  }
-}
-`,
+  }`,
   );
-  groups.start('nginx upstream', 'nginx', ['-p', prefix, '-c', conf, '-e', 'stderr'], LOAD_CORE);
   return port;
 }
 
@@ -778,7 +771,7 @@ async function main(): Promise<number> {
       direct: () => Promise.resolve(undefined),
       trellis: () => startTrellis(groups, configFile, o.trellisNodeFlags),
       nginx: () => (onPath('nginx') ? startNginx(groups, dir, upstreamPort) : 'no nginx binary on PATH (apt-get install nginx to include it)'),
-      bare: () => startBare(groups, upstreamPort),
+      bare: () => startNodeProxy(groups, 'bare proxy', './proxy-bare.js', upstreamPort, SIDECAR_V8_FLAGS),
       fastify: () => {
         try {
           import.meta.resolve('@fastify/http-proxy');
@@ -786,7 +779,7 @@ async function main(): Promise<number> {
         } catch {
           return 'fastify and @fastify/http-proxy are not installed (npm install --save-dev fastify @fastify/http-proxy)';
         }
-        return startFastify(groups, upstreamPort);
+        return startNodeProxy(groups, 'fastify', './proxy-fastify.ts', upstreamPort);
       },
     };
     // Latency is reported as added over direct, so direct always runs.
