@@ -25,6 +25,9 @@ export interface TryWindow {
   dispose(): void;
 }
 
+const never = (): boolean => false;
+const nothing = (): void => undefined;
+
 /** What an aborted attempt rejects with: an AbortError (upstream.ts classifies it), naming why. */
 function abortError(why: string): Error {
   return Object.assign(new Error(`request ended: ${why}`), { name: 'AbortError', code: 'ABORT_ERR' });
@@ -90,7 +93,7 @@ export class Deadline {
     const perTry = backendRequestMs > 0 ? Math.min(backendRequestMs, remaining) : remaining;
     const timeoutMs = perTry === Infinity ? 0 : perTry;
     if (!(backendRequestMs > 0 && backendRequestMs < remaining) || this.signal.aborted) {
-      return { timeoutMs, signal: this.signal, tryTimedOut: () => false, dispose: () => undefined };
+      return { timeoutMs, signal: this.signal, tryTimedOut: never, dispose: nothing };
     }
     const own = new AbortController();
     let fired = false;

@@ -93,8 +93,8 @@ export function dispatch(cluster: ClusterPolicy, exchange: Exchange, o: Dispatch
       random: o.random,
       retrySafe: exchange.retrySafe,
       replayable: exchange.body === undefined || Buffer.isBuffer(exchange.body),
-      onRetry: (reason) => o.events.retried(cluster.service, reason),
-      onRetryDenied: () => o.events.retryDenied(cluster.service),
+      service: cluster.service,
+      events: o.events,
     },
     () => attemptOnce(cluster, exchange, { tried, pinned: o.pinned, portOf: o.portOf, deadline: o.deadline, backendRequestMs: o.policy.timeouts.backendRequestMs, clock: o.clock, send: o.send, events: o.events }),
   );

@@ -8,7 +8,7 @@ import type { CompiledRetry } from '../config/types.ts';
 import { retryBackoffMs } from './backoff.ts';
 import type { Random, TimerClock } from './clock.ts';
 import type { Deadline } from './deadline.ts';
-import type { Dispatched } from './dispatch.ts';
+import type { DispatchEvents, Dispatched } from './dispatch.ts';
 import type { Tried } from './endpoint-attempt.ts';
 import type { ProxyErrorCode } from './errors.ts';
 import type { RetryBudget } from './retry-budget.ts';
@@ -94,10 +94,10 @@ export interface RetryLoopOptions {
   readonly retrySafe: boolean;
   /** The body can be sent again (none, or held in memory). */
   readonly replayable: boolean;
-  /** A retry is about to happen; `reason` is the status code or the failure. */
-  readonly onRetry: (reason: string) => void;
-  /** A retry was allowed by the policy and refused by the budget. */
-  readonly onRetryDenied: () => void;
+  /** The service retried, as the events name it. */
+  readonly service: string;
+  /** Told of each retry (`reason`: the status code or the failure) and of each the budget refused. */
+  readonly events: Pick<DispatchEvents, 'retried' | 'retryDenied'>;
 }
 
 /**
@@ -116,7 +116,7 @@ export async function retryLoop(o: RetryLoopOptions, tryOnce: () => Promise<Trie
     if (retryable && o.budget.tryRetry()) {
       if (result.ok) await result.body.dump().catch(() => undefined);
       settle();
-      o.onRetry(result.ok ? String(result.statusCode) : verdict.failure!);
+      o.events.retried(o.service, result.ok ? String(result.statusCode) : verdict.failure!);
       const wait = retryBackoffMs(attempt, o.retry.backoffMs, o.random);
       if (o.deadline.wouldPass(wait)) return { kind: 'failed', code: 'request_timeout' };
       if (wait > 0) await o.clock.sleep(wait, o.deadline.signal);
@@ -125,7 +125,7 @@ export async function retryLoop(o: RetryLoopOptions, tryOnce: () => Promise<Trie
       if (ended !== undefined) return { kind: 'failed', code: ended };
       continue;
     }
-    if (retryable) o.onRetryDenied();
+    if (retryable) o.events.retryDenied(o.service);
     if (result.ok) return { kind: 'response', response: result, settle };
     settle();
     if (verdict.clientGone) return { kind: 'client_gone' };
