@@ -9,19 +9,16 @@
  * Its own suite (npm run test:soak; .ci/run runs it): about half a minute on 2 cores.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
+import { startTrellis, stopProcesses, tempDir } from '../helpers/processes.ts';
 import { backendsSpec, configOf, metricValue } from '../helpers/sidecar-harness.ts';
 
-const BIN = fileURLToPath(new URL('../../bin/trellis.js', import.meta.url));
 const TOTAL = 100_000;
 const WARMUP = 10_000;
 const CONCURRENCY = 32;
@@ -29,12 +26,9 @@ const CONCURRENCY = 32;
 const LIMIT_MS = 240_000;
 
 const servers: Server[] = [];
-let child: ChildProcess | undefined;
-let dir: string | undefined;
 after(async () => {
-  child?.kill('SIGKILL');
+  await stopProcesses();
   for (const s of servers) (s.closeAllConnections(), s.close());
-  if (dir) await rm(dir, { recursive: true, force: true });
 });
 
 async function upstream(): Promise<number> {
@@ -103,21 +97,13 @@ spec:
     - backendRefs: [{ name: api, port: 80 }]
       retry: { attempts: 1, codes: [503] }
 `;
-  dir = await mkdtemp(join(tmpdir(), 'trellis-soak-'));
+  const dir = tempDir();
   await writeFile(join(dir, 'client.json'), JSON.stringify(configOf(backendsSpec({ api: [a, b] }, route), 'client')));
-  child = spawn(process.execPath, ['--inspect=127.0.0.1:0', BIN, 'sidecar', '--config', join(dir, 'client.json'), '--outbound', '0', '--inbound', '0', '--admin', '0', '--app', '127.0.0.1:9'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  // bin/trellis.js replaces itself with the sidecar (execve), which opens an inspector of its own: the last one named is the sidecar's.
-  let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  const inspector = () => [...stderr.matchAll(/Debugger listening on (ws:\/\/\S+)/g)].at(-1)?.[1];
-  const ports = await new Promise<{ outbound: number; admin: number }>((resolve, reject) => {
-    let buffer = '';
-    child!.stdout!.on('data', (d: Buffer) => {
-      buffer += d.toString();
-      for (const line of buffer.split('\n')) if (line.includes('"type":"listening"')) resolve(JSON.parse(line) as { outbound: number; admin: number });
-    });
-    child!.on('exit', (code) => reject(new Error(`sidecar exited with ${code}`)));
-  });
+  // NODE_OPTIONS reaches the sidecar through bin/trellis.js's execve; both processes open an inspector, and the last one named is the sidecar's.
+  const sidecar = await startTrellis(['sidecar', '--config', join(dir, 'client.json'), '--outbound', '0', '--inbound', '0', '--admin', '0', '--app', '127.0.0.1:9'], { NODE_OPTIONS: '--inspect=127.0.0.1:0' });
+  const child = sidecar.child;
+  const ports = sidecar.listening as { outbound: number; admin: number };
+  const inspector = () => [...sidecar.output().matchAll(/Debugger listening on (ws:\/\/\S+)/g)].at(-1)?.[1];
   const pool = new Pool(`http://127.0.0.1:${ports.outbound}`, { connections: CONCURRENCY });
   const statuses = new Map<number, number>();
   let sent = 0;
