@@ -38,11 +38,22 @@ export interface ProxyConfig {
 
 // ------------------------------------------------------------------ inbound
 
+/**
+ * What a service port speaks (Service `appProtocol`):
+ * - `http`: HTTP/1.1 to the app (callers may also speak h2c to their sidecar);
+ * - `http2`: HTTP/2 without TLS (h2c, prior knowledge) to the app;
+ * - `grpc`: gRPC, which is HTTP/2: h2c to the app, and gRPC semantics in the sidecars
+ *   (errors as gRPC statuses, `grpc-timeout` deadlines, retries on gRPC status codes);
+ * - `tcp`: opaque byte streams; no route rule or L7 access rule applies.
+ * Between sidecars every protocol rides HTTP/2 over mTLS (TCP as CONNECT tunnels).
+ */
+export type PortProtocol = 'http' | 'http2' | 'grpc' | 'tcp';
+
 export interface CompiledPort {
   readonly name: string | null;
   readonly port: number;
   readonly targetPort: number;
-  readonly protocol: 'http';
+  readonly protocol: PortProtocol;
 }
 
 export interface CompiledAccessRule {
@@ -146,13 +157,25 @@ export interface CompiledRetry {
   readonly codes: readonly number[];
   /** Base of the exponential backoff between tries, in ms. */
   readonly backoffMs: number;
+  /**
+   * gRPC status codes (numbers: 14 is `unavailable`) that are retried when a gRPC call
+   * ends with them. Present only on rules of GRPCRoutes (and the implicit rule of a `grpc`
+   * service), absent elsewhere.
+   */
+  readonly grpcCodes?: readonly number[];
 }
 
 export interface CompiledRule {
   /** `<route>/<rule index>/<match index>`; stable while the route keeps its shape. The implicit rule is `default`. */
   readonly id: string;
-  /** HTTPRoute name; null for the implicit rule of a service without routes. */
+  /** HTTPRoute or GRPCRoute name; null for the implicit rule of a service without routes. */
   readonly route: string | null;
+  /**
+   * Present (`GRPCRoute`) for a rule compiled from a GRPCRoute; absent for HTTPRoute rules.
+   * A GRPCRoute match is compiled to path matches on `/<service>/<method>` (gRPC's
+   * request path), so the sidecar's router matches both kinds the same way.
+   */
+  readonly kind?: 'GRPCRoute';
   readonly ruleName: string | null;
   readonly match: CompiledMatch;
   readonly filters: readonly CompiledFilter[];
