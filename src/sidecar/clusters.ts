@@ -7,7 +7,9 @@
  * listed, a pool its connections.
  */
 import { Pool, type buildConnector } from 'undici';
-import type { ClusterBody, EndpointsBody } from '../config/types.ts';
+import type { Duplex } from 'node:stream';
+import type { ClusterBody, EndpointsBody, PortProtocol } from '../config/types.ts';
+import { H2Pool } from './h2-pool.ts';
 import { createPicker, type Picker } from './balancer.ts';
 import { CircuitBreaker } from './breaker.ts';
 import type { Clock, Random } from './clock.ts';
@@ -28,6 +30,8 @@ export class Cluster {
   breaker!: CircuitBreaker;
   budget!: RetryBudget;
   readonly #pools = new Map<string, Pool>();
+  readonly #h2Pools = new Map<string, H2Pool>();
+  readonly #h2Connect: (host: string, port: number) => Promise<Duplex>;
   readonly #clock: Clock;
   readonly #random: Random;
   readonly #connect: buildConnector.connector;
@@ -39,6 +43,7 @@ export class Cluster {
     this.#clock = clock;
     this.#random = random;
     this.#connect = connector.forCluster(() => this.settings);
+    this.#h2Connect = connector.h2ForCluster(() => this.settings);
     this.#applySettings();
     this.#applyEndpoints();
   }
@@ -85,11 +90,13 @@ export class Cluster {
       next.push(ep);
     }
     const keep = new Set(next.map((e) => e.key));
-    for (const [key, pool] of this.#pools) {
-      const endpointKey = key.slice(0, key.lastIndexOf('|'));
-      if (recreatePools || !keep.has(endpointKey)) {
-        this.#pools.delete(key);
-        void pool.close().catch(() => undefined);
+    for (const pools of [this.#pools, this.#h2Pools] as Array<Map<string, Pool | H2Pool>>) {
+      for (const [key, pool] of pools) {
+        const endpointKey = key.slice(0, key.lastIndexOf('|'));
+        if (recreatePools || !keep.has(endpointKey)) {
+          pools.delete(key);
+          void pool.close().catch(() => undefined);
+        }
       }
     }
     this.endpoints = next;
@@ -124,6 +131,33 @@ export class Cluster {
     return pool;
   }
 
+  /** What a service port of this cluster speaks (the first port's protocol for an unknown port). */
+  protocolOf(servicePort: number): PortProtocol {
+    const ports = this.settings.ports;
+    return (ports.find((p) => p.port === servicePort) ?? ports[0])?.protocol ?? 'http';
+  }
+
+  /**
+   * Whether calls to a service port go over HTTP/2: for `http2` and `grpc` ports (to a
+   * meshed instance, over mTLS with ALPN `h2`; to an unmeshed one as h2c).
+   */
+  speaksH2(servicePort: number): boolean {
+    const protocol = this.protocolOf(servicePort);
+    return protocol === 'http2' || protocol === 'grpc';
+  }
+
+  /** The HTTP/2 pool (one multiplexed session) for an endpoint and target port, created on first use. */
+  h2PoolFor(ep: Endpoint, port: number): H2Pool {
+    const key = `${ep.key}|${port}`;
+    let pool = this.#h2Pools.get(key);
+    if (!pool) {
+      const host = ep.address.includes(':') ? `[${ep.address}]` : ep.address;
+      pool = new H2Pool(`http://${host}:${port}`, () => this.#h2Connect(ep.address, port), this.settings.connection.idleTimeoutMs);
+      this.#h2Pools.set(key, pool);
+    }
+    return pool;
+  }
+
   /** Requests waiting for a connection across this cluster's pools. */
   get queued(): number {
     let n = 0;
@@ -131,17 +165,20 @@ export class Cluster {
     return n;
   }
 
-  async close(): Promise<void> {
-    const pools = [...this.#pools.values()];
+  #takePools(): Array<Pool | H2Pool> {
+    const pools = [...this.#pools.values(), ...this.#h2Pools.values()];
     this.#pools.clear();
-    await Promise.all(pools.map((p) => p.close().catch(() => undefined)));
+    this.#h2Pools.clear();
+    return pools;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.#takePools().map((p) => p.close().catch(() => undefined)));
   }
 
   /** Closes at once, failing what is in flight (shutdown after the drain period). */
   async destroy(): Promise<void> {
-    const pools = [...this.#pools.values()];
-    this.#pools.clear();
-    await Promise.all(pools.map((p) => p.destroy().catch(() => undefined)));
+    await Promise.all(this.#takePools().map((p) => p.destroy().catch(() => undefined)));
   }
 }
 

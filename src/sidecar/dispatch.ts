@@ -24,6 +24,7 @@ import type { Endpoint } from './endpoint.ts';
 import { attemptOnce, type ClusterPolicy } from './endpoint-attempt.ts';
 import type { ProxyErrorCode } from './errors.ts';
 import { retryLoop } from './retry.ts';
+import { ReplayBody } from './replay-body.ts';
 import type { AttemptResult } from './upstream.ts';
 
 /** One request as every layer sees it. */
@@ -32,8 +33,8 @@ export interface Exchange {
   /** Path and query, as the upstream gets them. */
   readonly path: string;
   readonly headers: Record<string, string | string[]>;
-  /** A Buffer can be sent again (retries); a stream only once; undefined for none. */
-  readonly body: Buffer | Readable | undefined;
+  /** A Buffer can be sent again (retries); a ReplayBody while it kept the whole body; a stream only once; undefined for none. */
+  readonly body: Buffer | Readable | ReplayBody | undefined;
   /** Idempotent method or an Idempotency-Key (headers.ts `isRetrySafe`). */
   readonly retrySafe: boolean;
 }
@@ -92,7 +93,10 @@ export function dispatch(cluster: ClusterPolicy, exchange: Exchange, o: Dispatch
       clock: o.clock,
       random: o.random,
       retrySafe: exchange.retrySafe,
-      replayable: exchange.body === undefined || Buffer.isBuffer(exchange.body),
+      replayable: () => {
+        const body = exchange.body;
+        return body === undefined || Buffer.isBuffer(body) || (body instanceof ReplayBody && body.replayable);
+      },
       service: cluster.service,
       events: o.events,
     },

@@ -10,14 +10,15 @@ import type { RequestSpan } from './tracing.ts';
 /** RFC 9110 §7.6.1 connection-specific headers, plus the legacy ones proxies also drop. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'expect']);
 
-/** Copies headers without hop-by-hop ones (including those the Connection header names) and without `drop`. */
+/** Copies headers without hop-by-hop ones (including those the Connection header names), HTTP/2 pseudo-headers, and `drop`. */
 export function endToEndHeaders(headers: IncomingHttpHeaders | Record<string, string | string[] | undefined>, drop?: ReadonlySet<string>): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
   const connection = headers.connection;
   const named = typeof connection === 'string' && connection !== 'keep-alive' && connection !== 'close' ? new Set(connection.toLowerCase().split(',').map((s) => s.trim())) : undefined;
   for (const name in headers) {
     const value = headers[name];
-    if (value === undefined || HOP_BY_HOP.has(name) || named?.has(name) || drop?.has(name)) continue;
+    // HTTP/2 pseudo-headers (`:path`, `:authority`…) belong to their hop.
+    if (value === undefined || HOP_BY_HOP.has(name) || name.charCodeAt(0) === 0x3a || named?.has(name) || drop?.has(name)) continue;
     out[name] = value;
   }
   return out;

@@ -24,6 +24,11 @@ import { relayResponse, sendAttempt } from './upstream.ts';
 import { armBodyDeadline } from './body-deadline.ts';
 import { PROXY_ERRORS } from './errors.ts';
 import { RequestRecord } from './request-record.ts';
+import type { Http2ServerRequest } from 'node:http2';
+import { closeConnectionAfter } from './h2-server.ts';
+import { H2Pool } from './h2-pool.ts';
+import { connectPlain } from './mesh-connector.ts';
+import { grpcStatusOf } from './grpc.ts';
 import type { SidecarTracer } from './tracing.ts';
 
 /** Where the local app listens: a host, and a port that overrides every target port when given. */
@@ -79,6 +84,18 @@ export function createInboundHandler(deps: InboundDeps): InboundHandler {
     return pool;
   };
 
+  /** HTTP/2 without TLS (h2c) to an app port that speaks `http2` or `grpc`: one multiplexed session. */
+  const h2Pools = new Map<number, H2Pool>();
+  const h2PoolFor = (port: number) => {
+    let pool = h2Pools.get(port);
+    if (!pool) {
+      const host = deps.app.host.includes(':') ? `[${deps.app.host}]` : deps.app.host;
+      pool = new H2Pool(`http://${host}:${port}`, () => connectPlain(deps.app.host, port, 1000), 60_000);
+      h2Pools.set(port, pool);
+    }
+    return pool;
+  };
+
   const handler = ((req: IncomingMessage, res: ServerResponse) => {
     const snap = deps.store.current;
     const peer = peerOf(req.socket);
@@ -87,11 +104,11 @@ export function createInboundHandler(deps: InboundDeps): InboundHandler {
     const fail = (code: ProxyErrorCode) => record.fail(res, code);
     if (!snap) return fail('not_ready');
     if (deps.draining()) {
-      res.setHeader('connection', 'close');
+      closeConnectionAfter(res);
       return fail('shutting_down');
     }
     if (peer.refused) {
-      res.setHeader('connection', 'close');
+      closeConnectionAfter(res);
       res.setHeader('x-trellis-peer-rejected', peer.refused.reason);
       return fail('peer_rejected');
     }
@@ -126,7 +143,9 @@ export function createInboundHandler(deps: InboundDeps): InboundHandler {
       if (!res.writableFinished) controller.abort();
     };
     res.on('close', onClose);
-    const body = req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined ? undefined : req;
+    const noBody = req.httpVersionMajor === 2 ? (req as unknown as Http2ServerRequest).stream.endAfterHeaders : req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined;
+    const body = noBody ? undefined : req;
+    if (record.grpc) headers.te = 'trailers';
     const body$ = armBodyDeadline(req, res, deps.bodyTimeoutMs, () => {
       deps.metrics.bodyTimeouts.inc({ reporter: 'inbound' });
       record.flags = 'request_body_timeout';
@@ -134,7 +153,8 @@ export function createInboundHandler(deps: InboundDeps): InboundHandler {
     });
     const appPort = deps.app.port ?? port.targetPort;
     if (record.span !== undefined) record.backend = `${deps.app.host}:${appPort}`;
-    void sendAttempt(poolFor(appPort), { method, path, headers, body, timeoutMs: 0, signal: controller.signal })
+    const attempt = { method, path, headers, body, timeoutMs: 0, signal: controller.signal };
+    void (port.protocol === 'http2' || port.protocol === 'grpc' ? h2PoolFor(appPort).send(attempt) : sendAttempt(poolFor(appPort), attempt))
       .then(async (result) => {
         if (body$.expired) {
           if (result.ok) result.body.destroy();
@@ -145,7 +165,8 @@ export function createInboundHandler(deps: InboundDeps): InboundHandler {
           return fail(result.failure === 'connect_failure' ? 'connect_failure' : 'upstream_reset');
         }
         try {
-          await relayResponse(res, result, []);
+          const trailers = await relayResponse(res, result, []);
+          if (record.grpc) record.grpcStatus = grpcStatusOf(trailers) ?? grpcStatusOf(result.headers);
         } catch {
           res.destroy();
         }
@@ -154,7 +175,7 @@ export function createInboundHandler(deps: InboundDeps): InboundHandler {
       .finally(() => res.off('close', onClose));
   }) as InboundHandler;
   handler.close = async () => {
-    await Promise.all([...pools.values()].map((p) => p.close().catch(() => undefined)));
+    await Promise.all([...pools.values(), ...h2Pools.values()].map((p) => p.close().catch(() => undefined)));
   };
   return handler;
 }

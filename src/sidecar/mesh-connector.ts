@@ -11,7 +11,8 @@
  * new certificate while pooled ones carry on. TLS sessions are not resumed: every
  * connection proves its identity with the certificate current at that moment.
  */
-import type { PeerCertificate } from 'node:tls';
+import { connect as netConnect, isIP, type Socket } from 'node:net';
+import { connect as tlsConnect, type PeerCertificate, type TLSSocket } from 'node:tls';
 import { buildConnector } from 'undici';
 import type { ClusterBody } from '../config/types.ts';
 import type { MtlsMode } from '../spec/types.ts';
@@ -81,6 +82,31 @@ export class MeshConnector {
     return c;
   }
 
+  /**
+   * Opens a connection for HTTP/2 to an endpoint of the cluster `settings()` describes (read
+   * at each connect), under the same rules as `forCluster`: mTLS with ALPN `h2` to a meshed
+   * service (the peer's sidecar must agree to h2), else plain TCP for h2c.
+   */
+  h2ForCluster(settings: () => ClusterBody): (host: string, port: number) => Promise<Socket | TLSSocket> {
+    return (host, port) => {
+      const s = settings();
+      const timeout = s.connection.connectTimeoutMs;
+      const mode = this.#deps.mode() ?? 'strict';
+      if (!s.meshed || s.identity === null || mode === 'off') return connectPlain(host, port, timeout);
+      const credential = this.#deps.credential();
+      if (!credential) {
+        if (mode === 'permissive') return connectPlain(host, port, timeout);
+        this.#deps.onRefused('no_identity', 'this sidecar has no certificate yet');
+        return Promise.reject(codedError(NO_IDENTITY, 'this sidecar has no certificate yet, and the mesh requires mTLS'));
+      }
+      const expected = s.identity;
+      return connectH2Tls(host, port, timeout, credential, expected).catch((err: NodeJS.ErrnoException) => {
+        if (isTlsErrorCode(err.code)) this.#deps.onRefused(err.code === IDENTITY_MISMATCH ? 'identity_mismatch' : 'handshake_failed', `${err.code}: ${err.message}`);
+        throw err;
+      });
+    };
+  }
+
   /** The connector for new connections to endpoints of the cluster `settings()` describes (read at each connect). */
   forCluster(settings: () => ClusterBody): buildConnector.connector {
     return (options, callback) => {
@@ -101,4 +127,67 @@ export class MeshConnector {
       });
     };
   }
+}
+
+/** The error of a connect that took too long (classified like undici's: a connect failure). */
+function connectTimeout(host: string, port: number, timeoutMs: number): Error {
+  return codedError('UND_ERR_CONNECT_TIMEOUT', `could not connect to ${host}:${port} within ${timeoutMs} ms`);
+}
+
+/** A plain TCP connection (h2c), resolved once connected. */
+export function connectPlain(host: string, port: number, timeoutMs: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = netConnect({ host, port, noDelay: true });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(connectTimeout(host, port, timeoutMs));
+    }, timeoutMs);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.removeListener('error', reject);
+      resolve(socket);
+    });
+    socket.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
+}
+
+/** An mTLS connection that agreed on HTTP/2 (ALPN `h2`) with a peer presenting `expected`. */
+function connectH2Tls(host: string, port: number, timeoutMs: number, credential: Credential, expected: string): Promise<TLSSocket> {
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({
+      host,
+      port,
+      ...(isIP(host) === 0 ? { servername: host } : {}),
+      secureContext: credential.context,
+      minVersion: 'TLSv1.3',
+      ALPNProtocols: ['h2'],
+      rejectUnauthorized: true,
+      checkServerIdentity: (_host: string, cert: PeerCertificate) => {
+        const got = spiffeIdOfAltNames(cert.subjectaltname);
+        return got === expected ? undefined : codedError(IDENTITY_MISMATCH, `the backend presented ${got ?? 'no SPIFFE ID'}, expected ${expected}`);
+      },
+    });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(connectTimeout(host, port, timeoutMs));
+    }, timeoutMs);
+    socket.setNoDelay(true);
+    socket.once('secureConnect', () => {
+      clearTimeout(timer);
+      socket.removeListener('error', reject);
+      if (socket.alpnProtocol !== 'h2') {
+        socket.destroy();
+        reject(codedError('ERR_TRELLIS_NO_H2', `the peer at ${host}:${port} did not agree to HTTP/2 (ALPN ${String(socket.alpnProtocol)})`));
+        return;
+      }
+      resolve(socket);
+    });
+    socket.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
 }

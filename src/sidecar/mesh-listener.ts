@@ -22,6 +22,7 @@ import { createServer as createTlsServer, type Server as TlsServer, type TLSSock
 import type { MtlsMode } from '../spec/types.ts';
 import { parseMeshIdentity, spiffeIdOfAltNames } from '../identity/spiffe.ts';
 import type { Credential } from './identity.ts';
+import { sniffPlaintext, type H2Listener } from './h2-server.ts';
 
 /** Who is at the other end of an inbound connection. */
 export interface Peer {
@@ -37,11 +38,20 @@ export interface Peer {
 }
 
 const PLAINTEXT: Peer = Object.freeze({ identity: null, transport: 'plaintext' });
-const peers = new WeakMap<object, Peer>();
+/**
+ * Where a connection's peer is kept: a symbol-keyed property of the socket rather than a
+ * WeakMap, because HTTP/2 requests show their socket only through a proxy object, which
+ * forwards property reads to the real socket but is not the same key.
+ */
+const PEER = Symbol('trellis.peer');
 
-/** The peer of a connection accepted by a mesh listener (plaintext when unknown). */
+function setPeer(socket: object, peer: Peer): void {
+  (socket as { [PEER]?: Peer })[PEER] = peer;
+}
+
+/** The peer of a connection accepted by a mesh listener (plaintext when unknown); takes the socket of either HTTP version's request. */
 export function peerOf(socket: object): Peer {
-  return peers.get(socket) ?? PLAINTEXT;
+  return (socket as { [PEER]?: Peer })[PEER] ?? PLAINTEXT;
 }
 
 /** First byte of a TLS record carrying a handshake message. */
@@ -50,8 +60,10 @@ const TLS_HANDSHAKE = 0x16;
 export type TlsRefusal = 'plaintext_refused' | 'untrusted_certificate' | 'expired_certificate' | 'no_client_certificate' | 'bad_identity' | 'other_trust_domain' | 'no_identity' | 'handshake_failed';
 
 export interface MeshListenerOptions {
-  /** Handles the requests of every admitted connection (it does not listen itself). */
+  /** Handles the HTTP/1.1 requests of every admitted connection (it does not listen itself). */
   readonly http: HttpServer;
+  /** Handles the connections that speak HTTP/2 (ALPN `h2`, or the h2c preface). */
+  readonly h2: H2Listener;
   /** The current mode; undefined (no config yet) counts as strict. */
   readonly mode: () => MtlsMode | undefined;
   /** The trust domain peers must belong to (from the config), or undefined. */
@@ -95,7 +107,7 @@ export class MeshListener {
     if (!this.#tls) {
       // Verification happens in #admit rather than in the handshake: Node would close a
       // refused peer's connection without a word, where #admit tells it why (403 peer_rejected).
-      this.#tls = createTlsServer({ ...credential.tlsOptions, requestCert: true, rejectUnauthorized: false, handshakeTimeout: this.#o.handshakeTimeoutMs });
+      this.#tls = createTlsServer({ ...credential.tlsOptions, requestCert: true, rejectUnauthorized: false, handshakeTimeout: this.#o.handshakeTimeoutMs, ALPNProtocols: ['h2', 'http/1.1'] });
       this.#tls.on('secureConnection', (socket: TLSSocket) => this.#admit(socket));
       this.#tls.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
         this.#o.onRefused(err.code === 'ERR_SSL_HTTP_REQUEST' ? 'plaintext_refused' : 'handshake_failed', err.code ?? err.message);
@@ -128,13 +140,13 @@ export class MeshListener {
     socket.once('data', (chunk: Buffer) => {
       clearTimeout(silent);
       socket.pause();
-      socket.unshift(chunk);
       if (chunk[0] !== TLS_HANDSHAKE) {
+        // Plaintext: HTTP/1.1, or h2c when it opens with the HTTP/2 preface.
         this.#o.onConnection('plaintext');
-        this.#o.http.emit('connection', socket);
-        socket.resume();
+        sniffPlaintext(socket, (s) => this.#o.http.emit('connection', s), (s) => this.#o.h2.accept(s), chunk);
         return;
       }
+      socket.unshift(chunk);
       const tls = this.#tlsServer();
       if (!tls) {
         this.#o.onRefused('no_identity', 'this sidecar has no certificate yet');
@@ -154,13 +166,19 @@ export class MeshListener {
     const verdict = verifyPeer(socket, this.#o.trustDomain());
     if (!verdict.ok) {
       this.#o.onRefused(verdict.reason, verdict.detail);
-      peers.set(socket, Object.freeze({ identity: null, transport: 'mtls', refused: { reason: verdict.reason, detail: verdict.detail } }));
-      this.#o.http.emit('connection', socket);
+      setPeer(socket, Object.freeze({ identity: null, transport: 'mtls', refused: { reason: verdict.reason, detail: verdict.detail } }));
+      this.#serve(socket);
       return;
     }
-    peers.set(socket, Object.freeze({ identity: verdict.identity, transport: 'mtls' }));
+    setPeer(socket, Object.freeze({ identity: verdict.identity, transport: 'mtls' }));
     this.#o.onConnection('mtls');
-    this.#o.http.emit('connection', socket);
+    this.#serve(socket);
+  }
+
+  /** Hands an admitted TLS connection to the server of the HTTP version ALPN agreed on. */
+  #serve(socket: TLSSocket): void {
+    if (socket.alpnProtocol === 'h2') this.#o.h2.accept(socket);
+    else this.#o.http.emit('connection', socket);
   }
 
   listen(port: number, host: string): Promise<AddressInfo> {

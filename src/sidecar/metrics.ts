@@ -31,6 +31,12 @@ export class SidecarMetrics {
     labelNames: ['reporter', 'source_workload', 'destination_service', 'route', 'response_code', 'response_flags'] as const,
     registers: [this.registry],
   });
+  readonly grpcResponses = new Counter({
+    name: 'trellis_grpc_responses_total',
+    help: 'gRPC calls handled, by direction, caller, destination, route and gRPC status code (0 is OK, 14 unavailable)',
+    labelNames: ['reporter', 'source_workload', 'destination_service', 'route', 'grpc_status'] as const,
+    registers: [this.registry],
+  });
   readonly duration = new Histogram({
     name: 'trellis_request_duration_seconds',
     help: 'Time from request received to response headers sent, in seconds',

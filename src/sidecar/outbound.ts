@@ -24,7 +24,11 @@ import { PROXY_ERRORS, type ProxyErrorCode } from './errors.ts';
 import { armBodyDeadline } from './body-deadline.ts';
 import { addForwardingHeaders, applyHeaderModifier, endToEndHeaders, isRetrySafe } from './headers.ts';
 import type { SidecarMetrics } from './metrics.ts';
-import { relayResponse, sendAttempt, sendProxyError } from './upstream.ts';
+import { relayResponse, sendAttempt, sendGrpcStatusOfHttp, sendProxyError } from './upstream.ts';
+import type { Http2ServerRequest } from 'node:http2';
+import { closeConnectionAfter } from './h2-server.ts';
+import { formatGrpcTimeout, grpcStatusOf, parseGrpcTimeout } from './grpc.ts';
+import { ReplayBody } from './replay-body.ts';
 import { Deadline } from './deadline.ts';
 import { dispatch, type DispatchEvents, type Exchange } from './dispatch.ts';
 import { RequestRecord } from './request-record.ts';
@@ -126,7 +130,7 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
 
     if (!snap) return fail('not_ready');
     if (deps.draining()) {
-      res.setHeader('connection', 'close');
+      closeConnectionAfter(res);
       return fail('shutting_down');
     }
     const target = parseTarget(req, snap.hostSuffix);
@@ -273,7 +277,7 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
    */
   async function forward(a: ForwardArgs, record: RequestRecord): Promise<{ status: number; flags: string }> {
     const { req, res, cluster } = a;
-    const deadline = new Deadline(deps.clock, a.started, a.policy.timeouts.requestMs);
+    const deadline = new Deadline(deps.clock, a.started, requestTimeoutMs(a.policy.timeouts.requestMs, record.grpc ? parseGrpcTimeout(req.headers['grpc-timeout']) : undefined));
     // Armed first: a small body is read into memory below, and a caller dripping it must not hold that read open.
     let bodyExpired: () => void = () => undefined;
     const bodyExpiry = new Promise<undefined>((resolve) => (bodyExpired = () => resolve(undefined)));
@@ -292,23 +296,40 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
       if (fault.delay && deps.random() * 100 < fault.delay.percentage) await deps.clock.sleep(fault.delay.delayMs);
       if (body$.expired) return bodyTimedOut;
       if (fault.abort && deps.random() * 100 < fault.abort.percentage) {
+        if (record.grpc) {
+          sendGrpcStatusOfHttp(res, fault.abort.httpStatus, 'aborted by fault injection', { 'x-trellis-error': 'fault_abort' });
+          return { status: fault.abort.httpStatus, flags: 'fault_abort' };
+        }
         res.writeHead(fault.abort.httpStatus, { 'content-type': 'application/json', 'x-trellis-error': 'fault_abort' });
         res.end(JSON.stringify({ error: 'fault_abort', message: 'aborted by fault injection' }));
         return { status: fault.abort.httpStatus, flags: 'fault_abort' };
       }
 
-      // A body we may need to send twice (a retry, a mirror) is read into memory first, if small.
+      // A body we may need to send twice (a retry, a mirror) is read into memory first, if
+      // small. An HTTP/2 body of unknown length (every gRPC call) may be a stream that only
+      // ends after the response began, so it is sent as it arrives and kept for a replay.
       const length = req.headers['content-length'];
-      const chunked = req.headers['transfer-encoding'] !== undefined;
-      let body: Buffer | IncomingMessage | undefined;
+      const h2 = req.httpVersionMajor === 2;
+      const chunked = h2 ? length === undefined && !(req as unknown as Http2ServerRequest).stream.endAfterHeaders : req.headers['transfer-encoding'] !== undefined;
+      let body: Buffer | IncomingMessage | ReplayBody | undefined;
       if (!chunked && (length === undefined || length === '0')) body = undefined;
       else if (!chunked && Number(length) <= deps.maxRetryBodyBytes) body = (await Promise.race([readBody(req, deps.maxRetryBodyBytes).catch(() => undefined), bodyExpiry])) ?? Buffer.alloc(0);
-      else body = req;
+      else body = h2 ? new ReplayBody(req, deps.maxRetryBodyBytes) : req;
       if (body$.expired) return bodyTimedOut;
-      if (a.mirrors.length > 0 && (body === undefined || Buffer.isBuffer(body))) mirror(a.mirrors, a.method, a.pathAndQuery, a.headers, body, a.backendPort);
+      if (a.mirrors.length > 0) {
+        if (body === undefined || Buffer.isBuffer(body)) mirror(a.mirrors, a.method, a.pathAndQuery, a.headers, body, a.backendPort);
+        else if (body instanceof ReplayBody) {
+          // Mirrored once the whole body has come, if it fit the replay buffer.
+          const headers = { ...a.headers };
+          const whole = body;
+          void whole.complete().then((b) => b && mirror(a.mirrors, a.method, a.pathAndQuery, headers, b, a.backendPort));
+        }
+      }
+      if (record.grpc) a.headers.te = 'trailers';
 
       setUpstreamAuthority(a.headers, cluster, a.backendPort, a.rewriteHost);
       const exchange: Exchange = { method: a.method, path: a.pathAndQuery, headers: a.headers, body, retrySafe: isRetrySafe(a.method, req.headers) };
+      const overH2 = cluster.speaksH2(a.backendPort);
       const outcome = await dispatch(cluster, exchange, {
         policy: a.policy,
         deadline,
@@ -318,7 +339,10 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
         random: deps.random,
         send: (t, x, w) => {
           if (record.span !== undefined) record.backend = `${t.endpoint.address}:${t.port}`;
-          return sendAttempt(cluster.poolFor(t.endpoint, t.port), { method: x.method, path: x.path, headers: x.headers, body: x.body, timeoutMs: w.timeoutMs, signal: w.signal });
+          // A gRPC call's deadline travels with it, as what is left of it at each attempt.
+          if (record.grpc && deadline.at !== Infinity) x.headers['grpc-timeout'] = formatGrpcTimeout(deadline.remainingMs());
+          const attempt = { method: x.method, path: x.path, headers: x.headers, body: x.body, timeoutMs: w.timeoutMs, signal: w.signal };
+          return overH2 ? cluster.h2PoolFor(t.endpoint, t.port).send(attempt) : sendAttempt(cluster.poolFor(t.endpoint, t.port), attempt);
         },
         events: record.span === undefined ? events : countingRetries(record),
       });
@@ -327,10 +351,11 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
           return { status: 499, flags: 'client_closed' };
         case 'failed':
           if (outcome.code === 'request_body_timeout') return bodyTimedOut;
-          return { status: sendProxyError(res, outcome.code), flags: outcome.code };
+          return { status: sendProxyError(res, outcome.code, {}, record.grpc), flags: outcome.code };
         case 'response':
           try {
-            await relayResponse(res, outcome.response, a.responseModifiers);
+            const trailers = await relayResponse(res, outcome.response, a.responseModifiers);
+            if (record.grpc) record.grpcStatus = grpcStatusOf(trailers) ?? grpcStatusOf(outcome.response.headers);
           } catch {
             res.destroy();
           } finally {
@@ -377,4 +402,13 @@ export function setUpstreamAuthority(headers: Record<string, string | string[]>,
   if (rewriteHost !== undefined) headers.host = rewriteHost;
   else if (!cluster.settings.meshed && cluster.endpointsBody.dns) headers.host = cluster.endpointsBody.dns.hostname;
   if (cluster.settings.meshed) headers[DESTINATION_HEADER] = `${hostOfServiceKey(cluster.service)}:${servicePort}`;
+}
+
+/**
+ * The whole-request timeout of a call: the route's, or the gRPC deadline the caller sent
+ * (`grpc-timeout`) when that is sooner; 0 for none.
+ */
+export function requestTimeoutMs(routeMs: number, grpcMs: number | undefined): number {
+  if (grpcMs === undefined || grpcMs <= 0) return routeMs;
+  return routeMs === 0 ? grpcMs : Math.min(routeMs, grpcMs);
 }

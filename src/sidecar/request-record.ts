@@ -3,12 +3,13 @@
  * the request metrics, the optional access log line and, when tracing is on, the request's
  * span (tracing.ts), all written once when it ends.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import type { Logger } from 'pino';
 import type { Clock } from './clock.ts';
 import type { ProxyErrorCode } from './errors.ts';
 import type { Reporter, SidecarMetrics } from './metrics.ts';
-import { sendProxyError } from './upstream.ts';
+import { sendProxyError, type DownstreamResponse } from './upstream.ts';
+import { GRPC_STATUS, isGrpc, PROXY_ERROR_GRPC_STATUS } from './grpc.ts';
 import type { RequestSpan, SidecarTracer } from './tracing.ts';
 
 export interface RecordDeps {
@@ -33,6 +34,10 @@ export class RequestRecord {
   backend: string | undefined;
   /** Attempts beyond the first; counted only for the span. */
   retries = 0;
+  /** The request is a gRPC call: errors are answered as gRPC statuses, and its status is counted. */
+  readonly grpc: boolean;
+  /** The call's gRPC status, once known (from the response headers or trailers). */
+  grpcStatus: number | undefined;
   readonly #deps: RecordDeps;
   readonly #req: IncomingMessage;
   readonly #reporter: Reporter;
@@ -46,6 +51,7 @@ export class RequestRecord {
     this.source = labels.source;
     this.destination = labels.destination;
     this.route = labels.route;
+    this.grpc = isGrpc(req.headers);
     this.span = deps.tracer?.start(reporter === 'inbound' ? 'server' : 'client', req.method ?? 'GET', req.url ?? '/', req.headers);
     deps.metrics.activeOf(reporter).inc();
   }
@@ -64,6 +70,11 @@ export class RequestRecord {
       { reporter: this.#reporter, source_workload: this.source, destination_service: this.destination, route: this.route, response_code: String(status), response_flags: this.flags },
       seconds,
     );
+    if (this.grpc) {
+      // A call that got no gRPC status (a reset, an HTTP error page) is `unknown` to the client too.
+      const grpcStatus = this.grpcStatus ?? (this.flags === '-' ? GRPC_STATUS.unknown : PROXY_ERROR_GRPC_STATUS[this.flags as ProxyErrorCode] ?? GRPC_STATUS.unknown);
+      d.metrics.grpcResponses.inc({ reporter: this.#reporter, source_workload: this.source, destination_service: this.destination, route: this.route, grpc_status: String(grpcStatus) });
+    }
     if (d.accessLog) {
       const r = this.#req;
       d.log.info({ type: 'access', reporter: this.#reporter, method: r.method, path: (r.url ?? '').split('?')[0], source: this.source, destination: this.destination, route: this.route, status, flags: this.flags, ms: Math.round(seconds * 1000) });
@@ -72,8 +83,8 @@ export class RequestRecord {
   }
 
   /** Answers with a proxy error and records it. */
-  fail(res: ServerResponse, code: ProxyErrorCode): void {
+  fail(res: DownstreamResponse, code: ProxyErrorCode): void {
     this.flags = code;
-    this.done(sendProxyError(res, code));
+    this.done(sendProxyError(res, code, {}, this.grpc));
   }
 }

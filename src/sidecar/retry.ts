@@ -13,6 +13,7 @@ import type { Tried } from './endpoint-attempt.ts';
 import type { ProxyErrorCode } from './errors.ts';
 import type { RetryBudget } from './retry-budget.ts';
 import { outcomeOfStatus, type OutlierOutcome } from './outlier.ts';
+import { grpcStatusOf } from './grpc.ts';
 import type { AttemptFailure, AttemptResult } from './upstream.ts';
 
 /** How an attempt ended, as retries, outlier detection and the error response see it. */
@@ -51,7 +52,8 @@ export function judgeAttempt(result: AttemptResult, timeouts: { readonly request
  * - nothing sent (connection or TLS handshake refused): always, since the app saw nothing;
  * - a reset before the response: for retry-safe requests;
  * - a per-try timeout: for retry-safe requests when 504 is a listed code (it counts as 504);
- * - a response with a listed code: for retry-safe requests.
+ * - a response with a listed code: for retry-safe requests;
+ * - a gRPC status the rule lists (`grpcCodes`), in the response headers: always.
  * Retry-safe: an idempotent method, or an `Idempotency-Key` (headers.ts `isRetrySafe`).
  */
 export function mayRetry(o: {
@@ -65,7 +67,14 @@ export function mayRetry(o: {
 }): boolean {
   const { verdict, retry } = o;
   if (o.requestTimedOut || verdict.clientGone || !o.replayable || o.attempt > retry.attempts) return false;
-  if (o.result.ok) return o.retrySafe && retry.codes.includes(o.result.statusCode);
+  if (o.result.ok) {
+    // A gRPC status in the response headers (a Trailers-Only answer: nothing was streamed
+    // yet) that the route lists is retried whatever the method: gRPC calls are all POSTs,
+    // and listing a status says the service is safe to call again after it.
+    const grpc = retry.grpcCodes === undefined ? undefined : grpcStatusOf(o.result.headers);
+    if (grpc !== undefined && retry.grpcCodes!.includes(grpc)) return true;
+    return o.retrySafe && retry.codes.includes(o.result.statusCode);
+  }
   if (verdict.notSent) return true;
   if (verdict.failure === 'upstream_reset') return o.retrySafe;
   if (verdict.failure === 'request_timeout') return o.retrySafe && retry.codes.includes(504);
@@ -92,8 +101,8 @@ export interface RetryLoopOptions {
   readonly clock: TimerClock;
   readonly random: Random;
   readonly retrySafe: boolean;
-  /** The body can be sent again (none, or held in memory). */
-  readonly replayable: boolean;
+  /** The body can be sent again (none, or held in memory); asked at each retry, since a replay buffer can overflow on the way. */
+  readonly replayable: boolean | (() => boolean);
   /** The service retried, as the events name it. */
   readonly service: string;
   /** Told of each retry (`reason`: the status code or the failure) and of each the budget refused. */
@@ -112,7 +121,8 @@ export async function retryLoop(o: RetryLoopOptions, tryOnce: () => Promise<Trie
     const tried = await tryOnce();
     if (tried.kind === 'stop') return { kind: 'failed', code: tried.code };
     const { result, verdict, settle } = tried;
-    const retryable = mayRetry({ attempt, retry: o.retry, result, verdict, requestTimedOut: o.deadline.timedOut, retrySafe: o.retrySafe, replayable: o.replayable });
+    const replayable = typeof o.replayable === 'function' ? o.replayable() : o.replayable;
+    const retryable = mayRetry({ attempt, retry: o.retry, result, verdict, requestTimedOut: o.deadline.timedOut, retrySafe: o.retrySafe, replayable });
     if (retryable && o.budget.tryRetry()) {
       if (result.ok) await result.body.dump().catch(() => undefined);
       settle();

@@ -26,6 +26,8 @@ import { CertificateClient, loadStoredCredential, storeCredentialOrWarn, watchCr
 import { SidecarIdentity } from './identity.ts';
 import { MeshConnector } from './mesh-connector.ts';
 import { MeshListener } from './mesh-listener.ts';
+import { H2Listener, sniffPlaintext, type AnyHandler } from './h2-server.ts';
+import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import type { SidecarTracer, TracingOptions } from './tracing.ts';
 
 export interface ListenAddress {
@@ -120,6 +122,10 @@ export class Sidecar {
   #inbound: InboundHandler | undefined;
   #outbound: OutboundHandler | undefined;
   #meshListener: MeshListener | undefined;
+  /** The outbound port's connection layer: it tells h2c from HTTP/1.1 (h2-server.ts). */
+  #outboundListener: NetServer | undefined;
+  /** The HTTP/2 servers of the outbound and inbound ports. */
+  readonly #h2: H2Listener[] = [];
   #control: ControlClient | undefined;
   #stats: StatsReporter | undefined;
   #certificates: CertificateClient | undefined;
@@ -223,6 +229,35 @@ export class Sidecar {
     return server;
   }
 
+  /**
+   * The outbound port: HTTP/1.1 and h2c (prior knowledge, as gRPC clients speak it) on one
+   * port, told apart by the connection's first bytes.
+   */
+  #listenOutbound(handler: (req: IncomingMessage, res: ServerResponse) => void, at: ListenAddress): Promise<AddressInfo> {
+    const http = this.#httpServer(handler);
+    const h2 = new H2Listener(handler as AnyHandler, PEER_KEEP_ALIVE_MS);
+    this.#h2.push(h2);
+    const timeoutMs = this.#options.headerTimeoutMs;
+    const net = (this.#outboundListener = createNetServer({ pauseOnConnect: true, noDelay: true }, (socket) => {
+      socket.on('error', () => socket.destroy());
+      // A connection that sends nothing is cut off as a slow request's headers would be.
+      const silent = setTimeout(() => socket.destroy(), timeoutMs);
+      const decided = (serve: (s: Socket) => void) => (s: Socket) => {
+        clearTimeout(silent);
+        serve(s);
+      };
+      socket.once('close', () => clearTimeout(silent));
+      sniffPlaintext(socket, decided((s) => http.emit('connection', s)), decided((s) => h2.accept(s)));
+    }));
+    return new Promise((resolve, reject) => {
+      net.once('error', reject);
+      net.listen(at.port, at.host, () => {
+        http.emit('listening');
+        resolve(net.address() as AddressInfo);
+      });
+    });
+  }
+
   #listen(handler: (req: IncomingMessage, res: ServerResponse) => void, at: ListenAddress): Promise<AddressInfo> {
     const server = this.#httpServer(handler);
     return new Promise((resolve, reject) => {
@@ -253,10 +288,13 @@ export class Sidecar {
     }));
     this.#inbound = createInboundHandler({ store: this.store, metrics: this.metrics, log: this.log, clock, app: o.app, accessLog: o.accessLog, draining, bodyTimeoutMs: o.bodyTimeoutMs, ...traced });
     const admin = createAdminHandler({ store: this.store, metrics: this.metrics, token: o.adminToken, ready: () => this.ready, identity: this.identity });
-    const outboundAddress = await this.#listen(this.#track(outbound), o.outbound);
+    const outboundAddress = await this.#listenOutbound(this.#track(outbound), o.outbound);
     const inboundHttp = this.#httpServer(this.#track(this.#inbound), PEER_KEEP_ALIVE_MS);
+    const inboundH2 = new H2Listener(this.#track(this.#inbound) as AnyHandler, PEER_KEEP_ALIVE_MS);
+    this.#h2.push(inboundH2);
     this.#meshListener = new MeshListener({
       http: inboundHttp,
+      h2: inboundH2,
       mode: () => this.store.current?.inbound.mtls.mode,
       trustDomain: () => this.store.current?.inbound.trustDomain,
       credential: () => this.identity.current,
@@ -356,6 +394,10 @@ export class Sidecar {
     await this.#certificates?.stop();
     await this.#certificateFiles?.close();
     const closingListener = this.#meshListener?.close();
+    const outboundListener = this.#outboundListener;
+    const closingOutbound = outboundListener && new Promise<void>((r) => outboundListener.close(() => r()));
+    // HTTP/2 clients get GOAWAY: they send new calls elsewhere while these finish.
+    for (const h2 of this.#h2) h2.drain();
     const [outbound, inbound, admin] = this.#servers;
     const closed = [outbound, inbound].map((s) => s && new Promise<void>((r) => s.close(() => r())));
     outbound?.closeIdleConnections();
@@ -371,8 +413,10 @@ export class Sidecar {
     }
     outbound?.closeAllConnections();
     inbound?.closeAllConnections();
+    for (const h2 of this.#h2) h2.destroy();
     await Promise.all(closed);
     await closingListener;
+    await closingOutbound;
     await this.clusters.close(true);
     await this.#inbound?.close();
     await this.#outbound?.close();

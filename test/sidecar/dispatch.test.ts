@@ -36,7 +36,7 @@ function cluster(clock: ManualClock, ports: number[], o: { maxRequests?: number;
   };
 }
 
-const response = (status: number): AttemptResult => ({ ok: true, statusCode: status, headers: {}, body: Object.assign(Readable.from([]), { dump: async () => undefined }) as never });
+const response = (status: number): AttemptResult => ({ ok: true, statusCode: status, headers: {}, trailers: () => undefined, body: Object.assign(Readable.from([]), { dump: async () => undefined }) as never });
 const failure = (f: 'connect_failure' | 'upstream_reset'): AttemptResult => ({ ok: false, failure: f, error: new Error(f) });
 
 /** A Send answering from `script` in order, recording where each attempt went. */
