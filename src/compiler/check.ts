@@ -8,7 +8,7 @@ import { canonicalJson } from '../config/canonical.ts';
 import type { ClusterBody, CompiledAccessRule, CompiledPort, EndpointsBody, InboundBody, RouteBody } from '../config/types.ts';
 import { diagnostic, type Diagnostic, type RelatedInfo, type Span } from '../diagnostics/diagnostic.ts';
 import { compileMatchRegex, MatchRegexError } from '../spec/regex.ts';
-import type { AccessPolicyDocument, HTTPHeaderFilter, HTTPRouteDocument, HTTPRouteFilter, MeshDocument, ServiceDocument, TrafficPolicyDocument, TrafficPolicySettings } from '../spec/types.ts';
+import type { AccessPolicyDocument, GRPCRouteDocument, GRPCRouteFilter, HTTPHeaderFilter, HTTPRouteDocument, HTTPRouteFilter, MeshDocument, ParentReference, RouteDocument, ServiceDocument, TrafficPolicyDocument, TrafficPolicySettings } from '../spec/types.ts';
 import { formatDuration } from '../spec/duration.ts';
 import { BUILTIN, getLeaf, meshSettings, ms, namespaceSources, POLICY_LEAVES, resolveTrafficSettings, serviceIdentity, type MeshSettings } from './defaults.ts';
 import type { DocPath } from './load.ts';
@@ -16,7 +16,7 @@ import { at, findPort, keyOf, nameKey, namespaceOf, refKey, type Located, type R
 import { admitsCaller } from '../config/access.ts';
 import { describeChar, invalidFieldValueIndex } from '../config/http-field.ts';
 import { chainServices, worstChains } from './call-chains.ts';
-import { comparePrecedence, compileRule, implicitRule, subsumes, type PlannedRule } from './routes.ts';
+import { comparePrecedence, compileRule, implicitRule, plannedSubsumes, portProtocol, type PlannedRule } from './routes.ts';
 
 /** Who may call a service: everyone in the mesh, or the named services. */
 export type Callers = 'everyone' | ReadonlySet<string>;
@@ -57,7 +57,7 @@ export interface MeshPlan {
 }
 
 function compilePorts(service: ServiceDocument): CompiledPort[] {
-  return service.spec.ports.map((p) => ({ name: p.name ?? null, port: p.port, targetPort: p.targetPort ?? p.port, protocol: p.appProtocol ?? 'http' }));
+  return service.spec.ports.map((p) => ({ name: p.name ?? null, port: p.port, targetPort: p.targetPort ?? p.port, protocol: portProtocol(p) }));
 }
 
 /** Sets a leaf in a nested settings object, creating parents. */
@@ -251,7 +251,7 @@ class Checker {
     });
   }
 
-  checkHeaderFilter(route: Located<HTTPRouteDocument>, f: HTTPHeaderFilter | undefined, path: DocPath): void {
+  checkHeaderFilter(route: Located<RouteDocument>, f: HTTPHeaderFilter | undefined, path: DocPath): void {
     if (!f) return;
     const seen = new Map<string, DocPath>();
     const visit = (name: string, p: DocPath) => {
@@ -278,7 +278,7 @@ class Checker {
     f.remove?.forEach((n, i) => visit(n, [...path, 'remove', i]));
   }
 
-  checkFilters(route: Located<HTTPRouteDocument>, filters: readonly HTTPRouteFilter[] | undefined, path: DocPath, allPrefix: boolean): void {
+  checkFilters(route: Located<RouteDocument>, filters: ReadonlyArray<HTTPRouteFilter | GRPCRouteFilter> | undefined, path: DocPath, allPrefix: boolean): void {
     const once = new Map<string, number>();
     filters?.forEach((f, i) => {
       const fp = [...path, i];
@@ -316,7 +316,7 @@ class Checker {
     }
   }
 
-  checkRegex(route: Located<HTTPRouteDocument>, value: string, path: DocPath): void {
+  checkRegex(route: Located<RouteDocument>, value: string, path: DocPath): void {
     try {
       compileMatchRegex(value);
     } catch (err) {
@@ -345,13 +345,47 @@ class Checker {
     backends.forEach((b, j) => this.checkFilters(route, b.filters, [...rp, 'backendRefs', j, 'filters'], allPrefix));
 
     const redirect = rule.filters?.some((f) => f.type === 'RequestRedirect') ?? false;
+    this.checkBackendsAndTimeouts(route, r, redirect);
+  }
+
+  /**
+   * A GRPCRoute rule: its service and method patterns (each on its own, so a diagnostic
+   * points into the field, then as the one path pattern they compile to), header
+   * patterns, filters, backends and timeouts.
+   */
+  checkGrpcRule(route: Located<GRPCRouteDocument>, r: number): void {
+    const rule = route.doc.spec.rules![r]!;
+    const rp: DocPath = ['spec', 'rules', r];
+    rule.matches?.forEach((m, i) => {
+      const mp: DocPath = [...rp, 'matches', i];
+      if (m.method && m.method.type === 'RegularExpression') {
+        for (const part of ['service', 'method'] as const) {
+          const value = m.method[part];
+          if (value !== undefined) this.checkRegex(route, value, [...mp, 'method', part]);
+        }
+      }
+      m.headers?.forEach((h, j) => h.type === 'RegularExpression' && this.checkRegex(route, h.value, [...mp, 'headers', j, 'value']));
+    });
+    this.checkFilters(route, rule.filters, [...rp, 'filters'], false);
+    rule.backendRefs?.forEach((b, j) => this.checkFilters(route, b.filters, [...rp, 'backendRefs', j, 'filters'], false));
+    this.checkBackendsAndTimeouts(route, r, false);
+  }
+
+  /** What HTTPRoute and GRPCRoute rules share: weights, missing backends, timeouts. */
+  checkBackendsAndTimeouts(route: Located<RouteDocument>, r: number, redirect: boolean): void {
+    const rule = route.doc.spec.rules![r]!;
+    const rp: DocPath = ['spec', 'rules', r];
+    const backends = rule.backendRefs ?? [];
+    const grpc = route.doc.kind === 'GRPCRoute';
+    const failure = grpc ? 'fails with gRPC status unavailable' : 'fails with 500';
     if (backends.length > 0 && backends.every((b) => (b.weight ?? 1) === 0)) {
-      this.report('TRL4001', 'every backendRef of this rule has weight 0, so every request it matches fails with 500', at(route, [...rp, 'backendRefs']), {
+      this.report('TRL4001', `every backendRef of this rule has weight 0, so every ${grpc ? 'call' : 'request'} it matches ${failure}`, at(route, [...rp, 'backendRefs']), {
         hint: 'give at least one backend a positive weight',
       });
     }
     if (backends.length === 0 && !redirect) {
-      this.report('TRL4010', 'rule has no backendRefs and no redirect: requests it matches get 500', at(route, rp), { hint: 'add backendRefs, or a RequestRedirect filter' });
+      if (grpc) this.report('TRL4010', 'rule has no backendRefs: calls it matches fail with gRPC status unavailable', at(route, rp), { hint: 'add backendRefs' });
+      else this.report('TRL4010', 'rule has no backendRefs and no redirect: requests it matches get 500', at(route, rp), { hint: 'add backendRefs, or a RequestRedirect filter' });
     }
     if (backends.length > 0 && redirect) {
       this.report('TRL4011', 'rule redirects every request, so its backendRefs are never used', at(route, [...rp, 'backendRefs']), {
@@ -437,6 +471,7 @@ class Checker {
             }
           }
         }
+        if (rule.to !== undefined) this.checkAccessOperationsOnTcp(target, p, p.doc.spec.rules.indexOf(rule));
         rules.push({
           from: [...from].sort(),
           to: (rule.to ?? []).map((t) => ({
@@ -448,6 +483,20 @@ class Checker {
       }
     }
     return { inboundAccess: { default: 'policy', mode, rules }, callers: mode === 'audit' ? 'everyone' : callers };
+  }
+
+  /**
+   * A TCP connection has no method or path, so an access rule with `to` admits none
+   * (only rules without `to` admit callers on `tcp` ports). Warned at the rule's `to`.
+   */
+  checkAccessOperationsOnTcp(target: Located<ServiceDocument>, policy: Located<AccessPolicyDocument>, r: number): void {
+    const tcp = target.doc.spec.ports.filter((p) => portProtocol(p) === 'tcp');
+    if (tcp.length === 0) return;
+    const all = tcp.length === target.doc.spec.ports.length;
+    const where = all ? `service "${keyOf(target.doc)}" speaks only tcp` : `port${tcp.length === 1 ? '' : 's'} ${tcp.map((p) => p.port).join(', ')} of service "${keyOf(target.doc)}" speak${tcp.length === 1 ? 's' : ''} tcp`;
+    this.report('TRL4029', `${where}, and a TCP connection has no method or path: this rule, which names operations (to), admits no connection ${all ? 'to it' : 'on those ports'}`, at(policy, ['spec', 'rules', r, 'to'], true), {
+      hint: 'on tcp ports only `from` is checked: give TCP callers a rule without `to`',
+    });
   }
 
   endpoints(svc: ServiceDocument, meshed: boolean): EndpointsBody {
@@ -543,19 +592,16 @@ class Checker {
     const planned = new Map<string, PlannedRule[]>();
     const consumerPlanned = new Map<string, Map<string, PlannedRule[]>>();
     for (const name of this.spec.services.keys()) planned.set(name, []);
-    for (const route of this.spec.routes) {
-      route.doc.spec.rules?.forEach((_, r) => this.checkRule(route, r));
+    for (const route of this.spec.routes) route.doc.spec.rules?.forEach((_, r) => this.checkRule(route, r));
+    for (const route of this.spec.grpcRoutes) route.doc.spec.rules?.forEach((_, r) => this.checkGrpcRule(route, r));
+    for (const route of [...this.spec.routes, ...this.spec.grpcRoutes] as Array<Located<RouteDocument>>) {
       const routeNs = namespaceOf(route.doc);
       route.doc.spec.parentRefs?.forEach((p, pi) => {
         const key = refKey(routeNs, p);
         const parent = this.spec.services.get(key);
         if (!parent) return;
-        let port: number | null = null;
-        if (p.port !== undefined || p.sectionName !== undefined) {
-          const found = findPort(parent.doc, p);
-          if (!found) return;
-          port = found.port;
-        }
+        const ports = this.attachedPorts(route, p, pi, parent);
+        if (ports === undefined) return;
         let into = planned.get(key)!;
         if (namespaceOf(parent.doc) !== routeNs) {
           const byNs = consumerPlanned.get(key) ?? new Map<string, PlannedRule[]>();
@@ -563,7 +609,7 @@ class Checker {
           into = byNs.get(routeNs) ?? [];
           byNs.set(routeNs, into);
         }
-        route.doc.spec.rules?.forEach((_, r) => into.push(...compileRule(route, r, pi, port, this.settings, this.spec.services)));
+        for (const port of ports) route.doc.spec.rules?.forEach((_, r) => into.push(...compileRule(route, r, pi, port, this.settings, this.spec.services)));
       });
     }
 
@@ -608,16 +654,61 @@ class Checker {
   }
 
   /**
+   * The ports of `parent` a route's parentRef attaches its rules to: `[null]` for every
+   * port, the port numbers otherwise, undefined for none (reported). No L7 rule applies to
+   * a `tcp` port (TRL4027), and a GRPCRoute needs HTTP/2 to the app, so not an `http`
+   * port (TRL4028): a parentRef naming such a port is an error, and one naming the whole
+   * Service leaves such ports out (an error only when none is left).
+   */
+  attachedPorts(route: Located<RouteDocument>, p: ParentReference, pi: number, parent: Located<ServiceDocument>): Array<number | null> | undefined {
+    const grpc = route.doc.kind === 'GRPCRoute';
+    const fits = (proto: string) => proto !== 'tcp' && !(grpc && proto === 'http');
+    const key = keyOf(parent.doc);
+    const refuse = (proto: string, span: Span | undefined, what: string) => {
+      if (proto === 'tcp') {
+        this.report('TRL4027', `${route.doc.kind} "${keyOf(route.doc)}" is attached to ${what} of service "${key}", which speaks tcp: no ${route.doc.kind} rule applies to a TCP stream`, span, {
+          hint: 'remove the route (the sidecar proxies TCP as an opaque stream with the Mesh default timeouts), or attach it to an HTTP, HTTP/2 or gRPC port',
+        });
+      } else {
+        this.report('TRL4028', `GRPCRoute "${keyOf(route.doc)}" is attached to ${what} of service "${key}", which speaks HTTP/1.1 (appProtocol http): gRPC needs HTTP/2 to the app`, span, {
+          hint: 'set appProtocol: grpc (or http2) on the port the gRPC server listens on, or use an HTTPRoute',
+        });
+      }
+    };
+    if (p.port !== undefined || p.sectionName !== undefined) {
+      const found = findPort(parent.doc, p);
+      if (!found) return undefined;
+      const proto = portProtocol(found);
+      if (!fits(proto)) {
+        refuse(proto, at(route, ['spec', 'parentRefs', pi, p.port !== undefined ? 'port' : 'sectionName']), `port ${found.port}`);
+        return undefined;
+      }
+      return [found.port];
+    }
+    const all = parent.doc.spec.ports;
+    const fitting = all.filter((x) => fits(portProtocol(x)));
+    if (fitting.length === 0) {
+      const protos = new Set(all.map((x) => portProtocol(x)));
+      refuse(protos.has('http') && grpc ? 'http' : 'tcp', at(route, ['spec', 'parentRefs', pi, 'name']), all.length === 1 ? 'the only port' : 'every port');
+      return undefined;
+    }
+    return fitting.length === all.length ? [null] : fitting.map((x) => x.port);
+  }
+
+  /**
    * One route table of a service from its planned rules: ports no route claims keep their
    * default (traffic to the service itself), rules sorted by precedence and checked for
-   * shadowing, and the services the table sends to.
+   * shadowing, and the services the table sends to. A service whose ports are partly
+   * `grpc` gets an implicit rule per port, so that only its gRPC ports retry gRPC statuses.
    */
   routeTable(svc: ServiceDocument, rules: PlannedRule[]): ConsumerTable {
     if (!rules.some((x) => x.rule.match.port === null)) {
       const claimed = new Set(rules.map((x) => x.rule.match.port));
+      const grpcPorts = new Set(svc.spec.ports.filter((p) => portProtocol(p) === 'grpc').map((p) => p.port));
+      const mixed = grpcPorts.size > 0 && grpcPorts.size < svc.spec.ports.length;
       const ports = svc.spec.ports.map((p) => p.port).filter((p) => !claimed.has(p));
-      if (rules.length === 0) rules.push(implicitRule(svc, null, this.settings));
-      else for (const port of ports) rules.push(implicitRule(svc, port, this.settings));
+      if (rules.length === 0 && !mixed) rules.push(implicitRule(svc, null, this.settings, grpcPorts.size > 0));
+      else for (const port of ports) rules.push(implicitRule(svc, port, this.settings, grpcPorts.has(port)));
     }
     rules.sort(comparePrecedence);
     this.checkShadowing(rules);
@@ -761,7 +852,7 @@ class Checker {
       };
     };
     // Only retries on status codes multiply the work a backend does; a connect failure never reached it.
-    const worstAttempts = memoised((target) => rulesTo(target).reduce((m, r) => Math.max(m, r.rule.retry.codes.length > 0 ? r.rule.retry.attempts : 0), 0));
+    const worstAttempts = memoised((target) => rulesTo(target).reduce((m, r) => Math.max(m, r.rule.retry.codes.length > 0 || (r.rule.retry.grpcCodes?.length ?? 0) > 0 ? r.rule.retry.attempts : 0), 0));
     const longestTimeout = memoised((target) => rulesTo(target).reduce((m, r) => Math.max(m, r.rule.timeouts.requestMs), 0));
 
     // Worst amplification reachable from each service, memoised; a cycle counts once.
@@ -822,18 +913,20 @@ class Checker {
       if (!later.origin) continue;
       for (let i = 0; i < j; i++) {
         const earlier = rules[i]!;
-        if (!earlier.origin || !subsumes(earlier.rule.match, later.rule.match)) continue;
+        if (!earlier.origin || !plannedSubsumes(earlier, later)) continue;
         const o = later.origin;
         const e = earlier.origin;
         const path: DocPath = o.matchIndex >= 0 ? ['spec', 'rules', o.ruleIndex, 'matches', o.matchIndex] : ['spec', 'rules', o.ruleIndex];
         const epath: DocPath = e.matchIndex >= 0 ? ['spec', 'rules', e.ruleIndex, 'matches', e.matchIndex] : ['spec', 'rules', e.ruleIndex];
-        const identical = subsumes(later.rule.match, earlier.rule.match);
-        const winner = `rules[${e.ruleIndex}]${earlier.rule.ruleName ? ` ("${earlier.rule.ruleName}")` : ''} of HTTPRoute "${keyOf(e.route.doc)}"`;
+        const identical = plannedSubsumes(later, earlier);
+        const winner = `rules[${e.ruleIndex}]${earlier.rule.ruleName ? ` ("${earlier.rule.ruleName}")` : ''} of ${e.route.doc.kind} "${keyOf(e.route.doc)}"`;
         this.report('TRL4002', `this match can never be selected: ${winner} matches every request it would and takes precedence`, at(o.route, path), {
           related: [{ span: at(e.route, epath), message: 'the rule that always wins' }],
           hint: identical
             ? `both match the same requests; ties go to the route whose name sorts first, then to rule order — remove one, or make this one more specific`
-            : 'make the earlier match narrower, or this one more specific (Gateway API precedence: exact path, longest prefix, method, headers, query)',
+            : later.grpc
+              ? 'make the earlier match narrower, or this one more specific (Gateway API GRPCRoute precedence: longest service, longest method, most headers)'
+              : 'make the earlier match narrower, or this one more specific (Gateway API precedence: exact path, longest prefix, method, headers, query)',
         });
         break;
       }

@@ -10,10 +10,13 @@ import { DEFAULT_NAMESPACE, parseServiceKey, serviceKey } from '../spec/names.ts
 import type {
   AccessPolicyDocument,
   BackendObjectReference,
+  GRPCRouteDocument,
+  GRPCRouteFilter,
   HTTPRouteDocument,
   HTTPRouteFilter,
   MeshDocument,
   ReferenceGrantDocument,
+  RouteDocument,
   ServiceDocument,
   SpecDocument,
   SpecKind,
@@ -58,6 +61,8 @@ export interface ResolvedSpec {
   /** By service key (`name` in `default`, else `namespace/name`). */
   readonly services: ReadonlyMap<string, Located<ServiceDocument>>;
   readonly routes: ReadonlyArray<Located<HTTPRouteDocument>>;
+  /** GRPCRoutes, sorted by key like `routes`. */
+  readonly grpcRoutes: ReadonlyArray<Located<GRPCRouteDocument>>;
   readonly trafficPolicies: ReadonlyArray<Located<TrafficPolicyDocument>>;
   readonly accessPolicies: ReadonlyArray<Located<AccessPolicyDocument>>;
   readonly trafficTests: ReadonlyArray<Located<TrafficTestDocument>>;
@@ -80,10 +85,10 @@ function sortedByName<D extends SpecDocument>(list: ReadonlyArray<Located<D>>): 
   return keyed.map((k) => k.item);
 }
 
-/** Whether a ReferenceGrant lets HTTPRoutes in namespace `from` refer to Service `name` in the grant's namespace. */
-function grants(grant: ReferenceGrantDocument, from: string, name: string): boolean {
+/** Whether a ReferenceGrant lets routes of `kind` in namespace `from` refer to Service `name` in the grant's namespace. */
+function grants(grant: ReferenceGrantDocument, kind: RouteDocument['kind'], from: string, name: string): boolean {
   return (
-    grant.spec.from.some((f) => f.group === 'gateway.networking.k8s.io' && f.kind === 'HTTPRoute' && f.namespace === from) &&
+    grant.spec.from.some((f) => f.group === 'gateway.networking.k8s.io' && f.kind === kind && f.namespace === from) &&
     grant.spec.to.some((t) => (t.group === '' || t.group === 'trellis.dev') && t.kind === 'Service' && (t.name === undefined || t.name === name))
   );
 }
@@ -101,7 +106,7 @@ export function findPort(service: ServiceDocument, by: { port?: number; sectionN
 export function resolveSpec(valid: readonly ValidDocument[]): { spec: ResolvedSpec; diagnostics: Diagnostic[] } {
   const diagnostics: Diagnostic[] = [];
   const firstByKey = new Map<string, Located<SpecDocument>>();
-  const kept: Record<SpecKind, Array<Located<SpecDocument>>> = { Mesh: [], Service: [], HTTPRoute: [], TrafficPolicy: [], AccessPolicy: [], TrafficTest: [], ReferenceGrant: [] };
+  const kept: Record<SpecKind, Array<Located<SpecDocument>>> = { Mesh: [], Service: [], HTTPRoute: [], TrafficPolicy: [], AccessPolicy: [], TrafficTest: [], ReferenceGrant: [], GRPCRoute: [] };
 
   // Duplicates: the first in file order wins, so the message points at the later copy.
   for (const v of [...valid].sort(sourceOrder)) {
@@ -130,6 +135,7 @@ export function resolveSpec(valid: readonly ValidDocument[]): { spec: ResolvedSp
     mesh: kept.Mesh[0] as Located<MeshDocument> | undefined,
     services,
     routes: sortedByName(kept.HTTPRoute as Array<Located<HTTPRouteDocument>>),
+    grpcRoutes: sortedByName(kept.GRPCRoute as Array<Located<GRPCRouteDocument>>),
     trafficPolicies: sortedByName(kept.TrafficPolicy as Array<Located<TrafficPolicyDocument>>),
     accessPolicies: sortedByName(kept.AccessPolicy as Array<Located<AccessPolicyDocument>>),
     trafficTests: sortedByName(kept.TrafficTest as Array<Located<TrafficTestDocument>>),
@@ -149,7 +155,7 @@ export function resolveSpec(valid: readonly ValidDocument[]): { spec: ResolvedSp
     return guess ? `did you mean "${guess}"?` : 'define it with kind: Service';
   };
 
-  const checkBackend = (route: Located<HTTPRouteDocument>, ref: BackendObjectReference, path: DocPath, what: string) => {
+  const checkBackend = (route: Located<RouteDocument>, ref: BackendObjectReference, path: DocPath, what: string) => {
     const from = namespaceOf(route.doc);
     const key = refKey(from, ref);
     const target = services.get(key);
@@ -170,24 +176,25 @@ export function resolveSpec(valid: readonly ValidDocument[]): { spec: ResolvedSp
     // to: that reaches nothing the callers could not call already, so it needs no grant.
     const parentKeys = (route.doc.spec.parentRefs ?? []).map((p) => refKey(from, p));
     if (parentKeys.includes(key)) return;
-    if (spec.referenceGrants.some((g) => namespaceOf(g.doc) === to && grants(g.doc, from, ref.name))) return;
+    const kind = route.doc.kind;
+    if (spec.referenceGrants.some((g) => namespaceOf(g.doc) === to && grants(g.doc, kind, from, ref.name))) return;
     diagnostics.push(
-      diagnostic('TRL3009', `${what} refers to service "${key}" in namespace "${to}", but no ReferenceGrant in "${to}" lets HTTPRoutes from namespace "${from}" refer to it`, at(route, [...path, 'namespace']), {
-        hint: `add to namespace "${to}": kind: ReferenceGrant with spec.from [{ group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: ${from} }] and spec.to [{ group: "", kind: Service, name: ${ref.name} }]`,
+      diagnostic('TRL3009', `${what} refers to service "${key}" in namespace "${to}", but no ReferenceGrant in "${to}" lets ${kind}s from namespace "${from}" refer to it`, at(route, [...path, 'namespace']), {
+        hint: `add to namespace "${to}": kind: ReferenceGrant with spec.from [{ group: gateway.networking.k8s.io, kind: ${kind}, namespace: ${from} }] and spec.to [{ group: "", kind: Service, name: ${ref.name} }]`,
       }),
     );
   };
-  const checkFilters = (route: Located<HTTPRouteDocument>, filters: readonly HTTPRouteFilter[] | undefined, path: DocPath) => {
+  const checkFilters = (route: Located<RouteDocument>, filters: ReadonlyArray<HTTPRouteFilter | GRPCRouteFilter> | undefined, path: DocPath) => {
     filters?.forEach((f, i) => {
       if (f.type === 'RequestMirror' && f.requestMirror) checkBackend(route, f.requestMirror.backendRef, [...path, i, 'requestMirror', 'backendRef'], 'mirror backendRef');
     });
   };
 
-  for (const route of spec.routes) {
+  for (const route of [...spec.routes, ...spec.grpcRoutes] as Array<Located<RouteDocument>>) {
     const parents = route.doc.spec.parentRefs ?? [];
     if (parents.length === 0) {
       diagnostics.push(
-        diagnostic('TRL3002', `HTTPRoute "${route.doc.metadata.name}" names no parent Service, so it applies to no traffic`, at(route, ['spec']), {
+        diagnostic('TRL3002', `${route.doc.kind} "${route.doc.metadata.name}" names no parent Service, so it applies to no traffic`, at(route, ['spec']), {
           hint: 'add parentRefs: [{ kind: Service, name: <service> }]',
         }),
       );

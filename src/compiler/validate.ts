@@ -15,6 +15,7 @@ import { closest } from './suggest.ts';
 // bundles of the compiler (the GitHub Action's dist/index.js) carry them.
 import accessPolicySchema from '../../schema/accesspolicy.schema.json' with { type: 'json' };
 import commonSchema from '../../schema/common.schema.json' with { type: 'json' };
+import grpcRouteSchema from '../../schema/grpcroute.schema.json' with { type: 'json' };
 import httpRouteSchema from '../../schema/httproute.schema.json' with { type: 'json' };
 import meshSchema from '../../schema/mesh.schema.json' with { type: 'json' };
 import referenceGrantSchema from '../../schema/referencegrant.schema.json' with { type: 'json' };
@@ -27,6 +28,7 @@ import trellisSchema from '../../schema/trellis.schema.json' with { type: 'json'
 export const SCHEMAS: Readonly<Record<string, unknown>> = {
   'accesspolicy.schema.json': accessPolicySchema,
   'common.schema.json': commonSchema,
+  'grpcroute.schema.json': grpcRouteSchema,
   'httproute.schema.json': httpRouteSchema,
   'mesh.schema.json': meshSchema,
   'referencegrant.schema.json': referenceGrantSchema,
@@ -44,6 +46,7 @@ const SCHEMA_FILES: Readonly<Record<SpecKind, string>> = {
   AccessPolicy: 'accesspolicy.schema.json',
   TrafficTest: 'traffictest.schema.json',
   ReferenceGrant: 'referencegrant.schema.json',
+  GRPCRoute: 'grpcroute.schema.json',
 };
 
 /**

@@ -75,6 +75,9 @@ export const CODES = {
   TRL4024: { name: 'access-without-mtls', severity: 'warning' },
   TRL4025: { name: 'shared-identity', severity: 'warning' },
   TRL4026: { name: 'invalid-header-value', severity: 'error' },
+  TRL4027: { name: 'route-on-tcp-port', severity: 'error' },
+  TRL4028: { name: 'grpc-route-on-http1-port', severity: 'error' },
+  TRL4029: { name: 'access-operations-on-tcp', severity: 'warning' },
   // traffic tests
   TRL5001: { name: 'traffic-test-failed', severity: 'error' },
   TRL5002: { name: 'traffic-test-invalid', severity: 'error' },

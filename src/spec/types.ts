@@ -12,6 +12,9 @@ export const TRELLIS_API_VERSION = 'trellis.dev/v1alpha1';
 /** apiVersions accepted for HTTPRoute (v1beta1 is the same schema; docs still use it). */
 export const GATEWAY_API_VERSIONS = ['gateway.networking.k8s.io/v1', 'gateway.networking.k8s.io/v1beta1'] as const;
 
+/** apiVersions accepted for GRPCRoute (Gateway API v1; the GRPCRoute schema did not change from v1alpha2). */
+export const GRPC_ROUTE_API_VERSIONS = ['gateway.networking.k8s.io/v1', 'gateway.networking.k8s.io/v1alpha2'] as const;
+
 /** apiVersions accepted for ReferenceGrant (Gateway API serves it as v1beta1; v1alpha2 is the same shape). */
 export const REFERENCE_GRANT_API_VERSIONS = ['gateway.networking.k8s.io/v1beta1', 'gateway.networking.k8s.io/v1alpha2'] as const;
 
@@ -20,13 +23,17 @@ export const KIND_API_VERSIONS: Readonly<Record<SpecKind, readonly string[]>> = 
   Mesh: [TRELLIS_API_VERSION],
   Service: [TRELLIS_API_VERSION],
   HTTPRoute: GATEWAY_API_VERSIONS,
+  GRPCRoute: GRPC_ROUTE_API_VERSIONS,
   TrafficPolicy: [TRELLIS_API_VERSION],
   AccessPolicy: [TRELLIS_API_VERSION],
   TrafficTest: [TRELLIS_API_VERSION],
   ReferenceGrant: REFERENCE_GRANT_API_VERSIONS,
 };
 
-export type SpecKind = 'Mesh' | 'Service' | 'HTTPRoute' | 'TrafficPolicy' | 'AccessPolicy' | 'TrafficTest' | 'ReferenceGrant';
+export type SpecKind = 'Mesh' | 'Service' | 'HTTPRoute' | 'TrafficPolicy' | 'AccessPolicy' | 'TrafficTest' | 'ReferenceGrant' | 'GRPCRoute';
+
+/** The route kinds: both attach to Services through parentRefs and compile into one route table per Service. */
+export type RouteKind = 'HTTPRoute' | 'GRPCRoute';
 
 /**
  * Kubernetes-style object metadata. `namespace` places the document in a namespace
@@ -74,9 +81,16 @@ export interface ServicePort {
   port: number;
   /** Port the app listens on inside each instance. Default: `port`. */
   targetPort?: number;
-  /** Only `http` (HTTP/1.1) today. */
-  appProtocol?: 'http';
+  /**
+   * What the app speaks on this port: `http` (HTTP/1.1, the default), `http2` (h2c, prior
+   * knowledge), `grpc` (gRPC over h2c) or `tcp` (opaque streams, no L7 rules).
+   * `kubernetes.io/h2c` (Kubernetes' standard name) means `http2`.
+   */
+  appProtocol?: ServiceAppProtocol;
 }
+
+/** The values `appProtocol` accepts; `kubernetes.io/h2c` is read as `http2`. */
+export type ServiceAppProtocol = 'http' | 'http2' | 'grpc' | 'tcp' | 'kubernetes.io/h2c';
 
 export interface StaticEndpoint {
   /** IP address or host name of one instance. */
@@ -199,6 +213,73 @@ export interface HTTPRouteSpec {
   rules?: HTTPRouteRule[];
 }
 
+// ---------------------------------------------------------------- GRPCRoute (Gateway API v1, mesh form)
+
+/**
+ * A gRPC service/method condition: `Exact` compares the names case-sensitively,
+ * `RegularExpression` matches each given part against its pattern. At least one of
+ * `service` and `method` is present (the schema checks it).
+ */
+export interface GRPCMethodMatch { type?: 'Exact' | 'RegularExpression'; service?: string; method?: string }
+
+export interface GRPCRouteMatch {
+  method?: GRPCMethodMatch;
+  headers?: HTTPHeaderMatch[];
+}
+
+/** GRPCRoute has no redirect and no rewrite. */
+export interface GRPCRouteFilter {
+  type: 'RequestHeaderModifier' | 'ResponseHeaderModifier' | 'RequestMirror';
+  requestHeaderModifier?: HTTPHeaderFilter;
+  responseHeaderModifier?: HTTPHeaderFilter;
+  requestMirror?: HTTPRouteFilter['requestMirror'];
+}
+
+export interface GRPCBackendRef extends BackendObjectReference {
+  weight?: number;
+  filters?: GRPCRouteFilter[];
+}
+
+/** gRPC status names as Trellis writes them: lower-case kebab (`unavailable`, `resource-exhausted`). */
+export type GRPCStatusName =
+  | 'cancelled'
+  | 'unknown'
+  | 'invalid-argument'
+  | 'deadline-exceeded'
+  | 'not-found'
+  | 'already-exists'
+  | 'permission-denied'
+  | 'resource-exhausted'
+  | 'failed-precondition'
+  | 'aborted'
+  | 'out-of-range'
+  | 'unimplemented'
+  | 'internal'
+  | 'unavailable'
+  | 'data-loss'
+  | 'unauthenticated';
+
+/** Trellis extension: retries of a GRPCRoute rule, by gRPC status. */
+export interface GRPCRouteRetry { codes?: GRPCStatusName[]; attempts?: number; backoff?: Duration }
+
+export interface GRPCRouteRule {
+  name?: string;
+  matches?: GRPCRouteMatch[];
+  filters?: GRPCRouteFilter[];
+  backendRefs?: GRPCBackendRef[];
+  /** Trellis extension (GEP-1742's fields, as on HTTPRoute rules). */
+  timeouts?: HTTPRouteTimeouts;
+  /** Trellis extension: retries on gRPC status codes. */
+  retry?: GRPCRouteRetry;
+}
+
+export interface GRPCRouteSpec {
+  parentRefs?: ParentReference[];
+  /** Accepted for compatibility; ignored for mesh routes, as for HTTPRoute. */
+  hostnames?: string[];
+  rules?: GRPCRouteRule[];
+}
+
 // ---------------------------------------------------------------- TrafficPolicy
 
 export type LoadBalancerType = 'round-robin' | 'least-request' | 'peak-ewma';
@@ -255,7 +336,8 @@ export interface AccessPolicySpec {
 
 /** Service names here (`from`, `to`, backends) are a name in the test's namespace, or `namespace/name`. */
 export interface TrafficTestSpec {
-  request: { from: string; to: string; method?: HTTPMethod; path?: string; headers?: Record<string, string>; port?: number };
+  /** `grpc` (a gRPC call to `/<service>/<method>`, sent as POST with `content-type: application/grpc`) replaces `method` and `path`. */
+  request: { from: string; to: string; method?: HTTPMethod; path?: string; grpc?: { service: string; method: string }; headers?: Record<string, string>; port?: number };
   expect: {
     outcome?: 'routed' | 'redirect' | 'no-route' | 'denied';
     backend?: string;
@@ -288,4 +370,7 @@ export type TrafficPolicyDocument = DocumentOf<'TrafficPolicy', TrafficPolicySpe
 export type AccessPolicyDocument = DocumentOf<'AccessPolicy', AccessPolicySpec>;
 export type TrafficTestDocument = DocumentOf<'TrafficTest', TrafficTestSpec>;
 export type ReferenceGrantDocument = DocumentOf<'ReferenceGrant', ReferenceGrantSpec>;
-export type SpecDocument = MeshDocument | ServiceDocument | HTTPRouteDocument | TrafficPolicyDocument | AccessPolicyDocument | TrafficTestDocument | ReferenceGrantDocument;
+export type GRPCRouteDocument = DocumentOf<'GRPCRoute', GRPCRouteSpec>;
+/** An HTTPRoute or a GRPCRoute: what attaches rules to a Service. */
+export type RouteDocument = HTTPRouteDocument | GRPCRouteDocument;
+export type SpecDocument = MeshDocument | ServiceDocument | HTTPRouteDocument | TrafficPolicyDocument | AccessPolicyDocument | TrafficTestDocument | ReferenceGrantDocument | GRPCRouteDocument;
