@@ -26,7 +26,7 @@ const nullable = (s: object) => ({ anyOf: [s, { type: 'null' }] });
 const obj = (properties: Record<string, unknown>, required = Object.keys(properties)) => ({ type: 'object', properties, required, additionalProperties: false });
 const list = (items: unknown) => ({ type: 'array', items });
 const port = { type: 'integer', minimum: 1, maximum: 65535 };
-const compiledPort = obj({ name: nullable(str), port, targetPort: port, protocol: { const: 'http' } });
+const compiledPort = obj({ name: nullable(str), port, targetPort: port, protocol: { enum: ['http', 'http2', 'grpc', 'tcp'] } });
 const headerList = list(obj({ name: str, value: str }));
 const headerModifier = obj({ set: headerList, add: headerList, remove: list(str) });
 const pathModifier = nullable(obj({ type: { enum: ['ReplaceFullPath', 'ReplacePrefixMatch'] }, value: { type: 'string', pattern: PATH_MODIFIER_PATTERN } }));
@@ -42,9 +42,12 @@ const filter = {
   ],
 };
 const stringMatch = obj({ type: { enum: ['Exact', 'RegularExpression'] }, name: str, value: str });
-const rule = obj({
+const rule = obj(
+  {
   id: str,
   route: nullable(str),
+  // Present only on rules compiled from a GRPCRoute.
+  kind: { const: 'GRPCRoute' },
   ruleName: nullable(str),
   match: obj({
     port: nullable(port),
@@ -56,8 +59,11 @@ const rule = obj({
   filters: list(filter),
   backends: list(obj({ service: serviceKey, port: nullable(port), weight: int, filters: list(filter) })),
   timeouts: obj({ requestMs: ms, backendRequestMs: ms }),
-  retry: obj({ attempts: int, codes: list({ type: 'integer', minimum: 100, maximum: 599 }), backoffMs: ms }),
-});
+  // `grpcCodes` (gRPC status codes) only on GRPCRoute rules and a grpc service's implicit rule.
+  retry: obj({ attempts: int, codes: list({ type: 'integer', minimum: 100, maximum: 599 }), backoffMs: ms, grpcCodes: list({ type: 'integer', minimum: 0, maximum: 16 }) }, ['attempts', 'codes', 'backoffMs']),
+  },
+  ['id', 'route', 'ruleName', 'match', 'filters', 'backends', 'timeouts', 'retry'],
+);
 const percentage = { type: 'number', minimum: 0, maximum: 100 };
 const bodies = {
   inbound: obj(

@@ -1,0 +1,207 @@
+/**
+ * gRPC and HTTP/2 through real sidecars: @grpc/grpc-js clients and servers on loopback, a
+ * calling sidecar and one sidecar per server instance, mTLS between them. The app speaks
+ * h2c to its sidecar, sidecars speak HTTP/2 over mTLS (ALPN h2) to each other, and the
+ * destination sidecar speaks h2c to the gRPC server.
+ */
+import assert from 'node:assert/strict';
+import { connect as h2connect, type IncomingHttpHeaders } from 'node:http2';
+import { after, describe, test } from 'node:test';
+import { closeGrpc, echoClient, grpc, startEchoServer, unary, type EchoReply, type EchoServer } from '../helpers/grpc.ts';
+import { cleanup, metricValue, send, startSidecar, type RunningSidecar } from '../helpers/sidecar-harness.ts';
+import { clientSpec, compileTexts } from '../helpers/spec.ts';
+
+after(async () => {
+  await closeGrpc();
+  await cleanup();
+});
+
+interface GrpcMesh {
+  readonly client: RunningSidecar;
+  readonly servers: EchoServer[];
+  readonly instances: RunningSidecar[];
+}
+
+/**
+ * A meshed `client` calling the gRPC service `echo` (port 50051, `appProtocol: grpc`),
+ * whose instances are each a sidecar in front of an Echo server; `extra` more documents,
+ * `mesh` the Mesh spec's extra lines.
+ */
+async function grpcMesh(instances: number, options: { mesh?: string; extra?: string; protocol?: string } = {}): Promise<GrpcMesh> {
+  const servers: EchoServer[] = [];
+  const sidecars: RunningSidecar[] = [];
+  for (let i = 0; i < instances; i++) {
+    const server = await startEchoServer(`echo-${i}`);
+    servers.push(server);
+    sidecars.push(await startSidecar(undefined, { app: { host: '127.0.0.1', port: server.port }, identity: 'echo' }));
+  }
+  const echo = `apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: { name: echo }
+spec:
+  ports: [{ port: 50051, appProtocol: ${options.protocol ?? 'grpc'} }]
+  endpoints:
+    static:
+${sidecars.map((s) => `      - { address: 127.0.0.1, port: ${s.inbound} }`).join('\n')}
+`;
+  const docs = [echo, ...(options.extra ? [options.extra] : [])];
+  const result = compileTexts({ 'mesh.yaml': clientSpec(options.mesh ?? '  access: { default: allow }', ...docs) });
+  const errors = result.diagnostics.filter((d) => d.severity === 'error');
+  assert.deepEqual(errors.map((d) => `${d.code} ${d.message}`), []);
+  for (const s of sidecars) assert.ok(s.sidecar.store.apply(result.mesh!.configs.get('echo')!, 'file').ok);
+  const client = await startSidecar(result.mesh!.configs.get('client'));
+  return { client, servers, instances: sidecars };
+}
+
+async function metrics(sc: RunningSidecar): Promise<string> {
+  return (await fetch(`http://127.0.0.1:${sc.admin}/metrics`)).text();
+}
+
+describe('gRPC through sidecars', () => {
+  test('unary: h2c from the app, HTTP/2 over mTLS between sidecars, h2c to the server; the server learns the verified caller', async () => {
+    const mesh = await grpcMesh(1);
+    const client = echoClient(mesh.client.outbound, 'echo:50051');
+    const r = await unary(client, { text: 'hello' });
+    assert.ok(r.ok, JSON.stringify(r));
+    assert.equal(r.reply.text, 'hello');
+    assert.equal(r.reply.server, 'echo-0');
+    assert.equal(r.reply.metadata['x-trellis-peer-identity'], 'spiffe://test.local/svc/client');
+    const callee = await metrics(mesh.instances[0]!);
+    assert.equal(metricValue(callee, 'trellis_inbound_connections_total', { transport: 'mtls' }), 1);
+    assert.equal(metricValue(callee, 'trellis_grpc_responses_total', { reporter: 'inbound', grpc_status: '0' }), 1);
+    const caller = await metrics(mesh.client);
+    assert.equal(metricValue(caller, 'trellis_grpc_responses_total', { reporter: 'outbound', destination_service: 'echo', grpc_status: '0' }), 1);
+  });
+
+  test('server-streaming, client-streaming and bidirectional calls pass through whole and in order', async () => {
+    const mesh = await grpcMesh(1);
+    const client = echoClient(mesh.client.outbound, 'echo:50051');
+    const streamed = await new Promise<string[]>((resolve, reject) => {
+      const got: string[] = [];
+      const call = client.serverStream({ text: 'n' });
+      call.on('data', (r: EchoReply) => got.push(r.text));
+      call.on('error', reject);
+      call.on('end', () => resolve(got));
+    });
+    assert.deepEqual(streamed, ['n-0', 'n-1', 'n-2']);
+    const joined = await new Promise<string>((resolve, reject) => {
+      const call = client.clientStream((err, r) => (err ? reject(err) : resolve(r!.text)));
+      for (const t of ['a', 'b', 'c']) call.write({ text: t });
+      call.end();
+    });
+    assert.equal(joined, 'a+b+c');
+    // Bidirectional: each reply comes back before the next message is sent, so nothing
+    // waits for the whole request stream (no buffering on the way).
+    const echoed = await new Promise<string[]>((resolve, reject) => {
+      const call = client.bidi();
+      const got: string[] = [];
+      const words = ['x', 'y', 'z'];
+      call.on('data', (r: EchoReply) => {
+        got.push(r.text);
+        if (got.length < words.length) call.write({ text: words[got.length]! });
+        else call.end();
+      });
+      call.on('error', reject);
+      call.on('end', () => resolve(got));
+      call.write({ text: words[0]! });
+    });
+    assert.deepEqual(echoed, ['X', 'Y', 'Z']);
+  });
+
+  test('one client connection, two instances: requests are balanced per request, not per connection', async () => {
+    const mesh = await grpcMesh(2, { mesh: '  access: { default: allow }\n  defaults: { trafficPolicy: { loadBalancer: { type: round-robin } } }' });
+    const client = echoClient(mesh.client.outbound, 'echo:50051');
+    for (let i = 0; i < 40; i++) assert.ok((await unary(client, { text: `${i}` })).ok);
+    const a = mesh.servers[0]!.calls.get('unary') ?? 0;
+    const b = mesh.servers[1]!.calls.get('unary') ?? 0;
+    assert.equal(a + b, 40);
+    // Round robin (the default) alternates: both get their share over one connection.
+    assert.ok(a >= 15 && b >= 15, `split ${a}/${b}`);
+  });
+
+  test('the deadline travels: grpc-timeout reaches the server no larger than the caller set, and a slow call ends deadline-exceeded', async () => {
+    const mesh = await grpcMesh(1);
+    const client = echoClient(mesh.client.outbound, 'echo:50051');
+    const ok = await unary(client, { text: 't' }, { deadline: Date.now() + 2000 });
+    assert.ok(ok.ok);
+    // grpc-js turns the grpc-timeout it receives into the call's deadline.
+    const left = mesh.servers[0]!.lastDeadlineMs;
+    assert.ok(left > 0 && left <= 2000, `the server's deadline was ${left} ms away`);
+    const slow = await unary(client, { text: 's', delayMs: 1000 }, { deadline: Date.now() + 150 });
+    assert.ok(!slow.ok);
+    assert.equal(slow.code, grpc.status.DEADLINE_EXCEEDED);
+  });
+
+  test('errors the sidecar makes are gRPC statuses with the stable code in metadata', async () => {
+    const mesh = await grpcMesh(1);
+    const unknown = await unary(echoClient(mesh.client.outbound, 'nowhere:50051'), { text: 'x' });
+    assert.ok(!unknown.ok);
+    assert.equal(unknown.code, grpc.status.UNIMPLEMENTED);
+    assert.equal(unknown.metadata['x-trellis-error'], 'unknown_service');
+    await mesh.servers[0]!.close();
+    const down = await unary(echoClient(mesh.client.outbound, 'echo:50051'), { text: 'x' });
+    assert.ok(!down.ok);
+    assert.equal(down.code, grpc.status.UNAVAILABLE);
+    const m = await metrics(mesh.client);
+    assert.equal(metricValue(m, 'trellis_grpc_responses_total', { reporter: 'outbound', destination_service: 'echo', grpc_status: String(grpc.status.UNAVAILABLE) }), 1);
+  });
+
+  test('an error status from the server passes through unchanged, Trailers-Only', async () => {
+    const mesh = await grpcMesh(1);
+    const r = await unary(echoClient(mesh.client.outbound, 'echo:50051'), { text: 'x', fail: grpc.status.NOT_FOUND });
+    assert.ok(!r.ok);
+    assert.equal(r.code, grpc.status.NOT_FOUND);
+    assert.match(r.details, /asked to fail by echo-0/);
+  });
+});
+
+describe('HTTP/2 and HTTP/1.1 apps', () => {
+  /** One request over a fresh h2c connection to `port`. */
+  function h2Request(port: number, authority: string, path: string): Promise<{ headers: IncomingHttpHeaders; body: string }> {
+    return new Promise((resolve, reject) => {
+      const session = h2connect(`http://127.0.0.1:${port}`);
+      session.on('error', reject);
+      const req = session.request({ ':method': 'GET', ':path': path, ':authority': authority });
+      let body = '';
+      req.on('response', (headers) => {
+        req.on('data', (c: Buffer) => (body += c.toString()));
+        req.on('end', () => {
+          session.close();
+          resolve({ headers, body });
+        });
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  }
+
+  test('an HTTP/1.1 app calls an http2 service: HTTP/2 between the sidecars, h2c to its server', async () => {
+    const mesh = await grpcMesh(1, { protocol: 'http2' });
+    // The gRPC server is an HTTP/2 server: a plain GET to it is answered by grpc-js itself.
+    const r = await send(mesh.client.outbound, 'echo:50051', '/test.Echo/Unary');
+    assert.notEqual(r.headers['x-trellis-error'], 'connect_failure');
+    assert.ok(r.status < 500 || r.headers['x-trellis-error'] === undefined, `status ${r.status} ${JSON.stringify(r.headers)}`);
+    const callee = await metrics(mesh.instances[0]!);
+    assert.equal(metricValue(callee, 'trellis_requests_total', { reporter: 'inbound', source_workload: 'client' }), 1);
+  });
+
+  test('an h2c app calls an HTTP/1.1 service through its sidecar', async () => {
+    const { startUpstream } = await import('../helpers/sidecar-harness.ts');
+    const app = await startUpstream('web');
+    const spec = clientSpec(
+      '  access: { default: allow }',
+      `apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: { name: web }
+spec: { sidecar: false, ports: [{ port: 80 }], endpoints: { static: [{ address: 127.0.0.1, port: ${app.port} }] } }
+`,
+    );
+    const result = compileTexts({ 'mesh.yaml': spec });
+    const client = await startSidecar(result.mesh!.configs.get('client'));
+    const r = await h2Request(client.outbound, 'web', '/page?q=1');
+    assert.equal(r.headers[':status'], 200);
+    assert.equal(r.body, 'web');
+    assert.equal(app.seen.at(-1)!.url, '/page?q=1');
+    assert.equal(app.seen.at(-1)!.headers.host, 'web');
+  });
+});
