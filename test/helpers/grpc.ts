@@ -73,8 +73,8 @@ export interface EchoServer {
   close(): Promise<void>;
 }
 
-/** An Echo server named `name` on 127.0.0.1:0. */
-export async function startEchoServer(name: string): Promise<EchoServer> {
+/** An Echo server named `name` on 127.0.0.1:0; with `failUnary`, every unary call ends with that gRPC status. */
+export async function startEchoServer(name: string, options: { failUnary?: number } = {}): Promise<EchoServer> {
   const server = new grpc.Server();
   const calls = new Map<string, number>();
   const state: EchoServer = { port: 0, name, calls, last: undefined, lastDeadlineMs: Infinity, close: async () => undefined };
@@ -88,7 +88,8 @@ export async function startEchoServer(name: string): Promise<EchoServer> {
       const deadline = call.getDeadline();
       state.lastDeadlineMs = (deadline instanceof Date ? deadline.getTime() : deadline) - Date.now();
       const answer = () => {
-        if (call.request.fail !== undefined) callback(statusError(call.request.fail, `asked to fail by ${name}`));
+        if (options.failUnary !== undefined) callback(statusError(options.failUnary, `${name} fails every call`));
+        else if (call.request.fail !== undefined) callback(statusError(call.request.fail, `asked to fail by ${name}`));
         else callback(null, { text: call.request.text, server: name, metadata: metadataOf(call.metadata) });
       };
       if (call.request.delayMs) setTimeout(answer, call.request.delayMs);

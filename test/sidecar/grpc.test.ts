@@ -27,11 +27,12 @@ interface GrpcMesh {
  * whose instances are each a sidecar in front of an Echo server; `extra` more documents,
  * `mesh` the Mesh spec's extra lines.
  */
-async function grpcMesh(instances: number, options: { mesh?: string; extra?: string; protocol?: string } = {}): Promise<GrpcMesh> {
+async function grpcMesh(instances: number, options: { mesh?: string; extra?: string; protocol?: string; failUnary?: Array<number | undefined> } = {}): Promise<GrpcMesh> {
   const servers: EchoServer[] = [];
   const sidecars: RunningSidecar[] = [];
   for (let i = 0; i < instances; i++) {
-    const server = await startEchoServer(`echo-${i}`);
+    const fail = options.failUnary?.[i];
+    const server = await startEchoServer(`echo-${i}`, fail === undefined ? {} : { failUnary: fail });
     servers.push(server);
     sidecars.push(await startSidecar(undefined, { app: { host: '127.0.0.1', port: server.port }, identity: 'echo' }));
   }
@@ -146,12 +147,113 @@ describe('gRPC through sidecars', () => {
     assert.equal(metricValue(m, 'trellis_grpc_responses_total', { reporter: 'outbound', destination_service: 'echo', grpc_status: String(grpc.status.UNAVAILABLE) }), 1);
   });
 
+  test('a call that ends unavailable is retried on another instance (the implicit rule of a grpc service retries unavailable)', async () => {
+    const mesh = await grpcMesh(2, {
+      mesh: '  access: { default: allow }\n  defaults: { retry: { attempts: 2 }, trafficPolicy: { loadBalancer: { type: round-robin } } }',
+      failUnary: [grpc.status.UNAVAILABLE, undefined],
+    });
+    const client = echoClient(mesh.client.outbound, 'echo:50051');
+    for (let i = 0; i < 6; i++) {
+      const r = await unary(client, { text: `${i}` });
+      assert.ok(r.ok, JSON.stringify(r));
+      assert.equal(r.reply.server, 'echo-1');
+    }
+    assert.ok((mesh.servers[0]!.calls.get('unary') ?? 0) >= 1, 'the failing instance was tried');
+    const m = await metrics(mesh.client);
+    assert.ok(metricValue(m, 'trellis_retries_total', { destination_service: 'echo' }) >= 1);
+    // A status the rule does not list is the answer: not retried.
+    const notFound = await unary(client, { text: 'x', fail: grpc.status.NOT_FOUND });
+    assert.ok(!notFound.ok);
+    assert.equal(notFound.code, grpc.status.NOT_FOUND);
+  });
+
+  test('without retries configured, unavailable reaches the client', async () => {
+    const mesh = await grpcMesh(1, { failUnary: [grpc.status.UNAVAILABLE] });
+    const r = await unary(echoClient(mesh.client.outbound, 'echo:50051'), { text: 'x' });
+    assert.ok(!r.ok);
+    assert.equal(r.code, grpc.status.UNAVAILABLE);
+    assert.match(r.details, /fails every call/);
+  });
+
   test('an error status from the server passes through unchanged, Trailers-Only', async () => {
     const mesh = await grpcMesh(1);
     const r = await unary(echoClient(mesh.client.outbound, 'echo:50051'), { text: 'x', fail: grpc.status.NOT_FOUND });
     assert.ok(!r.ok);
     assert.equal(r.code, grpc.status.NOT_FOUND);
     assert.match(r.details, /asked to fail by echo-0/);
+  });
+});
+
+describe('GRPCRoute through sidecars', () => {
+  test('weights and a header match: one client connection spreads calls over two versions by weight; x-canary goes to v2', async () => {
+    const versions = ['v1', 'v2'];
+    const servers = new Map<string, EchoServer>();
+    const instances = new Map<string, RunningSidecar>();
+    for (const v of versions) {
+      const server = await startEchoServer(`echo-${v}`);
+      servers.set(v, server);
+      instances.set(v, await startSidecar(undefined, { app: { host: '127.0.0.1', port: server.port }, identity: `echo-${v}` }));
+    }
+    const service = (name: string, port: number | undefined) => `apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: { name: ${name} }
+spec: { ports: [{ port: 50051, appProtocol: grpc }], endpoints: { static: [${port === undefined ? '' : `{ address: 127.0.0.1, port: ${port} }`}] } }
+`;
+    const route = `apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: { name: echo-split }
+spec:
+  parentRefs: [{ kind: Service, name: echo, port: 50051 }]
+  rules:
+    # Gateway API precedence: the same service, and more header matches, wins over the split.
+    - matches: [{ method: { service: test.Echo }, headers: [{ name: x-canary, value: "1" }] }]
+      backendRefs: [{ name: echo-v2, port: 50051 }]
+    - matches: [{ method: { service: test.Echo } }]
+      backendRefs:
+        - { name: echo-v1, port: 50051, weight: 3 }
+        - { name: echo-v2, port: 50051, weight: 1 }
+`;
+    const result = compileTexts({ 'mesh.yaml': clientSpec('  access: { default: allow }', service('echo', undefined), service('echo-v1', instances.get('v1')!.inbound), service('echo-v2', instances.get('v2')!.inbound), route) });
+    assert.deepEqual(result.diagnostics.filter((d) => d.severity === 'error').map((d) => d.message), []);
+    for (const v of versions) assert.ok(instances.get(v)!.sidecar.store.apply(result.mesh!.configs.get(`echo-${v}`)!, 'file').ok);
+    const { seededRandom } = await import('../helpers/sidecar-harness.ts');
+    const client = await startSidecar(result.mesh!.configs.get('client'), { random: seededRandom(7) });
+    const echo = echoClient(client.outbound, 'echo:50051');
+    const n = 200;
+    for (let i = 0; i < n; i++) assert.ok((await unary(echo, { text: `${i}` })).ok);
+    const v1 = servers.get('v1')!.calls.get('unary') ?? 0;
+    const v2 = servers.get('v2')!.calls.get('unary') ?? 0;
+    assert.equal(v1 + v2, n);
+    // 3:1 by weight (150 expected); a binomial spread of 200 draws stays well within ±30.
+    assert.ok(v1 >= 120 && v1 <= 180, `split ${v1}/${v2}`);
+    const canary = new grpc.Metadata();
+    canary.set('x-canary', '1');
+    for (let i = 0; i < 5; i++) {
+      const r = await unary(echo, { text: 'c' }, {}, canary);
+      assert.ok(r.ok);
+      assert.equal(r.reply.server, 'echo-v2');
+    }
+    const m = await metrics(client);
+    assert.equal(metricValue(m, 'trellis_grpc_responses_total', { reporter: 'outbound', route: 'echo-split', grpc_status: '0' }), n + 5);
+  });
+});
+
+describe('draining with HTTP/2', () => {
+  test('a stopping sidecar sends GOAWAY: the call in flight finishes, the session takes no new calls', async () => {
+    const mesh = await grpcMesh(1);
+    const client = echoClient(mesh.client.outbound, 'echo:50051');
+    assert.ok((await unary(client, { text: 'warm' })).ok);
+    const slow = unary(client, { text: 'slow', delayMs: 300 });
+    // The call is at the server before the sidecar is stopped.
+    const { waitFor } = await import('../helpers/sidecar-harness.ts');
+    await waitFor(() => (mesh.servers[0]!.calls.get('unary') ?? 0) === 2, 'the slow call to arrive');
+    const stopped = mesh.instances[0]!.stop();
+    const r = await slow;
+    assert.ok(r.ok, `the call in flight should finish: ${JSON.stringify(r)}`);
+    await stopped;
+    const after = await unary(client, { text: 'later' });
+    assert.ok(!after.ok);
+    assert.equal(after.code, grpc.status.UNAVAILABLE);
   });
 });
 
