@@ -4,7 +4,7 @@
  * error diagnostic, so it fails `validate`, `compile` and a reconcile like any other error.
  */
 import { diagnostic, type Diagnostic } from '../diagnostics/diagnostic.ts';
-import { explain, type Explanation } from '../explain/explain.ts';
+import { explain, grpcExplainRequest, type Explanation } from '../explain/explain.ts';
 import { parseDuration, formatDuration } from '../spec/duration.ts';
 import type { TrafficTestDocument } from '../spec/types.ts';
 import type { CompileResult } from './compile.ts';
@@ -68,10 +68,23 @@ function runOne(result: CompileResult, test: Located<TrafficTestDocument>, out: 
       return { name, ok: false, failures: [problem], explanation: null };
     }
   }
-  const path = request.path ?? '/';
+  const grpc = request.grpc;
+  if (grpc && (request.method !== undefined || request.path !== undefined)) {
+    const field = request.method !== undefined ? 'method' : 'path';
+    const problem = `request.grpc names the call, so request.${field} may not be given too`;
+    out.push(diagnostic('TRL5002', `traffic test "${name}": ${problem}`, at(test, ['spec', 'request', field], true), { hint: 'a gRPC call is always POST /<service>/<method>; remove method and path' }));
+    return { name, ok: false, failures: [problem], explanation: null };
+  }
+  const path = grpc ? `/${grpc.service}/${grpc.method}` : (request.path ?? '/');
   const q = path.indexOf('?');
   const headers = Object.fromEntries(Object.entries(request.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v]));
-  const e = explain(result, { from: request.from, to: request.to, method: request.method ?? 'GET', path: q < 0 ? path : path.slice(0, q), query: q < 0 ? '' : path.slice(q + 1), headers, ...(request.port ? { port: request.port } : {}) }, '');
+  const e = explain(
+    result,
+    grpc
+      ? grpcExplainRequest(request.from, request.to, grpc.service, grpc.method, headers, request.port)
+      : { from: request.from, to: request.to, method: request.method ?? 'GET', path: q < 0 ? path : path.slice(0, q), query: q < 0 ? '' : path.slice(q + 1), headers, ...(request.port ? { port: request.port } : {}) },
+    '',
+  );
   const failures: Array<[string, string]> = [];
   const outcome = outcomeOf(e);
   if (expect.outcome !== undefined && expect.outcome !== outcome) failures.push(['outcome', `expected outcome ${expect.outcome}, got ${outcome}: ${e.outcome}${ruleNote(e)}`]);
@@ -102,7 +115,8 @@ function runOne(result: CompileResult, test: Located<TrafficTestDocument>, out: 
     if (attempts > expect.retries.max) failures.push(['retries', `expected at most ${expect.retries.max} retries, the rule allows ${attempts} (${e.matched?.retry.origin.at ?? 'built-in default'})`]);
   }
   for (const [field, message] of failures) {
-    out.push(diagnostic('TRL5001', `traffic test "${name}" failed: ${message}`, at(test, ['spec', 'expect', field], true), { hint: `trellis explain --from ${request.from} --to ${request.to} --method ${request.method ?? 'GET'} --path '${path}' shows every step` }));
+    const call = grpc ? `--grpc ${grpc.service}/${grpc.method}` : `--method ${request.method ?? 'GET'} --path '${path}'`;
+    out.push(diagnostic('TRL5001', `traffic test "${name}" failed: ${message}`, at(test, ['spec', 'expect', field], true), { hint: `trellis explain --from ${request.from} --to ${request.to} ${call} shows every step` }));
   }
   return { name, ok: failures.length === 0, failures: failures.map(([, m]) => m), explanation: e };
 }

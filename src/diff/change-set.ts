@@ -29,6 +29,8 @@ export interface RuleChange {
   readonly change: 'added' | 'removed' | 'changed';
   /** The compiled rule id (`<route>/<rule>/<match>`, or `default`); head's id unless removed. */
   readonly rule: string;
+  /** `GRPCRoute` for a rule compiled from a GRPCRoute; absent for HTTPRoute rules and implicit ones. */
+  readonly kind?: 'GRPCRoute';
   /** The match, described for people (`GET /api/* x-canary: 1`, `every request`). */
   readonly match: string;
   /** The base match, only when the match itself changed. */

@@ -6,11 +6,25 @@
  */
 import type { ClusterBody, CompiledAccessRule, CompiledBackend, CompiledFilter, CompiledHeaderModifier, CompiledMatch, CompiledPathModifier, CompiledRule, EndpointsBody, InboundBody } from '../config/types.ts';
 import { formatDuration } from '../spec/duration.ts';
+import { describeGrpcMethod, GRPC_CONTENT_TYPE_PATTERN, grpcMethodOfPath, grpcStatusName } from '../spec/grpc.ts';
 
-/** `every request`, or the conditions of a match joined by spaces (port, method, path, headers, query). */
-export function describeMatch(match: CompiledMatch): string {
+/**
+ * `every request`, or the conditions of a match joined by spaces (port, method, path,
+ * headers, query). A GRPCRoute rule's match (`kind`) reads as the gRPC call it selects:
+ * `gRPC pkg.Svc/Get x-canary: 1`, without the content-type condition every such match has.
+ */
+export function describeMatch(match: CompiledMatch, kind?: CompiledRule['kind']): string {
   const parts: string[] = [];
   if (match.port !== null) parts.push(`port ${match.port}`);
+  const grpc = kind === 'GRPCRoute' ? grpcMethodOfPath(match.path) : undefined;
+  if (grpc) {
+    parts.push(`gRPC ${describeGrpcMethod(grpc)}`);
+    for (const h of match.headers) {
+      if (h.name === 'content-type' && h.type === 'RegularExpression' && h.value === GRPC_CONTENT_TYPE_PATTERN) continue;
+      parts.push(h.type === 'Exact' ? `${h.name}: ${h.value}` : `${h.name} ~ ${h.value}`);
+    }
+    return parts.join(' ');
+  }
   if (match.method !== null) parts.push(match.method);
   const p = match.path;
   if (p.type === 'Exact') parts.push(`= ${p.value}`);
@@ -89,7 +103,8 @@ export function ruleSettings(rule: CompiledRule): Map<string, string> {
   out.set('request timeout', rule.timeouts.requestMs === 0 ? 'none' : formatDuration(rule.timeouts.requestMs));
   out.set('per-try timeout', rule.timeouts.backendRequestMs === 0 ? 'none' : formatDuration(rule.timeouts.backendRequestMs));
   const r = rule.retry;
-  out.set('retries', r.attempts === 0 ? 'none' : `${r.attempts}× on ${r.codes.length === 0 ? 'connection failures' : r.codes.join(', ')}, backoff ${formatDuration(r.backoffMs)}`);
+  const on = [...r.codes.map(String), ...(r.grpcCodes ?? []).map((c) => `gRPC ${grpcStatusName(c)}`)];
+  out.set('retries', r.attempts === 0 ? 'none' : `${r.attempts}× on ${on.length === 0 ? 'connection failures' : on.join(', ')}, backoff ${formatDuration(r.backoffMs)}`);
   for (const f of rule.filters) {
     const [k, v] = describeFilter(f);
     addSetting(out, k, v);
@@ -146,7 +161,7 @@ export function inboundLeaves(inbound: InboundBody): { access: Map<string, strin
   const other = new Map<string, string>([
     ['identity', inbound.identity],
     ['mtls mode', inbound.mtls.mode],
-    ['ports', inbound.ports.map((p) => `${p.port}→${p.targetPort}`).join(', ')],
+    ['ports', inbound.ports.map((p) => `${p.port}→${p.targetPort}${p.protocol === 'http' ? '' : ` ${p.protocol}`}`).join(', ')],
   ]);
   return { access, other };
 }

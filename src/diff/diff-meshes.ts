@@ -127,14 +127,15 @@ function ruleChange(before: CompiledRule | undefined, after: CompiledRule | unde
   const shares = shareChanges(before, after);
   const settings: SettingChange[] = diffLeaves(settingsOf(before), settingsOf(after));
   const rule = (after ?? before)!;
-  const match = describeMatch(rule.match);
+  const match = describeMatch(rule.match, rule.kind);
+  const kind = rule.kind === undefined ? {} : { kind: rule.kind };
   if (before && after) {
-    const matchBefore = describeMatch(before.match);
+    const matchBefore = describeMatch(before.match, before.kind);
     const sharesMoved = shares.some((s) => s.before !== s.after);
     if (!sharesMoved && settings.length === 0 && matchBefore === match) return null;
-    return { change: 'changed', rule: after.id, match, ...(matchBefore === match ? {} : { matchBefore }), shares, settings };
+    return { change: 'changed', rule: after.id, ...kind, match, ...(matchBefore === match ? {} : { matchBefore }), shares, settings };
   }
-  return { change: after ? 'added' : 'removed', rule: rule.id, match, shares, settings };
+  return { change: after ? 'added' : 'removed', rule: rule.id, ...kind, match, shares, settings };
 }
 
 /**

@@ -133,7 +133,7 @@ function ruleItem(r: RuleChange): string {
   const settings = r.settings
     .filter((c) => r.change === 'changed' || (r.change === 'added' ? c.after : c.before) !== 'none')
     .map((c) => (r.change === 'changed' ? `${esc(c.setting)} ${esc(c.before ?? '—')} → ${esc(c.after ?? '—')}` : `${esc(c.setting)} ${esc((r.change === 'added' ? c.after : c.before) ?? '—')}`));
-  return `- ${r.change} rule <code>${esc(r.rule)}</code> (${match}): ${[shares, ...settings].filter((x) => x !== '').join('; ')}`;
+  return `- ${r.change} ${r.kind === undefined ? '' : `${r.kind} `}rule <code>${esc(r.rule)}</code> (${match}): ${[shares, ...settings].filter((x) => x !== '').join('; ')}`;
 }
 
 /** One service's collapsible section: its rule changes in words and its compiled resources as a diff. */

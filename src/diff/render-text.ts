@@ -22,7 +22,8 @@ function ruleSettingLines(r: RuleChange, indent: string): string[] {
 }
 
 function ruleLines(r: RuleChange): string[] {
-  const head = r.matchBefore === undefined ? `${r.change} rule ${r.rule}: ${r.match}` : `${r.change} rule ${r.rule}: match ${r.matchBefore} → ${r.match}`;
+  const what = `${r.change} ${r.kind === undefined ? '' : `${r.kind} `}rule ${r.rule}`;
+  const head = r.matchBefore === undefined ? `${what}: ${r.match}` : `${what}: match ${r.matchBefore} → ${r.match}`;
   const lines = [`  ${head}`];
   const moved = r.change !== 'changed' || r.shares.some((s) => s.before !== s.after);
   if (moved) for (const s of r.shares) lines.push(`    ${s.backend}: ${shareArrow(s.before, s.after)}`);

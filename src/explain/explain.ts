@@ -6,7 +6,7 @@
  */
 import { decideAccess } from '../config/access.ts';
 import { normalizePath } from '../config/normalize-path.ts';
-import type { ClusterBody, CompiledFilter, RouteBody } from '../config/types.ts';
+import type { ClusterBody, CompiledFilter, PortProtocol, RouteBody } from '../config/types.ts';
 import type { CompileResult } from '../compiler/compile.ts';
 import { getLeaf } from '../compiler/defaults.ts';
 import { at, keyOf, namespaceOf, refKey, type Located } from '../compiler/resolve.ts';
@@ -15,7 +15,8 @@ import { formatLocation } from '../diagnostics/render.ts';
 import { escapeForTerminal } from '../diagnostics/terminal-escape.ts';
 import { RouteTable } from '../config/router.ts';
 import { formatDuration } from '../spec/duration.ts';
-import type { HTTPRouteDocument, SpecDocument } from '../spec/types.ts';
+import { describeGrpcMethod, GRPC_CONTENT_TYPE_PATTERN, grpcMethodOfPath, grpcPath, grpcStatusName, parseGrpcPath } from '../spec/grpc.ts';
+import type { RouteDocument, SpecDocument } from '../spec/types.ts';
 
 export interface ExplainRequest {
   /** Service key of the caller: `name` in namespace `default`, else `namespace/name`. */
@@ -41,20 +42,26 @@ export interface Origin {
 export interface Explanation {
   readonly request: ExplainRequest & { readonly port: number };
   /**
+   * What the called port speaks, when not `http`: for `tcp` the "request" is a connection
+   * (no method, path or header reaches the router; the implicit rule's backends apply).
+   */
+  readonly protocol?: Exclude<PortProtocol, 'http'>;
+  /**
    * The caller's namespace when it holds GAMMA consumer routes for the destination: the
    * caller then follows those, and the destination's producer routes do not apply to it.
    */
   readonly consumerNamespace: string | null;
   /** Whether the caller's sidecar has a route to the destination at all. */
   readonly reachable: { readonly ok: boolean; readonly reason: string; readonly at: string | null };
-  readonly rules: ReadonlyArray<{ readonly id: string; readonly route: string | null; readonly ruleName: string | null; readonly at: string | null; readonly matched: boolean; readonly failed: string | null }>;
+  /** `kind` is present (`GRPCRoute`) for rules compiled from a GRPCRoute. */
+  readonly rules: ReadonlyArray<{ readonly id: string; readonly route: string | null; readonly kind?: 'GRPCRoute'; readonly ruleName: string | null; readonly at: string | null; readonly matched: boolean; readonly failed: string | null }>;
   readonly matched: {
     readonly id: string;
     readonly redirect: string | null;
     readonly filters: readonly string[];
     readonly backends: ReadonlyArray<{ readonly service: string; readonly port: number | null; readonly share: number; readonly at: string | null }>;
     readonly timeouts: { readonly requestMs: number; readonly backendRequestMs: number; readonly request: Origin; readonly backendRequest: Origin };
-    readonly retry: { readonly attempts: number; readonly codes: readonly number[]; readonly backoffMs: number; readonly origin: Origin };
+    readonly retry: { readonly attempts: number; readonly codes: readonly number[]; readonly grpcCodes?: readonly number[]; readonly backoffMs: number; readonly origin: Origin };
   } | null;
   readonly clusters: ReadonlyArray<{
     readonly service: string;
@@ -66,6 +73,35 @@ export interface Explanation {
   }>;
   /** One sentence: where the request ends up. */
   readonly outcome: string;
+}
+
+/**
+ * The request a gRPC client sends for `service`/`method`: `POST /<service>/<method>` with
+ * `content-type: application/grpc` (and the given metadata, lower-case names), which is what
+ * GRPCRoute rules match.
+ */
+export function grpcExplainRequest(from: string, to: string, service: string, method: string, headers: Readonly<Record<string, string>> = {}, port?: number): ExplainRequest {
+  return { from, to, method: 'POST', path: grpcPath(service, method), query: '', headers: { ...headers, 'content-type': 'application/grpc' }, ...(port !== undefined ? { port } : {}) };
+}
+
+/** Whether a request is a gRPC call (content-type application/grpc…, a two-segment path): explanations then name it as one. */
+function grpcCallOf(request: ExplainRequest): { service: string; method: string } | undefined {
+  const type = request.headers['content-type'];
+  if (type === undefined || !new RegExp(`^(?:${GRPC_CONTENT_TYPE_PATTERN})$`).test(type)) return undefined;
+  return parseGrpcPath(request.path);
+}
+
+/**
+ * A router condition of a GRPCRoute rule in gRPC's words: the path condition as the
+ * service/method it selects, the content-type condition as "a gRPC call".
+ */
+function grpcWants(wants: string, path: { type: string; value: string }): string {
+  if (wants.startsWith('path ')) {
+    const facts = grpcMethodOfPath(path);
+    return facts ? `gRPC ${describeGrpcMethod(facts)}` : wants;
+  }
+  if (wants.startsWith('header content-type ~')) return 'a gRPC call (content-type application/grpc)';
+  return wants;
 }
 
 export class ExplainError extends Error {
@@ -88,7 +124,10 @@ export function explain(result: CompileResult, request: ExplainRequest, pathPref
     throw new ExplainError(`there is no service "${request.to}"; ${egress}`);
   }
   const port = request.port ?? target.route.ports[0]!;
+  const portProtocol = target.cluster.ports.find((p) => p.port === port)?.protocol ?? 'http';
+  const tcp = portProtocol === 'tcp';
   const req = { ...request, port };
+  const protocolField = portProtocol === 'http' ? {} : { protocol: portProtocol };
   const callerPlan = plan.services.get(request.from)!;
   const callerIdentity = callerPlan.inbound!.identity;
   const consumerNamespace = target.consumers.has(callerPlan.namespace) ? callerPlan.namespace : null;
@@ -102,28 +141,38 @@ export function explain(result: CompileResult, request: ExplainRequest, pathPref
     const decision = target.inbound ? decideAccess(target.inbound.access, callerIdentity, request.method, accessPath) : null;
     const policy = accessPolicyFor(request.to);
     const reason = `${request.from} may not call ${request.to}: ${decision?.reason ?? 'an AccessPolicy on it admits other callers only'}; its sidecar has no route to it and answers 404 unknown_service`;
-    return { request: req, consumerNamespace, reachable: { ok: false, reason, at: loc(policy ? at(policy, ['metadata', 'name']) : spec.mesh ? at(spec.mesh, ['spec', 'access']) : undefined) }, rules: [], matched: null, clusters: [], outcome: reason };
+    return { request: req, ...protocolField, consumerNamespace, reachable: { ok: false, reason, at: loc(policy ? at(policy, ['metadata', 'name']) : spec.mesh ? at(spec.mesh, ['spec', 'access']) : undefined) }, rules: [], matched: null, clusters: [], outcome: reason };
   }
 
   const table = new RouteTable(routeResource.body as RouteBody);
   const trace = table.trace({ port, method: request.method, path: request.path, headers: request.headers, query: request.query });
-  const routeOf = (key: string | null) => (key === null ? undefined : spec.routes.find((r) => keyOf(r.doc) === key));
+  const routeOf = (key: string | null, kind?: 'GRPCRoute'): Located<RouteDocument> | undefined =>
+    key === null ? undefined : ((kind === 'GRPCRoute' ? spec.grpcRoutes : spec.routes) as ReadonlyArray<Located<RouteDocument>>).find((r) => keyOf(r.doc) === key);
   // A rule id is `<route key>/<rule>/<match>`, and a route key may hold a slash itself.
   const indexesOf = (id: string) => id.split('/').slice(-2).map(Number) as [number, number];
-  const ruleSpan = (id: string, route: Located<HTTPRouteDocument> | undefined) => {
+  const ruleSpan = (id: string, route: Located<RouteDocument> | undefined) => {
     if (!route) return undefined;
     const [r, m] = indexesOf(id);
     const rule = route.doc.spec.rules?.[r!];
     return at(route, rule?.matches && rule.matches.length > 0 ? ['spec', 'rules', r!, 'matches', m!] : ['spec', 'rules', r!]);
   };
-  const rules = trace.rules.map(({ rule, failed }) => ({ id: rule.id, route: rule.route, ruleName: rule.ruleName, at: loc(ruleSpan(rule.id, routeOf(rule.route))), matched: failed === null, failed }));
+  const rules = trace.rules.map(({ rule, failed }) => ({
+    id: rule.id,
+    route: rule.route,
+    ...(rule.kind === undefined ? {} : { kind: rule.kind }),
+    ruleName: rule.ruleName,
+    at: loc(ruleSpan(rule.id, routeOf(rule.route, rule.kind))),
+    matched: failed === null,
+    failed: failed !== null && rule.kind === 'GRPCRoute' ? grpcWants(failed, rule.match.path) : failed,
+  }));
   const reachable = { ok: true, reason: `${request.from} may call ${request.to}`, at: loc(accessPolicyFor(request.to) ? at(accessPolicyFor(request.to)!, ['metadata', 'name']) : undefined) };
   if (trace.matched < 0) {
-    return { request: req, consumerNamespace, reachable, rules, matched: null, clusters: [], outcome: `no rule of ${request.to}'s routes matches: the caller's sidecar answers 404 no_route` };
+    const answer = grpcCallOf(request) ? 'gRPC status unimplemented (no_route)' : '404 no_route';
+    return { request: req, ...protocolField, consumerNamespace, reachable, rules, matched: null, clusters: [], outcome: `no rule of ${request.to}'s routes matches: the caller's sidecar answers ${answer}` };
   }
 
   const rule = table.rules[trace.matched]!;
-  const route = routeOf(rule.route);
+  const route = routeOf(rule.route, rule.kind);
   const ruleIndex = rule.route === null ? -1 : indexesOf(rule.id)[0];
   const rulePath = ['spec', 'rules', ruleIndex] as const;
   const specRule = route?.doc.spec.rules?.[ruleIndex];
@@ -162,14 +211,16 @@ export function explain(result: CompileResult, request: ExplainRequest, pathPref
         });
 
   const shares = backends.filter((b) => b.share > 0).map((b) => `${b.service} ${formatShare(b.share)}`);
+  const call = grpcCallOf(request);
   const denied = clusters.filter((c) => c.access && !c.access.allowed).map((c) => c.service);
   const outcome = redirect
     ? `redirected with ${redirect.statusCode}; no backend is called`
     : shares.length === 0
-      ? 'every backend has weight 0: the caller gets 500'
-      : `${request.method} ${request.path} from ${request.from} goes to ${shares.join(', ')}${denied.length > 0 ? `; ${denied.join(', ')} would deny it (403)` : ''}`;
+      ? `every backend has weight 0: the caller gets ${call ? 'gRPC status unavailable' : '500'}`
+      : `${call ? `gRPC ${call.service}/${call.method}` : tcp ? 'a TCP connection' : `${request.method} ${request.path}`} from ${request.from} goes to ${shares.join(', ')}${denied.length > 0 ? `; ${denied.join(', ')} would deny it (${call ? 'gRPC permission-denied' : '403'})` : ''}`;
   return {
     request: req,
+    ...protocolField,
     consumerNamespace,
     reachable,
     rules,
@@ -224,7 +275,11 @@ export function renderExplanation(e: Explanation): string {
 function explanationLines(e: Explanation): string[] {
   const r = e.request;
   const headers = Object.entries(r.headers).map(([k, v]) => `${k}: ${v}`);
-  const lines = [`${r.method} ${r.path}${r.query ? `?${r.query}` : ''} from ${r.from} to ${r.to}:${r.port}${headers.length ? `  (${headers.join(', ')})` : ''}`, ''];
+  const call = grpcCallOf(r);
+  const shown = call ? headers.filter((h) => !h.startsWith('content-type: ')) : headers;
+  const what = call ? `gRPC ${call.service}/${call.method} (POST ${r.path})` : e.protocol === 'tcp' ? 'A TCP connection' : `${r.method} ${r.path}${r.query ? `?${r.query}` : ''}`;
+  const lines = [`${what} from ${r.from} to ${r.to}:${r.port}${shown.length ? `  (${shown.join(', ')})` : ''}`, ''];
+  if (e.protocol === 'tcp') lines.push(`   (port ${r.port} of ${r.to} speaks tcp: no route rule applies, only its backends, timeouts and access by caller)`, '');
   lines.push(`1. Caller: ${e.reachable.reason}${e.reachable.at ? `  [${e.reachable.at}]` : ''}`);
   if (!e.reachable.ok) return [...lines, '', `Outcome: ${e.outcome}`, ''];
   lines.push(
@@ -233,7 +288,7 @@ function explanationLines(e: Explanation): string[] {
       : `2. Route rules of ${r.to} for callers in namespace ${e.consumerNamespace} (its consumer routes; producer routes do not apply), in precedence order:`,
   );
   for (const rule of e.rules) {
-    const name = rule.route === null ? 'the default rule (no route attached)' : `${rule.id}${rule.ruleName ? ` "${rule.ruleName}"` : ''}`;
+    const name = rule.route === null ? 'the default rule (no route attached)' : `${rule.kind === 'GRPCRoute' ? 'GRPCRoute ' : ''}${rule.id}${rule.ruleName ? ` "${rule.ruleName}"` : ''}`;
     lines.push(`   ${rule.matched ? '✓' : '✗'} ${name}${rule.at ? `  [${rule.at}]` : ''}${rule.matched ? '  matches' : `  needs ${rule.failed}`}`);
   }
   const m = e.matched;
@@ -245,7 +300,8 @@ function explanationLines(e: Explanation): string[] {
   }
   const t = m.timeouts;
   lines.push(`4. Timeouts: request ${t.requestMs ? formatDuration(t.requestMs) : 'none'} (${originText(t.request)}); per try ${t.backendRequestMs ? formatDuration(t.backendRequestMs) : 'none'} (${originText(t.backendRequest)})`);
-  lines.push(`   Retries: up to ${m.retry.attempts}${m.retry.codes.length ? ` on ${m.retry.codes.join(', ')}` : ''} and on connect failures, backoff ${formatDuration(m.retry.backoffMs)} (${originText(m.retry.origin)})`);
+  const retried = [...m.retry.codes.map(String), ...(m.retry.grpcCodes ?? []).map((c) => `gRPC ${grpcStatusName(c)}`)];
+  lines.push(`   Retries: up to ${m.retry.attempts}${retried.length ? ` on ${retried.join(', ')}` : ''} and on connect failures, backoff ${formatDuration(m.retry.backoffMs)} (${originText(m.retry.origin)})`);
   e.clusters.forEach((c, i) => {
     const instances = c.kubernetes ? `endpoints from Kubernetes Service ${c.kubernetes}` : `${c.endpoints} endpoint${c.endpoints === 1 ? '' : 's'}`;
     lines.push(`${5 + i}. Calling ${c.service} (${instances}):`);
