@@ -69,6 +69,7 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .option('--tls-ca <file>', 'standalone identity: the trusted root certificates (PEM)')
     .option('--otlp-endpoint <url>', 'send a span for every request to this OpenTelemetry collector over OTLP/HTTP, such as http://127.0.0.1:4318 (/v1/traces is added); default OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT; tracing is off without one')
     .option('--trace-sample-ratio <ratio>', 'share of new traces recorded, 0 to 1 (a caller\'s sampled flag decides for the traces it continues)', '1')
+    .option('--tcp-upstream <[host:]port=service:port>', 'listen on a local port that carries one TCP service port (appProtocol tcp), for clients that cannot send CONNECT to the outbound port, such as 127.0.0.1:15432=ledger:7000; repeat for more', (v: string, all: string[] | undefined) => [...(all ?? []), v])
     .action(async (flags: SidecarFlags) => setCode(await (await import('./sidecar.ts')).runSidecar(flags, io)));
 
   sub('reconcile')
@@ -135,6 +136,7 @@ export function buildProgram(io: CliIo, setCode: (code: number) => void): Comman
     .requiredOption('--to <service>', 'the service it calls')
     .option('--method <method>', 'HTTP method', 'GET')
     .option('--path <path>', 'request path, with a query string if any', '/')
+    .option('--grpc <service/method>', 'a gRPC call instead of --method and --path, as package.Service/Method (sent as a gRPC client sends it: POST with content-type application/grpc)')
     .option('--header <name=value>', 'a request header (repeatable)', (v: string, all: string[]) => [...all, v], [] as string[])
     .option('--port <port>', 'service port called (default: its first port)', (v) => parseListen(v).port)
     .option('--rev <ref>', 'explain the spec as of this git revision of the repository holding DIR (the working tree is not read)')
