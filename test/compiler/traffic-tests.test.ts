@@ -84,6 +84,7 @@ describe('trellis test', () => {
     );
     assert.equal(out.code, 0);
     assert.match(out.stdout, /✓ canary-testers-reach-checkout-v2\n/);
-    assert.match(out.stdout, /5 passed, 0 failed\n$/);
+    assert.match(out.stdout, /✓ review-testers-reach-reviews-v2\n/);
+    assert.match(out.stdout, /9 passed, 0 failed\n$/);
   });
 });
