@@ -6,6 +6,7 @@ import { DEFAULT_SIDECAR_OPTIONS, Sidecar, type ListenAddress } from '../sidecar
 import type { TracingOptions } from '../sidecar/tracing.ts';
 import { EXIT, untilStopped, type CliIo } from './io.ts';
 import { isServiceKey } from '../spec/names.ts';
+import type { TcpUpstream } from '../sidecar/tcp.ts';
 
 export interface SidecarFlags {
   config?: string;
@@ -33,6 +34,24 @@ export interface SidecarFlags {
   otlpEndpoint?: string;
   /** 0 to 1, as given. */
   traceSampleRatio?: string;
+  /** `[host:]port=service:port`, one per flag: local ports that carry a TCP service port. */
+  tcpUpstream?: string[];
+}
+
+/** `[host:]port=service:port` (`15432=ledger:7000`, `127.0.0.1:15432=shop/ledger:7000`), or why not. */
+export function parseTcpUpstream(value: string): TcpUpstream | string {
+  const eq = value.indexOf('=');
+  const listen = eq < 0 ? '' : value.slice(0, eq);
+  const target = eq < 0 ? '' : value.slice(eq + 1);
+  const lc = listen.lastIndexOf(':');
+  const host = lc < 0 ? '127.0.0.1' : listen.slice(0, lc);
+  const port = Number(lc < 0 ? listen : listen.slice(lc + 1));
+  const tc = target.lastIndexOf(':');
+  const service = tc < 0 ? '' : target.slice(0, tc);
+  const servicePort = Number(target.slice(tc + 1));
+  const isPort = (n: number, min: number) => Number.isInteger(n) && n >= min && n <= 65535;
+  if (eq < 0 || host === '' || !isPort(port, 0) || !isPort(servicePort, 1) || !isServiceKey(service)) return `--tcp-upstream takes [HOST:]PORT=SERVICE:PORT, such as 127.0.0.1:15432=ledger:7000, not "${value}"`;
+  return { host, port, service, servicePort };
 }
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
@@ -110,6 +129,20 @@ export async function runSidecar(flags: SidecarFlags, io: CliIo): Promise<number
   }
   const tracing = tracingOf(flags, io);
   if (tracing === 'usage') return EXIT.usage;
+  const tcpUpstreams: TcpUpstream[] = [];
+  for (const value of flags.tcpUpstream ?? []) {
+    const parsed = parseTcpUpstream(value);
+    if (typeof parsed === 'string') {
+      io.stderr.write(`trellis sidecar: ${parsed}\n`);
+      return EXIT.usage;
+    }
+    // Like the outbound port: whoever reaches it calls the mesh as this service.
+    if (!LOOPBACK.test(parsed.host) && !flags.outboundAllowRemote) {
+      io.stderr.write(`trellis sidecar: a --tcp-upstream listener may only bind to loopback (got ${parsed.host}); add --outbound-allow-remote to bind it elsewhere\n`);
+      return EXIT.usage;
+    }
+    tcpUpstreams.push(parsed);
+  }
   const sidecar = new Sidecar({
     ...DEFAULT_SIDECAR_OPTIONS,
     service: flags.service,
@@ -126,6 +159,7 @@ export async function runSidecar(flags: SidecarFlags, io: CliIo): Promise<number
     ...(control ? { control } : {}),
     ...(tlsFiles === 3 ? { certificateFiles: { cert: flags.tlsCert!, key: flags.tlsKey!, ca: flags.tlsCa! } } : {}),
     ...(tracing ? { tracing } : {}),
+    ...(tcpUpstreams.length > 0 ? { tcpUpstreams } : {}),
   });
 
   if (flags.config) {

@@ -22,6 +22,7 @@ export const PROXY_ERRORS = {
   fault_abort: { status: 503, message: 'aborted by fault injection' },
   proxy_loop: { status: 508, message: "the destination is this sidecar's own outbound listener: passing the call through would loop" },
   bad_request: { status: 400, message: 'malformed request' },
+  not_a_tcp_port: { status: 405, message: 'CONNECT tunnels reach only service ports with appProtocol tcp; speak HTTP or gRPC to this one' },
   client_timeout: { status: 408, message: 'the request headers did not arrive in time' },
   request_body_timeout: { status: 408, message: 'the request body did not arrive within the body timeout' },
   headers_too_large: { status: 431, message: 'request headers too large' },

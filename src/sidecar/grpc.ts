@@ -109,6 +109,7 @@ export const PROXY_ERROR_GRPC_STATUS: Readonly<Record<ProxyErrorCode, number>> =
   fault_abort: GRPC_STATUS.unavailable,
   proxy_loop: GRPC_STATUS.internal,
   bad_request: GRPC_STATUS.internal,
+  not_a_tcp_port: GRPC_STATUS.unimplemented,
   client_timeout: GRPC_STATUS['deadline-exceeded'],
   request_body_timeout: GRPC_STATUS['deadline-exceeded'],
   headers_too_large: GRPC_STATUS['resource-exhausted'],

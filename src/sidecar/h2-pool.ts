@@ -16,6 +16,7 @@ import { connect as connectSession, constants, type ClientHttp2Session, type Cli
 import type { Duplex, Readable } from 'node:stream';
 import { classifyFailure, type AttemptOptions, type AttemptResult, type ResponseBody } from './upstream.ts';
 import { ReplayBody } from './replay-body.ts';
+import { ERROR_HEADER, PROXY_ERRORS, type ProxyErrorCode } from './errors.ts';
 
 const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_FLAG_END_STREAM } = constants;
 
@@ -180,6 +181,51 @@ export class H2Pool {
         if (Buffer.isBuffer(body)) stream.end(body);
         else pipeBody(body, stream);
       }
+    });
+  }
+
+  /**
+   * Opens an HTTP/2 CONNECT tunnel for a TCP connection (the peer's sidecar splices it to
+   * its app): the stream once the peer answered 200, or the stable code it refused with
+   * (`x-trellis-error`), or how the connection failed.
+   */
+  async tunnel(authority: string, headers: Readonly<Record<string, string>>, timeoutMs: number): Promise<{ ok: true; stream: ClientHttp2Stream } | { ok: false; code: ProxyErrorCode }> {
+    let session: ClientHttp2Session;
+    try {
+      session = await this.#open();
+    } catch (error) {
+      const failure = classifyFailure(error);
+      return { ok: false, code: failure === 'tls_failure' ? 'tls_failure' : 'connect_failure' };
+    }
+    let stream: ClientHttp2Stream;
+    try {
+      stream = session.request({ ':method': 'CONNECT', ':authority': authority, ...headers });
+    } catch {
+      this.#retire(session);
+      return { ok: false, code: 'connect_failure' };
+    }
+    this.#active++;
+    stream.once('close', () => this.#active--);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        stream.close(NGHTTP2_CANCEL);
+        resolve({ ok: false, code: 'connect_failure' });
+      }, timeoutMs);
+      stream.once('error', () => {
+        clearTimeout(timer);
+        resolve({ ok: false, code: 'connect_failure' });
+      });
+      stream.once('close', () => {
+        clearTimeout(timer);
+        resolve({ ok: false, code: refused(undefined, stream) ? 'connect_failure' : 'upstream_reset' });
+      });
+      stream.once('response', (h: IncomingHttpHeaders) => {
+        clearTimeout(timer);
+        if (Number(h[':status']) === 200) return resolve({ ok: true, stream });
+        const code = h[ERROR_HEADER];
+        stream.close(NGHTTP2_CANCEL);
+        resolve({ ok: false, code: typeof code === 'string' && code in PROXY_ERRORS ? (code as ProxyErrorCode) : 'upstream_reset' });
+      });
     });
   }
 

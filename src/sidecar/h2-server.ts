@@ -24,7 +24,8 @@ export class H2Listener {
   readonly server: Http2Server;
   readonly #sessions = new Set<ServerHttp2Session>();
 
-  constructor(handler: AnyHandler, idleTimeoutMs: number) {
+  /** `connect`: HTTP/2 CONNECT requests (TCP tunnels between sidecars); without it they are refused (405). */
+  constructor(handler: AnyHandler, idleTimeoutMs: number, connect?: (req: Http2ServerRequest, res: Http2ServerResponse) => void) {
     this.server = createServer({ maxSessionMemory: MAX_SESSION_MEMORY_MB, settings: { enablePush: false } }, (req: Http2ServerRequest, res: Http2ServerResponse) => {
       // The handlers read the authority where HTTP/1.1 puts it.
       if (req.headers.host === undefined && req.headers[':authority'] !== undefined) req.headers.host = req.headers[':authority'];
@@ -37,6 +38,7 @@ export class H2Listener {
       if (idleTimeoutMs > 0) session.setTimeout(idleTimeoutMs, () => session.close());
     });
     this.server.on('sessionError', () => undefined);
+    if (connect) this.server.on('connect', connect);
   }
 
   /** Serves HTTP/2 on a connection (plain h2c, or TLS that agreed on `h2`). */

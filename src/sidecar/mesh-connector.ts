@@ -134,10 +134,10 @@ function connectTimeout(host: string, port: number, timeoutMs: number): Error {
   return codedError('UND_ERR_CONNECT_TIMEOUT', `could not connect to ${host}:${port} within ${timeoutMs} ms`);
 }
 
-/** A plain TCP connection (h2c), resolved once connected. */
+/** A plain TCP connection (h2c, or a TCP service's), resolved once connected; half-open so a FIN from either side passes through. */
 export function connectPlain(host: string, port: number, timeoutMs: number): Promise<Socket> {
   return new Promise((resolve, reject) => {
-    const socket = netConnect({ host, port, noDelay: true });
+    const socket = netConnect({ host, port, noDelay: true, allowHalfOpen: true });
     const timer = setTimeout(() => {
       socket.destroy();
       reject(connectTimeout(host, port, timeoutMs));

@@ -37,6 +37,18 @@ export class SidecarMetrics {
     labelNames: ['reporter', 'source_workload', 'destination_service', 'route', 'grpc_status'] as const,
     registers: [this.registry],
   });
+  readonly tcpConnections = new Counter({
+    name: 'trellis_tcp_connections_total',
+    help: 'TCP connections to tcp service ports, by direction, caller, destination and result (opened, or the proxy error code that refused it)',
+    labelNames: ['reporter', 'source_workload', 'destination_service', 'result'] as const,
+    registers: [this.registry],
+  });
+  readonly tcpBytes = new Counter({
+    name: 'trellis_tcp_bytes_total',
+    help: 'Bytes carried over TCP connections, by direction, caller, destination and way (sent toward the destination, received from it)',
+    labelNames: ['reporter', 'source_workload', 'destination_service', 'direction'] as const,
+    registers: [this.registry],
+  });
   readonly duration = new Histogram({
     name: 'trellis_request_duration_seconds',
     help: 'Time from request received to response headers sent, in seconds',

@@ -29,6 +29,7 @@ import { MeshListener } from './mesh-listener.ts';
 import { H2Listener, sniffPlaintext, type AnyHandler } from './h2-server.ts';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import type { SidecarTracer, TracingOptions } from './tracing.ts';
+import { createTcpInbound, TcpOutbound, type TcpUpstream } from './tcp.ts';
 
 export interface ListenAddress {
   readonly host: string;
@@ -61,6 +62,8 @@ export interface SidecarOptions {
   readonly statsIntervalMs?: number;
   /** Standalone identity: certificate, key and CA files, reloaded on change (instead of certificates from the reconciler). */
   readonly certificateFiles?: CredentialFiles;
+  /** Local ports that each carry one TCP service port (tcp.ts), for clients that cannot use CONNECT. */
+  readonly tcpUpstreams?: readonly TcpUpstream[];
   /** Send a span for every request to an OTLP/HTTP collector (tracing.ts). Off when absent: OpenTelemetry is then never loaded. */
   readonly tracing?: TracingOptions;
   readonly logger?: Logger;
@@ -126,6 +129,7 @@ export class Sidecar {
   #outboundListener: NetServer | undefined;
   /** The HTTP/2 servers of the outbound and inbound ports. */
   readonly #h2: H2Listener[] = [];
+  #tcp: TcpOutbound | undefined;
   #control: ControlClient | undefined;
   #stats: StatsReporter | undefined;
   #certificates: CertificateClient | undefined;
@@ -200,6 +204,15 @@ export class Sidecar {
     return c !== undefined && c.service === snap.service && c.trustDomain === snap.inbound.trustDomain;
   }
 
+  /** Counts a TCP connection in flight until `closed` settles, so shutdown waits for it (bounded) too. */
+  #trackConnection = (closed: Promise<void>): void => {
+    this.#inFlight++;
+    void closed.finally(() => {
+      this.#inFlight--;
+      if (this.#inFlight === 0) this.#idle?.();
+    });
+  };
+
   /** Counts requests in flight, so shutdown knows when it may close. */
   #track(handler: (req: IncomingMessage, res: ServerResponse) => void): (req: IncomingMessage, res: ServerResponse) => void {
     return (req, res) => {
@@ -233,8 +246,10 @@ export class Sidecar {
    * The outbound port: HTTP/1.1 and h2c (prior knowledge, as gRPC clients speak it) on one
    * port, told apart by the connection's first bytes.
    */
-  #listenOutbound(handler: (req: IncomingMessage, res: ServerResponse) => void, at: ListenAddress): Promise<AddressInfo> {
+  #listenOutbound(handler: (req: IncomingMessage, res: ServerResponse) => void, at: ListenAddress, tcp: TcpOutbound): Promise<AddressInfo> {
     const http = this.#httpServer(handler);
+    // CONNECT service:port opens a TCP connection to a tcp service port (tcp.ts).
+    http.on('connect', tcp.onConnect);
     const h2 = new H2Listener(handler as AnyHandler, PEER_KEEP_ALIVE_MS);
     this.#h2.push(h2);
     const timeoutMs = this.#options.headerTimeoutMs;
@@ -267,7 +282,7 @@ export class Sidecar {
   }
 
   /** Starts the three listeners; resolves with their bound addresses. */
-  async start(): Promise<{ outbound: AddressInfo; inbound: AddressInfo; admin: AddressInfo }> {
+  async start(): Promise<{ outbound: AddressInfo; inbound: AddressInfo; admin: AddressInfo; tcp: AddressInfo[] }> {
     const o = this.#options;
     const clock = o.clock ?? systemClock;
     const draining = () => this.#draining;
@@ -288,9 +303,11 @@ export class Sidecar {
     }));
     this.#inbound = createInboundHandler({ store: this.store, metrics: this.metrics, log: this.log, clock, app: o.app, accessLog: o.accessLog, draining, bodyTimeoutMs: o.bodyTimeoutMs, ...traced });
     const admin = createAdminHandler({ store: this.store, metrics: this.metrics, token: o.adminToken, ready: () => this.ready, identity: this.identity });
-    const outboundAddress = await this.#listenOutbound(this.#track(outbound), o.outbound);
+    const tcp = (this.#tcp = new TcpOutbound({ store: this.store, clusters: this.clusters, metrics: this.metrics, log: this.log, draining, track: this.#trackConnection }));
+    const outboundAddress = await this.#listenOutbound(this.#track(outbound), o.outbound, tcp);
     const inboundHttp = this.#httpServer(this.#track(this.#inbound), PEER_KEEP_ALIVE_MS);
-    const inboundH2 = new H2Listener(this.#track(this.#inbound) as AnyHandler, PEER_KEEP_ALIVE_MS);
+    const tcpInbound = createTcpInbound({ store: this.store, metrics: this.metrics, log: this.log, app: o.app, draining, track: this.#trackConnection });
+    const inboundH2 = new H2Listener(this.#track(this.#inbound) as AnyHandler, PEER_KEEP_ALIVE_MS, tcpInbound);
     this.#h2.push(inboundH2);
     this.#meshListener = new MeshListener({
       http: inboundHttp,
@@ -306,7 +323,9 @@ export class Sidecar {
     // The HTTP server is handed connections rather than listening itself; this starts its
     // header-timeout checks, which Node otherwise begins on 'listening'.
     inboundHttp.emit('listening');
-    const addresses = { outbound: outboundAddress, inbound: inboundAddress, admin: await this.#listen(admin, o.admin) };
+    const tcpAddresses: AddressInfo[] = [];
+    for (const upstream of o.tcpUpstreams ?? []) tcpAddresses.push(await tcp.listen(upstream));
+    const addresses = { outbound: outboundAddress, inbound: inboundAddress, admin: await this.#listen(admin, o.admin), tcp: tcpAddresses };
     this.log.info({ type: 'listening', outbound: addresses.outbound.port, inbound: addresses.inbound.port, admin: addresses.admin.port }, 'sidecar listening');
     if (o.certificateFiles) {
       const watched = await watchCredentialFiles(o.certificateFiles, this.identity, this.log);
@@ -394,6 +413,7 @@ export class Sidecar {
     await this.#certificates?.stop();
     await this.#certificateFiles?.close();
     const closingListener = this.#meshListener?.close();
+    const closingTcp = this.#tcp?.close();
     const outboundListener = this.#outboundListener;
     const closingOutbound = outboundListener && new Promise<void>((r) => outboundListener.close(() => r()));
     // HTTP/2 clients get GOAWAY: they send new calls elsewhere while these finish.
@@ -414,9 +434,11 @@ export class Sidecar {
     outbound?.closeAllConnections();
     inbound?.closeAllConnections();
     for (const h2 of this.#h2) h2.destroy();
+    this.#tcp?.destroy();
     await Promise.all(closed);
     await closingListener;
     await closingOutbound;
+    await closingTcp;
     await this.clusters.close(true);
     await this.#inbound?.close();
     await this.#outbound?.close();

@@ -182,6 +182,8 @@ export interface RunningSidecar {
   readonly outbound: number;
   readonly inbound: number;
   readonly admin: number;
+  /** Ports of the `tcpUpstreams` listeners, in their order. */
+  readonly tcp: number[];
   stop(): Promise<void>;
 }
 
@@ -218,7 +220,7 @@ export async function startSidecar(config: ProxyConfig | undefined, options: Par
     await sidecar.stop();
   };
   cleanups.push(stop);
-  return { sidecar, outbound: addresses.outbound.port, inbound: addresses.inbound.port, admin: addresses.admin.port, stop };
+  return { sidecar, outbound: addresses.outbound.port, inbound: addresses.inbound.port, admin: addresses.admin.port, tcp: addresses.tcp.map((a) => a.port), stop };
 }
 
 /** Keep-alive client used by all tests (closed by cleanup). */
