@@ -58630,6 +58630,9 @@ var CODES = {
   TRL4024: { name: "access-without-mtls", severity: "warning" },
   TRL4025: { name: "shared-identity", severity: "warning" },
   TRL4026: { name: "invalid-header-value", severity: "error" },
+  TRL4027: { name: "route-on-tcp-port", severity: "error" },
+  TRL4028: { name: "grpc-route-on-http1-port", severity: "error" },
+  TRL4029: { name: "access-operations-on-tcp", severity: "warning" },
   // traffic tests
   TRL5001: { name: "traffic-test-failed", severity: "error" },
   TRL5002: { name: "traffic-test-invalid", severity: "error" },
@@ -58885,10 +58888,92 @@ function formatDuration(ms2) {
 var MAX_TIMER_MS = 2 ** 31 - 1;
 var MAX_DURATION_MS = 24 * 36e5;
 
+// src/spec/grpc.ts
+var GRPC_STATUS_CODES = {
+  cancelled: 1,
+  unknown: 2,
+  "invalid-argument": 3,
+  "deadline-exceeded": 4,
+  "not-found": 5,
+  "already-exists": 6,
+  "permission-denied": 7,
+  "resource-exhausted": 8,
+  "failed-precondition": 9,
+  aborted: 10,
+  "out-of-range": 11,
+  unimplemented: 12,
+  internal: 13,
+  unavailable: 14,
+  "data-loss": 15,
+  unauthenticated: 16
+};
+var GRPC_UNAVAILABLE = GRPC_STATUS_CODES.unavailable;
+function grpcStatusName(code) {
+  for (const [name, n] of Object.entries(GRPC_STATUS_CODES)) if (n === code) return name;
+  return String(code);
+}
+function grpcPath(service, method) {
+  return `/${service}/${method}`;
+}
+function parseGrpcPath(path) {
+  const m = /^\/([^/]+)\/([^/]+)$/.exec(path);
+  return m ? { service: m[1], method: m[2] } : void 0;
+}
+var GRPC_CONTENT_TYPE_PATTERN = "application/grpc(?:[+;].*)?";
+var ANY = "[^/]+";
+function readPart(value, at2) {
+  if (value.startsWith(ANY, at2)) return { part: { kind: "any", text: "" }, end: at2 + ANY.length };
+  if (value.startsWith("(?:", at2)) {
+    let depth = 0;
+    let inClass = false;
+    for (let i2 = at2; i2 < value.length; i2++) {
+      const c3 = value[i2];
+      if (c3 === "\\") i2++;
+      else if (inClass) inClass = c3 !== "]";
+      else if (c3 === "[") inClass = true;
+      else if (c3 === "(") depth++;
+      else if (c3 === ")" && --depth === 0) return { part: { kind: "regex", text: value.slice(at2 + 3, i2) }, end: i2 + 1 };
+    }
+    return void 0;
+  }
+  const m = /^(?:[A-Za-z0-9_]|\\\.)+/.exec(value.slice(at2));
+  return m ? { part: { kind: "literal", text: m[0].replaceAll("\\.", ".") }, end: at2 + m[0].length } : void 0;
+}
+function grpcMethodOfPath(path) {
+  if (path.type === "Exact") {
+    const parsed = parseGrpcPath(path.value);
+    return parsed ? { type: "Exact", service: parsed.service, method: parsed.method } : void 0;
+  }
+  if (path.type !== "RegularExpression" || !path.value.startsWith("/")) return void 0;
+  const first2 = readPart(path.value, 1);
+  if (!first2 || path.value[first2.end] !== "/") return void 0;
+  const second = readPart(path.value, first2.end + 1);
+  if (!second || second.end !== path.value.length) return void 0;
+  const parts = [first2.part, second.part];
+  const regex = parts.some((p) => p.kind === "regex");
+  if (regex && parts.some((p) => p.kind === "literal")) return void 0;
+  const text = (p) => p.kind === "any" ? null : p.text;
+  return { type: regex ? "RegularExpression" : "Exact", service: text(first2.part), method: text(second.part) };
+}
+function describeGrpcMethod(facts) {
+  if (facts.service === null && facts.method === null) return "any gRPC method";
+  if (facts.type === "Exact") return `${facts.service ?? "*"}/${facts.method ?? "*"}`;
+  return [facts.service === null ? null : `service ~ ${facts.service}`, facts.method === null ? null : `method ~ ${facts.method}`].filter((x2) => x2 !== null).join(", ");
+}
+
 // src/diff/describe-config.ts
-function describeMatch(match) {
+function describeMatch(match, kind) {
   const parts = [];
   if (match.port !== null) parts.push(`port ${match.port}`);
+  const grpc = kind === "GRPCRoute" ? grpcMethodOfPath(match.path) : void 0;
+  if (grpc) {
+    parts.push(`gRPC ${describeGrpcMethod(grpc)}`);
+    for (const h2 of match.headers) {
+      if (h2.name === "content-type" && h2.type === "RegularExpression" && h2.value === GRPC_CONTENT_TYPE_PATTERN) continue;
+      parts.push(h2.type === "Exact" ? `${h2.name}: ${h2.value}` : `${h2.name} ~ ${h2.value}`);
+    }
+    return parts.join(" ");
+  }
   if (match.method !== null) parts.push(match.method);
   const p = match.path;
   if (p.type === "Exact") parts.push(`= ${p.value}`);
@@ -58942,7 +59027,8 @@ function ruleSettings(rule) {
   out.set("request timeout", rule.timeouts.requestMs === 0 ? "none" : formatDuration(rule.timeouts.requestMs));
   out.set("per-try timeout", rule.timeouts.backendRequestMs === 0 ? "none" : formatDuration(rule.timeouts.backendRequestMs));
   const r2 = rule.retry;
-  out.set("retries", r2.attempts === 0 ? "none" : `${r2.attempts}× on ${r2.codes.length === 0 ? "connection failures" : r2.codes.join(", ")}, backoff ${formatDuration(r2.backoffMs)}`);
+  const on = [...r2.codes.map(String), ...(r2.grpcCodes ?? []).map((c3) => `gRPC ${grpcStatusName(c3)}`)];
+  out.set("retries", r2.attempts === 0 ? "none" : `${r2.attempts}× on ${on.length === 0 ? "connection failures" : on.join(", ")}, backoff ${formatDuration(r2.backoffMs)}`);
   for (const f of rule.filters) {
     const [k, v] = describeFilter(f);
     addSetting(out, k, v);
@@ -58987,7 +59073,7 @@ function inboundLeaves(inbound) {
   const other = /* @__PURE__ */ new Map([
     ["identity", inbound.identity],
     ["mtls mode", inbound.mtls.mode],
-    ["ports", inbound.ports.map((p) => `${p.port}→${p.targetPort}`).join(", ")]
+    ["ports", inbound.ports.map((p) => `${p.port}→${p.targetPort}${p.protocol === "http" ? "" : ` ${p.protocol}`}`).join(", ")]
   ]);
   return { access: access2, other };
 }
@@ -59155,14 +59241,15 @@ function ruleChange(before, after2) {
   const shares2 = shareChanges(before, after2);
   const settings = diffLeaves(settingsOf(before), settingsOf(after2));
   const rule = after2 ?? before;
-  const match = describeMatch(rule.match);
+  const match = describeMatch(rule.match, rule.kind);
+  const kind = rule.kind === void 0 ? {} : { kind: rule.kind };
   if (before && after2) {
-    const matchBefore = describeMatch(before.match);
+    const matchBefore = describeMatch(before.match, before.kind);
     const sharesMoved = shares2.some((s) => s.before !== s.after);
     if (!sharesMoved && settings.length === 0 && matchBefore === match) return null;
-    return { change: "changed", rule: after2.id, match, ...matchBefore === match ? {} : { matchBefore }, shares: shares2, settings };
+    return { change: "changed", rule: after2.id, ...kind, match, ...matchBefore === match ? {} : { matchBefore }, shares: shares2, settings };
   }
-  return { change: after2 ? "added" : "removed", rule: rule.id, match, shares: shares2, settings };
+  return { change: after2 ? "added" : "removed", rule: rule.id, ...kind, match, shares: shares2, settings };
 }
 function diffRules(before, after2) {
   const b = keyRules(before?.rules ?? []);
@@ -62589,11 +62676,13 @@ var SourceFile = class {
 // src/spec/types.ts
 var TRELLIS_API_VERSION = "trellis.dev/v1alpha1";
 var GATEWAY_API_VERSIONS = ["gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1"];
+var GRPC_ROUTE_API_VERSIONS = ["gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1alpha2"];
 var REFERENCE_GRANT_API_VERSIONS = ["gateway.networking.k8s.io/v1beta1", "gateway.networking.k8s.io/v1alpha2"];
 var KIND_API_VERSIONS = {
   Mesh: [TRELLIS_API_VERSION],
   Service: [TRELLIS_API_VERSION],
   HTTPRoute: GATEWAY_API_VERSIONS,
+  GRPCRoute: GRPC_ROUTE_API_VERSIONS,
   TrafficPolicy: [TRELLIS_API_VERSION],
   AccessPolicy: [TRELLIS_API_VERSION],
   TrafficTest: [TRELLIS_API_VERSION],
@@ -63490,8 +63579,8 @@ function sortedByName(list) {
   keyed.sort((a, b) => a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
   return keyed.map((k) => k.item);
 }
-function grants(grant, from, name) {
-  return grant.spec.from.some((f) => f.group === "gateway.networking.k8s.io" && f.kind === "HTTPRoute" && f.namespace === from) && grant.spec.to.some((t2) => (t2.group === "" || t2.group === "trellis.dev") && t2.kind === "Service" && (t2.name === void 0 || t2.name === name));
+function grants(grant, kind, from, name) {
+  return grant.spec.from.some((f) => f.group === "gateway.networking.k8s.io" && f.kind === kind && f.namespace === from) && grant.spec.to.some((t2) => (t2.group === "" || t2.group === "trellis.dev") && t2.kind === "Service" && (t2.name === void 0 || t2.name === name));
 }
 function sourceOrder(a, b) {
   if (a.source.file.path !== b.source.file.path) return a.source.file.path < b.source.file.path ? -1 : 1;
@@ -63503,7 +63592,7 @@ function findPort(service, by) {
 function resolveSpec(valid) {
   const diagnostics = [];
   const firstByKey = /* @__PURE__ */ new Map();
-  const kept = { Mesh: [], Service: [], HTTPRoute: [], TrafficPolicy: [], AccessPolicy: [], TrafficTest: [], ReferenceGrant: [] };
+  const kept = { Mesh: [], Service: [], HTTPRoute: [], TrafficPolicy: [], AccessPolicy: [], TrafficTest: [], ReferenceGrant: [], GRPCRoute: [] };
   for (const v of [...valid].sort(sourceOrder)) {
     const located = { doc: v.doc, source: v.source };
     const key = v.doc.kind === "Mesh" ? "Mesh" : `${v.doc.kind}/${keyOf(v.doc)}`;
@@ -63529,6 +63618,7 @@ function resolveSpec(valid) {
     mesh: kept.Mesh[0],
     services,
     routes: sortedByName(kept.HTTPRoute),
+    grpcRoutes: sortedByName(kept.GRPCRoute),
     trafficPolicies: sortedByName(kept.TrafficPolicy),
     accessPolicies: sortedByName(kept.AccessPolicy),
     trafficTests: sortedByName(kept.TrafficTest),
@@ -63564,10 +63654,11 @@ function resolveSpec(valid) {
     if (to === from) return;
     const parentKeys = (route.doc.spec.parentRefs ?? []).map((p) => refKey(from, p));
     if (parentKeys.includes(key)) return;
-    if (spec.referenceGrants.some((g) => namespaceOf(g.doc) === to && grants(g.doc, from, ref.name))) return;
+    const kind = route.doc.kind;
+    if (spec.referenceGrants.some((g) => namespaceOf(g.doc) === to && grants(g.doc, kind, from, ref.name))) return;
     diagnostics.push(
-      diagnostic("TRL3009", `${what} refers to service "${key}" in namespace "${to}", but no ReferenceGrant in "${to}" lets HTTPRoutes from namespace "${from}" refer to it`, at(route, [...path, "namespace"]), {
-        hint: `add to namespace "${to}": kind: ReferenceGrant with spec.from [{ group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: ${from} }] and spec.to [{ group: "", kind: Service, name: ${ref.name} }]`
+      diagnostic("TRL3009", `${what} refers to service "${key}" in namespace "${to}", but no ReferenceGrant in "${to}" lets ${kind}s from namespace "${from}" refer to it`, at(route, [...path, "namespace"]), {
+        hint: `add to namespace "${to}": kind: ReferenceGrant with spec.from [{ group: gateway.networking.k8s.io, kind: ${kind}, namespace: ${from} }] and spec.to [{ group: "", kind: Service, name: ${ref.name} }]`
       })
     );
   };
@@ -63576,11 +63667,11 @@ function resolveSpec(valid) {
       if (f.type === "RequestMirror" && f.requestMirror) checkBackend(route, f.requestMirror.backendRef, [...path, i2, "requestMirror", "backendRef"], "mirror backendRef");
     });
   };
-  for (const route of spec.routes) {
+  for (const route of [...spec.routes, ...spec.grpcRoutes]) {
     const parents = route.doc.spec.parentRefs ?? [];
     if (parents.length === 0) {
       diagnostics.push(
-        diagnostic("TRL3002", `HTTPRoute "${route.doc.metadata.name}" names no parent Service, so it applies to no traffic`, at(route, ["spec"]), {
+        diagnostic("TRL3002", `${route.doc.kind} "${route.doc.metadata.name}" names no parent Service, so it applies to no traffic`, at(route, ["spec"]), {
           hint: "add parentRefs: [{ kind: Service, name: <service> }]"
         })
       );
@@ -63814,6 +63905,10 @@ function worstChains(calls, hopFactor) {
 }
 
 // src/compiler/routes.ts
+function portProtocol(port) {
+  const p = port.appProtocol ?? "http";
+  return p === "kubernetes.io/h2c" ? "http2" : p;
+}
 function cmp(a, b) {
   return a < b ? -1 : a > b ? 1 : 0;
 }
@@ -63846,15 +63941,36 @@ function compileFilter(f, namespace) {
     }
   }
 }
+var byKey = (a, b) => cmp(a.name, b.name) || cmp(a.type, b.type) || cmp(a.value, b.value);
+function compileHeaderMatches(headers) {
+  return (headers ?? []).map((h2) => ({ type: h2.type ?? "Exact", name: h2.name.toLowerCase(), value: h2.value })).sort(byKey);
+}
 function compileMatch(m, port) {
-  const byKey = (a, b) => cmp(a.name, b.name) || cmp(a.type, b.type) || cmp(a.value, b.value);
   return {
     port,
     path: { type: m?.path?.type ?? "PathPrefix", value: m?.path?.value ?? "/" },
     method: m?.method ?? null,
-    headers: (m?.headers ?? []).map((h2) => ({ type: h2.type ?? "Exact", name: h2.name.toLowerCase(), value: h2.value })).sort(byKey),
+    headers: compileHeaderMatches(m?.headers),
     queryParams: (m?.queryParams ?? []).map((q2) => ({ type: q2.type ?? "Exact", name: q2.name, value: q2.value })).sort(byKey)
   };
+}
+function escapeRegex(literal) {
+  return literal.replace(/[\\^$.*+?()[\]{}|\/-]/g, "\\$&");
+}
+var ANY_SEGMENT = "[^/]+";
+function grpcPathMatch(method) {
+  if (!method || method.service === void 0 && method.method === void 0) return { type: "RegularExpression", value: `/${ANY_SEGMENT}/${ANY_SEGMENT}` };
+  const regex = (method.type ?? "Exact") === "RegularExpression";
+  if (!regex && method.service !== void 0 && method.method !== void 0) return { type: "Exact", value: `/${method.service}/${method.method}` };
+  const part = (value) => value === void 0 ? ANY_SEGMENT : regex ? `(?:${value})` : escapeRegex(value);
+  return { type: "RegularExpression", value: `/${part(method.service)}/${part(method.method)}` };
+}
+function compileGrpcMatch(m, port) {
+  const headers = [...compileHeaderMatches(m?.headers), { type: "RegularExpression", name: "content-type", value: GRPC_CONTENT_TYPE_PATTERN }].sort(byKey);
+  return { port, path: grpcPathMatch(m?.method), method: null, headers, queryParams: [] };
+}
+function grpcFacts(m) {
+  return { type: m?.method?.type ?? "Exact", service: m?.method?.service ?? null, method: m?.method?.method ?? null, headers: m?.headers?.length ?? 0 };
 }
 function ruleTimeouts(rule, mesh) {
   return {
@@ -63869,23 +63985,25 @@ function ruleTimeouts(rule, mesh) {
     }
   };
 }
+function grpcRuleTimeouts(rule, mesh) {
+  const { timeouts, retry } = ruleTimeouts({ timeouts: rule.timeouts, retry: { ...rule.retry?.attempts !== void 0 ? { attempts: rule.retry.attempts } : {}, ...rule.retry?.backoff !== void 0 ? { backoff: rule.retry.backoff } : {} } }, mesh);
+  const named2 = rule.retry?.codes;
+  const grpcCodes = named2 !== void 0 ? named2.map((n) => GRPC_STATUS_CODES[n]).sort((a, b) => a - b) : retry.attempts > 0 ? [GRPC_UNAVAILABLE] : [];
+  return { timeouts, retry: { attempts: retry.attempts, codes: [], backoffMs: retry.backoffMs, grpcCodes } };
+}
 function backendPort(ref, backend) {
   if (ref.port !== void 0) return ref.port;
   if (backend && backend.spec.ports.length === 1) return backend.spec.ports[0].port;
   return null;
 }
 function compileRule(located, ruleIndex, parentIndex, port, mesh, services) {
+  if (located.doc.kind === "GRPCRoute") return compileGrpcRule(located, ruleIndex, parentIndex, port, mesh, services);
   const route = located.doc;
   const namespace = namespaceOf(route);
   const routeKey = keyOf(route);
   const rule = route.spec.rules[ruleIndex];
   const filters = (rule.filters ?? []).map((f) => compileFilter(f, namespace));
-  const backends = (rule.backendRefs ?? []).map((b) => ({
-    service: refKey(namespace, b),
-    port: backendPort(b, services.get(refKey(namespace, b))?.doc),
-    weight: b.weight ?? 1,
-    filters: (b.filters ?? []).map((f) => compileFilter(f, namespace))
-  }));
+  const backends = compileBackends(rule.backendRefs, namespace, services);
   const { timeouts, retry } = ruleTimeouts(rule, mesh);
   const matches = rule.matches && rule.matches.length > 0 ? rule.matches : [void 0];
   return matches.map((m, matchIndex) => ({
@@ -63902,9 +64020,44 @@ function compileRule(located, ruleIndex, parentIndex, port, mesh, services) {
     origin: { route: located, ruleIndex, matchIndex: rule.matches && rule.matches.length > 0 ? matchIndex : -1, parentIndex }
   }));
 }
-function implicitRule(service, port, mesh) {
+function compileBackends(backendRefs, namespace, services) {
+  return (backendRefs ?? []).map((b) => ({
+    service: refKey(namespace, b),
+    port: backendPort(b, services.get(refKey(namespace, b))?.doc),
+    weight: b.weight ?? 1,
+    filters: (b.filters ?? []).map((f) => compileFilter(f, namespace))
+  }));
+}
+function compileGrpcRule(located, ruleIndex, parentIndex, port, mesh, services) {
+  const route = located.doc;
+  const namespace = namespaceOf(route);
+  const routeKey = keyOf(route);
+  const rule = route.spec.rules[ruleIndex];
+  const filters = (rule.filters ?? []).map((f) => compileFilter(f, namespace));
+  const backends = compileBackends(rule.backendRefs, namespace, services);
+  const { timeouts, retry } = grpcRuleTimeouts(rule, mesh);
+  const written = rule.matches && rule.matches.length > 0;
+  const matches = written ? rule.matches : [void 0];
+  return matches.map((m, matchIndex) => ({
+    rule: {
+      id: `${routeKey}/${ruleIndex}/${matchIndex}`,
+      route: routeKey,
+      kind: "GRPCRoute",
+      ruleName: rule.name ?? null,
+      match: compileGrpcMatch(m, port),
+      filters,
+      backends,
+      timeouts,
+      retry
+    },
+    origin: { route: located, ruleIndex, matchIndex: written ? matchIndex : -1, parentIndex },
+    grpc: grpcFacts(m)
+  }));
+}
+function implicitRule(service, port, mesh, grpc = false) {
   const key = keyOf(service);
-  const { timeouts, retry } = ruleTimeouts({}, mesh);
+  const { timeouts, retry: httpRetry } = ruleTimeouts({}, mesh);
+  const retry = grpc ? { ...httpRetry, grpcCodes: httpRetry.attempts > 0 ? [GRPC_UNAVAILABLE] : [] } : httpRetry;
   return {
     rule: {
       id: port === null ? "default" : `default/${port}`,
@@ -63922,11 +64075,15 @@ var PATH_RANK = { Exact: 0, RegularExpression: 1, PathPrefix: 2 };
 function fullRouteName(key) {
   return key === null ? "" : key.includes("/") ? key : `default/${key}`;
 }
+function compareGrpc(a, b) {
+  return (b.service?.length ?? 0) - (a.service?.length ?? 0) || (b.method?.length ?? 0) - (a.method?.length ?? 0) || b.headers - a.headers;
+}
 function comparePrecedence(a, b) {
   if (!a.origin !== !b.origin) return a.origin ? -1 : 1;
+  if (!a.grpc !== !b.grpc) return a.grpc ? -1 : 1;
   const ma = a.rule.match;
   const mb = b.rule.match;
-  return PATH_RANK[ma.path.type] - PATH_RANK[mb.path.type] || (ma.path.type === "Exact" ? 0 : mb.path.value.length - ma.path.value.length) || (ma.method === null ? 1 : 0) - (mb.method === null ? 1 : 0) || mb.headers.length - ma.headers.length || mb.queryParams.length - ma.queryParams.length || (ma.port === null ? 1 : 0) - (mb.port === null ? 1 : 0) || cmp(fullRouteName(a.rule.route), fullRouteName(b.rule.route)) || (a.origin?.ruleIndex ?? 0) - (b.origin?.ruleIndex ?? 0) || (a.origin?.matchIndex ?? 0) - (b.origin?.matchIndex ?? 0) || (a.origin?.parentIndex ?? 0) - (b.origin?.parentIndex ?? 0) || cmp(a.rule.id, b.rule.id);
+  return (a.grpc && b.grpc ? compareGrpc(a.grpc, b.grpc) : 0) || PATH_RANK[ma.path.type] - PATH_RANK[mb.path.type] || (ma.path.type === "Exact" ? 0 : mb.path.value.length - ma.path.value.length) || (ma.method === null ? 1 : 0) - (mb.method === null ? 1 : 0) || mb.headers.length - ma.headers.length || mb.queryParams.length - ma.queryParams.length || (ma.port === null ? 1 : 0) - (mb.port === null ? 1 : 0) || cmp(fullRouteName(a.rule.route), fullRouteName(b.rule.route)) || (a.origin?.ruleIndex ?? 0) - (b.origin?.ruleIndex ?? 0) || (a.origin?.matchIndex ?? 0) - (b.origin?.matchIndex ?? 0) || (a.origin?.parentIndex ?? 0) - (b.origin?.parentIndex ?? 0) || cmp(a.rule.id, b.rule.id);
 }
 function prefixCovers(prefix, path) {
   return prefixTest(prefix)(path);
@@ -63942,10 +64099,20 @@ function subsumes(a, b) {
   if (pa.type === "PathPrefix") return pb.type === "RegularExpression" ? pa.value === "/" : prefixCovers(pa.value, pb.value);
   return pa.type === pb.type && pa.value === pb.value;
 }
+function plannedSubsumes(a, b) {
+  if (!a.grpc || !b.grpc) return subsumes(a.rule.match, b.rule.match);
+  const ma = a.rule.match;
+  const mb = b.rule.match;
+  if (ma.port !== null && ma.port !== mb.port) return false;
+  const has = (list, m) => list.some((x2) => x2.name === m.name && x2.type === m.type && x2.value === m.value);
+  if (!ma.headers.every((h2) => has(mb.headers, h2))) return false;
+  const part = (x2, y) => x2 === null || y !== null && x2 === y && a.grpc.type === b.grpc.type;
+  return part(a.grpc.service, b.grpc.service) && part(a.grpc.method, b.grpc.method);
+}
 
 // src/compiler/check.ts
 function compilePorts(service) {
-  return service.spec.ports.map((p) => ({ name: p.name ?? null, port: p.port, targetPort: p.targetPort ?? p.port, protocol: p.appProtocol ?? "http" }));
+  return service.spec.ports.map((p) => ({ name: p.name ?? null, port: p.port, targetPort: p.targetPort ?? p.port, protocol: portProtocol(p) }));
 }
 function setLeaf(target, path, value) {
   let node = target;
@@ -64190,13 +64357,45 @@ var Checker = class {
     this.checkFilters(route, rule.filters, [...rp, "filters"], allPrefix);
     backends.forEach((b, j) => this.checkFilters(route, b.filters, [...rp, "backendRefs", j, "filters"], allPrefix));
     const redirect = rule.filters?.some((f) => f.type === "RequestRedirect") ?? false;
+    this.checkBackendsAndTimeouts(route, r2, redirect);
+  }
+  /**
+   * A GRPCRoute rule: its service and method patterns (each on its own, so a diagnostic
+   * points into the field, then as the one path pattern they compile to), header
+   * patterns, filters, backends and timeouts.
+   */
+  checkGrpcRule(route, r2) {
+    const rule = route.doc.spec.rules[r2];
+    const rp = ["spec", "rules", r2];
+    rule.matches?.forEach((m, i2) => {
+      const mp = [...rp, "matches", i2];
+      if (m.method && m.method.type === "RegularExpression") {
+        for (const part of ["service", "method"]) {
+          const value = m.method[part];
+          if (value !== void 0) this.checkRegex(route, value, [...mp, "method", part]);
+        }
+      }
+      m.headers?.forEach((h2, j) => h2.type === "RegularExpression" && this.checkRegex(route, h2.value, [...mp, "headers", j, "value"]));
+    });
+    this.checkFilters(route, rule.filters, [...rp, "filters"], false);
+    rule.backendRefs?.forEach((b, j) => this.checkFilters(route, b.filters, [...rp, "backendRefs", j, "filters"], false));
+    this.checkBackendsAndTimeouts(route, r2, false);
+  }
+  /** What HTTPRoute and GRPCRoute rules share: weights, missing backends, timeouts. */
+  checkBackendsAndTimeouts(route, r2, redirect) {
+    const rule = route.doc.spec.rules[r2];
+    const rp = ["spec", "rules", r2];
+    const backends = rule.backendRefs ?? [];
+    const grpc = route.doc.kind === "GRPCRoute";
+    const failure = grpc ? "fails with gRPC status unavailable" : "fails with 500";
     if (backends.length > 0 && backends.every((b) => (b.weight ?? 1) === 0)) {
-      this.report("TRL4001", "every backendRef of this rule has weight 0, so every request it matches fails with 500", at(route, [...rp, "backendRefs"]), {
+      this.report("TRL4001", `every backendRef of this rule has weight 0, so every ${grpc ? "call" : "request"} it matches ${failure}`, at(route, [...rp, "backendRefs"]), {
         hint: "give at least one backend a positive weight"
       });
     }
     if (backends.length === 0 && !redirect) {
-      this.report("TRL4010", "rule has no backendRefs and no redirect: requests it matches get 500", at(route, rp), { hint: "add backendRefs, or a RequestRedirect filter" });
+      if (grpc) this.report("TRL4010", "rule has no backendRefs: calls it matches fail with gRPC status unavailable", at(route, rp), { hint: "add backendRefs" });
+      else this.report("TRL4010", "rule has no backendRefs and no redirect: requests it matches get 500", at(route, rp), { hint: "add backendRefs, or a RequestRedirect filter" });
     }
     if (backends.length > 0 && redirect) {
       this.report("TRL4011", "rule redirects every request, so its backendRefs are never used", at(route, [...rp, "backendRefs"]), {
@@ -64275,6 +64474,7 @@ var Checker = class {
             }
           }
         }
+        if (rule.to !== void 0) this.checkAccessOperationsOnTcp(target, p, p.doc.spec.rules.indexOf(rule));
         rules.push({
           from: [...from].sort(),
           to: (rule.to ?? []).map((t2) => ({
@@ -64286,6 +64486,19 @@ var Checker = class {
       }
     }
     return { inboundAccess: { default: "policy", mode, rules }, callers: mode === "audit" ? "everyone" : callers };
+  }
+  /**
+   * A TCP connection has no method or path, so an access rule with `to` admits none
+   * (only rules without `to` admit callers on `tcp` ports). Warned at the rule's `to`.
+   */
+  checkAccessOperationsOnTcp(target, policy, r2) {
+    const tcp = target.doc.spec.ports.filter((p) => portProtocol(p) === "tcp");
+    if (tcp.length === 0) return;
+    const all = tcp.length === target.doc.spec.ports.length;
+    const where = all ? `service "${keyOf(target.doc)}" speaks only tcp` : `port${tcp.length === 1 ? "" : "s"} ${tcp.map((p) => p.port).join(", ")} of service "${keyOf(target.doc)}" speak${tcp.length === 1 ? "s" : ""} tcp`;
+    this.report("TRL4029", `${where}, and a TCP connection has no method or path: this rule, which names operations (to), admits no connection ${all ? "to it" : "on those ports"}`, at(policy, ["spec", "rules", r2, "to"], true), {
+      hint: "on tcp ports only `from` is checked: give TCP callers a rule without `to`"
+    });
   }
   endpoints(svc, meshed) {
     const eps = svc.spec.endpoints;
@@ -64370,19 +64583,16 @@ var Checker = class {
     const planned = /* @__PURE__ */ new Map();
     const consumerPlanned = /* @__PURE__ */ new Map();
     for (const name of this.spec.services.keys()) planned.set(name, []);
-    for (const route of this.spec.routes) {
-      route.doc.spec.rules?.forEach((_, r2) => this.checkRule(route, r2));
+    for (const route of this.spec.routes) route.doc.spec.rules?.forEach((_, r2) => this.checkRule(route, r2));
+    for (const route of this.spec.grpcRoutes) route.doc.spec.rules?.forEach((_, r2) => this.checkGrpcRule(route, r2));
+    for (const route of [...this.spec.routes, ...this.spec.grpcRoutes]) {
       const routeNs = namespaceOf(route.doc);
       route.doc.spec.parentRefs?.forEach((p, pi) => {
         const key = refKey(routeNs, p);
         const parent = this.spec.services.get(key);
         if (!parent) return;
-        let port = null;
-        if (p.port !== void 0 || p.sectionName !== void 0) {
-          const found = findPort(parent.doc, p);
-          if (!found) return;
-          port = found.port;
-        }
+        const ports = this.attachedPorts(route, p, pi, parent);
+        if (ports === void 0) return;
         let into = planned.get(key);
         if (namespaceOf(parent.doc) !== routeNs) {
           const byNs = consumerPlanned.get(key) ?? /* @__PURE__ */ new Map();
@@ -64390,7 +64600,7 @@ var Checker = class {
           into = byNs.get(routeNs) ?? [];
           byNs.set(routeNs, into);
         }
-        route.doc.spec.rules?.forEach((_, r2) => into.push(...compileRule(route, r2, pi, port, this.settings, this.spec.services)));
+        for (const port of ports) route.doc.spec.rules?.forEach((_, r2) => into.push(...compileRule(route, r2, pi, port, this.settings, this.spec.services)));
       });
     }
     const plan = /* @__PURE__ */ new Map();
@@ -64430,16 +64640,60 @@ var Checker = class {
     return { settings: this.settings, services: plan };
   }
   /**
+   * The ports of `parent` a route's parentRef attaches its rules to: `[null]` for every
+   * port, the port numbers otherwise, undefined for none (reported). No L7 rule applies to
+   * a `tcp` port (TRL4027), and a GRPCRoute needs HTTP/2 to the app, so not an `http`
+   * port (TRL4028): a parentRef naming such a port is an error, and one naming the whole
+   * Service leaves such ports out (an error only when none is left).
+   */
+  attachedPorts(route, p, pi, parent) {
+    const grpc = route.doc.kind === "GRPCRoute";
+    const fits = (proto) => proto !== "tcp" && !(grpc && proto === "http");
+    const key = keyOf(parent.doc);
+    const refuse2 = (proto, span, what) => {
+      if (proto === "tcp") {
+        this.report("TRL4027", `${route.doc.kind} "${keyOf(route.doc)}" is attached to ${what} of service "${key}", which speaks tcp: no ${route.doc.kind} rule applies to a TCP stream`, span, {
+          hint: "remove the route (the sidecar proxies TCP as an opaque stream with the Mesh default timeouts), or attach it to an HTTP, HTTP/2 or gRPC port"
+        });
+      } else {
+        this.report("TRL4028", `GRPCRoute "${keyOf(route.doc)}" is attached to ${what} of service "${key}", which speaks HTTP/1.1 (appProtocol http): gRPC needs HTTP/2 to the app`, span, {
+          hint: "set appProtocol: grpc (or http2) on the port the gRPC server listens on, or use an HTTPRoute"
+        });
+      }
+    };
+    if (p.port !== void 0 || p.sectionName !== void 0) {
+      const found = findPort(parent.doc, p);
+      if (!found) return void 0;
+      const proto = portProtocol(found);
+      if (!fits(proto)) {
+        refuse2(proto, at(route, ["spec", "parentRefs", pi, p.port !== void 0 ? "port" : "sectionName"]), `port ${found.port}`);
+        return void 0;
+      }
+      return [found.port];
+    }
+    const all = parent.doc.spec.ports;
+    const fitting = all.filter((x2) => fits(portProtocol(x2)));
+    if (fitting.length === 0) {
+      const protos = new Set(all.map((x2) => portProtocol(x2)));
+      refuse2(protos.has("http") && grpc ? "http" : "tcp", at(route, ["spec", "parentRefs", pi, "name"]), all.length === 1 ? "the only port" : "every port");
+      return void 0;
+    }
+    return fitting.length === all.length ? [null] : fitting.map((x2) => x2.port);
+  }
+  /**
    * One route table of a service from its planned rules: ports no route claims keep their
    * default (traffic to the service itself), rules sorted by precedence and checked for
-   * shadowing, and the services the table sends to.
+   * shadowing, and the services the table sends to. A service whose ports are partly
+   * `grpc` gets an implicit rule per port, so that only its gRPC ports retry gRPC statuses.
    */
   routeTable(svc, rules) {
     if (!rules.some((x2) => x2.rule.match.port === null)) {
       const claimed = new Set(rules.map((x2) => x2.rule.match.port));
+      const grpcPorts = new Set(svc.spec.ports.filter((p) => portProtocol(p) === "grpc").map((p) => p.port));
+      const mixed = grpcPorts.size > 0 && grpcPorts.size < svc.spec.ports.length;
       const ports = svc.spec.ports.map((p) => p.port).filter((p) => !claimed.has(p));
-      if (rules.length === 0) rules.push(implicitRule(svc, null, this.settings));
-      else for (const port of ports) rules.push(implicitRule(svc, port, this.settings));
+      if (rules.length === 0 && !mixed) rules.push(implicitRule(svc, null, this.settings, grpcPorts.size > 0));
+      else for (const port of ports) rules.push(implicitRule(svc, port, this.settings, grpcPorts.has(port)));
     }
     rules.sort(comparePrecedence);
     this.checkShadowing(rules);
@@ -64573,7 +64827,7 @@ var Checker = class {
         return v;
       };
     };
-    const worstAttempts = memoised((target) => rulesTo(target).reduce((m, r2) => Math.max(m, r2.rule.retry.codes.length > 0 ? r2.rule.retry.attempts : 0), 0));
+    const worstAttempts = memoised((target) => rulesTo(target).reduce((m, r2) => Math.max(m, r2.rule.retry.codes.length > 0 || (r2.rule.retry.grpcCodes?.length ?? 0) > 0 ? r2.rule.retry.attempts : 0), 0));
     const longestTimeout = memoised((target) => rulesTo(target).reduce((m, r2) => Math.max(m, r2.rule.timeouts.requestMs), 0));
     const worst = worstChains(calls, (target) => 1 + worstAttempts(target));
     const called = new Set([...calls.values()].flat());
@@ -64627,16 +64881,16 @@ var Checker = class {
       if (!later.origin) continue;
       for (let i2 = 0; i2 < j; i2++) {
         const earlier = rules[i2];
-        if (!earlier.origin || !subsumes(earlier.rule.match, later.rule.match)) continue;
+        if (!earlier.origin || !plannedSubsumes(earlier, later)) continue;
         const o2 = later.origin;
         const e = earlier.origin;
         const path = o2.matchIndex >= 0 ? ["spec", "rules", o2.ruleIndex, "matches", o2.matchIndex] : ["spec", "rules", o2.ruleIndex];
         const epath = e.matchIndex >= 0 ? ["spec", "rules", e.ruleIndex, "matches", e.matchIndex] : ["spec", "rules", e.ruleIndex];
-        const identical = subsumes(later.rule.match, earlier.rule.match);
-        const winner = `rules[${e.ruleIndex}]${earlier.rule.ruleName ? ` ("${earlier.rule.ruleName}")` : ""} of HTTPRoute "${keyOf(e.route.doc)}"`;
+        const identical = plannedSubsumes(later, earlier);
+        const winner = `rules[${e.ruleIndex}]${earlier.rule.ruleName ? ` ("${earlier.rule.ruleName}")` : ""} of ${e.route.doc.kind} "${keyOf(e.route.doc)}"`;
         this.report("TRL4002", `this match can never be selected: ${winner} matches every request it would and takes precedence`, at(o2.route, path), {
           related: [{ span: at(e.route, epath), message: "the rule that always wins" }],
-          hint: identical ? `both match the same requests; ties go to the route whose name sorts first, then to rule order — remove one, or make this one more specific` : "make the earlier match narrower, or this one more specific (Gateway API precedence: exact path, longest prefix, method, headers, query)"
+          hint: identical ? `both match the same requests; ties go to the route whose name sorts first, then to rule order — remove one, or make this one more specific` : later.grpc ? "make the earlier match narrower, or this one more specific (Gateway API GRPCRoute precedence: longest service, longest method, most headers)" : "make the earlier match narrower, or this one more specific (Gateway API precedence: exact path, longest prefix, method, headers, query)"
         });
         break;
       }
@@ -65320,6 +65574,528 @@ var common_schema_default = {
       }
     }
   }
+};
+
+// schema/grpcroute.schema.json
+var grpcroute_schema_default = {
+  $schema: "http://json-schema.org/draft-07/schema#",
+  $id: "https://trellis.dev/schema/v1alpha1/grpcroute.schema.json",
+  title: "GRPCRoute",
+  description: "Gateway API GRPCRoute in its mesh (GAMMA) form: how gRPC calls to a Service are matched (by gRPC service, method and metadata headers), changed and split across backends. `parentRefs` name Services; the Service port must speak HTTP/2 (`appProtocol: grpc` or `http2`). Rule `timeouts` and `retry` (retry on gRPC status codes) are Trellis extensions.",
+  type: "object",
+  additionalProperties: false,
+  required: [
+    "apiVersion",
+    "kind",
+    "metadata",
+    "spec"
+  ],
+  properties: {
+    apiVersion: {
+      description: "Gateway API version. `gateway.networking.k8s.io/v1` (GRPCRoute is GA there); `gateway.networking.k8s.io/v1alpha2`, the same shape, is accepted too.",
+      type: "string",
+      enum: [
+        "gateway.networking.k8s.io/v1",
+        "gateway.networking.k8s.io/v1alpha2"
+      ]
+    },
+    kind: {
+      description: "Always `GRPCRoute`.",
+      type: "string",
+      const: "GRPCRoute"
+    },
+    metadata: {
+      $ref: "common.schema.json#/definitions/objectMeta",
+      description: "Route metadata. `name` identifies the route in diagnostics and breaks precedence ties between routes; `namespace` places it (a parent in another namespace makes it a consumer route)."
+    },
+    spec: {
+      $ref: "#/definitions/grpcRouteSpec"
+    }
+  },
+  definitions: {
+    grpcRouteSpec: {
+      title: "GRPCRoute spec",
+      description: "The Services the route attaches to and its rules.",
+      type: "object",
+      additionalProperties: false,
+      properties: {
+        parentRefs: {
+          description: "The Services (optionally one port of each) whose gRPC calls this route governs (at most 32). As for HTTPRoute, every parent is a Service and an omitted `kind` means Service. The port must speak HTTP/2: `appProtocol: grpc` or `http2` (an `http` port is an error, TRL4028; a `tcp` port too, TRL4027). Without a port, the route governs the Service's `grpc` and `http2` ports.",
+          type: "array",
+          maxItems: 32,
+          items: {
+            $ref: "httproute.schema.json#/definitions/parentReference"
+          },
+          examples: [
+            [
+              {
+                group: "",
+                kind: "Service",
+                name: "reviews",
+                port: 9090
+              }
+            ]
+          ]
+        },
+        hostnames: {
+          description: "Accepted so that routes copy over from Gateway API unchanged, and ignored, as for every mesh route.",
+          type: "array",
+          maxItems: 16,
+          items: {
+            $ref: "httproute.schema.json#/definitions/hostname"
+          }
+        },
+        rules: {
+          description: "Rules (1 to 16). For each call, the rule with the most specific matching entry across all GRPCRoutes attached to the Service wins, by Gateway API's order: the most characters in the matched `service`, then in the matched `method`, then the most `headers` matches; remaining ties go to a route attached to a specific port, then to the route whose `namespace/name` sorts first, then to the earlier rule. GRPCRoute rules come before HTTPRoute rules of the same Service; they only ever match gRPC calls.",
+          type: "array",
+          minItems: 1,
+          maxItems: 16,
+          items: {
+            $ref: "#/definitions/grpcRouteRule"
+          }
+        }
+      }
+    },
+    grpcRouteRule: {
+      title: "GRPCRoute rule",
+      description: "Conditions (`matches`), processing (`filters`) and destinations (`backendRefs`) for a set of gRPC calls, with Trellis' `timeouts` and `retry`.",
+      type: "object",
+      additionalProperties: false,
+      properties: {
+        name: {
+          $ref: "httproute.schema.json#/definitions/sectionName",
+          description: "Optional name of the rule, unique within the route; carried into the compiled route table so that tools can name the rule.",
+          examples: [
+            "canary-header"
+          ]
+        },
+        matches: {
+          description: "Conditions (at most 8). A call matches the rule if it satisfies any one entry. Default: every gRPC call.",
+          type: "array",
+          maxItems: 8,
+          items: {
+            $ref: "#/definitions/grpcRouteMatch"
+          }
+        },
+        filters: {
+          description: "Processing applied to matching calls, in order (at most 16). `RequestHeaderModifier` and `ResponseHeaderModifier` at most once each; `RequestMirror` may repeat.",
+          type: "array",
+          maxItems: 16,
+          items: {
+            $ref: "#/definitions/grpcRouteFilter"
+          }
+        },
+        backendRefs: {
+          description: "Where matching calls go (at most 16), split by `weight`, each call on its own (one client connection's calls are spread too). Without backendRefs, or with every weight 0, matching calls fail with gRPC status `unavailable`; the compiler reports both.",
+          type: "array",
+          maxItems: 16,
+          items: {
+            $ref: "#/definitions/grpcBackendRef"
+          },
+          examples: [
+            [
+              {
+                name: "reviews-v1",
+                weight: 90
+              },
+              {
+                name: "reviews-v2",
+                weight: 10
+              }
+            ]
+          ]
+        },
+        timeouts: {
+          $ref: "common.schema.json#/definitions/httpRouteTimeouts",
+          description: "Trellis extension: deadlines for matching calls, as on HTTPRoute rules (`request` for the whole call with its retries, `backendRequest` per attempt). A shorter `grpc-timeout` sent by the caller still applies. Fields left out fall back to the Mesh `defaults.timeouts`, then to the built-in defaults (`request` 15s)."
+        },
+        retry: {
+          $ref: "#/definitions/grpcRouteRetry"
+        }
+      }
+    },
+    grpcRouteRetry: {
+      title: "gRPC retry",
+      description: "Trellis extension: when and how often a failed call is retried. A call whose response ends with one of `codes` (a gRPC status in the trailers, or trailers-only response), or that failed before reaching an endpoint, is retried on another endpoint, within the target's retry budget. Fields left out fall back to the Mesh `defaults.retry` (`attempts`, `backoff`), then to the built-in defaults.",
+      type: "object",
+      additionalProperties: false,
+      properties: {
+        codes: {
+          description: "gRPC status codes that make an attempt retryable, by name in lower-case kebab: `unavailable`, `resource-exhausted`, `deadline-exceeded`, `internal`, `unknown`, `aborted`, … Default `[unavailable]`, which is always safe (the server did not process the call).",
+          type: "array",
+          uniqueItems: true,
+          items: {
+            type: "string",
+            enum: [
+              "cancelled",
+              "unknown",
+              "invalid-argument",
+              "deadline-exceeded",
+              "not-found",
+              "already-exists",
+              "permission-denied",
+              "resource-exhausted",
+              "failed-precondition",
+              "aborted",
+              "out-of-range",
+              "unimplemented",
+              "internal",
+              "unavailable",
+              "data-loss",
+              "unauthenticated"
+            ]
+          },
+          default: [
+            "unavailable"
+          ],
+          examples: [
+            [
+              "unavailable",
+              "resource-exhausted"
+            ]
+          ]
+        },
+        attempts: {
+          description: "Maximum number of retries after the first attempt (`2` = up to three attempts). `0` turns retries off. Default: Mesh `defaults.retry.attempts`, else 2.",
+          type: "integer",
+          minimum: 0,
+          examples: [
+            2
+          ]
+        },
+        backoff: {
+          $ref: "common.schema.json#/definitions/duration",
+          description: "Base wait before a retry; later retries wait longer (exponential backoff with jitter). Default: Mesh `defaults.retry.backoff`, else `25ms`.",
+          examples: [
+            "100ms"
+          ]
+        }
+      },
+      examples: [
+        {
+          codes: [
+            "unavailable"
+          ],
+          attempts: 2,
+          backoff: "50ms"
+        }
+      ]
+    },
+    grpcRouteMatch: {
+      title: "GRPCRoute match",
+      description: "A predicate on a gRPC call; all conditions given must hold. An empty match matches every gRPC call.",
+      type: "object",
+      additionalProperties: false,
+      properties: {
+        method: {
+          $ref: "#/definitions/grpcMethodMatch"
+        },
+        headers: {
+          description: "Conditions on request metadata (HTTP/2 headers), at most 16, all of which must hold. Names are compared case-insensitively.",
+          type: "array",
+          maxItems: 16,
+          items: {
+            $ref: "httproute.schema.json#/definitions/httpHeaderMatch"
+          },
+          examples: [
+            [
+              {
+                name: "x-canary",
+                value: "1"
+              }
+            ]
+          ]
+        }
+      }
+    },
+    grpcMethodMatch: {
+      title: "gRPC method match",
+      description: "Which gRPC service and/or method the call must be for. At least one of `service` and `method`; a part left out matches any. A gRPC call is sent on the path `/<service>/<method>`, and Trellis matches that path.",
+      type: "object",
+      additionalProperties: false,
+      anyOf: [
+        {
+          properties: {
+            service: true
+          },
+          required: [
+            "service"
+          ]
+        },
+        {
+          properties: {
+            method: true
+          },
+          required: [
+            "method"
+          ]
+        }
+      ],
+      properties: {
+        type: {
+          description: "`Exact`: the names are compared exactly, case-sensitively. `RegularExpression`: `service` and `method` are patterns, each matching the whole part (ECMAScript syntax without backreferences or lookaround, linear-time engine, at most 1024 characters). Default `Exact`.",
+          type: "string",
+          enum: [
+            "Exact",
+            "RegularExpression"
+          ],
+          default: "Exact"
+        },
+        service: {
+          description: "Fully qualified gRPC service name, `package.Service` (for `Exact`: dot-separated identifiers, optionally starting with a dot), or a pattern.",
+          type: "string",
+          minLength: 1,
+          maxLength: 1024,
+          examples: [
+            "shop.reviews.v1.Reviews",
+            "grpc.health.v1.Health"
+          ]
+        },
+        method: {
+          description: "gRPC method name (for `Exact`: one identifier), or a pattern.",
+          type: "string",
+          minLength: 1,
+          maxLength: 1024,
+          examples: [
+            "GetReviews",
+            "Check"
+          ]
+        }
+      },
+      if: {
+        not: {
+          properties: {
+            type: {
+              const: "RegularExpression"
+            }
+          },
+          required: [
+            "type"
+          ]
+        }
+      },
+      then: {
+        properties: {
+          service: {
+            type: "string",
+            pattern: "^\\.?[A-Za-z_][A-Za-z_0-9]*(\\.[A-Za-z_][A-Za-z_0-9]*)*$"
+          },
+          method: {
+            type: "string",
+            pattern: "^[A-Za-z_][A-Za-z_0-9]*$"
+          }
+        }
+      }
+    },
+    grpcRouteFilter: {
+      title: "GRPCRoute filter",
+      description: "One processing step. `type` names the filter and the field of the same name (in lowerCamelCase) holds its settings; no other settings field may be present. GRPCRoute has three filter types: `RequestHeaderModifier`, `ResponseHeaderModifier` (gRPC metadata is carried in HTTP/2 headers, so these change metadata) and `RequestMirror`. It has no redirect and no rewrite; `ExtensionRef` is rejected.",
+      type: "object",
+      additionalProperties: false,
+      required: [
+        "type"
+      ],
+      maxProperties: 2,
+      properties: {
+        type: {
+          description: "`RequestHeaderModifier`: change request headers (metadata) before forwarding (`requestHeaderModifier`). `ResponseHeaderModifier`: change response headers before they return to the caller (`responseHeaderModifier`; trailers are not changed). `RequestMirror`: send a copy of the call to another Service and ignore its answer (`requestMirror`).",
+          type: "string",
+          enum: [
+            "RequestHeaderModifier",
+            "ResponseHeaderModifier",
+            "RequestMirror"
+          ]
+        },
+        requestHeaderModifier: {
+          $ref: "httproute.schema.json#/definitions/httpHeaderFilter",
+          description: "Header (metadata) changes made to the request before it is forwarded. Required when `type` is `RequestHeaderModifier`, not allowed otherwise."
+        },
+        responseHeaderModifier: {
+          $ref: "httproute.schema.json#/definitions/httpHeaderFilter",
+          description: "Header changes made to the response headers before they are returned to the caller. Required when `type` is `ResponseHeaderModifier`, not allowed otherwise."
+        },
+        requestMirror: {
+          $ref: "httproute.schema.json#/definitions/httpRequestMirrorFilter"
+        }
+      },
+      allOf: [
+        {
+          if: {
+            properties: {
+              type: {
+                const: "RequestHeaderModifier"
+              }
+            },
+            required: [
+              "type"
+            ]
+          },
+          then: {
+            properties: {
+              requestHeaderModifier: true
+            },
+            required: [
+              "requestHeaderModifier"
+            ]
+          }
+        },
+        {
+          if: {
+            properties: {
+              type: {
+                const: "ResponseHeaderModifier"
+              }
+            },
+            required: [
+              "type"
+            ]
+          },
+          then: {
+            properties: {
+              responseHeaderModifier: true
+            },
+            required: [
+              "responseHeaderModifier"
+            ]
+          }
+        },
+        {
+          if: {
+            properties: {
+              type: {
+                const: "RequestMirror"
+              }
+            },
+            required: [
+              "type"
+            ]
+          },
+          then: {
+            properties: {
+              requestMirror: true
+            },
+            required: [
+              "requestMirror"
+            ]
+          }
+        }
+      ]
+    },
+    grpcBackendRef: {
+      title: "gRPC backend reference",
+      description: "A weighted destination of a rule.",
+      type: "object",
+      additionalProperties: false,
+      required: [
+        "name"
+      ],
+      properties: {
+        group: {
+          $ref: "common.schema.json#/definitions/referenceGroup",
+          description: 'API group of the backend: `""` (the default), `core` or `trellis.dev`; all mean a Trellis Service.'
+        },
+        kind: {
+          $ref: "common.schema.json#/definitions/serviceKind",
+          description: "Kind of the backend. Only `Service`, which is also the default."
+        },
+        namespace: {
+          description: "Namespace of the backend Service. Default: the route's own namespace. Another namespace needs a ReferenceGrant there that lets GRPCRoutes from the route's namespace refer to the Service.",
+          type: "string",
+          minLength: 1,
+          maxLength: 63,
+          pattern: "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+        },
+        name: {
+          $ref: "common.schema.json#/definitions/name",
+          description: "Name of the backend Service.",
+          examples: [
+            "reviews-v2"
+          ]
+        },
+        port: {
+          $ref: "common.schema.json#/definitions/port",
+          description: "Port of the backend Service. Left out: the backend's only port or, when it has several, the port number the caller used.",
+          examples: [
+            9090
+          ]
+        },
+        weight: {
+          description: "Share of the rule's calls sent to this backend: weight / (sum of the rule's weights). `0` sends nothing. Default 1.",
+          type: "integer",
+          minimum: 0,
+          maximum: 1e6,
+          default: 1,
+          examples: [
+            90,
+            10
+          ]
+        },
+        filters: {
+          description: "Filters applied only to calls sent to this backend, after the rule's own filters (at most 16).",
+          type: "array",
+          maxItems: 16,
+          items: {
+            $ref: "#/definitions/grpcRouteFilter"
+          }
+        }
+      }
+    }
+  },
+  examples: [
+    {
+      apiVersion: "gateway.networking.k8s.io/v1",
+      kind: "GRPCRoute",
+      metadata: {
+        name: "reviews"
+      },
+      spec: {
+        parentRefs: [
+          {
+            kind: "Service",
+            name: "reviews",
+            port: 9090
+          }
+        ],
+        rules: [
+          {
+            matches: [
+              {
+                headers: [
+                  {
+                    name: "x-canary",
+                    value: "1"
+                  }
+                ]
+              }
+            ],
+            backendRefs: [
+              {
+                name: "reviews-v2"
+              }
+            ]
+          },
+          {
+            backendRefs: [
+              {
+                name: "reviews-v1",
+                weight: 90
+              },
+              {
+                name: "reviews-v2",
+                weight: 10
+              }
+            ],
+            retry: {
+              codes: [
+                "unavailable"
+              ],
+              attempts: 2
+            }
+          }
+        ]
+      }
+    }
+  ]
 };
 
 // schema/httproute.schema.json
@@ -66187,9 +66963,9 @@ var referencegrant_schema_default = {
           enum: ["gateway.networking.k8s.io"]
         },
         kind: {
-          description: "The referring kind. Only `HTTPRoute` refers to backends in Trellis today.",
+          description: "The referring kind: `HTTPRoute` or `GRPCRoute`. A grant admits only the kind it names (one entry per kind to admit both).",
           type: "string",
-          enum: ["HTTPRoute"]
+          enum: ["HTTPRoute", "GRPCRoute"]
         },
         namespace: {
           $ref: "common.schema.json#/definitions/name",
@@ -66314,10 +67090,11 @@ var service_schema_default = {
           examples: [8080]
         },
         appProtocol: {
-          description: "Application protocol on this port. Only `http` (HTTP/1.1) exists today. Default `http`.",
+          description: "What the app speaks on this port. `http`: HTTP/1.1 (the default). `http2`: HTTP/2 without TLS (h2c with prior knowledge). `grpc`: gRPC, which is HTTP/2 (h2c) with gRPC's semantics in the sidecars: errors as gRPC statuses, `grpc-timeout` deadlines, retries by gRPC status; GRPCRoutes attach to such ports. `tcp`: opaque byte streams, proxied over mTLS between sidecars; no HTTPRoute or GRPCRoute rule and no AccessPolicy `to` applies (only `from`). `kubernetes.io/h2c`, Kubernetes' standard name, means `http2`. Between sidecars every protocol rides HTTP/2 over mTLS. Default `http`.",
           type: "string",
-          enum: ["http"],
-          default: "http"
+          enum: ["http", "http2", "grpc", "tcp", "kubernetes.io/h2c"],
+          default: "http",
+          examples: ["grpc", "tcp"]
         }
       }
     },
@@ -66546,6 +67323,18 @@ var traffictest_schema_default = {
             to: { $ref: "common.schema.json#/definitions/serviceKey", description: "The service it calls: a name in the test's namespace, or `namespace/name`." },
             method: { description: "HTTP method. Default `GET`.", type: "string", enum: ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"], default: "GET" },
             path: { description: "Request path, with a query string if any. Default `/`.", type: "string", pattern: "^/", maxLength: 1024, default: "/", examples: ["/api/cart?debug=on"] },
+            grpc: {
+              title: "gRPC call",
+              description: "A gRPC call instead of `method` and `path`: it is sent as `POST /<service>/<method>` with `content-type: application/grpc`, as a gRPC client sends it, so GRPCRoute rules see it. Give neither `method` nor `path` with it.",
+              type: "object",
+              additionalProperties: false,
+              required: ["service", "method"],
+              properties: {
+                service: { description: "Fully qualified gRPC service name, `package.Service`.", type: "string", maxLength: 1024, pattern: "^\\.?[A-Za-z_][A-Za-z_0-9]*(\\.[A-Za-z_][A-Za-z_0-9]*)*$", examples: ["shop.reviews.v1.Reviews"] },
+                method: { description: "gRPC method name.", type: "string", maxLength: 1024, pattern: "^[A-Za-z_][A-Za-z_0-9]*$", examples: ["GetReviews"] }
+              },
+              examples: [{ service: "shop.reviews.v1.Reviews", method: "GetReviews" }]
+            },
             headers: {
               description: "Request headers, name to value (names are case-insensitive).",
               type: "object",
@@ -66605,7 +67394,7 @@ var trellis_schema_default = {
   $schema: "http://json-schema.org/draft-07/schema#",
   $id: "https://trellis.dev/schema/v1alpha1/trellis.schema.json",
   title: "Trellis document",
-  description: "Any one Trellis spec document: a Mesh, Service, HTTPRoute, TrafficPolicy, AccessPolicy, TrafficTest or ReferenceGrant, validated against the schema of its `kind`. Point a yaml-language-server modeline at this file in YAML files that hold documents of several kinds (the modeline applies to the document it is written in, so repeat it after each `---`).",
+  description: "Any one Trellis spec document: a Mesh, Service, HTTPRoute, GRPCRoute, TrafficPolicy, AccessPolicy, TrafficTest or ReferenceGrant, validated against the schema of its `kind`. Point a yaml-language-server modeline at this file in YAML files that hold documents of several kinds (the modeline applies to the document it is written in, so repeat it after each `---`).",
   type: "object",
   additionalProperties: false,
   required: [
@@ -66616,7 +67405,7 @@ var trellis_schema_default = {
   ],
   properties: {
     apiVersion: {
-      description: "`trellis.dev/v1alpha1` for Mesh, Service, TrafficPolicy and AccessPolicy; `gateway.networking.k8s.io/v1` (or `v1beta1`) for HTTPRoute; `gateway.networking.k8s.io/v1beta1` (or `v1alpha2`) for ReferenceGrant.",
+      description: "`trellis.dev/v1alpha1` for Mesh, Service, TrafficPolicy, AccessPolicy and TrafficTest; `gateway.networking.k8s.io/v1` (or `v1beta1`) for HTTPRoute; `gateway.networking.k8s.io/v1` (or `v1alpha2`) for GRPCRoute; `gateway.networking.k8s.io/v1beta1` (or `v1alpha2`) for ReferenceGrant.",
       type: "string",
       enum: [
         "trellis.dev/v1alpha1",
@@ -66632,6 +67421,7 @@ var trellis_schema_default = {
         "Mesh",
         "Service",
         "HTTPRoute",
+        "GRPCRoute",
         "TrafficPolicy",
         "AccessPolicy",
         "TrafficTest",
@@ -66690,6 +67480,21 @@ var trellis_schema_default = {
       },
       then: {
         $ref: "httproute.schema.json"
+      }
+    },
+    {
+      if: {
+        properties: {
+          kind: {
+            const: "GRPCRoute"
+          }
+        },
+        required: [
+          "kind"
+        ]
+      },
+      then: {
+        $ref: "grpcroute.schema.json"
       }
     },
     {
@@ -66759,6 +67564,7 @@ var trellis_schema_default = {
 var SCHEMAS = {
   "accesspolicy.schema.json": accesspolicy_schema_default,
   "common.schema.json": common_schema_default,
+  "grpcroute.schema.json": grpcroute_schema_default,
   "httproute.schema.json": httproute_schema_default,
   "mesh.schema.json": mesh_schema_default,
   "referencegrant.schema.json": referencegrant_schema_default,
@@ -66774,7 +67580,8 @@ var SCHEMA_FILES = {
   TrafficPolicy: "trafficpolicy.schema.json",
   AccessPolicy: "accesspolicy.schema.json",
   TrafficTest: "traffictest.schema.json",
-  ReferenceGrant: "referencegrant.schema.json"
+  ReferenceGrant: "referencegrant.schema.json",
+  GRPCRoute: "grpcroute.schema.json"
 };
 var MAX_DURATION_KEYWORD = {
   keyword: "maxDuration",
@@ -67058,6 +67865,22 @@ function normalizeSlowly(raw) {
 }
 
 // src/explain/explain.ts
+function grpcExplainRequest(from, to, service, method, headers = {}, port) {
+  return { from, to, method: "POST", path: grpcPath(service, method), query: "", headers: { ...headers, "content-type": "application/grpc" }, ...port !== void 0 ? { port } : {} };
+}
+function grpcCallOf(request2) {
+  const type2 = request2.headers["content-type"];
+  if (type2 === void 0 || !new RegExp(`^(?:${GRPC_CONTENT_TYPE_PATTERN})$`).test(type2)) return void 0;
+  return parseGrpcPath(request2.path);
+}
+function grpcWants(wants, path) {
+  if (wants.startsWith("path ")) {
+    const facts = grpcMethodOfPath(path);
+    return facts ? `gRPC ${describeGrpcMethod(facts)}` : wants;
+  }
+  if (wants.startsWith("header content-type ~")) return "a gRPC call (content-type application/grpc)";
+  return wants;
+}
 var ExplainError = class extends Error {
   name = "ExplainError";
 };
@@ -67073,7 +67896,10 @@ function explain(result, request2, pathPrefix) {
     throw new ExplainError(`there is no service "${request2.to}"; ${egress}`);
   }
   const port = request2.port ?? target.route.ports[0];
+  const portProtocol2 = target.cluster.ports.find((p) => p.port === port)?.protocol ?? "http";
+  const tcp = portProtocol2 === "tcp";
   const req = { ...request2, port };
+  const protocolField = portProtocol2 === "http" ? {} : { protocol: portProtocol2 };
   const callerPlan = plan.services.get(request2.from);
   const callerIdentity = callerPlan.inbound.identity;
   const consumerNamespace2 = target.consumers.has(callerPlan.namespace) ? callerPlan.namespace : null;
@@ -67085,11 +67911,11 @@ function explain(result, request2, pathPrefix) {
     const decision = target.inbound ? decideAccess(target.inbound.access, callerIdentity, request2.method, accessPath) : null;
     const policy = accessPolicyFor(request2.to);
     const reason = `${request2.from} may not call ${request2.to}: ${decision?.reason ?? "an AccessPolicy on it admits other callers only"}; its sidecar has no route to it and answers 404 unknown_service`;
-    return { request: req, consumerNamespace: consumerNamespace2, reachable: { ok: false, reason, at: loc(policy ? at(policy, ["metadata", "name"]) : spec.mesh ? at(spec.mesh, ["spec", "access"]) : void 0) }, rules: [], matched: null, clusters: [], outcome: reason };
+    return { request: req, ...protocolField, consumerNamespace: consumerNamespace2, reachable: { ok: false, reason, at: loc(policy ? at(policy, ["metadata", "name"]) : spec.mesh ? at(spec.mesh, ["spec", "access"]) : void 0) }, rules: [], matched: null, clusters: [], outcome: reason };
   }
   const table2 = new RouteTable(routeResource.body);
   const trace = table2.trace({ port, method: request2.method, path: request2.path, headers: request2.headers, query: request2.query });
-  const routeOf = (key) => key === null ? void 0 : spec.routes.find((r2) => keyOf(r2.doc) === key);
+  const routeOf = (key, kind) => key === null ? void 0 : (kind === "GRPCRoute" ? spec.grpcRoutes : spec.routes).find((r2) => keyOf(r2.doc) === key);
   const indexesOf = (id) => id.split("/").slice(-2).map(Number);
   const ruleSpan = (id, route2) => {
     if (!route2) return void 0;
@@ -67097,13 +67923,22 @@ function explain(result, request2, pathPrefix) {
     const rule2 = route2.doc.spec.rules?.[r2];
     return at(route2, rule2?.matches && rule2.matches.length > 0 ? ["spec", "rules", r2, "matches", m] : ["spec", "rules", r2]);
   };
-  const rules = trace.rules.map(({ rule: rule2, failed }) => ({ id: rule2.id, route: rule2.route, ruleName: rule2.ruleName, at: loc(ruleSpan(rule2.id, routeOf(rule2.route))), matched: failed === null, failed }));
+  const rules = trace.rules.map(({ rule: rule2, failed }) => ({
+    id: rule2.id,
+    route: rule2.route,
+    ...rule2.kind === void 0 ? {} : { kind: rule2.kind },
+    ruleName: rule2.ruleName,
+    at: loc(ruleSpan(rule2.id, routeOf(rule2.route, rule2.kind))),
+    matched: failed === null,
+    failed: failed !== null && rule2.kind === "GRPCRoute" ? grpcWants(failed, rule2.match.path) : failed
+  }));
   const reachable = { ok: true, reason: `${request2.from} may call ${request2.to}`, at: loc(accessPolicyFor(request2.to) ? at(accessPolicyFor(request2.to), ["metadata", "name"]) : void 0) };
   if (trace.matched < 0) {
-    return { request: req, consumerNamespace: consumerNamespace2, reachable, rules, matched: null, clusters: [], outcome: `no rule of ${request2.to}'s routes matches: the caller's sidecar answers 404 no_route` };
+    const answer = grpcCallOf(request2) ? "gRPC status unimplemented (no_route)" : "404 no_route";
+    return { request: req, ...protocolField, consumerNamespace: consumerNamespace2, reachable, rules, matched: null, clusters: [], outcome: `no rule of ${request2.to}'s routes matches: the caller's sidecar answers ${answer}` };
   }
   const rule = table2.rules[trace.matched];
-  const route = routeOf(rule.route);
+  const route = routeOf(rule.route, rule.kind);
   const ruleIndex = rule.route === null ? -1 : indexesOf(rule.id)[0];
   const rulePath = ["spec", "rules", ruleIndex];
   const specRule = route?.doc.spec.rules?.[ruleIndex];
@@ -67134,10 +67969,12 @@ function explain(result, request2, pathPrefix) {
     };
   });
   const shares2 = backends.filter((b) => b.share > 0).map((b) => `${b.service} ${formatShare2(b.share)}`);
+  const call = grpcCallOf(request2);
   const denied = clusters.filter((c3) => c3.access && !c3.access.allowed).map((c3) => c3.service);
-  const outcome = redirect ? `redirected with ${redirect.statusCode}; no backend is called` : shares2.length === 0 ? "every backend has weight 0: the caller gets 500" : `${request2.method} ${request2.path} from ${request2.from} goes to ${shares2.join(", ")}${denied.length > 0 ? `; ${denied.join(", ")} would deny it (403)` : ""}`;
+  const outcome = redirect ? `redirected with ${redirect.statusCode}; no backend is called` : shares2.length === 0 ? `every backend has weight 0: the caller gets ${call ? "gRPC status unavailable" : "500"}` : `${call ? `gRPC ${call.service}/${call.method}` : tcp ? "a TCP connection" : `${request2.method} ${request2.path}`} from ${request2.from} goes to ${shares2.join(", ")}${denied.length > 0 ? `; ${denied.join(", ")} would deny it (${call ? "gRPC permission-denied" : "403"})` : ""}`;
   return {
     request: req,
+    ...protocolField,
     consumerNamespace: consumerNamespace2,
     reachable,
     rules,
@@ -67214,10 +68051,21 @@ function runOne(result, test, out) {
       return { name, ok: false, failures: [problem], explanation: null };
     }
   }
-  const path = request2.path ?? "/";
+  const grpc = request2.grpc;
+  if (grpc && (request2.method !== void 0 || request2.path !== void 0)) {
+    const field = request2.method !== void 0 ? "method" : "path";
+    const problem = `request.grpc names the call, so request.${field} may not be given too`;
+    out.push(diagnostic("TRL5002", `traffic test "${name}": ${problem}`, at(test, ["spec", "request", field], true), { hint: "a gRPC call is always POST /<service>/<method>; remove method and path" }));
+    return { name, ok: false, failures: [problem], explanation: null };
+  }
+  const path = grpc ? `/${grpc.service}/${grpc.method}` : request2.path ?? "/";
   const q2 = path.indexOf("?");
   const headers = Object.fromEntries(Object.entries(request2.headers ?? {}).map(([k, v]) => [k.toLowerCase(), v]));
-  const e = explain(result, { from: request2.from, to: request2.to, method: request2.method ?? "GET", path: q2 < 0 ? path : path.slice(0, q2), query: q2 < 0 ? "" : path.slice(q2 + 1), headers, ...request2.port ? { port: request2.port } : {} }, "");
+  const e = explain(
+    result,
+    grpc ? grpcExplainRequest(request2.from, request2.to, grpc.service, grpc.method, headers, request2.port) : { from: request2.from, to: request2.to, method: request2.method ?? "GET", path: q2 < 0 ? path : path.slice(0, q2), query: q2 < 0 ? "" : path.slice(q2 + 1), headers, ...request2.port ? { port: request2.port } : {} },
+    ""
+  );
   const failures = [];
   const outcome = outcomeOf(e);
   if (expect.outcome !== void 0 && expect.outcome !== outcome) failures.push(["outcome", `expected outcome ${expect.outcome}, got ${outcome}: ${e.outcome}${ruleNote(e)}`]);
@@ -67248,7 +68096,8 @@ function runOne(result, test, out) {
     if (attempts > expect.retries.max) failures.push(["retries", `expected at most ${expect.retries.max} retries, the rule allows ${attempts} (${e.matched?.retry.origin.at ?? "built-in default"})`]);
   }
   for (const [field, message] of failures) {
-    out.push(diagnostic("TRL5001", `traffic test "${name}" failed: ${message}`, at(test, ["spec", "expect", field], true), { hint: `trellis explain --from ${request2.from} --to ${request2.to} --method ${request2.method ?? "GET"} --path '${path}' shows every step` }));
+    const call = grpc ? `--grpc ${grpc.service}/${grpc.method}` : `--method ${request2.method ?? "GET"} --path '${path}'`;
+    out.push(diagnostic("TRL5001", `traffic test "${name}" failed: ${message}`, at(test, ["spec", "expect", field], true), { hint: `trellis explain --from ${request2.from} --to ${request2.to} ${call} shows every step` }));
   }
   return { name, ok: failures.length === 0, failures: failures.map(([, m]) => m), explanation: e };
 }
@@ -71932,7 +72781,7 @@ function ruleItem(r2) {
   const moved = r2.change !== "changed" || r2.shares.some((s) => s.before !== s.after);
   const shares2 = moved ? r2.shares.map((s) => `${escapeMarkdown(s.backend)} ${pct(s.before)} → ${pct(s.after)}`).join(", ") : "";
   const settings = r2.settings.filter((c3) => r2.change === "changed" || (r2.change === "added" ? c3.after : c3.before) !== "none").map((c3) => r2.change === "changed" ? `${escapeMarkdown(c3.setting)} ${escapeMarkdown(c3.before ?? "—")} → ${escapeMarkdown(c3.after ?? "—")}` : `${escapeMarkdown(c3.setting)} ${escapeMarkdown((r2.change === "added" ? c3.after : c3.before) ?? "—")}`);
-  return `- ${r2.change} rule <code>${escapeMarkdown(r2.rule)}</code> (${match}): ${[shares2, ...settings].filter((x2) => x2 !== "").join("; ")}`;
+  return `- ${r2.change} ${r2.kind === void 0 ? "" : `${r2.kind} `}rule <code>${escapeMarkdown(r2.rule)}</code> (${match}): ${[shares2, ...settings].filter((x2) => x2 !== "").join("; ")}`;
 }
 function serviceDetails(s) {
   const parts = [s.rules.length > 0 ? `${s.rules.length} rule${s.rules.length === 1 ? "" : "s"}` : null, s.policy.length > 0 ? "policy" : null, s.endpoints.length > 0 ? "endpoints" : null, s.access.length > 0 ? "access" : null, s.inbound.length > 0 ? "inbound" : null].filter((x2) => x2 !== null);
