@@ -15,7 +15,6 @@
  * prints them) instead of the reconciler's log line. Everything stops on `stop()`.
  */
 import { randomBytes } from 'node:crypto';
-import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { createLogger } from '../logger.ts';
@@ -36,6 +35,10 @@ import { ReconcilerMetrics } from '../reconciler/metrics.ts';
 import { Reconciler } from '../reconciler/reconciler.ts';
 import { ReconcilerServer } from '../reconciler/server.ts';
 import { DEFAULT_SIDECAR_OPTIONS, Sidecar } from '../sidecar/sidecar.ts';
+import { hostOfServiceKey } from '../sidecar/destination.ts';
+import type { ClientHttp2Session } from 'node:http2';
+import type { PortProtocol, RouteBody } from '../config/types.ts';
+import { demoGrpcPath, grpcCall, grpcSession, startDemoApp, tcpCall, type DemoResult } from './demo.ts';
 
 export interface UpOptions {
   readonly dir: string;
@@ -81,21 +84,6 @@ export interface RunningMesh {
   /** Calls the traffic includes that access policy forbids (each should get 403). */
   readonly forbidden: readonly ForbiddenCall[];
   stop(): Promise<void>;
-}
-
-/** A demo app: answers every request with its service and instance, as JSON. */
-async function startDemoApp(service: string, instance: string, host: string, port: number): Promise<Server> {
-  const server = createServer((req, res) => {
-    req.resume();
-    const body = JSON.stringify({ service, instance, method: req.method, path: req.url, caller: req.headers['x-forwarded-for'] ?? null });
-    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'x-demo-service': service });
-    res.end(body);
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => resolve());
-  });
-  return server;
 }
 
 /** A call from an entry service that its destination's access rules refuse. */
@@ -188,13 +176,13 @@ export async function up(options: UpOptions): Promise<RunningMesh> {
         if (!svc.meshed) {
           // Unmeshed: the demo app itself listens where callers connect.
           const port = ep.port ?? svc.cluster.ports[0]!.targetPort;
-          const app = await startDemoApp(svc.name, instance, ep.address, port);
+          const app = await startDemoApp(svc.name, instance, ep.address, port, svc.cluster.ports[0]!.protocol);
           cleanups.push(() => new Promise((r) => app.close(() => r())));
           instances.push({ service: svc.name, meshed: false, inbound: port, outbound: null, admin: null, app: port });
           continue;
         }
-        const app = await startDemoApp(svc.name, instance, '127.0.0.1', 0);
-        cleanups.push(() => new Promise((r) => (app.closeAllConnections(), app.close(() => r()))));
+        const app = await startDemoApp(svc.name, instance, '127.0.0.1', 0, svc.cluster.ports[0]!.protocol);
+        cleanups.push(() => new Promise((r) => app.close(() => r())));
         const appPort = (app.address() as AddressInfo).port;
         const sidecar = new Sidecar({
           ...DEFAULT_SIDECAR_OPTIONS,
@@ -221,13 +209,25 @@ export async function up(options: UpOptions): Promise<RunningMesh> {
     let entries = [...compiled.mesh.configs.keys()].filter((n) => !called.has(n) && sidecars.has(n));
     if (entries.length === 0) entries = [...sidecars.keys()].slice(0, 1);
     const traffic = entries.map((from) => ({ from, to: callees(compiled.mesh!.configs.get(from)!) }));
+    // A TCP service is usually called from deeper in (checkout writes to the audit log):
+    // every meshed service that may connect to one does, so the demo shows it too.
+    const protocolOf = (service: string): PortProtocol => compiled.plan!.services.get(service)?.cluster.ports[0]?.protocol ?? 'http';
+    for (const from of sidecars.keys()) {
+      if (entries.includes(from)) continue;
+      const tcp = callees(compiled.mesh.configs.get(from)!).filter((c) => c !== from && protocolOf(c) === 'tcp');
+      if (tcp.length > 0) traffic.push({ from, to: tcp });
+    }
     const forbidden = findForbiddenCalls(traffic, compiled.mesh.configs);
 
     // Bounded: certificates come from the in-process CA within milliseconds.
     const all = [...sidecars.values()].flat();
     for (const deadline = Date.now() + 10_000; Date.now() < deadline && !all.every((s) => s.ready); ) await new Promise((r) => setTimeout(r, 20));
 
-    const stopTraffic = startTraffic(traffic, forbidden, sidecars, instances, options);
+    const stopTraffic = startTraffic(traffic, forbidden, sidecars, instances, options, (from, to) => {
+      const port = compiled.plan!.services.get(to)?.cluster.ports[0];
+      const routes = compiled.mesh!.configs.get(from)?.resources.find((r) => r.name === `route/${to}`)?.body as RouteBody | undefined;
+      return { protocol: port?.protocol ?? 'http', authority: `${hostOfServiceKey(to)}:${port?.port ?? 80}`, grpcPath: demoGrpcPath(routes?.rules ?? []) };
+    });
     cleanups.push(stopTraffic);
     const stopWatching = watchRevisions(reconciler, options);
     cleanups.push(stopWatching);
@@ -248,8 +248,16 @@ function startTraffic(
   sidecars: ReadonlyMap<string, Sidecar[]>,
   instances: readonly StartedInstance[],
   options: UpOptions,
+  describe: (from: string, to: string) => { protocol: PortProtocol; authority: string; grpcPath: string },
 ): () => Promise<void> {
   const agent = new Agent({ connections: 16, keepAliveTimeout: 5000 });
+  /** One h2c connection per calling sidecar for gRPC calls: the sidecar spreads its calls. */
+  const sessions = new Map<number, ClientHttp2Session>();
+  const sessionFor = (port: number) => {
+    let s = sessions.get(port);
+    if (!s || s.closed || s.destroyed) sessions.set(port, (s = grpcSession(port)));
+    return s;
+  };
   /** Per call: who answered how often, how long each call took (ms), how many failed (5xx or no answer). */
   const tallies = new Map<string, { who: Map<string, number>; ms: number[]; failed: number; forbidden: boolean }>();
   const tally = (key: string, forbidden: boolean) => {
@@ -260,13 +268,28 @@ function startTraffic(
   let stopped = false;
   const outboundOf = (service: string) => instances.find((i) => i.service === service && i.outbound !== null)!.outbound!;
   const calls = [
-    ...traffic.flatMap(({ from, to }) => to.map((dest) => ({ from, to: dest, method: 'GET', path: '/', key: `${from} → ${dest}`, forbidden: false }))),
-    ...forbidden.map((f) => ({ ...f, key: `${f.from} → ${f.to} ${f.method} ${f.path} (forbidden)`, forbidden: true })),
+    ...traffic.flatMap(({ from, to }) => to.map((dest) => ({ from, to: dest, method: 'GET', path: '/', forbidden: false, ...describe(from, dest) }))).map((c) => ({ ...c, key: `${c.from} → ${c.to}${c.protocol === 'grpc' || c.protocol === 'tcp' ? ` (${c.protocol})` : ''}` })),
+    ...forbidden.map((f) => ({ ...f, key: `${f.from} → ${f.to} ${f.method} ${f.path} (forbidden)`, forbidden: true, ...describe(f.from, f.to), protocol: 'http' as PortProtocol })),
   ];
+  const record = (key: string, refused: boolean, started: number, r: DemoResult) => {
+    if (stopped) return;
+    const t = tally(key, refused);
+    t.who.set(r.who, (t.who.get(r.who) ?? 0) + 1);
+    if (r.who !== 'no answer') t.ms.push(performance.now() - started);
+    if (!r.ok && r.failed) t.failed++;
+  };
   const tick = setInterval(() => {
-    for (const { from, to: dest, method, path, key, forbidden: refused } of calls) {
+    for (const { from, to: dest, method, path, key, forbidden: refused, protocol, authority, grpcPath } of calls) {
       if (!sidecars.has(from)) continue;
       const started = performance.now();
+      if (protocol === 'grpc') {
+        void grpcCall(sessionFor(outboundOf(from)), authority, grpcPath, 5000).then((r) => record(key, refused, started, r));
+        continue;
+      }
+      if (protocol === 'tcp') {
+        void tcpCall(outboundOf(from), authority, 5000).then((r) => record(key, refused, started, r));
+        continue;
+      }
       void request(`http://127.0.0.1:${outboundOf(from)}${path}`, { method, headers: { host: dest }, dispatcher: agent, headersTimeout: 5000, bodyTimeout: 5000 })
         .then(async (res) => {
           const who = res.statusCode === 200 ? ((await res.body.json()) as { service: string }).service : `${res.statusCode} ${String(res.headers['x-trellis-error'] ?? '')}`.trim();
@@ -304,6 +327,7 @@ function startTraffic(
     stopped = true;
     clearInterval(tick);
     clearInterval(report);
+    for (const s of sessions.values()) s.close();
     await agent.close();
   };
 }

@@ -143,6 +143,8 @@ describe('reconciler and sidecars as processes', () => {
     const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
     await waitFor(() => /frontend → catalog DELETE \/admin \(forbidden\): 403 access_denied 100%/.test(out), 'the forbidden call refused with 403', 30_000);
     assert.match(out, /frontend → catalog: catalog 100%/, 'allowed calls go through');
+    // gRPC (one h2c connection from the frontend, spread by the GRPCRoute) and TCP (CONNECT through checkout's sidecar) answer too.
+    await waitFor(() => /frontend → reviews \(grpc\): reviews \d+%/.test(out) && /checkout → audit-log \(tcp\): audit-log 100% {2}\(success 100%/.test(out), 'the gRPC and TCP demo calls answered', 30_000);
     const catalogAdmin = Number(/^\s+catalog\s+sidecar .* admin 127\.0\.0\.1:(\d+)/m.exec(out)![1]);
     const identity = (await (await fetch(`http://127.0.0.1:${catalogAdmin}/identity`)).json()) as { identity: string };
     assert.equal(identity.identity, 'spiffe://shop.trellis.local/svc/catalog');
