@@ -371,12 +371,44 @@ class Checker {
     this.checkBackendsAndTimeouts(route, r, false);
   }
 
+  /**
+   * A backend (or mirror) port that cannot carry the route's calls: a GRPCRoute's on a port
+   * that speaks HTTP/1.1 or tcp, an HTTPRoute's on a tcp port (TRL4030). Without a `port`
+   * the backend's ports are checked together: warned only when none fits. A route's own
+   * parent is left to the attachment checks.
+   */
+  checkBackendProtocol(route: Located<RouteDocument>, ref: { namespace?: string; name: string; port?: number }, path: DocPath): void {
+    const ns = namespaceOf(route.doc);
+    const key = refKey(ns, ref);
+    const backend = this.spec.services.get(key);
+    // A parent that sends to itself: attachedPorts already reports a port it cannot route (TRL4027, TRL4028).
+    if (!backend || (route.doc.spec.parentRefs ?? []).some((p) => refKey(ns, p) === key)) return;
+    const grpc = route.doc.kind === 'GRPCRoute';
+    const fits = (proto: string) => proto !== 'tcp' && !(grpc && proto === 'http');
+    const ports = ref.port !== undefined ? backend.doc.spec.ports.filter((p) => p.port === ref.port) : backend.doc.spec.ports;
+    if (ports.length === 0 || ports.some((p) => fits(portProtocol(p)))) return;
+    const protos = [...new Set(ports.map((p) => portProtocol(p)))];
+    const speaks = protos.map((p) => (p === 'http' ? 'HTTP/1.1 (appProtocol http)' : p)).join(' and ');
+    this.report(
+      'TRL4030',
+      `${route.doc.kind} "${keyOf(route.doc)}" sends calls to service "${keyOf(backend.doc)}"${ref.port !== undefined ? ` port ${ref.port}` : ''}, which speaks ${speaks}: ${grpc ? 'gRPC calls need HTTP/2 to the app' : 'an HTTP request cannot be carried to a TCP port'}, so they will fail`,
+      at(route, [...path, ref.port !== undefined ? 'port' : 'name']),
+      { hint: grpc ? 'send to a port with appProtocol grpc or http2, or set that on the backend port its gRPC server listens on' : 'send to an HTTP port of the backend' },
+    );
+  }
+
   /** What HTTPRoute and GRPCRoute rules share: weights, missing backends, timeouts. */
   checkBackendsAndTimeouts(route: Located<RouteDocument>, r: number, redirect: boolean): void {
     const rule = route.doc.spec.rules![r]!;
     const rp: DocPath = ['spec', 'rules', r];
     const backends = rule.backendRefs ?? [];
     const grpc = route.doc.kind === 'GRPCRoute';
+    backends.forEach((b, j) => {
+      const bp: DocPath = [...rp, 'backendRefs', j];
+      this.checkBackendProtocol(route, b, bp);
+      b.filters?.forEach((f, k) => f.type === 'RequestMirror' && f.requestMirror && this.checkBackendProtocol(route, f.requestMirror.backendRef, [...bp, 'filters', k, 'requestMirror', 'backendRef']));
+    });
+    rule.filters?.forEach((f, k) => f.type === 'RequestMirror' && f.requestMirror && this.checkBackendProtocol(route, f.requestMirror.backendRef, [...rp, 'filters', k, 'requestMirror', 'backendRef']));
     const failure = grpc ? 'fails with gRPC status unavailable' : 'fails with 500';
     if (backends.length > 0 && backends.every((b) => (b.weight ?? 1) === 0)) {
       this.report('TRL4001', `every backendRef of this rule has weight 0, so every ${grpc ? 'call' : 'request'} it matches ${failure}`, at(route, [...rp, 'backendRefs']), {

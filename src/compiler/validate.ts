@@ -121,6 +121,8 @@ const PATTERN_EXPLANATIONS: ReadonlyArray<[RegExp, string]> = [
   [/^\^spiffe/, 'a SPIFFE ID such as spiffe://example.org/svc/checkout'],
   [/^\^\(\?:\[-A-Za-z0-9\/\._~/, 'a URL path of letters, digits, /-._~!$&\'()*+,;=:@ and %XX escapes (no spaces, control characters or raw non-ASCII)'],
   [/^\^\(\[a-z0-9\]/, 'a service name such as checkout, or namespace/name such as shop/checkout'],
+  [/^\^\\\.\?\[A-Za-z_\]/, 'a gRPC service name such as shop.reviews.v1.Reviews (identifiers of letters, digits and "_" joined by dots)'],
+  [/^\^\[A-Za-z_\]\[A-Za-z_0-9\]\*\$$/, 'a gRPC method name such as GetReviews (letters, digits and "_", not starting with a digit)'],
 ];
 
 function describeValue(v: unknown): string {
@@ -225,6 +227,22 @@ function toDiagnostic(source: ParsedDocument, e: ErrorObject): Diagnostic | unde
     }
     case 'if':
       return undefined; // the failing `then` branch reports the real problem
+    case 'anyOf': {
+      // "At least one of these fields" (a GRPCRoute method match: service, method) is
+      // written as branches that each require one field; say it that way.
+      const branches = Array.isArray(e.schema) ? (e.schema as Array<{ required?: unknown }>) : [];
+      const fields = branches.map((b) => (Array.isArray(b.required) && b.required.length === 1 ? String(b.required[0]) : undefined));
+      if (fields.length > 1 && fields.every((f) => f !== undefined)) {
+        code = 'TRL2001';
+        message = `${where} needs at least one of ${fields.map((f) => `"${f}"`).join(', ')}`;
+        if (path.length > 0 && typeof path[path.length - 1] === 'string') at = locate(source, path, true);
+        break;
+      }
+      code = 'TRL2007';
+      message = `${where} ${e.message ?? 'does not match the schema'}`;
+      if (schema.description) hint = schema.description.split(/(?<=\.)\s/)[0];
+      break;
+    }
     default: {
       code = 'TRL2007';
       message = `${where} ${e.message ?? 'does not match the schema'}`;

@@ -78,6 +78,7 @@ export const CODES = {
   TRL4027: { name: 'route-on-tcp-port', severity: 'error' },
   TRL4028: { name: 'grpc-route-on-http1-port', severity: 'error' },
   TRL4029: { name: 'access-operations-on-tcp', severity: 'warning' },
+  TRL4030: { name: 'backend-protocol-mismatch', severity: 'warning' },
   // traffic tests
   TRL5001: { name: 'traffic-test-failed', severity: 'error' },
   TRL5002: { name: 'traffic-test-invalid', severity: 'error' },

@@ -590,8 +590,8 @@ spec:
     );
     const found = bad.diagnostics.map((d) => `${d.code} ${d.message}`);
     assert.ok(found.some((m) => /^TRL2004 spec\.ports\[0\]\.appProtocol may not be "udp"/.test(m)), found.join('\n'));
-    assert.ok(found.some((m) => /^TRL2007 spec\.rules\[0\]\.matches\[0\]\.method/.test(m)), found.join('\n'));
-    assert.ok(found.some((m) => /^TRL2005 spec\.rules\[0\]\.matches\[1\]\.method\.service/.test(m)), found.join('\n'));
+    assert.ok(found.some((m) => m === 'TRL2001 spec.rules[0].matches[0].method needs at least one of "service", "method"'), found.join('\n'));
+    assert.ok(found.some((m) => /^TRL2005 spec\.rules\[0\]\.matches\[1\]\.method\.service is "not\/valid", which is not a gRPC service name/.test(m)), found.join('\n'));
     assert.ok(found.some((m) => /^TRL2005 spec\.rules\[0\]\.matches\[2\]\.method\.method/.test(m)), found.join('\n'));
     assert.ok(found.some((m) => /^TRL2004 spec\.rules\[0\]\.retry\.codes\[0\] may not be "unavailible"/.test(m)), found.join('\n'));
     assert.ok(found.some((m) => /^TRL2004 spec\.rules\[0\]\.filters\[0\]\.type may not be "RequestRedirect"/.test(m)), found.join('\n'));
@@ -605,6 +605,38 @@ spec:
     backendRefs: [{ name: echo-v1 }]
 `);
     assert.deepEqual(bad2.diagnostics.filter((d) => d.severity === 'error').map((d) => d.code), ['TRL4007']);
+  });
+
+  test('a backend that cannot carry the calls is warned about (TRL4030)', () => {
+    const result = compile(
+      svc('legacy', '[{ port: 7070 }]'),
+      svc('raw', '[{ port: 5140, appProtocol: tcp }]'),
+      `apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: { name: g }
+spec:
+  parentRefs: [{ kind: Service, name: echo }]
+  rules:
+  - backendRefs: [{ name: echo-v1 }, { name: legacy }]
+    filters: [{ type: RequestMirror, requestMirror: { backendRef: { name: raw } } }]
+`,
+      `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: h }
+spec:
+  parentRefs: [{ kind: Service, name: client }]
+  rules:
+  - backendRefs: [{ name: raw }, { name: echo-v1 }]
+`,
+    );
+    assert.deepEqual(
+      result.diagnostics.filter((d) => d.code === 'TRL4030').map((d) => d.message.replace(/, so they will fail$/, '')),
+      [
+        'GRPCRoute "g" sends calls to service "legacy", which speaks HTTP/1.1 (appProtocol http): gRPC calls need HTTP/2 to the app',
+        'GRPCRoute "g" sends calls to service "raw", which speaks tcp: gRPC calls need HTTP/2 to the app',
+        'HTTPRoute "h" sends calls to service "raw", which speaks tcp: an HTTP request cannot be carried to a TCP port',
+      ],
+    );
   });
 
   test('a cross-namespace backendRef of a GRPCRoute needs a ReferenceGrant from GRPCRoutes', () => {
