@@ -58633,6 +58633,7 @@ var CODES = {
   TRL4027: { name: "route-on-tcp-port", severity: "error" },
   TRL4028: { name: "grpc-route-on-http1-port", severity: "error" },
   TRL4029: { name: "access-operations-on-tcp", severity: "warning" },
+  TRL4030: { name: "backend-protocol-mismatch", severity: "warning" },
   // traffic tests
   TRL5001: { name: "traffic-test-failed", severity: "error" },
   TRL5002: { name: "traffic-test-invalid", severity: "error" },
@@ -64381,12 +64382,42 @@ var Checker = class {
     rule.backendRefs?.forEach((b, j) => this.checkFilters(route, b.filters, [...rp, "backendRefs", j, "filters"], false));
     this.checkBackendsAndTimeouts(route, r2, false);
   }
+  /**
+   * A backend (or mirror) port that cannot carry the route's calls: a GRPCRoute's on a port
+   * that speaks HTTP/1.1 or tcp, an HTTPRoute's on a tcp port (TRL4030). Without a `port`
+   * the backend's ports are checked together: warned only when none fits. A route's own
+   * parent is left to the attachment checks.
+   */
+  checkBackendProtocol(route, ref, path) {
+    const ns = namespaceOf(route.doc);
+    const key = refKey(ns, ref);
+    const backend = this.spec.services.get(key);
+    if (!backend || (route.doc.spec.parentRefs ?? []).some((p) => refKey(ns, p) === key)) return;
+    const grpc = route.doc.kind === "GRPCRoute";
+    const fits = (proto) => proto !== "tcp" && !(grpc && proto === "http");
+    const ports = ref.port !== void 0 ? backend.doc.spec.ports.filter((p) => p.port === ref.port) : backend.doc.spec.ports;
+    if (ports.length === 0 || ports.some((p) => fits(portProtocol(p)))) return;
+    const protos = [...new Set(ports.map((p) => portProtocol(p)))];
+    const speaks = protos.map((p) => p === "http" ? "HTTP/1.1 (appProtocol http)" : p).join(" and ");
+    this.report(
+      "TRL4030",
+      `${route.doc.kind} "${keyOf(route.doc)}" sends calls to service "${keyOf(backend.doc)}"${ref.port !== void 0 ? ` port ${ref.port}` : ""}, which speaks ${speaks}: ${grpc ? "gRPC calls need HTTP/2 to the app" : "an HTTP request cannot be carried to a TCP port"}, so they will fail`,
+      at(route, [...path, ref.port !== void 0 ? "port" : "name"]),
+      { hint: grpc ? "send to a port with appProtocol grpc or http2, or set that on the backend port its gRPC server listens on" : "send to an HTTP port of the backend" }
+    );
+  }
   /** What HTTPRoute and GRPCRoute rules share: weights, missing backends, timeouts. */
   checkBackendsAndTimeouts(route, r2, redirect) {
     const rule = route.doc.spec.rules[r2];
     const rp = ["spec", "rules", r2];
     const backends = rule.backendRefs ?? [];
     const grpc = route.doc.kind === "GRPCRoute";
+    backends.forEach((b, j) => {
+      const bp = [...rp, "backendRefs", j];
+      this.checkBackendProtocol(route, b, bp);
+      b.filters?.forEach((f, k) => f.type === "RequestMirror" && f.requestMirror && this.checkBackendProtocol(route, f.requestMirror.backendRef, [...bp, "filters", k, "requestMirror", "backendRef"]));
+    });
+    rule.filters?.forEach((f, k) => f.type === "RequestMirror" && f.requestMirror && this.checkBackendProtocol(route, f.requestMirror.backendRef, [...rp, "filters", k, "requestMirror", "backendRef"]));
     const failure = grpc ? "fails with gRPC status unavailable" : "fails with 500";
     if (backends.length > 0 && backends.every((b) => (b.weight ?? 1) === 0)) {
       this.report("TRL4001", `every backendRef of this rule has weight 0, so every ${grpc ? "call" : "request"} it matches ${failure}`, at(route, [...rp, "backendRefs"]), {
@@ -67628,7 +67659,9 @@ var PATTERN_EXPLANATIONS = [
   [/^\^\[a-z0-9\]\(\[-a-z0-9\]\*\[a-z0-9\]\)\?\$$/, 'a name of lower-case letters, digits and "-", starting and ending with a letter or digit'],
   [/^\^spiffe/, "a SPIFFE ID such as spiffe://example.org/svc/checkout"],
   [/^\^\(\?:\[-A-Za-z0-9\/\._~/, "a URL path of letters, digits, /-._~!$&'()*+,;=:@ and %XX escapes (no spaces, control characters or raw non-ASCII)"],
-  [/^\^\(\[a-z0-9\]/, "a service name such as checkout, or namespace/name such as shop/checkout"]
+  [/^\^\(\[a-z0-9\]/, "a service name such as checkout, or namespace/name such as shop/checkout"],
+  [/^\^\\\.\?\[A-Za-z_\]/, 'a gRPC service name such as shop.reviews.v1.Reviews (identifiers of letters, digits and "_" joined by dots)'],
+  [/^\^\[A-Za-z_\]\[A-Za-z_0-9\]\*\$$/, 'a gRPC method name such as GetReviews (letters, digits and "_", not starting with a digit)']
 ];
 function describeValue(v) {
   if (v === null) return "null";
@@ -67730,6 +67763,20 @@ function toDiagnostic(source, e) {
     case "if":
       return void 0;
     // the failing `then` branch reports the real problem
+    case "anyOf": {
+      const branches = Array.isArray(e.schema) ? e.schema : [];
+      const fields = branches.map((b) => Array.isArray(b.required) && b.required.length === 1 ? String(b.required[0]) : void 0);
+      if (fields.length > 1 && fields.every((f) => f !== void 0)) {
+        code = "TRL2001";
+        message = `${where} needs at least one of ${fields.map((f) => `"${f}"`).join(", ")}`;
+        if (path.length > 0 && typeof path[path.length - 1] === "string") at2 = locate(source, path, true);
+        break;
+      }
+      code = "TRL2007";
+      message = `${where} ${e.message ?? "does not match the schema"}`;
+      if (schema2.description) hint = schema2.description.split(/(?<=\.)\s/)[0];
+      break;
+    }
     default: {
       code = "TRL2007";
       message = `${where} ${e.message ?? "does not match the schema"}`;
