@@ -639,6 +639,29 @@ spec:
     );
   });
 
+  test('a GRPCRoute in another namespace is a consumer route: only callers of its namespace follow it', () => {
+    const team = `apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: { name: caller, namespace: team }
+spec: { ports: [{ port: 80 }], endpoints: { static: [{ address: 127.0.0.1, port: 16400 }] } }
+`;
+    const consumer = `apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: { name: to-echo, namespace: team }
+spec:
+  parentRefs: [{ kind: Service, name: echo, namespace: default }]
+  rules:
+  - backendRefs: [{ name: echo, namespace: default }]
+    timeouts: { request: 1s }
+`;
+    const result = compile(team, consumer, grpcRoute('{ kind: Service, name: echo }'));
+    assert.deepEqual(errors(result), []);
+    const tableFor = (caller: string) => new RouteTable(result.mesh!.configs.get(caller)!.resources.find((r) => r.name === 'route/echo')!.body as RouteBody);
+    assert.equal(reach(tableFor('team/caller'), grpcCall('a.B', 'C')), 'echo');
+    assert.equal(tableFor('team/caller').rules[0]!.timeouts.requestMs, 1000);
+    assert.equal(reach(tableFor('client'), grpcCall('a.B', 'C')), 'echo-v1');
+  });
+
   test('a cross-namespace backendRef of a GRPCRoute needs a ReferenceGrant from GRPCRoutes', () => {
     const other = `apiVersion: trellis.dev/v1alpha1
 kind: Service
