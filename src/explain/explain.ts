@@ -6,7 +6,7 @@
  */
 import { decideAccess } from '../config/access.ts';
 import { normalizePath } from '../config/normalize-path.ts';
-import type { ClusterBody, CompiledFilter, PortProtocol, RouteBody } from '../config/types.ts';
+import type { ClusterBody, CompiledFilter, InboundBody, PortProtocol, RouteBody } from '../config/types.ts';
 import type { CompileResult } from '../compiler/compile.ts';
 import { getLeaf } from '../compiler/defaults.ts';
 import { at, keyOf, namespaceOf, refKey, type Located } from '../compiler/resolve.ts';
@@ -104,6 +104,18 @@ function grpcWants(wants: string, path: { type: string; value: string }): string
   return wants;
 }
 
+/**
+ * The access decision for a call, or on a `tcp` port for a connection: it has no method or
+ * path, so only rules without `to` admit it (docs/spec.md, Protocols; TRL4029). The rule
+ * index returned is the index among all the inbound's rules.
+ */
+function decideCall(access: InboundBody['access'], caller: string, method: string, path: string, tcp: boolean): ReturnType<typeof decideAccess> {
+  if (!tcp) return decideAccess(access, caller, method, path);
+  const kept = access.rules.map((rule, index) => ({ rule, index })).filter((x) => x.rule.to.length === 0);
+  const decision = decideAccess({ ...access, rules: kept.map((x) => x.rule) }, caller, 'CONNECT', '');
+  return decision.ruleIndex === null ? decision : { ...decision, ruleIndex: kept[decision.ruleIndex]!.index };
+}
+
 export class ExplainError extends Error {
   override readonly name = 'ExplainError';
 }
@@ -138,7 +150,7 @@ export function explain(result: CompileResult, request: ExplainRequest, pathPref
 
   const routeResource = callerConfig.resources.find((r) => r.name === `route/${request.to}`);
   if (!routeResource) {
-    const decision = target.inbound ? decideAccess(target.inbound.access, callerIdentity, request.method, accessPath) : null;
+    const decision = target.inbound ? decideCall(target.inbound.access, callerIdentity, request.method, accessPath, tcp) : null;
     const policy = accessPolicyFor(request.to);
     const reason = `${request.from} may not call ${request.to}: ${decision?.reason ?? 'an AccessPolicy on it admits other callers only'}; its sidecar has no route to it and answers 404 unknown_service`;
     return { request: req, ...protocolField, consumerNamespace, reachable: { ok: false, reason, at: loc(policy ? at(policy, ['metadata', 'name']) : spec.mesh ? at(spec.mesh, ['spec', 'access']) : undefined) }, rules: [], matched: null, clusters: [], outcome: reason };
@@ -197,7 +209,8 @@ export function explain(result: CompileResult, request: ExplainRequest, pathPref
         .filter((b) => b.share > 0)
         .map((b) => {
           const svc = plan.services.get(b.service)!;
-          const decision = svc.inbound ? decideAccess(svc.inbound.access, callerIdentity, request.method, accessPath) : null;
+          const backendTcp = svc.cluster.ports.find((p) => p.port === (b.port ?? port))?.protocol === 'tcp';
+          const decision = svc.inbound ? decideCall(svc.inbound.access, callerIdentity, request.method, accessPath, backendTcp) : null;
           const policy = decision?.policy ? spec.accessPolicies.find((p) => keyOf(p.doc) === decision.policy) : undefined;
           // ruleIndex counts the compiled rules of every policy on the service; the spec line needs the index within its policy.
           const indexInPolicy = decision?.ruleIndex != null ? svc.inbound!.access.rules.slice(0, decision.ruleIndex).filter((r) => r.policy === decision.policy).length : null;

@@ -76,6 +76,46 @@ describe('explain: gRPC calls on the shop', async () => {
   });
 });
 
+describe('explain: access to a tcp port', () => {
+  const spec = (to: string) => `apiVersion: trellis.dev/v1alpha1
+kind: Mesh
+metadata: { name: t }
+spec: { trustDomain: t.local, access: { default: deny } }
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: { name: client }
+spec: { ports: [{ port: 80 }], endpoints: { static: [{ address: 127.0.0.1, port: 9 }] } }
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: { name: raw }
+spec: { ports: [{ port: 5140, appProtocol: tcp }], endpoints: { static: [{ address: 127.0.0.1, port: 10 }] } }
+---
+apiVersion: trellis.dev/v1alpha1
+kind: AccessPolicy
+metadata: { name: raw }
+spec:
+  targetRefs: [{ kind: Service, name: raw }]
+  rules:
+  - from: [{ service: client }]
+${to}`;
+  const connect = (to: string) => {
+    const result = compileTexts({ 's.yaml': spec(to) });
+    return explain(result, { from: 'client', to: 'raw', method: 'GET', path: '/', query: '', headers: {} }, '');
+  };
+
+  test('a rule with `to` admits no connection, whatever it names; a rule without `to` does', () => {
+    for (const to of ['    to: [{ methods: [CONNECT] }]\n', '    to: [{ paths: [{ value: / }] }]\n']) {
+      const e = connect(to);
+      assert.equal(e.clusters[0]!.access!.allowed, false, to);
+    }
+    const open = connect('');
+    assert.equal(open.clusters[0]!.access!.allowed, true);
+    assert.match(open.clusters[0]!.access!.reason, /admitted by AccessPolicy "raw"/);
+  });
+});
+
 describe('TrafficTests with request.grpc', () => {
   const spec = (test: string) => `apiVersion: trellis.dev/v1alpha1
 kind: Mesh
