@@ -67928,6 +67928,12 @@ function grpcWants(wants, path) {
   if (wants.startsWith("header content-type ~")) return "a gRPC call (content-type application/grpc)";
   return wants;
 }
+function decideCall(access2, caller, method, path, tcp) {
+  if (!tcp) return decideAccess(access2, caller, method, path);
+  const kept = access2.rules.map((rule, index) => ({ rule, index })).filter((x2) => x2.rule.to.length === 0);
+  const decision = decideAccess({ ...access2, rules: kept.map((x2) => x2.rule) }, caller, "CONNECT", "");
+  return decision.ruleIndex === null ? decision : { ...decision, ruleIndex: kept[decision.ruleIndex].index };
+}
 var ExplainError = class extends Error {
   name = "ExplainError";
 };
@@ -67955,7 +67961,7 @@ function explain(result, request2, pathPrefix) {
   const accessPolicyFor = (service) => spec.accessPolicies.find((p) => p.doc.spec.targetRefs.some((t2) => refKey(namespaceOf(p.doc), t2) === service));
   const routeResource = callerConfig.resources.find((r2) => r2.name === `route/${request2.to}`);
   if (!routeResource) {
-    const decision = target.inbound ? decideAccess(target.inbound.access, callerIdentity, request2.method, accessPath) : null;
+    const decision = target.inbound ? decideCall(target.inbound.access, callerIdentity, request2.method, accessPath, tcp) : null;
     const policy = accessPolicyFor(request2.to);
     const reason = `${request2.from} may not call ${request2.to}: ${decision?.reason ?? "an AccessPolicy on it admits other callers only"}; its sidecar has no route to it and answers 404 unknown_service`;
     return { request: req, ...protocolField, consumerNamespace: consumerNamespace2, reachable: { ok: false, reason, at: loc(policy ? at(policy, ["metadata", "name"]) : spec.mesh ? at(spec.mesh, ["spec", "access"]) : void 0) }, rules: [], matched: null, clusters: [], outcome: reason };
@@ -68004,7 +68010,8 @@ function explain(result, request2, pathPrefix) {
   const redirect = rule.filters.find((f) => f.type === "RequestRedirect");
   const clusters = redirect ? [] : backends.filter((b) => b.share > 0).map((b) => {
     const svc = plan.services.get(b.service);
-    const decision = svc.inbound ? decideAccess(svc.inbound.access, callerIdentity, request2.method, accessPath) : null;
+    const backendTcp = svc.cluster.ports.find((p) => p.port === (b.port ?? port))?.protocol === "tcp";
+    const decision = svc.inbound ? decideCall(svc.inbound.access, callerIdentity, request2.method, accessPath, backendTcp) : null;
     const policy = decision?.policy ? spec.accessPolicies.find((p) => keyOf(p.doc) === decision.policy) : void 0;
     const indexInPolicy = decision?.ruleIndex != null ? svc.inbound.access.rules.slice(0, decision.ruleIndex).filter((r2) => r2.policy === decision.policy).length : null;
     return {
