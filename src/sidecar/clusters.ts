@@ -143,7 +143,7 @@ export class Cluster {
    */
   speaksH2(servicePort: number): boolean {
     const protocol = this.protocolOf(servicePort);
-    return protocol === 'http2' || protocol === 'grpc';
+    return protocol === 'http2' || protocol === 'grpc' || (this.settings.meshed && this.settings.identity !== null);
   }
 
   /** The HTTP/2 pool (one multiplexed session) for an endpoint and target port, created on first use. */

@@ -10,6 +10,7 @@
  * Metrics label these requests `destination_service="egress"` rather than by host, so a
  * client calling many hosts cannot grow the label set without bound.
  */
+import { cutOff } from './h2-server.ts';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Agent } from 'undici';
 import type { Target } from './destination.ts';
@@ -43,7 +44,7 @@ export function createEgress(): Egress {
       headers.host = target.authority;
       const controller = new AbortController();
       const onClose = () => {
-        if (!res.writableFinished) controller.abort();
+        if (cutOff(res)) controller.abort();
       };
       res.on('close', onClose);
       const body = req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined ? undefined : req;

@@ -106,3 +106,14 @@ export function closeConnectionAfter(res: ServerResponse | Http2ServerResponse):
   if ('stream' in res) res.stream.session?.close();
   else res.setHeader('connection', 'close');
 }
+
+/**
+ * Whether a response that closed was cut off rather than finished: the client went away
+ * (or its connection failed) before the whole response was sent. HTTP/2's compatibility
+ * response counts as finished once its stream closes, however it closed, so there the
+ * stream's reset code tells (0: ended normally).
+ */
+export function cutOff(res: ServerResponse | Http2ServerResponse): boolean {
+  if (!res.writableFinished) return true;
+  return 'stream' in res && res.stream.rstCode !== undefined && res.stream.rstCode !== 0;
+}

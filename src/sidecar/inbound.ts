@@ -25,7 +25,7 @@ import { armBodyDeadline } from './body-deadline.ts';
 import { PROXY_ERRORS } from './errors.ts';
 import { RequestRecord } from './request-record.ts';
 import type { Http2ServerRequest } from 'node:http2';
-import { closeConnectionAfter } from './h2-server.ts';
+import { closeConnectionAfter, cutOff } from './h2-server.ts';
 import { H2Pool } from './h2-pool.ts';
 import { connectPlain } from './mesh-connector.ts';
 import { grpcStatusOf } from './grpc.ts';
@@ -140,7 +140,7 @@ export function createInboundHandler(deps: InboundDeps): InboundHandler {
     const path = q < 0 ? normalized.path : normalized.path + target.slice(q);
     const controller = new AbortController();
     const onClose = () => {
-      if (!res.writableFinished) controller.abort();
+      if (cutOff(res)) controller.abort();
     };
     res.on('close', onClose);
     const noBody = req.httpVersionMajor === 2 ? (req as unknown as Http2ServerRequest).stream.endAfterHeaders : req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined;

@@ -26,7 +26,7 @@ import { addForwardingHeaders, applyHeaderModifier, endToEndHeaders, isRetrySafe
 import type { SidecarMetrics } from './metrics.ts';
 import { relayResponse, sendAttempt, sendGrpcStatusOfHttp, sendProxyError } from './upstream.ts';
 import type { Http2ServerRequest } from 'node:http2';
-import { closeConnectionAfter } from './h2-server.ts';
+import { closeConnectionAfter, cutOff } from './h2-server.ts';
 import { formatGrpcTimeout, grpcStatusOf, parseGrpcTimeout } from './grpc.ts';
 import { ReplayBody } from './replay-body.ts';
 import { Deadline } from './deadline.ts';
@@ -288,7 +288,7 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
     });
     const bodyTimedOut = { status: PROXY_ERRORS.request_body_timeout.status, flags: 'request_body_timeout' } as const;
     const onClose = () => {
-      if (!res.writableFinished) deadline.cancel('client_gone');
+      if (cutOff(res)) deadline.cancel('client_gone');
     };
     res.on('close', onClose);
     try {

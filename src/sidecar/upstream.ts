@@ -2,6 +2,7 @@
  * One attempt to an upstream over an undici pool, its failures classified the way retry,
  * outlier detection and error responses need them, and the streaming of a response back.
  */
+import { cutOff } from './h2-server.ts';
 import type { ServerResponse } from 'node:http';
 import type { Http2ServerResponse } from 'node:http2';
 import type { Readable } from 'node:stream';
@@ -165,7 +166,7 @@ export function relayResponse(res: DownstreamResponse, result: Extract<AttemptRe
     });
     res.once('finish', () => settle());
     res.once('close', () => {
-      if (!res.writableFinished) body.destroy();
+      if (cutOff(res)) body.destroy();
       settle();
     });
     body.pipe(res as NodeJS.WritableStream, { end: false });
