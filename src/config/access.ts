@@ -66,3 +66,14 @@ export function decideAccess(access: InboundBody['access'], caller: string | nul
   if (access.mode === 'audit') return { allowed: true, audited: true, reason: `${denied} (audit mode: let through and logged)`, policy: null, ruleIndex: null };
   return plain(false, denied);
 }
+
+/**
+ * The access decision for a TCP connection (a `tcp` service port): it has no method or
+ * path, so only rules without `to` admit it (docs/spec.md, Protocols; TRL4029 warns of the
+ * others). The rule index returned counts among all of the inbound's rules.
+ */
+export function decideConnection(access: InboundBody['access'], caller: string | null): AccessDecision {
+  const kept = access.rules.map((rule, index) => ({ rule, index })).filter((x) => x.rule.to.length === 0);
+  const decision = decideAccess({ ...access, rules: kept.map((x) => x.rule) }, caller, 'CONNECT', '');
+  return decision.ruleIndex === null ? decision : { ...decision, ruleIndex: kept[decision.ruleIndex]!.index };
+}

@@ -4,7 +4,7 @@
  * access the shared decision (config/access.ts), so an explanation cannot drift from what a
  * sidecar does.
  */
-import { decideAccess } from '../config/access.ts';
+import { decideAccess, decideConnection } from '../config/access.ts';
 import { normalizePath } from '../config/normalize-path.ts';
 import type { ClusterBody, CompiledFilter, InboundBody, PortProtocol, RouteBody } from '../config/types.ts';
 import type { CompileResult } from '../compiler/compile.ts';
@@ -110,10 +110,7 @@ function grpcWants(wants: string, path: { type: string; value: string }): string
  * index returned is the index among all the inbound's rules.
  */
 function decideCall(access: InboundBody['access'], caller: string, method: string, path: string, tcp: boolean): ReturnType<typeof decideAccess> {
-  if (!tcp) return decideAccess(access, caller, method, path);
-  const kept = access.rules.map((rule, index) => ({ rule, index })).filter((x) => x.rule.to.length === 0);
-  const decision = decideAccess({ ...access, rules: kept.map((x) => x.rule) }, caller, 'CONNECT', '');
-  return decision.ruleIndex === null ? decision : { ...decision, ruleIndex: kept[decision.ruleIndex]!.index };
+  return tcp ? decideConnection(access, caller) : decideAccess(access, caller, method, path);
 }
 
 export class ExplainError extends Error {

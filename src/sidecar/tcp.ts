@@ -20,7 +20,7 @@ import type { Duplex } from 'node:stream';
 import type { IncomingMessage } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { Logger } from 'pino';
-import { decideAccess } from '../config/access.ts';
+import { decideConnection } from '../config/access.ts';
 import { serviceKeyOfHost } from '../spec/names.ts';
 import type { Cluster, ClusterManager } from './clusters.ts';
 import type { ConfigStore } from './config-store.ts';
@@ -310,7 +310,7 @@ export function createTcpInbound(deps: TcpInboundDeps): (req: Http2ServerRequest
     const asked = typeof named === 'string' ? splitAuthority(named)?.port : undefined;
     const port = snap.inbound.ports.find((p) => p.port === asked);
     if (!port || port.protocol !== 'tcp') return refuse('not_a_tcp_port');
-    const decision = decideAccess(snap.inbound.access, peer.identity, 'CONNECT', '');
+    const decision = decideConnection(snap.inbound.access, peer.identity);
     const reason = decision.policy ?? (snap.inbound.access.default === 'policy' ? 'no_matching_rule' : `default_${snap.inbound.access.default}`);
     deps.metrics.accessDecisions.inc({ result: decision.audited ? 'audited' : decision.allowed ? 'allowed' : 'denied', reason });
     if (!decision.allowed || decision.audited) {

@@ -152,6 +152,23 @@ spec: { ports: [{ port: 80 }], endpoints: { static: [{ address: 127.0.0.1, port:
     assert.equal(metricValue(callee, 'trellis_tcp_connections_total', { reporter: 'inbound', source_workload: 'client', result: 'access_denied' }), 1);
   });
 
+  test('an AccessPolicy rule that names methods or paths admits no connection, even for a caller it names', async () => {
+    const policy = `apiVersion: trellis.dev/v1alpha1
+kind: AccessPolicy
+metadata: { name: ledger-l7 }
+spec:
+  targetRefs: [{ kind: Service, name: ledger }]
+  rules:
+    - from: [{ service: client }]
+      to: [{ methods: [CONNECT] }]
+`;
+    const mesh = await tcpMesh({ extra: policy });
+    const t = await connectThrough(mesh.client.outbound, 'ledger:7000');
+    assert.ok(!t.ok);
+    assert.equal(t.code, 'access_denied');
+    assert.equal(mesh.echo.connections, 0);
+  });
+
   test('CONNECT to a port that is not tcp, or to an unknown service, is refused with its code', async () => {
     const mesh = await tcpMesh();
     const http = await connectThrough(mesh.client.outbound, 'ledger:80');
