@@ -23,7 +23,9 @@
  * each core was during saturation. With two or more cores and `taskset`, proxies run on
  * core 0 and the upstream and load generators on core 1.
  *
- * Usage: node bench/proxy.ts [--only direct,trellis,bare,nginx,fastify] [--connections 50]
+ * HTTP/2 and gRPC unary rows follow (bench/protocols.ts, with h2load when installed).
+ *
+ * Usage: node bench/proxy.ts [--only direct,trellis,bare,nginx,fastify,protocols] [--connections 50]
  *          [--upstream nginx|node]
  *          [--warmup 2] [--duration 8] [--rate 1000] [--rate-duration 10] [--no-pin]
  *          [--profile DIR] [--deadline 300] [--trellis-node-flags=--max-semi-space-size=2]
@@ -51,6 +53,7 @@ import type { MtlsMode } from '../src/spec/types.ts';
 import type { FixedRateResult } from './fixed-rate-load.ts';
 import { allProcessCpu, coreBusy, coreTicks, cpuSeconds, foreignCpu, memory, processTree } from './proc-stats.ts';
 import { onPath, ProcessGroups, type Child } from './process-group.ts';
+import { benchProtocols } from './protocols.ts';
 import { renderSidecarProfile, summarizeSidecarProfile, type TimedCpuProfile } from './summarize-sidecar-profile.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -70,7 +73,8 @@ const ALL_TARGETS: readonly TargetName[] = ['direct', 'trellis', 'bare', 'nginx'
 const SIDECAR_V8_FLAGS = ['--max-semi-space-size=4'];
 
 export interface Options {
-  readonly only: readonly TargetName[];
+  /** Targets of the HTTP/1.1 table, and `protocols` for the HTTP/2 and gRPC rows (bench/protocols.ts). */
+  readonly only: ReadonlyArray<TargetName | 'protocols'>;
   readonly connections: number;
   readonly warmupS: number;
   readonly durationS: number;
@@ -88,7 +92,7 @@ export interface Options {
 function parseOptions(): Options {
   const { values } = parseArgs({
     options: {
-      only: { type: 'string', default: ALL_TARGETS.join(',') },
+      only: { type: 'string', default: [...ALL_TARGETS, 'protocols'].join(',') },
       connections: { type: 'string', default: '50' },
       warmup: { type: 'string', default: '2' },
       duration: { type: 'string', default: '8' },
@@ -107,9 +111,9 @@ function parseOptions(): Options {
     return n;
   };
   const only = values.only.split(',').map((s) => s.trim());
-  for (const t of only) if (!ALL_TARGETS.includes(t as TargetName)) throw new Error(`--only: unknown target "${t}" (use ${ALL_TARGETS.join(', ')})`);
+  for (const t of only) if (!ALL_TARGETS.includes(t as TargetName) && t !== 'protocols') throw new Error(`--only: unknown target "${t}" (use ${ALL_TARGETS.join(', ')}, protocols)`);
   return {
-    only: only as TargetName[],
+    only: only as Array<TargetName | 'protocols'>,
     connections: Math.round(positive(values.connections, '--connections', 1000)),
     warmupS: positive(values.warmup, '--warmup', 60),
     durationS: positive(values.duration, '--duration', 120),
@@ -240,7 +244,7 @@ export async function writeBenchConfigs(dir: string, spec: string, services: rea
   return files;
 }
 
-async function startTrellis(groups: ProcessGroups, configFile: string, nodeFlags: readonly string[] = []): Promise<Running> {
+export async function startTrellis(groups: ProcessGroups, configFile: string, nodeFlags: readonly string[] = []): Promise<Running> {
   const args = [
     ...nodeFlags,
     join(ROOT, 'bin/trellis.js'),
@@ -264,7 +268,7 @@ async function startTrellis(groups: ProcessGroups, configFile: string, nodeFlags
  * nginx with one worker, no access log and `server` as its http block's content, its files in
  * `dir/name`, on `core`; `purpose` heads the written config.
  */
-async function startNginxWith(groups: ProcessGroups, dir: string, name: string, core: number, purpose: string, server: string): Promise<Child> {
+export async function startNginxWith(groups: ProcessGroups, dir: string, name: string, core: number, purpose: string, server: string): Promise<Child> {
   const prefix = join(dir, name);
   await rm(prefix, { recursive: true, force: true });
   await mkdir(join(prefix, 'logs'), { recursive: true });
@@ -797,6 +801,7 @@ async function main(): Promise<number> {
 
     const report = renderReport(results, o, tool, groups.pinning, await machineInfo(tool), background);
     process.stdout.write(`${report}`);
+    if (o.only.includes('protocols')) process.stdout.write(await benchProtocols(groups, dir, { warmupS: o.warmupS, durationS: o.durationS, trellisNodeFlags: o.trellisNodeFlags, upstreamPort }));
     if (o.profileDir) {
       await mkdir(o.profileDir, { recursive: true });
       process.stdout.write(`\n${await profileSidecar(groups, tool, o, configFile, o.profileDir)}`);
