@@ -16,6 +16,7 @@
  * request there) and the connection is closed.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { constants, type Http2ServerResponse } from 'node:http2';
 import { sendProxyError } from './upstream.ts';
 
 /** A request's body deadline; `expired` turns true once it passed with the body incomplete. */
@@ -48,7 +49,9 @@ export function armBodyDeadline(req: IncomingMessage, res: ServerResponse, ms: n
   const timer = setTimeout(() => {
     if (req.complete) return;
     state.expired = true;
-    const socket = req.socket;
+    // HTTP/2: only this request's stream ends; the connection carries other requests.
+    const h2 = (res as unknown as Partial<Http2ServerResponse>).stream;
+    const socket = h2 ? undefined : req.socket;
     if (res.headersSent) {
       res.destroy();
       onExpired();
@@ -62,12 +65,13 @@ export function armBodyDeadline(req: IncomingMessage, res: ServerResponse, ms: n
       ended = true;
       clearTimeout(cut);
       onExpired();
-      socket?.destroy();
+      if (h2) h2.close(constants.NGHTTP2_CANCEL);
+      else socket?.destroy();
     };
     const cut = setTimeout(end, ANSWER_GRACE_MS);
     res.once('finish', end);
     res.once('close', end);
-    res.setHeader('connection', 'close');
+    if (!h2) res.setHeader('connection', 'close');
     sendProxyError(res, 'request_body_timeout');
   }, ms);
   const disarm = () => clearTimeout(timer);

@@ -287,6 +287,41 @@ describe('HTTP/2 and HTTP/1.1 apps', () => {
     assert.equal(metricValue(callee, 'trellis_requests_total', { reporter: 'inbound', source_workload: 'client' }), 1);
   });
 
+  test('an HTTP/2 request whose body stalls gets 408 on its stream; the connection goes on serving', async () => {
+    const { startUpstream } = await import('../helpers/sidecar-harness.ts');
+    const app = await startUpstream('web');
+    const spec = clientSpec(
+      '  access: { default: allow }',
+      `apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: { name: web }
+spec: { sidecar: false, ports: [{ port: 80 }], endpoints: { static: [{ address: 127.0.0.1, port: ${app.port} }] } }
+`,
+    );
+    const client = await startSidecar(compileTexts({ 'mesh.yaml': spec }).mesh!.configs.get('client'), { bodyTimeoutMs: 200 });
+    const session = h2connect(`http://127.0.0.1:${client.outbound}`);
+    try {
+      const stalled = await new Promise<IncomingHttpHeaders>((resolve, reject) => {
+        const req = session.request({ ':method': 'POST', ':path': '/upload', ':authority': 'web', 'content-length': '100' });
+        req.on('response', resolve);
+        req.on('error', reject);
+        req.write('only part of it');
+      });
+      assert.equal(stalled[':status'], 408);
+      assert.equal(stalled['x-trellis-error'], 'request_body_timeout');
+      const next = await new Promise<IncomingHttpHeaders>((resolve, reject) => {
+        const req = session.request({ ':method': 'GET', ':path': '/after', ':authority': 'web' });
+        req.on('response', resolve);
+        req.on('error', reject);
+        req.resume();
+        req.end();
+      });
+      assert.equal(next[':status'], 200);
+    } finally {
+      session.close();
+    }
+  });
+
   test('an h2c app calls an HTTP/1.1 service through its sidecar', async () => {
     const { startUpstream } = await import('../helpers/sidecar-harness.ts');
     const app = await startUpstream('web');
