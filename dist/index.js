@@ -63850,6 +63850,11 @@ function decideAccess(access2, caller, method, path) {
   if (access2.mode === "audit") return { allowed: true, audited: true, reason: `${denied} (audit mode: let through and logged)`, policy: null, ruleIndex: null };
   return plain(false, denied);
 }
+function decideConnection(access2, caller) {
+  const kept = access2.rules.map((rule, index) => ({ rule, index })).filter((x2) => x2.rule.to.length === 0);
+  const decision = decideAccess({ ...access2, rules: kept.map((x2) => x2.rule) }, caller, "CONNECT", "");
+  return decision.ruleIndex === null ? decision : { ...decision, ruleIndex: kept[decision.ruleIndex].index };
+}
 
 // src/config/http-field.ts
 var INVALID_VALUE_CHAR = /[^\t\x20-\x7e\x80-\xff]/;
@@ -67929,10 +67934,7 @@ function grpcWants(wants, path) {
   return wants;
 }
 function decideCall(access2, caller, method, path, tcp) {
-  if (!tcp) return decideAccess(access2, caller, method, path);
-  const kept = access2.rules.map((rule, index) => ({ rule, index })).filter((x2) => x2.rule.to.length === 0);
-  const decision = decideAccess({ ...access2, rules: kept.map((x2) => x2.rule) }, caller, "CONNECT", "");
-  return decision.ruleIndex === null ? decision : { ...decision, ruleIndex: kept[decision.ruleIndex].index };
+  return tcp ? decideConnection(access2, caller) : decideAccess(access2, caller, method, path);
 }
 var ExplainError = class extends Error {
   name = "ExplainError";
