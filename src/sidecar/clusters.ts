@@ -158,6 +158,11 @@ export class Cluster {
     return pool;
   }
 
+  /** New HTTP/2 sessions for the next calls (after a certificate rotation); those open finish their streams, then close. */
+  renewConnections(): void {
+    for (const pool of this.#h2Pools.values()) pool.renew();
+  }
+
   /** Requests waiting for a connection across this cluster's pools. */
   get queued(): number {
     let n = 0;
@@ -317,6 +322,11 @@ export class ClusterManager {
       if (m && (!best || m.rank < best.rank)) best = m;
     }
     return best;
+  }
+
+  /** Every cluster's HTTP/2 connections are replaced for new calls (see `Cluster.renewConnections`). */
+  renewConnections(): void {
+    for (const c of this.#clusters.values()) c.renewConnections();
   }
 
   all(): IterableIterator<Cluster> {

@@ -45,6 +45,15 @@ function plainHeaders(headers: IncomingHttpHeaders): Record<string, string | str
   return out;
 }
 
+/** The error code of an attempt whose stream the peer refused unprocessed. */
+const REFUSED_STREAM_CODE = 'ERR_TRELLIS_REFUSED_STREAM';
+
+/** A refused stream: its session takes no more (the next attempt opens a new one). */
+function refusedStream(session: ClientHttp2Session, pool: H2Pool): AttemptResult {
+  pool.retire(session);
+  return { ok: false, failure: 'connect_failure', error: Object.assign(new Error('the peer refused the stream unprocessed (GOAWAY or REFUSED_STREAM)'), { code: REFUSED_STREAM_CODE }) };
+}
+
 function refused(err: NodeJS.ErrnoException | undefined, stream: ClientHttp2Stream): boolean {
   return stream.rstCode === NGHTTP2_REFUSED_STREAM || err?.code === 'ERR_HTTP2_GOAWAY_SESSION' || err?.code === 'ERR_HTTP2_OUT_OF_STREAMS';
 }
@@ -77,12 +86,18 @@ export class H2Pool {
     return (this.#session ? 1 : 0) + this.#old.size;
   }
 
-  #retire(session: ClientHttp2Session): void {
+  /** Takes `session` out of use: no new streams on it; it closes once its streams are done. */
+  retire(session: ClientHttp2Session): void {
     if (this.#session === session) this.#session = undefined;
     if (!session.closed && !session.destroyed) {
       this.#old.add(session);
       session.close();
     }
+  }
+
+  /** The next request opens a new session; the current one finishes its streams, then closes. */
+  renew(): void {
+    if (this.#session) this.retire(this.#session);
   }
 
   #open(): Promise<ClientHttp2Session> {
@@ -91,12 +106,12 @@ export class H2Pool {
     const opening = this.#connect().then((socket) => {
       const session = connectSession(this.#origin, { createConnection: () => socket, maxSessionMemory: MAX_SESSION_MEMORY_MB, settings: { enablePush: false } });
       session.on('error', () => undefined);
-      session.on('goaway', () => this.#retire(session));
+      session.on('goaway', () => this.retire(session));
       session.on('close', () => {
         this.#old.delete(session);
         if (this.#session === session) this.#session = undefined;
       });
-      if (this.#idleTimeoutMs > 0) session.setTimeout(this.#idleTimeoutMs, () => this.#retire(session));
+      if (this.#idleTimeoutMs > 0) session.setTimeout(this.#idleTimeoutMs, () => this.retire(session));
       // The pool's session should not keep a process alive on its own.
       session.unref();
       if (this.#closed) session.close();
@@ -111,7 +126,21 @@ export class H2Pool {
     return opening;
   }
 
+  /**
+   * Sends one attempt. A stream the peer refused unprocessed (it had sent GOAWAY, which had
+   * not arrived yet: a peer rotating its certificate or draining) is sent once more on a new
+   * session, when the body can be sent again: HTTP/2 guarantees such a stream was never seen
+   * by the app (RFC 9113 §8.7), so this is no retry in the route's sense.
+   */
   async send(o: AttemptOptions & { readonly scheme?: 'http' | 'https' }): Promise<AttemptResult> {
+    const first = await this.#sendOnce(o);
+    if (first.ok || (first.error as NodeJS.ErrnoException).code !== REFUSED_STREAM_CODE) return first;
+    const body = o.body;
+    const replayable = body === undefined || Buffer.isBuffer(body) || (body instanceof ReplayBody && body.replayable);
+    return replayable && !o.signal.aborted ? this.#sendOnce(o) : first;
+  }
+
+  async #sendOnce(o: AttemptOptions & { readonly scheme?: 'http' | 'https' }): Promise<AttemptResult> {
     if (this.#closed) return { ok: false, failure: 'connect_failure', error: Object.assign(new Error('the pool is closed'), { code: 'ECONNREFUSED' }) };
     let session: ClientHttp2Session;
     try {
@@ -126,7 +155,7 @@ export class H2Pool {
       stream = session.request(h2RequestHeaders(o.method, o.path, o.headers, o.scheme ?? 'http'), { endStream: body === undefined });
     } catch (error) {
       // The session closed between the check and the request (GOAWAY): nothing was sent.
-      this.#retire(session);
+      this.retire(session);
       return { ok: false, failure: 'connect_failure', error: error as Error };
     }
     this.#active++;
@@ -148,14 +177,14 @@ export class H2Pool {
       o.signal.addEventListener('abort', onAbort, { once: true });
       stream.once('close', () => {
         o.signal.removeEventListener('abort', onAbort);
-        if (!answered) answer({ ok: false, failure: refused(undefined, stream) ? 'connect_failure' : 'upstream_reset', error: new Error(`stream closed before a response (code ${stream.rstCode})`) });
+        if (!answered) answer(refused(undefined, stream) ? refusedStream(session, this) : { ok: false, failure: 'upstream_reset', error: new Error(`stream closed before a response (code ${stream.rstCode})`) });
       });
       const timer = o.timeoutMs > 0 ? setTimeout(() => {
         stream.close(NGHTTP2_CANCEL);
         answer({ ok: false, failure: 'request_timeout', error: Object.assign(new Error('no response headers within the timeout'), { code: 'UND_ERR_HEADERS_TIMEOUT' }) });
       }, o.timeoutMs) : undefined;
       stream.on('error', (err: NodeJS.ErrnoException) => {
-        if (!answered) answer({ ok: false, failure: refused(err, stream) ? 'connect_failure' : classifyFailure(err), error: err });
+        if (!answered) answer(refused(err, stream) ? refusedStream(session, this) : { ok: false, failure: classifyFailure(err), error: err });
       });
       stream.once('trailers', (t: IncomingHttpHeaders) => (trailers = t));
       stream.once('response', (headers: IncomingHttpHeaders, flags: number) => {
@@ -201,7 +230,7 @@ export class H2Pool {
     try {
       stream = session.request({ ':method': 'CONNECT', ':authority': authority, ...headers });
     } catch {
-      this.#retire(session);
+      this.retire(session);
       return { ok: false, code: 'connect_failure' };
     }
     this.#active++;

@@ -130,6 +130,8 @@ export class Sidecar {
   /** The HTTP/2 servers of the outbound and inbound ports. */
   readonly #h2: H2Listener[] = [];
   #tcp: TcpOutbound | undefined;
+  /** The inbound port's HTTP/2 server (other sidecars' connections). */
+  #inboundH2: H2Listener | undefined;
   #control: ControlClient | undefined;
   #stats: StatsReporter | undefined;
   #certificates: CertificateClient | undefined;
@@ -146,6 +148,11 @@ export class Sidecar {
     this.identity.onChange((c) => {
       this.metrics.certificateExpiry.set(c.notAfter / 1000);
       this.log.info({ type: 'identity_changed', identity: c.identity, serial: c.serialNumber, notAfter: new Date(c.notAfter).toISOString(), roots: c.trustBundle.length }, 'workload certificate in use');
+      // HTTP/2 connections between sidecars are long-lived and TLS 1.3 cannot renegotiate:
+      // make-before-break, calls in flight finish on the old connections while new ones
+      // handshake with the new certificate (and trust bundle), both ways.
+      this.clusters.renewConnections();
+      if (!this.#draining) this.#inboundH2?.drain();
     });
     const connector = new MeshConnector({
       credential: () => this.identity.current,
@@ -307,7 +314,7 @@ export class Sidecar {
     const outboundAddress = await this.#listenOutbound(this.#track(outbound), o.outbound, tcp);
     const inboundHttp = this.#httpServer(this.#track(this.#inbound), PEER_KEEP_ALIVE_MS);
     const tcpInbound = createTcpInbound({ store: this.store, metrics: this.metrics, log: this.log, app: o.app, draining, track: this.#trackConnection });
-    const inboundH2 = new H2Listener(this.#track(this.#inbound) as AnyHandler, PEER_KEEP_ALIVE_MS, tcpInbound);
+    const inboundH2 = (this.#inboundH2 = new H2Listener(this.#track(this.#inbound) as AnyHandler, PEER_KEEP_ALIVE_MS, tcpInbound));
     this.#h2.push(inboundH2);
     this.#meshListener = new MeshListener({
       http: inboundHttp,

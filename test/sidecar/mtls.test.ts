@@ -69,6 +69,20 @@ function tlsRequest(port: number, credential: TestCredential, path = '/'): Promi
 }
 
 describe('mTLS between sidecars (strict)', () => {
+  test('a new certificate on either side: the next call goes over a new HTTP/2 connection, handshaken with it', async () => {
+    const { client, api } = await pair();
+    assert.equal((await send(client.outbound, 'api', '/a')).status, 200);
+    assert.equal((await send(client.outbound, 'api', '/b')).status, 200);
+    // Two calls, one multiplexed connection.
+    assert.equal(metricValue(await metrics(api), 'trellis_inbound_connections_total', { transport: 'mtls' }), 1);
+    assert.ok(client.sidecar.identity.offer(await credentialFor('client')).ok);
+    assert.equal((await send(client.outbound, 'api', '/c')).status, 200);
+    assert.equal(metricValue(await metrics(api), 'trellis_inbound_connections_total', { transport: 'mtls' }), 2, 'the caller rotated: a new connection');
+    assert.ok(api.sidecar.identity.offer(await credentialFor('api')).ok);
+    assert.equal((await send(client.outbound, 'api', '/d')).status, 200);
+    assert.equal(metricValue(await metrics(api), 'trellis_inbound_connections_total', { transport: 'mtls' }), 3, 'the callee rotated: it sent GOAWAY, the caller connected again');
+  });
+
   test('a call with valid identities on both sides reaches the app, which learns the verified caller', async () => {
     const { client, api, app } = await pair();
     const r = await send(client.outbound, 'api', '/hello');
