@@ -208,8 +208,11 @@ export class MeshStats {
     const now = this.#now();
     this.#since ??= now - Math.min(report.intervalMs, MAX_WINDOW_MS);
     const index = Math.floor(now / this.#bucketMs);
-    this.#bounds ??= report.bounds;
-    const sameBounds = report.bounds.length === this.#bounds.length && report.bounds.every((b, i) => b === this.#bounds![i]);
+    // The first report that carries latency fixes the buckets; one without (a sidecar that
+    // has served no HTTP yet, only TCP connections or access decisions) names none.
+    if (report.bounds.length > 0) this.#bounds ??= report.bounds;
+    const bounds = this.#bounds ?? [];
+    const sameBounds = report.bounds.length === bounds.length && report.bounds.every((b, i) => b === bounds[i]);
     for (const r of report.requests) {
       const slot = this.#seriesFor(r.reporter, r.source, r.destination, r.route)?.ring.at(index);
       if (!slot) continue;
@@ -221,7 +224,7 @@ export class MeshStats {
     // Sidecars of another build with other buckets: their counts stay, their latencies cannot be merged.
     if (sameBounds) {
       for (const l of report.latencies) {
-        if (l.buckets.length !== this.#bounds.length + 1) continue;
+        if (l.buckets.length !== bounds.length + 1) continue;
         const slot = this.#seriesFor(l.reporter, l.source, l.destination, l.route)?.ring.at(index);
         if (!slot) continue;
         slot.latency ??= new Array<number>(l.buckets.length).fill(0);

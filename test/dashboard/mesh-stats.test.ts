@@ -107,3 +107,11 @@ test('windows are durations: 30s, 1m, 1m30s, 500ms', () => {
   assert.equal(parseWindow('soon'), undefined);
   assert.equal(parseWindow(''), undefined);
 });
+
+test('a first report without latency buckets (a sidecar that served only TCP or access decisions) does not fix the buckets', () => {
+  const stats = new MeshStats({ bucketMs: 10_000, now: () => 1_000_000_000 });
+  stats.record({ ...report([]), service: 'audit-log', node: 'audit-log-0', bounds: [], access: [{ result: 'allowed', reason: 'default_allow', count: 3 }] });
+  stats.record(report([['client', 'api', '200', 100]], [[0, 100, 0, 0]]));
+  const edge = stats.query({ windowMs: 60_000 }).edges[0]!;
+  assert.equal(edge.p50, 0.055, 'the latencies of the later report count');
+});
