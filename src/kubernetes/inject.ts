@@ -30,6 +30,7 @@
  * Node process every second; a TCP probe would only say the port is open, not that a
  * config is applied.
  */
+import { parseTcpUpstream } from '../sidecar/tcp-upstream.ts';
 import { serviceKey } from '../spec/names.ts';
 
 /** The injected container's name; its presence marks a pod as injected. */
@@ -40,6 +41,12 @@ export const INJECT_LABEL = 'trellis.dev/inject';
 export const SERVICE_ANNOTATION = 'trellis.dev/service';
 /** Pod annotation naming the app's port, when it is not the first container port. */
 export const APP_PORT_ANNOTATION = 'trellis.dev/app-port';
+/**
+ * Pod annotation listing local ports that carry TCP service ports, for apps whose clients
+ * cannot send CONNECT (`15432=ledger:7000, 15433=shop/db:5432`): the sidecar's
+ * `--tcp-upstream` flags. Loopback only.
+ */
+export const TCP_UPSTREAMS_ANNOTATION = 'trellis.dev/tcp-upstreams';
 /** Annotation written on injected pods: `native` or `classic`. */
 export const INJECTED_ANNOTATION = 'trellis.dev/injected';
 
@@ -117,6 +124,7 @@ export type SkipReason =
   | 'no_service'
   | 'invalid_service'
   | 'invalid_app_port'
+  | 'invalid_tcp_upstream'
   | 'not_a_pod';
 
 export type InjectResult =
@@ -177,6 +185,20 @@ function appPort(pod: PodLike, spec: PodSpec): { port: number | undefined } | { 
   return { port: undefined };
 }
 
+/** The `--tcp-upstream` values of the pod's annotation, or why it cannot be used. */
+function tcpUpstreams(pod: PodLike): { values: string[] } | { message: string } {
+  const raw = annotation(pod, TCP_UPSTREAMS_ANNOTATION);
+  if (raw === undefined || raw.trim() === '') return { values: [] };
+  const values: string[] = [];
+  for (const part of raw.split(',').map((p) => p.trim()).filter((p) => p !== '')) {
+    const parsed = parseTcpUpstream(part);
+    if (typeof parsed === 'string') return { message: `${TCP_UPSTREAMS_ANNOTATION}: ${parsed}` };
+    if (parsed.host !== '127.0.0.1' && parsed.host !== 'localhost') return { message: `${TCP_UPSTREAMS_ANNOTATION}: "${part}" must listen on 127.0.0.1 (whoever reaches it calls the mesh as this service)` };
+    values.push(`${parsed.host}:${parsed.port}=${parsed.service}:${parsed.servicePort}`);
+  }
+  return { values };
+}
+
 function hasProxy(spec: PodSpec): boolean {
   return [...spec.containers, ...(spec.initContainers ?? [])].some((c) => c?.name === PROXY_CONTAINER);
 }
@@ -198,7 +220,7 @@ function withAppEnv(container: Container): Container {
   return { ...container, env };
 }
 
-function proxyContainer(service: string, port: number | undefined, options: InjectOptions): Container {
+function proxyContainer(service: string, port: number | undefined, options: InjectOptions, tcp: readonly string[] = []): Container {
   const args = [
     'sidecar',
     '--control', options.controlUrl,
@@ -212,6 +234,7 @@ function proxyContainer(service: string, port: number | undefined, options: Inje
     '--admin', `0.0.0.0:${ADMIN_PORT}`,
     '--admin-allow-remote',
     '--state-dir', STATE_DIR,
+    ...tcp.flatMap((t) => ['--tcp-upstream', t]),
   ];
   const probe = (path: string) => ({ httpGet: { path, port: ADMIN_PORT }, timeoutSeconds: 1 });
   return {
@@ -284,7 +307,9 @@ export function injectPod(pod: PodLike, options: InjectOptions): InjectResult {
   const port = appPort(pod, spec);
   if ('message' in port) return { injected: false, reason: 'invalid_app_port', message: port.message };
 
-  const proxy = proxyContainer(key.key, port.port, options);
+  const tcp = tcpUpstreams(pod);
+  if ('message' in tcp) return { injected: false, reason: 'invalid_tcp_upstream', message: tcp.message };
+  const proxy = proxyContainer(key.key, port.port, options, tcp.values);
   const volumes = [...(spec.volumes ?? []).filter((v) => !VOLUMES.some((t) => t.name === v.name)), ...VOLUMES.map((v) => structuredClone(v))];
   const containers = spec.containers.map(withAppEnv);
   const newSpec: PodSpec = options.nativeSidecars

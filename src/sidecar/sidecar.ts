@@ -29,7 +29,8 @@ import { MeshListener } from './mesh-listener.ts';
 import { H2Listener, sniffPlaintext, type AnyHandler } from './h2-server.ts';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import type { SidecarTracer, TracingOptions } from './tracing.ts';
-import { createTcpInbound, TcpOutbound, type TcpUpstream } from './tcp.ts';
+import { createTcpInbound, TcpOutbound } from './tcp.ts';
+import type { TcpUpstream } from './tcp-upstream.ts';
 
 export interface ListenAddress {
   readonly host: string;

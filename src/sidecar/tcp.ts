@@ -22,6 +22,7 @@ import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { Logger } from 'pino';
 import { decideConnection } from '../config/access.ts';
 import { serviceKeyOfHost } from '../spec/names.ts';
+import type { TcpUpstream } from './tcp-upstream.ts';
 import type { Cluster, ClusterManager } from './clusters.ts';
 import type { ConfigStore } from './config-store.ts';
 import { hostOfServiceKey, splitAuthority } from './destination.ts';
@@ -35,14 +36,7 @@ import { untriedFirst } from './retry.ts';
 import { sendProxyError } from './upstream.ts';
 import { connectPlain } from './mesh-connector.ts';
 
-/** A local port that carries one TCP service port (`--tcp-upstream`). */
-export interface TcpUpstream {
-  readonly host: string;
-  readonly port: number;
-  /** Service key (`name` or `namespace/name`, or a host name the mesh resolves). */
-  readonly service: string;
-  readonly servicePort: number;
-}
+
 
 /** Connect attempts per connection: a refused instance is followed by one other. */
 const CONNECT_TRIES = 2;

@@ -297,3 +297,19 @@ test('trellis wait-ready returns once /readyz answers 200, and fails after its t
     server.close();
   }
 });
+
+test('trellis.dev/tcp-upstreams: each entry becomes a --tcp-upstream of the proxy, on loopback only; a bad one skips the pod with a reason', () => {
+  const annotated = (value: string) => pod({ metadata: { labels: { app: 'checkout' }, annotations: { 'trellis.dev/tcp-upstreams': value } } });
+  const r = injectPod(annotated('15140=audit-log:5140, 127.0.0.1:15432=payments/db:5432'), options);
+  assert.ok(r.injected);
+  const proxy = r.pod.spec!.initContainers!.find((c) => c.name === PROXY_CONTAINER)!;
+  const args = proxy.args!;
+  const flags = args.flatMap((a, i) => (a === '--tcp-upstream' ? [args[i + 1]] : []));
+  assert.deepEqual(flags, ['127.0.0.1:15140=audit-log:5140', '127.0.0.1:15432=payments/db:5432']);
+  for (const bad of ['15140', '0.0.0.0:15140=audit-log:5140', '15140=Audit:5140']) {
+    const skipped = injectPod(annotated(bad), options);
+    assert.ok(!skipped.injected, bad);
+    assert.equal(skipped.reason, 'invalid_tcp_upstream', bad);
+    assert.match(skipped.message, /trellis\.dev\/tcp-upstreams/);
+  }
+});

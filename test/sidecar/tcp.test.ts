@@ -208,7 +208,7 @@ spec:
 
 describe('--tcp-upstream', () => {
   test('parses [host:]port=service:port and refuses anything else with the form it wants', async () => {
-    const { parseTcpUpstream } = await import('../../src/cli/sidecar.ts');
+    const { parseTcpUpstream } = await import('../../src/sidecar/tcp-upstream.ts');
     assert.deepEqual(parseTcpUpstream('15432=ledger:7000'), { host: '127.0.0.1', port: 15432, service: 'ledger', servicePort: 7000 });
     assert.deepEqual(parseTcpUpstream('127.0.0.2:0=shop/ledger:7000'), { host: '127.0.0.2', port: 0, service: 'shop/ledger', servicePort: 7000 });
     for (const bad of ['15432', 'ledger:7000', '15432=ledger', '15432=Ledger:7000', '70000=ledger:7000', '15432=ledger:0', ':1=ledger:7000']) {
