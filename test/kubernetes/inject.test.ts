@@ -303,7 +303,7 @@ test('trellis.dev/tcp-upstreams: each entry becomes a --tcp-upstream of the prox
   const r = injectPod(annotated('15140=audit-log:5140, 127.0.0.1:15432=payments/db:5432'), options);
   assert.ok(r.injected);
   const proxy = r.pod.spec!.initContainers!.find((c) => c.name === PROXY_CONTAINER)!;
-  const args = proxy.args!;
+  const args = proxy.args as string[];
   const flags = args.flatMap((a, i) => (a === '--tcp-upstream' ? [args[i + 1]] : []));
   assert.deepEqual(flags, ['127.0.0.1:15140=audit-log:5140', '127.0.0.1:15432=payments/db:5432']);
   for (const bad of ['15140', '0.0.0.0:15140=audit-log:5140', '15140=Audit:5140']) {
