@@ -231,6 +231,10 @@ export class MeshStats {
         for (let i = 0; i < l.buckets.length; i++) slot.latency[i]! += l.buckets[i]!;
       }
     }
+    for (const g of report.grpcFailures ?? []) {
+      const slot = this.#seriesFor(g.reporter, g.source, g.destination, g.route)?.ring.at(index);
+      if (slot) slot.failures += g.count;
+    }
     for (const a of report.access) {
       const slot = this.#eventFor('access', report.service, a.result, a.reason)?.ring.at(index);
       if (slot) slot.requests += a.count;
@@ -372,6 +376,7 @@ export function isStatsReport(v: unknown): v is StatsReport {
     Array.isArray(r.requests) && r.requests.every((x) => typeof x === 'object' && x !== null && str(x.reporter) && str(x.source) && str(x.destination) && str(x.route) && str(x.code) && str(x.flags) && num(x.count)) &&
     Array.isArray(r.latencies) && r.latencies.every((x) => typeof x === 'object' && x !== null && str(x.reporter) && str(x.source) && str(x.destination) && str(x.route) && Array.isArray(x.buckets) && x.buckets.length <= 65 && x.buckets.every(num)) &&
     Array.isArray(r.access) && r.access.every((x) => typeof x === 'object' && x !== null && str(x.result) && str(x.reason) && num(x.count)) &&
-    Array.isArray(r.tls) && r.tls.every((x) => typeof x === 'object' && x !== null && str(x.direction) && str(x.reason) && num(x.count))
+    Array.isArray(r.tls) && r.tls.every((x) => typeof x === 'object' && x !== null && str(x.direction) && str(x.reason) && num(x.count)) &&
+    (r.grpcFailures === undefined || (Array.isArray(r.grpcFailures) && r.grpcFailures.every((x) => typeof x === 'object' && x !== null && str(x.reporter) && str(x.source) && str(x.destination) && str(x.route) && num(x.count))))
   );
 }

@@ -149,6 +149,14 @@ export class SidecarMetrics {
    * lookup instead of prom-client hashing two label objects (label values are bounded by the
    * config; the cache is emptied past MAX_CACHED_LABEL_SETS all the same).
    */
+  /**
+   * gRPC calls the upstream answered (HTTP 200) with a status that says the server failed
+   * (grpc.ts `isGrpcServerFailure`), or with no status at all, by
+   * `[reporter, source, destination, route]` (JSON), cumulative. Not a Prometheus series
+   * (`trellis_grpc_responses_total` has every status): the traffic report adds these to its
+   * failures, which HTTP statuses alone would miss.
+   */
+  readonly grpcFailures = new Map<string, number>();
   readonly #children = new Map<string, { readonly requests: { inc(): void }; readonly duration: { observe(v: number): void } }>();
   readonly #active = { outbound: this.active.labels({ reporter: 'outbound' }), inbound: this.active.labels({ reporter: 'inbound' }) };
 

@@ -9,7 +9,7 @@ import type { Clock } from './clock.ts';
 import type { ProxyErrorCode } from './errors.ts';
 import type { Reporter, SidecarMetrics } from './metrics.ts';
 import { sendProxyError, type DownstreamResponse } from './upstream.ts';
-import { GRPC_STATUS, isGrpc, PROXY_ERROR_GRPC_STATUS } from './grpc.ts';
+import { GRPC_STATUS, isGrpc, isGrpcServerFailure, PROXY_ERROR_GRPC_STATUS } from './grpc.ts';
 import type { RequestSpan, SidecarTracer } from './tracing.ts';
 
 export interface RecordDeps {
@@ -74,6 +74,11 @@ export class RequestRecord {
       // A call that got no gRPC status (a reset, an HTTP error page) is `unknown` to the client too.
       const grpcStatus = this.grpcStatus ?? (this.flags === '-' ? GRPC_STATUS.unknown : PROXY_ERROR_GRPC_STATUS[this.flags as ProxyErrorCode] ?? GRPC_STATUS.unknown);
       d.metrics.grpcResponses.inc({ reporter: this.#reporter, source_workload: this.source, destination_service: this.destination, route: this.route, grpc_status: String(grpcStatus) });
+      // Relayed from upstream as HTTP 200, yet failed: errors the sidecar made count already by their HTTP status.
+      if (this.flags === '-' && status < 500 && isGrpcServerFailure(grpcStatus)) {
+        const k = JSON.stringify([this.#reporter, this.source, this.destination, this.route]);
+        d.metrics.grpcFailures.set(k, (d.metrics.grpcFailures.get(k) ?? 0) + 1);
+      }
     }
     if (d.accessLog) {
       const r = this.#req;

@@ -56,6 +56,11 @@ export interface StatsReport {
   readonly access: ReadonlyArray<{ readonly result: string; readonly reason: string; readonly count: number }>;
   /** mTLS connections refused: direction and reason. */
   readonly tls: ReadonlyArray<{ readonly direction: string; readonly reason: string; readonly count: number }>;
+  /**
+   * gRPC calls counted in `requests` with a non-failing HTTP status whose gRPC status says
+   * the server failed: failures too. Absent from sidecars that predate it.
+   */
+  readonly grpcFailures?: ReadonlyArray<{ readonly reporter: string; readonly source: string; readonly destination: string; readonly route: string; readonly count: number }>;
 }
 
 /** Cumulative values of every series, keyed by its label set (JSON of the label values). */
@@ -64,6 +69,7 @@ interface Sample {
   readonly buckets: Map<string, number[]>;
   readonly access: Map<string, number>;
   readonly tls: Map<string, number>;
+  readonly grpcFailures: Map<string, number>;
   readonly bounds: number[];
 }
 
@@ -106,7 +112,7 @@ export async function readSample(metrics: SidecarMetrics): Promise<Sample> {
   for (const v of (await metrics.accessDecisions.get()).values) access.set(key(String(v.labels.result), String(v.labels.reason)), v.value);
   const tls = new Map<string, number>();
   for (const v of (await metrics.tlsFailures.get()).values) tls.set(key(String(v.labels.direction), String(v.labels.reason)), v.value);
-  return { requests, buckets, access, tls, bounds: sorted };
+  return { requests, buckets, access, tls, grpcFailures: new Map(metrics.grpcFailures), bounds: sorted };
 }
 
 /** The increase of a counter; a value below the previous one means the counter restarted. */
@@ -146,6 +152,12 @@ export function reportBetween(before: Sample | undefined, now: Sample, who: { se
     latencies,
     access: pairs(now.access, before?.access).map(([result, reason, count]) => ({ result, reason, count })),
     tls: pairs(now.tls, before?.tls).map(([direction, reason, count]) => ({ direction, reason, count })),
+    grpcFailures: [...now.grpcFailures].flatMap(([k, v]) => {
+      const count = increase(v, before?.grpcFailures.get(k));
+      if (count <= 0) return [];
+      const [reporter, source, destination, route] = JSON.parse(k) as string[];
+      return [{ reporter: reporter!, source: source!, destination: destination!, route: route!, count }];
+    }),
   };
 }
 

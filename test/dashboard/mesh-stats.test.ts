@@ -115,3 +115,10 @@ test('a first report without latency buckets (a sidecar that served only TCP or 
   const edge = stats.query({ windowMs: 60_000 }).edges[0]!;
   assert.equal(edge.p50, 0.055, 'the latencies of the later report count');
 });
+
+test('gRPC calls answered HTTP 200 with a failing gRPC status count as failures', () => {
+  const stats = new MeshStats({ bucketMs: 10_000, now: () => 1_000_000_000 });
+  stats.record({ ...report([['client', 'api', '200', 10]]), grpcFailures: [{ reporter: 'outbound', source: 'client', destination: 'api', route: 'r', count: 3 }] });
+  const edge = stats.query({ windowMs: 60_000 }).edges[0]!;
+  assert.deepEqual([edge.requests, edge.failures, edge.successRate], [10, 3, 0.7]);
+});

@@ -173,6 +173,11 @@ describe('gRPC through sidecars', () => {
     assert.ok(!r.ok);
     assert.equal(r.code, grpc.status.UNAVAILABLE);
     assert.match(r.details, /fails every call/);
+    // HTTP 200 with grpc-status 14: the traffic report counts it as a failure all the same.
+    const { readSample, reportBetween } = await import('../../src/sidecar/stats-report.ts');
+    const report = reportBetween(undefined, await readSample(mesh.client.sidecar.metrics), { service: 'client', node: 'client-0', intervalMs: 10_000 });
+    assert.deepEqual(report.grpcFailures, [{ reporter: 'outbound', source: 'client', destination: 'echo', route: 'default', count: 1 }]);
+    assert.ok(report.requests.some((x) => x.destination === 'echo' && x.code === '200'));
   });
 
   test('an error status from the server passes through unchanged, Trailers-Only', async () => {
