@@ -68046,7 +68046,16 @@ var SETTINGS = [
   { name: "load balancer", leaf: ["loadBalancer", "type"], show: (c3) => c3.loadBalancer.type },
   { name: "max requests in flight", leaf: ["circuitBreaker", "maxRequests"], show: (c3) => String(c3.circuitBreaker.maxRequests) },
   { name: "max pending requests", leaf: ["circuitBreaker", "maxPendingRequests"], show: (c3) => String(c3.circuitBreaker.maxPendingRequests) },
-  { name: "max connections", leaf: ["circuitBreaker", "maxConnections"], show: (c3) => String(c3.circuitBreaker.maxConnections) },
+  {
+    name: "max connections",
+    leaf: ["circuitBreaker", "maxConnections"],
+    // A meshed instance is called over one multiplexed HTTP/2 connection: the limit bounds only HTTP/1.1 and TCP connections.
+    show: (c3) => {
+      const n = String(c3.circuitBreaker.maxConnections);
+      if (!c3.meshed) return n;
+      return c3.ports.some((p) => p.protocol === "tcp") ? `${n} (TCP connections; calls share one HTTP/2 connection per instance)` : `${n} (no bound here: calls share one HTTP/2 connection per instance)`;
+    }
+  },
   { name: "ejection after consecutive 5xx", leaf: ["outlierDetection", "consecutive5xx"], show: (c3) => String(c3.outlierDetection.consecutive5xx) },
   { name: "base ejection time", leaf: ["outlierDetection", "baseEjectionTime"], show: (c3) => formatDuration(c3.outlierDetection.baseEjectionMs) },
   { name: "retry budget", leaf: ["retryBudget", "ratio"], show: (c3) => `${Math.round(c3.retryBudget.ratio * 100)}% + ${c3.retryBudget.minRetriesPerSecond}/s` },

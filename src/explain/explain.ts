@@ -248,7 +248,16 @@ const SETTINGS: ReadonlyArray<{ name: string; leaf: readonly string[]; show: (c:
   { name: 'load balancer', leaf: ['loadBalancer', 'type'], show: (c) => c.loadBalancer.type },
   { name: 'max requests in flight', leaf: ['circuitBreaker', 'maxRequests'], show: (c) => String(c.circuitBreaker.maxRequests) },
   { name: 'max pending requests', leaf: ['circuitBreaker', 'maxPendingRequests'], show: (c) => String(c.circuitBreaker.maxPendingRequests) },
-  { name: 'max connections', leaf: ['circuitBreaker', 'maxConnections'], show: (c) => String(c.circuitBreaker.maxConnections) },
+  {
+    name: 'max connections',
+    leaf: ['circuitBreaker', 'maxConnections'],
+    // A meshed instance is called over one multiplexed HTTP/2 connection: the limit bounds only HTTP/1.1 and TCP connections.
+    show: (c) => {
+      const n = String(c.circuitBreaker.maxConnections);
+      if (!c.meshed) return n;
+      return c.ports.some((p) => p.protocol === 'tcp') ? `${n} (TCP connections; calls share one HTTP/2 connection per instance)` : `${n} (no bound here: calls share one HTTP/2 connection per instance)`;
+    },
+  },
   { name: 'ejection after consecutive 5xx', leaf: ['outlierDetection', 'consecutive5xx'], show: (c) => String(c.outlierDetection.consecutive5xx) },
   { name: 'base ejection time', leaf: ['outlierDetection', 'baseEjectionTime'], show: (c) => formatDuration(c.outlierDetection.baseEjectionMs) },
   { name: 'retry budget', leaf: ['retryBudget', 'ratio'], show: (c) => `${Math.round(c.retryBudget.ratio * 100)}% + ${c.retryBudget.minRetriesPerSecond}/s` },
