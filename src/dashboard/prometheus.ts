@@ -79,11 +79,12 @@ export class PrometheusStats {
 
   async query(q: StatsQuery): Promise<StatsView> {
     const range = `[${Math.max(1, Math.round(q.windowMs / 1000))}s]`;
-    const [requests, buckets, access, tls] = await Promise.all([
+    const [requests, buckets, access, tls, grpcFailures] = await Promise.all([
       this.#query(`sum by (reporter, source_workload, destination_service, route, response_code, response_flags) (increase(trellis_requests_total${range}))`),
       this.#query(`sum by (reporter, source_workload, destination_service, route, le) (increase(trellis_request_duration_seconds_bucket${range}))`),
       this.#query(`sum by (service, result, reason) (increase(trellis_access_decisions_total${range}))`),
       this.#query(`sum by (service, direction, reason) (increase(trellis_tls_failures_total${range}))`),
+      this.#query(`sum by (reporter, source_workload, destination_service, route) (increase(trellis_grpc_failures_total${range}))`),
     ]);
     const num = (s: Sample) => Number(s.value[1]);
     // Cumulative `le` buckets per series → counts per bucket, as sidecars report them.
@@ -116,6 +117,9 @@ export class PrometheusStats {
       }),
       access: [],
       tls: [],
+      grpcFailures: grpcFailures
+        .map((g) => ({ reporter: g.metric.reporter ?? '', source: g.metric.source_workload ?? '', destination: g.metric.destination_service ?? '', route: g.metric.route ?? '', count: Math.round(num(g)) }))
+        .filter((g) => g.count > 0),
     };
     // One bucket as wide as the window, at a fixed instant: the aggregation and filters are MeshStats'.
     const at = Date.now();
@@ -125,7 +129,7 @@ export class PrometheusStats {
     const entry = (service: string) => byService.get(service) ?? (byService.set(service, { access: [], tls: [] }), byService.get(service)!);
     for (const a of access) if (Math.round(num(a)) > 0) entry(a.metric.service ?? 'unknown').access.push({ result: a.metric.result ?? '', reason: a.metric.reason ?? '', count: Math.round(num(a)) });
     for (const t of tls) if (Math.round(num(t)) > 0) entry(t.metric.service ?? 'unknown').tls.push({ direction: t.metric.direction ?? '', reason: t.metric.reason ?? '', count: Math.round(num(t)) });
-    for (const [service, e] of byService) view.record({ ...report, service, requests: [], latencies: [], access: e.access, tls: e.tls });
+    for (const [service, e] of byService) view.record({ ...report, service, requests: [], latencies: [], grpcFailures: [], access: e.access, tls: e.tls });
     return { ...view.query({ ...q, coveredMs: q.windowMs }), source: 'prometheus' };
   }
 

@@ -37,6 +37,17 @@ export class SidecarMetrics {
     labelNames: ['reporter', 'source_workload', 'destination_service', 'route', 'grpc_status'] as const,
     registers: [this.registry],
   });
+  /**
+   * gRPC calls relayed with a non-failing HTTP status whose gRPC status says the server
+   * failed (grpc.ts `isGrpcServerFailure`): failures that `trellis_requests_total` alone
+   * would count as successes. The dashboard adds them to its failures.
+   */
+  readonly grpcFailures = new Counter({
+    name: 'trellis_grpc_failures_total',
+    help: 'gRPC calls the upstream answered with HTTP 200 and a failing gRPC status (unknown, deadline-exceeded, unimplemented, internal, unavailable, data-loss), by direction, caller, destination and route',
+    labelNames: ['reporter', 'source_workload', 'destination_service', 'route'] as const,
+    registers: [this.registry],
+  });
   readonly tcpConnections = new Counter({
     name: 'trellis_tcp_connections_total',
     help: 'TCP connections to tcp service ports, by direction, caller, destination and result (opened, or the proxy error code that refused it)',
@@ -149,14 +160,6 @@ export class SidecarMetrics {
    * lookup instead of prom-client hashing two label objects (label values are bounded by the
    * config; the cache is emptied past MAX_CACHED_LABEL_SETS all the same).
    */
-  /**
-   * gRPC calls the upstream answered (HTTP 200) with a status that says the server failed
-   * (grpc.ts `isGrpcServerFailure`), or with no status at all, by
-   * `[reporter, source, destination, route]` (JSON), cumulative. Not a Prometheus series
-   * (`trellis_grpc_responses_total` has every status): the traffic report adds these to its
-   * failures, which HTTP statuses alone would miss.
-   */
-  readonly grpcFailures = new Map<string, number>();
   readonly #children = new Map<string, { readonly requests: { inc(): void }; readonly duration: { observe(v: number): void } }>();
   readonly #active = { outbound: this.active.labels({ reporter: 'outbound' }), inbound: this.active.labels({ reporter: 'inbound' }) };
 

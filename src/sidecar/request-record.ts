@@ -76,8 +76,7 @@ export class RequestRecord {
       d.metrics.grpcResponses.inc({ reporter: this.#reporter, source_workload: this.source, destination_service: this.destination, route: this.route, grpc_status: String(grpcStatus) });
       // Relayed from upstream as HTTP 200, yet failed: errors the sidecar made count already by their HTTP status.
       if (this.flags === '-' && status < 500 && isGrpcServerFailure(grpcStatus)) {
-        const k = JSON.stringify([this.#reporter, this.source, this.destination, this.route]);
-        d.metrics.grpcFailures.set(k, (d.metrics.grpcFailures.get(k) ?? 0) + 1);
+        d.metrics.grpcFailures.inc({ reporter: this.#reporter, source_workload: this.source, destination_service: this.destination, route: this.route });
       }
     }
     if (d.accessLog) {

@@ -112,7 +112,9 @@ export async function readSample(metrics: SidecarMetrics): Promise<Sample> {
   for (const v of (await metrics.accessDecisions.get()).values) access.set(key(String(v.labels.result), String(v.labels.reason)), v.value);
   const tls = new Map<string, number>();
   for (const v of (await metrics.tlsFailures.get()).values) tls.set(key(String(v.labels.direction), String(v.labels.reason)), v.value);
-  return { requests, buckets, access, tls, grpcFailures: new Map(metrics.grpcFailures), bounds: sorted };
+  const grpcFailures = new Map<string, number>();
+  for (const v of (await metrics.grpcFailures.get()).values) grpcFailures.set(key(String(v.labels.reporter), String(v.labels.source_workload), String(v.labels.destination_service), String(v.labels.route)), v.value);
+  return { requests, buckets, access, tls, grpcFailures, bounds: sorted };
 }
 
 /** The increase of a counter; a value below the previous one means the counter restarted. */
