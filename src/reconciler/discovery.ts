@@ -128,19 +128,33 @@ export function snapshotOf(mesh: CompiledMesh, inboundPort: number, discovery: D
     return resource;
   };
   const configs = new Map<string, ProxyConfig>();
+  let anyChanged = false;
   for (const [service, config] of mesh.configs) {
-    const byName = new Map(config.resources.map((r) => [r.name, r]));
-    let changed = false;
-    const resources = config.resources.map((r) => {
-      if (!r.name.startsWith('endpoints/')) return r;
-      const next = fill(r, byName.get(`cluster/${r.name.slice('endpoints/'.length)}`));
+    // Most resources are not endpoints, and most endpoints are not Kubernetes ones: only a
+    // config that has one is looked into and copied (at 10 000 services this loop runs on
+    // the reconciler's thread for every revision).
+    let byName: Map<string, Resource> | undefined;
+    let resources: Resource[] | undefined;
+    const list = config.resources;
+    for (let i = 0; i < list.length; i++) {
+      const r = list[i]!;
+      if (!r.name.startsWith('endpoints/')) continue;
+      let next = r;
+      if (discovery && (r.body as EndpointsBody).kubernetes) {
+        byName ??= new Map(list.map((x) => [x.name, x]));
+        next = fill(r, byName.get(`cluster/${r.name.slice('endpoints/'.length)}`));
+      }
       const body = next.body as EndpointsBody;
       if (body.static.length === 0 && body.dns === null) empty.add(r.name.slice('endpoints/'.length));
-      if (next !== r) changed = true;
-      return next;
-    });
-    configs.set(service, changed ? makeProxyConfig(service, resources) : config);
+      if (next !== r) {
+        resources ??= [...list];
+        resources[i] = next;
+      }
+    }
+    configs.set(service, resources ? makeProxyConfig(service, resources) : config);
+    if (resources) anyChanged = true;
   }
-  const version = versionOf([...configs.values()].map((c) => ({ name: c.service, version: c.version })));
+  // Unchanged configs keep their versions, and the mesh's version is made from them alone.
+  const version = anyChanged ? versionOf([...configs.values()].map((c) => ({ name: c.service, version: c.version }))) : mesh.version;
   return { mesh: { mesh: mesh.mesh, version, configs }, discovered, withoutEndpoints: [...empty].sort() };
 }
