@@ -16,12 +16,11 @@ import { connect as connectSession, constants, type ClientHttp2Session, type Cli
 import type { Duplex, Readable } from 'node:stream';
 import { classifyFailure, type AttemptOptions, type AttemptResult, type ResponseBody } from './upstream.ts';
 import { ReplayBody } from './replay-body.ts';
+import { MAX_SESSION_MEMORY_MB } from './h2-server.ts';
 import { ERROR_HEADER, PROXY_ERRORS, type ProxyErrorCode } from './errors.ts';
 
 const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_FLAG_END_STREAM } = constants;
 
-/** Largest memory one session may hold in nghttp2 (MB); Node's 10 MB default refuses busy multiplexed sessions. */
-const MAX_SESSION_MEMORY_MB = 64;
 
 /** Opens the connection a session runs over; rejects with a coded error undici-style (ECONNREFUSED, TLS codes…). */
 export type H2Connect = () => Promise<Duplex>;

@@ -17,8 +17,8 @@ const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 /** A request handler for either version (HTTP/2 through the compatibility API). */
 export type AnyHandler = (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => void;
 
-/** Largest memory one session may hold in nghttp2 (MB): busy multiplexed peers exceed Node's 10 MB default. */
-const MAX_SESSION_MEMORY_MB = 64;
+/** Largest memory one HTTP/2 session may hold in nghttp2 (MB), either side: busy multiplexed sessions exceed Node's 10 MB default. */
+export const MAX_SESSION_MEMORY_MB = 64;
 
 export class H2Listener {
   readonly server: Http2Server;

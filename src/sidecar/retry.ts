@@ -81,6 +81,12 @@ export function mayRetry(o: {
   return false;
 }
 
+/** What a retried response is counted as: its gRPC status (`grpc-14`) when it carries a failing one, else its HTTP status. */
+function retryReasonOf(result: Extract<AttemptResult, { ok: true }>): string {
+  const grpc = grpcStatusOf(result.headers);
+  return grpc !== undefined && grpc !== 0 ? `grpc-${grpc}` : String(result.statusCode);
+}
+
 /**
  * The endpoints a request's next attempt may be picked from: the candidates this request
  * has not tried yet, when any are left, else all of them (a lone endpoint, or every one
@@ -126,7 +132,7 @@ export async function retryLoop(o: RetryLoopOptions, tryOnce: () => Promise<Trie
     if (retryable && o.budget.tryRetry()) {
       if (result.ok) await result.body.dump().catch(() => undefined);
       settle();
-      o.events.retried(o.service, result.ok ? String(result.statusCode) : verdict.failure!);
+      o.events.retried(o.service, result.ok ? retryReasonOf(result) : verdict.failure!);
       const wait = retryBackoffMs(attempt, o.retry.backoffMs, o.random);
       if (o.deadline.wouldPass(wait)) return { kind: 'failed', code: 'request_timeout' };
       if (wait > 0) await o.clock.sleep(wait, o.deadline.signal);

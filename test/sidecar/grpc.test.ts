@@ -160,7 +160,7 @@ describe('gRPC through sidecars', () => {
     }
     assert.ok((mesh.servers[0]!.calls.get('unary') ?? 0) >= 1, 'the failing instance was tried');
     const m = await metrics(mesh.client);
-    assert.ok(metricValue(m, 'trellis_retries_total', { destination_service: 'echo' }) >= 1);
+    assert.ok(metricValue(m, 'trellis_retries_total', { destination_service: 'echo', reason: 'grpc-14' }) >= 1);
     // A status the rule does not list is the answer: not retried.
     const notFound = await unary(client, { text: 'x', fail: grpc.status.NOT_FOUND });
     assert.ok(!notFound.ok);
