@@ -166,14 +166,22 @@ export async function runSidecar(flags: SidecarFlags, io: CliIo): Promise<number
     else sidecar.log.warn({ type: 'no_config' }, 'no config yet: requests get 503 not_ready until one is applied');
   }
 
+  // SIGTERM is handled from before the listeners open: the sidecar logs `listening` (and
+  // serves) while the rest of its start (identity files, control stream) is still under
+  // way, and a signal in that window must drain it, not kill it.
+  let starting: Promise<unknown> = Promise.resolve();
+  const stopped = untilStopped(async () => {
+    await starting.catch(() => undefined);
+    await sidecar.stop();
+  });
   try {
-    await sidecar.start();
+    await (starting = sidecar.start());
   } catch (err) {
     io.stderr.write(`trellis sidecar: cannot listen: ${(err as Error).message}\n`);
     await sidecar.stop();
     return EXIT.failed;
   }
-  await untilStopped(() => sidecar.stop());
+  await stopped;
   return EXIT.ok;
 }
 

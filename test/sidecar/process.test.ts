@@ -96,6 +96,17 @@ describe('trellis sidecar process', () => {
     assert.equal(await second.exited, 0);
   });
 
+  test('a SIGTERM as soon as it logs listening (its identity files still loading) drains it: exit 0, not killed by the signal', async () => {
+    const api = await startUpstream('api');
+    const dir = await tempDir();
+    await writeFile(join(dir, 'client.json'), JSON.stringify(configOf(backendsSpec({ api: [api.port] }), 'client')));
+    const tls = writeCredentialFiles(await credentialFor('client'));
+    dirs.push(tls.dir);
+    const sc = await startProcess(['--config', join(dir, 'client.json'), '--tls-cert', tls.cert, '--tls-key', tls.key, '--tls-ca', tls.ca]);
+    sc.child.kill('SIGTERM');
+    assert.equal(await sc.exited, 0, sc.stderr());
+  });
+
   test('on SIGTERM: not ready at once, in-flight requests finish, then exit 0', async () => {
     let release: (() => void) | undefined;
     const api = await startUpstream('api', (_req, res) => (release = () => res.end('finished')));
