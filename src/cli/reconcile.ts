@@ -324,14 +324,21 @@ export async function runReconcile(flags: ReconcileFlags, io: CliIo): Promise<nu
     io.stderr.write('trellis reconcile: sidecars must authenticate: give --token-file FILE or TRELLIS_CONTROL_TOKEN (or --kubernetes, where they present ServiceAccount tokens)\n');
     return EXIT.usage;
   }
+  // Signals are handled from the start, as `trellis sidecar` does: a SIGTERM while it is
+  // still starting (it already listens) waits for the start, then stops it cleanly.
+  const starting = startReconciler(flags, io, token);
+  const stopped = untilStopped(async () => {
+    const started = await starting.catch(() => undefined);
+    await started?.stop();
+  });
   let running: RunningReconciler | undefined;
   try {
-    running = await startReconciler(flags, io, token);
+    running = await starting;
   } catch (err) {
     io.stderr.write(`trellis reconcile: ${(err as Error).message}\n`);
     return EXIT.failed;
   }
   if (!running) return EXIT.usage;
-  await untilStopped(() => running.stop());
+  await stopped;
   return EXIT.ok;
 }
