@@ -46,7 +46,15 @@ export class ReplayBody {
       const out = this.#current;
       if (out && !out.destroyed && !out.write(chunk)) {
         source.pause();
-        out.once('drain', () => source.resume());
+        // Resumed when the attempt takes more, or when it is over (its stream closed
+        // unread): a source left paused would hold the caller's upload forever.
+        const resume = () => {
+          out.off('drain', resume);
+          out.off('close', resume);
+          source.resume();
+        };
+        out.once('drain', resume);
+        out.once('close', resume);
       }
     });
     source.once('end', () => {
