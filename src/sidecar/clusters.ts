@@ -6,10 +6,11 @@
  * depends on is unchanged: an endpoint keeps its latency and health while it stays
  * listed, a pool its connections.
  */
-import { Pool, type buildConnector } from 'undici';
+import { Pool } from 'undici';
 import type { Duplex } from 'node:stream';
 import type { ClusterBody, EndpointsBody, PortProtocol } from '../config/types.ts';
 import { H2Pool } from './h2-pool.ts';
+import { sendAttempt, type AttemptOptions, type AttemptResult } from './upstream.ts';
 import { createPicker, type Picker } from './balancer.ts';
 import { CircuitBreaker } from './breaker.ts';
 import type { Clock, Random } from './clock.ts';
@@ -34,7 +35,6 @@ export class Cluster {
   readonly #h2Connect: (host: string, port: number) => Promise<Duplex>;
   readonly #clock: Clock;
   readonly #random: Random;
-  readonly #connect: buildConnector.connector;
 
   constructor(settings: ClusterBody, endpoints: EndpointsBody, clock: Clock, random: Random, connector: MeshConnector) {
     this.service = settings.service;
@@ -42,8 +42,7 @@ export class Cluster {
     this.endpointsBody = endpoints;
     this.#clock = clock;
     this.#random = random;
-    this.#connect = connector.forCluster(() => this.settings);
-    this.#h2Connect = connector.h2ForCluster(() => this.settings);
+    this.#h2Connect = connector.forCluster(() => this.settings);
     this.#applySettings();
     this.#applyEndpoints();
   }
@@ -117,8 +116,9 @@ export class Cluster {
       pool = new Pool(`http://${host}:${port}`, {
         connections: this.settings.circuitBreaker.maxConnections,
         pipelining: 1,
-        // Plain TCP or mTLS, decided per connection; it applies connectTimeoutMs itself.
-        connect: this.#connect,
+        // Only unmeshed HTTP/1.1 backends are called over these pools (meshed instances are
+        // HTTP/2 sessions over mTLS: h2PoolFor), so connections are plain TCP.
+        connectTimeout: c.connectTimeoutMs,
         keepAliveTimeout: c.idleTimeoutMs,
         keepAliveMaxTimeout: c.idleTimeoutMs,
         // Per-request timeouts are set on each request; these are the backstops that
@@ -144,6 +144,16 @@ export class Cluster {
   speaksH2(servicePort: number): boolean {
     const protocol = this.protocolOf(servicePort);
     return protocol === 'http2' || protocol === 'grpc' || (this.settings.meshed && this.settings.identity !== null);
+  }
+
+  /**
+   * Sends one attempt to `ep` on `port`, for the service port `servicePort`: over the
+   * endpoint's HTTP/2 session when that port and the cluster call for it (`speaksH2`), else
+   * over its HTTP/1.1 pool. Every request to a cluster's instances (calls, retries,
+   * mirrors) goes through here.
+   */
+  send(ep: Endpoint, port: number, servicePort: number, attempt: AttemptOptions): Promise<AttemptResult> {
+    return this.speaksH2(servicePort) ? this.h2PoolFor(ep, port).send(attempt) : sendAttempt(this.poolFor(ep, port), attempt);
   }
 
   /** The HTTP/2 pool (one multiplexed session) for an endpoint and target port, created on first use. */

@@ -1,9 +1,11 @@
 /**
- * How a sidecar connects to a backend: undici connectors, chosen per new connection.
- * Calls to a meshed service go over mTLS (TLS 1.3, this sidecar's certificate, the trust
+ * How a sidecar connects to a meshed instance (an HTTP/2 session, which also carries TCP
+ * tunnels), chosen per new connection. Calls to a meshed service go over mTLS (TLS 1.3, this sidecar's certificate, the trust
  * bundle) when the mesh's mode is `strict` or `permissive`, and the server must present
  * exactly the identity the cluster resource names; anything else is refused before a byte
- * of the request is sent. Unmeshed services, and meshes with mTLS `off`, get plain TCP.
+ * of the request is sent; the peer must also agree to HTTP/2 (ALPN `h2`). Unmeshed
+ * services, and meshes with mTLS `off`, get plain TCP (h2c; HTTP/1.1 backends are undici
+ * pools of their own, always plain: clusters.ts).
  * In `permissive` mode a sidecar without a certificate yet falls back to plaintext; in
  * `strict` it fails the connection (`no_identity`).
  *
@@ -13,7 +15,6 @@
  */
 import { connect as netConnect, isIP, type Socket } from 'node:net';
 import { connect as tlsConnect, type PeerCertificate, type TLSSocket } from 'node:tls';
-import { buildConnector } from 'undici';
 import type { ClusterBody } from '../config/types.ts';
 import type { MtlsMode } from '../spec/types.ts';
 import { spiffeIdOfAltNames } from '../identity/spiffe.ts';
@@ -41,53 +42,17 @@ export interface MeshConnectorDeps {
 
 export class MeshConnector {
   readonly #deps: MeshConnectorDeps;
-  readonly #plain = new Map<number, buildConnector.connector>();
-  /** TLS connectors of the current credential, by timeout and expected identity. */
-  #tls = new Map<string, buildConnector.connector>();
-  #tlsOf: Credential | undefined;
 
   constructor(deps: MeshConnectorDeps) {
     this.#deps = deps;
   }
 
-  #plainConnector(timeout: number): buildConnector.connector {
-    let c = this.#plain.get(timeout);
-    if (!c) this.#plain.set(timeout, (c = buildConnector({ timeout })));
-    return c;
-  }
-
-  #tlsConnector(credential: Credential, timeout: number, expected: string): buildConnector.connector {
-    if (this.#tlsOf !== credential) {
-      this.#tls = new Map();
-      this.#tlsOf = credential;
-    }
-    const key = `${timeout}|${expected}`;
-    let c = this.#tls.get(key);
-    if (!c) {
-      const tls = buildConnector({
-        timeout,
-        maxCachedSessions: 0,
-        secureContext: credential.context,
-        minVersion: 'TLSv1.3',
-        rejectUnauthorized: true,
-        checkServerIdentity: (_host: string, cert: PeerCertificate) => {
-          const got = spiffeIdOfAltNames(cert.subjectaltname);
-          return got === expected ? undefined : codedError(IDENTITY_MISMATCH, `the backend presented ${got ?? 'no SPIFFE ID'}, expected ${expected}`);
-        },
-      });
-      // The pools' origins are http://; the TLS is ours, not the URL's.
-      c = (options, callback) => tls({ ...options, protocol: 'https:' }, callback);
-      this.#tls.set(key, c);
-    }
-    return c;
-  }
-
   /**
    * Opens a connection for HTTP/2 to an endpoint of the cluster `settings()` describes (read
-   * at each connect), under the same rules as `forCluster`: mTLS with ALPN `h2` to a meshed
-   * service (the peer's sidecar must agree to h2), else plain TCP for h2c.
+   * at each connect): mTLS with ALPN `h2` to a meshed service (the peer's sidecar must agree
+   * to h2), else plain TCP for h2c.
    */
-  h2ForCluster(settings: () => ClusterBody): (host: string, port: number) => Promise<Socket | TLSSocket> {
+  forCluster(settings: () => ClusterBody): (host: string, port: number) => Promise<Socket | TLSSocket> {
     return (host, port) => {
       const s = settings();
       const timeout = s.connection.connectTimeoutMs;
@@ -103,27 +68,6 @@ export class MeshConnector {
       return connectH2Tls(host, port, timeout, credential, expected).catch((err: NodeJS.ErrnoException) => {
         if (isTlsErrorCode(err.code)) this.#deps.onRefused(err.code === IDENTITY_MISMATCH ? 'identity_mismatch' : 'handshake_failed', `${err.code}: ${err.message}`);
         throw err;
-      });
-    };
-  }
-
-  /** The connector for new connections to endpoints of the cluster `settings()` describes (read at each connect). */
-  forCluster(settings: () => ClusterBody): buildConnector.connector {
-    return (options, callback) => {
-      const s = settings();
-      const timeout = s.connection.connectTimeoutMs;
-      const mode = this.#deps.mode() ?? 'strict';
-      if (!s.meshed || s.identity === null || mode === 'off') return this.#plainConnector(timeout)(options, callback);
-      const credential = this.#deps.credential();
-      if (!credential) {
-        if (mode === 'permissive') return this.#plainConnector(timeout)(options, callback);
-        this.#deps.onRefused('no_identity', 'this sidecar has no certificate yet');
-        return callback(codedError(NO_IDENTITY, 'this sidecar has no certificate yet, and the mesh requires mTLS'), null);
-      }
-      this.#tlsConnector(credential, timeout, s.identity)(options, (...args) => {
-        const err = args[0] as NodeJS.ErrnoException | null;
-        if (err && isTlsErrorCode(err.code)) this.#deps.onRefused(err.code === IDENTITY_MISMATCH ? 'identity_mismatch' : 'handshake_failed', `${err.code}: ${err.message}`);
-        callback(...args);
       });
     };
   }

@@ -24,7 +24,7 @@ import { PROXY_ERRORS, type ProxyErrorCode } from './errors.ts';
 import { armBodyDeadline } from './body-deadline.ts';
 import { addForwardingHeaders, applyHeaderModifier, endToEndHeaders, isRetrySafe } from './headers.ts';
 import type { SidecarMetrics } from './metrics.ts';
-import { relayResponse, sendAttempt, sendGrpcStatusOfHttp, sendProxyError } from './upstream.ts';
+import { relayResponse, sendGrpcStatusOfHttp, sendProxyError } from './upstream.ts';
 import type { Http2ServerRequest } from 'node:http2';
 import { closeConnectionAfter, cutOff } from './h2-server.ts';
 import { formatGrpcTimeout, grpcStatusOf, parseGrpcTimeout } from './grpc.ts';
@@ -113,7 +113,8 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
       mirrorsInFlight++;
       const controller = new AbortController();
       const timer = setTimeout(() => controller.abort(), 10_000);
-      void sendAttempt(cluster.poolFor(ep, ep.port || targetPort(cluster, port)), { method, path, headers: copy, body, timeoutMs: 10_000, signal: controller.signal })
+      void cluster
+        .send(ep, ep.port || targetPort(cluster, port), port, { method, path, headers: copy, body, timeoutMs: 10_000, signal: controller.signal })
         .then((r) => (r.ok ? r.body.dump() : undefined))
         .catch(() => undefined)
         .finally(() => {
@@ -329,7 +330,6 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
 
       setUpstreamAuthority(a.headers, cluster, a.backendPort, a.rewriteHost);
       const exchange: Exchange = { method: a.method, path: a.pathAndQuery, headers: a.headers, body, retrySafe: isRetrySafe(a.method, req.headers) };
-      const overH2 = cluster.speaksH2(a.backendPort);
       const outcome = await dispatch(cluster, exchange, {
         policy: a.policy,
         deadline,
@@ -342,7 +342,7 @@ export function createOutboundHandler(deps: OutboundDeps): OutboundHandler {
           // A gRPC call's deadline travels with it, as what is left of it at each attempt.
           if (record.grpc && deadline.at !== Infinity) x.headers['grpc-timeout'] = formatGrpcTimeout(deadline.remainingMs());
           const attempt = { method: x.method, path: x.path, headers: x.headers, body: x.body, timeoutMs: w.timeoutMs, signal: w.signal };
-          return overH2 ? cluster.h2PoolFor(t.endpoint, t.port).send(attempt) : sendAttempt(cluster.poolFor(t.endpoint, t.port), attempt);
+          return cluster.send(t.endpoint, t.port, a.backendPort, attempt);
         },
         events: record.span === undefined ? events : countingRetries(record),
       });

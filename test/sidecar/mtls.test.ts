@@ -10,7 +10,7 @@ import { after, describe, test } from 'node:test';
 import { MeshCertificateAuthority } from '../../src/identity/ca.ts';
 import { spiffeId } from '../../src/identity/spiffe.ts';
 import { credentialFor, testCa, type TestCredential } from '../helpers/identity.ts';
-import { cleanup, metricValue, send, startSidecar, startUpstream, type RunningSidecar, type Upstream } from '../helpers/sidecar-harness.ts';
+import { cleanup, metricValue, send, startSidecar, startUpstream, waitFor, type RunningSidecar, type Upstream } from '../helpers/sidecar-harness.ts';
 import { clientApiSpec, compileTexts } from '../helpers/spec.ts';
 
 after(cleanup);
@@ -69,6 +69,32 @@ function tlsRequest(port: number, credential: TestCredential, path = '/'): Promi
 }
 
 describe('mTLS between sidecars (strict)', () => {
+  test('a mirror to a meshed service goes over mTLS like any call to it', async () => {
+    const shadowApp = await startUpstream('shadow');
+    const shadow = await startSidecar(undefined, { app: { host: '127.0.0.1', port: shadowApp.port }, identity: 'shadow' });
+    const extra = `apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: { name: shadow }
+spec: { ports: [{ port: 80 }], endpoints: { static: [{ address: 127.0.0.1, port: ${shadow.inbound} }] } }
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: { name: api }
+spec:
+  parentRefs: [{ kind: Service, name: api }]
+  rules:
+    - filters: [{ type: RequestMirror, requestMirror: { backendRef: { name: shadow, port: 80 } } }]
+      backendRefs: [{ name: api, port: 80 }]
+`;
+    const { client } = await pair({ extra });
+    assert.ok(shadow.sidecar.store.apply(compileTexts({ 'mesh.yaml': clientApiSpec(1, undefined, extra) }).mesh!.configs.get('shadow')!, 'file').ok);
+    assert.equal((await send(client.outbound, 'api', '/copy', { method: 'POST', body: 'payload' })).status, 200);
+    await waitFor(() => shadowApp.seen.length === 1, 'the mirrored copy');
+    assert.equal(shadowApp.seen[0]!.body, 'payload');
+    assert.equal(shadowApp.seen[0]!.headers['x-trellis-mirror'], '1');
+    assert.equal(shadowApp.seen[0]!.headers['x-trellis-peer-identity'], 'spiffe://test.local/svc/client');
+  });
+
   test('a new certificate on either side: the next call goes over a new HTTP/2 connection, handshaken with it', async () => {
     const { client, api } = await pair();
     assert.equal((await send(client.outbound, 'api', '/a')).status, 200);
