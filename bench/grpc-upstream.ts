@@ -6,12 +6,10 @@
  */
 import { constants, createServer, type ServerHttp2Stream } from 'node:http2';
 import { parseArgs } from 'node:util';
+import { grpcFrame } from '../src/up/demo.ts';
 
 const { values } = parseArgs({ options: { bytes: { type: 'string', default: '100' } } });
-const payload = Buffer.alloc(Number(values.bytes), 0x61);
-const frame = Buffer.alloc(5 + payload.length);
-frame.writeUInt32BE(payload.length, 1);
-payload.copy(frame, 5);
+const frame = grpcFrame(Buffer.alloc(Number(values.bytes), 0x61));
 
 const server = createServer({ settings: { maxConcurrentStreams: 1000 } });
 server.on('stream', (stream: ServerHttp2Stream) => {

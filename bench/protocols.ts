@@ -18,6 +18,7 @@ import { writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { onPath, type Child, type ProcessGroups } from './process-group.ts';
+import { grpcFrame } from '../src/up/demo.ts';
 import { processTree } from './proc-stats.ts';
 import { here, LOAD_CORE, log, PROXY_CORE, rssSampler, sleep, startNginxWith, startTrellis, writeBenchConfigs, freePort, BODY_BYTES, SERVICE } from './proxy.ts';
 
@@ -133,11 +134,7 @@ export async function benchProtocols(groups: ProcessGroups, dir: string, o: Prot
   const grpcUpstream: Child = groups.start('grpc upstream', process.execPath, [here('./grpc-upstream.ts'), '--bytes', String(BODY_BYTES)], LOAD_CORE);
   const grpcPort = (await grpcUpstream.waitForJson<{ port: number }>((v) => v.type === 'listening', 10_000)).port;
   const grpcBody = join(dir, 'grpc-request.bin');
-  const message = Buffer.alloc(BODY_BYTES, 0x62);
-  const frame = Buffer.alloc(5 + message.length);
-  frame.writeUInt32BE(message.length, 1);
-  message.copy(frame, 5);
-  await writeFile(grpcBody, frame);
+  await writeFile(grpcBody, grpcFrame(Buffer.alloc(BODY_BYTES, 0x62)));
 
   const configFile = (await writeBenchConfigs(dir, spec(o.upstreamPort, h2cPort, grpcPort), ['client'], 'protocols-')).client!;
   const trellis = await startTrellis(groups, configFile, o.trellisNodeFlags);

@@ -1,3 +1,5 @@
+import { STATUS_CODES } from 'node:http';
+
 /**
  * Every response the sidecar makes up itself carries a stable code: in the
  * `x-trellis-error` header, in the JSON body, and as `response_flags` in metrics. Codes
@@ -37,3 +39,14 @@ export type ProxyErrorCode = keyof typeof PROXY_ERRORS;
 export const ERROR_HEADER = 'x-trellis-error';
 /** Header set on circuit-breaker rejections, so clients can tell overload from failure. */
 export const OVERLOAD_HEADER = 'x-trellis-overloaded';
+
+/**
+ * A proxy error as a whole HTTP/1.1 response, written straight to a socket no HTTP server
+ * answers on any more (a malformed request's connection, a refused CONNECT): the status, the
+ * code in `x-trellis-error` and the JSON body, then the connection closes.
+ */
+export function rawErrorResponse(code: ProxyErrorCode): string {
+  const { status, message } = PROXY_ERRORS[code];
+  const body = JSON.stringify({ error: code, message });
+  return `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n${ERROR_HEADER}: ${code}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`;
+}

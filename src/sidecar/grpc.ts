@@ -10,27 +10,10 @@
  * codes (doc/statuscodes.md).
  */
 import type { ProxyErrorCode } from './errors.ts';
+import { GRPC_STATUS_CODES } from '../spec/grpc.ts';
 
-/** gRPC status codes by their canonical name, in the lower-case kebab form the spec language uses. */
-export const GRPC_STATUS = {
-  ok: 0,
-  cancelled: 1,
-  unknown: 2,
-  'invalid-argument': 3,
-  'deadline-exceeded': 4,
-  'not-found': 5,
-  'already-exists': 6,
-  'permission-denied': 7,
-  'resource-exhausted': 8,
-  'failed-precondition': 9,
-  aborted: 10,
-  'out-of-range': 11,
-  unimplemented: 12,
-  internal: 13,
-  unavailable: 14,
-  'data-loss': 15,
-  unauthenticated: 16,
-} as const;
+/** gRPC status codes by name, `ok` (0) included: the spec's table (spec/grpc.ts) is the one source. */
+export const GRPC_STATUS = { ok: 0, ...GRPC_STATUS_CODES } as const;
 
 type HeaderValue = string | string[] | number | undefined;
 type Headers = Readonly<Record<string, HeaderValue>>;

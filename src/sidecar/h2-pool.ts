@@ -14,7 +14,7 @@
  */
 import { connect as connectSession, constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
 import type { Duplex, Readable } from 'node:stream';
-import { classifyFailure, type AttemptOptions, type AttemptResult, type ResponseBody } from './upstream.ts';
+import { classifyFailure, type AttemptFailure, type AttemptOptions, type AttemptResult, type ResponseBody } from './upstream.ts';
 import { ReplayBody } from './replay-body.ts';
 import { MAX_SESSION_MEMORY_MB } from './h2-server.ts';
 import { ERROR_HEADER, PROXY_ERRORS, type ProxyErrorCode } from './errors.ts';
@@ -139,7 +139,13 @@ export class H2Pool {
     return replayable && !o.signal.aborted ? this.#sendOnce(o) : first;
   }
 
-  async #sendOnce(o: AttemptOptions & { readonly scheme?: 'http' | 'https' }): Promise<AttemptResult> {
+  /**
+   * A new stream on the pool's session (opened first if need be), counted in `active`
+   * until it closes; or why there is none: the pool is closed, the connection failed, the
+   * caller went away meanwhile (`signal`), or the session closed under it (GOAWAY: nothing
+   * was sent).
+   */
+  async #stream(headers: OutgoingHttpHeaders, endStream: boolean, signal?: AbortSignal): Promise<{ ok: true; session: ClientHttp2Session; stream: ClientHttp2Stream } | { ok: false; failure: AttemptFailure; error: Error }> {
     if (this.#closed) return { ok: false, failure: 'connect_failure', error: Object.assign(new Error('the pool is closed'), { code: 'ECONNREFUSED' }) };
     let session: ClientHttp2Session;
     try {
@@ -147,18 +153,24 @@ export class H2Pool {
     } catch (error) {
       return { ok: false, failure: classifyFailure(error), error: error as Error };
     }
-    if (o.signal.aborted) return { ok: false, failure: 'aborted', error: new Error('aborted') };
-    const body = o.body instanceof ReplayBody ? o.body.stream() : o.body;
+    if (signal?.aborted) return { ok: false, failure: 'aborted', error: new Error('aborted') };
     let stream: ClientHttp2Stream;
     try {
-      stream = session.request(h2RequestHeaders(o.method, o.path, o.headers, o.scheme ?? 'http'), { endStream: body === undefined });
+      stream = session.request(headers, { endStream });
     } catch (error) {
-      // The session closed between the check and the request (GOAWAY): nothing was sent.
       this.retire(session);
       return { ok: false, failure: 'connect_failure', error: error as Error };
     }
     this.#active++;
     stream.once('close', () => this.#active--);
+    return { ok: true, session, stream };
+  }
+
+  async #sendOnce(o: AttemptOptions & { readonly scheme?: 'http' | 'https' }): Promise<AttemptResult> {
+    const opened = await this.#stream(h2RequestHeaders(o.method, o.path, o.headers, o.scheme ?? 'http'), o.body === undefined, o.signal);
+    if (!opened.ok) return opened;
+    const { session, stream } = opened;
+    const body = o.body instanceof ReplayBody ? o.body.stream() : o.body;
     return new Promise<AttemptResult>((resolve) => {
       let answered = false;
       let trailers: IncomingHttpHeaders | undefined;
@@ -218,22 +230,9 @@ export class H2Pool {
    * (`x-trellis-error`), or how the connection failed.
    */
   async tunnel(authority: string, headers: Readonly<Record<string, string>>, timeoutMs: number): Promise<{ ok: true; stream: ClientHttp2Stream } | { ok: false; code: ProxyErrorCode }> {
-    let session: ClientHttp2Session;
-    try {
-      session = await this.#open();
-    } catch (error) {
-      const failure = classifyFailure(error);
-      return { ok: false, code: failure === 'tls_failure' ? 'tls_failure' : 'connect_failure' };
-    }
-    let stream: ClientHttp2Stream;
-    try {
-      stream = session.request({ ':method': 'CONNECT', ':authority': authority, ...headers });
-    } catch {
-      this.retire(session);
-      return { ok: false, code: 'connect_failure' };
-    }
-    this.#active++;
-    stream.once('close', () => this.#active--);
+    const opened = await this.#stream({ ':method': 'CONNECT', ':authority': authority, ...headers }, false);
+    if (!opened.ok) return { ok: false, code: opened.failure === 'tls_failure' ? 'tls_failure' : 'connect_failure' };
+    const { stream } = opened;
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         stream.close(NGHTTP2_CANCEL);

@@ -5,7 +5,7 @@
  * finish, then every connection closes.
  */
 import { hostname } from 'node:os';
-import { createServer, STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -14,7 +14,7 @@ import type { Random, TimerClock, WallClock } from './clock.ts';
 import { systemClock, systemRandom } from './clock.ts';
 import { ClusterManager } from './clusters.ts';
 import { ConfigStore, type Snapshot } from './config-store.ts';
-import { ERROR_HEADER, PROXY_ERRORS } from './errors.ts';
+import { rawErrorResponse } from './errors.ts';
 import { createAdminHandler } from './admin.ts';
 import { createInboundHandler, type AppAddress, type InboundHandler } from './inbound.ts';
 import { SidecarMetrics } from './metrics.ts';
@@ -106,11 +106,7 @@ function onClientError(err: NodeJS.ErrnoException, socket: import('node:stream')
     return;
   }
   const code = err.code === 'HPE_HEADER_OVERFLOW' ? 'headers_too_large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'client_timeout' : 'bad_request';
-  const { status, message } = PROXY_ERRORS[code];
-  const body = JSON.stringify({ error: code, message });
-  socket.end(
-    `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n${ERROR_HEADER}: ${code}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
-  );
+  socket.end(rawErrorResponse(code));
 }
 
 export class Sidecar {

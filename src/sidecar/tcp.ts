@@ -27,7 +27,7 @@ import type { Cluster, ClusterManager } from './clusters.ts';
 import type { ConfigStore } from './config-store.ts';
 import { hostOfServiceKey, splitAuthority } from './destination.ts';
 import type { Endpoint } from './endpoint.ts';
-import { ERROR_HEADER, PROXY_ERRORS, type ProxyErrorCode } from './errors.ts';
+import { rawErrorResponse, type ProxyErrorCode } from './errors.ts';
 import type { SidecarMetrics } from './metrics.ts';
 import { callerLabel } from './inbound.ts';
 import { peerOf } from './mesh-listener.ts';
@@ -214,11 +214,7 @@ export class TcpOutbound {
     socket.on('error', () => socket.destroy());
     // The client may end its side and still read the service's answer.
     (socket as Socket).allowHalfOpen = true;
-    const refuse = (code: ProxyErrorCode) => {
-      const { status, message } = PROXY_ERRORS[code];
-      const body = JSON.stringify({ error: code, message });
-      socket.end(`HTTP/1.1 ${status} ${statusText(status)}\r\n${ERROR_HEADER}: ${code}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
-    };
+    const refuse = (code: ProxyErrorCode): void => void socket.end(rawErrorResponse(code));
     if (this.#deps.draining()) return refuse('shutting_down');
     const target = this.#resolve(req.url ?? '');
     if ('code' in target) return refuse(target.code);
@@ -266,10 +262,6 @@ export class TcpOutbound {
   async close(): Promise<void> {
     await Promise.all(this.#servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
   }
-}
-
-function statusText(status: number): string {
-  return ({ 400: 'Bad Request', 403: 'Forbidden', 404: 'Not Found', 405: 'Method Not Allowed', 503: 'Service Unavailable' } as Record<number, string>)[status] ?? 'Error';
 }
 
 export interface TcpInboundDeps {

@@ -16,6 +16,7 @@ import { connect as h2connect, createServer as createH2Server, type ClientHttp2S
 import { createServer as createNetServer, type Server, type Socket } from 'node:net';
 import type { CompiledRule, PortProtocol } from '../config/types.ts';
 import { sniffPlaintext } from '../sidecar/h2-server.ts';
+import { isGrpc, isGrpcServerFailure } from '../sidecar/grpc.ts';
 
 /** What a demo app says of itself. */
 export interface DemoAnswer {
@@ -56,7 +57,7 @@ export async function startDemoApp(service: string, instance: string, host: stri
     });
   } else {
     const onRequest = (req: IncomingMessage | Http2ServerRequest, res: ServerResponse | Http2ServerResponse) => {
-      const grpc = String(req.headers['content-type'] ?? '').startsWith('application/grpc');
+      const grpc = isGrpc(req.headers);
       req.resume();
       req.on('end', () => {
         const body = answer({ method: req.method, path: req.url, caller: req.headers['x-forwarded-for'] ?? null });
@@ -128,8 +129,7 @@ export function grpcCall(session: ClientHttp2Session, authority: string, path: s
         }
       }
       const code = String(trailers['x-trellis-error'] ?? headers['x-trellis-error'] ?? '');
-      // Statuses a server failure gives (unknown, deadline, unimplemented, internal, unavailable, data loss).
-      resolve({ ok: false, who: `grpc ${status} ${code}`.trim(), failed: [2, 4, 12, 13, 14, 15].includes(status) });
+      resolve({ ok: false, who: `grpc ${status} ${code}`.trim(), failed: isGrpcServerFailure(status) });
     });
     stream.end(grpcFrame(Buffer.from('{}')));
   });
