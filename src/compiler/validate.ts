@@ -3,94 +3,18 @@
  * (schema/*.schema.json, the same files editors use) and turns ajv's errors into
  * diagnostics that point at the offending YAML node.
  */
-import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
+import type { ErrorObject } from 'ajv';
 import { diagnostic, type Diagnostic } from '../diagnostics/diagnostic.ts';
 import type { Code } from '../diagnostics/codes.ts';
 import { formatDuration, parseDuration } from '../spec/duration.ts';
-import type { SpecDocument, SpecKind } from '../spec/types.ts';
+import type { SpecDocument } from '../spec/types.ts';
 import { locate, type DocPath, type ParsedDocument } from './load.ts';
 import { closest } from './suggest.ts';
+// The kind schemas compiled to JavaScript ahead of time (scripts/build-validators.ts, with
+// the `maxDuration` keyword): a process never compiles a schema, which cost 130–180 ms.
+import { validators } from './validators.generated.js';
 
-// The JSON Schemas shipped with Trellis, imported rather than read from disk so that
-// bundles of the compiler (the GitHub Action's dist/index.js) carry them.
-import accessPolicySchema from '../../schema/accesspolicy.schema.json' with { type: 'json' };
-import commonSchema from '../../schema/common.schema.json' with { type: 'json' };
-import grpcRouteSchema from '../../schema/grpcroute.schema.json' with { type: 'json' };
-import httpRouteSchema from '../../schema/httproute.schema.json' with { type: 'json' };
-import meshSchema from '../../schema/mesh.schema.json' with { type: 'json' };
-import referenceGrantSchema from '../../schema/referencegrant.schema.json' with { type: 'json' };
-import serviceSchema from '../../schema/service.schema.json' with { type: 'json' };
-import trafficPolicySchema from '../../schema/trafficpolicy.schema.json' with { type: 'json' };
-import trafficTestSchema from '../../schema/traffictest.schema.json' with { type: 'json' };
-import trellisSchema from '../../schema/trellis.schema.json' with { type: 'json' };
-
-/** Every schema file of `schema/`, by file name (a test checks none is missing). */
-export const SCHEMAS: Readonly<Record<string, unknown>> = {
-  'accesspolicy.schema.json': accessPolicySchema,
-  'common.schema.json': commonSchema,
-  'grpcroute.schema.json': grpcRouteSchema,
-  'httproute.schema.json': httpRouteSchema,
-  'mesh.schema.json': meshSchema,
-  'referencegrant.schema.json': referenceGrantSchema,
-  'service.schema.json': serviceSchema,
-  'trafficpolicy.schema.json': trafficPolicySchema,
-  'traffictest.schema.json': trafficTestSchema,
-  'trellis.schema.json': trellisSchema,
-};
-
-const SCHEMA_FILES: Readonly<Record<SpecKind, string>> = {
-  Mesh: 'mesh.schema.json',
-  Service: 'service.schema.json',
-  HTTPRoute: 'httproute.schema.json',
-  TrafficPolicy: 'trafficpolicy.schema.json',
-  AccessPolicy: 'accesspolicy.schema.json',
-  TrafficTest: 'traffictest.schema.json',
-  ReferenceGrant: 'referencegrant.schema.json',
-  GRPCRoute: 'grpcroute.schema.json',
-};
-
-/**
- * `maxDuration: "24h"` in a schema: the duration string, summed over its parts, may be at
- * most that long. JSON Schema cannot compare durations written as strings, and the
- * bound has to sit on the `duration` definition itself so that every duration of every
- * kind (and any added later) gets it with a position. A value the `pattern` rejects is
- * left to the pattern's diagnostic.
- */
-const MAX_DURATION_KEYWORD = {
-  keyword: 'maxDuration',
-  type: 'string',
-  schemaType: 'string',
-  compile(max: string) {
-    const limit = parseDuration(max);
-    if (limit === undefined) throw new Error(`bug: maxDuration ${JSON.stringify(max)} is not a duration`);
-    return (data: string) => (parseDuration(data) ?? 0) <= limit;
-  },
-} as const;
-
-let validators: Record<SpecKind, ValidateFunction> | undefined;
-
-/** Compiles the kind schemas once per process (ajv compilation costs tens of milliseconds). */
-function getValidators(): Record<SpecKind, ValidateFunction> {
-  if (validators) return validators;
-  const ajv = new Ajv({ allErrors: true, strict: true, verbose: true });
-  ajv.addKeyword(MAX_DURATION_KEYWORD);
-  const byFile = new Map<string, string>();
-  for (const [name, value] of Object.entries(SCHEMAS)) {
-    // A deep copy: ajv may annotate what it is given, and imported JSON is shared.
-    const schema = structuredClone(value) as { $id: string };
-    ajv.addSchema(schema);
-    byFile.set(name, schema.$id);
-  }
-  const out = {} as Record<SpecKind, ValidateFunction>;
-  for (const [kind, file] of Object.entries(SCHEMA_FILES) as Array<[SpecKind, string]>) {
-    const id = byFile.get(file);
-    const fn = id === undefined ? undefined : ajv.getSchema(id);
-    if (!fn) throw new Error(`schema ${file} for kind ${kind} is missing from SCHEMAS`);
-    out[kind] = fn;
-  }
-  validators = out;
-  return out;
-}
+export { SCHEMAS } from './validators-schemas.ts';
 
 /** A document that passed its schema, typed as its kind. */
 export interface ValidDocument<D extends SpecDocument = SpecDocument> {
@@ -285,11 +209,10 @@ function branchNoise(all: readonly ErrorObject[]): (e: ErrorObject) => boolean {
  * the user actually wrote.
  */
 export function validateDocuments(documents: readonly ParsedDocument[]): { valid: ValidDocument[]; diagnostics: Diagnostic[] } {
-  const v = getValidators();
   const valid: ValidDocument[] = [];
   const diagnostics: Diagnostic[] = [];
   for (const source of documents) {
-    const fn = v[source.kind];
+    const fn = validators[source.kind];
     if (fn(source.value)) {
       valid.push({ source, doc: source.value as unknown as SpecDocument });
       continue;
