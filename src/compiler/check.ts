@@ -12,10 +12,11 @@ import type { AccessPolicyDocument, GRPCRouteDocument, GRPCRouteFilter, HTTPHead
 import { formatDuration } from '../spec/duration.ts';
 import { BUILTIN, getLeaf, meshSettings, ms, namespaceSources, POLICY_LEAVES, resolveTrafficSettings, serviceIdentity, type MeshSettings } from './defaults.ts';
 import type { DocPath } from './load.ts';
-import { at, findPort, keyOf, nameKey, namespaceOf, refKey, type Located, type ResolvedSpec } from './resolve.ts';
+import { accessSources, targetKeys, at, findPort, keyOf, nameKey, namespaceOf, referencedServices, refKey, type Located, type ResolvedSpec } from './resolve.ts';
 import { admitsCaller } from '../config/access.ts';
 import { describeChar, invalidFieldValueIndex } from '../config/http-field.ts';
 import { chainServices, worstChains } from './call-chains.ts';
+import type { CompileMemo } from './memo.ts';
 import { comparePrecedence, compileRule, implicitRule, plannedSubsumes, portProtocol, type PlannedRule } from './routes.ts';
 
 /** Who may call a service: everyone in the mesh, or the named services. */
@@ -54,6 +55,11 @@ export interface MeshPlan {
   readonly settings: MeshSettings;
   /** Sorted by name. */
   readonly services: ReadonlyMap<string, ServicePlan>;
+}
+
+/** Appends in a loop (a spread of a long list overflows the argument stack). */
+function append<T>(into: T[], list: readonly T[]): void {
+  for (const x of list) into.push(x);
 }
 
 function compilePorts(service: ServiceDocument): CompiledPort[] {
@@ -103,17 +109,86 @@ function describeFactor(factor: number): string {
 /** Worst-case request multiplication along a call chain above which Trellis warns (a 3-hop chain at 2 retries each is 27×). */
 const CHAIN_AMPLIFICATION_LIMIT = 8;
 
+/** A unique separator between lists of one unit's inputs. */
+const NEXT = Symbol('next');
+/** Keys of the units per compile that are about the whole mesh. */
+const SETTINGS = {};
+const CALL_GRAPH = {};
+const CHAINS = {};
+
+/** A service's plan with its route tables as finished, and what the checks across services read of them. */
+interface PlannedService {
+  readonly plan: ServicePlan;
+  /** The producer table's rules: sorted, with implicit rules. */
+  readonly rules: PlannedRule[];
+  readonly consumerRules: Map<string, PlannedRule[]>;
+  /** The most attempts a producer rule retries on statuses (0 for none). */
+  readonly worstRetry: number;
+  /** The longest request timeout of a producer rule, in ms. */
+  readonly longestTimeout: number;
+  /** Its callers as one string (`*` for everyone), equal when the callers are. */
+  readonly callersSignature: string;
+}
+const NO_POLICY: TrafficPolicySettings = Object.freeze({});
+
 class Checker {
   readonly diagnostics: Diagnostic[] = [];
+  /** Where `report` puts diagnostics: `diagnostics`, or the unit under way's own list. */
+  #sink: Diagnostic[] = this.diagnostics;
+  readonly #memo: CompileMemo | undefined;
   readonly settings: MeshSettings;
   readonly spec: ResolvedSpec;
   /** The identity of every service (meshed or not), by service key, in service order. */
   readonly identities: ReadonlyMap<string, string>;
+  /** Stands for every service's key, namespace, identity and whether it is meshed: an input of units that look at the whole set. */
+  readonly servicesToken: object;
 
-  constructor(spec: ResolvedSpec) {
+  constructor(spec: ResolvedSpec, memo?: CompileMemo) {
     this.spec = spec;
-    this.settings = meshSettings(spec.mesh?.doc);
-    this.identities = new Map([...spec.services].map(([key, svc]) => [key, serviceIdentity(this.settings.trustDomain, svc.doc)]));
+    this.#memo = memo;
+    const mesh = spec.mesh?.doc;
+    this.settings = this.unit('settings', SETTINGS, [mesh], () => meshSettings(mesh));
+    const identities = new Map<string, string>();
+    const shape: unknown[] = [];
+    for (const [key, svc] of spec.services) {
+      const id = this.unit('identity', svc, [this.settings], () => serviceIdentity(this.settings.trustDomain, svc.doc));
+      identities.set(key, id);
+      if (memo) shape.push(key, id, namespaceOf(svc.doc), svc.doc.spec.sidecar !== false);
+    }
+    this.identities = identities;
+    this.servicesToken = this.token('services', shape);
+  }
+
+  /** The memo's token for `parts` (see CompileMemo.token); without a memo, a new object. */
+  token(id: string, parts: readonly unknown[]): object {
+    return this.#memo ? this.#memo.token(id, parts) : {};
+  }
+
+  /**
+   * Runs `compute`, or with the incremental compiler's memo gives back its last result when
+   * `deps` (every input it reads, by identity) are the same as last time; the diagnostics it
+   * reported are reported again either way. Units may nest.
+   */
+  unit<T>(kind: string, key: object, deps: readonly unknown[], compute: () => T): T {
+    const memo = this.#memo;
+    if (!memo) return compute();
+    const hit = memo.lookup(kind, key, deps);
+    if (hit) {
+      for (const d of hit.diagnostics) this.#sink.push(d);
+      return hit.value as T;
+    }
+    const outer = this.#sink;
+    const own: Diagnostic[] = [];
+    this.#sink = own;
+    let value: T;
+    try {
+      value = compute();
+    } finally {
+      this.#sink = outer;
+    }
+    for (const d of own) outer.push(d);
+    memo.store(kind, key, deps, value, own);
+    return value;
   }
 
   /**
@@ -136,7 +211,7 @@ class Checker {
   #servicesByIdentity: Map<string, string[]> | undefined;
 
   report(...args: Parameters<typeof diagnostic>): void {
-    this.diagnostics.push(diagnostic(...args));
+    this.#sink.push(diagnostic(...args));
   }
 
   /** A span in the Mesh document, or none when there is no Mesh document. */
@@ -149,35 +224,49 @@ class Checker {
 
   /** TrafficPolicies merged per target; two policies may not set one leaf differently. */
   mergeTrafficPolicies(): Map<string, TrafficPolicySettings> {
-    const merged = new Map<string, Record<string, unknown>>();
-    const setBy = this.policySetBy;
+    const byTarget = new Map<string, Array<Located<TrafficPolicyDocument>>>();
     for (const policy of this.spec.trafficPolicies) {
-      const targets = new Set(policy.doc.spec.targetRefs.map((t) => refKey(namespaceOf(policy.doc), t)));
-      for (const target of targets) {
+      for (const target of targetKeys(policy.doc)) {
         if (!this.spec.services.has(target)) continue;
-        const into = merged.get(target) ?? {};
-        merged.set(target, into);
-        for (const leaf of POLICY_LEAVES) {
-          const value = getLeaf(policy.doc.spec, leaf);
-          if (value === undefined) continue;
-          const key = `${target}|${leaf.join('.')}`;
-          const json = canonicalJson(value);
-          const earlier = setBy.get(key);
-          if (earlier && earlier.value !== json) {
-            this.report(
-              'TRL4005',
-              `TrafficPolicies "${keyOf(earlier.policy.doc)}" and "${keyOf(policy.doc)}" both set ${leaf.join('.')} for service "${target}", to different values`,
-              at(policy, ['spec', ...leaf]),
-              { related: [{ span: at(earlier.policy, ['spec', ...leaf]), message: 'the other value' }], hint: 'set it in one policy only' },
-            );
-            continue;
-          }
-          setBy.set(key, { policy, value: json });
-          setLeaf(into, leaf, value);
-        }
+        const list = byTarget.get(target);
+        if (list) list.push(policy);
+        else byTarget.set(target, [policy]);
       }
     }
-    return merged as Map<string, TrafficPolicySettings>;
+    const merged = new Map<string, TrafficPolicySettings>();
+    for (const [target, policies] of byTarget) {
+      const { settings, setBy } = this.unit('traffic', this.spec.services.get(target)!, policies, () => this.mergeFor(target, policies));
+      merged.set(target, settings);
+      for (const [key, entry] of setBy) this.policySetBy.set(key, entry);
+    }
+    return merged;
+  }
+
+  /** The TrafficPolicies on one target merged, in spec order, and which policy set each leaf (`<target>|<leaf path>`). */
+  mergeFor(target: string, policies: ReadonlyArray<Located<TrafficPolicyDocument>>) {
+    const into: Record<string, unknown> = {};
+    const setBy = new Map<string, { policy: Located<TrafficPolicyDocument>; value: string }>();
+    for (const policy of policies) {
+      for (const leaf of POLICY_LEAVES) {
+        const value = getLeaf(policy.doc.spec, leaf);
+        if (value === undefined) continue;
+        const key = `${target}|${leaf.join('.')}`;
+        const json = canonicalJson(value);
+        const earlier = setBy.get(key);
+        if (earlier && earlier.value !== json) {
+          this.report(
+            'TRL4005',
+            `TrafficPolicies "${keyOf(earlier.policy.doc)}" and "${keyOf(policy.doc)}" both set ${leaf.join('.')} for service "${target}", to different values`,
+            at(policy, ['spec', ...leaf]),
+            { related: [{ span: at(earlier.policy, ['spec', ...leaf]), message: 'the other value' }], hint: 'set it in one policy only' },
+          );
+          continue;
+        }
+        setBy.set(key, { policy, value: json });
+        setLeaf(into, leaf, value);
+      }
+    }
+    return { settings: into as TrafficPolicySettings, setBy };
   }
 
   /** Durations that mean nothing at zero: a retry budget window, a latency decay window. */
@@ -553,19 +642,27 @@ class Checker {
     };
   }
 
-  /** Warns when a route sends a caller's requests to a backend whose access policy denies that caller. */
-  checkBackendAccess(plan: Map<string, ServicePlan>, planned: Map<string, PlannedRule[]>, consumerPlanned: ReadonlyMap<string, ReadonlyMap<string, PlannedRule[]>>): void {
-    const meshedNames = [...plan.values()].filter((p) => p.meshed).map((p) => p.name);
+  /** Warns when a route sends a caller's requests to a backend whose access policy denies that caller (one unit per service). */
+  checkBackendAccess(plan: ReadonlyMap<string, ServicePlan>, planned: ReadonlyMap<string, PlannedRule[]>, consumerPlanned: ReadonlyMap<string, ReadonlyMap<string, PlannedRule[]>>): void {
+    let meshedNames: string[] | undefined;
+    const meshed = () => (meshedNames ??= [...plan.values()].filter((p) => p.meshed).map((p) => p.name));
+    for (const [name, own] of plan) {
+      // What the unit reads beyond its own plan and tables: the plans of the services they
+      // send to, and every service's namespace and whether it is meshed (servicesToken).
+      const deps: unknown[] = [this.servicesToken];
+      for (const d of own.dependencies) deps.push(plan.get(d));
+      for (const table of own.consumers.values()) for (const d of table.dependencies) deps.push(plan.get(d));
+      this.unit('backend-access', own, deps, () => this.checkBackendAccessOf(name, plan, planned.get(name)!, consumerPlanned.get(name), meshed));
+    }
+  }
+
+  checkBackendAccessOf(name: string, plan: ReadonlyMap<string, ServicePlan>, producerRules: readonly PlannedRule[], consumers: ReadonlyMap<string, PlannedRule[]> | undefined, meshedNames: () => readonly string[]): void {
     // Each table is checked against the callers that hold it: a consumer table against the
     // callers of its namespace, the producer table against everyone else.
-    const tables: Array<[string, PlannedRule[], (caller: string) => boolean]> = [];
-    for (const [name, rules] of planned) {
-      const consumers = consumerPlanned.get(name);
-      tables.push([name, rules, (c) => !consumers?.has(plan.get(c)!.namespace)]);
-      for (const [ns, consumerRules] of consumers ?? []) tables.push([name, consumerRules, (c) => plan.get(c)!.namespace === ns]);
-    }
-    for (const [name, rules, holds] of tables) {
-      const callers = plan.get(name)!.callers;
+    const tables: Array<[readonly PlannedRule[], (caller: string) => boolean]> = [[producerRules, (c) => !consumers?.has(plan.get(c)!.namespace)]];
+    for (const [ns, consumerRules] of consumers ?? []) tables.push([consumerRules, (c) => plan.get(c)!.namespace === ns]);
+    const callers = plan.get(name)!.callers;
+    for (const [rules, holds] of tables) {
       const warned = new Set<string>();
       for (const { rule, origin } of rules) {
         if (!origin) continue;
@@ -573,7 +670,7 @@ class Checker {
           const backend = plan.get(b.service);
           if (!backend || b.service === name || warned.has(b.service) || backend.callers === 'everyone' || !backend.meshed) return;
           const allowed = backend.callers;
-          const denied = (callers === 'everyone' ? meshedNames : [...callers]).filter((c) => plan.has(c) && holds(c) && !allowed.has(c)).sort();
+          const denied = (callers === 'everyone' ? meshedNames() : [...callers]).filter((c) => plan.has(c) && holds(c) && !allowed.has(c)).sort();
           if (denied.length === 0) return;
           warned.add(b.service);
           const shown = denied.slice(0, 5).join(', ') + (denied.length > 5 ? ` and ${denied.length - 5} more` : '');
@@ -595,7 +692,7 @@ class Checker {
     const traffic = this.mergeTrafficPolicies();
     const accessByTarget = new Map<string, Array<Located<AccessPolicyDocument>>>();
     for (const p of this.spec.accessPolicies) {
-      for (const key of new Set(p.doc.spec.targetRefs.map((t) => refKey(namespaceOf(p.doc), t)))) {
+      for (const key of targetKeys(p.doc)) {
         if (!this.spec.services.has(key)) continue;
         const list = accessByTarget.get(key) ?? [];
         list.push(p);
@@ -605,16 +702,13 @@ class Checker {
 
     const clusters = new Map<string, ClusterBody>();
     for (const [name, svc] of this.spec.services) {
-      this.checkService(svc);
-      const meshed = svc.doc.spec.sidecar !== false;
-      const resolved = resolveTrafficSettings([this.settings.trafficPolicy, traffic.get(name) ?? {}]);
-      const cluster: ClusterBody = {
-        service: name,
-        meshed,
-        identity: meshed ? this.identities.get(name)! : null,
-        ports: compilePorts(svc.doc),
-        ...resolved,
-      };
+      this.unit('service', svc, [], () => this.checkService(svc));
+      const identity = this.identities.get(name)!;
+      const policy = traffic.get(name) ?? NO_POLICY;
+      const cluster = this.unit('cluster', svc, [this.settings, identity, policy], (): ClusterBody => {
+        const meshed = svc.doc.spec.sidecar !== false;
+        return { service: name, meshed, identity: meshed ? identity : null, ports: compilePorts(svc.doc), ...resolveTrafficSettings([this.settings.trafficPolicy, policy]) };
+      });
       clusters.set(name, cluster);
     }
 
@@ -624,65 +718,144 @@ class Checker {
     const planned = new Map<string, PlannedRule[]>();
     const consumerPlanned = new Map<string, Map<string, PlannedRule[]>>();
     for (const name of this.spec.services.keys()) planned.set(name, []);
-    for (const route of this.spec.routes) route.doc.spec.rules?.forEach((_, r) => this.checkRule(route, r));
-    for (const route of this.spec.grpcRoutes) route.doc.spec.rules?.forEach((_, r) => this.checkGrpcRule(route, r));
     for (const route of [...this.spec.routes, ...this.spec.grpcRoutes] as Array<Located<RouteDocument>>) {
-      const routeNs = namespaceOf(route.doc);
-      route.doc.spec.parentRefs?.forEach((p, pi) => {
-        const key = refKey(routeNs, p);
-        const parent = this.spec.services.get(key);
-        if (!parent) return;
-        const ports = this.attachedPorts(route, p, pi, parent);
-        if (ports === undefined) return;
-        let into = planned.get(key)!;
-        if (namespaceOf(parent.doc) !== routeNs) {
-          const byNs = consumerPlanned.get(key) ?? new Map<string, PlannedRule[]>();
-          consumerPlanned.set(key, byNs);
-          into = byNs.get(routeNs) ?? [];
-          byNs.set(routeNs, into);
+      const deps: unknown[] = [this.settings];
+      for (const key of referencedServices(route.doc)) deps.push(this.spec.services.get(key));
+      const attached = this.unit('route', route, deps, () => this.checkAndAttach(route));
+      for (const { parent, consumerNamespace, rules } of attached) {
+        let into = planned.get(parent)!;
+        if (consumerNamespace !== null) {
+          const byNs = consumerPlanned.get(parent) ?? new Map<string, PlannedRule[]>();
+          consumerPlanned.set(parent, byNs);
+          into = byNs.get(consumerNamespace) ?? [];
+          byNs.set(consumerNamespace, into);
         }
-        for (const port of ports) route.doc.spec.rules?.forEach((_, r) => into.push(...compileRule(route, r, pi, port, this.settings, this.spec.services)));
-      });
+        for (const rule of rules) into.push(rule);
+      }
     }
 
     const plan = new Map<string, ServicePlan>();
+    const planned_ = new Map<string, PlannedService>();
     for (const [name, svc] of this.spec.services) {
-      const table = this.routeTable(svc.doc, planned.get(name)!);
-      const consumers = new Map<string, ConsumerTable>();
-      for (const [ns, rules] of [...(consumerPlanned.get(name) ?? new Map<string, PlannedRule[]>())].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
-        consumers.set(ns, this.routeTable(svc.doc, rules));
-      }
-
-      const meshed = svc.doc.spec.sidecar !== false;
-      const { inboundAccess, callers } = this.access(svc, accessByTarget.get(name) ?? []);
-      plan.set(name, {
-        name,
-        namespace: namespaceOf(svc.doc),
-        meshed,
-        inbound: meshed
-          ? {
-              service: name,
-              identity: this.identities.get(name)!,
-              trustDomain: this.settings.trustDomain,
-              mtls: { mode: this.settings.mtlsMode },
-              ports: compilePorts(svc.doc),
-              access: inboundAccess,
-              ...(this.settings.egress === 'passthrough' ? { egress: 'passthrough' as const } : {}),
-            }
-          : null,
-        route: table.route,
-        cluster: clusters.get(name)!,
-        endpoints: this.endpoints(svc.doc, meshed),
-        callers,
-        dependencies: table.dependencies,
-        consumers,
-      });
+      const rules = planned.get(name)!;
+      const consumerRules = consumerPlanned.get(name);
+      const policies = accessByTarget.get(name) ?? [];
+      const cluster = clusters.get(name)!;
+      const deps: unknown[] = [this.settings, this.identities.get(name), cluster, NEXT];
+      append(deps, rules);
+      deps.push(NEXT);
+      append(deps, policies);
+      deps.push(NEXT);
+      this.accessInputs(policies, deps);
+      if (consumerRules) for (const [ns, list] of consumerRules) (deps.push(NEXT, ns), append(deps, list));
+      const made = this.unit('plan', svc, deps, () => this.planService(name, svc, rules, consumerRules, policies, cluster));
+      plan.set(name, made.plan);
+      planned_.set(name, made);
+      // The tables as routeTable left them: sorted, with implicit rules.
+      planned.set(name, made.rules);
+      if (consumerRules) consumerPlanned.set(name, made.consumerRules);
     }
     this.checkBackendAccess(plan, planned, consumerPlanned);
     this.checkAccessWithoutMtls(plan);
     this.checkRetryAmplification(plan);
-    this.checkCallChains(plan, planned);
+    this.checkCallChains(plan, planned_);
     return { settings: this.settings, services: plan };
+  }
+
+  /** A route's checks, and its rules compiled for each parent port it attaches to, in parentRef order. */
+  checkAndAttach(route: Located<RouteDocument>): Array<{ parent: string; consumerNamespace: string | null; rules: PlannedRule[] }> {
+    if (route.doc.kind === 'GRPCRoute') route.doc.spec.rules?.forEach((_, r) => this.checkGrpcRule(route as Located<GRPCRouteDocument>, r));
+    else route.doc.spec.rules?.forEach((_, r) => this.checkRule(route as Located<HTTPRouteDocument>, r));
+    const routeNs = namespaceOf(route.doc);
+    const attached: Array<{ parent: string; consumerNamespace: string | null; rules: PlannedRule[] }> = [];
+    route.doc.spec.parentRefs?.forEach((p, pi) => {
+      const key = refKey(routeNs, p);
+      const parent = this.spec.services.get(key);
+      if (!parent) return;
+      const ports = this.attachedPorts(route, p, pi, parent);
+      if (ports === undefined) return;
+      const rules: PlannedRule[] = [];
+      for (const port of ports) route.doc.spec.rules?.forEach((_, r) => append(rules, compileRule(route, r, pi, port, this.settings, this.spec.services)));
+      attached.push({ parent: key, consumerNamespace: namespaceOf(parent.doc) !== routeNs ? routeNs : null, rules });
+    });
+    return attached;
+  }
+
+  /**
+   * What a service's access (`access`) reads beyond its policies: the identities its rules
+   * name and the services holding each, or for a namespace or wildcard source every
+   * service (`servicesToken`).
+   */
+  accessInputs(policies: ReadonlyArray<Located<AccessPolicyDocument>>, out: unknown[]): void {
+    const holders = (id: string) => {
+      if (id.endsWith('/*')) out.push(this.servicesToken);
+      else {
+        out.push(id);
+        append(out, this.servicesByIdentity.get(id) ?? []);
+        out.push(NEXT);
+      }
+    };
+    for (const p of policies) {
+      for (const source of accessSources(p.doc)) {
+        if (source.service !== undefined) {
+          const id = this.identities.get(source.service);
+          if (id === undefined) out.push(undefined);
+          else holders(id);
+        } else if (source.identity !== undefined) holders(source.identity);
+        else out.push(this.servicesToken);
+      }
+    }
+  }
+
+  /** One service's plan from its parts, with its route tables as finished (sorted, implicit rules added). */
+  planService(
+    name: string,
+    svc: Located<ServiceDocument>,
+    rules: PlannedRule[],
+    consumerRules: ReadonlyMap<string, PlannedRule[]> | undefined,
+    policies: ReadonlyArray<Located<AccessPolicyDocument>>,
+    cluster: ClusterBody,
+  ): PlannedService {
+    const table = this.routeTable(svc.doc, rules);
+    const consumers = new Map<string, ConsumerTable>();
+    const sortedConsumers = new Map<string, PlannedRule[]>();
+    for (const [ns, list] of [...(consumerRules ?? new Map<string, PlannedRule[]>())].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+      consumers.set(ns, this.routeTable(svc.doc, list));
+      sortedConsumers.set(ns, list);
+    }
+    const meshed = svc.doc.spec.sidecar !== false;
+    const { inboundAccess, callers } = this.access(svc, policies);
+    const plan: ServicePlan = {
+      name,
+      namespace: namespaceOf(svc.doc),
+      meshed,
+      inbound: meshed
+        ? {
+            service: name,
+            identity: this.identities.get(name)!,
+            trustDomain: this.settings.trustDomain,
+            mtls: { mode: this.settings.mtlsMode },
+            ports: compilePorts(svc.doc),
+            access: inboundAccess,
+            ...(this.settings.egress === 'passthrough' ? { egress: 'passthrough' as const } : {}),
+          }
+        : null,
+      route: table.route,
+      cluster,
+      endpoints: this.endpoints(svc.doc, meshed),
+      callers,
+      dependencies: table.dependencies,
+      consumers,
+    };
+    // Only retries on status codes multiply the work a backend does; a connect failure never reached it.
+    let worstRetry = 0;
+    let longestTimeout = 0;
+    for (const { rule: r } of rules) {
+      if (r.retry.codes.length > 0 || (r.retry.grpcCodes?.length ?? 0) > 0) worstRetry = Math.max(worstRetry, r.retry.attempts);
+      longestTimeout = Math.max(longestTimeout, r.timeouts.requestMs);
+    }
+    const callersSignature = callers === 'everyone' ? '*' : [...callers].join('\u0000');
+    return { plan, rules, consumerRules: sortedConsumers, worstRetry, longestTimeout, callersSignature };
   }
 
   /**
@@ -827,6 +1000,11 @@ class Checker {
    * Warned once per service, at the setting that lifted the budget.
    */
   checkRetryAmplification(plan: ReadonlyMap<string, ServicePlan>): void {
+    // Only services whose budget is lifted can be reported: most meshes have none, and
+    // then the walk over every rule is skipped.
+    let lifted = false;
+    for (const svc of plan.values()) if (svc.cluster.retryBudget.ratio >= 1) lifted = true;
+    if (!lifted) return;
     const worst = new Map<string, number>();
     for (const svc of plan.values()) {
       for (const rule of svc.route.rules) {
@@ -858,75 +1036,82 @@ class Checker {
    * - fault injection on a backend whose callers retry the injected status: injected faults
    *   are never retried, so the retries do not hide them (said once, as information).
    */
-  checkCallChains(plan: ReadonlyMap<string, ServicePlan>, planned: ReadonlyMap<string, PlannedRule[]>): void {
+  checkCallChains(plan: ReadonlyMap<string, ServicePlan>, planned: ReadonlyMap<string, PlannedService>): void {
     // The known call graph: edges AccessPolicies name. A service open to everyone adds no
     // edge (in an open mesh any service may call any other, which says nothing about which do).
-    const calls = new Map<string, string[]>();
-    const meshed = [...plan.values()].filter((p) => p.meshed).map((p) => p.name);
-    for (const target of plan.values()) {
-      if (target.callers === 'everyone') continue;
-      for (const c of target.callers) {
-        if (c === target.name) continue;
-        const list = calls.get(c);
-        if (list) list.push(target.name);
-        else calls.set(c, [target.name]);
+    // Built again only when some service's callers changed.
+    const signatures: unknown[] = [];
+    for (const p of planned.values()) signatures.push(p.callersSignature);
+    const graphToken = this.token('call-graph', signatures);
+    const { calls, called } = this.unit('call-graph', CALL_GRAPH, [graphToken], () => {
+      const calls = new Map<string, string[]>();
+      for (const target of plan.values()) {
+        if (target.callers === 'everyone') continue;
+        for (const c of target.callers) {
+          if (c === target.name) continue;
+          const list = calls.get(c);
+          if (list) list.push(target.name);
+          else calls.set(c, [target.name]);
+        }
       }
-    }
-    const rulesTo = (target: string) => planned.get(target) ?? [];
-    // Memoised per target (asked once per call edge), and folded rather than spread into
-    // Math.max: a table of tens of thousands of rules would overflow the argument stack.
-    const memoised = (f: (target: string) => number) => {
-      const memo = new Map<string, number>();
-      return (target: string) => {
-        let v = memo.get(target);
-        if (v === undefined) memo.set(target, (v = f(target)));
-        return v;
-      };
-    };
-    // Only retries on status codes multiply the work a backend does; a connect failure never reached it.
-    const worstAttempts = memoised((target) => rulesTo(target).reduce((m, r) => Math.max(m, r.rule.retry.codes.length > 0 || (r.rule.retry.grpcCodes?.length ?? 0) > 0 ? r.rule.retry.attempts : 0), 0));
-    const longestTimeout = memoised((target) => rulesTo(target).reduce((m, r) => Math.max(m, r.rule.timeouts.requestMs), 0));
+      const called = new Set<string>();
+      for (const list of calls.values()) for (const t of list) called.add(t);
+      return { calls, called };
+    });
 
-    // Worst amplification reachable from each service, memoised; a cycle counts once.
-    const worst = worstChains(calls, (target) => 1 + worstAttempts(target));
-    const called = new Set([...calls.values()].flat());
-    for (const entry of meshed.filter((m) => !called.has(m))) {
-      const w = worst(entry);
-      if (w.factor <= CHAIN_AMPLIFICATION_LIMIT) continue;
-      const chain = chainServices(w);
-      const svc = this.spec.services.get(entry)!;
-      this.report(
-        'TRL4021',
-        `retries multiply along ${describeChain(chain)}: one request from ${entry} can become ${describeFactor(w.factor)} requests at ${chain.at(-1)} when everything fails`,
-        at(svc, ['metadata', 'name']),
-        { hint: 'retry at one hop only (usually the one nearest the caller), or lower retry.attempts on the inner hops; retry budgets cap it per hop' },
-      );
-    }
-
-    // Timeouts: a rule of X → T waiting less than T's own calls may take.
-    for (const [target, rules] of planned) {
-      const inner = (calls.get(target) ?? []).reduce((m, callee) => Math.max(m, longestTimeout(callee)), 0);
-      if (inner === 0) continue;
-      const reported = new Set<string>();
-      for (const { rule, origin } of rules) {
-        if (!origin || rule.timeouts.requestMs === 0 || rule.timeouts.requestMs >= inner) continue;
-        const key = `${keyOf(origin.route.doc)}/${origin.ruleIndex}`;
-        if (reported.has(key)) continue;
-        reported.add(key);
+    // Retries: the worst amplification reachable from each entry service (one nobody
+    // calls); a cycle counts once. Walked again only when the graph, some service's worst
+    // retry count, or a service document changed.
+    const attempts: unknown[] = [];
+    for (const p of planned.values()) attempts.push(p.worstRetry);
+    const located: unknown[] = [...this.spec.services.values()];
+    const chainDeps = [graphToken, this.servicesToken, this.token('worst-retry', attempts), this.token('service-documents', located)];
+    this.unit('chains', CHAINS, chainDeps, () => {
+      const worst = worstChains(calls, (target) => 1 + (planned.get(target)?.worstRetry ?? 0));
+      for (const entry of plan.values()) {
+        if (!entry.meshed || called.has(entry.name)) continue;
+        const w = worst(entry.name);
+        if (w.factor <= CHAIN_AMPLIFICATION_LIMIT) continue;
+        const chain = chainServices(w);
+        const svc = this.spec.services.get(entry.name)!;
         this.report(
-          'TRL4022',
-          `calls to "${target}" time out after ${formatDuration(rule.timeouts.requestMs)}, but "${target}" may wait up to ${formatDuration(inner)} on its own calls: callers give up while that work goes on`,
-          at(origin.route, ['spec', 'rules', origin.ruleIndex, ...(origin.route.doc.spec.rules?.[origin.ruleIndex]?.timeouts?.request !== undefined ? ['timeouts', 'request'] : [])]),
-          { hint: `give "${target}"'s callers a longer timeout, or its own calls shorter ones` },
+          'TRL4021',
+          `retries multiply along ${describeChain(chain)}: one request from ${entry.name} can become ${describeFactor(w.factor)} requests at ${chain.at(-1)} when everything fails`,
+          at(svc, ['metadata', 'name']),
+          { hint: 'retry at one hop only (usually the one nearest the caller), or lower retry.attempts on the inner hops; retry budgets cap it per hop' },
         );
       }
+    });
+
+    // Timeouts: a rule of X → T waiting less than T's own calls may take.
+    for (const [target, p] of planned) {
+      let inner = 0;
+      for (const callee of calls.get(target) ?? []) inner = Math.max(inner, planned.get(callee)?.longestTimeout ?? 0);
+      if (inner === 0) continue;
+      this.unit('timeouts', p.rules, [inner], () => {
+        const reported = new Set<string>();
+        for (const { rule, origin } of p.rules) {
+          if (!origin || rule.timeouts.requestMs === 0 || rule.timeouts.requestMs >= inner) continue;
+          const key = `${keyOf(origin.route.doc)}/${origin.ruleIndex}`;
+          if (reported.has(key)) continue;
+          reported.add(key);
+          this.report(
+            'TRL4022',
+            `calls to "${target}" time out after ${formatDuration(rule.timeouts.requestMs)}, but "${target}" may wait up to ${formatDuration(inner)} on its own calls: callers give up while that work goes on`,
+            at(origin.route, ['spec', 'rules', origin.ruleIndex, ...(origin.route.doc.spec.rules?.[origin.ruleIndex]?.timeouts?.request !== undefined ? ['timeouts', 'request'] : [])]),
+            { hint: `give "${target}"'s callers a longer timeout, or its own calls shorter ones` },
+          );
+        }
+      });
     }
 
     // Faults: injected statuses that callers' rules would retry.
+    let allRules: PlannedRule[] | undefined;
     for (const target of plan.values()) {
       const abort = target.cluster.faultInjection.abort;
       if (!abort) continue;
-      const retried = [...planned.values()].flat().find(({ rule }) => rule.backends.some((b) => b.service === target.name) && rule.retry.attempts > 0 && rule.retry.codes.includes(abort.httpStatus));
+      allRules ??= [...planned.values()].flatMap((p) => p.rules);
+      const retried = allRules.find(({ rule }) => rule.backends.some((b) => b.service === target.name) && rule.retry.attempts > 0 && rule.retry.codes.includes(abort.httpStatus));
       if (!retried) continue;
       const setBy = this.policySetBy.get(`${target.name}|faultInjection.abort`);
       this.report(
@@ -966,8 +1151,12 @@ class Checker {
   }
 }
 
-export function checkSpec(spec: ResolvedSpec): { plan: MeshPlan; diagnostics: Diagnostic[] } {
-  const checker = new Checker(spec);
+/**
+ * Checks and plans the resolved spec. With `memo` (the incremental compiler's), units whose
+ * inputs are unchanged since the last compile are reused; the result is the same.
+ */
+export function checkSpec(spec: ResolvedSpec, memo?: CompileMemo): { plan: MeshPlan; diagnostics: Diagnostic[] } {
+  const checker = new Checker(spec, memo);
   const plan = checker.run();
   return { plan, diagnostics: checker.diagnostics };
 }

@@ -7,8 +7,9 @@ import { diagnostic } from '../diagnostics/diagnostic.ts';
 import type { SourceFile } from '../diagnostics/source-file.ts';
 import { checkSpec, type MeshPlan } from './check.ts';
 import { emitMesh, type CompiledMesh, type ResourceVersionMemo } from './emit.ts';
+import type { CompileMemo } from './memo.ts';
 import { DEFAULT_LIMITS, parseSpecFiles, readSpecDir, type LoadLimits, type ParsedDocument } from './load.ts';
-import { resolveSpec, type ResolvedSpec } from './resolve.ts';
+import { resolveIncrementally, resolveSpec, type ResolvedSpec, type ResolveState } from './resolve.ts';
 import { validateDocuments, type ValidDocument } from './validate.ts';
 import { runTrafficTests, type TrafficTestResult } from './traffic-tests.ts';
 
@@ -71,10 +72,20 @@ export function compileFiles(files: readonly SourceFile[], options: CompileOptio
 
 /**
  * The stages after validate, over every file's load and validate results (given in path
- * order): resolve, check, emit and traffic tests, which look across documents. `memo`
- * lets emit reuse the versions of resources that came out as in the last emit.
+ * order): resolve, check, emit and traffic tests, which look across documents. With
+ * `memo` (the incremental compiler's), units of check and emit whose inputs are unchanged
+ * since the last compile are reused, and resource versions of equal bodies too; the result
+ * is the same.
  */
-export function compileStages(stages: readonly FileStages[], options: CompileOptions = {}, memo?: ResourceVersionMemo): CompileResult {
+/** What the incremental compiler keeps from one compile to the next (see incremental.ts). */
+export interface IncrementalMemo {
+  readonly units: CompileMemo;
+  readonly versions: ResourceVersionMemo;
+  /** The last resolve, which the next one patches when only documents' content changed. */
+  resolve: ResolveState | undefined;
+}
+
+export function compileStages(stages: readonly FileStages[], options: CompileOptions = {}, memo?: IncrementalMemo): CompileResult {
   const diagnostics: Diagnostic[] = [];
   let documents = 0;
   for (const s of stages) {
@@ -92,9 +103,14 @@ export function compileStages(stages: readonly FileStages[], options: CompileOpt
     append(diagnostics, s.validateDiagnostics);
     append(valid, s.valid);
   }
-  const resolved = resolveSpec(valid);
+  let resolved: { spec: ResolvedSpec; diagnostics: Diagnostic[] };
+  if (memo) {
+    const r = resolveIncrementally(valid, memo.resolve);
+    memo.resolve = r.state;
+    resolved = { spec: r.state.spec, diagnostics: r.diagnostics };
+  } else resolved = resolveSpec(valid);
   append(diagnostics, resolved.diagnostics);
-  const checked = checkSpec(resolved.spec);
+  const checked = checkSpec(resolved.spec, memo?.units);
   append(diagnostics, checked.diagnostics);
   if (hasErrors(diagnostics)) return { diagnostics: sortDiagnostics(diagnostics), spec: resolved.spec, plan: checked.plan };
   const compiled: CompileResult = { diagnostics: [], mesh: emitMesh(checked.plan, memo), spec: resolved.spec, plan: checked.plan };

@@ -12,6 +12,7 @@ import { makeProxyConfig, makeResource, versionOf } from '../config/resources.ts
 import { sha256 } from '../config/canonical.ts';
 import type { ProxyConfig, Resource, ResourceBody } from '../config/types.ts';
 import type { MeshPlan } from './check.ts';
+import type { CompileMemo } from './memo.ts';
 
 /** The compiler's output for a whole mesh. */
 export interface CompiledMesh {
@@ -57,25 +58,47 @@ export class ResourceVersionMemo {
   }
 }
 
-/** Emits the plan's configs; with `memo`, resource versions of unchanged bodies are reused (same output). */
-export function emitMesh(plan: MeshPlan, memo?: ResourceVersionMemo): CompiledMesh {
+/**
+ * Emits the plan's configs. With `memo` (the incremental compiler's), a service whose plan is
+ * the same object as last time keeps its resources, and a config whose resources are all
+ * the same objects is itself reused; resource versions of bodies built anew but equal to
+ * last time's are reused too. The output is the same either way.
+ */
+export function emitMesh(plan: MeshPlan, memo?: { readonly units: CompileMemo; readonly versions: ResourceVersionMemo }): CompiledMesh {
   if (!memo) return emitWith(plan, makeResource);
   try {
-    return emitWith(plan, (name, body) => memo.resource(name, body));
+    return emitWith(plan, (name, body) => memo.versions.resource(name, body), memo.units);
   } finally {
-    memo.endEmit();
+    memo.versions.endEmit();
   }
 }
 
-function emitWith(plan: MeshPlan, makeResource: <B extends ResourceBody>(name: string, body: B) => Resource<B>): CompiledMesh {
-  const shared = new Map<string, Resource>();
+/** The resources a service's plan makes, which every caller shares: route, cluster, endpoints, and consumer route tables by caller namespace. */
+interface SharedResources {
+  readonly route: Resource;
+  readonly cluster: Resource;
+  readonly endpoints: Resource;
+  readonly consumers: ReadonlyMap<string, Resource>;
+}
+
+function emitWith(plan: MeshPlan, makeResource: <B extends ResourceBody>(name: string, body: B) => Resource<B>, units?: CompileMemo): CompiledMesh {
+  const unit = <T>(kind: string, key: object, deps: readonly unknown[], compute: () => T): T => (units ? units.unit(kind, key, deps, compute) : compute());
+  const shared = new Map<string, SharedResources>();
   for (const svc of plan.services.values()) {
-    shared.set(`route/${svc.name}`, makeResource(`route/${svc.name}`, svc.route));
-    shared.set(`cluster/${svc.name}`, makeResource(`cluster/${svc.name}`, svc.cluster));
-    shared.set(`endpoints/${svc.name}`, makeResource(`endpoints/${svc.name}`, svc.endpoints));
-    // A consumer table shares its resource name with the producer table; kept apart here by
-    // the caller namespace it serves (a space never appears in a resource name).
-    for (const [ns, table] of svc.consumers) shared.set(`route/${svc.name} ${ns}`, makeResource(`route/${svc.name}`, table.route));
+    shared.set(
+      svc.name,
+      unit('resources', svc, [], () => {
+        const consumers = new Map<string, Resource>();
+        // A consumer table shares its resource name with the producer table; each serves the callers of one namespace.
+        for (const [ns, table] of svc.consumers) consumers.set(ns, makeResource(`route/${svc.name}`, table.route));
+        return {
+          route: makeResource(`route/${svc.name}`, svc.route),
+          cluster: makeResource(`cluster/${svc.name}`, svc.cluster),
+          endpoints: makeResource(`endpoints/${svc.name}`, svc.endpoints),
+          consumers,
+        };
+      }),
+    );
   }
 
   // Who may call what, inverted once: open targets apply to everyone.
@@ -94,21 +117,24 @@ function emitWith(plan: MeshPlan, makeResource: <B extends ResourceBody>(name: s
   const configs = new Map<string, ProxyConfig>();
   for (const svc of plan.services.values()) {
     if (!svc.inbound) continue;
-    const names = new Set<string>();
+    const picked = new Set<Resource>();
     for (const target of [...open, ...(byCaller.get(svc.name) ?? [])]) {
       const targetPlan = plan.services.get(target)!;
       const consumer = targetPlan.consumers.get(svc.namespace);
-      names.add(consumer ? `route/${target} ${svc.namespace}` : `route/${target}`);
+      const resources = shared.get(target)!;
+      picked.add(consumer ? resources.consumers.get(svc.namespace)! : resources.route);
       for (const dep of consumer ? consumer.dependencies : targetPlan.dependencies) {
-        names.add(`cluster/${dep}`);
-        names.add(`endpoints/${dep}`);
+        picked.add(shared.get(dep)!.cluster);
+        picked.add(shared.get(dep)!.endpoints);
       }
     }
-    const resources: Resource[] = [makeResource('inbound', svc.inbound)];
-    for (const name of names) resources.push(shared.get(name)!);
-    configs.set(svc.name, makeProxyConfig(svc.name, resources));
+    const inbound = unit('inbound', svc, [], () => makeResource('inbound', svc.inbound!));
+    const resources: Resource[] = [inbound, ...picked];
+    configs.set(svc.name, unit('config', svc.inbound, resources, () => makeProxyConfig(svc.name, resources)));
   }
-  return { mesh: plan.settings.name, version: versionOf([...configs.values()].map((c) => ({ name: c.service, version: c.version }))), configs };
+  const entries = [...configs.values()];
+  const version = unit('mesh-version', plan.settings, entries, () => versionOf(entries.map((c) => ({ name: c.service, version: c.version }))));
+  return { mesh: plan.settings.name, version, configs };
 }
 
 export function meshIndex(mesh: CompiledMesh): MeshIndex {

@@ -11,26 +11,27 @@
  * not safe to share between concurrent callers (it is synchronous, so there are none).
  */
 import type { SourceFile } from '../diagnostics/source-file.ts';
-import { compileStages, fileStages, sortedByPath, type CompileOptions, type CompileResult, type FileStages } from './compile.ts';
+import { compileStages, fileStages, sortedByPath, type CompileOptions, type CompileResult, type FileStages, type IncrementalMemo } from './compile.ts';
 import { ResourceVersionMemo } from './emit.ts';
+import { CompileMemo } from './memo.ts';
 import { DEFAULT_LIMITS } from './load.ts';
 
 export interface IncrementalCompiler {
   /** Compiles a whole revision: the result `compileFiles(files, options)` gives. */
   compile(files: readonly SourceFile[]): CompileResult;
-  /** How the last compile went: files whose load and validate ran, and files reused. */
-  readonly lastStats: { readonly parsedFiles: number; readonly reusedFiles: number };
+  /** How the last compile went: files whose load and validate ran and files reused; units of later stages that ran and units reused. */
+  readonly lastStats: { readonly parsedFiles: number; readonly reusedFiles: number; readonly unitsRan: number; readonly unitsReused: number };
 }
 
 export function createIncrementalCompiler(options: CompileOptions = {}): IncrementalCompiler {
   const limits = options.limits ?? DEFAULT_LIMITS;
   let cache = new Map<string, { readonly text: string; readonly stages: FileStages }>();
-  let lastStats = { parsedFiles: 0, reusedFiles: 0 };
-  const memo = new ResourceVersionMemo();
+  let lastStats = { parsedFiles: 0, reusedFiles: 0, unitsRan: 0, unitsReused: 0 };
+  let memo: IncrementalMemo = { units: new CompileMemo(), versions: new ResourceVersionMemo(), resolve: undefined };
   return {
     compile(files) {
       const next = new Map<string, { readonly text: string; readonly stages: FileStages }>();
-      const stats = { parsedFiles: 0, reusedFiles: 0 };
+      const stats = { parsedFiles: 0, reusedFiles: 0, unitsRan: 0, unitsReused: 0 };
       const stages = sortedByPath(files).map((file) => {
         const earlier = cache.get(file.path);
         // Two files of one path in one revision cannot come from a folder or a git tree; if a
@@ -47,7 +48,17 @@ export function createIncrementalCompiler(options: CompileOptions = {}): Increme
       });
       cache = next;
       lastStats = stats;
-      return compileStages(stages, options, memo);
+      try {
+        return compileStages(stages, options, memo);
+      } catch (error) {
+        // What the memo holds may be half updated: the next compile starts afresh.
+        memo = { units: new CompileMemo(), versions: new ResourceVersionMemo(), resolve: undefined };
+        throw error;
+      } finally {
+        stats.unitsRan = memo.units.ran;
+        stats.unitsReused = memo.units.reused;
+        memo.units.endCompile();
+      }
     },
     get lastStats() {
       return lastStats;

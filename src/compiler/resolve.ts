@@ -55,6 +55,60 @@ export function nameKey(from: string, written: string): string {
   return serviceKey(namespace, name);
 }
 
+const referenced = new WeakMap<RouteDocument, readonly string[]>();
+
+/**
+ * Every service key a route names: parents, backends and mirror backends (kept per
+ * document: the incremental compiler asks for a route's inputs on every compile).
+ */
+export function referencedServices(route: RouteDocument): readonly string[] {
+  let keys = referenced.get(route);
+  if (keys) return keys;
+  const from = namespaceOf(route);
+  const set = new Set<string>();
+  const mirrors = (filters: ReadonlyArray<HTTPRouteFilter | GRPCRouteFilter> | undefined) => {
+    for (const f of filters ?? []) if (f.type === 'RequestMirror' && f.requestMirror) set.add(refKey(from, f.requestMirror.backendRef));
+  };
+  for (const p of route.spec.parentRefs ?? []) set.add(refKey(from, p));
+  for (const rule of route.spec.rules ?? []) {
+    mirrors(rule.filters);
+    for (const b of rule.backendRefs ?? []) {
+      set.add(refKey(from, b));
+      mirrors(b.filters);
+    }
+  }
+  keys = [...set];
+  referenced.set(route, keys);
+  return keys;
+}
+
+const targets = new WeakMap<TrafficPolicyDocument | AccessPolicyDocument, readonly string[]>();
+
+/** The service keys a policy targets, each once, in order (kept per document, like `referencedServices`). */
+export function targetKeys(policy: TrafficPolicyDocument | AccessPolicyDocument): readonly string[] {
+  let keys = targets.get(policy);
+  if (keys) return keys;
+  const ns = namespaceOf(policy);
+  keys = [...new Set(policy.spec.targetRefs.map((t) => refKey(ns, t)))];
+  targets.set(policy, keys);
+  return keys;
+}
+
+const sources = new WeakMap<AccessPolicyDocument, ReadonlyArray<{ readonly service?: string; readonly identity?: string }>>();
+
+/**
+ * The sources of every rule of an AccessPolicy, in order: a service by its key, an
+ * identity, or `{}` for a namespace (kept per document, like `referencedServices`).
+ */
+export function accessSources(policy: AccessPolicyDocument): ReadonlyArray<{ readonly service?: string; readonly identity?: string }> {
+  let list = sources.get(policy);
+  if (list) return list;
+  const ns = namespaceOf(policy);
+  list = policy.spec.rules.flatMap((rule) => rule.from.map((src) => (src.service !== undefined ? { service: nameKey(ns, src.service) } : src.identity !== undefined ? { identity: src.identity } : {})));
+  sources.set(policy, list);
+  return list;
+}
+
 /** The spec as an index: one entry per kind, namespace and name; documents sorted by key. */
 export interface ResolvedSpec {
   readonly mesh: Located<MeshDocument> | undefined;
@@ -103,17 +157,22 @@ export function findPort(service: ServiceDocument, by: { port?: number; sectionN
   return service.spec.ports.find((p) => (by.port === undefined || p.port === by.port) && (by.sectionName === undefined || p.name === by.sectionName));
 }
 
-export function resolveSpec(valid: readonly ValidDocument[]): { spec: ResolvedSpec; diagnostics: Diagnostic[] } {
+/** The spec indexed: kinds, keys, duplicates; and the diagnostics that takes (duplicates, no Mesh). */
+function indexSpec(valid: readonly ValidDocument[]): { spec: ResolvedSpec; diagnostics: Diagnostic[]; duplicated: Set<string> } {
+  const duplicated = new Set<string>();
   const diagnostics: Diagnostic[] = [];
   const firstByKey = new Map<string, Located<SpecDocument>>();
   const kept: Record<SpecKind, Array<Located<SpecDocument>>> = { Mesh: [], Service: [], HTTPRoute: [], TrafficPolicy: [], AccessPolicy: [], TrafficTest: [], ReferenceGrant: [], GRPCRoute: [] };
 
   // Duplicates: the first in file order wins, so the message points at the later copy.
   for (const v of [...valid].sort(sourceOrder)) {
-    const located: Located<SpecDocument> = { doc: v.doc, source: v.source };
+    // The valid document itself: an unchanged file's documents are the same objects from one
+    // compile to the next, which is what the incremental compiler's memo compares.
+    const located: Located<SpecDocument> = v;
     const key = v.doc.kind === 'Mesh' ? 'Mesh' : `${v.doc.kind}/${keyOf(v.doc)}`;
     const first = firstByKey.get(key);
     if (first) {
+      duplicated.add(key);
       const mesh = v.doc.kind === 'Mesh';
       diagnostics.push(
         diagnostic(
@@ -149,7 +208,19 @@ export function resolveSpec(valid: readonly ValidDocument[]): { spec: ResolvedSp
       }),
     );
   }
+  return { spec, diagnostics, duplicated };
+}
 
+/**
+ * The reference checks of one route or policy: that what it names exists (with the port it
+ * names), and that a backend in another namespace is granted. What each reads: the document,
+ * the services it names (`referencedServices`, `targetKeys`, `accessSources`), the
+ * ReferenceGrants, and for a name that finds no service every service's key (the hint names
+ * the closest).
+ */
+function checkReferences(spec: ResolvedSpec, doc: Located<SpecDocument>): Diagnostic[] {
+  const diagnostics: Diagnostic[] = [];
+  const services = spec.services;
   const unknownService = (key: string) => {
     const guess = closest(key, services.keys());
     return guess ? `did you mean "${guess}"?` : 'define it with kind: Service';
@@ -190,7 +261,8 @@ export function resolveSpec(valid: readonly ValidDocument[]): { spec: ResolvedSp
     });
   };
 
-  for (const route of [...spec.routes, ...spec.grpcRoutes] as Array<Located<RouteDocument>>) {
+  if (doc.doc.kind === 'HTTPRoute' || doc.doc.kind === 'GRPCRoute') {
+    const route = doc as Located<RouteDocument>;
     const parents = route.doc.spec.parentRefs ?? [];
     if (parents.length === 0) {
       diagnostics.push(
@@ -223,7 +295,8 @@ export function resolveSpec(valid: readonly ValidDocument[]): { spec: ResolvedSp
     });
   }
 
-  for (const policy of [...spec.trafficPolicies, ...spec.accessPolicies]) {
+  if (doc.doc.kind === 'TrafficPolicy' || doc.doc.kind === 'AccessPolicy') {
+    const policy = doc as Located<TrafficPolicyDocument | AccessPolicyDocument>;
     policy.doc.spec.targetRefs.forEach((t, i) => {
       const key = refKey(namespaceOf(policy.doc), t);
       if (!services.has(key)) {
@@ -232,7 +305,8 @@ export function resolveSpec(valid: readonly ValidDocument[]): { spec: ResolvedSp
     });
   }
 
-  for (const policy of spec.accessPolicies) {
+  if (doc.doc.kind === 'AccessPolicy') {
+    const policy = doc as Located<AccessPolicyDocument>;
     policy.doc.spec.rules.forEach((rule, r) => {
       rule.from.forEach((src, s) => {
         if (src.service === undefined) return;
@@ -252,5 +326,201 @@ export function resolveSpec(valid: readonly ValidDocument[]): { spec: ResolvedSp
     });
   }
 
+  return diagnostics;
+}
+
+/** The documents whose references `checkReferences` checks: routes, then policies. */
+function referring(spec: ResolvedSpec): Array<Located<SpecDocument>> {
+  return [...spec.routes, ...spec.grpcRoutes, ...spec.trafficPolicies, ...spec.accessPolicies];
+}
+
+/** The service keys a referring document names. */
+function namedServices(doc: SpecDocument): readonly string[] {
+  if (doc.kind === 'HTTPRoute' || doc.kind === 'GRPCRoute') return referencedServices(doc);
+  if (doc.kind === 'TrafficPolicy') return targetKeys(doc);
+  if (doc.kind === 'AccessPolicy') {
+    const keys = [...targetKeys(doc)];
+    for (const s of accessSources(doc)) if (s.service !== undefined) keys.push(s.service);
+    return keys;
+  }
+  return [];
+}
+
+export function resolveSpec(valid: readonly ValidDocument[]): { spec: ResolvedSpec; diagnostics: Diagnostic[] } {
+  const { spec, diagnostics } = indexSpec(valid);
+  for (const doc of referring(spec)) for (const d of checkReferences(spec, doc)) diagnostics.push(d);
   return { spec, diagnostics };
+}
+
+/**
+ * What the incremental compiler keeps of a resolve for the next one. Owned by one
+ * incremental compiler: the next `resolveIncrementally` updates its indexes in place.
+ */
+export interface ResolveState {
+  readonly valid: readonly ValidDocument[];
+  readonly spec: ResolvedSpec;
+  /** Duplicate and no-Mesh diagnostics (what indexing every document finds). */
+  readonly indexDiagnostics: readonly Diagnostic[];
+  /** `kind/key` of every document defined more than once. */
+  readonly duplicated: ReadonlySet<string>;
+  /** Reference diagnostics by document, for documents that have some. */
+  readonly references: Map<Located<SpecDocument>, Diagnostic[]>;
+  /** The referring documents that name each service key. */
+  readonly referrers: Map<string, Set<Located<SpecDocument>>>;
+}
+
+/**
+ * How a revision's documents differ from the last one's, when nothing but the content of
+ * documents changed: each listed document replaces one of the same kind and key, at the
+ * same place in the spec. Anything else (a document added, removed or renamed, a
+ * duplicate, the Mesh or a ReferenceGrant changed) is a structural change, and every later
+ * stage looks at the whole spec again.
+ */
+export interface ContentChange {
+  readonly replaced: ReadonlyArray<{ readonly before: Located<SpecDocument>; readonly after: Located<SpecDocument> }>;
+}
+
+function fullKey(doc: SpecDocument): string {
+  return doc.kind === 'Mesh' ? 'Mesh' : `${doc.kind}/${keyOf(doc)}`;
+}
+
+/** Where `key` sits in `list` (sorted by key, keys unique), by binary search; -1 when absent. */
+function indexByKey<D extends SpecDocument>(list: ReadonlyArray<Located<D>>, key: string): number {
+  let lo = 0;
+  let hi = list.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const k = keyOf(list[mid]!.doc);
+    if (k === key) return mid;
+    if (k < key) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return -1;
+}
+
+function addReferrer(referrers: Map<string, Set<Located<SpecDocument>>>, doc: Located<SpecDocument>): void {
+  for (const key of namedServices(doc.doc)) {
+    const set = referrers.get(key);
+    if (set) set.add(doc);
+    else referrers.set(key, new Set([doc]));
+  }
+}
+
+function fullResolve(valid: readonly ValidDocument[]): { state: ResolveState; diagnostics: Diagnostic[] } {
+  const { spec, diagnostics: indexDiagnostics, duplicated } = indexSpec(valid);
+  const references = new Map<Located<SpecDocument>, Diagnostic[]>();
+  const referrers = new Map<string, Set<Located<SpecDocument>>>();
+  const diagnostics = [...indexDiagnostics];
+  for (const doc of referring(spec)) {
+    addReferrer(referrers, doc);
+    const found = checkReferences(spec, doc);
+    if (found.length === 0) continue;
+    references.set(doc, found);
+    for (const d of found) diagnostics.push(d);
+  }
+  return { state: { valid, spec, indexDiagnostics, duplicated, references, referrers }, diagnostics };
+}
+
+/** A document's list in the resolved spec, by kind (undefined for Mesh and Service, kept apart). */
+function listOf(spec: ResolvedSpec, kind: SpecKind): ReadonlyArray<Located<SpecDocument>> | undefined {
+  switch (kind) {
+    case 'HTTPRoute':
+      return spec.routes;
+    case 'GRPCRoute':
+      return spec.grpcRoutes;
+    case 'TrafficPolicy':
+      return spec.trafficPolicies;
+    case 'AccessPolicy':
+      return spec.accessPolicies;
+    case 'TrafficTest':
+      return spec.trafficTests;
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * `resolveSpec(valid)` for the incremental compiler: the same spec and diagnostics. When
+ * `previous` is the last revision's state and only documents' content changed (see
+ * ContentChange), the indexes are patched and only the references of the changed documents,
+ * and of documents naming a changed service, are checked again; `change` then lists what
+ * changed. Otherwise everything is resolved afresh and `change` is undefined.
+ */
+export function resolveIncrementally(
+  valid: readonly ValidDocument[],
+  previous: ResolveState | undefined,
+): { state: ResolveState; diagnostics: Diagnostic[]; change: ContentChange | undefined } {
+  const replaced = previous ? contentChange(valid, previous) : undefined;
+  if (!previous || !replaced) return { ...fullResolve(valid), change: undefined };
+
+  const prev = previous.spec;
+  let services = prev.services;
+  const lists = new Map<SpecKind, Array<Located<SpecDocument>>>();
+  const recheck = new Set<Located<SpecDocument>>();
+  for (const { before, after } of replaced) {
+    const kind = after.doc.kind;
+    const key = keyOf(after.doc);
+    if (kind === 'Service') {
+      if (services === prev.services) services = new Map(prev.services);
+      (services as Map<string, Located<ServiceDocument>>).set(key, after as Located<ServiceDocument>);
+      for (const doc of previous.referrers.get(key) ?? []) recheck.add(doc);
+      continue;
+    }
+    let list = lists.get(kind);
+    if (!list) lists.set(kind, (list = [...listOf(prev, kind)!]));
+    list[indexByKey(list, key)] = after;
+    if (kind === 'TrafficTest') continue;
+    for (const k of namedServices(before.doc)) previous.referrers.get(k)?.delete(before);
+    addReferrer(previous.referrers, after);
+    recheck.delete(before);
+    previous.references.delete(before);
+    recheck.add(after);
+  }
+  const list = <D extends SpecDocument>(kind: SpecKind, old: ReadonlyArray<Located<D>>) => (lists.get(kind) as Array<Located<D>> | undefined) ?? old;
+  const spec: ResolvedSpec = {
+    ...prev,
+    services,
+    routes: list('HTTPRoute', prev.routes),
+    grpcRoutes: list('GRPCRoute', prev.grpcRoutes),
+    trafficPolicies: list('TrafficPolicy', prev.trafficPolicies),
+    accessPolicies: list('AccessPolicy', prev.accessPolicies),
+    trafficTests: list('TrafficTest', prev.trafficTests),
+  };
+  // A document replaced by another is no longer in the spec; a referrer of a changed
+  // service may itself have been replaced (then `after` is checked instead).
+  const inSpec = (doc: Located<SpecDocument>) => {
+    const l = doc.doc.kind === 'Service' ? undefined : (lists.get(doc.doc.kind) ?? listOf(prev, doc.doc.kind));
+    return l === undefined || l[indexByKey(l, keyOf(doc.doc))] === doc;
+  };
+  for (const doc of recheck) {
+    if (!inSpec(doc)) continue;
+    const found = checkReferences(spec, doc);
+    if (found.length > 0) previous.references.set(doc, found);
+    else previous.references.delete(doc);
+  }
+  const diagnostics = [...previous.indexDiagnostics];
+  for (const found of previous.references.values()) for (const d of found) diagnostics.push(d);
+  const state: ResolveState = { ...previous, valid, spec };
+  return { state, diagnostics, change: { replaced } };
+}
+
+/**
+ * The documents replaced between the last revision and this one, when that is all that
+ * changed (see ContentChange); undefined for a structural change.
+ */
+function contentChange(valid: readonly ValidDocument[], previous: ResolveState): ContentChange['replaced'] | undefined {
+  const before = previous.valid;
+  if (valid.length !== before.length) return undefined;
+  const replaced: Array<{ before: Located<SpecDocument>; after: Located<SpecDocument> }> = [];
+  for (let i = 0; i < valid.length; i++) {
+    const a = before[i]!;
+    const b = valid[i]!;
+    if (a === b) continue;
+    const kind = b.doc.kind;
+    if (kind !== a.doc.kind || kind === 'Mesh' || kind === 'ReferenceGrant') return undefined;
+    const key = fullKey(b.doc);
+    if (key !== fullKey(a.doc) || previous.duplicated.has(key)) return undefined;
+    replaced.push({ before: a, after: b });
+  }
+  return replaced;
 }

@@ -107,10 +107,13 @@ describe('incremental compile', () => {
     const files = syntheticMesh(200, { seed: 2 }).files;
     const compiler = createIncrementalCompiler();
     compiler.compile(files);
-    assert.deepEqual(compiler.lastStats, { parsedFiles: files.length, reusedFiles: 0 });
+    assert.deepEqual({ ...compiler.lastStats, unitsRan: 0 }, { parsedFiles: files.length, reusedFiles: 0, unitsRan: 0, unitsReused: 0 });
     const changed = files.map((f, i) => (i === 7 ? new SourceFile(f.path, f.text.replace('request: 2s', 'request: 3s')) : new SourceFile(f.path, f.text)));
     const result = compiler.compile(changed);
-    assert.deepEqual(compiler.lastStats, { parsedFiles: 1, reusedFiles: files.length - 1 });
+    const stats = compiler.lastStats;
+    assert.deepEqual([stats.parsedFiles, stats.reusedFiles], [1, files.length - 1]);
+    // Resolve, check and emit redo only the units the changed documents feed.
+    assert.ok(stats.unitsRan > 0 && stats.unitsRan * 20 < stats.unitsReused, JSON.stringify(stats));
     assert.equal(canonical(result), canonical(compileFiles(changed)));
   });
 
