@@ -75,6 +75,13 @@ export interface PlainDocument {
  */
 const UNUSUAL_CHARACTERS = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
+/**
+ * UNUSUAL_CHARACTERS and tabs, as one scan that a text without surrogates (almost every
+ * spec file) passes: the surrogate pairs are looked at only in a text that has some.
+ */
+const UNUSUAL_OR_TAB = /[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]/;
+const SURROGATE = /[\ud800-\udfff]/;
+
 /** Thrown inside the reader when the text leaves the subset; never escapes it. */
 class Decline {}
 const DECLINE = new Decline();
@@ -82,8 +89,13 @@ const DECLINE = new Decline();
 /** Keys the fast path takes: plain names, never read as anything but a string. */
 const PLAIN_KEY = /^[A-Za-z_][A-Za-z0-9_.\-/]*$/;
 
-/** Keys already found to be plain names: spec files repeat a few hundred field names. Bounded. */
-const PLAIN_KEYS_SEEN = new Set<string>();
+/**
+ * Keys already found to be plain names, each mapped to one copy of itself that has served as
+ * a property name: spec files repeat a few hundred field names, and storing a property under
+ * a string the engine has already interned skips hashing a fresh slice of the text against
+ * its string table twice per key (the duplicate check and the store). Bounded.
+ */
+const PLAIN_KEYS_SEEN = new Map<string, string>();
 
 /** Characters that may not begin a plain scalar here (YAML indicators, and `-`/`?`/`:` kept simple). */
 const NOT_PLAIN_START = new Set(['-', '?', ':', ',', '[', ']', '{', '}', '#', '&', '*', '!', '|', '>', "'", '"', '%', '@', '`']);
@@ -95,17 +107,28 @@ interface Line {
   end: number;
 }
 
+/**
+ * Where readers write node records, reused from file to file (reading is synchronous, one
+ * file at a time) and grown as needed; each document keeps a copy of its own records.
+ */
+let scratch = new Int32Array(1 << 16);
+
 class Reader {
   readonly text: string;
   /** Offset of the next unread line. */
   next = 0;
-  nodes: number[] = [];
+  /** The current document's node records (see PlainDocument), `count` numbers long. */
+  nodes: Int32Array = scratch;
+  count = 0;
   /**
    * Where the `yaml` package ends the last value read (its `range[2]`): after the line break
    * of the value's line, comment included; -1 after an empty value. A block collection ends
    * where its last value does.
    */
   lastEnd = -1;
+  /** The line `peek` found last, and the value of `next` it was found for (-1: none yet). */
+  peekedAt = -1;
+  peeked: Line | undefined;
 
   constructor(text: string) {
     this.text = text;
@@ -116,18 +139,27 @@ class Reader {
    * it; undefined at the end of the text. Document markers come back as lines too.
    */
   peek(): Line | undefined {
+    // Each line is looked at several times (by the collection that reads it and by those
+    // that end at it); one Line object per line, not per look.
+    if (this.peekedAt === this.next) return this.peeked;
     const text = this.text;
     let at = this.next;
+    let line: Line | undefined;
     while (at < text.length) {
       let end = text.indexOf('\n', at);
       if (end < 0) end = text.length;
       let i = at;
       while (i < end && text.charCodeAt(i) === 32) i++;
-      if (i < end && text.charCodeAt(i) !== 35 /* # */) return { indent: i - at, start: i, end };
+      if (i < end && text.charCodeAt(i) !== 35 /* # */) {
+        line = { indent: i - at, start: i, end };
+        break;
+      }
       this.next = end + 1;
       at = end + 1;
     }
-    return undefined;
+    this.peekedAt = this.next;
+    this.peeked = line;
+    return line;
   }
 
   /** Whether a line is a document marker (`---` or `...` at the margin). */
@@ -154,13 +186,22 @@ class Reader {
   }
 
   record(start: number, end: number, kind: number): number {
-    const at = this.nodes.length;
-    this.nodes.push(start, end, 0, kind);
+    const at = this.count;
+    if (at + 4 > this.nodes.length) {
+      const grown = new Int32Array(this.nodes.length * 2);
+      grown.set(this.nodes);
+      this.nodes = scratch = grown;
+    }
+    this.nodes[at] = start;
+    this.nodes[at + 1] = end;
+    this.nodes[at + 2] = 0;
+    this.nodes[at + 3] = kind;
+    this.count = at + 4;
     return at;
   }
 
   close(at: number): void {
-    this.nodes[at + 2] = this.nodes.length;
+    this.nodes[at + 2] = this.count;
   }
 
   /**
@@ -217,10 +258,12 @@ class Reader {
       if (colon >= line.end) throw DECLINE;
       let keyEnd = colon;
       while (keyEnd > line.start && t.charCodeAt(keyEnd - 1) === 32) keyEnd--;
-      const key = t.slice(line.start, keyEnd);
-      if (!PLAIN_KEYS_SEEN.has(key)) {
-        if (key.length > 1000 || !PLAIN_KEY.test(key) || key === '__proto__' || CORE_BOOL.test(key) || isCoreNull(key) || CORE_INT.test(key) || CORE_FLOAT.test(key)) throw DECLINE;
-        if (PLAIN_KEYS_SEEN.size < 4096) PLAIN_KEYS_SEEN.add(key);
+      const text = t.slice(line.start, keyEnd);
+      let key = PLAIN_KEYS_SEEN.get(text);
+      if (key === undefined) {
+        if (text.length > 1000 || !PLAIN_KEY.test(text) || text === '__proto__' || CORE_BOOL.test(text) || isCoreNull(text) || CORE_INT.test(text) || CORE_FLOAT.test(text)) throw DECLINE;
+        key = text;
+        if (PLAIN_KEYS_SEEN.size < 4096) PLAIN_KEYS_SEEN.set(key, Object.keys({ [key]: 0 })[0]!);
       }
       if (Object.hasOwn(out, key)) throw DECLINE; // duplicates are reported by the careful path
       this.close(this.record(line.start, keyEnd, SCALAR));
@@ -423,7 +466,7 @@ class Reader {
  */
 export function parsePlainYaml(text: string): PlainDocument[] | undefined {
   // Tabs, carriage returns and a byte order mark each change how YAML reads a line; rare in specs.
-  if (text.includes('\t') || text.includes('\r') || UNUSUAL_CHARACTERS.test(text)) return undefined;
+  if (UNUSUAL_OR_TAB.test(text) || (SURROGATE.test(text) && UNUSUAL_CHARACTERS.test(text))) return undefined;
   const reader = new Reader(text);
   const docs: PlainDocument[] = [];
   try {
@@ -435,11 +478,11 @@ export function parsePlainYaml(text: string): PlainDocument[] | undefined {
         reader.next = line.end + 1;
         continue;
       }
-      reader.nodes = [];
+      reader.count = 0;
       const value = reader.block(line);
       const after = reader.peek();
       if (after && !reader.isMarker(after)) return undefined;
-      docs.push({ value, nodes: Int32Array.from(reader.nodes) });
+      docs.push({ value, nodes: reader.nodes.slice(0, reader.count) });
     }
   } catch (err) {
     if (err === DECLINE) return undefined;
