@@ -117,9 +117,14 @@ class Reader {
   readonly text: string;
   /** Offset of the next unread line. */
   next = 0;
-  /** The current document's node records (see PlainDocument), `count` numbers long. */
+  /**
+   * The file's node records so far (see PlainDocument), `count` numbers long; the current
+   * document's start at `base`, and the record indexes written (`at`, the next-record
+   * index) count from there.
+   */
   nodes: Int32Array = scratch;
   count = 0;
+  base = 0;
   /**
    * Where the `yaml` package ends the last value read (its `range[2]`): after the line break
    * of the value's line, comment included; -1 after an empty value. A block collection ends
@@ -186,22 +191,22 @@ class Reader {
   }
 
   record(start: number, end: number, kind: number): number {
-    const at = this.count;
-    if (at + 4 > this.nodes.length) {
+    const i = this.count;
+    if (i + 4 > this.nodes.length) {
       const grown = new Int32Array(this.nodes.length * 2);
       grown.set(this.nodes);
       this.nodes = scratch = grown;
     }
-    this.nodes[at] = start;
-    this.nodes[at + 1] = end;
-    this.nodes[at + 2] = 0;
-    this.nodes[at + 3] = kind;
-    this.count = at + 4;
-    return at;
+    this.nodes[i] = start;
+    this.nodes[i + 1] = end;
+    this.nodes[i + 2] = 0;
+    this.nodes[i + 3] = kind;
+    this.count = i + 4;
+    return i - this.base;
   }
 
   close(at: number): void {
-    this.nodes[at + 2] = this.count;
+    this.nodes[this.base + at + 2] = this.count - this.base;
   }
 
   /**
@@ -211,7 +216,7 @@ class Reader {
    * its parent (the positional parse answers for the parent, should anyone ask).
    */
   closeBlock(at: number): void {
-    this.nodes[at + 1] = this.lastEnd;
+    this.nodes[this.base + at + 1] = this.lastEnd;
     this.close(at);
     if (this.lastEnd >= 0) {
       const next = this.peek();
@@ -454,7 +459,7 @@ class Reader {
       }
     }
     if (!this.restIsComment(i, end)) throw DECLINE;
-    this.nodes[self + 1] = i;
+    this.nodes[this.base + self + 1] = i;
     this.close(self);
     return out;
   }
@@ -468,7 +473,8 @@ export function parsePlainYaml(text: string): PlainDocument[] | undefined {
   // Tabs, carriage returns and a byte order mark each change how YAML reads a line; rare in specs.
   if (UNUSUAL_OR_TAB.test(text) || (SURROGATE.test(text) && UNUSUAL_CHARACTERS.test(text))) return undefined;
   const reader = new Reader(text);
-  const docs: PlainDocument[] = [];
+  const values: Array<Record<string, unknown> | unknown[]> = [];
+  const bounds: number[] = [];
   try {
     for (;;) {
       const line = reader.peek();
@@ -478,17 +484,21 @@ export function parsePlainYaml(text: string): PlainDocument[] | undefined {
         reader.next = line.end + 1;
         continue;
       }
-      reader.count = 0;
+      reader.base = reader.count;
       const value = reader.block(line);
       const after = reader.peek();
       if (after && !reader.isMarker(after)) return undefined;
-      docs.push({ value, nodes: reader.nodes.slice(0, reader.count) });
+      values.push(value);
+      bounds.push(reader.base, reader.count);
     }
   } catch (err) {
     if (err === DECLINE) return undefined;
     throw err;
   }
-  return docs;
+  // One copy of the records per file, which its documents view: a buffer per document
+  // cost more to allocate than the copying.
+  const records = reader.nodes.slice(0, reader.count);
+  return values.map((value, k) => ({ value, nodes: records.subarray(bounds[2 * k]!, bounds[2 * k + 1]!) }));
 }
 
 /** Mappings with more pairs than this get an index by key, built on first lookup. */
