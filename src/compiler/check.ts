@@ -8,11 +8,11 @@ import { canonicalJson } from '../config/canonical.ts';
 import type { ClusterBody, CompiledAccessRule, CompiledPort, EndpointsBody, InboundBody, RouteBody } from '../config/types.ts';
 import { diagnostic, type Diagnostic, type RelatedInfo, type Span } from '../diagnostics/diagnostic.ts';
 import { compileMatchRegex, MatchRegexError } from '../spec/regex.ts';
-import type { AccessPolicyDocument, GRPCRouteDocument, GRPCRouteFilter, HTTPHeaderFilter, HTTPRouteDocument, HTTPRouteFilter, MeshDocument, ParentReference, RouteDocument, ServiceDocument, TrafficPolicyDocument, TrafficPolicySettings } from '../spec/types.ts';
+import type { AccessPolicyDocument, SpecDocument, GRPCRouteDocument, GRPCRouteFilter, HTTPHeaderFilter, HTTPRouteDocument, HTTPRouteFilter, MeshDocument, ParentReference, RouteDocument, ServiceDocument, TrafficPolicyDocument, TrafficPolicySettings } from '../spec/types.ts';
 import { formatDuration } from '../spec/duration.ts';
 import { BUILTIN, getLeaf, meshSettings, ms, namespaceSources, POLICY_LEAVES, resolveTrafficSettings, serviceIdentity, type MeshSettings } from './defaults.ts';
 import type { DocPath } from './load.ts';
-import { accessSources, targetKeys, at, findPort, keyOf, nameKey, namespaceOf, referencedServices, refKey, type Located, type ResolvedSpec } from './resolve.ts';
+import { accessSources, targetKeys, at, findPort, keyOf, nameKey, namespaceOf, referencedServices, refKey, type ContentChange, type Located, type ResolvedSpec } from './resolve.ts';
 import { admitsCaller } from '../config/access.ts';
 import { describeChar, invalidFieldValueIndex } from '../config/http-field.ts';
 import { chainServices, worstChains } from './call-chains.ts';
@@ -131,29 +131,107 @@ interface PlannedService {
 }
 const NO_POLICY: TrafficPolicySettings = Object.freeze({});
 
+/** A route's rules compiled for one parent it attaches to. */
+interface Attached {
+  readonly parent: string;
+  /** The route's namespace when it is a consumer route of the parent (another namespace), else null. */
+  readonly consumerNamespace: string | null;
+  readonly rules: PlannedRule[];
+}
+
+/** Merged TrafficPolicies of one target, and which policy set each leaf (`<target>|<leaf path>`). */
+interface MergedTraffic {
+  readonly settings: TrafficPolicySettings;
+  readonly setBy: ReadonlyMap<string, { policy: Located<TrafficPolicyDocument>; value: string }>;
+}
+
+const NO_ACCESS_POLICIES: ReadonlyArray<Located<AccessPolicyDocument>> = [];
+
+/** The list at `key`, made empty first when there is none. */
+function listAt<K, V>(map: Map<K, V[]>, key: K): V[] {
+  let list = map.get(key);
+  if (!list) map.set(key, (list = []));
+  return list;
+}
+
+function setAt<K, V>(map: Map<K, Set<V>>, key: K): Set<V> {
+  let set = map.get(key);
+  if (!set) map.set(key, (set = new Set()));
+  return set;
+}
+
+function sameList(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** The service keys a route's parentRefs name, each once. */
+function parentKeys(route: RouteDocument): string[] {
+  const ns = namespaceOf(route);
+  return [...new Set((route.spec.parentRefs ?? []).map((p) => refKey(ns, p)))];
+}
+
+/** Every service one of a plan's route tables sends to. */
+function tableDependencies(plan: ServicePlan): Set<string> {
+  const deps = new Set(plan.dependencies);
+  for (const table of plan.consumers.values()) for (const d of table.dependencies) deps.add(d);
+  return deps;
+}
+
 class Checker {
   readonly diagnostics: Diagnostic[] = [];
   /** Where `report` puts diagnostics: `diagnostics`, or the unit under way's own list. */
   #sink: Diagnostic[] = this.diagnostics;
   readonly #memo: CompileMemo | undefined;
-  readonly settings: MeshSettings;
+  /**
+   * With the incremental compiler: every diagnostic by the unit or section that reported it
+   * (`kind\0name`), kept from compile to compile, so that a compile that redoes only some
+   * units still reports what the others found.
+   */
+  ledger = new Map<string, readonly Diagnostic[]>();
+  #depth = 0;
+  settings: MeshSettings;
   readonly spec: ResolvedSpec;
   /** The identity of every service (meshed or not), by service key, in service order. */
-  readonly identities: ReadonlyMap<string, string>;
+  identities: ReadonlyMap<string, string>;
   /** Stands for every service's key, namespace, identity and whether it is meshed: an input of units that look at the whole set. */
-  readonly servicesToken: object;
+  servicesToken: object;
+
+  // What the checks found, kept by the incremental compiler for the next compile to patch.
+  /** TrafficPolicies and AccessPolicies per target service, in spec order. */
+  trafficByTarget = new Map<string, Array<Located<TrafficPolicyDocument>>>();
+  accessByTarget = new Map<string, Array<Located<AccessPolicyDocument>>>();
+  traffic = new Map<string, MergedTraffic>();
+  clusters = new Map<string, ClusterBody>();
+  /** Each route's rules by the parents it attaches to. */
+  attachments = new Map<Located<RouteDocument>, readonly Attached[]>();
+  /** The routes whose parentRefs name each service, in route order (HTTPRoutes, then GRPCRoutes, by key). */
+  routesOf = new Map<string, Array<Located<RouteDocument>>>();
+  planned = new Map<string, PlannedService>();
+  plans = new Map<string, ServicePlan>();
+  /** The services one of whose route tables sends to (or mirrors to) each service. */
+  dependents = new Map<string, Set<string>>();
+  graph: { readonly calls: ReadonlyMap<string, readonly string[]>; readonly called: ReadonlySet<string> } = { calls: new Map(), called: new Set() };
+  /** Whether some service's retry budget is lifted (ratio ≥ 1), or some service injects aborts: checks across every rule run only then. */
+  lifted = false;
+  faults = false;
 
   constructor(spec: ResolvedSpec, memo?: CompileMemo) {
     this.spec = spec;
     this.#memo = memo;
     const mesh = spec.mesh?.doc;
     this.settings = this.unit('settings', SETTINGS, [mesh], () => meshSettings(mesh));
+    this.identities = new Map();
+    this.servicesToken = {};
+  }
+
+  /** Every service's identity, and the token that stands for the services' shape. */
+  identify(): void {
     const identities = new Map<string, string>();
     const shape: unknown[] = [];
-    for (const [key, svc] of spec.services) {
+    for (const [key, svc] of this.spec.services) {
       const id = this.unit('identity', svc, [this.settings], () => serviceIdentity(this.settings.trustDomain, svc.doc));
       identities.set(key, id);
-      if (memo) shape.push(key, id, namespaceOf(svc.doc), svc.doc.spec.sidecar !== false);
+      if (this.#memo) shape.push(key, id, namespaceOf(svc.doc), svc.doc.spec.sidecar !== false);
     }
     this.identities = identities;
     this.servicesToken = this.token('services', shape);
@@ -166,29 +244,56 @@ class Checker {
 
   /**
    * Runs `compute`, or with the incremental compiler's memo gives back its last result when
-   * `deps` (every input it reads, by identity) are the same as last time; the diagnostics it
-   * reported are reported again either way. Units may nest.
+   * `deps` (every input it reads beyond `key`, by identity) are the same as last time; the
+   * diagnostics it reported are reported again either way, and recorded in the ledger under
+   * `name` (units do not nest).
    */
-  unit<T>(kind: string, key: object, deps: readonly unknown[], compute: () => T): T {
+  unit<T>(kind: string, key: object, deps: readonly unknown[], compute: () => T, name?: string): T {
     const memo = this.#memo;
     if (!memo) return compute();
     const hit = memo.lookup(kind, key, deps);
     if (hit) {
       for (const d of hit.diagnostics) this.#sink.push(d);
+      if (name !== undefined) this.#record(`${kind}\u0000${name}`, hit.diagnostics);
       return hit.value as T;
     }
-    const outer = this.#sink;
     const own: Diagnostic[] = [];
-    this.#sink = own;
-    let value: T;
-    try {
-      value = compute();
-    } finally {
-      this.#sink = outer;
-    }
-    for (const d of own) outer.push(d);
+    const value = this.#capture(own, compute);
     memo.store(kind, key, deps, value, own);
+    if (name !== undefined) this.#record(`${kind}\u0000${name}`, own);
     return value;
+  }
+
+  /** Runs a check that is not memoised; with the incremental compiler its diagnostics replace those it recorded last time. */
+  section(name: string, compute: () => void): void {
+    if (!this.#memo) return compute();
+    const own: Diagnostic[] = [];
+    this.#capture(own, compute);
+    this.#record(name, own);
+  }
+
+  /** Forgets what a unit or section recorded (it no longer applies). */
+  forget(name: string): void {
+    this.ledger.delete(name);
+  }
+
+  #capture<T>(own: Diagnostic[], compute: () => T): T {
+    const outer = this.#sink;
+    this.#sink = own;
+    this.#depth++;
+    try {
+      return compute();
+    } finally {
+      this.#depth--;
+      this.#sink = outer;
+      for (const d of own) outer.push(d);
+    }
+  }
+
+  #record(name: string, found: readonly Diagnostic[]): void {
+    if (this.#depth > 0) throw new Error(`bug: unit ${name} runs inside another`);
+    if (found.length > 0) this.ledger.set(name, found);
+    else this.ledger.delete(name);
   }
 
   /**
@@ -219,31 +324,24 @@ class Checker {
     return this.spec.mesh ? at(this.spec.mesh, path) : undefined;
   }
 
-  /** Which TrafficPolicy set each leaf for each target (`<target>|<leaf path>`), for diagnostics. */
-  readonly policySetBy = new Map<string, { policy: Located<TrafficPolicyDocument>; value: string }>();
+  /** Which TrafficPolicy set a leaf (`retryBudget.ratio`) for a target, for diagnostics. */
+  setBy(target: string, leaf: string): { policy: Located<TrafficPolicyDocument>; value: string } | undefined {
+    return this.traffic.get(target)?.setBy.get(`${target}|${leaf}`);
+  }
 
-  /** TrafficPolicies merged per target; two policies may not set one leaf differently. */
-  mergeTrafficPolicies(): Map<string, TrafficPolicySettings> {
-    const byTarget = new Map<string, Array<Located<TrafficPolicyDocument>>>();
-    for (const policy of this.spec.trafficPolicies) {
-      for (const target of targetKeys(policy.doc)) {
-        if (!this.spec.services.has(target)) continue;
-        const list = byTarget.get(target);
-        if (list) list.push(policy);
-        else byTarget.set(target, [policy]);
-      }
+  /** The TrafficPolicies on `target` merged (a unit); two policies may not set one leaf differently. */
+  mergeTarget(target: string): void {
+    const policies = this.trafficByTarget.get(target);
+    if (!policies || policies.length === 0) {
+      this.traffic.delete(target);
+      this.forget(`traffic\u0000${target}`);
+      return;
     }
-    const merged = new Map<string, TrafficPolicySettings>();
-    for (const [target, policies] of byTarget) {
-      const { settings, setBy } = this.unit('traffic', this.spec.services.get(target)!, policies, () => this.mergeFor(target, policies));
-      merged.set(target, settings);
-      for (const [key, entry] of setBy) this.policySetBy.set(key, entry);
-    }
-    return merged;
+    this.traffic.set(target, this.unit('traffic', this.spec.services.get(target)!, policies, () => this.mergeFor(target, policies), target));
   }
 
   /** The TrafficPolicies on one target merged, in spec order, and which policy set each leaf (`<target>|<leaf path>`). */
-  mergeFor(target: string, policies: ReadonlyArray<Located<TrafficPolicyDocument>>) {
+  mergeFor(target: string, policies: ReadonlyArray<Located<TrafficPolicyDocument>>): MergedTraffic {
     const into: Record<string, unknown> = {};
     const setBy = new Map<string, { policy: Located<TrafficPolicyDocument>; value: string }>();
     for (const policy of policies) {
@@ -270,22 +368,12 @@ class Checker {
   }
 
   /** Durations that mean nothing at zero: a retry budget window, a latency decay window. */
-  checkPositiveDurations(): void {
-    const leaves = [
-      ['retryBudget', 'ttl'],
-      ['loadBalancer', 'ewma', 'decay'],
-    ] as const;
-    const sources: Array<[Located<MeshDocument | TrafficPolicyDocument>, readonly string[], TrafficPolicySettings | undefined]> = [
-      ...this.spec.trafficPolicies.map((p) => [p, ['spec'], p.doc.spec] as [Located<TrafficPolicyDocument>, readonly string[], TrafficPolicySettings]),
-    ];
-    if (this.spec.mesh) sources.push([this.spec.mesh, ['spec', 'defaults', 'trafficPolicy'], this.spec.mesh.doc.spec.defaults?.trafficPolicy]);
-    for (const [located, prefix, settings] of sources) {
-      if (!settings) continue;
-      for (const leaf of leaves) {
-        const value = getLeaf(settings, leaf);
-        if (typeof value === 'string' && ms(value) === 0) {
-          this.report('TRL4020', `${leaf.join('.')} is 0s, which leaves it no time to measure over`, at(located, [...prefix, ...leaf]), { hint: 'leave it out for the default (10s), or give a positive duration' });
-        }
+  checkPositiveDurations(located: Located<MeshDocument | TrafficPolicyDocument>, prefix: readonly string[], settings: TrafficPolicySettings | undefined): void {
+    if (!settings) return;
+    for (const leaf of [['retryBudget', 'ttl'], ['loadBalancer', 'ewma', 'decay']] as const) {
+      const value = getLeaf(settings, leaf);
+      if (typeof value === 'string' && ms(value) === 0) {
+        this.report('TRL4020', `${leaf.join('.')} is 0s, which leaves it no time to measure over`, at(located, [...prefix, ...leaf]), { hint: 'leave it out for the default (10s), or give a positive duration' });
       }
     }
   }
@@ -642,18 +730,15 @@ class Checker {
     };
   }
 
-  /** Warns when a route sends a caller's requests to a backend whose access policy denies that caller (one unit per service). */
-  checkBackendAccess(plan: ReadonlyMap<string, ServicePlan>, planned: ReadonlyMap<string, PlannedRule[]>, consumerPlanned: ReadonlyMap<string, ReadonlyMap<string, PlannedRule[]>>): void {
-    let meshedNames: string[] | undefined;
-    const meshed = () => (meshedNames ??= [...plan.values()].filter((p) => p.meshed).map((p) => p.name));
-    for (const [name, own] of plan) {
-      // What the unit reads beyond its own plan and tables: the plans of the services they
-      // send to, and every service's namespace and whether it is meshed (servicesToken).
-      const deps: unknown[] = [this.servicesToken];
-      for (const d of own.dependencies) deps.push(plan.get(d));
-      for (const table of own.consumers.values()) for (const d of table.dependencies) deps.push(plan.get(d));
-      this.unit('backend-access', own, deps, () => this.checkBackendAccessOf(name, plan, planned.get(name)!, consumerPlanned.get(name), meshed));
-    }
+  /** Warns when a route of `name` sends a caller's requests to a backend whose access policy denies that caller (a unit). */
+  checkBackendAccess(name: string): void {
+    const made = this.planned.get(name)!;
+    const own = made.plan;
+    // What the unit reads beyond its own plan and tables: the plans of the services they
+    // send to, and every service's namespace and whether it is meshed (servicesToken).
+    const deps: unknown[] = [this.servicesToken];
+    for (const d of tableDependencies(own)) deps.push(this.plans.get(d));
+    this.unit('backend-access', own, deps, () => this.checkBackendAccessOf(name, this.plans, made.rules, made.consumerRules, () => [...this.plans.values()].filter((p) => p.meshed).map((p) => p.name)), name);
   }
 
   checkBackendAccessOf(name: string, plan: ReadonlyMap<string, ServicePlan>, producerRules: readonly PlannedRule[], consumers: ReadonlyMap<string, PlannedRule[]> | undefined, meshedNames: () => readonly string[]): void {
@@ -685,81 +770,276 @@ class Checker {
     }
   }
 
+  /** Checks and plans the whole spec. */
   run(): MeshPlan {
-    this.checkMeshDefaults();
-    this.checkPositiveDurations();
-    this.checkSharedIdentities();
-    const traffic = this.mergeTrafficPolicies();
-    const accessByTarget = new Map<string, Array<Located<AccessPolicyDocument>>>();
-    for (const p of this.spec.accessPolicies) {
-      for (const key of targetKeys(p.doc)) {
-        if (!this.spec.services.has(key)) continue;
-        const list = accessByTarget.get(key) ?? [];
-        list.push(p);
-        accessByTarget.set(key, list);
-      }
-    }
+    this.identify();
+    this.section('mesh', () => {
+      this.checkMeshDefaults();
+      if (this.spec.mesh) this.checkPositiveDurations(this.spec.mesh, ['spec', 'defaults', 'trafficPolicy'], this.spec.mesh.doc.spec.defaults?.trafficPolicy);
+    });
+    for (const p of this.spec.trafficPolicies) this.unit('durations', p, [], () => this.checkPositiveDurations(p, ['spec'], p.doc.spec), keyOf(p.doc));
+    this.section('shared-identities', () => this.checkSharedIdentities());
 
-    const clusters = new Map<string, ClusterBody>();
-    for (const [name, svc] of this.spec.services) {
-      this.unit('service', svc, [], () => this.checkService(svc));
-      const identity = this.identities.get(name)!;
-      const policy = traffic.get(name) ?? NO_POLICY;
-      const cluster = this.unit('cluster', svc, [this.settings, identity, policy], (): ClusterBody => {
-        const meshed = svc.doc.spec.sidecar !== false;
-        return { service: name, meshed, identity: meshed ? identity : null, ports: compilePorts(svc.doc), ...resolveTrafficSettings([this.settings.trafficPolicy, policy]) };
-      });
-      clusters.set(name, cluster);
-    }
+    for (const policy of this.spec.trafficPolicies) for (const target of targetKeys(policy.doc)) if (this.spec.services.has(target)) listAt(this.trafficByTarget, target).push(policy);
+    for (const target of this.trafficByTarget.keys()) this.mergeTarget(target);
+    for (const policy of this.spec.accessPolicies) for (const target of targetKeys(policy.doc)) if (this.spec.services.has(target)) listAt(this.accessByTarget, target).push(policy);
+    for (const name of this.spec.services.keys()) this.checkServiceAndCluster(name);
 
     // Attach each route rule to the service ports its parentRefs name. A route in the
     // parent's namespace is a producer route; one in another namespace is a consumer route,
     // planned apart per the route's namespace (GAMMA).
-    const planned = new Map<string, PlannedRule[]>();
-    const consumerPlanned = new Map<string, Map<string, PlannedRule[]>>();
-    for (const name of this.spec.services.keys()) planned.set(name, []);
     for (const route of [...this.spec.routes, ...this.spec.grpcRoutes] as Array<Located<RouteDocument>>) {
-      const deps: unknown[] = [this.settings];
-      for (const key of referencedServices(route.doc)) deps.push(this.spec.services.get(key));
-      const attached = this.unit('route', route, deps, () => this.checkAndAttach(route));
-      for (const { parent, consumerNamespace, rules } of attached) {
-        let into = planned.get(parent)!;
-        if (consumerNamespace !== null) {
-          const byNs = consumerPlanned.get(parent) ?? new Map<string, PlannedRule[]>();
-          consumerPlanned.set(parent, byNs);
-          into = byNs.get(consumerNamespace) ?? [];
-          byNs.set(consumerNamespace, into);
-        }
-        for (const rule of rules) into.push(rule);
+      for (const parent of parentKeys(route.doc)) if (this.spec.services.has(parent)) listAt(this.routesOf, parent).push(route);
+      this.checkRoute(route);
+    }
+    for (const name of this.spec.services.keys()) {
+      const made = this.planOf(name);
+      for (const d of tableDependencies(made.plan)) setAt(this.dependents, d).add(name);
+    }
+    this.buildCallGraph(true);
+    for (const name of this.plans.keys()) this.checkBackendAccess(name);
+    this.checkChains(true);
+    for (const name of this.plans.keys()) this.checkTimeouts(name);
+    for (const p of this.plans.values()) {
+      if (p.cluster.retryBudget.ratio >= 1) this.lifted = true;
+      if (p.cluster.faultInjection.abort) this.faults = true;
+    }
+    this.checkAcrossRules();
+    return { settings: this.settings, services: this.plans };
+  }
+
+  /**
+   * Patches the last compile's checks and plan (`previous`, whose state this checker takes
+   * over) for a revision in which only documents' content changed: redoes the units the
+   * replaced documents feed, and those that read what they changed, and keeps the rest.
+   * Returns undefined, having changed nothing, when the change reaches further than that
+   * (a service's identity, namespace or meshing, a route's parents): then `run` does all.
+   */
+  patch(previous: Checker, change: ContentChange, referrers: ReadonlyMap<string, ReadonlySet<Located<SpecDocument>>>): { plan: MeshPlan; changed: ReadonlySet<string>; graphChanged: boolean } | undefined {
+    for (const { before, after } of change.replaced) {
+      if (after.doc.kind === 'Service') {
+        const b = before.doc as ServiceDocument;
+        const a = after.doc as ServiceDocument;
+        if ((b.spec.sidecar !== false) !== (a.spec.sidecar !== false) || serviceIdentity(this.settings.trustDomain, a) !== previous.identities.get(keyOf(a))) return undefined;
+      } else if (after.doc.kind === 'HTTPRoute' || after.doc.kind === 'GRPCRoute') {
+        if (!sameList(parentKeys(before.doc as RouteDocument), parentKeys(after.doc as RouteDocument))) return undefined;
       }
     }
+    this.settings = previous.settings;
+    this.identities = previous.identities;
+    this.servicesToken = previous.servicesToken;
+    this.#servicesByIdentity = previous.#servicesByIdentity;
+    this.ledger = previous.ledger;
+    this.trafficByTarget = previous.trafficByTarget;
+    this.accessByTarget = previous.accessByTarget;
+    this.traffic = previous.traffic;
+    this.clusters = previous.clusters;
+    this.attachments = previous.attachments;
+    this.routesOf = previous.routesOf;
+    this.planned = previous.planned;
+    this.plans = previous.plans;
+    this.dependents = previous.dependents;
+    this.graph = previous.graph;
+    this.lifted = previous.lifted;
+    this.faults = previous.faults;
+    this.#chains = previous.#chains;
 
-    const plan = new Map<string, ServicePlan>();
-    const planned_ = new Map<string, PlannedService>();
-    for (const [name, svc] of this.spec.services) {
-      const rules = planned.get(name)!;
-      const consumerRules = consumerPlanned.get(name);
-      const policies = accessByTarget.get(name) ?? [];
-      const cluster = clusters.get(name)!;
-      const deps: unknown[] = [this.settings, this.identities.get(name), cluster, NEXT];
-      append(deps, rules);
-      deps.push(NEXT);
-      append(deps, policies);
-      deps.push(NEXT);
-      this.accessInputs(policies, deps);
-      if (consumerRules) for (const [ns, list] of consumerRules) (deps.push(NEXT, ns), append(deps, list));
-      const made = this.unit('plan', svc, deps, () => this.planService(name, svc, rules, consumerRules, policies, cluster));
-      plan.set(name, made.plan);
-      planned_.set(name, made);
-      // The tables as routeTable left them: sorted, with implicit rules.
-      planned.set(name, made.rules);
-      if (consumerRules) consumerPlanned.set(name, made.consumerRules);
+    const services = new Set<string>();
+    const targets = new Set<string>();
+    const routes = new Set<Located<RouteDocument>>();
+    const dirty = new Set<string>();
+    let sharedIdentities = false;
+    for (const { before, after } of change.replaced) {
+      const key = keyOf(after.doc);
+      switch (after.doc.kind) {
+        case 'Service': {
+          services.add(key);
+          this.unit('identity', after, [this.settings], () => serviceIdentity(this.settings.trustDomain, (after as Located<ServiceDocument>).doc));
+          if ((before.doc as ServiceDocument).spec.endpoints?.kubernetes || (after.doc as ServiceDocument).spec.endpoints?.kubernetes) sharedIdentities = true;
+          for (const doc of referrers.get(key) ?? []) if (doc.doc.kind === 'HTTPRoute' || doc.doc.kind === 'GRPCRoute') routes.add(doc as Located<RouteDocument>);
+          break;
+        }
+        case 'HTTPRoute':
+        case 'GRPCRoute': {
+          const route = after as Located<RouteDocument>;
+          for (const parent of parentKeys(route.doc)) {
+            const list = this.routesOf.get(parent);
+            if (list) list[list.indexOf(before as Located<RouteDocument>)] = route;
+          }
+          this.attachments.delete(before as Located<RouteDocument>);
+          routes.delete(before as Located<RouteDocument>);
+          routes.add(route);
+          break;
+        }
+        case 'TrafficPolicy': {
+          const policy = after as Located<TrafficPolicyDocument>;
+          for (const t of this.replaceTargeting(this.trafficByTarget, before as Located<TrafficPolicyDocument>, policy)) targets.add(t);
+          this.unit('durations', policy, [], () => this.checkPositiveDurations(policy, ['spec'], policy.doc.spec), key);
+          break;
+        }
+        case 'AccessPolicy':
+          for (const t of this.replaceTargeting(this.accessByTarget, before as Located<AccessPolicyDocument>, after as Located<AccessPolicyDocument>)) dirty.add(t);
+          break;
+      }
     }
-    this.checkBackendAccess(plan, planned, consumerPlanned);
-    this.checkAccessWithoutMtls(plan);
-    this.checkRetryAmplification(plan);
-    this.checkCallChains(plan, planned_);
-    return { settings: this.settings, services: plan };
+    for (const t of targets) this.mergeTarget(t);
+    for (const name of new Set([...services, ...targets])) {
+      const cluster = this.clusters.get(name);
+      if (this.checkServiceAndCluster(name) !== cluster || services.has(name)) dirty.add(name);
+    }
+    for (const route of routes) for (const a of this.checkRoute(route)) dirty.add(a);
+    if (sharedIdentities) this.section('shared-identities', () => this.checkSharedIdentities());
+
+    const changed = new Set<string>();
+    let graphChanged = false;
+    let retriesChanged = false;
+    const timeouts = new Set<string>();
+    for (const name of dirty) {
+      const old = this.planned.get(name)!;
+      const made = this.planOf(name);
+      if (made.plan === old.plan) continue;
+      changed.add(name);
+      for (const d of tableDependencies(old.plan)) this.dependents.get(d)?.delete(name);
+      for (const d of tableDependencies(made.plan)) setAt(this.dependents, d).add(name);
+      if (made.callersSignature !== old.callersSignature) graphChanged = true;
+      if (made.worstRetry !== old.worstRetry) retriesChanged = true;
+      timeouts.add(name);
+      // The services that call this one wait on its calls: their timeouts are checked against its longest.
+      if (made.longestTimeout !== old.longestTimeout && made.plan.callers !== 'everyone') for (const c of made.plan.callers) timeouts.add(c);
+    }
+    if (graphChanged) this.buildCallGraph(false);
+    const backendAccess = new Set<string>();
+    for (const name of changed) {
+      backendAccess.add(name);
+      for (const d of this.dependents.get(name) ?? []) backendAccess.add(d);
+    }
+    for (const name of backendAccess) this.checkBackendAccess(name);
+    if (graphChanged || retriesChanged || services.size > 0) this.checkChains(graphChanged || retriesChanged);
+    for (const name of graphChanged ? this.plans.keys() : timeouts) this.checkTimeouts(name);
+    if (changed.size > 0) {
+      for (const name of changed) {
+        const p = this.plans.get(name)!;
+        if (p.cluster.retryBudget.ratio >= 1) this.lifted = true;
+        if (p.cluster.faultInjection.abort) this.faults = true;
+      }
+      this.checkAcrossRules();
+    }
+    return { plan: { settings: this.settings, services: this.plans }, changed, graphChanged };
+  }
+
+  /**
+   * Puts policy `after` in place of `before` in the per-target lists (keeping spec order,
+   * which is by key); returns every target either names.
+   */
+  replaceTargeting<P extends TrafficPolicyDocument | AccessPolicyDocument>(byTarget: Map<string, Array<Located<P>>>, before: Located<P>, after: Located<P>): Set<string> {
+    const touched = new Set<string>();
+    for (const t of targetKeys(before.doc)) {
+      const list = byTarget.get(t);
+      const i = list ? list.indexOf(before) : -1;
+      if (i < 0) continue;
+      list!.splice(i, 1);
+      if (list!.length === 0) byTarget.delete(t);
+      touched.add(t);
+    }
+    const key = keyOf(after.doc);
+    for (const t of targetKeys(after.doc)) {
+      if (!this.spec.services.has(t)) continue;
+      const list = listAt(byTarget, t);
+      let i = 0;
+      while (i < list.length && keyOf(list[i]!.doc) < key) i++;
+      list.splice(i, 0, after);
+      touched.add(t);
+    }
+    return touched;
+  }
+
+  /** A service's own checks (a unit) and its cluster (a unit); returns the cluster. */
+  checkServiceAndCluster(name: string): ClusterBody {
+    const svc = this.spec.services.get(name)!;
+    this.unit('service', svc, [], () => this.checkService(svc), name);
+    const identity = this.identities.get(name)!;
+    const policy = this.traffic.get(name)?.settings ?? NO_POLICY;
+    const cluster = this.unit('cluster', svc, [this.settings, identity, policy], (): ClusterBody => {
+      const meshed = svc.doc.spec.sidecar !== false;
+      return { service: name, meshed, identity: meshed ? identity : null, ports: compilePorts(svc.doc), ...resolveTrafficSettings([this.settings.trafficPolicy, policy]) };
+    });
+    this.clusters.set(name, cluster);
+    return cluster;
+  }
+
+  /** A route's checks and attachments (a unit); returns the parents it attaches to, before and after. */
+  checkRoute(route: Located<RouteDocument>): Set<string> {
+    const deps: unknown[] = [this.settings];
+    for (const key of referencedServices(route.doc)) deps.push(this.spec.services.get(key));
+    const parents = new Set<string>();
+    for (const a of this.attachments.get(route) ?? []) parents.add(a.parent);
+    const attached = this.unit('route', route, deps, () => this.checkAndAttach(route), `${route.doc.kind}/${keyOf(route.doc)}`);
+    this.attachments.set(route, attached);
+    for (const a of attached) parents.add(a.parent);
+    return parents;
+  }
+
+  /** A service's plan (a unit) from its cluster, the rules attached to it and its access policies. */
+  planOf(name: string): PlannedService {
+    const svc = this.spec.services.get(name)!;
+    const rules: PlannedRule[] = [];
+    let consumerRules: Map<string, PlannedRule[]> | undefined;
+    for (const route of this.routesOf.get(name) ?? []) {
+      for (const a of this.attachments.get(route)!) {
+        if (a.parent !== name) continue;
+        if (a.consumerNamespace === null) append(rules, a.rules);
+        else append(listAt((consumerRules ??= new Map()), a.consumerNamespace), a.rules);
+      }
+    }
+    const policies = this.accessByTarget.get(name) ?? NO_ACCESS_POLICIES;
+    const cluster = this.clusters.get(name)!;
+    const deps: unknown[] = [this.settings, this.identities.get(name), cluster, NEXT];
+    append(deps, rules);
+    deps.push(NEXT);
+    append(deps, policies);
+    deps.push(NEXT);
+    this.accessInputs(policies, deps);
+    if (consumerRules) for (const [ns, list] of consumerRules) (deps.push(NEXT, ns), append(deps, list));
+    const made = this.unit('plan', svc, deps, () => this.planService(name, svc, rules, consumerRules, policies, cluster), name);
+    this.planned.set(name, made);
+    this.plans.set(name, made.plan);
+    return made;
+  }
+
+  /** Who calls whom, as AccessPolicies declare it (a unit in a full check, keyed by every service's callers). */
+  buildCallGraph(memoised: boolean): void {
+    // A service open to everyone adds no edge (in an open mesh any service may call any
+    // other, which says nothing about which do).
+    const build = () => {
+      const calls = new Map<string, string[]>();
+      for (const target of this.plans.values()) {
+        if (target.callers === 'everyone') continue;
+        for (const c of target.callers) if (c !== target.name) listAt(calls, c).push(target.name);
+      }
+      const called = new Set<string>();
+      for (const list of calls.values()) for (const t of list) called.add(t);
+      return { calls, called };
+    };
+    if (!memoised) {
+      this.graph = build();
+      return;
+    }
+    const signatures: unknown[] = [];
+    for (const p of this.planned.values()) signatures.push(p.callersSignature);
+    this.graph = this.unit('call-graph', CALL_GRAPH, [this.token('call-graph', signatures)], build);
+  }
+
+  /** Checks that read every service's rules; each runs only when the mesh has what it looks for. */
+  checkAcrossRules(): void {
+    if (this.lifted) {
+      this.lifted = [...this.plans.values()].some((p) => p.cluster.retryBudget.ratio >= 1);
+      this.section('retry-amplification', () => this.checkRetryAmplification());
+    }
+    if (this.faults) {
+      this.faults = [...this.plans.values()].some((p) => p.cluster.faultInjection.abort);
+      this.section('faults', () => this.checkFaults());
+    }
+    if (this.settings.mtlsMode === 'off') this.section('access-without-mtls', () => this.checkAccessWithoutMtls());
   }
 
   /** A route's checks, and its rules compiled for each parent port it attaches to, in parentRef order. */
@@ -970,7 +1250,8 @@ class Checker {
    * services are left out: their callers' own sidecars apply them, which needs no
    * verification (TRL4013 says what that leaves open).
    */
-  checkAccessWithoutMtls(plan: ReadonlyMap<string, ServicePlan>): void {
+  checkAccessWithoutMtls(): void {
+    const plan = this.plans;
     if (this.settings.mtlsMode !== 'off') return;
     const needsIdentity = [...plan.values()].filter((s) => s.inbound && (s.inbound.access.default === 'policy' || s.inbound.access.default === 'all-authenticated'));
     if (needsIdentity.length === 0) return;
@@ -999,12 +1280,8 @@ class Checker {
    * every request as often as its rule allows, multiplying the load on a failing service.
    * Warned once per service, at the setting that lifted the budget.
    */
-  checkRetryAmplification(plan: ReadonlyMap<string, ServicePlan>): void {
-    // Only services whose budget is lifted can be reported: most meshes have none, and
-    // then the walk over every rule is skipped.
-    let lifted = false;
-    for (const svc of plan.values()) if (svc.cluster.retryBudget.ratio >= 1) lifted = true;
-    if (!lifted) return;
+  checkRetryAmplification(): void {
+    const plan = this.plans;
     const worst = new Map<string, number>();
     for (const svc of plan.values()) {
       for (const rule of svc.route.rules) {
@@ -1015,7 +1292,7 @@ class Checker {
     for (const [name, attempts] of worst) {
       const budget = plan.get(name)?.cluster.retryBudget;
       if (!budget || budget.ratio < 1) continue;
-      const setBy = this.policySetBy.get(`${name}|retryBudget.ratio`);
+      const setBy = this.setBy(name, 'retryBudget.ratio');
       const span = setBy ? at(setBy.policy, ['spec', 'retryBudget', 'ratio']) : this.meshSpan(['spec', 'defaults', 'trafficPolicy', 'retryBudget', 'ratio']);
       this.report(
         'TRL4004',
@@ -1036,59 +1313,54 @@ class Checker {
    * - fault injection on a backend whose callers retry the injected status: injected faults
    *   are never retried, so the retries do not hide them (said once, as information).
    */
-  checkCallChains(plan: ReadonlyMap<string, ServicePlan>, planned: ReadonlyMap<string, PlannedService>): void {
-    // The known call graph: edges AccessPolicies name. A service open to everyone adds no
-    // edge (in an open mesh any service may call any other, which says nothing about which do).
-    // Built again only when some service's callers changed.
-    const signatures: unknown[] = [];
-    for (const p of planned.values()) signatures.push(p.callersSignature);
-    const graphToken = this.token('call-graph', signatures);
-    const { calls, called } = this.unit('call-graph', CALL_GRAPH, [graphToken], () => {
-      const calls = new Map<string, string[]>();
-      for (const target of plan.values()) {
-        if (target.callers === 'everyone') continue;
-        for (const c of target.callers) {
-          if (c === target.name) continue;
-          const list = calls.get(c);
-          if (list) list.push(target.name);
-          else calls.set(c, [target.name]);
-        }
-      }
-      const called = new Set<string>();
-      for (const list of calls.values()) for (const t of list) called.add(t);
-      return { calls, called };
-    });
-
-    // Retries: the worst amplification reachable from each entry service (one nobody
-    // calls); a cycle counts once. Walked again only when the graph, some service's worst
-    // retry count, or a service document changed.
-    const attempts: unknown[] = [];
-    for (const p of planned.values()) attempts.push(p.worstRetry);
-    const located: unknown[] = [...this.spec.services.values()];
-    const chainDeps = [graphToken, this.servicesToken, this.token('worst-retry', attempts), this.token('service-documents', located)];
-    this.unit('chains', CHAINS, chainDeps, () => {
-      const worst = worstChains(calls, (target) => 1 + (planned.get(target)?.worstRetry ?? 0));
-      for (const entry of plan.values()) {
+  checkChains(recompute: boolean): void {
+    const { calls, called } = this.graph;
+    const walk = () => {
+      const worst = worstChains(calls, (target) => 1 + (this.planned.get(target)?.worstRetry ?? 0));
+      const found: Array<{ entry: string; chain: string[]; factor: number }> = [];
+      for (const entry of this.plans.values()) {
         if (!entry.meshed || called.has(entry.name)) continue;
         const w = worst(entry.name);
-        if (w.factor <= CHAIN_AMPLIFICATION_LIMIT) continue;
-        const chain = chainServices(w);
-        const svc = this.spec.services.get(entry.name)!;
+        if (w.factor > CHAIN_AMPLIFICATION_LIMIT) found.push({ entry: entry.name, chain: chainServices(w), factor: w.factor });
+      }
+      return found;
+    };
+    let found: ReadonlyArray<{ entry: string; chain: string[]; factor: number }>;
+    if (!this.#memo) found = walk();
+    else if (recompute) {
+      // Walked again only when the graph or some service's worst retry count changed.
+      const attempts: unknown[] = [];
+      for (const p of this.planned.values()) attempts.push(p.worstRetry);
+      found = this.unit('chains', CHAINS, [this.graph, this.servicesToken, this.token('worst-retry', attempts)], walk);
+    } else found = this.#chains;
+    this.#chains = found;
+    this.section('chains', () => {
+      for (const { entry, chain, factor } of found) {
         this.report(
           'TRL4021',
-          `retries multiply along ${describeChain(chain)}: one request from ${entry.name} can become ${describeFactor(w.factor)} requests at ${chain.at(-1)} when everything fails`,
-          at(svc, ['metadata', 'name']),
+          `retries multiply along ${describeChain(chain)}: one request from ${entry} can become ${describeFactor(factor)} requests at ${chain.at(-1)} when everything fails`,
+          at(this.spec.services.get(entry)!, ['metadata', 'name']),
           { hint: 'retry at one hop only (usually the one nearest the caller), or lower retry.attempts on the inner hops; retry budgets cap it per hop' },
         );
       }
     });
+  }
+  #chains: ReadonlyArray<{ entry: string; chain: string[]; factor: number }> = [];
 
-    // Timeouts: a rule of X → T waiting less than T's own calls may take.
-    for (const [target, p] of planned) {
-      let inner = 0;
-      for (const callee of calls.get(target) ?? []) inner = Math.max(inner, planned.get(callee)?.longestTimeout ?? 0);
-      if (inner === 0) continue;
-      this.unit('timeouts', p.rules, [inner], () => {
+  /** Timeouts (a unit per service): a rule of X → `target` waiting less than `target`'s own calls may take. */
+  checkTimeouts(target: string): void {
+    const p = this.planned.get(target)!;
+    let inner = 0;
+    for (const callee of this.graph.calls.get(target) ?? []) inner = Math.max(inner, this.planned.get(callee)?.longestTimeout ?? 0);
+    if (inner === 0) {
+      this.forget(`timeouts\u0000${target}`);
+      return;
+    }
+    this.unit(
+      'timeouts',
+      p.rules,
+      [inner],
+      () => {
         const reported = new Set<string>();
         for (const { rule, origin } of p.rules) {
           if (!origin || rule.timeouts.requestMs === 0 || rule.timeouts.requestMs >= inner) continue;
@@ -1102,18 +1374,21 @@ class Checker {
             { hint: `give "${target}"'s callers a longer timeout, or its own calls shorter ones` },
           );
         }
-      });
-    }
+      },
+      target,
+    );
+  }
 
-    // Faults: injected statuses that callers' rules would retry.
+  /** Faults: injected statuses that callers' rules would retry (said once per target, as information). */
+  checkFaults(): void {
     let allRules: PlannedRule[] | undefined;
-    for (const target of plan.values()) {
+    for (const target of this.plans.values()) {
       const abort = target.cluster.faultInjection.abort;
       if (!abort) continue;
-      allRules ??= [...planned.values()].flatMap((p) => p.rules);
+      allRules ??= [...this.planned.values()].flatMap((p) => p.rules);
       const retried = allRules.find(({ rule }) => rule.backends.some((b) => b.service === target.name) && rule.retry.attempts > 0 && rule.retry.codes.includes(abort.httpStatus));
       if (!retried) continue;
-      const setBy = this.policySetBy.get(`${target.name}|faultInjection.abort`);
+      const setBy = this.setBy(target.name, 'faultInjection.abort');
       this.report(
         'TRL4023',
         `${abort.percentage}% of calls to "${target.name}" are answered ${abort.httpStatus} by fault injection; callers retry ${abort.httpStatus}, but injected faults are never retried, so callers see every one`,
@@ -1151,12 +1426,33 @@ class Checker {
   }
 }
 
-/**
- * Checks and plans the resolved spec. With `memo` (the incremental compiler's), units whose
- * inputs are unchanged since the last compile are reused; the result is the same.
- */
-export function checkSpec(spec: ResolvedSpec, memo?: CompileMemo): { plan: MeshPlan; diagnostics: Diagnostic[] } {
-  const checker = new Checker(spec, memo);
+/** Checks and plans the resolved spec (pure). */
+export function checkSpec(spec: ResolvedSpec): { plan: MeshPlan; diagnostics: Diagnostic[] } {
+  const checker = new Checker(spec);
   const plan = checker.run();
   return { plan, diagnostics: checker.diagnostics };
+}
+
+/** What the incremental compiler keeps of a check for the next one (owned by it: the next check takes it over). */
+export type CheckState = Checker;
+
+/**
+ * `checkSpec` for the incremental compiler: the same plan and diagnostics. Units whose inputs
+ * are unchanged are reused from `memo`; when `change` says only documents' content changed
+ * since `previous`, only what those documents feed is checked again, and `delta` says which
+ * services' plans changed (and whether who may call whom did).
+ */
+export function checkIncrementally(
+  spec: ResolvedSpec,
+  memo: CompileMemo,
+  previous: CheckState | undefined,
+  change: ContentChange | undefined,
+  referrers: ReadonlyMap<string, ReadonlySet<Located<SpecDocument>>>,
+): { plan: MeshPlan; diagnostics: Diagnostic[]; state: CheckState; delta: { changed: ReadonlySet<string>; graphChanged: boolean } | undefined } {
+  const checker = new Checker(spec, memo);
+  const patched = previous && change ? checker.patch(previous, change, referrers) : undefined;
+  const plan = patched ? patched.plan : checker.run();
+  const diagnostics: Diagnostic[] = [];
+  for (const found of checker.ledger.values()) append(diagnostics, found);
+  return { plan, diagnostics, state: checker, delta: patched && { changed: patched.changed, graphChanged: patched.graphChanged } };
 }

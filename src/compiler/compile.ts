@@ -2,11 +2,11 @@
  * The compiler: load → validate → resolve → check → emit. `compileFiles` is pure (files
  * in memory in, configs and diagnostics out); `compileDir` adds reading a spec folder.
  */
-import { hasErrors, sortDiagnostics, type Diagnostic } from '../diagnostics/diagnostic.ts';
+import { hasErrors, sortDiagnostics, sortDiagnosticsLike, type Diagnostic } from '../diagnostics/diagnostic.ts';
 import { diagnostic } from '../diagnostics/diagnostic.ts';
 import type { SourceFile } from '../diagnostics/source-file.ts';
-import { checkSpec, type MeshPlan } from './check.ts';
-import { emitMesh, type CompiledMesh, type ResourceVersionMemo } from './emit.ts';
+import { checkIncrementally, checkSpec, type CheckState, type MeshPlan } from './check.ts';
+import { emitIncrementally, emitMesh, type CompiledMesh, type EmitState, type ResourceVersionMemo } from './emit.ts';
 import type { CompileMemo } from './memo.ts';
 import { DEFAULT_LIMITS, parseSpecFiles, readSpecDir, type LoadLimits, type ParsedDocument } from './load.ts';
 import { resolveIncrementally, resolveSpec, type ResolvedSpec, type ResolveState } from './resolve.ts';
@@ -81,12 +81,22 @@ export function compileFiles(files: readonly SourceFile[], options: CompileOptio
 export interface IncrementalMemo {
   readonly units: CompileMemo;
   readonly versions: ResourceVersionMemo;
-  /** The last resolve, which the next one patches when only documents' content changed. */
+  /** The last resolve, check and emit, which the next compile patches when only documents' content changed. */
   resolve: ResolveState | undefined;
+  check: CheckState | undefined;
+  emit: EmitState | undefined;
+  /** The last compile's diagnostics, sorted: the next sort starts from their order. */
+  sorted: readonly Diagnostic[];
 }
 
 export function compileStages(stages: readonly FileStages[], options: CompileOptions = {}, memo?: IncrementalMemo): CompileResult {
   const diagnostics: Diagnostic[] = [];
+  const sort = (list: readonly Diagnostic[]) => {
+    if (!memo) return sortDiagnostics(list);
+    const sorted = sortDiagnosticsLike(memo.sorted, list);
+    memo.sorted = sorted;
+    return sorted;
+  };
   let documents = 0;
   for (const s of stages) {
     append(diagnostics, s.parseDiagnostics);
@@ -103,24 +113,47 @@ export function compileStages(stages: readonly FileStages[], options: CompileOpt
     append(diagnostics, s.validateDiagnostics);
     append(valid, s.valid);
   }
-  let resolved: { spec: ResolvedSpec; diagnostics: Diagnostic[] };
+  let spec: ResolvedSpec;
+  let plan: MeshPlan;
+  let mesh: () => CompiledMesh;
   if (memo) {
-    const r = resolveIncrementally(valid, memo.resolve);
-    memo.resolve = r.state;
-    resolved = { spec: r.state.spec, diagnostics: r.diagnostics };
-  } else resolved = resolveSpec(valid);
-  append(diagnostics, resolved.diagnostics);
-  const checked = checkSpec(resolved.spec, memo?.units);
-  append(diagnostics, checked.diagnostics);
-  if (hasErrors(diagnostics)) return { diagnostics: sortDiagnostics(diagnostics), spec: resolved.spec, plan: checked.plan };
-  const compiled: CompileResult = { diagnostics: [], mesh: emitMesh(checked.plan, memo), spec: resolved.spec, plan: checked.plan };
-  if (options.trafficTests !== false && resolved.spec.trafficTests.length > 0) {
+    const resolved = resolveIncrementally(valid, memo.resolve);
+    memo.resolve = resolved.state;
+    append(diagnostics, resolved.diagnostics);
+    // A check patched from a check whose revision had errors would carry no emit state to patch.
+    const previousCheck = memo.emit ? memo.check : undefined;
+    const checked = checkIncrementally(resolved.state.spec, memo.units, previousCheck, resolved.change, resolved.state.referrers);
+    memo.check = checked.state;
+    append(diagnostics, checked.diagnostics);
+    spec = resolved.state.spec;
+    plan = checked.plan;
+    mesh = () => {
+      const emitted = emitIncrementally(checked.plan, memo, memo.emit, checked.delta, checked.state.dependents);
+      memo.emit = emitted.state;
+      return emitted.mesh;
+    };
+  } else {
+    const resolved = resolveSpec(valid);
+    append(diagnostics, resolved.diagnostics);
+    const checked = checkSpec(resolved.spec);
+    append(diagnostics, checked.diagnostics);
+    spec = resolved.spec;
+    plan = checked.plan;
+    mesh = () => emitMesh(checked.plan);
+  }
+  if (hasErrors(diagnostics)) {
+    // Nothing was emitted for this revision: the next one emits afresh.
+    if (memo) memo.emit = undefined;
+    return { diagnostics: sort(diagnostics), spec, plan };
+  }
+  const compiled: CompileResult = { diagnostics: [], mesh: mesh(), spec, plan };
+  if (options.trafficTests !== false && spec.trafficTests.length > 0) {
     const tests = runTrafficTests(compiled);
     append(diagnostics, tests.diagnostics);
-    if (hasErrors(tests.diagnostics)) return { diagnostics: sortDiagnostics(diagnostics), spec: resolved.spec, plan: checked.plan, trafficTests: tests.results };
-    return { ...compiled, diagnostics: sortDiagnostics(diagnostics), trafficTests: tests.results };
+    if (hasErrors(tests.diagnostics)) return { diagnostics: sort(diagnostics), spec, plan, trafficTests: tests.results };
+    return { ...compiled, diagnostics: sort(diagnostics), trafficTests: tests.results };
   }
-  return { ...compiled, diagnostics: sortDiagnostics(diagnostics) };
+  return { ...compiled, diagnostics: sort(diagnostics) };
 }
 
 /**

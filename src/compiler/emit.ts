@@ -11,7 +11,7 @@
 import { makeProxyConfig, makeResource, versionOf } from '../config/resources.ts';
 import { sha256 } from '../config/canonical.ts';
 import type { ProxyConfig, Resource, ResourceBody } from '../config/types.ts';
-import type { MeshPlan } from './check.ts';
+import type { MeshPlan, ServicePlan } from './check.ts';
 import type { CompileMemo } from './memo.ts';
 
 /** The compiler's output for a whole mesh. */
@@ -58,19 +58,11 @@ export class ResourceVersionMemo {
   }
 }
 
-/**
- * Emits the plan's configs. With `memo` (the incremental compiler's), a service whose plan is
- * the same object as last time keeps its resources, and a config whose resources are all
- * the same objects is itself reused; resource versions of bodies built anew but equal to
- * last time's are reused too. The output is the same either way.
- */
-export function emitMesh(plan: MeshPlan, memo?: { readonly units: CompileMemo; readonly versions: ResourceVersionMemo }): CompiledMesh {
-  if (!memo) return emitWith(plan, makeResource);
-  try {
-    return emitWith(plan, (name, body) => memo.versions.resource(name, body), memo.units);
-  } finally {
-    memo.versions.endEmit();
-  }
+/** Emits the plan's configs (pure). */
+export function emitMesh(plan: MeshPlan): CompiledMesh {
+  const state = newEmitState();
+  emitAll(plan, state, makeResource);
+  return finish(plan, state);
 }
 
 /** The resources a service's plan makes, which every caller shares: route, cluster, endpoints, and consumer route tables by caller namespace. */
@@ -81,60 +73,128 @@ interface SharedResources {
   readonly consumers: ReadonlyMap<string, Resource>;
 }
 
-function emitWith(plan: MeshPlan, makeResource: <B extends ResourceBody>(name: string, body: B) => Resource<B>, units?: CompileMemo): CompiledMesh {
-  const unit = <T>(kind: string, key: object, deps: readonly unknown[], compute: () => T): T => (units ? units.unit(kind, key, deps, compute) : compute());
-  const shared = new Map<string, SharedResources>();
-  for (const svc of plan.services.values()) {
-    shared.set(
-      svc.name,
-      unit('resources', svc, [], () => {
-        const consumers = new Map<string, Resource>();
-        // A consumer table shares its resource name with the producer table; each serves the callers of one namespace.
-        for (const [ns, table] of svc.consumers) consumers.set(ns, makeResource(`route/${svc.name}`, table.route));
-        return {
-          route: makeResource(`route/${svc.name}`, svc.route),
-          cluster: makeResource(`cluster/${svc.name}`, svc.cluster),
-          endpoints: makeResource(`endpoints/${svc.name}`, svc.endpoints),
-          consumers,
-        };
-      }),
-    );
-  }
+/** What an emit keeps for the next one (the incremental compiler's; the next emit takes it over). */
+export interface EmitState {
+  readonly shared: Map<string, SharedResources>;
+  /** Services open to every caller, in plan order. */
+  open: string[];
+  /** The services each service may call (among those not open), in plan order. */
+  byCaller: Map<string, string[]>;
+  readonly configs: Map<string, ProxyConfig>;
+}
 
-  // Who may call what, inverted once: open targets apply to everyone.
-  const open: string[] = [];
-  const byCaller = new Map<string, string[]>();
+function newEmitState(): EmitState {
+  return { shared: new Map(), open: [], byCaller: new Map(), configs: new Map() };
+}
+
+type MakeResource = <B extends ResourceBody>(name: string, body: B) => Resource<B>;
+
+function sharedResources(svc: ServicePlan, makeResource: MakeResource): SharedResources {
+  const consumers = new Map<string, Resource>();
+  // A consumer table shares its resource name with the producer table; each serves the callers of one namespace.
+  for (const [ns, table] of svc.consumers) consumers.set(ns, makeResource(`route/${svc.name}`, table.route));
+  return {
+    route: makeResource(`route/${svc.name}`, svc.route),
+    cluster: makeResource(`cluster/${svc.name}`, svc.cluster),
+    endpoints: makeResource(`endpoints/${svc.name}`, svc.endpoints),
+    consumers,
+  };
+}
+
+/** Who may call what, inverted once: open targets apply to everyone. */
+function invertCallers(plan: MeshPlan, state: EmitState): void {
+  state.open = [];
+  state.byCaller = new Map();
   for (const svc of plan.services.values()) {
-    if (svc.callers === 'everyone') open.push(svc.name);
+    if (svc.callers === 'everyone') state.open.push(svc.name);
     else
       for (const c of svc.callers) {
-        const list = byCaller.get(c);
+        const list = state.byCaller.get(c);
         if (list) list.push(svc.name);
-        else byCaller.set(c, [svc.name]);
+        else state.byCaller.set(c, [svc.name]);
       }
   }
+}
 
-  const configs = new Map<string, ProxyConfig>();
-  for (const svc of plan.services.values()) {
-    if (!svc.inbound) continue;
-    const picked = new Set<Resource>();
-    for (const target of [...open, ...(byCaller.get(svc.name) ?? [])]) {
-      const targetPlan = plan.services.get(target)!;
-      const consumer = targetPlan.consumers.get(svc.namespace);
-      const resources = shared.get(target)!;
-      picked.add(consumer ? resources.consumers.get(svc.namespace)! : resources.route);
-      for (const dep of consumer ? consumer.dependencies : targetPlan.dependencies) {
-        picked.add(shared.get(dep)!.cluster);
-        picked.add(shared.get(dep)!.endpoints);
-      }
+/** The config of meshed service `svc`: its inbound, and what it needs of each service it may call. */
+function configOf(plan: MeshPlan, state: EmitState, svc: ServicePlan, makeResource: MakeResource, units: CompileMemo | undefined): ProxyConfig {
+  const picked = new Set<Resource>();
+  const add = (target: string) => {
+    const targetPlan = plan.services.get(target)!;
+    const consumer = targetPlan.consumers.get(svc.namespace);
+    const resources = state.shared.get(target)!;
+    picked.add(consumer ? resources.consumers.get(svc.namespace)! : resources.route);
+    for (const dep of consumer ? consumer.dependencies : targetPlan.dependencies) {
+      const d = state.shared.get(dep)!;
+      picked.add(d.cluster);
+      picked.add(d.endpoints);
     }
-    const inbound = unit('inbound', svc, [], () => makeResource('inbound', svc.inbound!));
-    const resources: Resource[] = [inbound, ...picked];
-    configs.set(svc.name, unit('config', svc.inbound, resources, () => makeProxyConfig(svc.name, resources)));
+  };
+  for (const target of state.open) add(target);
+  for (const target of state.byCaller.get(svc.name) ?? []) add(target);
+  const inbound = units ? units.unit('inbound', svc, [], () => makeResource('inbound', svc.inbound!)) : makeResource('inbound', svc.inbound!);
+  const resources: Resource[] = [inbound, ...picked];
+  return units ? units.unit('config', svc.inbound!, resources, () => makeProxyConfig(svc.name, resources)) : makeProxyConfig(svc.name, resources);
+}
+
+function emitAll(plan: MeshPlan, state: EmitState, makeResource: MakeResource, units?: CompileMemo): void {
+  state.shared.clear();
+  state.configs.clear();
+  for (const svc of plan.services.values()) state.shared.set(svc.name, units ? units.unit('resources', svc, [], () => sharedResources(svc, makeResource)) : sharedResources(svc, makeResource));
+  invertCallers(plan, state);
+  for (const svc of plan.services.values()) if (svc.inbound) state.configs.set(svc.name, configOf(plan, state, svc, makeResource, units));
+}
+
+/** The compiled mesh; its configs are the state's own map unless `copy` (the incremental compiler hands out its working state). */
+function finish(plan: MeshPlan, state: EmitState, copy = true): CompiledMesh {
+  const configs = copy ? new Map(state.configs) : state.configs;
+  return { mesh: plan.settings.name, version: versionOf([...configs.values()].map((c) => ({ name: c.service, version: c.version }))), configs };
+}
+
+/**
+ * `emitMesh` for the incremental compiler: the same configs. Resources and configs of plans
+ * that are the same objects as last time are reused from `memo`, and resource versions of
+ * bodies equal to last time's too. With `delta` (the services whose plans changed, from a
+ * patched check, see check.ts), only the configs that carry something of those services are
+ * built again: their own, their callers', and the callers of services whose routes send to
+ * them (`dependents`).
+ */
+export function emitIncrementally(
+  plan: MeshPlan,
+  memo: { readonly units: CompileMemo; readonly versions: ResourceVersionMemo },
+  previous: EmitState | undefined,
+  delta: { readonly changed: ReadonlySet<string>; readonly graphChanged: boolean } | undefined,
+  dependents: ReadonlyMap<string, ReadonlySet<string>>,
+): { mesh: CompiledMesh; state: EmitState } {
+  const makeResource: MakeResource = (name, body) => memo.versions.resource(name, body);
+  try {
+    if (!previous || !delta || delta.graphChanged) {
+      const state = previous ?? newEmitState();
+      emitAll(plan, state, makeResource, memo.units);
+      return { mesh: finish(plan, state, false), state };
+    }
+    const state = previous;
+    const rebuild = new Set<string>();
+    let everyone = false;
+    const callersOf = (name: string) => {
+      const callers = plan.services.get(name)!.callers;
+      if (callers === 'everyone') everyone = true;
+      else for (const c of callers) rebuild.add(c);
+    };
+    for (const name of delta.changed) {
+      const svc = plan.services.get(name)!;
+      state.shared.set(name, memo.units.unit('resources', svc, [], () => sharedResources(svc, makeResource)));
+      rebuild.add(name);
+      callersOf(name);
+      for (const d of dependents.get(name) ?? []) callersOf(d);
+    }
+    for (const svc of everyone ? plan.services.values() : [...rebuild].map((name) => plan.services.get(name)!)) {
+      if (svc.inbound) state.configs.set(svc.name, configOf(plan, state, svc, makeResource, memo.units));
+    }
+    return { mesh: finish(plan, state, false), state };
+  } finally {
+    memo.versions.endEmit();
   }
-  const entries = [...configs.values()];
-  const version = unit('mesh-version', plan.settings, entries, () => versionOf(entries.map((c) => ({ name: c.service, version: c.version }))));
-  return { mesh: plan.settings.name, version, configs };
 }
 
 export function meshIndex(mesh: CompiledMesh): MeshIndex {

@@ -27,7 +27,7 @@ export function createIncrementalCompiler(options: CompileOptions = {}): Increme
   const limits = options.limits ?? DEFAULT_LIMITS;
   let cache = new Map<string, { readonly text: string; readonly stages: FileStages }>();
   let lastStats = { parsedFiles: 0, reusedFiles: 0, unitsRan: 0, unitsReused: 0 };
-  let memo: IncrementalMemo = { units: new CompileMemo(), versions: new ResourceVersionMemo(), resolve: undefined };
+  let memo: IncrementalMemo = { units: new CompileMemo(), versions: new ResourceVersionMemo(), resolve: undefined, check: undefined, emit: undefined, sorted: [] };
   return {
     compile(files) {
       const next = new Map<string, { readonly text: string; readonly stages: FileStages }>();
@@ -52,7 +52,7 @@ export function createIncrementalCompiler(options: CompileOptions = {}): Increme
         return compileStages(stages, options, memo);
       } catch (error) {
         // What the memo holds may be half updated: the next compile starts afresh.
-        memo = { units: new CompileMemo(), versions: new ResourceVersionMemo(), resolve: undefined };
+        memo = { units: new CompileMemo(), versions: new ResourceVersionMemo(), resolve: undefined, check: undefined, emit: undefined, sorted: [] };
         throw error;
       } finally {
         stats.unitsRan = memo.units.ran;

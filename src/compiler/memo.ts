@@ -5,11 +5,13 @@
  * unchanged files are the same objects from one compile to the next, see incremental.ts)
  * gives back its last result, and the diagnostics it reported, without running.
  *
+ * Entries are held weakly by their key: a unit about a document or plan that is gone from
+ * the compiler's state is forgotten with it.
+ *
  * A unit is named by a kind (a constant string) and a key object: the document or plan it
  * is about. Inputs are compared by identity (`===`), so a unit must list every input it
  * reads beyond its key: a document, another unit's result, a setting, or a `token` standing
- * for a whole collection. Only what the last compile used is kept: each compile keeps the
- * entries it looked up or stored, and `endCompile` lets the rest go.
+ * for a whole collection.
  */
 import type { Diagnostic } from '../diagnostics/diagnostic.ts';
 
@@ -17,8 +19,6 @@ interface Entry {
   readonly deps: readonly unknown[];
   readonly value: unknown;
   readonly diagnostics: readonly Diagnostic[];
-  /** The compile that last used it. */
-  used: number;
 }
 
 function sameDeps(a: readonly unknown[], b: readonly unknown[]): boolean {
@@ -30,16 +30,15 @@ function sameDeps(a: readonly unknown[], b: readonly unknown[]): boolean {
 const NO_DIAGNOSTICS: readonly Diagnostic[] = [];
 
 export class CompileMemo {
-  readonly #kinds = new Map<string, Map<object, Entry>>();
+  readonly #kinds = new Map<string, WeakMap<object, Entry>>();
   readonly #tokens = new Map<string, { parts: readonly unknown[]; token: object }>();
-  #compile = 0;
   /** Units that ran and units reused since the last `endCompile` (for tests and benchmarks). */
   ran = 0;
   reused = 0;
 
-  #entries(kind: string): Map<object, Entry> {
+  #entries(kind: string): WeakMap<object, Entry> {
     let entries = this.#kinds.get(kind);
-    if (!entries) this.#kinds.set(kind, (entries = new Map()));
+    if (!entries) this.#kinds.set(kind, (entries = new WeakMap()));
     return entries;
   }
 
@@ -47,14 +46,13 @@ export class CompileMemo {
   lookup(kind: string, key: object, deps: readonly unknown[]): { readonly value: unknown; readonly diagnostics: readonly Diagnostic[] } | undefined {
     const entry = this.#entries(kind).get(key);
     if (!entry || !sameDeps(entry.deps, deps)) return undefined;
-    entry.used = this.#compile;
     this.reused++;
     return entry;
   }
 
   store(kind: string, key: object, deps: readonly unknown[], value: unknown, diagnostics: readonly Diagnostic[] = NO_DIAGNOSTICS): void {
     this.ran++;
-    this.#entries(kind).set(key, { deps, value, diagnostics, used: this.#compile });
+    this.#entries(kind).set(key, { deps, value, diagnostics });
   }
 
   /** `compute()`, or its last result when `deps` are the same as last time (for units that report no diagnostics). */
@@ -79,10 +77,8 @@ export class CompileMemo {
     return token;
   }
 
-  /** Ends a compile: what it used is kept for the next one, the rest let go. */
+  /** Ends a compile: the counts start again. */
   endCompile(): void {
-    for (const entries of this.#kinds.values()) for (const [key, entry] of entries) if (entry.used !== this.#compile) entries.delete(key);
-    this.#compile++;
     this.ran = 0;
     this.reused = 0;
   }

@@ -50,9 +50,34 @@ export function hasErrors(diagnostics: readonly Diagnostic[]): boolean {
   return diagnostics.some((d) => d.severity === 'error');
 }
 
+/**
+ * `sortDiagnostics(diagnostics)` for a list that is mostly the same objects as `previous`
+ * (sorted): those keep their last order and the new ones go after them, so the (adaptive)
+ * sort has little left to do. The same result as `sortDiagnostics`, in a fraction of the
+ * time when few changed (tens of thousands of warnings in a large mesh).
+ */
+export function sortDiagnosticsLike(previous: readonly Diagnostic[], diagnostics: readonly Diagnostic[]): Diagnostic[] {
+  const current = new Set(diagnostics);
+  const ordered: Diagnostic[] = [];
+  const kept = new Set<Diagnostic>();
+  for (const d of previous) {
+    if (!current.has(d)) continue;
+    ordered.push(d);
+    kept.add(d);
+  }
+  for (const d of diagnostics) if (!kept.has(d)) ordered.push(d);
+  // A diagnostic listed twice (the same object) is kept once above; put the others back.
+  if (ordered.length < diagnostics.length) return sortDiagnostics(diagnostics);
+  return sortInPlace(ordered);
+}
+
 /** Stable order: by file path, then offset, then code, then message; file-less ones first. */
 export function sortDiagnostics(diagnostics: readonly Diagnostic[]): Diagnostic[] {
-  return [...diagnostics].sort((a, b) => {
+  return sortInPlace([...diagnostics]);
+}
+
+function sortInPlace(diagnostics: Diagnostic[]): Diagnostic[] {
+  return diagnostics.sort((a, b) => {
     const fa = a.span?.file.path ?? a.path ?? '';
     const fb = b.span?.file.path ?? b.path ?? '';
     if (fa !== fb) return fa < fb ? -1 : 1;
