@@ -41,6 +41,12 @@ export function coreFloat(text: string): number {
 
 /** A plain scalar's value in the YAML 1.2 core schema. */
 export function coreScalar(text: string): unknown {
+  // Most scalars are names, words and paths: a first character that starts no null,
+  // boolean or number (a letter other than n, t, f in either case, or "/") settles it
+  // without trying the patterns.
+  const first = text.charCodeAt(0);
+  const lower = first | 0x20; // an ASCII letter in lower case; only letters land in a–z this way
+  if (first === 47 || (lower >= 97 && lower <= 122 && lower !== 102 && lower !== 110 && lower !== 116)) return text;
   if (isCoreNull(text)) return null;
   if (CORE_BOOL.test(text)) return text[0] === 't' || text[0] === 'T';
   if (CORE_INT.test(text)) return coreInt(text);

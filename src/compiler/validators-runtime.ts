@@ -20,8 +20,12 @@ export function withinMaxDuration(data: string, limitMs: number): boolean {
  * surrogate pair (an emoji, say) is one character, a lone surrogate is one too.
  */
 export function ucs2length(text: string): number {
-  let count = 0;
-  for (let i = 0; i < text.length; i++) {
+  // Spec strings are almost always free of surrogates, and then the length is the answer.
+  let i = 0;
+  while (i < text.length && (text.charCodeAt(i) & 0xf800) !== 0xd800) i++;
+  if (i === text.length) return i;
+  let count = i;
+  for (; i < text.length; i++) {
     count++;
     const c = text.charCodeAt(i);
     if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length && (text.charCodeAt(i + 1) & 0xfc00) === 0xdc00) i++;

@@ -99,6 +99,15 @@ test('the runtime helpers of the generated code', () => {
   assert.equal(ucs2length('ab\u{1F600}'), 3, 'a surrogate pair is one character');
   assert.equal(ucs2length('a\ud800'), 2, 'a lone surrogate is one character');
   assert.equal(ucs2length('\udc00\ud800'), 2);
+  // Against the string iterator, which also yields a pair as one and a lone half as one.
+  const units = [0x61, 0x7a, 0xd7ff, 0xd800, 0xdbff, 0xdc00, 0xdfff, 0xe000, 0xffff];
+  let seed = 1;
+  const next = () => (seed = (seed * 1103515245 + 12345) >>> 0) % units.length;
+  for (let n = 0; n < 5000; n++) {
+    let text = '';
+    for (let k = n % 7; k > 0; k--) text += String.fromCharCode(units[next()]!);
+    assert.equal(ucs2length(text), [...text].length, JSON.stringify(text));
+  }
   assert.equal(equal({ a: [1, { b: null }] }, { a: [1, { b: null }] }), true);
   assert.equal(equal({ a: 1 }, { a: 1, b: undefined }), false);
   assert.equal(equal({ a: 1, b: 2 }, { b: 2, a: 1 }), true);
