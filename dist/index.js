@@ -8235,7 +8235,7 @@ var require_pool_base = __commonJS({
         this[kClients] = [];
         this[kQueued] = 0;
         const pool = this;
-        this[kOnDrain] = function onDrain(origin, targets) {
+        this[kOnDrain] = function onDrain(origin, targets2) {
           const queue = pool[kQueue];
           let needDrain = false;
           while (!needDrain) {
@@ -8249,20 +8249,20 @@ var require_pool_base = __commonJS({
           this[kNeedDrain] = needDrain;
           if (!this[kNeedDrain] && pool[kNeedDrain]) {
             pool[kNeedDrain] = false;
-            pool.emit("drain", origin, [pool, ...targets]);
+            pool.emit("drain", origin, [pool, ...targets2]);
           }
           if (pool[kClosedResolve] && queue.isEmpty()) {
             Promise.all(pool[kClients].map((c3) => c3.close())).then(pool[kClosedResolve]);
           }
         };
-        this[kOnConnect] = (origin, targets) => {
-          pool.emit("connect", origin, [pool, ...targets]);
+        this[kOnConnect] = (origin, targets2) => {
+          pool.emit("connect", origin, [pool, ...targets2]);
         };
-        this[kOnDisconnect] = (origin, targets, err) => {
-          pool.emit("disconnect", origin, [pool, ...targets], err);
+        this[kOnDisconnect] = (origin, targets2, err) => {
+          pool.emit("disconnect", origin, [pool, ...targets2], err);
         };
-        this[kOnConnectionError] = (origin, targets, err) => {
-          pool.emit("connectionError", origin, [pool, ...targets], err);
+        this[kOnConnectionError] = (origin, targets2, err) => {
+          pool.emit("connectionError", origin, [pool, ...targets2], err);
         };
         this[kStats] = new PoolStats(this);
       }
@@ -8428,8 +8428,8 @@ var require_pool = __commonJS({
         this[kOptions] = { ...util.deepClone(options), connect, allowH2 };
         this[kOptions].interceptors = options.interceptors ? { ...options.interceptors } : void 0;
         this[kFactory] = factory;
-        this.on("connectionError", (origin2, targets, error2) => {
-          for (const target of targets) {
+        this.on("connectionError", (origin2, targets2, error2) => {
+          for (const target of targets2) {
             const idx = this[kClients].indexOf(target);
             if (idx !== -1) {
               this[kClients].splice(idx, 1);
@@ -8643,17 +8643,17 @@ var require_agent = __commonJS({
         this[kMaxRedirections] = maxRedirections;
         this[kFactory] = factory;
         this[kClients] = /* @__PURE__ */ new Map();
-        this[kOnDrain] = (origin, targets) => {
-          this.emit("drain", origin, [this, ...targets]);
+        this[kOnDrain] = (origin, targets2) => {
+          this.emit("drain", origin, [this, ...targets2]);
         };
-        this[kOnConnect] = (origin, targets) => {
-          this.emit("connect", origin, [this, ...targets]);
+        this[kOnConnect] = (origin, targets2) => {
+          this.emit("connect", origin, [this, ...targets2]);
         };
-        this[kOnDisconnect] = (origin, targets, err) => {
-          this.emit("disconnect", origin, [this, ...targets], err);
+        this[kOnDisconnect] = (origin, targets2, err) => {
+          this.emit("disconnect", origin, [this, ...targets2], err);
         };
-        this[kOnConnectionError] = (origin, targets, err) => {
-          this.emit("connectionError", origin, [this, ...targets], err);
+        this[kOnConnectionError] = (origin, targets2, err) => {
+          this.emit("connectionError", origin, [this, ...targets2], err);
         };
       }
       get [kRunning]() {
@@ -27193,7 +27193,7 @@ var require_pool_base2 = __commonJS({
         this[kClients] = [];
         this[kQueued] = 0;
         const pool = this;
-        this[kOnDrain] = function onDrain(origin, targets) {
+        this[kOnDrain] = function onDrain(origin, targets2) {
           const queue = pool[kQueue];
           let needDrain = false;
           while (!needDrain) {
@@ -27207,20 +27207,20 @@ var require_pool_base2 = __commonJS({
           this[kNeedDrain] = needDrain;
           if (!this[kNeedDrain] && pool[kNeedDrain]) {
             pool[kNeedDrain] = false;
-            pool.emit("drain", origin, [pool, ...targets]);
+            pool.emit("drain", origin, [pool, ...targets2]);
           }
           if (pool[kClosedResolve] && queue.isEmpty()) {
             Promise.all(pool[kClients].map((c3) => c3.close())).then(pool[kClosedResolve]);
           }
         };
-        this[kOnConnect] = (origin, targets) => {
-          pool.emit("connect", origin, [pool, ...targets]);
+        this[kOnConnect] = (origin, targets2) => {
+          pool.emit("connect", origin, [pool, ...targets2]);
         };
-        this[kOnDisconnect] = (origin, targets, err) => {
-          pool.emit("disconnect", origin, [pool, ...targets], err);
+        this[kOnDisconnect] = (origin, targets2, err) => {
+          pool.emit("disconnect", origin, [pool, ...targets2], err);
         };
-        this[kOnConnectionError] = (origin, targets, err) => {
-          pool.emit("connectionError", origin, [pool, ...targets], err);
+        this[kOnConnectionError] = (origin, targets2, err) => {
+          pool.emit("connectionError", origin, [pool, ...targets2], err);
         };
         this[kStats] = new PoolStats(this);
       }
@@ -27386,8 +27386,8 @@ var require_pool2 = __commonJS({
         this[kOptions] = { ...util.deepClone(options), connect, allowH2 };
         this[kOptions].interceptors = options.interceptors ? { ...options.interceptors } : void 0;
         this[kFactory] = factory;
-        this.on("connectionError", (origin2, targets, error2) => {
-          for (const target of targets) {
+        this.on("connectionError", (origin2, targets2, error2) => {
+          for (const target of targets2) {
             const idx = this[kClients].indexOf(target);
             if (idx !== -1) {
               this[kClients].splice(idx, 1);
@@ -27601,17 +27601,17 @@ var require_agent2 = __commonJS({
         this[kMaxRedirections] = maxRedirections;
         this[kFactory] = factory;
         this[kClients] = /* @__PURE__ */ new Map();
-        this[kOnDrain] = (origin, targets) => {
-          this.emit("drain", origin, [this, ...targets]);
+        this[kOnDrain] = (origin, targets2) => {
+          this.emit("drain", origin, [this, ...targets2]);
         };
-        this[kOnConnect] = (origin, targets) => {
-          this.emit("connect", origin, [this, ...targets]);
+        this[kOnConnect] = (origin, targets2) => {
+          this.emit("connect", origin, [this, ...targets2]);
         };
-        this[kOnDisconnect] = (origin, targets, err) => {
-          this.emit("disconnect", origin, [this, ...targets], err);
+        this[kOnDisconnect] = (origin, targets2, err) => {
+          this.emit("disconnect", origin, [this, ...targets2], err);
         };
-        this[kOnConnectionError] = (origin, targets, err) => {
-          this.emit("connectionError", origin, [this, ...targets], err);
+        this[kOnConnectionError] = (origin, targets2, err) => {
+          this.emit("connectionError", origin, [this, ...targets2], err);
         };
       }
       get [kRunning]() {
@@ -51930,8 +51930,24 @@ function diagnostic(code, message, span, extra = {}) {
 function hasErrors(diagnostics) {
   return diagnostics.some((d) => d.severity === "error");
 }
+function sortDiagnosticsLike(previous, diagnostics) {
+  const current = new Set(diagnostics);
+  const ordered = [];
+  const kept = /* @__PURE__ */ new Set();
+  for (const d of previous) {
+    if (!current.has(d)) continue;
+    ordered.push(d);
+    kept.add(d);
+  }
+  for (const d of diagnostics) if (!kept.has(d)) ordered.push(d);
+  if (ordered.length < diagnostics.length) return sortDiagnostics(diagnostics);
+  return sortInPlace(ordered);
+}
 function sortDiagnostics(diagnostics) {
-  return [...diagnostics].sort((a, b) => {
+  return sortInPlace([...diagnostics]);
+}
+function sortInPlace(diagnostics) {
+  return diagnostics.sort((a, b) => {
     const fa = a.span?.file.path ?? a.path ?? "";
     const fb = b.span?.file.path ?? b.path ?? "";
     if (fa !== fb) return fa < fb ? -1 : 1;
@@ -52655,7 +52671,7 @@ function resolveTrafficSettings(layers) {
 }
 
 // src/compiler/load.ts
-import { readdirSync, readFileSync as readFileSync2, statSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readdirSync, readSync, statSync } from "node:fs";
 import { join, relative, sep as sep2 } from "node:path";
 
 // node_modules/js-yaml/dist/js-yaml.mjs
@@ -55802,6 +55818,9 @@ function coreFloat(text) {
   return Number(text);
 }
 function coreScalar(text) {
+  const first2 = text.charCodeAt(0);
+  const lower = first2 | 32;
+  if (first2 === 47 || lower >= 97 && lower <= 122 && lower !== 102 && lower !== 110 && lower !== 116) return text;
   if (isCoreNull(text)) return null;
   if (CORE_BOOL.test(text)) return text[0] === "t" || text[0] === "T";
   if (CORE_INT.test(text)) return coreInt(text);
@@ -55813,23 +55832,36 @@ var MAPPING = 1;
 var SEQUENCE = 2;
 var EMPTY = 3;
 var UNUSUAL_CHARACTERS = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+var UNUSUAL_OR_TAB = /[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]/;
+var SURROGATE = /[\ud800-\udfff]/;
 var Decline = class {
 };
 var DECLINE = new Decline();
 var PLAIN_KEY = /^[A-Za-z_][A-Za-z0-9_.\-/]*$/;
-var PLAIN_KEYS_SEEN = /* @__PURE__ */ new Set();
+var PLAIN_KEYS_SEEN = /* @__PURE__ */ new Map();
 var NOT_PLAIN_START = /* @__PURE__ */ new Set(["-", "?", ":", ",", "[", "]", "{", "}", "#", "&", "*", "!", "|", ">", "'", '"', "%", "@", "`"]);
+var scratch = new Int32Array(1 << 16);
 var Reader = class {
   text;
   /** Offset of the next unread line. */
   next = 0;
-  nodes = [];
+  /**
+   * The file's node records so far (see PlainDocument), `count` numbers long; the current
+   * document's start at `base`, and the record indexes written (`at`, the next-record
+   * index) count from there.
+   */
+  nodes = scratch;
+  count = 0;
+  base = 0;
   /**
    * Where the `yaml` package ends the last value read (its `range[2]`): after the line break
    * of the value's line, comment included; -1 after an empty value. A block collection ends
    * where its last value does.
    */
   lastEnd = -1;
+  /** The line `peek` found last, and the value of `next` it was found for (-1: none yet). */
+  peekedAt = -1;
+  peeked;
   constructor(text) {
     this.text = text;
   }
@@ -55838,18 +55870,25 @@ var Reader = class {
    * it; undefined at the end of the text. Document markers come back as lines too.
    */
   peek() {
+    if (this.peekedAt === this.next) return this.peeked;
     const text = this.text;
     let at2 = this.next;
+    let line;
     while (at2 < text.length) {
       let end = text.indexOf("\n", at2);
       if (end < 0) end = text.length;
       let i2 = at2;
       while (i2 < end && text.charCodeAt(i2) === 32) i2++;
-      if (i2 < end && text.charCodeAt(i2) !== 35) return { indent: i2 - at2, start: i2, end };
+      if (i2 < end && text.charCodeAt(i2) !== 35) {
+        line = { indent: i2 - at2, start: i2, end };
+        break;
+      }
       this.next = end + 1;
       at2 = end + 1;
     }
-    return void 0;
+    this.peekedAt = this.next;
+    this.peeked = line;
+    return line;
   }
   /** Whether a line is a document marker (`---` or `...` at the margin). */
   isMarker(line) {
@@ -55872,12 +55911,21 @@ var Reader = class {
     return t2.charCodeAt(i2) === 35 && (i2 === from ? from > 0 && t2.charCodeAt(from - 1) === 32 : true);
   }
   record(start, end, kind) {
-    const at2 = this.nodes.length;
-    this.nodes.push(start, end, 0, kind);
-    return at2;
+    const i2 = this.count;
+    if (i2 + 4 > this.nodes.length) {
+      const grown = new Int32Array(this.nodes.length * 2);
+      grown.set(this.nodes);
+      this.nodes = scratch = grown;
+    }
+    this.nodes[i2] = start;
+    this.nodes[i2 + 1] = end;
+    this.nodes[i2 + 2] = 0;
+    this.nodes[i2 + 3] = kind;
+    this.count = i2 + 4;
+    return i2 - this.base;
   }
   close(at2) {
-    this.nodes[at2 + 2] = this.nodes.length;
+    this.nodes[this.base + at2 + 2] = this.count - this.base;
   }
   /**
    * Closes a block collection: it ends where its last value ends. The `yaml` package counts
@@ -55886,7 +55934,7 @@ var Reader = class {
    * its parent (the positional parse answers for the parent, should anyone ask).
    */
   closeBlock(at2) {
-    this.nodes[at2 + 1] = this.lastEnd;
+    this.nodes[this.base + at2 + 1] = this.lastEnd;
     this.close(at2);
     if (this.lastEnd >= 0) {
       const next = this.peek();
@@ -55927,10 +55975,12 @@ var Reader = class {
       if (colon >= line.end) throw DECLINE;
       let keyEnd = colon;
       while (keyEnd > line.start && t2.charCodeAt(keyEnd - 1) === 32) keyEnd--;
-      const key = t2.slice(line.start, keyEnd);
-      if (!PLAIN_KEYS_SEEN.has(key)) {
-        if (key.length > 1e3 || !PLAIN_KEY.test(key) || key === "__proto__" || CORE_BOOL.test(key) || isCoreNull(key) || CORE_INT.test(key) || CORE_FLOAT.test(key)) throw DECLINE;
-        if (PLAIN_KEYS_SEEN.size < 4096) PLAIN_KEYS_SEEN.add(key);
+      const text = t2.slice(line.start, keyEnd);
+      let key = PLAIN_KEYS_SEEN.get(text);
+      if (key === void 0) {
+        if (text.length > 1e3 || !PLAIN_KEY.test(text) || text === "__proto__" || CORE_BOOL.test(text) || isCoreNull(text) || CORE_INT.test(text) || CORE_FLOAT.test(text)) throw DECLINE;
+        key = text;
+        if (PLAIN_KEYS_SEEN.size < 4096) PLAIN_KEYS_SEEN.set(key, Object.keys({ [key]: 0 })[0]);
       }
       if (Object.hasOwn(out, key)) throw DECLINE;
       this.close(this.record(line.start, keyEnd, SCALAR));
@@ -56110,15 +56160,16 @@ var Reader = class {
       }
     }
     if (!this.restIsComment(i2, end)) throw DECLINE;
-    this.nodes[self + 1] = i2;
+    this.nodes[this.base + self + 1] = i2;
     this.close(self);
     return out;
   }
 };
 function parsePlainYaml(text) {
-  if (text.includes("	") || text.includes("\r") || UNUSUAL_CHARACTERS.test(text)) return void 0;
+  if (UNUSUAL_OR_TAB.test(text) || SURROGATE.test(text) && UNUSUAL_CHARACTERS.test(text)) return void 0;
   const reader = new Reader(text);
-  const docs = [];
+  const values = [];
+  const bounds = [];
   try {
     for (; ; ) {
       const line = reader.peek();
@@ -56128,17 +56179,19 @@ function parsePlainYaml(text) {
         reader.next = line.end + 1;
         continue;
       }
-      reader.nodes = [];
+      reader.base = reader.count;
       const value = reader.block(line);
       const after2 = reader.peek();
       if (after2 && !reader.isMarker(after2)) return void 0;
-      docs.push({ value, nodes: Int32Array.from(reader.nodes) });
+      values.push(value);
+      bounds.push(reader.base, reader.count);
     }
   } catch (err) {
     if (err === DECLINE) return void 0;
     throw err;
   }
-  return docs;
+  const records = reader.nodes.slice(0, reader.count);
+  return values.map((value, k) => ({ value, nodes: records.subarray(bounds[2 * k], bounds[2 * k + 1]) }));
 }
 var INDEXED_MAPPING_PAIRS = 16;
 var pairIndexes = /* @__PURE__ */ new WeakMap();
@@ -56235,9 +56288,9 @@ function readSpecDir(root, limits = DEFAULT_LIMITS) {
     return { files, diagnostics };
   }
   const unreadable = (full, err) => diagnostics.push(diagnostic("TRL1010", `cannot read: ${err.message}`, void 0, { path: relative(root, full).split(sep2).join("/") }));
-  const pending = [root];
+  const pending = [[root, ""]];
   while (pending.length > 0) {
-    const dir = pending.pop();
+    const [dir, shownDir] = pending.pop();
     let entries;
     try {
       entries = readdirSync(dir, { withFileTypes: true });
@@ -56248,18 +56301,18 @@ function readSpecDir(root, limits = DEFAULT_LIMITS) {
     for (const entry of entries) {
       if (entry.name.startsWith(".")) continue;
       const full = join(dir, entry.name);
-      if (entry.isDirectory()) pending.push(full);
+      const path = shownDir === "" ? entry.name : `${shownDir}/${entry.name}`;
+      if (entry.isDirectory()) pending.push([full, path]);
       else if (entry.isFile() && isSpecFileName(entry.name)) {
-        const path = relative(root, full).split(sep2).join("/");
         try {
-          const size = statSync(full).size;
-          if (size > limits.maxFileBytes) {
+          const bytes = readSmallFile(full, limits.maxFileBytes);
+          if (typeof bytes === "number") {
             diagnostics.push(
-              diagnostic("TRL1001", `file is ${size} bytes; spec files may be at most ${limits.maxFileBytes} bytes`, void 0, { path, hint: "split it into several files" })
+              diagnostic("TRL1001", `file is ${bytes} bytes; spec files may be at most ${limits.maxFileBytes} bytes`, void 0, { path, hint: "split it into several files" })
             );
             continue;
           }
-          const decoded = decodeSpecFile(path, readFileSync2(full));
+          const decoded = decodeSpecFile(path, bytes);
           if ("file" in decoded) files.push(decoded.file);
           else diagnostics.push(decoded.diagnostic);
         } catch (err) {
@@ -56270,6 +56323,23 @@ function readSpecDir(root, limits = DEFAULT_LIMITS) {
   }
   files.sort((a, b) => a.path < b.path ? -1 : a.path > b.path ? 1 : 0);
   return { files, diagnostics };
+}
+function readSmallFile(path, maxBytes) {
+  const fd = openSync(path, "r");
+  try {
+    const size = fstatSync(fd).size;
+    if (size > maxBytes) return size;
+    const bytes = Buffer.allocUnsafe(size);
+    let filled = 0;
+    while (filled < size) {
+      const n = readSync(fd, bytes, filled, size - filled, null);
+      if (n === 0) break;
+      filled += n;
+    }
+    return filled === size ? bytes : bytes.subarray(0, filled);
+  } finally {
+    closeSync(fd);
+  }
 }
 function binaryFile(path, where) {
   return diagnostic("TRL1012", `file is binary, not YAML text: it holds a NUL byte (${where})`, void 0, { path, hint: "only *.yaml and *.yml files are read; rename or move a file that is not a spec" });
@@ -56322,55 +56392,59 @@ function decodeSpecFile(path, bytes) {
 function nestingTooDeep(text, limit) {
   const columns = [];
   let flow = 0;
-  let quote = "";
+  let quote = 0;
   let scalarParent = -1;
   let lineStart = 0;
   while (lineStart <= text.length) {
     let lineEnd = text.indexOf("\n", lineStart);
     if (lineEnd < 0) lineEnd = text.length;
     let i2 = lineStart;
-    while (i2 < lineEnd && text[i2] === " ") i2++;
+    while (i2 < lineEnd && text.charCodeAt(i2) === 32) i2++;
     const indent = i2 - lineStart;
-    const blank = i2 === lineEnd || text[i2] === "#" || text[i2] === "\r";
+    const first2 = text.charCodeAt(i2);
+    const blank = i2 === lineEnd || first2 === 35 || first2 === 13;
     if (scalarParent >= 0 && (blank || indent > scalarParent)) {
       lineStart = lineEnd + 1;
       continue;
     }
     scalarParent = -1;
-    if (flow === 0 && !quote && !blank) {
+    if (flow === 0 && quote === 0 && !blank) {
       if (indent === 0 && (text.startsWith("---", i2) || text.startsWith("...", i2))) columns.length = 0;
       else {
         while (columns.length > 0 && columns[columns.length - 1] >= indent) columns.pop();
         columns.push(indent);
-        while ((text[i2] === "-" || text[i2] === "?") && (i2 + 1 === lineEnd || text[i2 + 1] === " ")) {
+        for (let c3 = text.charCodeAt(i2); (c3 === 45 || c3 === 63) && (i2 + 1 === lineEnd || text.charCodeAt(i2 + 1) === 32); c3 = text.charCodeAt(i2)) {
           i2++;
-          while (i2 < lineEnd && text[i2] === " ") i2++;
+          while (i2 < lineEnd && text.charCodeAt(i2) === 32) i2++;
           if (i2 < lineEnd) columns.push(i2 - lineStart);
           if (columns.length > limit) return i2;
         }
         if (columns.length > limit) return i2;
       }
     }
-    let lastSignificant = "";
+    let lastSignificant = -1;
+    let indicator = false;
     for (; i2 < lineEnd; i2++) {
-      const c3 = text[i2];
-      if (quote) {
-        if (c3 === quote) quote = "";
+      const c3 = text.charCodeAt(i2);
+      if (c3 === 124 || c3 === 62) indicator = true;
+      if (quote !== 0) {
+        if (c3 === quote) quote = 0;
         continue;
       }
-      if (c3 === '"' || c3 === "'") quote = c3;
-      else if (c3 === "#" && (i2 === lineStart || text[i2 - 1] === " " || text[i2 - 1] === "	")) break;
-      else if (c3 === "[" || c3 === "{") {
+      if (c3 === 34 || c3 === 39) quote = c3;
+      else if (c3 === 35 && (i2 === lineStart || text.charCodeAt(i2 - 1) === 32 || text.charCodeAt(i2 - 1) === 9)) break;
+      else if (c3 === 91 || c3 === 123) {
         if (++flow + columns.length > limit) return i2;
-      } else if (c3 === "]" || c3 === "}") flow = Math.max(0, flow - 1);
-      if (c3 !== " " && c3 !== "	" && c3 !== "\r") lastSignificant = c3;
+      } else if (c3 === 93 || c3 === 125) flow = Math.max(0, flow - 1);
+      if (c3 !== 32 && c3 !== 9 && c3 !== 13) lastSignificant = c3;
     }
-    quote = "";
-    if (flow === 0 && "|>-+0123456789".includes(lastSignificant || " ") && /(^|[\s:-])[|>][-+0-9]*$/.test(text.slice(lineStart, lineEnd).replace(/\s+#.*$/, "").trimEnd())) scalarParent = indent;
+    quote = 0;
+    if (indicator && flow === 0 && BLOCK_SCALAR_LAST.has(lastSignificant) && /(^|[\s:-])[|>][-+0-9]*$/.test(text.slice(lineStart, lineEnd).replace(/\s+#.*$/, "").trimEnd())) scalarParent = indent;
     lineStart = lineEnd + 1;
   }
   return -1;
 }
+var BLOCK_SCALAR_LAST = new Set([..."|>-+0123456789"].map((c3) => c3.charCodeAt(0)));
 function nodeDepth(root, limit) {
   let max = 0;
   const stack = [[root, 1]];
@@ -56667,6 +56741,45 @@ function nameKey(from, written) {
   const { namespace, name } = parseServiceKey(written);
   return serviceKey(namespace, name);
 }
+var referenced = /* @__PURE__ */ new WeakMap();
+function referencedServices(route) {
+  let keys = referenced.get(route);
+  if (keys) return keys;
+  const from = namespaceOf(route);
+  const set2 = /* @__PURE__ */ new Set();
+  const mirrors = (filters) => {
+    for (const f of filters ?? []) if (f.type === "RequestMirror" && f.requestMirror) set2.add(refKey(from, f.requestMirror.backendRef));
+  };
+  for (const p of route.spec.parentRefs ?? []) set2.add(refKey(from, p));
+  for (const rule of route.spec.rules ?? []) {
+    mirrors(rule.filters);
+    for (const b of rule.backendRefs ?? []) {
+      set2.add(refKey(from, b));
+      mirrors(b.filters);
+    }
+  }
+  keys = [...set2];
+  referenced.set(route, keys);
+  return keys;
+}
+var targets = /* @__PURE__ */ new WeakMap();
+function targetKeys(policy) {
+  let keys = targets.get(policy);
+  if (keys) return keys;
+  const ns = namespaceOf(policy);
+  keys = [...new Set(policy.spec.targetRefs.map((t2) => refKey(ns, t2)))];
+  targets.set(policy, keys);
+  return keys;
+}
+var sources = /* @__PURE__ */ new WeakMap();
+function accessSources(policy) {
+  let list = sources.get(policy);
+  if (list) return list;
+  const ns = namespaceOf(policy);
+  list = policy.spec.rules.flatMap((rule) => rule.from.map((src) => src.service !== void 0 ? { service: nameKey(ns, src.service) } : src.identity !== void 0 ? { identity: src.identity } : {}));
+  sources.set(policy, list);
+  return list;
+}
 function at(located, path, key = false) {
   return locate(located.source, path, key);
 }
@@ -56685,15 +56798,17 @@ function sourceOrder(a, b) {
 function findPort(service, by) {
   return service.spec.ports.find((p) => (by.port === void 0 || p.port === by.port) && (by.sectionName === void 0 || p.name === by.sectionName));
 }
-function resolveSpec(valid) {
+function indexSpec(valid) {
+  const duplicated = /* @__PURE__ */ new Set();
   const diagnostics = [];
   const firstByKey = /* @__PURE__ */ new Map();
   const kept = { Mesh: [], Service: [], HTTPRoute: [], TrafficPolicy: [], AccessPolicy: [], TrafficTest: [], ReferenceGrant: [], GRPCRoute: [] };
   for (const v of [...valid].sort(sourceOrder)) {
-    const located = { doc: v.doc, source: v.source };
+    const located = v;
     const key = v.doc.kind === "Mesh" ? "Mesh" : `${v.doc.kind}/${keyOf(v.doc)}`;
     const first2 = firstByKey.get(key);
     if (first2) {
+      duplicated.add(key);
       const mesh = v.doc.kind === "Mesh";
       diagnostics.push(
         diagnostic(
@@ -56727,6 +56842,11 @@ function resolveSpec(valid) {
       })
     );
   }
+  return { spec, diagnostics, duplicated };
+}
+function checkReferences(spec, doc) {
+  const diagnostics = [];
+  const services = spec.services;
   const unknownService = (key) => {
     const guess = closest(key, services.keys());
     return guess ? `did you mean "${guess}"?` : "define it with kind: Service";
@@ -56748,8 +56868,8 @@ function resolveSpec(valid) {
     }
     const to = namespaceOf(target.doc);
     if (to === from) return;
-    const parentKeys = (route.doc.spec.parentRefs ?? []).map((p) => refKey(from, p));
-    if (parentKeys.includes(key)) return;
+    const parentKeys2 = (route.doc.spec.parentRefs ?? []).map((p) => refKey(from, p));
+    if (parentKeys2.includes(key)) return;
     const kind = route.doc.kind;
     if (spec.referenceGrants.some((g) => namespaceOf(g.doc) === to && grants(g.doc, kind, from, ref.name))) return;
     diagnostics.push(
@@ -56763,7 +56883,8 @@ function resolveSpec(valid) {
       if (f.type === "RequestMirror" && f.requestMirror) checkBackend(route, f.requestMirror.backendRef, [...path, i2, "requestMirror", "backendRef"], "mirror backendRef");
     });
   };
-  for (const route of [...spec.routes, ...spec.grpcRoutes]) {
+  if (doc.doc.kind === "HTTPRoute" || doc.doc.kind === "GRPCRoute") {
+    const route = doc;
     const parents = route.doc.spec.parentRefs ?? [];
     if (parents.length === 0) {
       diagnostics.push(
@@ -56795,7 +56916,8 @@ function resolveSpec(valid) {
       });
     });
   }
-  for (const policy of [...spec.trafficPolicies, ...spec.accessPolicies]) {
+  if (doc.doc.kind === "TrafficPolicy" || doc.doc.kind === "AccessPolicy") {
+    const policy = doc;
     policy.doc.spec.targetRefs.forEach((t2, i2) => {
       const key = refKey(namespaceOf(policy.doc), t2);
       if (!services.has(key)) {
@@ -56803,7 +56925,8 @@ function resolveSpec(valid) {
       }
     });
   }
-  for (const policy of spec.accessPolicies) {
+  if (doc.doc.kind === "AccessPolicy") {
+    const policy = doc;
     policy.doc.spec.rules.forEach((rule, r2) => {
       rule.from.forEach((src, s) => {
         if (src.service === void 0) return;
@@ -56822,7 +56945,144 @@ function resolveSpec(valid) {
       });
     });
   }
+  return diagnostics;
+}
+function referring(spec) {
+  return [...spec.routes, ...spec.grpcRoutes, ...spec.trafficPolicies, ...spec.accessPolicies];
+}
+function namedServices(doc) {
+  if (doc.kind === "HTTPRoute" || doc.kind === "GRPCRoute") return referencedServices(doc);
+  if (doc.kind === "TrafficPolicy") return targetKeys(doc);
+  if (doc.kind === "AccessPolicy") {
+    const keys = [...targetKeys(doc)];
+    for (const s of accessSources(doc)) if (s.service !== void 0) keys.push(s.service);
+    return keys;
+  }
+  return [];
+}
+function resolveSpec(valid) {
+  const { spec, diagnostics } = indexSpec(valid);
+  for (const doc of referring(spec)) for (const d of checkReferences(spec, doc)) diagnostics.push(d);
   return { spec, diagnostics };
+}
+function fullKey(doc) {
+  return doc.kind === "Mesh" ? "Mesh" : `${doc.kind}/${keyOf(doc)}`;
+}
+function indexByKey(list, key) {
+  let lo = 0;
+  let hi = list.length - 1;
+  while (lo <= hi) {
+    const mid = lo + hi >> 1;
+    const k = keyOf(list[mid].doc);
+    if (k === key) return mid;
+    if (k < key) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return -1;
+}
+function addReferrer(referrers, doc) {
+  for (const key of namedServices(doc.doc)) {
+    const set2 = referrers.get(key);
+    if (set2) set2.add(doc);
+    else referrers.set(key, /* @__PURE__ */ new Set([doc]));
+  }
+}
+function fullResolve(valid) {
+  const { spec, diagnostics: indexDiagnostics, duplicated } = indexSpec(valid);
+  const references = /* @__PURE__ */ new Map();
+  const referrers = /* @__PURE__ */ new Map();
+  const diagnostics = [...indexDiagnostics];
+  for (const doc of referring(spec)) {
+    addReferrer(referrers, doc);
+    const found = checkReferences(spec, doc);
+    if (found.length === 0) continue;
+    references.set(doc, found);
+    for (const d of found) diagnostics.push(d);
+  }
+  return { state: { valid, spec, indexDiagnostics, duplicated, references, referrers }, diagnostics };
+}
+function listOf(spec, kind) {
+  switch (kind) {
+    case "HTTPRoute":
+      return spec.routes;
+    case "GRPCRoute":
+      return spec.grpcRoutes;
+    case "TrafficPolicy":
+      return spec.trafficPolicies;
+    case "AccessPolicy":
+      return spec.accessPolicies;
+    case "TrafficTest":
+      return spec.trafficTests;
+    default:
+      return void 0;
+  }
+}
+function resolveIncrementally(valid, previous) {
+  const replaced = previous ? contentChange(valid, previous) : void 0;
+  if (!previous || !replaced) return { ...fullResolve(valid), change: void 0 };
+  const prev = previous.spec;
+  let services = prev.services;
+  const lists = /* @__PURE__ */ new Map();
+  const recheck = /* @__PURE__ */ new Set();
+  for (const { before, after: after2 } of replaced) {
+    const kind = after2.doc.kind;
+    const key = keyOf(after2.doc);
+    if (kind === "Service") {
+      if (services === prev.services) services = new Map(prev.services);
+      services.set(key, after2);
+      for (const doc of previous.referrers.get(key) ?? []) recheck.add(doc);
+      continue;
+    }
+    let list2 = lists.get(kind);
+    if (!list2) lists.set(kind, list2 = [...listOf(prev, kind)]);
+    list2[indexByKey(list2, key)] = after2;
+    if (kind === "TrafficTest") continue;
+    for (const k of namedServices(before.doc)) previous.referrers.get(k)?.delete(before);
+    addReferrer(previous.referrers, after2);
+    recheck.delete(before);
+    previous.references.delete(before);
+    recheck.add(after2);
+  }
+  const list = (kind, old) => lists.get(kind) ?? old;
+  const spec = {
+    ...prev,
+    services,
+    routes: list("HTTPRoute", prev.routes),
+    grpcRoutes: list("GRPCRoute", prev.grpcRoutes),
+    trafficPolicies: list("TrafficPolicy", prev.trafficPolicies),
+    accessPolicies: list("AccessPolicy", prev.accessPolicies),
+    trafficTests: list("TrafficTest", prev.trafficTests)
+  };
+  const inSpec = (doc) => {
+    const l = doc.doc.kind === "Service" ? void 0 : lists.get(doc.doc.kind) ?? listOf(prev, doc.doc.kind);
+    return l === void 0 || l[indexByKey(l, keyOf(doc.doc))] === doc;
+  };
+  for (const doc of recheck) {
+    if (!inSpec(doc)) continue;
+    const found = checkReferences(spec, doc);
+    if (found.length > 0) previous.references.set(doc, found);
+    else previous.references.delete(doc);
+  }
+  const diagnostics = [...previous.indexDiagnostics];
+  for (const found of previous.references.values()) for (const d of found) diagnostics.push(d);
+  const state = { ...previous, valid, spec };
+  return { state, diagnostics, change: { replaced } };
+}
+function contentChange(valid, previous) {
+  const before = previous.valid;
+  if (valid.length !== before.length) return void 0;
+  const replaced = [];
+  for (let i2 = 0; i2 < valid.length; i2++) {
+    const a = before[i2];
+    const b = valid[i2];
+    if (a === b) continue;
+    const kind = b.doc.kind;
+    if (kind !== a.doc.kind || kind === "Mesh" || kind === "ReferenceGrant") return void 0;
+    const key = fullKey(b.doc);
+    if (key !== fullKey(a.doc) || previous.duplicated.has(key)) return void 0;
+    replaced.push({ before: a, after: b });
+  }
+  return replaced;
 }
 
 // src/config/router.ts
@@ -57212,6 +57472,9 @@ function plannedSubsumes(a, b) {
 }
 
 // src/compiler/check.ts
+function append(into, list) {
+  for (const x2 of list) into.push(x2);
+}
 function compilePorts(service) {
   return service.spec.ports.map((p) => ({ name: p.name ?? null, port: p.port, targetPort: p.targetPort ?? p.port, protocol: portProtocol(p) }));
 }
@@ -57236,16 +57499,142 @@ function describeFactor(factor) {
   return factor <= 1e15 ? String(factor) : "more than 10^15";
 }
 var CHAIN_AMPLIFICATION_LIMIT = 8;
+var NEXT = /* @__PURE__ */ Symbol("next");
+var SETTINGS = {};
+var CALL_GRAPH = {};
+var CHAINS = {};
+var NO_POLICY = Object.freeze({});
+var NO_ACCESS_POLICIES = [];
+function listAt(map2, key) {
+  let list = map2.get(key);
+  if (!list) map2.set(key, list = []);
+  return list;
+}
+function setAt(map2, key) {
+  let set2 = map2.get(key);
+  if (!set2) map2.set(key, set2 = /* @__PURE__ */ new Set());
+  return set2;
+}
+function sameList(a, b) {
+  return a.length === b.length && a.every((x2, i2) => x2 === b[i2]);
+}
+function parentKeys(route) {
+  const ns = namespaceOf(route);
+  return [...new Set((route.spec.parentRefs ?? []).map((p) => refKey(ns, p)))];
+}
+function tableDependencies(plan) {
+  const deps = new Set(plan.dependencies);
+  for (const table2 of plan.consumers.values()) for (const d of table2.dependencies) deps.add(d);
+  return deps;
+}
 var Checker = class {
   diagnostics = [];
+  /** Where `report` puts diagnostics: `diagnostics`, or the unit under way's own list. */
+  #sink = this.diagnostics;
+  #memo;
+  /**
+   * With the incremental compiler: every diagnostic by the unit or section that reported it
+   * (`kind\0name`), kept from compile to compile, so that a compile that redoes only some
+   * units still reports what the others found.
+   */
+  ledger = /* @__PURE__ */ new Map();
+  #depth = 0;
   settings;
   spec;
   /** The identity of every service (meshed or not), by service key, in service order. */
   identities;
-  constructor(spec) {
+  /** Stands for every service's key, namespace, identity and whether it is meshed: an input of units that look at the whole set. */
+  servicesToken;
+  // What the checks found, kept by the incremental compiler for the next compile to patch.
+  /** TrafficPolicies and AccessPolicies per target service, in spec order. */
+  trafficByTarget = /* @__PURE__ */ new Map();
+  accessByTarget = /* @__PURE__ */ new Map();
+  traffic = /* @__PURE__ */ new Map();
+  clusters = /* @__PURE__ */ new Map();
+  /** Each route's rules by the parents it attaches to. */
+  attachments = /* @__PURE__ */ new Map();
+  /** The routes whose parentRefs name each service, in route order (HTTPRoutes, then GRPCRoutes, by key). */
+  routesOf = /* @__PURE__ */ new Map();
+  planned = /* @__PURE__ */ new Map();
+  plans = /* @__PURE__ */ new Map();
+  /** The services one of whose route tables sends to (or mirrors to) each service. */
+  dependents = /* @__PURE__ */ new Map();
+  graph = { calls: /* @__PURE__ */ new Map(), called: /* @__PURE__ */ new Set() };
+  /** Whether some service's retry budget is lifted (ratio ≥ 1), or some service injects aborts: checks across every rule run only then. */
+  lifted = false;
+  faults = false;
+  constructor(spec, memo) {
     this.spec = spec;
-    this.settings = meshSettings(spec.mesh?.doc);
-    this.identities = new Map([...spec.services].map(([key, svc]) => [key, serviceIdentity(this.settings.trustDomain, svc.doc)]));
+    this.#memo = memo;
+    const mesh = spec.mesh?.doc;
+    this.settings = this.unit("settings", SETTINGS, [mesh], () => meshSettings(mesh));
+    this.identities = /* @__PURE__ */ new Map();
+    this.servicesToken = {};
+  }
+  /** Every service's identity, and the token that stands for the services' shape. */
+  identify() {
+    const identities = /* @__PURE__ */ new Map();
+    const shape = [];
+    for (const [key, svc] of this.spec.services) {
+      const id = this.unit("identity", svc, [this.settings], () => serviceIdentity(this.settings.trustDomain, svc.doc));
+      identities.set(key, id);
+      if (this.#memo) shape.push(key, id, namespaceOf(svc.doc), svc.doc.spec.sidecar !== false);
+    }
+    this.identities = identities;
+    this.servicesToken = this.token("services", shape);
+  }
+  /** The memo's token for `parts` (see CompileMemo.token); without a memo, a new object. */
+  token(id, parts) {
+    return this.#memo ? this.#memo.token(id, parts) : {};
+  }
+  /**
+   * Runs `compute`, or with the incremental compiler's memo gives back its last result when
+   * `deps` (every input it reads beyond `key`, by identity) are the same as last time; the
+   * diagnostics it reported are reported again either way, and recorded in the ledger under
+   * `name` (units do not nest).
+   */
+  unit(kind, key, deps, compute, name) {
+    const memo = this.#memo;
+    if (!memo) return compute();
+    const hit = memo.lookup(kind, key, deps);
+    if (hit) {
+      for (const d of hit.diagnostics) this.#sink.push(d);
+      if (name !== void 0) this.#record(`${kind}\0${name}`, hit.diagnostics);
+      return hit.value;
+    }
+    const own = [];
+    const value = this.#capture(own, compute);
+    memo.store(kind, key, deps, value, own);
+    if (name !== void 0) this.#record(`${kind}\0${name}`, own);
+    return value;
+  }
+  /** Runs a check that is not memoised; with the incremental compiler its diagnostics replace those it recorded last time. */
+  section(name, compute) {
+    if (!this.#memo) return compute();
+    const own = [];
+    this.#capture(own, compute);
+    this.#record(name, own);
+  }
+  /** Forgets what a unit or section recorded (it no longer applies). */
+  forget(name) {
+    this.ledger.delete(name);
+  }
+  #capture(own, compute) {
+    const outer = this.#sink;
+    this.#sink = own;
+    this.#depth++;
+    try {
+      return compute();
+    } finally {
+      this.#depth--;
+      this.#sink = outer;
+      for (const d of own) outer.push(d);
+    }
+  }
+  #record(name, found) {
+    if (this.#depth > 0) throw new Error(`bug: unit ${name} runs inside another`);
+    if (found.length > 0) this.ledger.set(name, found);
+    else this.ledger.delete(name);
   }
   /**
    * Service keys by identity, in service order (several services may share one): an exact
@@ -57266,63 +57655,59 @@ var Checker = class {
   }
   #servicesByIdentity;
   report(...args) {
-    this.diagnostics.push(diagnostic(...args));
+    this.#sink.push(diagnostic(...args));
   }
   /** A span in the Mesh document, or none when there is no Mesh document. */
   meshSpan(path) {
     return this.spec.mesh ? at(this.spec.mesh, path) : void 0;
   }
-  /** Which TrafficPolicy set each leaf for each target (`<target>|<leaf path>`), for diagnostics. */
-  policySetBy = /* @__PURE__ */ new Map();
-  /** TrafficPolicies merged per target; two policies may not set one leaf differently. */
-  mergeTrafficPolicies() {
-    const merged = /* @__PURE__ */ new Map();
-    const setBy = this.policySetBy;
-    for (const policy of this.spec.trafficPolicies) {
-      const targets = new Set(policy.doc.spec.targetRefs.map((t2) => refKey(namespaceOf(policy.doc), t2)));
-      for (const target of targets) {
-        if (!this.spec.services.has(target)) continue;
-        const into = merged.get(target) ?? {};
-        merged.set(target, into);
-        for (const leaf of POLICY_LEAVES) {
-          const value = getLeaf(policy.doc.spec, leaf);
-          if (value === void 0) continue;
-          const key = `${target}|${leaf.join(".")}`;
-          const json2 = canonicalJson(value);
-          const earlier = setBy.get(key);
-          if (earlier && earlier.value !== json2) {
-            this.report(
-              "TRL4005",
-              `TrafficPolicies "${keyOf(earlier.policy.doc)}" and "${keyOf(policy.doc)}" both set ${leaf.join(".")} for service "${target}", to different values`,
-              at(policy, ["spec", ...leaf]),
-              { related: [{ span: at(earlier.policy, ["spec", ...leaf]), message: "the other value" }], hint: "set it in one policy only" }
-            );
-            continue;
-          }
-          setBy.set(key, { policy, value: json2 });
-          setLeaf(into, leaf, value);
+  /** Which TrafficPolicy set a leaf (`retryBudget.ratio`) for a target, for diagnostics. */
+  setBy(target, leaf) {
+    return this.traffic.get(target)?.setBy.get(`${target}|${leaf}`);
+  }
+  /** The TrafficPolicies on `target` merged (a unit); two policies may not set one leaf differently. */
+  mergeTarget(target) {
+    const policies = this.trafficByTarget.get(target);
+    if (!policies || policies.length === 0) {
+      this.traffic.delete(target);
+      this.forget(`traffic\0${target}`);
+      return;
+    }
+    this.traffic.set(target, this.unit("traffic", this.spec.services.get(target), policies, () => this.mergeFor(target, policies), target));
+  }
+  /** The TrafficPolicies on one target merged, in spec order, and which policy set each leaf (`<target>|<leaf path>`). */
+  mergeFor(target, policies) {
+    const into = {};
+    const setBy = /* @__PURE__ */ new Map();
+    for (const policy of policies) {
+      for (const leaf of POLICY_LEAVES) {
+        const value = getLeaf(policy.doc.spec, leaf);
+        if (value === void 0) continue;
+        const key = `${target}|${leaf.join(".")}`;
+        const json2 = canonicalJson(value);
+        const earlier = setBy.get(key);
+        if (earlier && earlier.value !== json2) {
+          this.report(
+            "TRL4005",
+            `TrafficPolicies "${keyOf(earlier.policy.doc)}" and "${keyOf(policy.doc)}" both set ${leaf.join(".")} for service "${target}", to different values`,
+            at(policy, ["spec", ...leaf]),
+            { related: [{ span: at(earlier.policy, ["spec", ...leaf]), message: "the other value" }], hint: "set it in one policy only" }
+          );
+          continue;
         }
+        setBy.set(key, { policy, value: json2 });
+        setLeaf(into, leaf, value);
       }
     }
-    return merged;
+    return { settings: into, setBy };
   }
   /** Durations that mean nothing at zero: a retry budget window, a latency decay window. */
-  checkPositiveDurations() {
-    const leaves = [
-      ["retryBudget", "ttl"],
-      ["loadBalancer", "ewma", "decay"]
-    ];
-    const sources = [
-      ...this.spec.trafficPolicies.map((p) => [p, ["spec"], p.doc.spec])
-    ];
-    if (this.spec.mesh) sources.push([this.spec.mesh, ["spec", "defaults", "trafficPolicy"], this.spec.mesh.doc.spec.defaults?.trafficPolicy]);
-    for (const [located, prefix, settings] of sources) {
-      if (!settings) continue;
-      for (const leaf of leaves) {
-        const value = getLeaf(settings, leaf);
-        if (typeof value === "string" && ms(value) === 0) {
-          this.report("TRL4020", `${leaf.join(".")} is 0s, which leaves it no time to measure over`, at(located, [...prefix, ...leaf]), { hint: "leave it out for the default (10s), or give a positive duration" });
-        }
+  checkPositiveDurations(located, prefix, settings) {
+    if (!settings) return;
+    for (const leaf of [["retryBudget", "ttl"], ["loadBalancer", "ewma", "decay"]]) {
+      const value = getLeaf(settings, leaf);
+      if (typeof value === "string" && ms(value) === 0) {
+        this.report("TRL4020", `${leaf.join(".")} is 0s, which leaves it no time to measure over`, at(located, [...prefix, ...leaf]), { hint: "leave it out for the default (10s), or give a positive duration" });
       }
     }
   }
@@ -57651,17 +58036,19 @@ var Checker = class {
       dns: eps?.dns ? { hostname: eps.dns.hostname, port: eps.dns.port ?? defaultPort, refreshIntervalMs: ms(eps.dns.refreshInterval ?? BUILTIN.dnsRefresh) } : null
     };
   }
-  /** Warns when a route sends a caller's requests to a backend whose access policy denies that caller. */
-  checkBackendAccess(plan, planned, consumerPlanned) {
-    const meshedNames = [...plan.values()].filter((p) => p.meshed).map((p) => p.name);
-    const tables = [];
-    for (const [name, rules] of planned) {
-      const consumers = consumerPlanned.get(name);
-      tables.push([name, rules, (c3) => !consumers?.has(plan.get(c3).namespace)]);
-      for (const [ns, consumerRules] of consumers ?? []) tables.push([name, consumerRules, (c3) => plan.get(c3).namespace === ns]);
-    }
-    for (const [name, rules, holds] of tables) {
-      const callers = plan.get(name).callers;
+  /** Warns when a route of `name` sends a caller's requests to a backend whose access policy denies that caller (a unit). */
+  checkBackendAccess(name) {
+    const made = this.planned.get(name);
+    const own = made.plan;
+    const deps = [this.servicesToken];
+    for (const d of tableDependencies(own)) deps.push(this.plans.get(d));
+    this.unit("backend-access", own, deps, () => this.checkBackendAccessOf(name, this.plans, made.rules, made.consumerRules, () => [...this.plans.values()].filter((p) => p.meshed).map((p) => p.name)), name);
+  }
+  checkBackendAccessOf(name, plan, producerRules, consumers, meshedNames) {
+    const tables = [[producerRules, (c3) => !consumers?.has(plan.get(c3).namespace)]];
+    for (const [ns, consumerRules] of consumers ?? []) tables.push([consumerRules, (c3) => plan.get(c3).namespace === ns]);
+    const callers = plan.get(name).callers;
+    for (const [rules, holds] of tables) {
       const warned = /* @__PURE__ */ new Set();
       for (const { rule, origin } of rules) {
         if (!origin) continue;
@@ -57669,7 +58056,7 @@ var Checker = class {
           const backend = plan.get(b.service);
           if (!backend || b.service === name || warned.has(b.service) || backend.callers === "everyone" || !backend.meshed) return;
           const allowed = backend.callers;
-          const denied = (callers === "everyone" ? meshedNames : [...callers]).filter((c3) => plan.has(c3) && holds(c3) && !allowed.has(c3)).sort();
+          const denied = (callers === "everyone" ? meshedNames() : [...callers]).filter((c3) => plan.has(c3) && holds(c3) && !allowed.has(c3)).sort();
           if (denied.length === 0) return;
           warned.add(b.service);
           const shown = denied.slice(0, 5).join(", ") + (denied.length > 5 ? ` and ${denied.length - 5} more` : "");
@@ -57683,92 +58070,342 @@ var Checker = class {
       }
     }
   }
+  /** Checks and plans the whole spec. */
   run() {
-    this.checkMeshDefaults();
-    this.checkPositiveDurations();
-    this.checkSharedIdentities();
-    const traffic = this.mergeTrafficPolicies();
-    const accessByTarget = /* @__PURE__ */ new Map();
-    for (const p of this.spec.accessPolicies) {
-      for (const key of new Set(p.doc.spec.targetRefs.map((t2) => refKey(namespaceOf(p.doc), t2)))) {
-        if (!this.spec.services.has(key)) continue;
-        const list = accessByTarget.get(key) ?? [];
-        list.push(p);
-        accessByTarget.set(key, list);
-      }
-    }
-    const clusters = /* @__PURE__ */ new Map();
-    for (const [name, svc] of this.spec.services) {
-      this.checkService(svc);
-      const meshed = svc.doc.spec.sidecar !== false;
-      const resolved = resolveTrafficSettings([this.settings.trafficPolicy, traffic.get(name) ?? {}]);
-      const cluster = {
-        service: name,
-        meshed,
-        identity: meshed ? this.identities.get(name) : null,
-        ports: compilePorts(svc.doc),
-        ...resolved
-      };
-      clusters.set(name, cluster);
-    }
-    const planned = /* @__PURE__ */ new Map();
-    const consumerPlanned = /* @__PURE__ */ new Map();
-    for (const name of this.spec.services.keys()) planned.set(name, []);
-    for (const route of this.spec.routes) route.doc.spec.rules?.forEach((_, r2) => this.checkRule(route, r2));
-    for (const route of this.spec.grpcRoutes) route.doc.spec.rules?.forEach((_, r2) => this.checkGrpcRule(route, r2));
+    this.identify();
+    this.section("mesh", () => {
+      this.checkMeshDefaults();
+      if (this.spec.mesh) this.checkPositiveDurations(this.spec.mesh, ["spec", "defaults", "trafficPolicy"], this.spec.mesh.doc.spec.defaults?.trafficPolicy);
+    });
+    for (const p of this.spec.trafficPolicies) this.unit("durations", p, [], () => this.checkPositiveDurations(p, ["spec"], p.doc.spec), keyOf(p.doc));
+    this.section("shared-identities", () => this.checkSharedIdentities());
+    for (const policy of this.spec.trafficPolicies) for (const target of targetKeys(policy.doc)) if (this.spec.services.has(target)) listAt(this.trafficByTarget, target).push(policy);
+    for (const target of this.trafficByTarget.keys()) this.mergeTarget(target);
+    for (const policy of this.spec.accessPolicies) for (const target of targetKeys(policy.doc)) if (this.spec.services.has(target)) listAt(this.accessByTarget, target).push(policy);
+    for (const name of this.spec.services.keys()) this.checkServiceAndCluster(name);
     for (const route of [...this.spec.routes, ...this.spec.grpcRoutes]) {
-      const routeNs = namespaceOf(route.doc);
-      route.doc.spec.parentRefs?.forEach((p, pi) => {
-        const key = refKey(routeNs, p);
-        const parent = this.spec.services.get(key);
-        if (!parent) return;
-        const ports = this.attachedPorts(route, p, pi, parent);
-        if (ports === void 0) return;
-        let into = planned.get(key);
-        if (namespaceOf(parent.doc) !== routeNs) {
-          const byNs = consumerPlanned.get(key) ?? /* @__PURE__ */ new Map();
-          consumerPlanned.set(key, byNs);
-          into = byNs.get(routeNs) ?? [];
-          byNs.set(routeNs, into);
-        }
-        for (const port of ports) route.doc.spec.rules?.forEach((_, r2) => into.push(...compileRule(route, r2, pi, port, this.settings, this.spec.services)));
-      });
+      for (const parent of parentKeys(route.doc)) if (this.spec.services.has(parent)) listAt(this.routesOf, parent).push(route);
+      this.checkRoute(route);
     }
-    const plan = /* @__PURE__ */ new Map();
-    for (const [name, svc] of this.spec.services) {
-      const table2 = this.routeTable(svc.doc, planned.get(name));
-      const consumers = /* @__PURE__ */ new Map();
-      for (const [ns, rules] of [...consumerPlanned.get(name) ?? /* @__PURE__ */ new Map()].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)) {
-        consumers.set(ns, this.routeTable(svc.doc, rules));
+    for (const name of this.spec.services.keys()) {
+      const made = this.planOf(name);
+      for (const d of tableDependencies(made.plan)) setAt(this.dependents, d).add(name);
+    }
+    this.buildCallGraph(true);
+    for (const name of this.plans.keys()) this.checkBackendAccess(name);
+    this.checkChains(true);
+    for (const name of this.plans.keys()) this.checkTimeouts(name);
+    for (const p of this.plans.values()) {
+      if (p.cluster.retryBudget.ratio >= 1) this.lifted = true;
+      if (p.cluster.faultInjection.abort) this.faults = true;
+    }
+    this.checkAcrossRules();
+    return { settings: this.settings, services: this.plans };
+  }
+  /**
+   * Patches the last compile's checks and plan (`previous`, whose state this checker takes
+   * over) for a revision in which only documents' content changed: redoes the units the
+   * replaced documents feed, and those that read what they changed, and keeps the rest.
+   * Returns undefined, having changed nothing, when the change reaches further than that
+   * (a service's identity, namespace or meshing, a route's parents): then `run` does all.
+   */
+  patch(previous, change, referrers) {
+    for (const { before, after: after2 } of change.replaced) {
+      if (after2.doc.kind === "Service") {
+        const b = before.doc;
+        const a = after2.doc;
+        if (b.spec.sidecar !== false !== (a.spec.sidecar !== false) || serviceIdentity(this.settings.trustDomain, a) !== previous.identities.get(keyOf(a))) return void 0;
+      } else if (after2.doc.kind === "HTTPRoute" || after2.doc.kind === "GRPCRoute") {
+        if (!sameList(parentKeys(before.doc), parentKeys(after2.doc))) return void 0;
       }
-      const meshed = svc.doc.spec.sidecar !== false;
-      const { inboundAccess, callers } = this.access(svc, accessByTarget.get(name) ?? []);
-      plan.set(name, {
-        name,
-        namespace: namespaceOf(svc.doc),
-        meshed,
-        inbound: meshed ? {
-          service: name,
-          identity: this.identities.get(name),
-          trustDomain: this.settings.trustDomain,
-          mtls: { mode: this.settings.mtlsMode },
-          ports: compilePorts(svc.doc),
-          access: inboundAccess,
-          ...this.settings.egress === "passthrough" ? { egress: "passthrough" } : {}
-        } : null,
-        route: table2.route,
-        cluster: clusters.get(name),
-        endpoints: this.endpoints(svc.doc, meshed),
-        callers,
-        dependencies: table2.dependencies,
-        consumers
-      });
     }
-    this.checkBackendAccess(plan, planned, consumerPlanned);
-    this.checkAccessWithoutMtls(plan);
-    this.checkRetryAmplification(plan);
-    this.checkCallChains(plan, planned);
-    return { settings: this.settings, services: plan };
+    this.settings = previous.settings;
+    this.identities = previous.identities;
+    this.servicesToken = previous.servicesToken;
+    this.#servicesByIdentity = previous.#servicesByIdentity;
+    this.ledger = previous.ledger;
+    this.trafficByTarget = previous.trafficByTarget;
+    this.accessByTarget = previous.accessByTarget;
+    this.traffic = previous.traffic;
+    this.clusters = previous.clusters;
+    this.attachments = previous.attachments;
+    this.routesOf = previous.routesOf;
+    this.planned = previous.planned;
+    this.plans = previous.plans;
+    this.dependents = previous.dependents;
+    this.graph = previous.graph;
+    this.lifted = previous.lifted;
+    this.faults = previous.faults;
+    this.#chains = previous.#chains;
+    const services = /* @__PURE__ */ new Set();
+    const targets2 = /* @__PURE__ */ new Set();
+    const routes = /* @__PURE__ */ new Set();
+    const dirty = /* @__PURE__ */ new Set();
+    let sharedIdentities = false;
+    for (const { before, after: after2 } of change.replaced) {
+      const key = keyOf(after2.doc);
+      switch (after2.doc.kind) {
+        case "Service": {
+          services.add(key);
+          this.unit("identity", after2, [this.settings], () => serviceIdentity(this.settings.trustDomain, after2.doc));
+          if (before.doc.spec.endpoints?.kubernetes || after2.doc.spec.endpoints?.kubernetes) sharedIdentities = true;
+          for (const doc of referrers.get(key) ?? []) if (doc.doc.kind === "HTTPRoute" || doc.doc.kind === "GRPCRoute") routes.add(doc);
+          break;
+        }
+        case "HTTPRoute":
+        case "GRPCRoute": {
+          const route = after2;
+          for (const parent of parentKeys(route.doc)) {
+            const list = this.routesOf.get(parent);
+            if (list) list[list.indexOf(before)] = route;
+          }
+          this.attachments.delete(before);
+          routes.delete(before);
+          routes.add(route);
+          break;
+        }
+        case "TrafficPolicy": {
+          const policy = after2;
+          for (const t2 of this.replaceTargeting(this.trafficByTarget, before, policy)) targets2.add(t2);
+          this.unit("durations", policy, [], () => this.checkPositiveDurations(policy, ["spec"], policy.doc.spec), key);
+          break;
+        }
+        case "AccessPolicy":
+          for (const t2 of this.replaceTargeting(this.accessByTarget, before, after2)) dirty.add(t2);
+          break;
+      }
+    }
+    for (const t2 of targets2) this.mergeTarget(t2);
+    for (const name of /* @__PURE__ */ new Set([...services, ...targets2])) {
+      const cluster = this.clusters.get(name);
+      if (this.checkServiceAndCluster(name) !== cluster || services.has(name)) dirty.add(name);
+    }
+    for (const route of routes) for (const a of this.checkRoute(route)) dirty.add(a);
+    if (sharedIdentities) this.section("shared-identities", () => this.checkSharedIdentities());
+    const changed = /* @__PURE__ */ new Set();
+    let graphChanged = false;
+    let retriesChanged = false;
+    const timeouts = /* @__PURE__ */ new Set();
+    for (const name of dirty) {
+      const old = this.planned.get(name);
+      const made = this.planOf(name);
+      if (made.plan === old.plan) continue;
+      changed.add(name);
+      for (const d of tableDependencies(old.plan)) this.dependents.get(d)?.delete(name);
+      for (const d of tableDependencies(made.plan)) setAt(this.dependents, d).add(name);
+      if (made.callersSignature !== old.callersSignature) graphChanged = true;
+      if (made.worstRetry !== old.worstRetry) retriesChanged = true;
+      timeouts.add(name);
+      if (made.longestTimeout !== old.longestTimeout && made.plan.callers !== "everyone") for (const c3 of made.plan.callers) timeouts.add(c3);
+    }
+    if (graphChanged) this.buildCallGraph(false);
+    const backendAccess = /* @__PURE__ */ new Set();
+    for (const name of changed) {
+      backendAccess.add(name);
+      for (const d of this.dependents.get(name) ?? []) backendAccess.add(d);
+    }
+    for (const name of backendAccess) this.checkBackendAccess(name);
+    if (graphChanged || retriesChanged || services.size > 0) this.checkChains(graphChanged || retriesChanged);
+    for (const name of graphChanged ? this.plans.keys() : timeouts) this.checkTimeouts(name);
+    if (changed.size > 0) {
+      for (const name of changed) {
+        const p = this.plans.get(name);
+        if (p.cluster.retryBudget.ratio >= 1) this.lifted = true;
+        if (p.cluster.faultInjection.abort) this.faults = true;
+      }
+      this.checkAcrossRules();
+    }
+    return { plan: { settings: this.settings, services: this.plans }, changed, graphChanged };
+  }
+  /**
+   * Puts policy `after` in place of `before` in the per-target lists (keeping spec order,
+   * which is by key); returns every target either names.
+   */
+  replaceTargeting(byTarget, before, after2) {
+    const touched = /* @__PURE__ */ new Set();
+    for (const t2 of targetKeys(before.doc)) {
+      const list = byTarget.get(t2);
+      const i2 = list ? list.indexOf(before) : -1;
+      if (i2 < 0) continue;
+      list.splice(i2, 1);
+      if (list.length === 0) byTarget.delete(t2);
+      touched.add(t2);
+    }
+    const key = keyOf(after2.doc);
+    for (const t2 of targetKeys(after2.doc)) {
+      if (!this.spec.services.has(t2)) continue;
+      const list = listAt(byTarget, t2);
+      let i2 = 0;
+      while (i2 < list.length && keyOf(list[i2].doc) < key) i2++;
+      list.splice(i2, 0, after2);
+      touched.add(t2);
+    }
+    return touched;
+  }
+  /** A service's own checks (a unit) and its cluster (a unit); returns the cluster. */
+  checkServiceAndCluster(name) {
+    const svc = this.spec.services.get(name);
+    this.unit("service", svc, [], () => this.checkService(svc), name);
+    const identity = this.identities.get(name);
+    const policy = this.traffic.get(name)?.settings ?? NO_POLICY;
+    const cluster = this.unit("cluster", svc, [this.settings, identity, policy], () => {
+      const meshed = svc.doc.spec.sidecar !== false;
+      return { service: name, meshed, identity: meshed ? identity : null, ports: compilePorts(svc.doc), ...resolveTrafficSettings([this.settings.trafficPolicy, policy]) };
+    });
+    this.clusters.set(name, cluster);
+    return cluster;
+  }
+  /** A route's checks and attachments (a unit); returns the parents it attaches to, before and after. */
+  checkRoute(route) {
+    const deps = [this.settings];
+    for (const key of referencedServices(route.doc)) deps.push(this.spec.services.get(key));
+    const parents = /* @__PURE__ */ new Set();
+    for (const a of this.attachments.get(route) ?? []) parents.add(a.parent);
+    const attached = this.unit("route", route, deps, () => this.checkAndAttach(route), `${route.doc.kind}/${keyOf(route.doc)}`);
+    this.attachments.set(route, attached);
+    for (const a of attached) parents.add(a.parent);
+    return parents;
+  }
+  /** A service's plan (a unit) from its cluster, the rules attached to it and its access policies. */
+  planOf(name) {
+    const svc = this.spec.services.get(name);
+    const rules = [];
+    let consumerRules;
+    for (const route of this.routesOf.get(name) ?? []) {
+      for (const a of this.attachments.get(route)) {
+        if (a.parent !== name) continue;
+        if (a.consumerNamespace === null) append(rules, a.rules);
+        else append(listAt(consumerRules ??= /* @__PURE__ */ new Map(), a.consumerNamespace), a.rules);
+      }
+    }
+    const policies = this.accessByTarget.get(name) ?? NO_ACCESS_POLICIES;
+    const cluster = this.clusters.get(name);
+    const deps = [this.settings, this.identities.get(name), cluster, NEXT];
+    append(deps, rules);
+    deps.push(NEXT);
+    append(deps, policies);
+    deps.push(NEXT);
+    this.accessInputs(policies, deps);
+    if (consumerRules) for (const [ns, list] of consumerRules) deps.push(NEXT, ns), append(deps, list);
+    const made = this.unit("plan", svc, deps, () => this.planService(name, svc, rules, consumerRules, policies, cluster), name);
+    this.planned.set(name, made);
+    this.plans.set(name, made.plan);
+    return made;
+  }
+  /** Who calls whom, as AccessPolicies declare it (a unit in a full check, keyed by every service's callers). */
+  buildCallGraph(memoised) {
+    const build = () => {
+      const calls = /* @__PURE__ */ new Map();
+      for (const target of this.plans.values()) {
+        if (target.callers === "everyone") continue;
+        for (const c3 of target.callers) if (c3 !== target.name) listAt(calls, c3).push(target.name);
+      }
+      const called = /* @__PURE__ */ new Set();
+      for (const list of calls.values()) for (const t2 of list) called.add(t2);
+      return { calls, called };
+    };
+    if (!memoised) {
+      this.graph = build();
+      return;
+    }
+    const signatures = [];
+    for (const p of this.planned.values()) signatures.push(p.callersSignature);
+    this.graph = this.unit("call-graph", CALL_GRAPH, [this.token("call-graph", signatures)], build);
+  }
+  /** Checks that read every service's rules; each runs only when the mesh has what it looks for. */
+  checkAcrossRules() {
+    if (this.lifted) {
+      this.lifted = [...this.plans.values()].some((p) => p.cluster.retryBudget.ratio >= 1);
+      this.section("retry-amplification", () => this.checkRetryAmplification());
+    }
+    if (this.faults) {
+      this.faults = [...this.plans.values()].some((p) => p.cluster.faultInjection.abort);
+      this.section("faults", () => this.checkFaults());
+    }
+    if (this.settings.mtlsMode === "off") this.section("access-without-mtls", () => this.checkAccessWithoutMtls());
+  }
+  /** A route's checks, and its rules compiled for each parent port it attaches to, in parentRef order. */
+  checkAndAttach(route) {
+    if (route.doc.kind === "GRPCRoute") route.doc.spec.rules?.forEach((_, r2) => this.checkGrpcRule(route, r2));
+    else route.doc.spec.rules?.forEach((_, r2) => this.checkRule(route, r2));
+    const routeNs = namespaceOf(route.doc);
+    const attached = [];
+    route.doc.spec.parentRefs?.forEach((p, pi) => {
+      const key = refKey(routeNs, p);
+      const parent = this.spec.services.get(key);
+      if (!parent) return;
+      const ports = this.attachedPorts(route, p, pi, parent);
+      if (ports === void 0) return;
+      const rules = [];
+      for (const port of ports) route.doc.spec.rules?.forEach((_, r2) => append(rules, compileRule(route, r2, pi, port, this.settings, this.spec.services)));
+      attached.push({ parent: key, consumerNamespace: namespaceOf(parent.doc) !== routeNs ? routeNs : null, rules });
+    });
+    return attached;
+  }
+  /**
+   * What a service's access (`access`) reads beyond its policies: the identities its rules
+   * name and the services holding each, or for a namespace or wildcard source every
+   * service (`servicesToken`).
+   */
+  accessInputs(policies, out) {
+    const holders = (id) => {
+      if (id.endsWith("/*")) out.push(this.servicesToken);
+      else {
+        out.push(id);
+        append(out, this.servicesByIdentity.get(id) ?? []);
+        out.push(NEXT);
+      }
+    };
+    for (const p of policies) {
+      for (const source of accessSources(p.doc)) {
+        if (source.service !== void 0) {
+          const id = this.identities.get(source.service);
+          if (id === void 0) out.push(void 0);
+          else holders(id);
+        } else if (source.identity !== void 0) holders(source.identity);
+        else out.push(this.servicesToken);
+      }
+    }
+  }
+  /** One service's plan from its parts, with its route tables as finished (sorted, implicit rules added). */
+  planService(name, svc, rules, consumerRules, policies, cluster) {
+    const table2 = this.routeTable(svc.doc, rules);
+    const consumers = /* @__PURE__ */ new Map();
+    const sortedConsumers = /* @__PURE__ */ new Map();
+    for (const [ns, list] of [...consumerRules ?? /* @__PURE__ */ new Map()].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)) {
+      consumers.set(ns, this.routeTable(svc.doc, list));
+      sortedConsumers.set(ns, list);
+    }
+    const meshed = svc.doc.spec.sidecar !== false;
+    const { inboundAccess, callers } = this.access(svc, policies);
+    const plan = {
+      name,
+      namespace: namespaceOf(svc.doc),
+      meshed,
+      inbound: meshed ? {
+        service: name,
+        identity: this.identities.get(name),
+        trustDomain: this.settings.trustDomain,
+        mtls: { mode: this.settings.mtlsMode },
+        ports: compilePorts(svc.doc),
+        access: inboundAccess,
+        ...this.settings.egress === "passthrough" ? { egress: "passthrough" } : {}
+      } : null,
+      route: table2.route,
+      cluster,
+      endpoints: this.endpoints(svc.doc, meshed),
+      callers,
+      dependencies: table2.dependencies,
+      consumers
+    };
+    let worstRetry = 0;
+    let longestTimeout = 0;
+    for (const { rule: r2 } of rules) {
+      if (r2.retry.codes.length > 0 || (r2.retry.grpcCodes?.length ?? 0) > 0) worstRetry = Math.max(worstRetry, r2.retry.attempts);
+      longestTimeout = Math.max(longestTimeout, r2.timeouts.requestMs);
+    }
+    const callersSignature = callers === "everyone" ? "*" : [...callers].join("\0");
+    return { plan, rules, consumerRules: sortedConsumers, worstRetry, longestTimeout, callersSignature };
   }
   /**
    * The ports of `parent` a route's parentRef attaches its rules to: `[null]` for every
@@ -57878,7 +58515,8 @@ var Checker = class {
    * services are left out: their callers' own sidecars apply them, which needs no
    * verification (TRL4013 says what that leaves open).
    */
-  checkAccessWithoutMtls(plan) {
+  checkAccessWithoutMtls() {
+    const plan = this.plans;
     if (this.settings.mtlsMode !== "off") return;
     const needsIdentity = [...plan.values()].filter((s) => s.inbound && (s.inbound.access.default === "policy" || s.inbound.access.default === "all-authenticated"));
     if (needsIdentity.length === 0) return;
@@ -57906,7 +58544,8 @@ var Checker = class {
    * every request as often as its rule allows, multiplying the load on a failing service.
    * Warned once per service, at the setting that lifted the budget.
    */
-  checkRetryAmplification(plan) {
+  checkRetryAmplification() {
+    const plan = this.plans;
     const worst = /* @__PURE__ */ new Map();
     for (const svc of plan.values()) {
       for (const rule of svc.route.rules) {
@@ -57917,7 +58556,7 @@ var Checker = class {
     for (const [name, attempts] of worst) {
       const budget = plan.get(name)?.cluster.retryBudget;
       if (!budget || budget.ratio < 1) continue;
-      const setBy = this.policySetBy.get(`${name}|retryBudget.ratio`);
+      const setBy = this.setBy(name, "retryBudget.ratio");
       const span = setBy ? at(setBy.policy, ["spec", "retryBudget", "ratio"]) : this.meshSpan(["spec", "defaults", "trafficPolicy", "retryBudget", "ratio"]);
       this.report(
         "TRL4004",
@@ -57937,66 +58576,79 @@ var Checker = class {
    * - fault injection on a backend whose callers retry the injected status: injected faults
    *   are never retried, so the retries do not hide them (said once, as information).
    */
-  checkCallChains(plan, planned) {
-    const calls = /* @__PURE__ */ new Map();
-    const meshed = [...plan.values()].filter((p) => p.meshed).map((p) => p.name);
-    for (const target of plan.values()) {
-      if (target.callers === "everyone") continue;
-      for (const c3 of target.callers) {
-        if (c3 === target.name) continue;
-        const list = calls.get(c3);
-        if (list) list.push(target.name);
-        else calls.set(c3, [target.name]);
+  checkChains(recompute) {
+    const { calls, called } = this.graph;
+    const walk = () => {
+      const worst = worstChains(calls, (target) => 1 + (this.planned.get(target)?.worstRetry ?? 0));
+      const found2 = [];
+      for (const entry of this.plans.values()) {
+        if (!entry.meshed || called.has(entry.name)) continue;
+        const w = worst(entry.name);
+        if (w.factor > CHAIN_AMPLIFICATION_LIMIT) found2.push({ entry: entry.name, chain: chainServices(w), factor: w.factor });
       }
-    }
-    const rulesTo = (target) => planned.get(target) ?? [];
-    const memoised = (f) => {
-      const memo = /* @__PURE__ */ new Map();
-      return (target) => {
-        let v = memo.get(target);
-        if (v === void 0) memo.set(target, v = f(target));
-        return v;
-      };
+      return found2;
     };
-    const worstAttempts = memoised((target) => rulesTo(target).reduce((m, r2) => Math.max(m, r2.rule.retry.codes.length > 0 || (r2.rule.retry.grpcCodes?.length ?? 0) > 0 ? r2.rule.retry.attempts : 0), 0));
-    const longestTimeout = memoised((target) => rulesTo(target).reduce((m, r2) => Math.max(m, r2.rule.timeouts.requestMs), 0));
-    const worst = worstChains(calls, (target) => 1 + worstAttempts(target));
-    const called = new Set([...calls.values()].flat());
-    for (const entry of meshed.filter((m) => !called.has(m))) {
-      const w = worst(entry);
-      if (w.factor <= CHAIN_AMPLIFICATION_LIMIT) continue;
-      const chain = chainServices(w);
-      const svc = this.spec.services.get(entry);
-      this.report(
-        "TRL4021",
-        `retries multiply along ${describeChain(chain)}: one request from ${entry} can become ${describeFactor(w.factor)} requests at ${chain.at(-1)} when everything fails`,
-        at(svc, ["metadata", "name"]),
-        { hint: "retry at one hop only (usually the one nearest the caller), or lower retry.attempts on the inner hops; retry budgets cap it per hop" }
-      );
-    }
-    for (const [target, rules] of planned) {
-      const inner = (calls.get(target) ?? []).reduce((m, callee) => Math.max(m, longestTimeout(callee)), 0);
-      if (inner === 0) continue;
-      const reported = /* @__PURE__ */ new Set();
-      for (const { rule, origin } of rules) {
-        if (!origin || rule.timeouts.requestMs === 0 || rule.timeouts.requestMs >= inner) continue;
-        const key = `${keyOf(origin.route.doc)}/${origin.ruleIndex}`;
-        if (reported.has(key)) continue;
-        reported.add(key);
+    let found;
+    if (!this.#memo) found = walk();
+    else if (recompute) {
+      const attempts = [];
+      for (const p of this.planned.values()) attempts.push(p.worstRetry);
+      found = this.unit("chains", CHAINS, [this.graph, this.servicesToken, this.token("worst-retry", attempts)], walk);
+    } else found = this.#chains;
+    this.#chains = found;
+    this.section("chains", () => {
+      for (const { entry, chain, factor } of found) {
         this.report(
-          "TRL4022",
-          `calls to "${target}" time out after ${formatDuration(rule.timeouts.requestMs)}, but "${target}" may wait up to ${formatDuration(inner)} on its own calls: callers give up while that work goes on`,
-          at(origin.route, ["spec", "rules", origin.ruleIndex, ...origin.route.doc.spec.rules?.[origin.ruleIndex]?.timeouts?.request !== void 0 ? ["timeouts", "request"] : []]),
-          { hint: `give "${target}"'s callers a longer timeout, or its own calls shorter ones` }
+          "TRL4021",
+          `retries multiply along ${describeChain(chain)}: one request from ${entry} can become ${describeFactor(factor)} requests at ${chain.at(-1)} when everything fails`,
+          at(this.spec.services.get(entry), ["metadata", "name"]),
+          { hint: "retry at one hop only (usually the one nearest the caller), or lower retry.attempts on the inner hops; retry budgets cap it per hop" }
         );
       }
+    });
+  }
+  #chains = [];
+  /** Timeouts (a unit per service): a rule of X → `target` waiting less than `target`'s own calls may take. */
+  checkTimeouts(target) {
+    const p = this.planned.get(target);
+    let inner = 0;
+    for (const callee of this.graph.calls.get(target) ?? []) inner = Math.max(inner, this.planned.get(callee)?.longestTimeout ?? 0);
+    if (inner === 0) {
+      this.forget(`timeouts\0${target}`);
+      return;
     }
-    for (const target of plan.values()) {
+    this.unit(
+      "timeouts",
+      p.rules,
+      [inner],
+      () => {
+        const reported = /* @__PURE__ */ new Set();
+        for (const { rule, origin } of p.rules) {
+          if (!origin || rule.timeouts.requestMs === 0 || rule.timeouts.requestMs >= inner) continue;
+          const key = `${keyOf(origin.route.doc)}/${origin.ruleIndex}`;
+          if (reported.has(key)) continue;
+          reported.add(key);
+          this.report(
+            "TRL4022",
+            `calls to "${target}" time out after ${formatDuration(rule.timeouts.requestMs)}, but "${target}" may wait up to ${formatDuration(inner)} on its own calls: callers give up while that work goes on`,
+            at(origin.route, ["spec", "rules", origin.ruleIndex, ...origin.route.doc.spec.rules?.[origin.ruleIndex]?.timeouts?.request !== void 0 ? ["timeouts", "request"] : []]),
+            { hint: `give "${target}"'s callers a longer timeout, or its own calls shorter ones` }
+          );
+        }
+      },
+      target
+    );
+  }
+  /** Faults: injected statuses that callers' rules would retry (said once per target, as information). */
+  checkFaults() {
+    let allRules;
+    for (const target of this.plans.values()) {
       const abort = target.cluster.faultInjection.abort;
       if (!abort) continue;
-      const retried = [...planned.values()].flat().find(({ rule }) => rule.backends.some((b) => b.service === target.name) && rule.retry.attempts > 0 && rule.retry.codes.includes(abort.httpStatus));
+      allRules ??= [...this.planned.values()].flatMap((p) => p.rules);
+      const retried = allRules.find(({ rule }) => rule.backends.some((b) => b.service === target.name) && rule.retry.attempts > 0 && rule.retry.codes.includes(abort.httpStatus));
       if (!retried) continue;
-      const setBy = this.policySetBy.get(`${target.name}|faultInjection.abort`);
+      const setBy = this.setBy(target.name, "faultInjection.abort");
       this.report(
         "TRL4023",
         `${abort.percentage}% of calls to "${target.name}" are answered ${abort.httpStatus} by fault injection; callers retry ${abort.httpStatus}, but injected faults are never retried, so callers see every one`,
@@ -58033,6 +58685,14 @@ function checkSpec(spec) {
   const plan = checker.run();
   return { plan, diagnostics: checker.diagnostics };
 }
+function checkIncrementally(spec, memo, previous, change, referrers) {
+  const checker = new Checker(spec, memo);
+  const patched = previous && change ? checker.patch(previous, change, referrers) : void 0;
+  const plan = patched ? patched.plan : checker.run();
+  const diagnostics = [];
+  for (const found of checker.ledger.values()) append(diagnostics, found);
+  return { plan, diagnostics, state: checker, delta: patched && { changed: patched.changed, graphChanged: patched.graphChanged } };
+}
 
 // src/config/types.ts
 var PROXY_CONFIG_API_VERSION = "trellis.dev/proxy/v1alpha1";
@@ -58052,51 +58712,97 @@ function makeProxyConfig(service, resources) {
 }
 
 // src/compiler/emit.ts
-function emitMesh(plan, memo) {
-  if (!memo) return emitWith(plan, makeResource);
-  try {
-    return emitWith(plan, (name, body) => memo.resource(name, body));
-  } finally {
-    memo.endEmit();
-  }
+function emitMesh(plan) {
+  const state = newEmitState();
+  emitAll(plan, state, makeResource);
+  return finish(plan, state);
 }
-function emitWith(plan, makeResource2) {
-  const shared = /* @__PURE__ */ new Map();
+function newEmitState() {
+  return { shared: /* @__PURE__ */ new Map(), open: [], byCaller: /* @__PURE__ */ new Map(), configs: /* @__PURE__ */ new Map() };
+}
+function sharedResources(svc, makeResource2) {
+  const consumers = /* @__PURE__ */ new Map();
+  for (const [ns, table2] of svc.consumers) consumers.set(ns, makeResource2(`route/${svc.name}`, table2.route));
+  return {
+    route: makeResource2(`route/${svc.name}`, svc.route),
+    cluster: makeResource2(`cluster/${svc.name}`, svc.cluster),
+    endpoints: makeResource2(`endpoints/${svc.name}`, svc.endpoints),
+    consumers
+  };
+}
+function invertCallers(plan, state) {
+  state.open = [];
+  state.byCaller = /* @__PURE__ */ new Map();
   for (const svc of plan.services.values()) {
-    shared.set(`route/${svc.name}`, makeResource2(`route/${svc.name}`, svc.route));
-    shared.set(`cluster/${svc.name}`, makeResource2(`cluster/${svc.name}`, svc.cluster));
-    shared.set(`endpoints/${svc.name}`, makeResource2(`endpoints/${svc.name}`, svc.endpoints));
-    for (const [ns, table2] of svc.consumers) shared.set(`route/${svc.name} ${ns}`, makeResource2(`route/${svc.name}`, table2.route));
-  }
-  const open2 = [];
-  const byCaller = /* @__PURE__ */ new Map();
-  for (const svc of plan.services.values()) {
-    if (svc.callers === "everyone") open2.push(svc.name);
+    if (svc.callers === "everyone") state.open.push(svc.name);
     else
       for (const c3 of svc.callers) {
-        const list = byCaller.get(c3);
+        const list = state.byCaller.get(c3);
         if (list) list.push(svc.name);
-        else byCaller.set(c3, [svc.name]);
+        else state.byCaller.set(c3, [svc.name]);
       }
   }
-  const configs = /* @__PURE__ */ new Map();
-  for (const svc of plan.services.values()) {
-    if (!svc.inbound) continue;
-    const names = /* @__PURE__ */ new Set();
-    for (const target of [...open2, ...byCaller.get(svc.name) ?? []]) {
-      const targetPlan = plan.services.get(target);
-      const consumer = targetPlan.consumers.get(svc.namespace);
-      names.add(consumer ? `route/${target} ${svc.namespace}` : `route/${target}`);
-      for (const dep of consumer ? consumer.dependencies : targetPlan.dependencies) {
-        names.add(`cluster/${dep}`);
-        names.add(`endpoints/${dep}`);
-      }
+}
+function configOf(plan, state, svc, makeResource2, units) {
+  const picked = /* @__PURE__ */ new Set();
+  const add = (target) => {
+    const targetPlan = plan.services.get(target);
+    const consumer = targetPlan.consumers.get(svc.namespace);
+    const resources2 = state.shared.get(target);
+    picked.add(consumer ? resources2.consumers.get(svc.namespace) : resources2.route);
+    for (const dep of consumer ? consumer.dependencies : targetPlan.dependencies) {
+      const d = state.shared.get(dep);
+      picked.add(d.cluster);
+      picked.add(d.endpoints);
     }
-    const resources = [makeResource2("inbound", svc.inbound)];
-    for (const name of names) resources.push(shared.get(name));
-    configs.set(svc.name, makeProxyConfig(svc.name, resources));
-  }
+  };
+  for (const target of state.open) add(target);
+  for (const target of state.byCaller.get(svc.name) ?? []) add(target);
+  const inbound = units ? units.unit("inbound", svc, [], () => makeResource2("inbound", svc.inbound)) : makeResource2("inbound", svc.inbound);
+  const resources = [inbound, ...picked];
+  return units ? units.unit("config", svc.inbound, resources, () => makeProxyConfig(svc.name, resources)) : makeProxyConfig(svc.name, resources);
+}
+function emitAll(plan, state, makeResource2, units) {
+  state.shared.clear();
+  state.configs.clear();
+  for (const svc of plan.services.values()) state.shared.set(svc.name, units ? units.unit("resources", svc, [], () => sharedResources(svc, makeResource2)) : sharedResources(svc, makeResource2));
+  invertCallers(plan, state);
+  for (const svc of plan.services.values()) if (svc.inbound) state.configs.set(svc.name, configOf(plan, state, svc, makeResource2, units));
+}
+function finish(plan, state, copy = true) {
+  const configs = copy ? new Map(state.configs) : state.configs;
   return { mesh: plan.settings.name, version: versionOf([...configs.values()].map((c3) => ({ name: c3.service, version: c3.version }))), configs };
+}
+function emitIncrementally(plan, memo, previous, delta, dependents) {
+  const makeResource2 = (name, body) => memo.versions.resource(name, body);
+  try {
+    if (!previous || !delta || delta.graphChanged) {
+      const state2 = previous ?? newEmitState();
+      emitAll(plan, state2, makeResource2, memo.units);
+      return { mesh: finish(plan, state2, false), state: state2 };
+    }
+    const state = previous;
+    const rebuild = /* @__PURE__ */ new Set();
+    let everyone = false;
+    const callersOf = (name) => {
+      const callers = plan.services.get(name).callers;
+      if (callers === "everyone") everyone = true;
+      else for (const c3 of callers) rebuild.add(c3);
+    };
+    for (const name of delta.changed) {
+      const svc = plan.services.get(name);
+      state.shared.set(name, memo.units.unit("resources", svc, [], () => sharedResources(svc, makeResource2)));
+      rebuild.add(name);
+      callersOf(name);
+      for (const d of dependents.get(name) ?? []) callersOf(d);
+    }
+    for (const svc of everyone ? plan.services.values() : [...rebuild].map((name) => plan.services.get(name))) {
+      if (svc.inbound) state.configs.set(svc.name, configOf(plan, state, svc, makeResource2, memo.units));
+    }
+    return { mesh: finish(plan, state, false), state };
+  } finally {
+    memo.versions.endEmit();
+  }
 }
 
 // src/compiler/validators-runtime.ts
@@ -58104,8 +58810,11 @@ function withinMaxDuration(data, limitMs) {
   return (parseDuration(data) ?? 0) <= limitMs;
 }
 function ucs2length(text) {
-  let count = 0;
-  for (let i2 = 0; i2 < text.length; i2++) {
+  let i2 = 0;
+  while (i2 < text.length && (text.charCodeAt(i2) & 63488) !== 55296) i2++;
+  if (i2 === text.length) return i2;
+  let count = i2;
+  for (; i2 < text.length; i2++) {
     count++;
     const c3 = text.charCodeAt(i2);
     if (c3 >= 55296 && c3 <= 56319 && i2 + 1 < text.length && (text.charCodeAt(i2 + 1) & 64512) === 56320) i2++;
@@ -71630,7 +72339,7 @@ function explain(result, request2, pathPrefix) {
 function formatShare2(share) {
   return `${Math.round(share * 1e3) / 10}%`;
 }
-var SETTINGS = [
+var SETTINGS2 = [
   { name: "load balancer", leaf: ["loadBalancer", "type"], show: (c3) => c3.loadBalancer.type },
   { name: "max requests in flight", leaf: ["circuitBreaker", "maxRequests"], show: (c3) => String(c3.circuitBreaker.maxRequests) },
   { name: "max pending requests", leaf: ["circuitBreaker", "maxPendingRequests"], show: (c3) => String(c3.circuitBreaker.maxPendingRequests) },
@@ -71651,7 +72360,7 @@ var SETTINGS = [
   { name: "fault injection", leaf: ["faultInjection", "abort"], show: (c3) => c3.faultInjection.abort || c3.faultInjection.delay ? JSON.stringify(c3.faultInjection) : "none" }
 ];
 function clusterSettings(cluster, service, spec, loc) {
-  return SETTINGS.map(({ name, leaf, show }) => {
+  return SETTINGS2.map(({ name, leaf, show }) => {
     const policy = spec.trafficPolicies.find((p) => p.doc.spec.targetRefs.some((t2) => refKey(namespaceOf(p.doc), t2) === service) && getLeaf(p.doc.spec, leaf) !== void 0);
     let origin;
     if (policy) origin = { source: "spec", at: loc(at(policy, ["spec", ...leaf])) };
@@ -71756,7 +72465,7 @@ function runOne(result, test, out) {
 }
 
 // src/compiler/compile.ts
-function append(into, list) {
+function append2(into, list) {
   for (const x2 of list) into.push(x2);
 }
 function fileStages(file, limits = DEFAULT_LIMITS) {
@@ -71773,9 +72482,15 @@ function compileFiles(files, options = {}) {
 }
 function compileStages(stages, options = {}, memo) {
   const diagnostics = [];
+  const sort = (list) => {
+    if (!memo) return sortDiagnostics(list);
+    const sorted3 = sortDiagnosticsLike(memo.sorted, list);
+    memo.sorted = sorted3;
+    return sorted3;
+  };
   let documents = 0;
   for (const s of stages) {
-    append(diagnostics, s.parseDiagnostics);
+    append2(diagnostics, s.parseDiagnostics);
     documents += s.documents.length;
   }
   if (documents === 0 && diagnostics.length === 0) {
@@ -71786,22 +72501,48 @@ function compileStages(stages, options = {}, memo) {
   }
   const valid = [];
   for (const s of stages) {
-    append(diagnostics, s.validateDiagnostics);
-    append(valid, s.valid);
+    append2(diagnostics, s.validateDiagnostics);
+    append2(valid, s.valid);
   }
-  const resolved = resolveSpec(valid);
-  append(diagnostics, resolved.diagnostics);
-  const checked = checkSpec(resolved.spec);
-  append(diagnostics, checked.diagnostics);
-  if (hasErrors(diagnostics)) return { diagnostics: sortDiagnostics(diagnostics), spec: resolved.spec, plan: checked.plan };
-  const compiled = { diagnostics: [], mesh: emitMesh(checked.plan, memo), spec: resolved.spec, plan: checked.plan };
-  if (options.trafficTests !== false && resolved.spec.trafficTests.length > 0) {
+  let spec;
+  let plan;
+  let mesh;
+  if (memo) {
+    const resolved = resolveIncrementally(valid, memo.resolve);
+    memo.resolve = resolved.state;
+    append2(diagnostics, resolved.diagnostics);
+    const previousCheck = memo.emit ? memo.check : void 0;
+    const checked = checkIncrementally(resolved.state.spec, memo.units, previousCheck, resolved.change, resolved.state.referrers);
+    memo.check = checked.state;
+    append2(diagnostics, checked.diagnostics);
+    spec = resolved.state.spec;
+    plan = checked.plan;
+    mesh = () => {
+      const emitted = emitIncrementally(checked.plan, memo, memo.emit, checked.delta, checked.state.dependents);
+      memo.emit = emitted.state;
+      return emitted.mesh;
+    };
+  } else {
+    const resolved = resolveSpec(valid);
+    append2(diagnostics, resolved.diagnostics);
+    const checked = checkSpec(resolved.spec);
+    append2(diagnostics, checked.diagnostics);
+    spec = resolved.spec;
+    plan = checked.plan;
+    mesh = () => emitMesh(checked.plan);
+  }
+  if (hasErrors(diagnostics)) {
+    if (memo) memo.emit = void 0;
+    return { diagnostics: sort(diagnostics), spec, plan };
+  }
+  const compiled = { diagnostics: [], mesh: mesh(), spec, plan };
+  if (options.trafficTests !== false && spec.trafficTests.length > 0) {
     const tests = runTrafficTests(compiled);
-    append(diagnostics, tests.diagnostics);
-    if (hasErrors(tests.diagnostics)) return { diagnostics: sortDiagnostics(diagnostics), spec: resolved.spec, plan: checked.plan, trafficTests: tests.results };
-    return { ...compiled, diagnostics: sortDiagnostics(diagnostics), trafficTests: tests.results };
+    append2(diagnostics, tests.diagnostics);
+    if (hasErrors(tests.diagnostics)) return { diagnostics: sort(diagnostics), spec, plan, trafficTests: tests.results };
+    return { ...compiled, diagnostics: sort(diagnostics), trafficTests: tests.results };
   }
-  return { ...compiled, diagnostics: sortDiagnostics(diagnostics) };
+  return { ...compiled, diagnostics: sort(diagnostics) };
 }
 async function compileDir(dir, options = {}) {
   const loaded = readSpecDir(dir, options.limits ?? DEFAULT_LIMITS);
@@ -72032,7 +72773,7 @@ function forEachLineWithContent(input, callback) {
 function folderExists(path) {
   return (0, import_file_exists.exists)(path, import_file_exists.FOLDER);
 }
-function append2(target, item) {
+function append3(target, item) {
   if (Array.isArray(target)) {
     if (!target.includes(item)) {
       target.push(item);
@@ -72353,7 +73094,7 @@ __export(utils_exports2, {
   NOOP: () => NOOP,
   NULL: () => NULL,
   RemoteLineParser: () => RemoteLineParser,
-  append: () => append2,
+  append: () => append3,
   appendTaskOptions: () => appendTaskOptions,
   asArray: () => asArray,
   asCamelCase: () => asCamelCase,
@@ -73021,7 +73762,7 @@ function createLogger2(label, verbose, initialStep, infoDebugger = createLog()) 
   const key = childLoggerName(filterType(verbose, filterString), debugDebugger, infoDebugger);
   return step(initialStep);
   function sibling(name, initial) {
-    return append2(
+    return append3(
       spawned,
       createLogger2(label, key.replace(/^[^:]+/, name), initial, infoDebugger)
     );
@@ -74267,8 +75008,8 @@ var init_parse_pull = __esm({
         return false;
       }),
       new LineParser(ACTION_REGEX, (result, [action, file]) => {
-        append2(result.files, file);
-        append2(action === "create" ? result.created : result.deleted, file);
+        append3(result.files, file);
+        append3(action === "create" ? result.created : result.deleted, file);
       })
     ];
     errorParsers = [
@@ -74438,7 +75179,7 @@ __export(push_exports, {
   pushTask: () => pushTask
 });
 function pushTagsTask(ref = {}, customArgs) {
-  append2(customArgs, "--tags");
+  append3(customArgs, "--tags");
   return pushTask(ref, customArgs);
 }
 function pushTask(ref = {}, customArgs) {
@@ -74450,8 +75191,8 @@ function pushTask(ref = {}, customArgs) {
     commands.splice(1, 0, ref.remote);
   }
   remove(commands, "-v");
-  append2(commands, "--verbose");
-  append2(commands, "--porcelain");
+  append3(commands, "--verbose");
+  append3(commands, "--porcelain");
   return {
     commands,
     format: "utf-8",
@@ -74821,7 +75562,7 @@ var init_clone = __esm({
       return straightThroughStringTask(commands);
     };
     cloneMirrorTask = (repo, directory, customArgs) => {
-      append2(customArgs, "--mirror");
+      append3(customArgs, "--mirror");
       return cloneTask(repo, directory, customArgs);
     };
   }
@@ -75008,7 +75749,7 @@ var init_scheduler = __esm({
           );
           return;
         }
-        const task = append2(this.running, this.pending.shift());
+        const task = append3(this.running, this.pending.shift());
         this.logger(`Attempting id=%s`, task.id);
         task.done(() => {
           this.logger(`Completing id=`, task.id);
@@ -75017,7 +75758,7 @@ var init_scheduler = __esm({
         });
       }
       next() {
-        const { promise, id } = append2(this.pending, createScheduledTask());
+        const { promise, id } = append3(this.pending, createScheduledTask());
         this.logger(`Scheduling id=%s`, id);
         this.schedule();
         return promise;
@@ -76116,7 +76857,7 @@ function runGit(args, options) {
         kill();
       }, options.idleTimeoutMs);
     };
-    const finish = () => {
+    const finish2 = () => {
       clearTimeout(idle);
       clearTimeout(escalate);
       options.signal.removeEventListener("abort", kill);
@@ -76135,11 +76876,11 @@ function runGit(args, options) {
       if (killing) signalGroup("SIGKILL");
     });
     child.once("error", (e) => {
-      finish();
+      finish2();
       reject(e);
     });
     child.on("close", (code) => {
-      finish();
+      finish2();
       resolvePromise({ code, stdout: Buffer.concat(out), stderr: Buffer.concat(err).toString("utf8"), timedOut });
     });
     if (options.input !== void 0) {
