@@ -54,19 +54,26 @@ export function coreScalar(text: string): unknown {
   return text;
 }
 
-/** What a node record holds (the fourth number of a record). */
+/** What a node record holds (the low two bits of its first number). */
 const SCALAR = 0;
 const MAPPING = 1;
 const SEQUENCE = 2;
 /** A key with nothing after it: null, with no span of its own here. */
 const EMPTY = 3;
 
+/** Texts this long or longer are left to the other readers: a record's first number holds start + 1 shifted by two bits. */
+const MAX_TEXT = 1 << 28;
+
 /**
  * One document read by the fast path: its value and a compact record of where its nodes
- * are. `nodes` holds four numbers per node in document order (a mapping's key right
- * before its value): start offset, end offset, the index of the record after the node's
- * subtree, and its kind (scalar, mapping, sequence, empty). Offsets are those of the
- * `yaml` package's `range[0]` and `range[1]`; an empty value has none (-1), nor has a block
+ * are. `nodes` holds one record per node in document order (a mapping's key right before
+ * its value), most of them scalars, so records are as short as their kind allows:
+ * - first, `(start + 1) << 2 | kind` for every kind (start -1: unknown);
+ * - then, except for an empty value, the end offset (-1: unknown);
+ * - then, for a mapping or sequence, the index of the record after its subtree (its
+ *   children's records start right after its own three numbers).
+ * A scalar takes two numbers, an empty value one, a collection three. Offsets are those of
+ * the `yaml` package's `range[0]` and `range[1]`; an empty value has none, nor has a block
  * collection whose last value is empty, and asking for those goes to the positional parse.
  */
 export interface PlainDocument {
@@ -196,21 +203,42 @@ class Reader {
     return t.charCodeAt(i) === 35 && (i === from ? from > 0 && t.charCodeAt(from - 1) === 32 : true);
   }
 
-  record(start: number, end: number, kind: number): number {
-    const i = this.count;
-    if (i + 4 > this.nodes.length) {
+  /** Room for `n` more numbers in the records. */
+  reserve(n: number): void {
+    if (this.count + n > this.nodes.length) {
       const grown = new Int32Array(this.nodes.length * 2);
       grown.set(this.nodes);
       this.nodes = scratch = grown;
     }
-    this.nodes[i] = start;
+  }
+
+  /** Records a scalar spanning [start, end). */
+  scalar(start: number, end: number): void {
+    this.reserve(2);
+    const i = this.count;
+    this.nodes[i] = ((start + 1) << 2) | SCALAR;
     this.nodes[i + 1] = end;
+    this.count = i + 2;
+  }
+
+  /** Records an empty value. */
+  empty(): void {
+    this.reserve(1);
+    this.nodes[this.count++] = EMPTY;
+  }
+
+  /** Records the start of a mapping or sequence; returns its record's index, for `close`. */
+  open(start: number, kind: typeof MAPPING | typeof SEQUENCE): number {
+    this.reserve(3);
+    const i = this.count;
+    this.nodes[i] = ((start + 1) << 2) | kind;
+    this.nodes[i + 1] = -1;
     this.nodes[i + 2] = 0;
-    this.nodes[i + 3] = kind;
-    this.count = i + 4;
+    this.count = i + 3;
     return i - this.base;
   }
 
+  /** Ends the collection opened at `at`: its subtree's records are all written. */
   close(at: number): void {
     this.nodes[this.base + at + 2] = this.count - this.base;
   }
@@ -255,7 +283,7 @@ class Reader {
     const t = this.text;
     const indent = first.indent;
     const out: Record<string, unknown> = {};
-    const self = this.record(first.start, -1, MAPPING);
+    const self = this.open(first.start, MAPPING);
     let line: Line | undefined = first;
     while (line && line.indent === indent && !this.isMarker(line)) {
       // The key: a plain name up to ":" followed by a space or the line's end.
@@ -277,7 +305,7 @@ class Reader {
         if (PLAIN_KEYS_SEEN.size < 4096) PLAIN_KEYS_SEEN.set(key, Object.keys({ [key]: 0 })[0]!);
       }
       if (Object.hasOwn(out, key)) throw DECLINE; // duplicates are reported by the careful path
-      this.close(this.record(line.start, keyEnd, SCALAR));
+      this.scalar(line.start, keyEnd);
       let v = colon + 1;
       while (v < line.end && t.charCodeAt(v) === 32) v++;
       if (v === line.end || (t.charCodeAt(v) === 35 && v > colon + 1)) {
@@ -287,7 +315,7 @@ class Reader {
         if (nested && !this.isMarker(nested) && nested.indent > indent) out[key] = this.block(nested);
         else if (nested && nested.indent === indent && this.isSequenceLine(nested)) out[key] = this.sequence(indent);
         else {
-          this.close(this.record(-1, -1, EMPTY));
+          this.empty();
           this.lastEnd = -1;
           out[key] = null;
         }
@@ -316,7 +344,7 @@ class Reader {
     const t = this.text;
     const out: unknown[] = [];
     let line = this.peek();
-    const self = this.record(line ? line.start : -1, -1, SEQUENCE);
+    const self = this.open(line ? line.start : -1, SEQUENCE);
     while (line && line.indent === indent && this.isSequenceLine(line)) {
       let v = line.start + 1;
       while (v < line.end && t.charCodeAt(v) === 32) v++;
@@ -360,7 +388,7 @@ class Reader {
     const c = t.charCodeAt(from);
     if (c === 34 || c === 39) {
       const { value, after } = this.quoted(from, end);
-      this.close(this.record(from, after, SCALAR));
+      this.scalar(from, after);
       if (!this.restIsComment(after, end)) throw DECLINE;
       return value;
     }
@@ -368,7 +396,9 @@ class Reader {
     if (c === 123 /* { */) {
       // Only the empty mapping `{}`.
       if (t.charCodeAt(from + 1) !== 125 || !this.restIsComment(from + 2, end)) throw DECLINE;
-      this.close(this.record(from, from + 2, MAPPING));
+      const self = this.open(from, MAPPING);
+      this.nodes[this.base + self + 1] = from + 2;
+      this.close(self);
       return {};
     }
     if (NOT_PLAIN_START.has(t[from]!)) {
@@ -384,7 +414,7 @@ class Reader {
     }
     let last = stop;
     while (last > from && t.charCodeAt(last - 1) === 32) last--;
-    this.close(this.record(from, last, SCALAR));
+    this.scalar(from, last);
     return coreScalar(t.slice(from, last));
   }
 
@@ -418,7 +448,7 @@ class Reader {
   flowSequence(from: number, end: number): unknown[] {
     const t = this.text;
     const out: unknown[] = [];
-    const self = this.record(from, -1, SEQUENCE);
+    const self = this.open(from, SEQUENCE);
     let i = from + 1;
     const skip = () => {
       while (i < end && t.charCodeAt(i) === 32) i++;
@@ -433,7 +463,7 @@ class Reader {
         const c = t.charCodeAt(i);
         if (c === 34 || c === 39) {
           const { value, after } = this.quoted(i, end);
-          this.close(this.record(i, after, SCALAR));
+          this.scalar(i, after);
           out.push(value);
           i = after;
         } else {
@@ -448,7 +478,7 @@ class Reader {
           let last = i;
           while (last > s && t.charCodeAt(last - 1) === 32) last--;
           if (last === s) throw DECLINE; // an empty entry
-          this.close(this.record(s, last, SCALAR));
+          this.scalar(s, last);
           out.push(coreScalar(t.slice(s, last)));
         }
         skip();
@@ -477,7 +507,7 @@ class Reader {
  */
 export function parsePlainYaml(text: string): PlainDocument[] | undefined {
   // Tabs, carriage returns and a byte order mark each change how YAML reads a line; rare in specs.
-  if (UNUSUAL_OR_TAB.test(text) || (SURROGATE.test(text) && UNUSUAL_CHARACTERS.test(text))) return undefined;
+  if (text.length >= MAX_TEXT || UNUSUAL_OR_TAB.test(text) || (SURROGATE.test(text) && UNUSUAL_CHARACTERS.test(text))) return undefined;
   const reader = new Reader(text);
   const values: Array<Record<string, unknown> | unknown[]> = [];
   const bounds: number[] = [];
@@ -507,6 +537,22 @@ export function parsePlainYaml(text: string): PlainDocument[] | undefined {
   return values.map((value, k) => ({ value, nodes: records.subarray(bounds[2 * k]!, bounds[2 * k + 1]!) }));
 }
 
+/** Start offset of the node whose record is at `at` (-1: none). */
+function startOf(nodes: Int32Array, at: number): number {
+  return (nodes[at]! >> 2) - 1;
+}
+
+/** End offset of the node whose record is at `at` (-1: none). */
+function endOf(nodes: Int32Array, at: number): number {
+  return (nodes[at]! & 3) === EMPTY ? -1 : nodes[at + 1]!;
+}
+
+/** Index of the record after the subtree of the node whose record is at `at`. */
+function after(nodes: Int32Array, at: number): number {
+  const kind = nodes[at]! & 3;
+  return kind === SCALAR ? at + 2 : kind === EMPTY ? at + 1 : nodes[at + 2]!;
+}
+
 /** Mappings with more pairs than this get an index by key, built on first lookup. */
 const INDEXED_MAPPING_PAIRS = 16;
 
@@ -525,14 +571,16 @@ function pairAt(text: string, doc: PlainDocument, at: number, want: string): num
   let index = indexes?.get(at);
   if (!index) {
     let pairs = 0;
-    let pair = at + 4;
-    for (; pair < end && pairs < INDEXED_MAPPING_PAIRS; pair = nodes[pair + 6]!, pairs++) {
-      if (nodes[pair + 1]! - nodes[pair]! === want.length && text.startsWith(want, nodes[pair]!)) return pair;
+    // A pair is its key's record (a scalar's two numbers), then its value's.
+    let pair = at + 3;
+    for (; pair < end && pairs < INDEXED_MAPPING_PAIRS; pair = after(nodes, pair + 2), pairs++) {
+      const start = startOf(nodes, pair);
+      if (nodes[pair + 1]! - start === want.length && text.startsWith(want, start)) return pair;
     }
     if (pair >= end) return -1;
     // A large mapping: index it, for this lookup and the ones that follow.
     index = new Map();
-    for (let pair = at + 4; pair < end; pair = nodes[pair + 6]!) index.set(text.slice(nodes[pair]!, nodes[pair + 1]!), pair);
+    for (let pair = at + 3; pair < end; pair = after(nodes, pair + 2)) index.set(text.slice(startOf(nodes, pair), nodes[pair + 1]!), pair);
     if (!indexes) pairIndexes.set(doc, (indexes = new Map()));
     indexes.set(at, index);
   }
@@ -551,12 +599,12 @@ export function locatePlain(text: string, doc: PlainDocument, path: ReadonlyArra
   let at = 0;
   let keyAt = -1;
   for (const segment of path) {
-    const kind = nodes[at + 3];
-    const end = nodes[at + 2]!;
+    const kind = nodes[at]! & 3;
     if (kind === SEQUENCE) {
       if (typeof segment !== 'number') break;
-      let child = at + 4;
-      for (let i = 0; i < segment && child < end; i++) child = nodes[child + 2]!;
+      const end = nodes[at + 2]!;
+      let child = at + 3;
+      for (let i = 0; i < segment && child < end; i++) child = after(nodes, child);
       if (child >= end) break;
       keyAt = -1;
       at = child;
@@ -564,11 +612,11 @@ export function locatePlain(text: string, doc: PlainDocument, path: ReadonlyArra
       const pair = pairAt(text, doc, at, String(segment));
       if (pair < 0) break;
       keyAt = pair;
-      at = pair + 4;
+      at = pair + 2;
     } else break;
   }
   const target = key && keyAt >= 0 ? keyAt : at;
-  const start = nodes[target]!;
-  const end = nodes[target + 1]!;
+  const start = startOf(nodes, target);
+  const end = endOf(nodes, target);
   return start < 0 || end < 0 ? undefined : [start, end];
 }
