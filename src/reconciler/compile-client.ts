@@ -44,7 +44,9 @@ const BUG_HINT = 'this is a bug in Trellis, not a problem found in the spec; ple
 interface Pending {
   readonly id: number;
   readonly files: ReadonlyMap<string, SourceFile>;
-  readonly diagnostics: Diagnostic[];
+  /** The result's diagnostics groups in order (the last result's unless the worker sent them), and the groups it sent. */
+  groups: readonly string[];
+  readonly changedGroups: Map<string, Diagnostic[]>;
   compiled: CompileReply['compiled'];
   readonly configs: Map<string, ProxyConfig>;
   bug: string | undefined;
@@ -59,6 +61,11 @@ export class WorkerCompiler {
   #worker: Worker | null = null;
   /** The text of each file the worker holds, by path. */
   #sent = new Map<string, string>();
+  /** The diagnostics of the last result by group, and the groups in order, as the worker last reported them (it sends only changes). */
+  #groups = new Map<string, readonly Diagnostic[]>();
+  #groupOrder: readonly string[] = [];
+  /** The services of the last good result, in order. */
+  #services: readonly string[] = [];
   /** The configs of the last good result, as the worker last reported them (it sends only changes). */
   #configs = new Map<string, ProxyConfig>();
   /** Resources of those configs by name and version: configs that share a resource share one object here too. */
@@ -103,7 +110,7 @@ export class WorkerCompiler {
     return new Promise((resolve) => {
       const timer = setTimeout(() => this.#abandon(`the compile took longer than ${this.#timeoutMs / 1000} s; the compiler was stopped`), this.#timeoutMs);
       timer.unref();
-      this.#pending = { id, files: byPath, diagnostics: [], compiled: undefined, configs: new Map(), bug: undefined, done: resolve, cancelTimeout: () => clearTimeout(timer) };
+      this.#pending = { id, files: byPath, groups: this.#groupOrder, changedGroups: new Map(), compiled: undefined, configs: new Map(), bug: undefined, done: resolve, cancelTimeout: () => clearTimeout(timer) };
       const request: CompileRequest = { type: 'compile', id, changed, removed };
       worker.postMessage(request);
     });
@@ -140,6 +147,9 @@ export class WorkerCompiler {
     this.#worker = null;
     this.#sent = new Map();
     this.#configs = new Map();
+    this.#groups = new Map();
+    this.#groupOrder = [];
+    this.#services = [];
     this.#resources = new Map();
     this.#resourcesAfterPrune = 0;
     void worker?.terminate();
@@ -158,7 +168,8 @@ export class WorkerCompiler {
   #onReply(worker: Worker, reply: CompileReply): void {
     const pending = this.#pending;
     if (worker !== this.#worker || !pending || reply.id !== pending.id) return;
-    for (const d of reply.diagnostics ?? []) pending.diagnostics.push(fromWire(d, pending.files));
+    if (reply.groups) pending.groups = reply.groups;
+    for (const g of reply.diagnostics ?? []) pending.changedGroups.set(g.group, g.diagnostics.map((d) => fromWire(d, pending.files)));
     if (reply.compiled) pending.compiled = reply.compiled;
     if (reply.bug !== undefined) pending.bug = reply.bug;
     for (const config of reply.configs ?? []) pending.configs.set(config.service, { ...config, resources: config.resources.map((r) => this.#intern(r)) });
@@ -170,27 +181,40 @@ export class WorkerCompiler {
     this.#pending = null;
     pending.cancelTimeout();
     if (pending.bug !== undefined) this.#onBug?.(pending.bug);
+    const groups = new Map<string, readonly Diagnostic[]>();
+    const diagnostics: Diagnostic[] = [];
+    for (const group of pending.groups) {
+      const list = pending.changedGroups.get(group) ?? this.#groups.get(group);
+      if (!list) return this.#outOfStep(pending, `the diagnostics of "${group}"`);
+      groups.set(group, list);
+      for (const d of list) diagnostics.push(d);
+    }
+    this.#groups = groups;
+    this.#groupOrder = pending.groups;
     const compiled = pending.compiled;
     if (!compiled) {
-      pending.done({ diagnostics: pending.diagnostics });
+      pending.done({ diagnostics });
       return;
     }
+    const services = compiled.services ?? this.#services;
     const configs = new Map<string, ProxyConfig>();
-    for (const service of compiled.services) {
+    for (const service of services) {
       const config = pending.configs.get(service) ?? this.#configs.get(service);
-      if (!config) {
-        // The worker believed this side holds a config it does not: start both afresh.
-        this.#pending = pending;
-        this.#abandon(`the compile worker left out the unchanged config of "${service}"`);
-        return;
-      }
+      if (!config) return this.#outOfStep(pending, `the unchanged config of "${service}"`);
       configs.set(service, config);
     }
+    this.#services = services;
     this.#configs = configs;
     // Each in a task of its own, so that neither adds to the reconciler's work on the result
     // (building the snapshot) in one stretch of this thread.
-    setImmediate(() => pending.done({ diagnostics: pending.diagnostics, mesh: { mesh: compiled.mesh, version: compiled.version, configs }, inboundPort: compiled.inboundPort }));
+    setImmediate(() => pending.done({ diagnostics, mesh: { mesh: compiled.mesh, version: compiled.version, configs }, inboundPort: compiled.inboundPort }));
     if (this.#resources.size > this.#resourcesAfterPrune * 1.25) setTimeout(() => this.#pruneResources(), 0);
+  }
+
+  /** The worker believed this side holds something it does not: start both afresh, failing this revision. */
+  #outOfStep(pending: Pending, what: string): void {
+    this.#pending = pending;
+    this.#abandon(`the compile worker left out ${what}`);
   }
 
   /** One object per resource name and version, across every config held. */

@@ -10,7 +10,9 @@
  * asked for one by one, each is read in a task of its own, with timers and sockets served
  * in between, whatever the size of the mesh. Diagnostics
  * come back as plain data with spans by file path (a SourceFile does not survive the
- * copy); the reconciler points them back at its own files.
+ * copy); the reconciler points them back at its own files. They come grouped by file,
+ * and only the groups that changed since the last result are sent: a large mesh can carry
+ * tens of thousands of warnings, of which a one-file change alters a few.
  */
 import type { ProxyConfig } from '../config/types.ts';
 import type { CompileResult } from '../compiler/compile.ts';
@@ -73,10 +75,18 @@ export interface CompileReply {
   readonly type: 'result';
   readonly id: number;
   readonly last: boolean;
-  /** A chunk of the diagnostics, to append to those already received. */
-  readonly diagnostics?: readonly WireDiagnostic[];
-  /** Present when the revision compiled: mesh name and version, sidecars' inbound port, every service in order. */
-  readonly compiled?: { readonly mesh: string; readonly version: string; readonly inboundPort: number; readonly services: readonly string[] };
+  /**
+   * Every diagnostics group of the result, in order (a group is a file's path, `''` for
+   * diagnostics of no file): present when the list differs from the last result's.
+   */
+  readonly groups?: readonly string[];
+  /** Groups new or changed since the last result (a chunk of them); the others are as last time. */
+  readonly diagnostics?: ReadonlyArray<{ readonly group: string; readonly diagnostics: readonly WireDiagnostic[] }>;
+  /**
+   * Present when the revision compiled: mesh name and version, sidecars' inbound port, and
+   * every service in order (left out when the same as in the last good result).
+   */
+  readonly compiled?: { readonly mesh: string; readonly version: string; readonly inboundPort: number; readonly services?: readonly string[] };
   /** Configs new or changed since the last good result (a chunk of them). */
   readonly configs?: readonly ProxyConfig[];
   /** The compiler threw: its stack, for the log (the diagnostics carry TRL9001). */
@@ -117,6 +127,17 @@ export function fromWire(d: WireDiagnostic, files: ReadonlyMap<string, SourceFil
  * held. An exception from `compile` answers TRL9001 (as `compileGuarded` does) with the
  * stack in `bug`; the worker carries on with the next request.
  */
+/** The group a diagnostic is sent in: its file's path, `''` for none. */
+export function diagnosticGroup(d: Diagnostic): string {
+  return d.span?.file.path ?? d.path ?? '';
+}
+
+function sameItems<T>(a: readonly T[] | undefined, b: readonly T[]): boolean {
+  if (!a || a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 export function serveCompiles(
   port: { on(event: 'message', listener: (message: CompileRequest | NextRequest) => void): unknown; postMessage(message: CompileReply): void },
   compile: (files: readonly SourceFile[]) => CompileResult,
@@ -124,6 +145,11 @@ export function serveCompiles(
   const files = new Map<string, SourceFile>();
   /** Config versions of the last good result sent, by service. */
   let reported = new Map<string, string>();
+  /** The services of the last good result sent, in order. */
+  let reportedServices: readonly string[] = [];
+  /** The diagnostics of the last result sent, by group, and the groups in order. */
+  let reportedGroups = new Map<string, readonly Diagnostic[]>();
+  let reportedOrder: readonly string[] = [];
   /** The rest of the result under way, sent one message per NextRequest. */
   let queued: { id: number; replies: CompileReply[] } | null = null;
   port.on('message', (request) => {
@@ -143,26 +169,38 @@ export function serveCompiles(
       result = compile([...files.values()]);
     } catch (error) {
       const what = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
-      port.postMessage({
-        type: 'result',
-        id: request.id,
-        last: true,
-        bug: error instanceof Error ? (error.stack ?? what) : what,
-        diagnostics: [
-          {
-            code: 'TRL9001',
-            severity: 'error',
-            message: `internal compiler error: ${what}`,
-            hint: 'this is a bug in Trellis, not a problem found in the spec; please report it with the revision. Nothing of this revision was applied',
-          },
-        ],
-      });
+      const failure: WireDiagnostic = {
+        code: 'TRL9001',
+        severity: 'error',
+        message: `internal compiler error: ${what}`,
+        hint: 'this is a bug in Trellis, not a problem found in the spec; please report it with the revision. Nothing of this revision was applied',
+      };
+      // The reconciler is told every group afresh next time.
+      reportedGroups = new Map();
+      reportedOrder = [''];
+      port.postMessage({ type: 'result', id: request.id, last: true, bug: error instanceof Error ? (error.stack ?? what) : what, groups: [''], diagnostics: [{ group: '', diagnostics: [failure] }] });
       return;
     }
+    // Diagnostics are sorted by file first, so each group is one stretch of the list.
+    const groups = new Map<string, Diagnostic[]>();
+    for (const d of result.diagnostics) {
+      const g = diagnosticGroup(d);
+      const list = groups.get(g);
+      if (list) list.push(d);
+      else groups.set(g, [d]);
+    }
+    const order = [...groups.keys()];
+    const changedGroups: Array<{ group: string; diagnostics: WireDiagnostic[] }> = [];
+    for (const [group, list] of groups) if (!sameItems(reportedGroups.get(group), list)) changedGroups.push({ group, diagnostics: list.map(toWire) });
+    const groupsChanged = !sameItems(reportedOrder, order);
+    reportedGroups = groups;
+    reportedOrder = order;
+
     const replies: Array<Omit<CompileReply, 'last'>> = [];
-    const diagnostics = result.diagnostics.map(toWire);
     const mesh = result.mesh;
     let changed: ProxyConfig[] = [];
+    const first: { -readonly [K in keyof CompileReply]: CompileReply[K] } = { type: 'result', id: request.id, last: false };
+    if (groupsChanged) first.groups = order;
     if (mesh && result.plan) {
       const next = new Map<string, string>();
       for (const [service, config] of mesh.configs) {
@@ -170,12 +208,23 @@ export function serveCompiles(
         if (reported.get(service) !== config.version) changed.push(config);
       }
       reported = next;
-      replies.push({ type: 'result', id: request.id, compiled: { mesh: mesh.mesh, version: mesh.version, inboundPort: result.plan.settings.inboundPort, services: [...mesh.configs.keys()] } });
-    } else {
-      changed = [];
-      replies.push({ type: 'result', id: request.id });
+      const services = [...mesh.configs.keys()];
+      first.compiled = { mesh: mesh.mesh, version: mesh.version, inboundPort: result.plan.settings.inboundPort, ...(sameItems(reportedServices, services) ? {} : { services }) };
+      reportedServices = services;
+    } else changed = [];
+    replies.push(first);
+    let chunk: Array<{ group: string; diagnostics: WireDiagnostic[] }> = [];
+    let size = 0;
+    for (const g of changedGroups) {
+      chunk.push(g);
+      size += g.diagnostics.length;
+      if (size >= DIAGNOSTICS_PER_MESSAGE) {
+        replies.push({ type: 'result', id: request.id, diagnostics: chunk });
+        chunk = [];
+        size = 0;
+      }
     }
-    for (let i = 0; i < diagnostics.length; i += DIAGNOSTICS_PER_MESSAGE) replies.push({ type: 'result', id: request.id, diagnostics: diagnostics.slice(i, i + DIAGNOSTICS_PER_MESSAGE) });
+    if (chunk.length > 0) replies.push({ type: 'result', id: request.id, diagnostics: chunk });
     for (let i = 0; i < changed.length; i += CONFIGS_PER_MESSAGE) replies.push({ type: 'result', id: request.id, configs: changed.slice(i, i + CONFIGS_PER_MESSAGE) });
     const all = replies.map((r, i) => ({ ...r, last: i === replies.length - 1 }));
     port.postMessage(all.shift()!);

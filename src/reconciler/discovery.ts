@@ -108,6 +108,9 @@ export interface Snapshot {
  * reconciler never pushes before the first full list, so that only happens for services
  * a discovery does not watch.
  */
+/** For configs with no Kubernetes endpoints: the services whose endpoints they hold empty. */
+const withoutKubernetes = new WeakMap<ProxyConfig, readonly string[]>();
+
 export function snapshotOf(mesh: CompiledMesh, inboundPort: number, discovery: Discovery | undefined): Snapshot {
   const filled = new Map<string, Resource>();
   const discovered = new Set<string>();
@@ -130,27 +133,39 @@ export function snapshotOf(mesh: CompiledMesh, inboundPort: number, discovery: D
   const configs = new Map<string, ProxyConfig>();
   let anyChanged = false;
   for (const [service, config] of mesh.configs) {
-    // Most resources are not endpoints, and most endpoints are not Kubernetes ones: only a
-    // config that has one is looked into and copied (at 10 000 services this loop runs on
-    // the reconciler's thread for every revision).
+    // Most configs have no Kubernetes endpoints: what they hold without any is worked out
+    // once per config object (the compile worker hands back the same object for a config
+    // that did not change), so that at 10 000 services a revision costs this thread a
+    // lookup per config, not a walk of every resource.
+    const plain = withoutKubernetes.get(config);
+    if (plain) {
+      for (const name of plain) empty.add(name);
+      configs.set(service, config);
+      continue;
+    }
     let byName: Map<string, Resource> | undefined;
     let resources: Resource[] | undefined;
+    let kubernetes = false;
+    const emptyHere: string[] = [];
     const list = config.resources;
     for (let i = 0; i < list.length; i++) {
       const r = list[i]!;
       if (!r.name.startsWith('endpoints/')) continue;
       let next = r;
+      if ((r.body as EndpointsBody).kubernetes) kubernetes = true;
       if (discovery && (r.body as EndpointsBody).kubernetes) {
         byName ??= new Map(list.map((x) => [x.name, x]));
         next = fill(r, byName.get(`cluster/${r.name.slice('endpoints/'.length)}`));
       }
       const body = next.body as EndpointsBody;
-      if (body.static.length === 0 && body.dns === null) empty.add(r.name.slice('endpoints/'.length));
+      if (body.static.length === 0 && body.dns === null) emptyHere.push(r.name.slice('endpoints/'.length));
       if (next !== r) {
         resources ??= [...list];
         resources[i] = next;
       }
     }
+    for (const name of emptyHere) empty.add(name);
+    if (!kubernetes) withoutKubernetes.set(config, emptyHere);
     configs.set(service, resources ? makeProxyConfig(service, resources) : config);
     if (resources) anyChanged = true;
   }
