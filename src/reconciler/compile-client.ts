@@ -15,6 +15,7 @@ import type { CompiledMesh } from '../compiler/emit.ts';
 import type { ProxyConfig, Resource } from '../config/types.ts';
 import { diagnostic, type Diagnostic } from '../diagnostics/diagnostic.ts';
 import type { SourceFile } from '../diagnostics/source-file.ts';
+import { prepareForSnapshot } from './discovery.ts';
 import { fromWire, type CompileReply, type CompileRequest, type NextRequest, type WireFile } from './compile-protocol.ts';
 
 /** What the reconciler needs of one compile. */
@@ -37,6 +38,9 @@ export interface WorkerCompilerOptions {
 }
 
 const DEFAULT_TIMEOUT_MS = 120_000;
+
+/** Configs walked per task when unused resources are let go. */
+const PRUNE_SLICE = 500;
 
 const BUG_HINT = 'this is a bug in Trellis, not a problem found in the spec; please report it with the revision. Nothing of this revision was applied';
 
@@ -72,6 +76,7 @@ export class WorkerCompiler {
   #resources = new Map<string, Resource>();
   /** How many resources were held after the last prune. */
   #resourcesAfterPrune = 0;
+  #pruning = false;
   #pending: Pending | null = null;
   #nextId = 1;
   #closed = false;
@@ -172,7 +177,13 @@ export class WorkerCompiler {
     for (const g of reply.diagnostics ?? []) pending.changedGroups.set(g.group, g.diagnostics.map((d) => fromWire(d, pending.files)));
     if (reply.compiled) pending.compiled = reply.compiled;
     if (reply.bug !== undefined) pending.bug = reply.bug;
-    for (const config of reply.configs ?? []) pending.configs.set(config.service, { ...config, resources: config.resources.map((r) => this.#intern(r)) });
+    for (const received of reply.configs ?? []) {
+      const config = { ...received, resources: received.resources.map((r) => this.#intern(r)) };
+      pending.configs.set(config.service, config);
+      // What a snapshot reads of each config is worked out as it arrives, a chunk per task,
+      // not all at once when the reconciler applies the revision.
+      prepareForSnapshot(config);
+    }
     if (!reply.last) {
       const next: NextRequest = { type: 'next', id: pending.id };
       worker.postMessage(next);
@@ -197,18 +208,33 @@ export class WorkerCompiler {
       return;
     }
     const services = compiled.services ?? this.#services;
-    const configs = new Map<string, ProxyConfig>();
-    for (const service of services) {
-      const config = pending.configs.get(service) ?? this.#configs.get(service);
-      if (!config) return this.#outOfStep(pending, `the unchanged config of "${service}"`);
-      configs.set(service, config);
+    let configs: Map<string, ProxyConfig>;
+    if (!compiled.services && this.#configs.size === services.length) {
+      // The same services as last time: the last configs, with the changed ones replaced.
+      configs = new Map(this.#configs);
+      for (const [service, config] of pending.configs) {
+        if (!configs.has(service)) return this.#outOfStep(pending, `"${service}" from the list of services`);
+        configs.set(service, config);
+      }
+    } else {
+      configs = new Map<string, ProxyConfig>();
+      for (const service of services) {
+        const config = pending.configs.get(service) ?? this.#configs.get(service);
+        if (!config) return this.#outOfStep(pending, `the unchanged config of "${service}"`);
+        configs.set(service, config);
+      }
     }
     this.#services = services;
     this.#configs = configs;
     // Each in a task of its own, so that neither adds to the reconciler's work on the result
     // (building the snapshot) in one stretch of this thread.
     setImmediate(() => pending.done({ diagnostics, mesh: { mesh: compiled.mesh, version: compiled.version, configs }, inboundPort: compiled.inboundPort }));
-    if (this.#resources.size > this.#resourcesAfterPrune * 1.25) setTimeout(() => this.#pruneResources(), 0);
+    // Nothing to let go after the first result; after that, once a quarter more are held.
+    if (this.#resourcesAfterPrune === 0) this.#resourcesAfterPrune = this.#resources.size;
+    else if (this.#resources.size > this.#resourcesAfterPrune * 1.25 && !this.#pruning) {
+      this.#pruning = true;
+      setImmediate(() => this.#pruneResources([...this.#configs.values()], 0, new Set()));
+    }
   }
 
   /** The worker believed this side holds something it does not: start both afresh, failing this revision. */
@@ -229,12 +255,26 @@ export class WorkerCompiler {
   /**
    * Drops interned resources no config holds any more. A walk over every config's resources
    * (tens of milliseconds at 10 000 services), so it runs only once a quarter more resources
-   * are held than after the last walk: a one-file change replaces a handful.
+   * are held than after the last walk (a one-file change replaces a handful), and in slices
+   * of PRUNE_SLICE configs, one per task, so that the thread serves in between.
    */
-  #pruneResources(): void {
-    const used = new Set<Resource>();
-    for (const config of this.#configs.values()) for (const r of config.resources) used.add(r);
+  #pruneResources(configs: readonly ProxyConfig[], from: number, used: Set<Resource>): void {
+    if (this.#closed || this.#worker === null) {
+      this.#pruning = false;
+      return;
+    }
+    const to = Math.min(configs.length, from + PRUNE_SLICE);
+    for (let i = from; i < to; i++) for (const r of configs[i]!.resources) used.add(r);
+    if (to < configs.length) {
+      setImmediate(() => this.#pruneResources(configs, to, used));
+      return;
+    }
+    // Resources interned while the walk went on belong to newer configs: keep them too.
+    const walked = new Set(configs);
+    for (const config of this.#configs.values()) if (!walked.has(config)) for (const r of config.resources) used.add(r);
     for (const [key, r] of this.#resources) if (!used.has(r)) this.#resources.delete(key);
     this.#resourcesAfterPrune = this.#resources.size;
+    this.#pruning = false;
   }
+
 }

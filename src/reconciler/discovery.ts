@@ -108,8 +108,33 @@ export interface Snapshot {
  * reconciler never pushes before the first full list, so that only happens for services
  * a discovery does not watch.
  */
-/** For configs with no Kubernetes endpoints: the services whose endpoints they hold empty. */
-const withoutKubernetes = new WeakMap<ProxyConfig, readonly string[]>();
+/** For configs with no Kubernetes endpoints: the services whose endpoints they hold empty (null for a config with some). */
+const withoutKubernetes = new WeakMap<ProxyConfig, readonly string[] | null>();
+
+/**
+ * What `snapshotOf` needs of a config without Kubernetes endpoints (the services whose
+ * endpoints it holds empty), worked out once per config object; undefined for a config with
+ * Kubernetes endpoints, which every snapshot fills from the discovery. The compile worker's
+ * client calls it as configs arrive.
+ */
+export function prepareForSnapshot(config: ProxyConfig): readonly string[] | undefined {
+  let plain = withoutKubernetes.get(config);
+  if (plain === undefined) {
+    const empty: string[] = [];
+    for (const r of config.resources) {
+      if (!r.name.startsWith('endpoints/')) continue;
+      const body = r.body as EndpointsBody;
+      if (body.kubernetes) {
+        plain = null;
+        break;
+      }
+      if (body.static.length === 0 && body.dns === null) empty.push(r.name.slice('endpoints/'.length));
+    }
+    plain ??= empty;
+    withoutKubernetes.set(config, plain);
+  }
+  return plain ?? undefined;
+}
 
 export function snapshotOf(mesh: CompiledMesh, inboundPort: number, discovery: Discovery | undefined): Snapshot {
   const filled = new Map<string, Resource>();
@@ -137,7 +162,7 @@ export function snapshotOf(mesh: CompiledMesh, inboundPort: number, discovery: D
     // once per config object (the compile worker hands back the same object for a config
     // that did not change), so that at 10 000 services a revision costs this thread a
     // lookup per config, not a walk of every resource.
-    const plain = withoutKubernetes.get(config);
+    const plain = prepareForSnapshot(config);
     if (plain) {
       for (const name of plain) empty.add(name);
       configs.set(service, config);
@@ -145,14 +170,12 @@ export function snapshotOf(mesh: CompiledMesh, inboundPort: number, discovery: D
     }
     let byName: Map<string, Resource> | undefined;
     let resources: Resource[] | undefined;
-    let kubernetes = false;
     const emptyHere: string[] = [];
     const list = config.resources;
     for (let i = 0; i < list.length; i++) {
       const r = list[i]!;
       if (!r.name.startsWith('endpoints/')) continue;
       let next = r;
-      if ((r.body as EndpointsBody).kubernetes) kubernetes = true;
       if (discovery && (r.body as EndpointsBody).kubernetes) {
         byName ??= new Map(list.map((x) => [x.name, x]));
         next = fill(r, byName.get(`cluster/${r.name.slice('endpoints/'.length)}`));
@@ -165,7 +188,6 @@ export function snapshotOf(mesh: CompiledMesh, inboundPort: number, discovery: D
       }
     }
     for (const name of emptyHere) empty.add(name);
-    if (!kubernetes) withoutKubernetes.set(config, emptyHere);
     configs.set(service, resources ? makeProxyConfig(service, resources) : config);
     if (resources) anyChanged = true;
   }

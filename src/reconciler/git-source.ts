@@ -360,7 +360,7 @@ function runGit(args: readonly string[], options: { env: NodeJS.ProcessEnv; cwd:
 
 /** Outcome of reading the spec at one commit: the files, or why the commit cannot be used. */
 /** Spec files at a commit, or why not; `absent` when the commit has no spec folder at all. */
-type SpecRead = { readonly files: SourceFile[] } | { readonly problem: string; readonly absent?: boolean };
+type SpecRead = { readonly files: SourceFile[]; readonly byBlob: Map<string, SourceFile> } | { readonly problem: string; readonly absent?: boolean };
 
 /**
  * A {@link Source} that follows one branch of a git remote. See the file comment for how.
@@ -655,8 +655,18 @@ export class GitSource implements Source {
    * a file is over the size limit) makes the commit unusable rather than silently partial.
    */
   async #readSpec(sha: string): Promise<SpecRead> {
-    return readSpecAt({ env: this.#env, cwd: this.#cacheDir, signal: this.#abort.signal }, sha, this.#path);
+    const read = await readSpecAt({ env: this.#env, cwd: this.#cacheDir, signal: this.#abort.signal }, sha, this.#path, this.#lastFiles);
+    if ('files' in read) this.#lastFiles = read.byBlob;
+    return read;
   }
+
+  /**
+   * The last revision's files by blob id and path: a file whose blob did not change is the
+   * same SourceFile object in the next revision, read from git once (at 10 000 services a
+   * commit that changes one file would otherwise read 16 MB of unchanged text, and the
+   * compile worker's client would compare it all).
+   */
+  #lastFiles = new Map<string, SourceFile>();
 }
 
 interface GitContext {
@@ -671,7 +681,7 @@ interface GitContext {
  * (160000), paths relative to the spec path, sorted. A problem (the spec folder is missing,
  * a file is over the size limit) makes the commit unusable rather than silently partial.
  */
-async function readSpecAt(git: GitContext, sha: string, specPath: string): Promise<SpecRead> {
+async function readSpecAt(git: GitContext, sha: string, specPath: string, known: ReadonlyMap<string, SourceFile> = new Map()): Promise<SpecRead> {
   const ls = await runGit(['ls-tree', '-r', '-z', '-l', sha, '--', ...(specPath ? [specPath] : [])], { ...git, idleTimeoutMs: LOCAL_TIMEOUT_MS });
   if (ls.code !== 0) throw new Error(`git ls-tree failed: ${gitProblem(ls.stderr)}`);
   const listing = ls.stdout.toString('utf8');
@@ -694,9 +704,17 @@ async function readSpecAt(git: GitContext, sha: string, specPath: string): Promi
     wanted.push({ oid: oid!, path });
   }
   if (specPath && !inFolder) return { problem: `commit ${sha.slice(0, 12)} has no folder ${specPath}/`, absent: true };
-  const texts = await catBlobs(git, wanted.map((w) => w.oid));
-  const files = wanted.map((w, i) => new SourceFile(w.path, texts[i]!));
-  return { files: files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)) };
+  // Blobs read for an earlier revision (same id, same path) are not read again.
+  const byBlob = new Map<string, SourceFile>();
+  const unread = wanted.filter((w) => {
+    const file = known.get(`${w.oid}\u0000${w.path}`);
+    if (file) byBlob.set(`${w.oid}\u0000${w.path}`, file);
+    return !file;
+  });
+  const texts = await catBlobs(git, unread.map((w) => w.oid));
+  unread.forEach((w, i) => byBlob.set(`${w.oid}\u0000${w.path}`, new SourceFile(w.path, texts[i]!)));
+  const files = wanted.map((w) => byBlob.get(`${w.oid}\u0000${w.path}`)!);
+  return { files: files.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0)), byBlob };
 }
 
 /** Blob contents as UTF-8 text, in the order asked, from one `git cat-file --batch`. */

@@ -191,6 +191,24 @@ describe('GitSource', () => {
     assert.deepEqual(events.map((e) => e.type), ['revision', 'revision']);
   });
 
+  test('a file whose blob did not change is the same file object in the next revision (read from git once)', async () => {
+    const remote = createRemote();
+    remote.commit({ 'a.yaml': 'a: 1\n', 'b.yaml': 'b: 1\n', 'c.yaml': 'b: 1\n' }, 'One');
+    const { source, events, waitFor } = await startSource({ url: remote.url });
+    const first = revisionOf(events[0]!);
+    const two = remote.commit({ 'a.yaml': 'a: 2\n' }, 'Two');
+    source.poke();
+    const second = revisionOf(await waitFor(isRevision(two), 'the second commit'));
+    const byPath = (r: typeof first) => new Map(r.files.map((f) => [f.path, f]));
+    const [before, after] = [byPath(first), byPath(second)];
+    assert.equal(after.get('b.yaml'), before.get('b.yaml'));
+    // Same content under another path: a file of its own.
+    assert.notEqual(after.get('c.yaml'), after.get('b.yaml'));
+    assert.equal(after.get('c.yaml')!.path, 'c.yaml');
+    assert.notEqual(after.get('a.yaml'), before.get('a.yaml'));
+    assert.deepEqual(filesOf(second), { 'a.yaml': 'a: 2\n', 'b.yaml': 'b: 1\n', 'c.yaml': 'b: 1\n' });
+  });
+
   test('a commit pushed while it runs is seen on the interval', async () => {
     const remote = createRemote();
     remote.commit({ 'a.yaml': 'a: 1\n' }, 'One');
