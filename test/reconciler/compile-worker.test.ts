@@ -166,6 +166,9 @@ test('the worker compiler gives what a cold compile gives, revision after revisi
       // Back to a good revision, with new services added.
       [...files, ...syntheticMesh(3, { seed: 8 }).files.filter((f) => f.path !== 'mesh.yaml').map((f) => new SourceFile(`more/${f.path}`, f.text))],
       files,
+      // Only values changed (the compiler patches its last compile): a timeout, then a retry count.
+      (files = files.map((f, i) => (i === 7 ? new SourceFile(f.path, f.text.replace('request: 2s', 'request: 40s')) : f))),
+      (files = files.map((f, i) => (i === 9 ? new SourceFile(f.path, f.text.replace('attempts: 2', 'attempts: 4')) : f))),
     ];
     for (const [i, revision] of revisions.entries()) assert.equal(canonical(await compiler.compile(revision)), canonical(compileFiles(revision)), `revision ${i}`);
 
