@@ -211,12 +211,15 @@ export function decodeSpecFile(path: string, bytes: Uint8Array): { file: SourceF
  * be close for real specs (a dozen levels against a limit of 64) and exact for hostile
  * ones, which nest plainly.
  */
-function nestingTooDeep(text: string, limit: number): number {
+export function nestingTooDeep(text: string, limit: number): number {
   // Character codes rather than one-character strings: this runs over every byte of the spec.
   const columns: number[] = [];
   let flow = 0;
   let quote = 0; // the open quote's code, or 0
   let scalarParent = -1; // indentation of the line that opened a block scalar, while inside it
+  // Offset of the next character the per-character scan cares about (SCAN_SPECIAL), at or
+  // after where the scan last looked: most lines have none and skip the scan.
+  let special = -1;
   let lineStart = 0;
   while (lineStart <= text.length) {
     let lineEnd = text.indexOf('\n', lineStart);
@@ -246,6 +249,15 @@ function nestingTooDeep(text: string, limit: number): number {
         if (columns.length > limit) return i;
       }
     }
+    if (special < i) {
+      SCAN_SPECIAL.lastIndex = i;
+      special = SCAN_SPECIAL.exec(text)?.index ?? text.length;
+    }
+    if (special >= lineEnd) {
+      // Nothing on this line opens a quote, a comment, a flow collection or a block scalar.
+      lineStart = lineEnd + 1;
+      continue;
+    }
     let lastSignificant = -1;
     let indicator = false; // a `|` or `>` anywhere on the line: only then can it open a block scalar
     for (; i < lineEnd; i++) {
@@ -269,6 +281,13 @@ function nestingTooDeep(text: string, limit: number): number {
   }
   return -1;
 }
+
+/**
+ * The characters that make a line's per-character scan in nestingTooDeep matter: brackets
+ * and block scalar indicators. Quotes and comments alone change nothing: they only hide
+ * these characters, and end with the line.
+ */
+const SCAN_SPECIAL = /[[\]{}|>]/g;
 
 /** Codes of the characters a block scalar's header can end in: `|`, `>`, `-`, `+` and digits. */
 const BLOCK_SCALAR_LAST = new Set([...'|>-+0123456789'].map((c) => c.charCodeAt(0)));
