@@ -51784,19 +51784,19 @@ function excerpt(span, options) {
   const marked = end.line === start.line ? raw.slice(start.col - 1, end.col) : raw.slice(start.col - 1);
   let before = show(raw.slice(0, start.col - 1));
   let mark = show(marked);
-  let after2 = show(raw.slice(start.col - 1 + marked.length));
+  let after3 = show(raw.slice(start.col - 1 + marked.length));
   const columns = end.line === start.line ? end.col - start.col + 1 : raw.length - start.col + 1;
   let width = Math.max(1, columns + mark.length - marked.length);
-  if (before.length + Math.max(mark.length, width) + after2.length > EXCERPT_WIDTH) {
+  if (before.length + Math.max(mark.length, width) + after3.length > EXCERPT_WIDTH) {
     if (before.length > 40) before = `…${before.slice(before.length - 39)}`;
     if (mark.length > 60) mark = `${mark.slice(0, 59)}…`;
     width = Math.min(width, 60);
     const room = Math.max(0, EXCERPT_WIDTH - before.length - mark.length);
-    if (after2.length > room) after2 = room > 0 ? `${after2.slice(0, room - 1)}…` : "";
+    if (after3.length > room) after3 = room > 0 ? `${after3.slice(0, room - 1)}…` : "";
   }
   const lead = before.replace(/[^\t]/g, " ");
   return [
-    ` ${paint(options.color, "dim", `${gutter} |`)} ${before}${mark}${after2}`,
+    ` ${paint(options.color, "dim", `${gutter} |`)} ${before}${mark}${after3}`,
     ` ${paint(options.color, "dim", `${pad} |`)} ${lead}${paint(options.color, "bold", "^".repeat(width))}`
   ];
 }
@@ -52104,8 +52104,8 @@ function backendShares(backends) {
 function formatShare(percent) {
   return `${Number(percent.toFixed(2))}%`;
 }
-function shareArrow(before, after2) {
-  return `${before === null ? "—" : formatShare(before)} → ${after2 === null ? "—" : formatShare(after2)}`;
+function shareArrow(before, after3) {
+  return `${before === null ? "—" : formatShare(before)} → ${after3 === null ? "—" : formatShare(after3)}`;
 }
 function describeHeaders(h2) {
   const parts = [...h2.set.map((x2) => `set ${x2.name}: ${x2.value}`), ...h2.add.map((x2) => `add ${x2.name}: ${x2.value}`), ...h2.remove.map((x2) => `remove ${x2}`)];
@@ -52189,12 +52189,12 @@ function inboundLeaves(inbound) {
   ]);
   return { access: access2, other };
 }
-function diffLeaves(before, after2) {
-  const keys = /* @__PURE__ */ new Set([...before?.keys() ?? [], ...after2?.keys() ?? []]);
+function diffLeaves(before, after3) {
+  const keys = /* @__PURE__ */ new Set([...before?.keys() ?? [], ...after3?.keys() ?? []]);
   const out = [];
   for (const k of [...keys].sort()) {
     const b = before?.get(k) ?? null;
-    const a = after2?.get(k) ?? null;
+    const a = after3?.get(k) ?? null;
     if (b !== a) out.push({ setting: k, before: b, after: a });
   }
   return out;
@@ -52334,9 +52334,9 @@ function sorted(values) {
 function settingsOf(rule) {
   return rule ? ruleSettings(rule) : null;
 }
-function shareChanges(before, after2) {
+function shareChanges(before, after3) {
   const b = before ? backendShares(before.backends) : /* @__PURE__ */ new Map();
-  const a = after2 ? backendShares(after2.backends) : /* @__PURE__ */ new Map();
+  const a = after3 ? backendShares(after3.backends) : /* @__PURE__ */ new Map();
   return sorted(/* @__PURE__ */ new Set([...b.keys(), ...a.keys()])).map((backend) => ({ backend, before: b.get(backend) ?? null, after: a.get(backend) ?? null }));
 }
 function keyRules(rules) {
@@ -52349,23 +52349,23 @@ function keyRules(rules) {
   }
   return out;
 }
-function ruleChange(before, after2) {
-  const shares2 = shareChanges(before, after2);
-  const settings = diffLeaves(settingsOf(before), settingsOf(after2));
-  const rule = after2 ?? before;
+function ruleChange(before, after3) {
+  const shares2 = shareChanges(before, after3);
+  const settings = diffLeaves(settingsOf(before), settingsOf(after3));
+  const rule = after3 ?? before;
   const match = describeMatch(rule.match, rule.kind);
   const kind = rule.kind === void 0 ? {} : { kind: rule.kind };
-  if (before && after2) {
+  if (before && after3) {
     const matchBefore = describeMatch(before.match, before.kind);
     const sharesMoved = shares2.some((s) => s.before !== s.after);
     if (!sharesMoved && settings.length === 0 && matchBefore === match) return null;
-    return { change: "changed", rule: after2.id, ...kind, match, ...matchBefore === match ? {} : { matchBefore }, shares: shares2, settings };
+    return { change: "changed", rule: after3.id, ...kind, match, ...matchBefore === match ? {} : { matchBefore }, shares: shares2, settings };
   }
-  return { change: after2 ? "added" : "removed", rule: rule.id, ...kind, match, shares: shares2, settings };
+  return { change: after3 ? "added" : "removed", rule: rule.id, ...kind, match, shares: shares2, settings };
 }
-function diffRules(before, after2) {
+function diffRules(before, after3) {
   const b = keyRules(before?.rules ?? []);
-  const a = keyRules(after2?.rules ?? []);
+  const a = keyRules(after3?.rules ?? []);
   const pairs2 = [];
   const leftBase = /* @__PURE__ */ new Map();
   for (const [key, rule] of b) if (!a.has(key)) leftBase.set(rule.id, rule);
@@ -52392,8 +52392,8 @@ function resourceChanges(service, base, head) {
     const b = pick2(base, name);
     const a = pick2(head, name);
     const before = b === void 0 ? null : prettyJson(b);
-    const after2 = a === void 0 ? null : prettyJson(a);
-    if (before !== after2) out.push({ name, before, after: after2 });
+    const after3 = a === void 0 ? null : prettyJson(a);
+    if (before !== after3) out.push({ name, before, after: after3 });
   }
   return out;
 }
@@ -55831,6 +55831,7 @@ var SCALAR = 0;
 var MAPPING = 1;
 var SEQUENCE = 2;
 var EMPTY = 3;
+var MAX_TEXT = 1 << 28;
 var UNUSUAL_CHARACTERS = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 var UNUSUAL_OR_TAB = /[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]/;
 var SURROGATE = /[\ud800-\udfff]/;
@@ -55897,9 +55898,9 @@ var Reader = class {
     const s = line.start;
     const three = t2.startsWith("---", s) ? "---" : t2.startsWith("...", s) ? "..." : "";
     if (!three) return false;
-    const after2 = s + 3;
-    if (after2 < line.end && t2.charCodeAt(after2) !== 32) return false;
-    if (three === "..." || this.restIsComment(after2, line.end) === false) throw DECLINE;
+    const after3 = s + 3;
+    if (after3 < line.end && t2.charCodeAt(after3) !== 32) return false;
+    if (three === "..." || this.restIsComment(after3, line.end) === false) throw DECLINE;
     return true;
   }
   /** Whether [from, end) is only spaces and maybe a comment. */
@@ -55910,20 +55911,38 @@ var Reader = class {
     if (i2 === end) return true;
     return t2.charCodeAt(i2) === 35 && (i2 === from ? from > 0 && t2.charCodeAt(from - 1) === 32 : true);
   }
-  record(start, end, kind) {
-    const i2 = this.count;
-    if (i2 + 4 > this.nodes.length) {
+  /** Room for `n` more numbers in the records. */
+  reserve(n) {
+    if (this.count + n > this.nodes.length) {
       const grown = new Int32Array(this.nodes.length * 2);
       grown.set(this.nodes);
       this.nodes = scratch = grown;
     }
-    this.nodes[i2] = start;
+  }
+  /** Records a scalar spanning [start, end). */
+  scalar(start, end) {
+    this.reserve(2);
+    const i2 = this.count;
+    this.nodes[i2] = start + 1 << 2 | SCALAR;
     this.nodes[i2 + 1] = end;
+    this.count = i2 + 2;
+  }
+  /** Records an empty value. */
+  empty() {
+    this.reserve(1);
+    this.nodes[this.count++] = EMPTY;
+  }
+  /** Records the start of a mapping or sequence; returns its record's index, for `close`. */
+  open(start, kind) {
+    this.reserve(3);
+    const i2 = this.count;
+    this.nodes[i2] = start + 1 << 2 | kind;
+    this.nodes[i2 + 1] = -1;
     this.nodes[i2 + 2] = 0;
-    this.nodes[i2 + 3] = kind;
-    this.count = i2 + 4;
+    this.count = i2 + 3;
     return i2 - this.base;
   }
+  /** Ends the collection opened at `at`: its subtree's records are all written. */
   close(at2) {
     this.nodes[this.base + at2 + 2] = this.count - this.base;
   }
@@ -55962,7 +55981,7 @@ var Reader = class {
     const t2 = this.text;
     const indent = first2.indent;
     const out = {};
-    const self = this.record(first2.start, -1, MAPPING);
+    const self = this.open(first2.start, MAPPING);
     let line = first2;
     while (line && line.indent === indent && !this.isMarker(line)) {
       let colon = line.start;
@@ -55983,7 +56002,7 @@ var Reader = class {
         if (PLAIN_KEYS_SEEN.size < 4096) PLAIN_KEYS_SEEN.set(key, Object.keys({ [key]: 0 })[0]);
       }
       if (Object.hasOwn(out, key)) throw DECLINE;
-      this.close(this.record(line.start, keyEnd, SCALAR));
+      this.scalar(line.start, keyEnd);
       let v = colon + 1;
       while (v < line.end && t2.charCodeAt(v) === 32) v++;
       if (v === line.end || t2.charCodeAt(v) === 35 && v > colon + 1) {
@@ -55992,7 +56011,7 @@ var Reader = class {
         if (nested && !this.isMarker(nested) && nested.indent > indent) out[key] = this.block(nested);
         else if (nested && nested.indent === indent && this.isSequenceLine(nested)) out[key] = this.sequence(indent);
         else {
-          this.close(this.record(-1, -1, EMPTY));
+          this.empty();
           this.lastEnd = -1;
           out[key] = null;
         }
@@ -56000,8 +56019,8 @@ var Reader = class {
         out[key] = this.inline(v, line.end);
         this.endOfLine(line.end);
         this.next = line.end + 1;
-        const after2 = this.peek();
-        if (after2 && after2.indent > indent) throw DECLINE;
+        const after3 = this.peek();
+        if (after3 && after3.indent > indent) throw DECLINE;
       }
       line = this.peek();
       if (line && line.indent > indent) throw DECLINE;
@@ -56018,7 +56037,7 @@ var Reader = class {
     const t2 = this.text;
     const out = [];
     let line = this.peek();
-    const self = this.record(line ? line.start : -1, -1, SEQUENCE);
+    const self = this.open(line ? line.start : -1, SEQUENCE);
     while (line && line.indent === indent && this.isSequenceLine(line)) {
       let v = line.start + 1;
       while (v < line.end && t2.charCodeAt(v) === 32) v++;
@@ -56032,8 +56051,8 @@ var Reader = class {
         out.push(this.inline(v, line.end));
         this.endOfLine(line.end);
         this.next = line.end + 1;
-        const after2 = this.peek();
-        if (after2 && after2.indent > indent) throw DECLINE;
+        const after3 = this.peek();
+        if (after3 && after3.indent > indent) throw DECLINE;
       }
       line = this.peek();
       if (line && line.indent > indent) throw DECLINE;
@@ -56058,15 +56077,17 @@ var Reader = class {
     const t2 = this.text;
     const c3 = t2.charCodeAt(from);
     if (c3 === 34 || c3 === 39) {
-      const { value, after: after2 } = this.quoted(from, end);
-      this.close(this.record(from, after2, SCALAR));
-      if (!this.restIsComment(after2, end)) throw DECLINE;
+      const { value, after: after3 } = this.quoted(from, end);
+      this.scalar(from, after3);
+      if (!this.restIsComment(after3, end)) throw DECLINE;
       return value;
     }
     if (c3 === 91) return this.flowSequence(from, end);
     if (c3 === 123) {
       if (t2.charCodeAt(from + 1) !== 125 || !this.restIsComment(from + 2, end)) throw DECLINE;
-      this.close(this.record(from, from + 2, MAPPING));
+      const self = this.open(from, MAPPING);
+      this.nodes[this.base + self + 1] = from + 2;
+      this.close(self);
       return {};
     }
     if (NOT_PLAIN_START.has(t2[from])) {
@@ -56081,7 +56102,7 @@ var Reader = class {
     }
     let last2 = stop;
     while (last2 > from && t2.charCodeAt(last2 - 1) === 32) last2--;
-    this.close(this.record(from, last2, SCALAR));
+    this.scalar(from, last2);
     return coreScalar(t2.slice(from, last2));
   }
   /** A single-line quoted scalar at `from`: its value and the offset after its closing quote. */
@@ -56113,7 +56134,7 @@ var Reader = class {
   flowSequence(from, end) {
     const t2 = this.text;
     const out = [];
-    const self = this.record(from, -1, SEQUENCE);
+    const self = this.open(from, SEQUENCE);
     let i2 = from + 1;
     const skip = () => {
       while (i2 < end && t2.charCodeAt(i2) === 32) i2++;
@@ -56127,10 +56148,10 @@ var Reader = class {
         if (i2 >= end) throw DECLINE;
         const c3 = t2.charCodeAt(i2);
         if (c3 === 34 || c3 === 39) {
-          const { value, after: after2 } = this.quoted(i2, end);
-          this.close(this.record(i2, after2, SCALAR));
+          const { value, after: after3 } = this.quoted(i2, end);
+          this.scalar(i2, after3);
           out.push(value);
-          i2 = after2;
+          i2 = after3;
         } else {
           if (NOT_PLAIN_START.has(t2[i2]) && !(c3 === 45 && i2 + 1 < end && t2.charCodeAt(i2 + 1) !== 32 && t2.charCodeAt(i2 + 1) !== 44 && t2.charCodeAt(i2 + 1) !== 93)) throw DECLINE;
           const s = i2;
@@ -56143,7 +56164,7 @@ var Reader = class {
           let last2 = i2;
           while (last2 > s && t2.charCodeAt(last2 - 1) === 32) last2--;
           if (last2 === s) throw DECLINE;
-          this.close(this.record(s, last2, SCALAR));
+          this.scalar(s, last2);
           out.push(coreScalar(t2.slice(s, last2)));
         }
         skip();
@@ -56166,7 +56187,7 @@ var Reader = class {
   }
 };
 function parsePlainYaml(text) {
-  if (UNUSUAL_OR_TAB.test(text) || SURROGATE.test(text) && UNUSUAL_CHARACTERS.test(text)) return void 0;
+  if (text.length >= MAX_TEXT || UNUSUAL_OR_TAB.test(text) || SURROGATE.test(text) && UNUSUAL_CHARACTERS.test(text)) return void 0;
   const reader = new Reader(text);
   const values = [];
   const bounds = [];
@@ -56181,8 +56202,8 @@ function parsePlainYaml(text) {
       }
       reader.base = reader.count;
       const value = reader.block(line);
-      const after2 = reader.peek();
-      if (after2 && !reader.isMarker(after2)) return void 0;
+      const after3 = reader.peek();
+      if (after3 && !reader.isMarker(after3)) return void 0;
       values.push(value);
       bounds.push(reader.base, reader.count);
     }
@@ -56193,6 +56214,16 @@ function parsePlainYaml(text) {
   const records = reader.nodes.slice(0, reader.count);
   return values.map((value, k) => ({ value, nodes: records.subarray(bounds[2 * k], bounds[2 * k + 1]) }));
 }
+function startOf(nodes, at2) {
+  return (nodes[at2] >> 2) - 1;
+}
+function endOf(nodes, at2) {
+  return (nodes[at2] & 3) === EMPTY ? -1 : nodes[at2 + 1];
+}
+function after(nodes, at2) {
+  const kind = nodes[at2] & 3;
+  return kind === SCALAR ? at2 + 2 : kind === EMPTY ? at2 + 1 : nodes[at2 + 2];
+}
 var INDEXED_MAPPING_PAIRS = 16;
 var pairIndexes = /* @__PURE__ */ new WeakMap();
 function pairAt(text, doc, at2, want) {
@@ -56202,13 +56233,14 @@ function pairAt(text, doc, at2, want) {
   let index = indexes?.get(at2);
   if (!index) {
     let pairs2 = 0;
-    let pair = at2 + 4;
-    for (; pair < end && pairs2 < INDEXED_MAPPING_PAIRS; pair = nodes[pair + 6], pairs2++) {
-      if (nodes[pair + 1] - nodes[pair] === want.length && text.startsWith(want, nodes[pair])) return pair;
+    let pair = at2 + 3;
+    for (; pair < end && pairs2 < INDEXED_MAPPING_PAIRS; pair = after(nodes, pair + 2), pairs2++) {
+      const start = startOf(nodes, pair);
+      if (nodes[pair + 1] - start === want.length && text.startsWith(want, start)) return pair;
     }
     if (pair >= end) return -1;
     index = /* @__PURE__ */ new Map();
-    for (let pair2 = at2 + 4; pair2 < end; pair2 = nodes[pair2 + 6]) index.set(text.slice(nodes[pair2], nodes[pair2 + 1]), pair2);
+    for (let pair2 = at2 + 3; pair2 < end; pair2 = after(nodes, pair2 + 2)) index.set(text.slice(startOf(nodes, pair2), nodes[pair2 + 1]), pair2);
     if (!indexes) pairIndexes.set(doc, indexes = /* @__PURE__ */ new Map());
     indexes.set(at2, index);
   }
@@ -56219,12 +56251,12 @@ function locatePlain(text, doc, path, key) {
   let at2 = 0;
   let keyAt = -1;
   for (const segment of path) {
-    const kind = nodes[at2 + 3];
-    const end2 = nodes[at2 + 2];
+    const kind = nodes[at2] & 3;
     if (kind === SEQUENCE) {
       if (typeof segment !== "number") break;
-      let child = at2 + 4;
-      for (let i2 = 0; i2 < segment && child < end2; i2++) child = nodes[child + 2];
+      const end2 = nodes[at2 + 2];
+      let child = at2 + 3;
+      for (let i2 = 0; i2 < segment && child < end2; i2++) child = after(nodes, child);
       if (child >= end2) break;
       keyAt = -1;
       at2 = child;
@@ -56232,12 +56264,12 @@ function locatePlain(text, doc, path, key) {
       const pair = pairAt(text, doc, at2, String(segment));
       if (pair < 0) break;
       keyAt = pair;
-      at2 = pair + 4;
+      at2 = pair + 2;
     } else break;
   }
   const target = key && keyAt >= 0 ? keyAt : at2;
-  const start = nodes[target];
-  const end = nodes[target + 1];
+  const start = startOf(nodes, target);
+  const end = endOf(nodes, target);
   return start < 0 || end < 0 ? void 0 : [start, end];
 }
 
@@ -56394,6 +56426,7 @@ function nestingTooDeep(text, limit) {
   let flow = 0;
   let quote = 0;
   let scalarParent = -1;
+  let special = -1;
   let lineStart = 0;
   while (lineStart <= text.length) {
     let lineEnd = text.indexOf("\n", lineStart);
@@ -56422,6 +56455,14 @@ function nestingTooDeep(text, limit) {
         if (columns.length > limit) return i2;
       }
     }
+    if (special < i2) {
+      SCAN_SPECIAL.lastIndex = i2;
+      special = SCAN_SPECIAL.exec(text)?.index ?? text.length;
+    }
+    if (special >= lineEnd) {
+      lineStart = lineEnd + 1;
+      continue;
+    }
     let lastSignificant = -1;
     let indicator = false;
     for (; i2 < lineEnd; i2++) {
@@ -56444,6 +56485,7 @@ function nestingTooDeep(text, limit) {
   }
   return -1;
 }
+var SCAN_SPECIAL = /[[\]{}|>]/g;
 var BLOCK_SCALAR_LAST = new Set([..."|>-+0123456789"].map((c3) => c3.charCodeAt(0)));
 function nodeDepth(root, limit) {
   let max = 0;
@@ -57024,24 +57066,24 @@ function resolveIncrementally(valid, previous) {
   let services = prev.services;
   const lists = /* @__PURE__ */ new Map();
   const recheck = /* @__PURE__ */ new Set();
-  for (const { before, after: after2 } of replaced) {
-    const kind = after2.doc.kind;
-    const key = keyOf(after2.doc);
+  for (const { before, after: after3 } of replaced) {
+    const kind = after3.doc.kind;
+    const key = keyOf(after3.doc);
     if (kind === "Service") {
       if (services === prev.services) services = new Map(prev.services);
-      services.set(key, after2);
+      services.set(key, after3);
       for (const doc of previous.referrers.get(key) ?? []) recheck.add(doc);
       continue;
     }
     let list2 = lists.get(kind);
     if (!list2) lists.set(kind, list2 = [...listOf(prev, kind)]);
-    list2[indexByKey(list2, key)] = after2;
+    list2[indexByKey(list2, key)] = after3;
     if (kind === "TrafficTest") continue;
     for (const k of namedServices(before.doc)) previous.referrers.get(k)?.delete(before);
-    addReferrer(previous.referrers, after2);
+    addReferrer(previous.referrers, after3);
     recheck.delete(before);
     previous.references.delete(before);
-    recheck.add(after2);
+    recheck.add(after3);
   }
   const list = (kind, old) => lists.get(kind) ?? old;
   const spec = {
@@ -58110,13 +58152,13 @@ var Checker = class {
    * (a service's identity, namespace or meshing, a route's parents): then `run` does all.
    */
   patch(previous, change, referrers) {
-    for (const { before, after: after2 } of change.replaced) {
-      if (after2.doc.kind === "Service") {
+    for (const { before, after: after3 } of change.replaced) {
+      if (after3.doc.kind === "Service") {
         const b = before.doc;
-        const a = after2.doc;
+        const a = after3.doc;
         if (b.spec.sidecar !== false !== (a.spec.sidecar !== false) || serviceIdentity(this.settings.trustDomain, a) !== previous.identities.get(keyOf(a))) return void 0;
-      } else if (after2.doc.kind === "HTTPRoute" || after2.doc.kind === "GRPCRoute") {
-        if (!sameList(parentKeys(before.doc), parentKeys(after2.doc))) return void 0;
+      } else if (after3.doc.kind === "HTTPRoute" || after3.doc.kind === "GRPCRoute") {
+        if (!sameList(parentKeys(before.doc), parentKeys(after3.doc))) return void 0;
       }
     }
     this.settings = previous.settings;
@@ -58142,19 +58184,19 @@ var Checker = class {
     const routes = /* @__PURE__ */ new Set();
     const dirty = /* @__PURE__ */ new Set();
     let sharedIdentities = false;
-    for (const { before, after: after2 } of change.replaced) {
-      const key = keyOf(after2.doc);
-      switch (after2.doc.kind) {
+    for (const { before, after: after3 } of change.replaced) {
+      const key = keyOf(after3.doc);
+      switch (after3.doc.kind) {
         case "Service": {
           services.add(key);
-          this.unit("identity", after2, [this.settings], () => serviceIdentity(this.settings.trustDomain, after2.doc));
-          if (before.doc.spec.endpoints?.kubernetes || after2.doc.spec.endpoints?.kubernetes) sharedIdentities = true;
+          this.unit("identity", after3, [this.settings], () => serviceIdentity(this.settings.trustDomain, after3.doc));
+          if (before.doc.spec.endpoints?.kubernetes || after3.doc.spec.endpoints?.kubernetes) sharedIdentities = true;
           for (const doc of referrers.get(key) ?? []) if (doc.doc.kind === "HTTPRoute" || doc.doc.kind === "GRPCRoute") routes.add(doc);
           break;
         }
         case "HTTPRoute":
         case "GRPCRoute": {
-          const route = after2;
+          const route = after3;
           for (const parent of parentKeys(route.doc)) {
             const list = this.routesOf.get(parent);
             if (list) list[list.indexOf(before)] = route;
@@ -58165,13 +58207,13 @@ var Checker = class {
           break;
         }
         case "TrafficPolicy": {
-          const policy = after2;
+          const policy = after3;
           for (const t2 of this.replaceTargeting(this.trafficByTarget, before, policy)) targets2.add(t2);
           this.unit("durations", policy, [], () => this.checkPositiveDurations(policy, ["spec"], policy.doc.spec), key);
           break;
         }
         case "AccessPolicy":
-          for (const t2 of this.replaceTargeting(this.accessByTarget, before, after2)) dirty.add(t2);
+          for (const t2 of this.replaceTargeting(this.accessByTarget, before, after3)) dirty.add(t2);
           break;
       }
     }
@@ -58221,7 +58263,7 @@ var Checker = class {
    * Puts policy `after` in place of `before` in the per-target lists (keeping spec order,
    * which is by key); returns every target either names.
    */
-  replaceTargeting(byTarget, before, after2) {
+  replaceTargeting(byTarget, before, after3) {
     const touched = /* @__PURE__ */ new Set();
     for (const t2 of targetKeys(before.doc)) {
       const list = byTarget.get(t2);
@@ -58231,13 +58273,13 @@ var Checker = class {
       if (list.length === 0) byTarget.delete(t2);
       touched.add(t2);
     }
-    const key = keyOf(after2.doc);
-    for (const t2 of targetKeys(after2.doc)) {
+    const key = keyOf(after3.doc);
+    for (const t2 of targetKeys(after3.doc)) {
       if (!this.spec.services.has(t2)) continue;
       const list = listAt(byTarget, t2);
       let i2 = 0;
       while (i2 < list.length && keyOf(list[i2].doc) < key) i2++;
-      list.splice(i2, 0, after2);
+      list.splice(i2, 0, after3);
       touched.add(t2);
     }
     return touched;
@@ -74502,11 +74544,11 @@ var init_parse_diff_summary = __esm({
       ),
       new LineParser(
         /^(.+) \|\s+Bin ([0-9.]+) -> ([0-9.]+) ([a-z]+)/,
-        (result, [file, before, after2]) => {
+        (result, [file, before, after3]) => {
           result.files.push({
             file: file.trim(),
             before: asNumber(before),
-            after: asNumber(after2),
+            after: asNumber(after3),
             binary: true
           });
         }
@@ -76889,7 +76931,7 @@ function runGit(args, options) {
     }
   });
 }
-async function readSpecAt(git, sha, specPath) {
+async function readSpecAt(git, sha, specPath, known = /* @__PURE__ */ new Map()) {
   const ls = await runGit(["ls-tree", "-r", "-z", "-l", sha, "--", ...specPath ? [specPath] : []], { ...git, idleTimeoutMs: LOCAL_TIMEOUT_MS });
   if (ls.code !== 0) throw new Error(`git ls-tree failed: ${gitProblem(ls.stderr)}`);
   const listing = ls.stdout.toString("utf8");
@@ -76912,9 +76954,16 @@ async function readSpecAt(git, sha, specPath) {
     wanted.push({ oid, path });
   }
   if (specPath && !inFolder) return { problem: `commit ${sha.slice(0, 12)} has no folder ${specPath}/`, absent: true };
-  const texts = await catBlobs(git, wanted.map((w) => w.oid));
-  const files = wanted.map((w, i2) => new SourceFile(w.path, texts[i2]));
-  return { files: files.sort((a, b) => a.path < b.path ? -1 : a.path > b.path ? 1 : 0) };
+  const byBlob = /* @__PURE__ */ new Map();
+  const unread = wanted.filter((w) => {
+    const file = known.get(`${w.oid}\0${w.path}`);
+    if (file) byBlob.set(`${w.oid}\0${w.path}`, file);
+    return !file;
+  });
+  const texts = await catBlobs(git, unread.map((w) => w.oid));
+  unread.forEach((w, i2) => byBlob.set(`${w.oid}\0${w.path}`, new SourceFile(w.path, texts[i2])));
+  const files = wanted.map((w) => byBlob.get(`${w.oid}\0${w.path}`));
+  return { files: files.sort((a, b) => a.path < b.path ? -1 : a.path > b.path ? 1 : 0), byBlob };
 }
 async function catBlobs(git, oids) {
   if (oids.length === 0) return [];
@@ -77001,8 +77050,8 @@ function diffOps(a, b) {
   while (j < m) ops.push({ kind: "+", line: b[j++] });
   return ops;
 }
-function unifiedLineDiff(before, after2, context3 = 2) {
-  const ops = diffOps(splitLines(before), splitLines(after2));
+function unifiedLineDiff(before, after3, context3 = 2) {
+  const ops = diffOps(splitLines(before), splitLines(after3));
   const keep = new Uint8Array(ops.length);
   ops.forEach((op, k) => {
     if (op.kind === " ") return;
@@ -77098,7 +77147,7 @@ var MAX_RESOURCES = 8;
 function pct(n) {
   return n === null ? "—" : formatShare(n);
 }
-function after(before, now) {
+function after2(before, now) {
   return before === now ? now : `**${now}**`;
 }
 function table(header, align, rows, maxRows) {
@@ -77132,7 +77181,7 @@ function sharesSection(set2, maxRows) {
     for (const r2 of s.rules) {
       if (r2.change === "changed" && r2.shares.every((x2) => x2.before === x2.after)) continue;
       const match = r2.matchBefore === void 0 ? escapeMarkdown(r2.match) : `${escapeMarkdown(r2.matchBefore)} → ${escapeMarkdown(r2.match)}`;
-      for (const sh of r2.shares) rows.push([escapeMarkdown(s.service), `${match} (${r2.change === "changed" ? "changed" : r2.change})`, escapeMarkdown(sh.backend), pct(sh.before), after(pct(sh.before), pct(sh.after))]);
+      for (const sh of r2.shares) rows.push([escapeMarkdown(s.service), `${match} (${r2.change === "changed" ? "changed" : r2.change})`, escapeMarkdown(sh.backend), pct(sh.before), after2(pct(sh.before), pct(sh.after))]);
     }
   }
   if (rows.length === 0) return null;
@@ -77141,7 +77190,7 @@ function sharesSection(set2, maxRows) {
 function settingsRows(s) {
   const rows = [];
   const add = (where, changes) => {
-    for (const c3 of changes) rows.push([escapeMarkdown(s.service), where, escapeMarkdown(c3.setting), escapeMarkdown(c3.before ?? "—"), after(escapeMarkdown(c3.before ?? "—"), escapeMarkdown(c3.after ?? "—"))]);
+    for (const c3 of changes) rows.push([escapeMarkdown(s.service), where, escapeMarkdown(c3.setting), escapeMarkdown(c3.before ?? "—"), after2(escapeMarkdown(c3.before ?? "—"), escapeMarkdown(c3.after ?? "—"))]);
   };
   for (const r2 of s.rules) if (r2.change === "changed") add(escapeMarkdown(r2.match), r2.settings);
   add("traffic policy", s.policy);
