@@ -113,7 +113,6 @@ const CHAIN_AMPLIFICATION_LIMIT = 8;
 const NEXT = Symbol('next');
 /** Keys of the units per compile that are about the whole mesh. */
 const SETTINGS = {};
-const CALL_GRAPH = {};
 const CHAINS = {};
 
 /** A service's plan with its route tables as finished, and what the checks across services read of them. */
@@ -170,6 +169,30 @@ function parentKeys(route: RouteDocument): string[] {
   return [...new Set((route.spec.parentRefs ?? []).map((p) => refKey(ns, p)))];
 }
 
+/** Puts a policy in a target's list at its place in spec order (by key). */
+function insertPolicy<P extends SpecDocument>(list: Array<Located<P>>, policy: Located<P>): void {
+  const key = keyOf(policy.doc);
+  let i = 0;
+  while (i < list.length && keyOf(list[i]!.doc) < key) i++;
+  list.splice(i, 0, policy);
+}
+
+/** Puts a route in a parent's list at its place in route order (HTTPRoutes, then GRPCRoutes, each by key). */
+function insertRoute(list: Array<Located<RouteDocument>>, route: Located<RouteDocument>): void {
+  const rank = (r: Located<RouteDocument>) => (r.doc.kind === 'HTTPRoute' ? 0 : 1);
+  const key = keyOf(route.doc);
+  let i = 0;
+  while (i < list.length && (rank(list[i]!) < rank(route) || (rank(list[i]!) === rank(route) && keyOf(list[i]!.doc) < key))) i++;
+  list.splice(i, 0, route);
+}
+
+/** What a patched check tells emit: the services whose plans changed (with their plans before; none for a new service), and whether who may call whom changed. */
+export interface CheckDelta {
+  readonly changed: ReadonlySet<string>;
+  readonly before: ReadonlyMap<string, ServicePlan | undefined>;
+  readonly graphChanged: boolean;
+}
+
 /** Every service one of a plan's route tables sends to. */
 function tableDependencies(plan: ServicePlan): Set<string> {
   const deps = new Set(plan.dependencies);
@@ -214,6 +237,8 @@ class Checker {
   /** Whether some service's retry budget is lifted (ratio ≥ 1), or some service injects aborts: checks across every rule run only then. */
   lifted = false;
   faults = false;
+  /** Services with an access rule that admits by identity or namespace: they read every service's identity. */
+  #identityAccess = new Set<string>();
 
   constructor(spec: ResolvedSpec, memo?: CompileMemo) {
     this.spec = spec;
@@ -235,6 +260,21 @@ class Checker {
     }
     this.identities = identities;
     this.servicesToken = this.token('services', shape);
+  }
+
+  /**
+   * `identify` after services came or went: the others' identities are kept. The services
+   * token is a new one (every unit that reads the whole set is redone when it next runs;
+   * a token standing for a shape seen before stays what it was).
+   */
+  patchIdentities(added: readonly string[]): void {
+    const identities = new Map<string, string>();
+    const fresh = new Set(added);
+    for (const [key, svc] of this.spec.services) {
+      identities.set(key, fresh.has(key) ? this.unit('identity', svc, [this.settings], () => serviceIdentity(this.settings.trustDomain, svc.doc)) : this.identities.get(key)!);
+    }
+    this.identities = identities;
+    this.servicesToken = {};
   }
 
   /** The memo's token for `parts` (see CompileMemo.token); without a memo, a new object. */
@@ -796,9 +836,9 @@ class Checker {
       const made = this.planOf(name);
       for (const d of tableDependencies(made.plan)) setAt(this.dependents, d).add(name);
     }
-    this.buildCallGraph(true);
+    this.buildCallGraph();
     for (const name of this.plans.keys()) this.checkBackendAccess(name);
-    this.checkChains(true);
+    this.checkChains(true, true);
     for (const name of this.plans.keys()) this.checkTimeouts(name);
     for (const p of this.plans.values()) {
       if (p.cluster.retryBudget.ratio >= 1) this.lifted = true;
@@ -810,12 +850,13 @@ class Checker {
 
   /**
    * Patches the last compile's checks and plan (`previous`, whose state this checker takes
-   * over) for a revision in which only documents' content changed: redoes the units the
-   * replaced documents feed, and those that read what they changed, and keeps the rest.
-   * Returns undefined, having changed nothing, when the change reaches further than that
-   * (a service's identity, namespace or meshing, a route's parents): then `run` does all.
+   * over) for a revision in which only documents came, went or changed content (see
+   * ContentChange): redoes the units those documents feed, and those that read what they
+   * changed, and keeps the rest. Returns undefined, having changed nothing, when the change
+   * reaches further than that (a service's identity or meshing, a route's parents): then
+   * `run` does all.
    */
-  patch(previous: Checker, change: ContentChange, referrers: ReadonlyMap<string, ReadonlySet<Located<SpecDocument>>>): { plan: MeshPlan; changed: ReadonlySet<string>; graphChanged: boolean } | undefined {
+  patch(previous: Checker, change: ContentChange, referrers: ReadonlyMap<string, ReadonlySet<Located<SpecDocument>>>): { plan: MeshPlan; delta: CheckDelta } | undefined {
     for (const { before, after } of change.replaced) {
       if (after.doc.kind === 'Service') {
         const b = before.doc as ServiceDocument;
@@ -843,20 +884,58 @@ class Checker {
     this.lifted = previous.lifted;
     this.faults = previous.faults;
     this.#chains = previous.#chains;
+    this.#identityAccess = previous.#identityAccess;
 
     const services = new Set<string>();
     const targets = new Set<string>();
     const routes = new Set<Located<RouteDocument>>();
     const dirty = new Set<string>();
+    /** Plans before this compile, of services whose plan may change (undefined for a service new to the spec). */
+    const before = new Map<string, ServicePlan | undefined>();
     let sharedIdentities = false;
-    for (const { before, after } of change.replaced) {
+    const isRoute = (doc: Located<SpecDocument>): doc is Located<RouteDocument> => doc.doc.kind === 'HTTPRoute' || doc.doc.kind === 'GRPCRoute';
+    const kubernetes = (doc: Located<SpecDocument>) => (doc.doc as ServiceDocument).spec.endpoints?.kubernetes !== undefined;
+
+    // Services that came or went: every identity, and what reads the whole set, again.
+    const added = change.added.filter((d) => d.doc.kind === 'Service').map((d) => keyOf(d.doc));
+    const removed = change.removed.filter((d) => d.doc.kind === 'Service').map((d) => keyOf(d.doc));
+    if (added.length > 0 || removed.length > 0) {
+      this.patchIdentities(added);
+      this.#servicesByIdentity = undefined;
+      for (const name of removed) this.dropService(name, before);
+      for (const name of added) {
+        before.set(name, undefined);
+        services.add(name);
+        const svc = this.spec.services.get(name)!;
+        for (const doc of referrers.get(name) ?? []) {
+          if (isRoute(doc) && parentKeys(doc.doc).includes(name)) insertRoute(listAt(this.routesOf, name), doc);
+          else if (doc.doc.kind === 'TrafficPolicy' && targetKeys(doc.doc).includes(name)) insertPolicy(listAt(this.trafficByTarget, name), doc as Located<TrafficPolicyDocument>);
+          else if (doc.doc.kind === 'AccessPolicy' && targetKeys(doc.doc).includes(name)) insertPolicy(listAt(this.accessByTarget, name), doc as Located<AccessPolicyDocument>);
+        }
+        targets.add(name);
+        if (kubernetes(svc)) sharedIdentities = true;
+      }
+      for (const d of change.removed) if (d.doc.kind === 'Service' && kubernetes(d)) sharedIdentities = true;
+      // Access rules that admit by identity or namespace, and checks that read who is meshed.
+      for (const name of this.#identityAccess) dirty.add(name);
+      for (const name of [...added, ...removed]) {
+        for (const doc of referrers.get(name) ?? []) {
+          if (isRoute(doc)) routes.add(doc);
+          else if (doc.doc.kind === 'TrafficPolicy' || doc.doc.kind === 'AccessPolicy') {
+            for (const t of targetKeys(doc.doc)) if (this.spec.services.has(t)) (doc.doc.kind === 'TrafficPolicy' ? targets : dirty).add(t);
+          }
+        }
+      }
+    }
+
+    for (const { before: was, after } of change.replaced) {
       const key = keyOf(after.doc);
       switch (after.doc.kind) {
         case 'Service': {
           services.add(key);
           this.unit('identity', after, [this.settings], () => serviceIdentity(this.settings.trustDomain, (after as Located<ServiceDocument>).doc));
-          if ((before.doc as ServiceDocument).spec.endpoints?.kubernetes || (after.doc as ServiceDocument).spec.endpoints?.kubernetes) sharedIdentities = true;
-          for (const doc of referrers.get(key) ?? []) if (doc.doc.kind === 'HTTPRoute' || doc.doc.kind === 'GRPCRoute') routes.add(doc as Located<RouteDocument>);
+          if (kubernetes(was) || kubernetes(after)) sharedIdentities = true;
+          for (const doc of referrers.get(key) ?? []) if (isRoute(doc)) routes.add(doc);
           break;
         }
         case 'HTTPRoute':
@@ -864,91 +943,147 @@ class Checker {
           const route = after as Located<RouteDocument>;
           for (const parent of parentKeys(route.doc)) {
             const list = this.routesOf.get(parent);
-            if (list) list[list.indexOf(before as Located<RouteDocument>)] = route;
+            const i = list ? list.indexOf(was as Located<RouteDocument>) : -1;
+            if (i >= 0) list![i] = route;
           }
-          this.attachments.delete(before as Located<RouteDocument>);
-          routes.delete(before as Located<RouteDocument>);
+          this.attachments.delete(was as Located<RouteDocument>);
+          routes.delete(was as Located<RouteDocument>);
           routes.add(route);
           break;
         }
         case 'TrafficPolicy': {
           const policy = after as Located<TrafficPolicyDocument>;
-          for (const t of this.replaceTargeting(this.trafficByTarget, before as Located<TrafficPolicyDocument>, policy)) targets.add(t);
+          for (const t of this.replaceTargeting(this.trafficByTarget, was as Located<TrafficPolicyDocument>, policy, added)) targets.add(t);
           this.unit('durations', policy, [], () => this.checkPositiveDurations(policy, ['spec'], policy.doc.spec), key);
           break;
         }
         case 'AccessPolicy':
-          for (const t of this.replaceTargeting(this.accessByTarget, before as Located<AccessPolicyDocument>, after as Located<AccessPolicyDocument>)) dirty.add(t);
+          for (const t of this.replaceTargeting(this.accessByTarget, was as Located<AccessPolicyDocument>, after as Located<AccessPolicyDocument>, added)) dirty.add(t);
           break;
       }
     }
-    for (const t of targets) this.mergeTarget(t);
+    for (const doc of change.removed) {
+      const key = keyOf(doc.doc);
+      if (isRoute(doc)) {
+        for (const parent of parentKeys(doc.doc)) {
+          const list = this.routesOf.get(parent);
+          const i = list ? list.indexOf(doc) : -1;
+          if (i >= 0) list!.splice(i, 1);
+          if (this.spec.services.has(parent)) dirty.add(parent);
+        }
+        this.attachments.delete(doc);
+        routes.delete(doc);
+        this.forget(`route\u0000${doc.doc.kind}/${key}`);
+      } else if (doc.doc.kind === 'TrafficPolicy') {
+        for (const t of this.replaceTargeting(this.trafficByTarget, doc as Located<TrafficPolicyDocument>, undefined)) targets.add(t);
+        this.forget(`durations\u0000${key}`);
+      } else if (doc.doc.kind === 'AccessPolicy') {
+        for (const t of this.replaceTargeting(this.accessByTarget, doc as Located<AccessPolicyDocument>, undefined)) dirty.add(t);
+      }
+    }
+    for (const doc of change.added) {
+      const key = keyOf(doc.doc);
+      if (isRoute(doc)) {
+        for (const parent of parentKeys(doc.doc)) if (this.spec.services.has(parent) && !added.includes(parent)) insertRoute(listAt(this.routesOf, parent), doc);
+        routes.add(doc);
+      } else if (doc.doc.kind === 'TrafficPolicy') {
+        const policy = doc as Located<TrafficPolicyDocument>;
+        for (const t of this.replaceTargeting(this.trafficByTarget, undefined, policy, added)) targets.add(t);
+        this.unit('durations', policy, [], () => this.checkPositiveDurations(policy, ['spec'], policy.doc.spec), key);
+      } else if (doc.doc.kind === 'AccessPolicy') {
+        for (const t of this.replaceTargeting(this.accessByTarget, undefined, doc as Located<AccessPolicyDocument>, added)) dirty.add(t);
+      }
+    }
+
+    for (const t of targets) if (this.spec.services.has(t)) this.mergeTarget(t);
     for (const name of new Set([...services, ...targets])) {
+      if (!this.spec.services.has(name)) continue;
       const cluster = this.clusters.get(name);
       if (this.checkServiceAndCluster(name) !== cluster || services.has(name)) dirty.add(name);
     }
-    for (const route of routes) for (const a of this.checkRoute(route)) dirty.add(a);
+    for (const route of routes) for (const a of this.checkRoute(route)) if (this.spec.services.has(a)) dirty.add(a);
     if (sharedIdentities) this.section('shared-identities', () => this.checkSharedIdentities());
 
-    const changed = new Set<string>();
-    let graphChanged = false;
+    const changed = new Set<string>(removed);
+    let graphChanged = removed.length > 0 || added.length > 0;
     let retriesChanged = false;
     const timeouts = new Set<string>();
     for (const name of dirty) {
-      const old = this.planned.get(name)!;
+      const old = this.planned.get(name);
+      if (!before.has(name)) before.set(name, old?.plan);
       const made = this.planOf(name);
-      if (made.plan === old.plan) continue;
+      if (made.plan === old?.plan) continue;
       changed.add(name);
-      for (const d of tableDependencies(old.plan)) this.dependents.get(d)?.delete(name);
+      if (old) for (const d of tableDependencies(old.plan)) this.dependents.get(d)?.delete(name);
       for (const d of tableDependencies(made.plan)) setAt(this.dependents, d).add(name);
-      if (made.callersSignature !== old.callersSignature) graphChanged = true;
-      if (made.worstRetry !== old.worstRetry) retriesChanged = true;
+      if (made.callersSignature !== old?.callersSignature) graphChanged = true;
+      if (made.worstRetry !== old?.worstRetry) retriesChanged = true;
       timeouts.add(name);
       // The services that call this one wait on its calls: their timeouts are checked against its longest.
-      if (made.longestTimeout !== old.longestTimeout && made.plan.callers !== 'everyone') for (const c of made.plan.callers) timeouts.add(c);
+      if (made.longestTimeout !== old?.longestTimeout && made.plan.callers !== 'everyone') for (const c of made.plan.callers) timeouts.add(c);
     }
-    if (graphChanged) this.buildCallGraph(false);
+    if (added.length > 0) this.plans = new Map([...this.spec.services.keys()].map((k) => [k, this.plans.get(k)!]));
+    // Who calls whom, patched where callers changed; the services whose callees changed check their timeouts again.
+    if (graphChanged) for (const c of this.patchCallGraph(before)) if (this.plans.has(c)) timeouts.add(c);
     const backendAccess = new Set<string>();
     for (const name of changed) {
+      if (!this.plans.has(name)) continue;
       backendAccess.add(name);
       for (const d of this.dependents.get(name) ?? []) backendAccess.add(d);
     }
+    // Who is meshed is what a service open to every caller holds against its backends.
+    if (added.length > 0 || removed.length > 0) for (const p of this.plans.values()) if (p.callers === 'everyone') backendAccess.add(p.name);
     for (const name of backendAccess) this.checkBackendAccess(name);
     if (graphChanged || retriesChanged || services.size > 0) this.checkChains(graphChanged || retriesChanged);
-    for (const name of graphChanged ? this.plans.keys() : timeouts) this.checkTimeouts(name);
+    for (const name of timeouts) if (this.plans.has(name)) this.checkTimeouts(name);
     if (changed.size > 0) {
       for (const name of changed) {
-        const p = this.plans.get(name)!;
-        if (p.cluster.retryBudget.ratio >= 1) this.lifted = true;
-        if (p.cluster.faultInjection.abort) this.faults = true;
+        const p = this.plans.get(name);
+        if (p?.cluster.retryBudget.ratio !== undefined && p.cluster.retryBudget.ratio >= 1) this.lifted = true;
+        if (p?.cluster.faultInjection.abort) this.faults = true;
       }
       this.checkAcrossRules();
     }
-    return { plan: { settings: this.settings, services: this.plans }, changed, graphChanged };
+    return { plan: { settings: this.settings, services: this.plans }, delta: { changed, before, graphChanged } };
+  }
+
+  /** Forgets a service gone from the spec: its cluster, policies, routes, plan and diagnostics. */
+  dropService(name: string, before: Map<string, ServicePlan | undefined>): void {
+    const old = this.planned.get(name);
+    before.set(name, old?.plan);
+    if (old) for (const d of tableDependencies(old.plan)) this.dependents.get(d)?.delete(name);
+    this.dependents.delete(name);
+    this.clusters.delete(name);
+    this.traffic.delete(name);
+    this.trafficByTarget.delete(name);
+    this.accessByTarget.delete(name);
+    this.routesOf.delete(name);
+    this.planned.delete(name);
+    this.plans.delete(name);
+    this.#identityAccess.delete(name);
+    for (const kind of ['service', 'traffic', 'plan', 'backend-access', 'timeouts']) this.forget(`${kind}\u0000${name}`);
   }
 
   /**
-   * Puts policy `after` in place of `before` in the per-target lists (keeping spec order,
-   * which is by key); returns every target either names.
+   * Puts policy `after` in place of `before` in the per-target lists (either may be
+   * undefined: a policy added or removed), keeping spec order (by key); returns every
+   * existing target either names. Targets in `skip` (services new to the spec, whose lists
+   * are made whole) are left alone.
    */
-  replaceTargeting<P extends TrafficPolicyDocument | AccessPolicyDocument>(byTarget: Map<string, Array<Located<P>>>, before: Located<P>, after: Located<P>): Set<string> {
+  replaceTargeting<P extends TrafficPolicyDocument | AccessPolicyDocument>(byTarget: Map<string, Array<Located<P>>>, before: Located<P> | undefined, after: Located<P> | undefined, skip: readonly string[] = []): Set<string> {
     const touched = new Set<string>();
-    for (const t of targetKeys(before.doc)) {
+    for (const t of before ? targetKeys(before.doc) : []) {
       const list = byTarget.get(t);
-      const i = list ? list.indexOf(before) : -1;
+      const i = list ? list.indexOf(before!) : -1;
       if (i < 0) continue;
       list!.splice(i, 1);
       if (list!.length === 0) byTarget.delete(t);
       touched.add(t);
     }
-    const key = keyOf(after.doc);
-    for (const t of targetKeys(after.doc)) {
+    for (const t of after ? targetKeys(after.doc) : []) {
       if (!this.spec.services.has(t)) continue;
-      const list = listAt(byTarget, t);
-      let i = 0;
-      while (i < list.length && keyOf(list[i]!.doc) < key) i++;
-      list.splice(i, 0, after);
       touched.add(t);
+      if (!skip.includes(t)) insertPolicy(listAt(byTarget, t), after!);
     }
     return touched;
   }
@@ -1001,32 +1136,63 @@ class Checker {
     this.accessInputs(policies, deps);
     if (consumerRules) for (const [ns, list] of consumerRules) (deps.push(NEXT, ns), append(deps, list));
     const made = this.unit('plan', svc, deps, () => this.planService(name, svc, rules, consumerRules, policies, cluster), name);
+    if (policies.some((p) => accessSources(p.doc).some((source) => source.service === undefined))) this.#identityAccess.add(name);
+    else this.#identityAccess.delete(name);
     this.planned.set(name, made);
     this.plans.set(name, made.plan);
     return made;
   }
 
-  /** Who calls whom, as AccessPolicies declare it (a unit in a full check, keyed by every service's callers). */
-  buildCallGraph(memoised: boolean): void {
-    // A service open to everyone adds no edge (in an open mesh any service may call any
-    // other, which says nothing about which do).
-    const build = () => {
-      const calls = new Map<string, string[]>();
-      for (const target of this.plans.values()) {
-        if (target.callers === 'everyone') continue;
-        for (const c of target.callers) if (c !== target.name) listAt(calls, c).push(target.name);
-      }
-      const called = new Set<string>();
-      for (const list of calls.values()) for (const t of list) called.add(t);
-      return { calls, called };
-    };
-    if (!memoised) {
-      this.graph = build();
-      return;
+  /**
+   * Who calls whom, as AccessPolicies declare it. A service open to everyone adds no edge
+   * (in an open mesh any service may call any other, which says nothing about which do).
+   * Built whole here; a patched check patches it (patchCallGraph).
+   */
+  buildCallGraph(): void {
+    const calls = new Map<string, string[]>();
+    for (const target of this.plans.values()) {
+      if (target.callers === 'everyone') continue;
+      for (const c of target.callers) if (c !== target.name) listAt(calls, c).push(target.name);
     }
-    const signatures: unknown[] = [];
-    for (const p of this.planned.values()) signatures.push(p.callersSignature);
-    this.graph = this.unit('call-graph', CALL_GRAPH, [this.token('call-graph', signatures)], build);
+    const called = new Set<string>();
+    for (const list of calls.values()) for (const t of list) called.add(t);
+    this.graph = { calls, called };
+  }
+
+  /**
+   * The call graph after the plans in `before` changed (or came, or went): each caller's
+   * list of callees loses and gains those targets, kept in plan order (by key). Returns the
+   * callers whose lists changed.
+   */
+  patchCallGraph(before: ReadonlyMap<string, ServicePlan | undefined>): Set<string> {
+    const calls = this.graph.calls as Map<string, string[]>;
+    const called = this.graph.called as Set<string>;
+    const touched = new Set<string>();
+    const edges = (plan: ServicePlan | undefined) => (plan && plan.callers !== 'everyone' ? [...plan.callers].filter((c) => c !== plan.name) : []);
+    for (const [name, old] of before) {
+      const now = this.plans.get(name);
+      const was = new Set(edges(old));
+      const is = new Set(edges(now));
+      for (const c of was) {
+        if (is.has(c)) continue;
+        const list = calls.get(c);
+        const i = list ? list.indexOf(name) : -1;
+        if (i >= 0) list!.splice(i, 1);
+        if (list?.length === 0) calls.delete(c);
+        touched.add(c);
+      }
+      for (const c of is) {
+        if (was.has(c)) continue;
+        const list = listAt(calls, c);
+        let i = 0;
+        while (i < list.length && list[i]! < name) i++;
+        list.splice(i, 0, name);
+        touched.add(c);
+      }
+      if (is.size > 0) called.add(name);
+      else called.delete(name);
+    }
+    return touched;
   }
 
   /** Checks that read every service's rules; each runs only when the mesh has what it looks for. */
@@ -1313,7 +1479,7 @@ class Checker {
    * - fault injection on a backend whose callers retry the injected status: injected faults
    *   are never retried, so the retries do not hide them (said once, as information).
    */
-  checkChains(recompute: boolean): void {
+  checkChains(recompute: boolean, full = false): void {
     const { calls, called } = this.graph;
     const walk = () => {
       const worst = worstChains(calls, (target) => 1 + (this.planned.get(target)?.worstRetry ?? 0));
@@ -1326,13 +1492,14 @@ class Checker {
       return found;
     };
     let found: ReadonlyArray<{ entry: string; chain: string[]; factor: number }>;
-    if (!this.#memo) found = walk();
-    else if (recompute) {
-      // Walked again only when the graph or some service's worst retry count changed.
+    if (!this.#memo || !full) found = recompute ? walk() : this.#chains;
+    else {
+      // A full check walks again only when some service's callers or worst retry count changed.
+      const callers: unknown[] = [];
       const attempts: unknown[] = [];
-      for (const p of this.planned.values()) attempts.push(p.worstRetry);
-      found = this.unit('chains', CHAINS, [this.graph, this.servicesToken, this.token('worst-retry', attempts)], walk);
-    } else found = this.#chains;
+      for (const p of this.planned.values()) callers.push(p.callersSignature), attempts.push(p.worstRetry);
+      found = this.unit('chains', CHAINS, [this.token('call-graph', callers), this.servicesToken, this.token('worst-retry', attempts)], walk);
+    }
     this.#chains = found;
     this.section('chains', () => {
       for (const { entry, chain, factor } of found) {
@@ -1448,11 +1615,11 @@ export function checkIncrementally(
   previous: CheckState | undefined,
   change: ContentChange | undefined,
   referrers: ReadonlyMap<string, ReadonlySet<Located<SpecDocument>>>,
-): { plan: MeshPlan; diagnostics: Diagnostic[]; state: CheckState; delta: { changed: ReadonlySet<string>; graphChanged: boolean } | undefined } {
+): { plan: MeshPlan; diagnostics: Diagnostic[]; state: CheckState; delta: CheckDelta | undefined } {
   const checker = new Checker(spec, memo);
   const patched = previous && change ? checker.patch(previous, change, referrers) : undefined;
   const plan = patched ? patched.plan : checker.run();
   const diagnostics: Diagnostic[] = [];
   for (const found of checker.ledger.values()) append(diagnostics, found);
-  return { plan, diagnostics, state: checker, delta: patched && { changed: patched.changed, graphChanged: patched.graphChanged } };
+  return { plan, diagnostics, state: checker, delta: patched?.delta };
 }

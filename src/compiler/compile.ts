@@ -87,6 +87,8 @@ export interface IncrementalMemo {
   emit: EmitState | undefined;
   /** The last compile's diagnostics, sorted: the next sort starts from their order. */
   sorted: readonly Diagnostic[];
+  /** Whether the last compile patched the one before (only documents' content changed) rather than checking the whole spec. */
+  patched: boolean;
 }
 
 export function compileStages(stages: readonly FileStages[], options: CompileOptions = {}, memo?: IncrementalMemo): CompileResult {
@@ -120,15 +122,15 @@ export function compileStages(stages: readonly FileStages[], options: CompileOpt
     const resolved = resolveIncrementally(valid, memo.resolve);
     memo.resolve = resolved.state;
     append(diagnostics, resolved.diagnostics);
-    // A check patched from a check whose revision had errors would carry no emit state to patch.
-    const previousCheck = memo.emit ? memo.check : undefined;
-    const checked = checkIncrementally(resolved.state.spec, memo.units, previousCheck, resolved.change, resolved.state.referrers);
+    const checked = checkIncrementally(resolved.state.spec, memo.units, memo.check, resolved.change, resolved.state.referrers);
     memo.check = checked.state;
+    memo.patched = checked.delta !== undefined;
     append(diagnostics, checked.diagnostics);
     spec = resolved.state.spec;
     plan = checked.plan;
     mesh = () => {
-      const emitted = emitIncrementally(checked.plan, memo, memo.emit, checked.delta, checked.state.dependents);
+      // After a revision with errors nothing was emitted (memo.emit is unset): emit whole, its units memoised.
+      const emitted = emitIncrementally(checked.plan, memo, memo.emit, memo.emit && checked.delta, checked.state.dependents);
       memo.emit = emitted.state;
       return emitted.mesh;
     };

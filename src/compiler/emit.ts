@@ -11,7 +11,7 @@
 import { makeProxyConfig, makeResource, versionOf } from '../config/resources.ts';
 import { sha256 } from '../config/canonical.ts';
 import type { ProxyConfig, Resource, ResourceBody } from '../config/types.ts';
-import type { MeshPlan, ServicePlan } from './check.ts';
+import type { CheckDelta, MeshPlan, ServicePlan } from './check.ts';
 import type { CompileMemo } from './memo.ts';
 
 /** The compiler's output for a whole mesh. */
@@ -116,6 +116,36 @@ function invertCallers(plan: MeshPlan, state: EmitState): void {
   }
 }
 
+/** `invertCallers` after the plans in `before` changed (or came, or went): lists kept in plan order (by key). */
+function patchCallers(plan: MeshPlan, state: EmitState, before: ReadonlyMap<string, ServicePlan | undefined>): void {
+  const insert = (list: string[], name: string) => {
+    let i = 0;
+    while (i < list.length && list[i]! < name) i++;
+    list.splice(i, 0, name);
+  };
+  const remove = (list: string[] | undefined, name: string) => {
+    const i = list ? list.indexOf(name) : -1;
+    if (i >= 0) list!.splice(i, 1);
+  };
+  for (const [name, old] of before) {
+    const now = plan.services.get(name);
+    if (old?.callers === now?.callers) continue;
+    if (old) {
+      if (old.callers === 'everyone') remove(state.open, name);
+      else for (const c of old.callers) remove(state.byCaller.get(c), name);
+    }
+    if (now) {
+      if (now.callers === 'everyone') insert(state.open, name);
+      else
+        for (const c of now.callers) {
+          let list = state.byCaller.get(c);
+          if (!list) state.byCaller.set(c, (list = []));
+          insert(list, name);
+        }
+    }
+  }
+}
+
 /** The config of meshed service `svc`: its inbound, and what it needs of each service it may call. */
 function configOf(plan: MeshPlan, state: EmitState, svc: ServicePlan, makeResource: MakeResource, units: CompileMemo | undefined): ProxyConfig {
   const picked = new Set<Resource>();
@@ -163,12 +193,12 @@ export function emitIncrementally(
   plan: MeshPlan,
   memo: { readonly units: CompileMemo; readonly versions: ResourceVersionMemo },
   previous: EmitState | undefined,
-  delta: { readonly changed: ReadonlySet<string>; readonly graphChanged: boolean } | undefined,
+  delta: CheckDelta | undefined,
   dependents: ReadonlyMap<string, ReadonlySet<string>>,
 ): { mesh: CompiledMesh; state: EmitState } {
   const makeResource: MakeResource = (name, body) => memo.versions.resource(name, body);
   try {
-    if (!previous || !delta || delta.graphChanged) {
+    if (!previous || !delta) {
       const state = previous ?? newEmitState();
       emitAll(plan, state, makeResource, memo.units);
       return { mesh: finish(plan, state, false), state };
@@ -176,20 +206,41 @@ export function emitIncrementally(
     const state = previous;
     const rebuild = new Set<string>();
     let everyone = false;
-    const callersOf = (name: string) => {
-      const callers = plan.services.get(name)!.callers;
-      if (callers === 'everyone') everyone = true;
-      else for (const c of callers) rebuild.add(c);
+    const callersOf = (svc: ServicePlan | undefined) => {
+      if (!svc) return;
+      if (svc.callers === 'everyone') everyone = true;
+      else for (const c of svc.callers) rebuild.add(c);
     };
+    let added = false;
     for (const name of delta.changed) {
-      const svc = plan.services.get(name)!;
-      state.shared.set(name, memo.units.unit('resources', svc, [], () => sharedResources(svc, makeResource)));
+      const svc = plan.services.get(name);
+      if (svc) state.shared.set(name, memo.units.unit('resources', svc, [], () => sharedResources(svc, makeResource)));
+      else {
+        state.shared.delete(name);
+        state.configs.delete(name);
+      }
+      if (svc && !delta.before.get(name)) added = true;
       rebuild.add(name);
-      callersOf(name);
-      for (const d of dependents.get(name) ?? []) callersOf(d);
+      // Who may call it now, and who could before (those lose it from their configs).
+      callersOf(svc);
+      callersOf(delta.before.get(name));
+      for (const d of dependents.get(name) ?? []) callersOf(plan.services.get(d));
     }
-    for (const svc of everyone ? plan.services.values() : [...rebuild].map((name) => plan.services.get(name)!)) {
-      if (svc.inbound) state.configs.set(svc.name, configOf(plan, state, svc, makeResource, memo.units));
+    if (delta.graphChanged) patchCallers(plan, state, delta.before);
+    for (const name of everyone ? plan.services.keys() : rebuild) {
+      const svc = plan.services.get(name);
+      if (svc?.inbound) state.configs.set(name, configOf(plan, state, svc, makeResource, memo.units));
+      else state.configs.delete(name);
+    }
+    // Configs in plan order, as a full emit makes them.
+    if (added) {
+      const ordered = new Map<string, ProxyConfig>();
+      for (const name of plan.services.keys()) {
+        const config = state.configs.get(name);
+        if (config) ordered.set(name, config);
+      }
+      state.configs.clear();
+      for (const [name, config] of ordered) state.configs.set(name, config);
     }
     return { mesh: finish(plan, state, false), state };
   } finally {

@@ -20,18 +20,18 @@ export interface IncrementalCompiler {
   /** Compiles a whole revision: the result `compileFiles(files, options)` gives. */
   compile(files: readonly SourceFile[]): CompileResult;
   /** How the last compile went: files whose load and validate ran and files reused; units of later stages that ran and units reused. */
-  readonly lastStats: { readonly parsedFiles: number; readonly reusedFiles: number; readonly unitsRan: number; readonly unitsReused: number };
+  readonly lastStats: { readonly parsedFiles: number; readonly reusedFiles: number; readonly unitsRan: number; readonly unitsReused: number; readonly patched: boolean };
 }
 
 export function createIncrementalCompiler(options: CompileOptions = {}): IncrementalCompiler {
   const limits = options.limits ?? DEFAULT_LIMITS;
   let cache = new Map<string, { readonly text: string; readonly stages: FileStages }>();
-  let lastStats = { parsedFiles: 0, reusedFiles: 0, unitsRan: 0, unitsReused: 0 };
-  let memo: IncrementalMemo = { units: new CompileMemo(), versions: new ResourceVersionMemo(), resolve: undefined, check: undefined, emit: undefined, sorted: [] };
+  let lastStats = { parsedFiles: 0, reusedFiles: 0, unitsRan: 0, unitsReused: 0, patched: false };
+  let memo: IncrementalMemo = { units: new CompileMemo(), versions: new ResourceVersionMemo(), resolve: undefined, check: undefined, emit: undefined, sorted: [], patched: false };
   return {
     compile(files) {
       const next = new Map<string, { readonly text: string; readonly stages: FileStages }>();
-      const stats = { parsedFiles: 0, reusedFiles: 0, unitsRan: 0, unitsReused: 0 };
+      const stats = { parsedFiles: 0, reusedFiles: 0, unitsRan: 0, unitsReused: 0, patched: false };
       const stages = sortedByPath(files).map((file) => {
         const earlier = cache.get(file.path);
         // Two files of one path in one revision cannot come from a folder or a git tree; if a
@@ -48,15 +48,17 @@ export function createIncrementalCompiler(options: CompileOptions = {}): Increme
       });
       cache = next;
       lastStats = stats;
+      memo.patched = false;
       try {
         return compileStages(stages, options, memo);
       } catch (error) {
         // What the memo holds may be half updated: the next compile starts afresh.
-        memo = { units: new CompileMemo(), versions: new ResourceVersionMemo(), resolve: undefined, check: undefined, emit: undefined, sorted: [] };
+        memo = { units: new CompileMemo(), versions: new ResourceVersionMemo(), resolve: undefined, check: undefined, emit: undefined, sorted: [], patched: false };
         throw error;
       } finally {
         stats.unitsRan = memo.units.ran;
         stats.unitsReused = memo.units.reused;
+        stats.patched = memo.patched;
         memo.units.endCompile();
       }
     },

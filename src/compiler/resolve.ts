@@ -370,14 +370,17 @@ export interface ResolveState {
 }
 
 /**
- * How a revision's documents differ from the last one's, when nothing but the content of
- * documents changed: each listed document replaces one of the same kind and key, at the
- * same place in the spec. Anything else (a document added, removed or renamed, a
- * duplicate, the Mesh or a ReferenceGrant changed) is a structural change, and every later
- * stage looks at the whole spec again.
+ * How a revision's documents differ from the last one's, when only documents came, went or
+ * changed content: each `replaced` document takes the place of one of the same kind and
+ * key; `added` ones have keys the spec did not have, `removed` ones keys it no longer has.
+ * Anything else (a document renamed into a key another has, a duplicate, the Mesh or a
+ * ReferenceGrant changed) is a structural change, and every later stage looks at the whole
+ * spec again.
  */
 export interface ContentChange {
   readonly replaced: ReadonlyArray<{ readonly before: Located<SpecDocument>; readonly after: Located<SpecDocument> }>;
+  readonly added: ReadonlyArray<Located<SpecDocument>>;
+  readonly removed: ReadonlyArray<Located<SpecDocument>>;
 }
 
 function fullKey(doc: SpecDocument): string {
@@ -450,31 +453,76 @@ export function resolveIncrementally(
   valid: readonly ValidDocument[],
   previous: ResolveState | undefined,
 ): { state: ResolveState; diagnostics: Diagnostic[]; change: ContentChange | undefined } {
-  const replaced = previous ? contentChange(valid, previous) : undefined;
-  if (!previous || !replaced) return { ...fullResolve(valid), change: undefined };
+  const change = previous ? changeOf(valid, previous) : undefined;
+  if (!previous || !change) return { ...fullResolve(valid), change: undefined };
 
   const prev = previous.spec;
-  let services = prev.services;
   const lists = new Map<SpecKind, Array<Located<SpecDocument>>>();
+  const listFor = (kind: SpecKind) => {
+    let list = lists.get(kind);
+    if (!list) lists.set(kind, (list = [...listOf(prev, kind)!]));
+    return list;
+  };
+  let serviceKeys: string[] | undefined;
+  const changedServices = new Map<string, Located<ServiceDocument> | undefined>();
   const recheck = new Set<Located<SpecDocument>>();
-  for (const { before, after } of replaced) {
+  const forget = (doc: Located<SpecDocument>) => {
+    for (const k of namedServices(doc.doc)) previous.referrers.get(k)?.delete(doc);
+    recheck.delete(doc);
+    previous.references.delete(doc);
+  };
+  const remember = (doc: Located<SpecDocument>) => {
+    addReferrer(previous.referrers, doc);
+    recheck.add(doc);
+  };
+  for (const { before, after } of change.replaced) {
     const kind = after.doc.kind;
     const key = keyOf(after.doc);
     if (kind === 'Service') {
-      if (services === prev.services) services = new Map(prev.services);
-      (services as Map<string, Located<ServiceDocument>>).set(key, after as Located<ServiceDocument>);
-      for (const doc of previous.referrers.get(key) ?? []) recheck.add(doc);
+      changedServices.set(key, after as Located<ServiceDocument>);
       continue;
     }
-    let list = lists.get(kind);
-    if (!list) lists.set(kind, (list = [...listOf(prev, kind)!]));
+    const list = listFor(kind);
     list[indexByKey(list, key)] = after;
     if (kind === 'TrafficTest') continue;
-    for (const k of namedServices(before.doc)) previous.referrers.get(k)?.delete(before);
-    addReferrer(previous.referrers, after);
-    recheck.delete(before);
-    previous.references.delete(before);
-    recheck.add(after);
+    forget(before);
+    remember(after);
+  }
+  for (const doc of change.removed) {
+    const key = keyOf(doc.doc);
+    if (doc.doc.kind === 'Service') {
+      serviceKeys ??= [...prev.services.keys()];
+      serviceKeys.splice(sortedIndex(serviceKeys, key), 1);
+      changedServices.set(key, undefined);
+      continue;
+    }
+    const list = listFor(doc.doc.kind);
+    list.splice(indexByKey(list, key), 1);
+    if (doc.doc.kind !== 'TrafficTest') forget(doc);
+  }
+  for (const doc of change.added) {
+    const key = keyOf(doc.doc);
+    if (doc.doc.kind === 'Service') {
+      serviceKeys ??= [...prev.services.keys()];
+      serviceKeys.splice(sortedIndex(serviceKeys, key), 0, key);
+      changedServices.set(key, doc as Located<ServiceDocument>);
+      continue;
+    }
+    const list = listFor(doc.doc.kind);
+    list.splice(insertionIndex(list, key), 0, doc);
+    if (doc.doc.kind !== 'TrafficTest') remember(doc);
+  }
+  let services = prev.services;
+  if (changedServices.size > 0) {
+    const next = new Map<string, Located<ServiceDocument>>();
+    if (serviceKeys) for (const key of serviceKeys) next.set(key, (changedServices.has(key) ? changedServices.get(key) : prev.services.get(key))!);
+    else for (const [key, svc] of prev.services) next.set(key, changedServices.get(key) ?? svc);
+    services = next;
+    // Whatever names a changed, new or removed service is checked again; with the set of
+    // services changed, so is every document with a reference problem (its hint names the
+    // closest service).
+    for (const key of changedServices.keys()) for (const doc of previous.referrers.get(key) ?? []) recheck.add(doc);
+    if (serviceKeys) for (const doc of previous.references.keys()) recheck.add(doc);
   }
   const list = <D extends SpecDocument>(kind: SpecKind, old: ReadonlyArray<Located<D>>) => (lists.get(kind) as Array<Located<D>> | undefined) ?? old;
   const spec: ResolvedSpec = {
@@ -486,14 +534,7 @@ export function resolveIncrementally(
     accessPolicies: list('AccessPolicy', prev.accessPolicies),
     trafficTests: list('TrafficTest', prev.trafficTests),
   };
-  // A document replaced by another is no longer in the spec; a referrer of a changed
-  // service may itself have been replaced (then `after` is checked instead).
-  const inSpec = (doc: Located<SpecDocument>) => {
-    const l = doc.doc.kind === 'Service' ? undefined : (lists.get(doc.doc.kind) ?? listOf(prev, doc.doc.kind));
-    return l === undefined || l[indexByKey(l, keyOf(doc.doc))] === doc;
-  };
   for (const doc of recheck) {
-    if (!inSpec(doc)) continue;
     const found = checkReferences(spec, doc);
     if (found.length > 0) previous.references.set(doc, found);
     else previous.references.delete(doc);
@@ -501,26 +542,104 @@ export function resolveIncrementally(
   const diagnostics = [...previous.indexDiagnostics];
   for (const found of previous.references.values()) for (const d of found) diagnostics.push(d);
   const state: ResolveState = { ...previous, valid, spec };
-  return { state, diagnostics, change: { replaced } };
+  return { state, diagnostics, change };
+}
+
+/** Where a document of key `key` goes in `list` (sorted by key): the index of the first key not below it. */
+function insertionIndex(list: ReadonlyArray<Located<SpecDocument>>, key: string): number {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (keyOf(list[mid]!.doc) < key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** Where `key` goes in the sorted `keys` (the index of the first key not below it). */
+function sortedIndex(keys: readonly string[], key: string): number {
+  let lo = 0;
+  let hi = keys.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (keys[mid]! < key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
 /**
- * The documents replaced between the last revision and this one, when that is all that
- * changed (see ContentChange); undefined for a structural change.
+ * How the documents changed since the last revision (see ContentChange), or undefined for a
+ * structural change.
  */
-function contentChange(valid: readonly ValidDocument[], previous: ResolveState): ContentChange['replaced'] | undefined {
+function changeOf(valid: readonly ValidDocument[], previous: ResolveState): ContentChange | undefined {
   const before = previous.valid;
-  if (valid.length !== before.length) return undefined;
+  // With no documents before or now, whether the spec has documents at all changed (TRL3007 says so only then).
+  if (before.length === 0 || valid.length === 0) return undefined;
   const replaced: Array<{ before: Located<SpecDocument>; after: Located<SpecDocument> }> = [];
-  for (let i = 0; i < valid.length; i++) {
-    const a = before[i]!;
-    const b = valid[i]!;
-    if (a === b) continue;
-    const kind = b.doc.kind;
-    if (kind !== a.doc.kind || kind === 'Mesh' || kind === 'ReferenceGrant') return undefined;
-    const key = fullKey(b.doc);
-    if (key !== fullKey(a.doc) || previous.duplicated.has(key)) return undefined;
-    replaced.push({ before: a, after: b });
+  const accept = (doc: Located<SpecDocument>) => doc.doc.kind !== 'Mesh' && doc.doc.kind !== 'ReferenceGrant' && !previous.duplicated.has(fullKey(doc.doc));
+  // Most often the documents are where they were, a few with new content.
+  if (valid.length === before.length) {
+    let aligned = true;
+    for (let i = 0; i < valid.length && aligned; i++) {
+      const a = before[i]!;
+      const b = valid[i]!;
+      if (a === b) continue;
+      if (fullKey(a.doc) !== fullKey(b.doc)) aligned = false;
+      else if (!accept(b)) return undefined;
+      else replaced.push({ before: a, after: b });
+    }
+    if (aligned) return { replaced, added: [], removed: [] };
+    replaced.length = 0;
   }
-  return replaced;
+  // Documents come file by file in path order, a file's in file order: walk both lists
+  // together, and collect what differs where they part.
+  const gone = new Map<string, Located<SpecDocument>>();
+  const fresh: Array<Located<SpecDocument>> = [];
+  const path = (doc: Located<SpecDocument>) => doc.source.file.path;
+  let i = 0;
+  let j = 0;
+  while (i < before.length || j < valid.length) {
+    const a = before[i];
+    const b = valid[j];
+    if (a !== undefined && a === b) {
+      i++;
+      j++;
+      continue;
+    }
+    // The file (or files) where they part: every document of it, on either side.
+    const at = a === undefined ? path(b!) : b === undefined ? path(a) : path(a) < path(b) ? path(a) : path(b);
+    while (i < before.length && path(before[i]!) === at) {
+      const doc = before[i++]!;
+      if (!accept(doc)) return undefined;
+      gone.set(fullKey(doc.doc), doc);
+    }
+    while (j < valid.length && path(valid[j]!) === at) fresh.push(valid[j++]!);
+  }
+  // (A file that did not change keeps its very documents, so no document is on both sides.)
+  const added: Array<Located<SpecDocument>> = [];
+  const seen = new Set<string>();
+  for (const doc of fresh) {
+    const key = fullKey(doc.doc);
+    if (!accept(doc) || seen.has(key)) return undefined;
+    seen.add(key);
+    const was = gone.get(key);
+    if (was) {
+      replaced.push({ before: was, after: doc });
+      gone.delete(key);
+    } else {
+      // A new key must not be one a kept document already has (that is a duplicate).
+      if (exists(previous.spec, doc.doc)) return undefined;
+      added.push(doc);
+    }
+  }
+  return { replaced, added, removed: [...gone.values()] };
+}
+
+/** Whether the resolved spec has a document of this kind and key. */
+function exists(spec: ResolvedSpec, doc: SpecDocument): boolean {
+  if (doc.kind === 'Service') return spec.services.has(keyOf(doc));
+  const list = listOf(spec, doc.kind);
+  return list !== undefined && indexByKey(list, keyOf(doc)) >= 0;
 }

@@ -121,14 +121,33 @@ describe('incremental compile', () => {
     const files = syntheticMesh(200, { seed: 2 }).files;
     const compiler = createIncrementalCompiler();
     compiler.compile(files);
-    assert.deepEqual({ ...compiler.lastStats, unitsRan: 0 }, { parsedFiles: files.length, reusedFiles: 0, unitsRan: 0, unitsReused: 0 });
+    assert.deepEqual({ ...compiler.lastStats, unitsRan: 0 }, { parsedFiles: files.length, reusedFiles: 0, unitsRan: 0, unitsReused: 0, patched: false });
     const changed = files.map((f, i) => (i === 7 ? new SourceFile(f.path, f.text.replace('request: 2s', 'request: 3s')) : new SourceFile(f.path, f.text)));
     const result = compiler.compile(changed);
     const stats = compiler.lastStats;
-    assert.deepEqual([stats.parsedFiles, stats.reusedFiles], [1, files.length - 1]);
+    assert.deepEqual([stats.parsedFiles, stats.reusedFiles, stats.patched], [1, files.length - 1, true]);
     // Resolve, check and emit visit only the units the changed documents feed: a handful, not one per document.
     assert.ok(stats.unitsRan > 0 && stats.unitsRan + stats.unitsReused < files.length / 4, JSON.stringify(stats));
     assert.equal(canonical(result), canonical(compileFiles(changed)));
+  });
+
+  test('a service file added or removed patches the last compile too; a Mesh change checks the whole spec', () => {
+    const files = syntheticMesh(200, { seed: 2 }).files;
+    // An app of another mesh under new names: a Service, its route and its policies, calling into ours.
+    const extra = syntheticMesh(3, { seed: 8 }).files.find((f) => f.path.startsWith('services/'))!;
+    const app = new SourceFile('services/new/app.yaml', extra.text.replaceAll(/name: ([a-z]+-\d+)$/gm, 'name: $1-new'));
+    const compiler = createIncrementalCompiler();
+    compiler.compile(files);
+    for (const [what, revision, patched] of [
+      ['added', [...files, app], true],
+      ['removed', files, true],
+      ['a service file removed', files.filter((_, i) => i !== 9), true],
+      ['the Mesh changed', files.filter((_, i) => i !== 9).map((f) => (f.path === 'mesh.yaml' ? new SourceFile(f.path, f.text.replace('request: 15s', 'request: 20s')) : f)), false],
+    ] as const) {
+      const result = compiler.compile(revision);
+      assert.equal(compiler.lastStats.patched, patched, what);
+      assert.equal(canonical(result), canonical(compileFiles(revision)), what);
+    }
   });
 
   test('the example specs, compiled after each other in one compiler, each match their cold compile', async () => {
