@@ -99,6 +99,38 @@ const SURROGATE = /[\ud800-\udfff]/;
 class Decline {}
 const DECLINE = new Decline();
 
+/** Strings up to this long are shared (see `shared`); longer ones are rarely repeated. */
+const SHARED_MAX_LENGTH = 48;
+
+/** Distinct strings `shared` keeps; beyond this, new strings are returned as they are. */
+const SHARED_MAX_COUNT = 1 << 16;
+
+/** Copies of the strings seen so far, by content. */
+const SHARED_STRINGS = new Map<string, string>();
+
+/**
+ * One copy of a short string for every spec value that spells it. Spec files repeat the
+ * same few thousand values (kinds, ports' names, addresses, service names in references);
+ * a copy per occurrence was half the memory of the parsed documents, and every copy had to
+ * be moved by the garbage collector as it survived. The kept copy is flat (interned as a
+ * property name), never a slice that would hold on to its file's text. Bounded.
+ */
+function shared(text: string): string {
+  if (text.length > SHARED_MAX_LENGTH) return text;
+  const seen = SHARED_STRINGS.get(text);
+  if (seen !== undefined) return seen;
+  if (SHARED_STRINGS.size >= SHARED_MAX_COUNT) return text;
+  const flat = Object.keys({ [text]: 0 })[0]!;
+  SHARED_STRINGS.set(flat, flat);
+  return flat;
+}
+
+/** A plain scalar's value, its string shared. */
+function scalarValue(text: string): unknown {
+  const value = coreScalar(text);
+  return typeof value === 'string' ? shared(value) : value;
+}
+
 /** Keys the fast path takes: plain names, never read as anything but a string. */
 const PLAIN_KEY = /^[A-Za-z_][A-Za-z0-9_.\-/]*$/;
 
@@ -415,7 +447,7 @@ class Reader {
     let last = stop;
     while (last > from && t.charCodeAt(last - 1) === 32) last--;
     this.scalar(from, last);
-    return coreScalar(t.slice(from, last));
+    return scalarValue(t.slice(from, last));
   }
 
   /** A single-line quoted scalar at `from`: its value and the offset after its closing quote. */
@@ -427,7 +459,7 @@ class Reader {
       if (close < 0 || close >= end) throw DECLINE;
       const value = t.slice(from + 1, close);
       if (value.includes('\\')) throw DECLINE; // escapes go to the careful readers
-      return { value, after: close + 1 };
+      return { value: shared(value), after: close + 1 };
     }
     let value = '';
     let i = from + 1;
@@ -440,7 +472,7 @@ class Reader {
         i = close + 2;
         continue;
       }
-      return { value, after: close + 1 };
+      return { value: shared(value), after: close + 1 };
     }
   }
 
@@ -479,7 +511,7 @@ class Reader {
           while (last > s && t.charCodeAt(last - 1) === 32) last--;
           if (last === s) throw DECLINE; // an empty entry
           this.scalar(s, last);
-          out.push(coreScalar(t.slice(s, last)));
+          out.push(scalarValue(t.slice(s, last)));
         }
         skip();
         const d = t.charCodeAt(i);
