@@ -27,12 +27,13 @@ import { SourceFile } from '../src/diagnostics/source-file.ts';
 import { ReconcilerMetrics } from '../src/reconciler/metrics.ts';
 import { Reconciler } from '../src/reconciler/reconciler.ts';
 import type { Revision, Source, SourceEvent } from '../src/reconciler/source.ts';
+import { syntheticMesh } from './synthetic-mesh.ts';
 
 /** What one measured compile reports. Times in milliseconds, memory in KiB, sizes in bytes. */
 export interface CompileSample {
   /** From process start to the first line of this script: node boot, type stripping, imports. */
   readonly startupMs: number;
-  /** `compileDir(dir)`, including ajv's lazy schema compilation (a CLI pays it every run). */
+  /** `compileDir(dir)`: read, parse, validate (precompiled validators), resolve, check, emit. */
   readonly compileMs: number;
   /** `prettyJson` of every config and index.json, after the compile. */
   readonly serializeMs: number;
@@ -48,6 +49,8 @@ export interface CompileSample {
   readonly warnings: number;
   /** Median of ONE_FILE_EDITS one-file changes compiled by the incremental compiler (primed with the spec). */
   readonly incrementalMs: number;
+  /** Median of compiles that add a new service's file, or remove it again (ONE_FILE_EDITS of each), by the same compiler. */
+  readonly addRemoveMs: number;
 }
 
 /** What a --reconciler run reports. Times in milliseconds. */
@@ -62,6 +65,8 @@ export interface ReconcilerSample {
   readonly p99StallMs: number;
   /** Longest stall while the one-file changes were compiled and applied (the first revision left out). */
   readonly maxStallOneFileMs: number;
+  /** Median time from the source emitting a revision that adds a new service's file (or removes it again) to its being applied. */
+  readonly addRemoveApplyMs: number;
 }
 
 /** One-file changes timed per run. */
@@ -74,6 +79,16 @@ const ONE_FILE_EDITS = 5;
 function oneFileChange(files: readonly SourceFile[], k: number): SourceFile[] {
   const i = Math.floor(files.length / 2) + k;
   return files.map((f, j) => (j === i % files.length ? new SourceFile(f.path, f.text.replace(/request: (\d+)s/, (_, n: string) => `request: ${Number(n) + k + 1}s`)) : f));
+}
+
+/**
+ * A new service's file (an app of another synthetic mesh, renamed): its Service, route and
+ * policies, calling services of this mesh. Adding it and removing it are the structural
+ * one-file changes a pull request makes.
+ */
+function newServiceFile(): SourceFile {
+  const app = syntheticMesh(3, { seed: 8 }).files.find((f) => f.path.startsWith('services/'))!;
+  return new SourceFile('services/new/app.yaml', app.text.replaceAll(/name: ([a-z]+-\d+)$/gm, 'name: $1-new'));
 }
 
 function median(values: readonly number[]): number {
@@ -133,10 +148,18 @@ async function measureReconciler(dir: string): Promise<void> {
     await until(() => reconciler.applied?.revision.id === id, `revision ${id} to apply`);
     times.push(performance.now() - t1);
   }
+  const structural: number[] = [];
+  for (let k = 0; k < ONE_FILE_EDITS * 2; k++) {
+    const id = `s${k}`;
+    const t1 = performance.now();
+    source.emit({ id, files: k % 2 === 0 ? [...files, newServiceFile()] : files, description: id, seenAt: Date.now() });
+    await until(() => reconciler.applied?.revision.id === id, `revision ${id} to apply`);
+    structural.push(performance.now() - t1);
+  }
   delay.disable();
   changes.disable();
   await reconciler.stop();
-  const sample: ReconcilerSample = { firstApplyMs, oneFileApplyMs: median(times), maxStallMs: delay.max / 1e6, p99StallMs: delay.percentile(99) / 1e6, maxStallOneFileMs: changes.max / 1e6 };
+  const sample: ReconcilerSample = { firstApplyMs, oneFileApplyMs: median(times), maxStallMs: delay.max / 1e6, p99StallMs: delay.percentile(99) / 1e6, maxStallOneFileMs: changes.max / 1e6, addRemoveApplyMs: median(structural) };
   process.stdout.write(JSON.stringify(sample) + '\n');
 }
 const startupMs = performance.now();
@@ -180,6 +203,14 @@ async function measureCompile(dir: string): Promise<void> {
     times.push(performance.now() - t2);
     if (!r.mesh) throw new Error('a one-file change broke the spec');
   }
+  const addRemove: number[] = [];
+  for (let k = 0; k < ONE_FILE_EDITS * 2; k++) {
+    const revision = k % 2 === 0 ? [...files, newServiceFile()] : files;
+    const t2 = performance.now();
+    const r = incremental.compile(revision);
+    addRemove.push(performance.now() - t2);
+    if (!r.mesh) throw new Error('adding or removing a service file broke the spec');
+  }
 
   const spec = result.spec;
   const sample: CompileSample = {
@@ -193,6 +224,7 @@ async function measureCompile(dir: string): Promise<void> {
     outputBytes,
     warnings: result.diagnostics.filter((d) => d.severity === 'warning').length,
     incrementalMs: median(times),
+    addRemoveMs: median(addRemove),
   };
   process.stdout.write(JSON.stringify(sample) + '\n');
 }
