@@ -12035,12 +12035,12 @@ var require_headers = __commonJS({
       append(name, value, isLowerCase) {
         this[kHeadersSortedMap] = null;
         const lowercaseName = isLowerCase ? name : name.toLowerCase();
-        const exists3 = this[kHeadersMap].get(lowercaseName);
-        if (exists3) {
+        const exists4 = this[kHeadersMap].get(lowercaseName);
+        if (exists4) {
           const delimiter = lowercaseName === "cookie" ? "; " : ", ";
           this[kHeadersMap].set(lowercaseName, {
-            name: exists3.name,
-            value: `${exists3.value}${delimiter}${value}`
+            name: exists4.name,
+            value: `${exists4.value}${delimiter}${value}`
           });
         } else {
           this[kHeadersMap].set(lowercaseName, { name, value });
@@ -30993,12 +30993,12 @@ var require_headers2 = __commonJS({
       append(name, value, isLowerCase) {
         this[kHeadersSortedMap] = null;
         const lowercaseName = isLowerCase ? name : name.toLowerCase();
-        const exists3 = this[kHeadersMap].get(lowercaseName);
-        if (exists3) {
+        const exists4 = this[kHeadersMap].get(lowercaseName);
+        if (exists4) {
           const delimiter = lowercaseName === "cookie" ? "; " : ", ";
           this[kHeadersMap].set(lowercaseName, {
-            name: exists3.name,
-            value: `${exists3.value}${delimiter}${value}`
+            name: exists4.name,
+            value: `${exists4.value}${delimiter}${value}`
           });
         } else {
           this[kHeadersMap].set(lowercaseName, { name, value });
@@ -46926,10 +46926,10 @@ var require_src2 = __commonJS({
         throw e;
       }
     }
-    function exists3(path, type2 = exports.READABLE) {
+    function exists4(path, type2 = exports.READABLE) {
       return check(path, (type2 & exports.FILE) > 0, (type2 & exports.FOLDER) > 0);
     }
-    exports.exists = exists3;
+    exports.exists = exists4;
     exports.FILE = 1;
     exports.FOLDER = 2;
     exports.READABLE = exports.FILE + exports.FOLDER;
@@ -55838,6 +55838,22 @@ var SURROGATE = /[\ud800-\udfff]/;
 var Decline = class {
 };
 var DECLINE = new Decline();
+var SHARED_MAX_LENGTH = 48;
+var SHARED_MAX_COUNT = 1 << 16;
+var SHARED_STRINGS = /* @__PURE__ */ new Map();
+function shared(text) {
+  if (text.length > SHARED_MAX_LENGTH) return text;
+  const seen = SHARED_STRINGS.get(text);
+  if (seen !== void 0) return seen;
+  if (SHARED_STRINGS.size >= SHARED_MAX_COUNT) return text;
+  const flat = Object.keys({ [text]: 0 })[0];
+  SHARED_STRINGS.set(flat, flat);
+  return flat;
+}
+function scalarValue(text) {
+  const value = coreScalar(text);
+  return typeof value === "string" ? shared(value) : value;
+}
 var PLAIN_KEY = /^[A-Za-z_][A-Za-z0-9_.\-/]*$/;
 var PLAIN_KEYS_SEEN = /* @__PURE__ */ new Map();
 var NOT_PLAIN_START = /* @__PURE__ */ new Set(["-", "?", ":", ",", "[", "]", "{", "}", "#", "&", "*", "!", "|", ">", "'", '"', "%", "@", "`"]);
@@ -56103,7 +56119,7 @@ var Reader = class {
     let last2 = stop;
     while (last2 > from && t2.charCodeAt(last2 - 1) === 32) last2--;
     this.scalar(from, last2);
-    return coreScalar(t2.slice(from, last2));
+    return scalarValue(t2.slice(from, last2));
   }
   /** A single-line quoted scalar at `from`: its value and the offset after its closing quote. */
   quoted(from, end) {
@@ -56114,7 +56130,7 @@ var Reader = class {
       if (close < 0 || close >= end) throw DECLINE;
       const value2 = t2.slice(from + 1, close);
       if (value2.includes("\\")) throw DECLINE;
-      return { value: value2, after: close + 1 };
+      return { value: shared(value2), after: close + 1 };
     }
     let value = "";
     let i2 = from + 1;
@@ -56127,7 +56143,7 @@ var Reader = class {
         i2 = close + 2;
         continue;
       }
-      return { value, after: close + 1 };
+      return { value: shared(value), after: close + 1 };
     }
   }
   /** `[a, "b", 3]` on one line: scalars only. */
@@ -56165,7 +56181,7 @@ var Reader = class {
           while (last2 > s && t2.charCodeAt(last2 - 1) === 32) last2--;
           if (last2 === s) throw DECLINE;
           this.scalar(s, last2);
-          out.push(coreScalar(t2.slice(s, last2)));
+          out.push(scalarValue(t2.slice(s, last2)));
         }
         skip();
         const d = t2.charCodeAt(i2);
@@ -57060,30 +57076,72 @@ function listOf(spec, kind) {
   }
 }
 function resolveIncrementally(valid, previous) {
-  const replaced = previous ? contentChange(valid, previous) : void 0;
-  if (!previous || !replaced) return { ...fullResolve(valid), change: void 0 };
+  const change = previous ? changeOf(valid, previous) : void 0;
+  if (!previous || !change) return { ...fullResolve(valid), change: void 0 };
   const prev = previous.spec;
-  let services = prev.services;
   const lists = /* @__PURE__ */ new Map();
+  const listFor = (kind) => {
+    let list2 = lists.get(kind);
+    if (!list2) lists.set(kind, list2 = [...listOf(prev, kind)]);
+    return list2;
+  };
+  let serviceKeys;
+  const changedServices = /* @__PURE__ */ new Map();
   const recheck = /* @__PURE__ */ new Set();
-  for (const { before, after: after3 } of replaced) {
+  const forget = (doc) => {
+    for (const k of namedServices(doc.doc)) previous.referrers.get(k)?.delete(doc);
+    recheck.delete(doc);
+    previous.references.delete(doc);
+  };
+  const remember = (doc) => {
+    addReferrer(previous.referrers, doc);
+    recheck.add(doc);
+  };
+  for (const { before, after: after3 } of change.replaced) {
     const kind = after3.doc.kind;
     const key = keyOf(after3.doc);
     if (kind === "Service") {
-      if (services === prev.services) services = new Map(prev.services);
-      services.set(key, after3);
-      for (const doc of previous.referrers.get(key) ?? []) recheck.add(doc);
+      changedServices.set(key, after3);
       continue;
     }
-    let list2 = lists.get(kind);
-    if (!list2) lists.set(kind, list2 = [...listOf(prev, kind)]);
+    const list2 = listFor(kind);
     list2[indexByKey(list2, key)] = after3;
     if (kind === "TrafficTest") continue;
-    for (const k of namedServices(before.doc)) previous.referrers.get(k)?.delete(before);
-    addReferrer(previous.referrers, after3);
-    recheck.delete(before);
-    previous.references.delete(before);
-    recheck.add(after3);
+    forget(before);
+    remember(after3);
+  }
+  for (const doc of change.removed) {
+    const key = keyOf(doc.doc);
+    if (doc.doc.kind === "Service") {
+      serviceKeys ??= [...prev.services.keys()];
+      serviceKeys.splice(sortedIndex(serviceKeys, key), 1);
+      changedServices.set(key, void 0);
+      continue;
+    }
+    const list2 = listFor(doc.doc.kind);
+    list2.splice(indexByKey(list2, key), 1);
+    if (doc.doc.kind !== "TrafficTest") forget(doc);
+  }
+  for (const doc of change.added) {
+    const key = keyOf(doc.doc);
+    if (doc.doc.kind === "Service") {
+      serviceKeys ??= [...prev.services.keys()];
+      serviceKeys.splice(sortedIndex(serviceKeys, key), 0, key);
+      changedServices.set(key, doc);
+      continue;
+    }
+    const list2 = listFor(doc.doc.kind);
+    list2.splice(insertionIndex(list2, key), 0, doc);
+    if (doc.doc.kind !== "TrafficTest") remember(doc);
+  }
+  let services = prev.services;
+  if (changedServices.size > 0) {
+    const next = /* @__PURE__ */ new Map();
+    if (serviceKeys) for (const key of serviceKeys) next.set(key, changedServices.has(key) ? changedServices.get(key) : prev.services.get(key));
+    else for (const [key, svc] of prev.services) next.set(key, changedServices.get(key) ?? svc);
+    services = next;
+    for (const key of changedServices.keys()) for (const doc of previous.referrers.get(key) ?? []) recheck.add(doc);
+    if (serviceKeys) for (const doc of previous.references.keys()) recheck.add(doc);
   }
   const list = (kind, old) => lists.get(kind) ?? old;
   const spec = {
@@ -57095,12 +57153,7 @@ function resolveIncrementally(valid, previous) {
     accessPolicies: list("AccessPolicy", prev.accessPolicies),
     trafficTests: list("TrafficTest", prev.trafficTests)
   };
-  const inSpec = (doc) => {
-    const l = doc.doc.kind === "Service" ? void 0 : lists.get(doc.doc.kind) ?? listOf(prev, doc.doc.kind);
-    return l === void 0 || l[indexByKey(l, keyOf(doc.doc))] === doc;
-  };
   for (const doc of recheck) {
-    if (!inSpec(doc)) continue;
     const found = checkReferences(spec, doc);
     if (found.length > 0) previous.references.set(doc, found);
     else previous.references.delete(doc);
@@ -57108,23 +57161,88 @@ function resolveIncrementally(valid, previous) {
   const diagnostics = [...previous.indexDiagnostics];
   for (const found of previous.references.values()) for (const d of found) diagnostics.push(d);
   const state = { ...previous, valid, spec };
-  return { state, diagnostics, change: { replaced } };
+  return { state, diagnostics, change };
 }
-function contentChange(valid, previous) {
-  const before = previous.valid;
-  if (valid.length !== before.length) return void 0;
-  const replaced = [];
-  for (let i2 = 0; i2 < valid.length; i2++) {
-    const a = before[i2];
-    const b = valid[i2];
-    if (a === b) continue;
-    const kind = b.doc.kind;
-    if (kind !== a.doc.kind || kind === "Mesh" || kind === "ReferenceGrant") return void 0;
-    const key = fullKey(b.doc);
-    if (key !== fullKey(a.doc) || previous.duplicated.has(key)) return void 0;
-    replaced.push({ before: a, after: b });
+function insertionIndex(list, key) {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = lo + hi >> 1;
+    if (keyOf(list[mid].doc) < key) lo = mid + 1;
+    else hi = mid;
   }
-  return replaced;
+  return lo;
+}
+function sortedIndex(keys, key) {
+  let lo = 0;
+  let hi = keys.length;
+  while (lo < hi) {
+    const mid = lo + hi >> 1;
+    if (keys[mid] < key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+function changeOf(valid, previous) {
+  const before = previous.valid;
+  if (before.length === 0 || valid.length === 0) return void 0;
+  const replaced = [];
+  const accept = (doc) => doc.doc.kind !== "Mesh" && doc.doc.kind !== "ReferenceGrant" && !previous.duplicated.has(fullKey(doc.doc));
+  if (valid.length === before.length) {
+    let aligned = true;
+    for (let i3 = 0; i3 < valid.length && aligned; i3++) {
+      const a = before[i3];
+      const b = valid[i3];
+      if (a === b) continue;
+      if (fullKey(a.doc) !== fullKey(b.doc)) aligned = false;
+      else if (!accept(b)) return void 0;
+      else replaced.push({ before: a, after: b });
+    }
+    if (aligned) return { replaced, added: [], removed: [] };
+    replaced.length = 0;
+  }
+  const gone = /* @__PURE__ */ new Map();
+  const fresh = [];
+  const path = (doc) => doc.source.file.path;
+  let i2 = 0;
+  let j = 0;
+  while (i2 < before.length || j < valid.length) {
+    const a = before[i2];
+    const b = valid[j];
+    if (a !== void 0 && a === b) {
+      i2++;
+      j++;
+      continue;
+    }
+    const at2 = a === void 0 ? path(b) : b === void 0 ? path(a) : path(a) < path(b) ? path(a) : path(b);
+    while (i2 < before.length && path(before[i2]) === at2) {
+      const doc = before[i2++];
+      if (!accept(doc)) return void 0;
+      gone.set(fullKey(doc.doc), doc);
+    }
+    while (j < valid.length && path(valid[j]) === at2) fresh.push(valid[j++]);
+  }
+  const added = [];
+  const seen = /* @__PURE__ */ new Set();
+  for (const doc of fresh) {
+    const key = fullKey(doc.doc);
+    if (!accept(doc) || seen.has(key)) return void 0;
+    seen.add(key);
+    const was = gone.get(key);
+    if (was) {
+      replaced.push({ before: was, after: doc });
+      gone.delete(key);
+    } else {
+      if (exists2(previous.spec, doc.doc)) return void 0;
+      added.push(doc);
+    }
+  }
+  return { replaced, added, removed: [...gone.values()] };
+}
+function exists2(spec, doc) {
+  if (doc.kind === "Service") return spec.services.has(keyOf(doc));
+  const list = listOf(spec, doc.kind);
+  return list !== void 0 && indexByKey(list, keyOf(doc)) >= 0;
 }
 
 // src/config/router.ts
@@ -57543,7 +57661,6 @@ function describeFactor(factor) {
 var CHAIN_AMPLIFICATION_LIMIT = 8;
 var NEXT = /* @__PURE__ */ Symbol("next");
 var SETTINGS = {};
-var CALL_GRAPH = {};
 var CHAINS = {};
 var NO_POLICY = Object.freeze({});
 var NO_ACCESS_POLICIES = [];
@@ -57563,6 +57680,19 @@ function sameList(a, b) {
 function parentKeys(route) {
   const ns = namespaceOf(route);
   return [...new Set((route.spec.parentRefs ?? []).map((p) => refKey(ns, p)))];
+}
+function insertPolicy(list, policy) {
+  const key = keyOf(policy.doc);
+  let i2 = 0;
+  while (i2 < list.length && keyOf(list[i2].doc) < key) i2++;
+  list.splice(i2, 0, policy);
+}
+function insertRoute(list, route) {
+  const rank = (r2) => r2.doc.kind === "HTTPRoute" ? 0 : 1;
+  const key = keyOf(route.doc);
+  let i2 = 0;
+  while (i2 < list.length && (rank(list[i2]) < rank(route) || rank(list[i2]) === rank(route) && keyOf(list[i2].doc) < key)) i2++;
+  list.splice(i2, 0, route);
 }
 function tableDependencies(plan) {
   const deps = new Set(plan.dependencies);
@@ -57605,6 +57735,8 @@ var Checker = class {
   /** Whether some service's retry budget is lifted (ratio ≥ 1), or some service injects aborts: checks across every rule run only then. */
   lifted = false;
   faults = false;
+  /** Services with an access rule that admits by identity or namespace: they read every service's identity. */
+  #identityAccess = /* @__PURE__ */ new Set();
   constructor(spec, memo) {
     this.spec = spec;
     this.#memo = memo;
@@ -57624,6 +57756,20 @@ var Checker = class {
     }
     this.identities = identities;
     this.servicesToken = this.token("services", shape);
+  }
+  /**
+   * `identify` after services came or went: the others' identities are kept. The services
+   * token is a new one (every unit that reads the whole set is redone when it next runs;
+   * a token standing for a shape seen before stays what it was).
+   */
+  patchIdentities(added) {
+    const identities = /* @__PURE__ */ new Map();
+    const fresh = new Set(added);
+    for (const [key, svc] of this.spec.services) {
+      identities.set(key, fresh.has(key) ? this.unit("identity", svc, [this.settings], () => serviceIdentity(this.settings.trustDomain, svc.doc)) : this.identities.get(key));
+    }
+    this.identities = identities;
+    this.servicesToken = {};
   }
   /** The memo's token for `parts` (see CompileMemo.token); without a memo, a new object. */
   token(id, parts) {
@@ -58133,9 +58279,9 @@ var Checker = class {
       const made = this.planOf(name);
       for (const d of tableDependencies(made.plan)) setAt(this.dependents, d).add(name);
     }
-    this.buildCallGraph(true);
+    this.buildCallGraph();
     for (const name of this.plans.keys()) this.checkBackendAccess(name);
-    this.checkChains(true);
+    this.checkChains(true, true);
     for (const name of this.plans.keys()) this.checkTimeouts(name);
     for (const p of this.plans.values()) {
       if (p.cluster.retryBudget.ratio >= 1) this.lifted = true;
@@ -58146,19 +58292,20 @@ var Checker = class {
   }
   /**
    * Patches the last compile's checks and plan (`previous`, whose state this checker takes
-   * over) for a revision in which only documents' content changed: redoes the units the
-   * replaced documents feed, and those that read what they changed, and keeps the rest.
-   * Returns undefined, having changed nothing, when the change reaches further than that
-   * (a service's identity, namespace or meshing, a route's parents): then `run` does all.
+   * over) for a revision in which only documents came, went or changed content (see
+   * ContentChange): redoes the units those documents feed, and those that read what they
+   * changed, and keeps the rest. Returns undefined, having changed nothing, when the change
+   * reaches further than that (a service's identity or meshing, a route's parents): then
+   * `run` does all.
    */
   patch(previous, change, referrers) {
-    for (const { before, after: after3 } of change.replaced) {
+    for (const { before: before2, after: after3 } of change.replaced) {
       if (after3.doc.kind === "Service") {
-        const b = before.doc;
+        const b = before2.doc;
         const a = after3.doc;
         if (b.spec.sidecar !== false !== (a.spec.sidecar !== false) || serviceIdentity(this.settings.trustDomain, a) !== previous.identities.get(keyOf(a))) return void 0;
       } else if (after3.doc.kind === "HTTPRoute" || after3.doc.kind === "GRPCRoute") {
-        if (!sameList(parentKeys(before.doc), parentKeys(after3.doc))) return void 0;
+        if (!sameList(parentKeys(before2.doc), parentKeys(after3.doc))) return void 0;
       }
     }
     this.settings = previous.settings;
@@ -58179,19 +58326,52 @@ var Checker = class {
     this.lifted = previous.lifted;
     this.faults = previous.faults;
     this.#chains = previous.#chains;
+    this.#identityAccess = previous.#identityAccess;
     const services = /* @__PURE__ */ new Set();
     const targets2 = /* @__PURE__ */ new Set();
     const routes = /* @__PURE__ */ new Set();
     const dirty = /* @__PURE__ */ new Set();
+    const before = /* @__PURE__ */ new Map();
     let sharedIdentities = false;
-    for (const { before, after: after3 } of change.replaced) {
+    const isRoute = (doc) => doc.doc.kind === "HTTPRoute" || doc.doc.kind === "GRPCRoute";
+    const kubernetes = (doc) => doc.doc.spec.endpoints?.kubernetes !== void 0;
+    const added = change.added.filter((d) => d.doc.kind === "Service").map((d) => keyOf(d.doc));
+    const removed = change.removed.filter((d) => d.doc.kind === "Service").map((d) => keyOf(d.doc));
+    if (added.length > 0 || removed.length > 0) {
+      this.patchIdentities(added);
+      this.#servicesByIdentity = void 0;
+      for (const name of removed) this.dropService(name, before);
+      for (const name of added) {
+        before.set(name, void 0);
+        services.add(name);
+        const svc = this.spec.services.get(name);
+        for (const doc of referrers.get(name) ?? []) {
+          if (isRoute(doc) && parentKeys(doc.doc).includes(name)) insertRoute(listAt(this.routesOf, name), doc);
+          else if (doc.doc.kind === "TrafficPolicy" && targetKeys(doc.doc).includes(name)) insertPolicy(listAt(this.trafficByTarget, name), doc);
+          else if (doc.doc.kind === "AccessPolicy" && targetKeys(doc.doc).includes(name)) insertPolicy(listAt(this.accessByTarget, name), doc);
+        }
+        targets2.add(name);
+        if (kubernetes(svc)) sharedIdentities = true;
+      }
+      for (const d of change.removed) if (d.doc.kind === "Service" && kubernetes(d)) sharedIdentities = true;
+      for (const name of this.#identityAccess) dirty.add(name);
+      for (const name of [...added, ...removed]) {
+        for (const doc of referrers.get(name) ?? []) {
+          if (isRoute(doc)) routes.add(doc);
+          else if (doc.doc.kind === "TrafficPolicy" || doc.doc.kind === "AccessPolicy") {
+            for (const t2 of targetKeys(doc.doc)) if (this.spec.services.has(t2)) (doc.doc.kind === "TrafficPolicy" ? targets2 : dirty).add(t2);
+          }
+        }
+      }
+    }
+    for (const { before: was, after: after3 } of change.replaced) {
       const key = keyOf(after3.doc);
       switch (after3.doc.kind) {
         case "Service": {
           services.add(key);
           this.unit("identity", after3, [this.settings], () => serviceIdentity(this.settings.trustDomain, after3.doc));
-          if (before.doc.spec.endpoints?.kubernetes || after3.doc.spec.endpoints?.kubernetes) sharedIdentities = true;
-          for (const doc of referrers.get(key) ?? []) if (doc.doc.kind === "HTTPRoute" || doc.doc.kind === "GRPCRoute") routes.add(doc);
+          if (kubernetes(was) || kubernetes(after3)) sharedIdentities = true;
+          for (const doc of referrers.get(key) ?? []) if (isRoute(doc)) routes.add(doc);
           break;
         }
         case "HTTPRoute":
@@ -58199,73 +58379,133 @@ var Checker = class {
           const route = after3;
           for (const parent of parentKeys(route.doc)) {
             const list = this.routesOf.get(parent);
-            if (list) list[list.indexOf(before)] = route;
+            const i2 = list ? list.indexOf(was) : -1;
+            if (i2 >= 0) list[i2] = route;
           }
-          this.attachments.delete(before);
-          routes.delete(before);
+          this.attachments.delete(was);
+          routes.delete(was);
           routes.add(route);
           break;
         }
         case "TrafficPolicy": {
           const policy = after3;
-          for (const t2 of this.replaceTargeting(this.trafficByTarget, before, policy)) targets2.add(t2);
+          for (const t2 of this.replaceTargeting(this.trafficByTarget, was, policy, added)) targets2.add(t2);
           this.unit("durations", policy, [], () => this.checkPositiveDurations(policy, ["spec"], policy.doc.spec), key);
           break;
         }
         case "AccessPolicy":
-          for (const t2 of this.replaceTargeting(this.accessByTarget, before, after3)) dirty.add(t2);
+          for (const t2 of this.replaceTargeting(this.accessByTarget, was, after3, added)) dirty.add(t2);
           break;
       }
     }
-    for (const t2 of targets2) this.mergeTarget(t2);
+    for (const doc of change.removed) {
+      const key = keyOf(doc.doc);
+      if (isRoute(doc)) {
+        for (const parent of parentKeys(doc.doc)) {
+          const list = this.routesOf.get(parent);
+          const i2 = list ? list.indexOf(doc) : -1;
+          if (i2 >= 0) list.splice(i2, 1);
+          if (this.spec.services.has(parent)) dirty.add(parent);
+        }
+        this.attachments.delete(doc);
+        routes.delete(doc);
+        this.forget(`route\0${doc.doc.kind}/${key}`);
+      } else if (doc.doc.kind === "TrafficPolicy") {
+        for (const t2 of this.replaceTargeting(this.trafficByTarget, doc, void 0)) targets2.add(t2);
+        this.forget(`durations\0${key}`);
+      } else if (doc.doc.kind === "AccessPolicy") {
+        for (const t2 of this.replaceTargeting(this.accessByTarget, doc, void 0)) dirty.add(t2);
+      }
+    }
+    for (const doc of change.added) {
+      const key = keyOf(doc.doc);
+      if (isRoute(doc)) {
+        for (const parent of parentKeys(doc.doc)) if (this.spec.services.has(parent) && !added.includes(parent)) insertRoute(listAt(this.routesOf, parent), doc);
+        routes.add(doc);
+      } else if (doc.doc.kind === "TrafficPolicy") {
+        const policy = doc;
+        for (const t2 of this.replaceTargeting(this.trafficByTarget, void 0, policy, added)) targets2.add(t2);
+        this.unit("durations", policy, [], () => this.checkPositiveDurations(policy, ["spec"], policy.doc.spec), key);
+      } else if (doc.doc.kind === "AccessPolicy") {
+        for (const t2 of this.replaceTargeting(this.accessByTarget, void 0, doc, added)) dirty.add(t2);
+      }
+    }
+    for (const t2 of targets2) if (this.spec.services.has(t2)) this.mergeTarget(t2);
     for (const name of /* @__PURE__ */ new Set([...services, ...targets2])) {
+      if (!this.spec.services.has(name)) continue;
       const cluster = this.clusters.get(name);
       if (this.checkServiceAndCluster(name) !== cluster || services.has(name)) dirty.add(name);
     }
-    for (const route of routes) for (const a of this.checkRoute(route)) dirty.add(a);
+    for (const route of routes) for (const a of this.checkRoute(route)) if (this.spec.services.has(a)) dirty.add(a);
     if (sharedIdentities) this.section("shared-identities", () => this.checkSharedIdentities());
-    const changed = /* @__PURE__ */ new Set();
-    let graphChanged = false;
+    const changed = new Set(removed);
+    let graphChanged = removed.length > 0 || added.length > 0;
     let retriesChanged = false;
     const timeouts = /* @__PURE__ */ new Set();
     for (const name of dirty) {
       const old = this.planned.get(name);
+      if (!before.has(name)) before.set(name, old?.plan);
       const made = this.planOf(name);
-      if (made.plan === old.plan) continue;
+      if (made.plan === old?.plan) continue;
       changed.add(name);
-      for (const d of tableDependencies(old.plan)) this.dependents.get(d)?.delete(name);
+      if (old) for (const d of tableDependencies(old.plan)) this.dependents.get(d)?.delete(name);
       for (const d of tableDependencies(made.plan)) setAt(this.dependents, d).add(name);
-      if (made.callersSignature !== old.callersSignature) graphChanged = true;
-      if (made.worstRetry !== old.worstRetry) retriesChanged = true;
+      if (made.callersSignature !== old?.callersSignature) graphChanged = true;
+      if (made.worstRetry !== old?.worstRetry) retriesChanged = true;
       timeouts.add(name);
-      if (made.longestTimeout !== old.longestTimeout && made.plan.callers !== "everyone") for (const c3 of made.plan.callers) timeouts.add(c3);
+      if (made.longestTimeout !== old?.longestTimeout && made.plan.callers !== "everyone") for (const c3 of made.plan.callers) timeouts.add(c3);
     }
-    if (graphChanged) this.buildCallGraph(false);
+    if (added.length > 0) this.plans = new Map([...this.spec.services.keys()].map((k) => [k, this.plans.get(k)]));
+    if (graphChanged) {
+      for (const c3 of this.patchCallGraph(before)) if (this.plans.has(c3)) timeouts.add(c3);
+    }
     const backendAccess = /* @__PURE__ */ new Set();
     for (const name of changed) {
+      if (!this.plans.has(name)) continue;
       backendAccess.add(name);
       for (const d of this.dependents.get(name) ?? []) backendAccess.add(d);
     }
+    if (added.length > 0 || removed.length > 0) {
+      for (const p of this.plans.values()) if (p.callers === "everyone") backendAccess.add(p.name);
+    }
     for (const name of backendAccess) this.checkBackendAccess(name);
     if (graphChanged || retriesChanged || services.size > 0) this.checkChains(graphChanged || retriesChanged);
-    for (const name of graphChanged ? this.plans.keys() : timeouts) this.checkTimeouts(name);
+    for (const name of timeouts) if (this.plans.has(name)) this.checkTimeouts(name);
     if (changed.size > 0) {
       for (const name of changed) {
         const p = this.plans.get(name);
-        if (p.cluster.retryBudget.ratio >= 1) this.lifted = true;
-        if (p.cluster.faultInjection.abort) this.faults = true;
+        if (p?.cluster.retryBudget.ratio !== void 0 && p.cluster.retryBudget.ratio >= 1) this.lifted = true;
+        if (p?.cluster.faultInjection.abort) this.faults = true;
       }
       this.checkAcrossRules();
     }
-    return { plan: { settings: this.settings, services: this.plans }, changed, graphChanged };
+    return { plan: { settings: this.settings, services: this.plans }, delta: { changed, before, graphChanged } };
+  }
+  /** Forgets a service gone from the spec: its cluster, policies, routes, plan and diagnostics. */
+  dropService(name, before) {
+    const old = this.planned.get(name);
+    before.set(name, old?.plan);
+    if (old) for (const d of tableDependencies(old.plan)) this.dependents.get(d)?.delete(name);
+    this.dependents.delete(name);
+    this.clusters.delete(name);
+    this.traffic.delete(name);
+    this.trafficByTarget.delete(name);
+    this.accessByTarget.delete(name);
+    this.routesOf.delete(name);
+    this.planned.delete(name);
+    this.plans.delete(name);
+    this.#identityAccess.delete(name);
+    for (const kind of ["service", "traffic", "plan", "backend-access", "timeouts"]) this.forget(`${kind}\0${name}`);
   }
   /**
-   * Puts policy `after` in place of `before` in the per-target lists (keeping spec order,
-   * which is by key); returns every target either names.
+   * Puts policy `after` in place of `before` in the per-target lists (either may be
+   * undefined: a policy added or removed), keeping spec order (by key); returns every
+   * existing target either names. Targets in `skip` (services new to the spec, whose lists
+   * are made whole) are left alone.
    */
-  replaceTargeting(byTarget, before, after3) {
+  replaceTargeting(byTarget, before, after3, skip = []) {
     const touched = /* @__PURE__ */ new Set();
-    for (const t2 of targetKeys(before.doc)) {
+    for (const t2 of before ? targetKeys(before.doc) : []) {
       const list = byTarget.get(t2);
       const i2 = list ? list.indexOf(before) : -1;
       if (i2 < 0) continue;
@@ -58273,14 +58513,10 @@ var Checker = class {
       if (list.length === 0) byTarget.delete(t2);
       touched.add(t2);
     }
-    const key = keyOf(after3.doc);
-    for (const t2 of targetKeys(after3.doc)) {
+    for (const t2 of after3 ? targetKeys(after3.doc) : []) {
       if (!this.spec.services.has(t2)) continue;
-      const list = listAt(byTarget, t2);
-      let i2 = 0;
-      while (i2 < list.length && keyOf(list[i2].doc) < key) i2++;
-      list.splice(i2, 0, after3);
       touched.add(t2);
+      if (!skip.includes(t2)) insertPolicy(listAt(byTarget, t2), after3);
     }
     return touched;
   }
@@ -58330,29 +58566,61 @@ var Checker = class {
     this.accessInputs(policies, deps);
     if (consumerRules) for (const [ns, list] of consumerRules) deps.push(NEXT, ns), append(deps, list);
     const made = this.unit("plan", svc, deps, () => this.planService(name, svc, rules, consumerRules, policies, cluster), name);
+    if (policies.some((p) => accessSources(p.doc).some((source) => source.service === void 0))) this.#identityAccess.add(name);
+    else this.#identityAccess.delete(name);
     this.planned.set(name, made);
     this.plans.set(name, made.plan);
     return made;
   }
-  /** Who calls whom, as AccessPolicies declare it (a unit in a full check, keyed by every service's callers). */
-  buildCallGraph(memoised) {
-    const build = () => {
-      const calls = /* @__PURE__ */ new Map();
-      for (const target of this.plans.values()) {
-        if (target.callers === "everyone") continue;
-        for (const c3 of target.callers) if (c3 !== target.name) listAt(calls, c3).push(target.name);
-      }
-      const called = /* @__PURE__ */ new Set();
-      for (const list of calls.values()) for (const t2 of list) called.add(t2);
-      return { calls, called };
-    };
-    if (!memoised) {
-      this.graph = build();
-      return;
+  /**
+   * Who calls whom, as AccessPolicies declare it. A service open to everyone adds no edge
+   * (in an open mesh any service may call any other, which says nothing about which do).
+   * Built whole here; a patched check patches it (patchCallGraph).
+   */
+  buildCallGraph() {
+    const calls = /* @__PURE__ */ new Map();
+    for (const target of this.plans.values()) {
+      if (target.callers === "everyone") continue;
+      for (const c3 of target.callers) if (c3 !== target.name) listAt(calls, c3).push(target.name);
     }
-    const signatures = [];
-    for (const p of this.planned.values()) signatures.push(p.callersSignature);
-    this.graph = this.unit("call-graph", CALL_GRAPH, [this.token("call-graph", signatures)], build);
+    const called = /* @__PURE__ */ new Set();
+    for (const list of calls.values()) for (const t2 of list) called.add(t2);
+    this.graph = { calls, called };
+  }
+  /**
+   * The call graph after the plans in `before` changed (or came, or went): each caller's
+   * list of callees loses and gains those targets, kept in plan order (by key). Returns the
+   * callers whose lists changed.
+   */
+  patchCallGraph(before) {
+    const calls = this.graph.calls;
+    const called = this.graph.called;
+    const touched = /* @__PURE__ */ new Set();
+    const edges = (plan) => plan && plan.callers !== "everyone" ? [...plan.callers].filter((c3) => c3 !== plan.name) : [];
+    for (const [name, old] of before) {
+      const now = this.plans.get(name);
+      const was = new Set(edges(old));
+      const is = new Set(edges(now));
+      for (const c3 of was) {
+        if (is.has(c3)) continue;
+        const list = calls.get(c3);
+        const i2 = list ? list.indexOf(name) : -1;
+        if (i2 >= 0) list.splice(i2, 1);
+        if (list?.length === 0) calls.delete(c3);
+        touched.add(c3);
+      }
+      for (const c3 of is) {
+        if (was.has(c3)) continue;
+        const list = listAt(calls, c3);
+        let i2 = 0;
+        while (i2 < list.length && list[i2] < name) i2++;
+        list.splice(i2, 0, name);
+        touched.add(c3);
+      }
+      if (is.size > 0) called.add(name);
+      else called.delete(name);
+    }
+    return touched;
   }
   /** Checks that read every service's rules; each runs only when the mesh has what it looks for. */
   checkAcrossRules() {
@@ -58618,7 +58886,7 @@ var Checker = class {
    * - fault injection on a backend whose callers retry the injected status: injected faults
    *   are never retried, so the retries do not hide them (said once, as information).
    */
-  checkChains(recompute) {
+  checkChains(recompute, full = false) {
     const { calls, called } = this.graph;
     const walk = () => {
       const worst = worstChains(calls, (target) => 1 + (this.planned.get(target)?.worstRetry ?? 0));
@@ -58631,12 +58899,13 @@ var Checker = class {
       return found2;
     };
     let found;
-    if (!this.#memo) found = walk();
-    else if (recompute) {
+    if (!this.#memo || !full) found = recompute ? walk() : this.#chains;
+    else {
+      const callers = [];
       const attempts = [];
-      for (const p of this.planned.values()) attempts.push(p.worstRetry);
-      found = this.unit("chains", CHAINS, [this.graph, this.servicesToken, this.token("worst-retry", attempts)], walk);
-    } else found = this.#chains;
+      for (const p of this.planned.values()) callers.push(p.callersSignature), attempts.push(p.worstRetry);
+      found = this.unit("chains", CHAINS, [this.token("call-graph", callers), this.servicesToken, this.token("worst-retry", attempts)], walk);
+    }
     this.#chains = found;
     this.section("chains", () => {
       for (const { entry, chain, factor } of found) {
@@ -58733,7 +59002,7 @@ function checkIncrementally(spec, memo, previous, change, referrers) {
   const plan = patched ? patched.plan : checker.run();
   const diagnostics = [];
   for (const found of checker.ledger.values()) append(diagnostics, found);
-  return { plan, diagnostics, state: checker, delta: patched && { changed: patched.changed, graphChanged: patched.graphChanged } };
+  return { plan, diagnostics, state: checker, delta: patched?.delta };
 }
 
 // src/config/types.ts
@@ -58785,6 +59054,34 @@ function invertCallers(plan, state) {
       }
   }
 }
+function patchCallers(plan, state, before) {
+  const insert = (list, name) => {
+    let i2 = 0;
+    while (i2 < list.length && list[i2] < name) i2++;
+    list.splice(i2, 0, name);
+  };
+  const remove2 = (list, name) => {
+    const i2 = list ? list.indexOf(name) : -1;
+    if (i2 >= 0) list.splice(i2, 1);
+  };
+  for (const [name, old] of before) {
+    const now = plan.services.get(name);
+    if (old?.callers === now?.callers) continue;
+    if (old) {
+      if (old.callers === "everyone") remove2(state.open, name);
+      else for (const c3 of old.callers) remove2(state.byCaller.get(c3), name);
+    }
+    if (now) {
+      if (now.callers === "everyone") insert(state.open, name);
+      else
+        for (const c3 of now.callers) {
+          let list = state.byCaller.get(c3);
+          if (!list) state.byCaller.set(c3, list = []);
+          insert(list, name);
+        }
+    }
+  }
+}
 function configOf(plan, state, svc, makeResource2, units) {
   const picked = /* @__PURE__ */ new Set();
   const add = (target) => {
@@ -58818,7 +59115,7 @@ function finish(plan, state, copy = true) {
 function emitIncrementally(plan, memo, previous, delta, dependents) {
   const makeResource2 = (name, body) => memo.versions.resource(name, body);
   try {
-    if (!previous || !delta || delta.graphChanged) {
+    if (!previous || !delta) {
       const state2 = previous ?? newEmitState();
       emitAll(plan, state2, makeResource2, memo.units);
       return { mesh: finish(plan, state2, false), state: state2 };
@@ -58826,20 +59123,39 @@ function emitIncrementally(plan, memo, previous, delta, dependents) {
     const state = previous;
     const rebuild = /* @__PURE__ */ new Set();
     let everyone = false;
-    const callersOf = (name) => {
-      const callers = plan.services.get(name).callers;
-      if (callers === "everyone") everyone = true;
-      else for (const c3 of callers) rebuild.add(c3);
+    const callersOf = (svc) => {
+      if (!svc) return;
+      if (svc.callers === "everyone") everyone = true;
+      else for (const c3 of svc.callers) rebuild.add(c3);
     };
+    let added = false;
     for (const name of delta.changed) {
       const svc = plan.services.get(name);
-      state.shared.set(name, memo.units.unit("resources", svc, [], () => sharedResources(svc, makeResource2)));
+      if (svc) state.shared.set(name, memo.units.unit("resources", svc, [], () => sharedResources(svc, makeResource2)));
+      else {
+        state.shared.delete(name);
+        state.configs.delete(name);
+      }
+      if (svc && !delta.before.get(name)) added = true;
       rebuild.add(name);
-      callersOf(name);
-      for (const d of dependents.get(name) ?? []) callersOf(d);
+      callersOf(svc);
+      callersOf(delta.before.get(name));
+      for (const d of dependents.get(name) ?? []) callersOf(plan.services.get(d));
     }
-    for (const svc of everyone ? plan.services.values() : [...rebuild].map((name) => plan.services.get(name))) {
-      if (svc.inbound) state.configs.set(svc.name, configOf(plan, state, svc, makeResource2, memo.units));
+    if (delta.graphChanged) patchCallers(plan, state, delta.before);
+    for (const name of everyone ? plan.services.keys() : rebuild) {
+      const svc = plan.services.get(name);
+      if (svc?.inbound) state.configs.set(name, configOf(plan, state, svc, makeResource2, memo.units));
+      else state.configs.delete(name);
+    }
+    if (added) {
+      const ordered = /* @__PURE__ */ new Map();
+      for (const name of plan.services.keys()) {
+        const config = state.configs.get(name);
+        if (config) ordered.set(name, config);
+      }
+      state.configs.clear();
+      for (const [name, config] of ordered) state.configs.set(name, config);
     }
     return { mesh: finish(plan, state, false), state };
   } finally {
@@ -72553,14 +72869,14 @@ function compileStages(stages, options = {}, memo) {
     const resolved = resolveIncrementally(valid, memo.resolve);
     memo.resolve = resolved.state;
     append2(diagnostics, resolved.diagnostics);
-    const previousCheck = memo.emit ? memo.check : void 0;
-    const checked = checkIncrementally(resolved.state.spec, memo.units, previousCheck, resolved.change, resolved.state.referrers);
+    const checked = checkIncrementally(resolved.state.spec, memo.units, memo.check, resolved.change, resolved.state.referrers);
     memo.check = checked.state;
+    memo.patched = checked.delta !== void 0;
     append2(diagnostics, checked.diagnostics);
     spec = resolved.state.spec;
     plan = checked.plan;
     mesh = () => {
-      const emitted = emitIncrementally(checked.plan, memo, memo.emit, checked.delta, checked.state.dependents);
+      const emitted = emitIncrementally(checked.plan, memo, memo.emit, memo.emit && checked.delta, checked.state.dependents);
       memo.emit = emitted.state;
       return emitted.mesh;
     };
