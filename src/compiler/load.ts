@@ -83,7 +83,9 @@ export function readSpecDir(root: string, limits: LoadLimits = DEFAULT_LIMITS): 
     }
     for (const entry of entries) {
       if (entry.name.startsWith('.')) continue;
-      const full = join(dir, entry.name);
+      // join() for the root's entries (the root may be written any way: "./spec/"); below
+      // it, a folder's path is join()'s own output, to which a name adds exactly this.
+      const full = shownDir === '' ? join(dir, entry.name) : dir + sep + entry.name;
       const path = shownDir === '' ? entry.name : `${shownDir}/${entry.name}`;
       if (entry.isDirectory()) pending.push([full, path]);
       else if (entry.isFile() && isSpecFileName(entry.name)) {
