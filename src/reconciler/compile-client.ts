@@ -16,7 +16,7 @@ import type { ProxyConfig, Resource } from '../config/types.ts';
 import { diagnostic, type Diagnostic } from '../diagnostics/diagnostic.ts';
 import type { SourceFile } from '../diagnostics/source-file.ts';
 import { prepareForSnapshot } from './discovery.ts';
-import { fromWire, type CompileReply, type CompileRequest, type NextRequest, type WireFile } from './compile-protocol.ts';
+import { fromWire, resourceKey, type CompileReply, type CompileRequest, type NextRequest, type WireFile } from './compile-protocol.ts';
 
 /** What the reconciler needs of one compile. */
 export interface RevisionCompile {
@@ -177,8 +177,15 @@ export class WorkerCompiler {
     for (const g of reply.diagnostics ?? []) pending.changedGroups.set(g.group, g.diagnostics.map((d) => fromWire(d, pending.files)));
     if (reply.compiled) pending.compiled = reply.compiled;
     if (reply.bug !== undefined) pending.bug = reply.bug;
+    for (const r of reply.resources ?? []) this.#intern(r);
     for (const received of reply.configs ?? []) {
-      const config = { ...received, resources: received.resources.map((r) => this.#intern(r)) };
+      const resources: Resource[] = [];
+      for (const key of received.resources) {
+        const resource = this.#resources.get(key);
+        if (!resource) return this.#outOfStep(pending, `resource ${key.replace('\u0000', '@')} of "${received.service}"`);
+        resources.push(resource);
+      }
+      const config: ProxyConfig = { ...received, resources };
       pending.configs.set(config.service, config);
       // What a snapshot reads of each config is worked out as it arrives, a chunk per task,
       // not all at once when the reconciler applies the revision.
@@ -245,7 +252,7 @@ export class WorkerCompiler {
 
   /** One object per resource name and version, across every config held. */
   #intern(resource: Resource): Resource {
-    const key = `${resource.name}\u0000${resource.version}`;
+    const key = resourceKey(resource);
     const held = this.#resources.get(key);
     if (held) return held;
     this.#resources.set(key, resource);
@@ -272,6 +279,8 @@ export class WorkerCompiler {
     // Resources interned while the walk went on belong to newer configs: keep them too.
     const walked = new Set(configs);
     for (const config of this.#configs.values()) if (!walked.has(config)) for (const r of config.resources) used.add(r);
+    // And those of a result still arriving: a later chunk may name them again.
+    for (const config of this.#pending?.configs.values() ?? []) for (const r of config.resources) used.add(r);
     for (const [key, r] of this.#resources) if (!used.has(r)) this.#resources.delete(key);
     this.#resourcesAfterPrune = this.#resources.size;
     this.#pruning = false;

@@ -14,7 +14,7 @@
  * and only the groups that changed since the last result are sent: a large mesh can carry
  * tens of thousands of warnings, of which a one-file change alters a few.
  */
-import type { ProxyConfig } from '../config/types.ts';
+import type { ProxyConfig, Resource } from '../config/types.ts';
 import type { CompileResult } from '../compiler/compile.ts';
 import type { Code, Severity } from '../diagnostics/codes.ts';
 import type { Diagnostic } from '../diagnostics/diagnostic.ts';
@@ -40,6 +40,16 @@ export interface CompileRequest {
   readonly changed: readonly WireFile[];
   /** Paths of files gone since the last request. */
   readonly removed: readonly string[];
+}
+
+/** A config as sent: its resources by key (see CompileReply.configs). */
+export interface WireConfig extends Omit<ProxyConfig, 'resources'> {
+  readonly resources: readonly string[];
+}
+
+/** How a resource is named on the wire: name and version. */
+export function resourceKey(resource: { readonly name: string; readonly version: string }): string {
+  return `${resource.name}\u0000${resource.version}`;
 }
 
 export interface WireSpan {
@@ -87,8 +97,15 @@ export interface CompileReply {
    * every service in order (left out when the same as in the last good result).
    */
   readonly compiled?: { readonly mesh: string; readonly version: string; readonly inboundPort: number; readonly services?: readonly string[] };
-  /** Configs new or changed since the last good result (a chunk of them). */
-  readonly configs?: readonly ProxyConfig[];
+  /**
+   * Configs new or changed since the last good result (a chunk of them), each naming its
+   * resources by `resourceKey`: a resource is sent once, in `resources` of this or an
+   * earlier message of the result, unless a config of the last good result held it already
+   * (the reconciler keeps every resource its configs hold). Most resources are shared by
+   * many configs, so this copies each once instead of once per config.
+   */
+  readonly configs?: readonly WireConfig[];
+  readonly resources?: readonly Resource[];
   /** The compiler threw: its stack, for the log (the diagnostics carry TRL9001). */
   readonly bug?: string;
 }
@@ -143,8 +160,9 @@ export function serveCompiles(
   compile: (files: readonly SourceFile[]) => CompileResult,
 ): void {
   const files = new Map<string, SourceFile>();
-  /** Config versions of the last good result sent, by service. */
-  let reported = new Map<string, string>();
+  /** The configs of the last good result sent, by service, and how many of them hold each resource (by key). */
+  let reported = new Map<string, ProxyConfig>();
+  const held = new Map<string, number>();
   /** The services of the last good result sent, in order. */
   let reportedServices: readonly string[] = [];
   /** The diagnostics of the last result sent, by group, and the groups in order. */
@@ -201,13 +219,34 @@ export function serveCompiles(
     let changed: ProxyConfig[] = [];
     const first: { -readonly [K in keyof CompileReply]: CompileReply[K] } = { type: 'result', id: request.id, last: false };
     if (groupsChanged) first.groups = order;
+    const resources: Resource[] = [];
     if (mesh && result.plan) {
-      const next = new Map<string, string>();
+      // Only configs whose version changed are looked into: the count of configs holding
+      // each resource is patched from the old and new config of each.
       for (const [service, config] of mesh.configs) {
-        next.set(service, config.version);
-        if (reported.get(service) !== config.version) changed.push(config);
+        const old = reported.get(service);
+        if (old?.version !== config.version) changed.push(config);
       }
-      reported = next;
+      const gone: ProxyConfig[] = [];
+      const added = changed.filter((c) => !reported.has(c.service)).length;
+      if (reported.size > mesh.configs.size - added) for (const [service, config] of reported) if (!mesh.configs.has(service)) gone.push(config);
+      for (const config of changed) {
+        for (const r of config.resources) {
+          const key = resourceKey(r);
+          const n = held.get(key) ?? 0;
+          if (n === 0) resources.push(r);
+          held.set(key, n + 1);
+        }
+      }
+      for (const config of [...changed.map((c) => reported.get(c.service)), ...gone]) {
+        for (const r of config?.resources ?? []) {
+          const key = resourceKey(r);
+          const n = held.get(key)! - 1;
+          if (n === 0) held.delete(key);
+          else held.set(key, n);
+        }
+      }
+      reported = new Map(mesh.configs);
       const services = [...mesh.configs.keys()];
       first.compiled = { mesh: mesh.mesh, version: mesh.version, inboundPort: result.plan.settings.inboundPort, ...(sameItems(reportedServices, services) ? {} : { services }) };
       reportedServices = services;
@@ -225,7 +264,22 @@ export function serveCompiles(
       }
     }
     if (chunk.length > 0) replies.push({ type: 'result', id: request.id, diagnostics: chunk });
-    for (let i = 0; i < changed.length; i += CONFIGS_PER_MESSAGE) replies.push({ type: 'result', id: request.id, configs: changed.slice(i, i + CONFIGS_PER_MESSAGE) });
+    // Each resource goes with the first chunk of configs that holds it.
+    const unsent = new Map(resources.map((r) => [resourceKey(r), r]));
+    for (let i = 0; i < changed.length; i += CONFIGS_PER_MESSAGE) {
+      const chunk = changed.slice(i, i + CONFIGS_PER_MESSAGE);
+      const with_: Resource[] = [];
+      for (const config of chunk) {
+        for (const r of config.resources) {
+          const key = resourceKey(r);
+          const resource = unsent.get(key);
+          if (!resource) continue;
+          with_.push(resource);
+          unsent.delete(key);
+        }
+      }
+      replies.push({ type: 'result', id: request.id, resources: with_, configs: chunk.map((c) => ({ ...c, resources: c.resources.map(resourceKey) })) });
+    }
     const all = replies.map((r, i) => ({ ...r, last: i === replies.length - 1 }));
     port.postMessage(all.shift()!);
     if (all.length > 0) queued = { id: request.id, replies: all };
