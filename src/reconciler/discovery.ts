@@ -120,17 +120,17 @@ const withoutKubernetes = new WeakMap<ProxyConfig, readonly string[] | null>();
 export function prepareForSnapshot(config: ProxyConfig): readonly string[] | undefined {
   let plain = withoutKubernetes.get(config);
   if (plain === undefined) {
-    const empty: string[] = [];
+    let empty: string[] | null = [];
     for (const r of config.resources) {
       if (!r.name.startsWith('endpoints/')) continue;
       const body = r.body as EndpointsBody;
       if (body.kubernetes) {
-        plain = null;
+        empty = null;
         break;
       }
       if (body.static.length === 0 && body.dns === null) empty.push(r.name.slice('endpoints/'.length));
     }
-    plain ??= empty;
+    plain = empty;
     withoutKubernetes.set(config, plain);
   }
   return plain ?? undefined;
