@@ -56348,7 +56348,7 @@ function readSpecDir(root, limits = DEFAULT_LIMITS) {
     }
     for (const entry of entries) {
       if (entry.name.startsWith(".")) continue;
-      const full = join(dir, entry.name);
+      const full = shownDir === "" ? join(dir, entry.name) : dir + sep2 + entry.name;
       const path = shownDir === "" ? entry.name : `${shownDir}/${entry.name}`;
       if (entry.isDirectory()) pending.push([full, path]);
       else if (entry.isFile() && isSpecFileName(entry.name)) {
