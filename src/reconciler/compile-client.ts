@@ -39,6 +39,33 @@ export interface WorkerCompilerOptions {
 
 const DEFAULT_TIMEOUT_MS = 120_000;
 
+/**
+ * A revision's files by path, for pointing diagnostics back at them: sources hand files
+ * sorted by path, so a path is found by binary search (a map of 10 000 files is built only
+ * for a list that is not sorted).
+ */
+class FilesByPath {
+  readonly #files: readonly SourceFile[];
+  #map: Map<string, SourceFile> | undefined;
+  constructor(files: readonly SourceFile[]) {
+    this.#files = files;
+  }
+  get(path: string): SourceFile | undefined {
+    const files = this.#files;
+    let lo = 0;
+    let hi = files.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      const p = files[mid]!.path;
+      if (p === path) return files[mid];
+      if (p < path) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    this.#map ??= new Map(files.map((f) => [f.path, f]));
+    return this.#map.get(path);
+  }
+}
+
 /** Configs walked per task when unused resources are let go. */
 const PRUNE_SLICE = 500;
 
@@ -47,7 +74,7 @@ const BUG_HINT = 'this is a bug in Trellis, not a problem found in the spec; ple
 /** A compile under way: the replies gathered so far, and how to finish it. */
 interface Pending {
   readonly id: number;
-  readonly files: ReadonlyMap<string, SourceFile>;
+  readonly files: FilesByPath;
   /** The result's diagnostics groups in order (the last result's unless the worker sent them), and the groups it sent. */
   groups: readonly string[];
   readonly changedGroups: Map<string, Diagnostic[]>;
@@ -63,11 +90,21 @@ export class WorkerCompiler {
   readonly #timeoutMs: number;
   readonly #onBug: ((error: string) => void) | undefined;
   #worker: Worker | null = null;
-  /** The text of each file the worker holds, by path. */
+  /** The text of each file the worker holds, by path, and the files of the last request. */
   #sent = new Map<string, string>();
-  /** The diagnostics of the last result by group, and the groups in order, as the worker last reported them (it sends only changes). */
-  #groups = new Map<string, readonly Diagnostic[]>();
+  #lastFiles: readonly SourceFile[] = [];
+  /**
+   * The diagnostics of the last result by group, as the worker last reported them (it sends
+   * only changes): the groups in order, each one's list, and each one's place.
+   */
   #groupOrder: readonly string[] = [];
+  #groupLists: Array<readonly Diagnostic[]> = [];
+  #groupIndex = new Map<string, number>();
+  /** A group's diagnostics in the last result. */
+  #lastGroup(group: string): readonly Diagnostic[] | undefined {
+    const i = this.#groupIndex.get(group);
+    return i === undefined ? undefined : this.#groupLists[i];
+  }
   /** The services of the last good result, in order. */
   #services: readonly string[] = [];
   /** The configs of the last good result, as the worker last reported them (it sends only changes). */
@@ -102,15 +139,24 @@ export class WorkerCompiler {
     if (this.#pending) throw new Error('bug: WorkerCompiler.compile called while a compile is under way');
     if (this.#closed) return Promise.resolve(this.#failure('the reconciler is stopping; the compile did not run'));
     const worker = this.#start();
-    const byPath = new Map<string, SourceFile>();
     const changed: WireFile[] = [];
-    for (const f of files) {
-      byPath.set(f.path, f);
-      if (this.#sent.get(f.path) !== f.text) changed.push({ path: f.path, text: f.text });
+    let removed: string[] = [];
+    const last = this.#lastFiles;
+    if (last.length === files.length && files.every((f, i) => f === last[i] || f.path === last[i]!.path)) {
+      // The same paths in the same order (the usual revision): compared file by file, no lookups.
+      for (let i = 0; i < files.length; i++) if (files[i] !== last[i] && files[i]!.text !== last[i]!.text) changed.push({ path: files[i]!.path, text: files[i]!.text });
+    } else {
+      const paths = new Set<string>();
+      for (const f of files) {
+        paths.add(f.path);
+        if (this.#sent.get(f.path) !== f.text) changed.push({ path: f.path, text: f.text });
+      }
+      removed = [...this.#sent.keys()].filter((p) => !paths.has(p));
     }
-    const removed = [...this.#sent.keys()].filter((p) => !byPath.has(p));
     for (const p of removed) this.#sent.delete(p);
     for (const f of changed) this.#sent.set(f.path, f.text);
+    this.#lastFiles = files;
+    const byPath = new FilesByPath(files);
     const id = this.#nextId++;
     return new Promise((resolve) => {
       const timer = setTimeout(() => this.#abandon(`the compile took longer than ${this.#timeoutMs / 1000} s; the compiler was stopped`), this.#timeoutMs);
@@ -151,8 +197,10 @@ export class WorkerCompiler {
     const worker = this.#worker;
     this.#worker = null;
     this.#sent = new Map();
+    this.#lastFiles = [];
     this.#configs = new Map();
-    this.#groups = new Map();
+    this.#groupLists = [];
+    this.#groupIndex = new Map();
     this.#groupOrder = [];
     this.#services = [];
     this.#resources = new Map();
@@ -199,16 +247,28 @@ export class WorkerCompiler {
     this.#pending = null;
     pending.cancelTimeout();
     if (pending.bug !== undefined) this.#onBug?.(pending.bug);
-    const groups = new Map<string, readonly Diagnostic[]>();
-    const diagnostics: Diagnostic[] = [];
-    for (const group of pending.groups) {
-      const list = pending.changedGroups.get(group) ?? this.#groups.get(group);
-      if (!list) return this.#outOfStep(pending, `the diagnostics of "${group}"`);
-      groups.set(group, list);
-      for (const d of list) diagnostics.push(d);
+    // Diagnostics by group, in the result's order: the last result's lists, the changed ones replaced.
+    if (pending.groups !== this.#groupOrder) {
+      const lists: Array<readonly Diagnostic[]> = [];
+      for (const group of pending.groups) {
+        const list = pending.changedGroups.get(group) ?? this.#lastGroup(group);
+        if (!list) return this.#outOfStep(pending, `the diagnostics of "${group}"`);
+        lists.push(list);
+      }
+      this.#groupLists = lists;
+      this.#groupIndex = new Map(pending.groups.map((g, i) => [g, i]));
+    } else {
+      const lists = [...this.#groupLists];
+      for (const [group, list] of pending.changedGroups) {
+        const i = this.#groupIndex.get(group);
+        if (i === undefined) return this.#outOfStep(pending, `the diagnostics of "${group}"`);
+        lists[i] = list;
+      }
+      this.#groupLists = lists;
     }
-    this.#groups = groups;
     this.#groupOrder = pending.groups;
+    const diagnostics: Diagnostic[] = [];
+    for (const list of this.#groupLists) for (const d of list) diagnostics.push(d);
     const compiled = pending.compiled;
     if (!compiled) {
       pending.done({ diagnostics });

@@ -128,7 +128,7 @@ export function toWire(d: Diagnostic): WireDiagnostic {
  * revision that was compiled, which hold the same text the worker read). A path not among
  * them (never expected) gets an empty file, so rendering still works.
  */
-export function fromWire(d: WireDiagnostic, files: ReadonlyMap<string, SourceFile>): Diagnostic {
+export function fromWire(d: WireDiagnostic, files: { get(path: string): SourceFile | undefined }): Diagnostic {
   const file = (path: string) => files.get(path) ?? new SourceFile(path, '');
   const span = (s: WireSpan) => ({ file: file(s.path), start: s.start, end: s.end });
   const out: { -readonly [K in keyof Diagnostic]: Diagnostic[K] } = { code: d.code, severity: d.severity, message: d.message };

@@ -155,9 +155,12 @@ export function snapshotOf(mesh: CompiledMesh, inboundPort: number, discovery: D
     filled.set(key, resource);
     return resource;
   };
-  const configs = new Map<string, ProxyConfig>();
+  // A new map only once some config is filled; until then the mesh's configs are the snapshot's.
+  let configs: Map<string, ProxyConfig> | undefined;
   let anyChanged = false;
+  let index = 0;
   for (const [service, config] of mesh.configs) {
+    index++;
     // Most configs have no Kubernetes endpoints: what they hold without any is worked out
     // once per config object (the compile worker hands back the same object for a config
     // that did not change), so that at 10 000 services a revision costs this thread a
@@ -165,7 +168,7 @@ export function snapshotOf(mesh: CompiledMesh, inboundPort: number, discovery: D
     const plain = prepareForSnapshot(config);
     if (plain) {
       for (const name of plain) empty.add(name);
-      configs.set(service, config);
+      configs?.set(service, config);
       continue;
     }
     let byName: Map<string, Resource> | undefined;
@@ -188,10 +191,15 @@ export function snapshotOf(mesh: CompiledMesh, inboundPort: number, discovery: D
       }
     }
     for (const name of emptyHere) empty.add(name);
-    configs.set(service, resources ? makeProxyConfig(service, resources) : config);
+    if (resources && !configs) {
+      configs = new Map();
+      let i = 0;
+      for (const [name, earlier] of mesh.configs) if (++i < index) configs.set(name, earlier);
+    }
+    configs?.set(service, resources ? makeProxyConfig(service, resources) : config);
     if (resources) anyChanged = true;
   }
   // Unchanged configs keep their versions, and the mesh's version is made from them alone.
-  const version = anyChanged ? versionOf([...configs.values()].map((c) => ({ name: c.service, version: c.version }))) : mesh.version;
-  return { mesh: { mesh: mesh.mesh, version, configs }, discovered, withoutEndpoints: [...empty].sort() };
+  const version = anyChanged && configs ? versionOf([...configs.values()].map((c) => ({ name: c.service, version: c.version }))) : mesh.version;
+  return { mesh: { mesh: mesh.mesh, version, configs: configs ?? mesh.configs }, discovered, withoutEndpoints: [...empty].sort() };
 }
