@@ -58229,7 +58229,7 @@ var Checker = class {
     const made = this.planned.get(name);
     const own = made.plan;
     const deps = [this.servicesToken];
-    for (const d of tableDependencies(own)) deps.push(this.plans.get(d));
+    if (this.#memo) for (const d of tableDependencies(own)) deps.push(this.plans.get(d));
     this.unit("backend-access", own, deps, () => this.checkBackendAccessOf(name, this.plans, made.rules, made.consumerRules, () => [...this.plans.values()].filter((p) => p.meshed).map((p) => p.name)), name);
   }
   checkBackendAccessOf(name, plan, producerRules, consumers, meshedNames) {
@@ -58536,7 +58536,7 @@ var Checker = class {
   /** A route's checks and attachments (a unit); returns the parents it attaches to, before and after. */
   checkRoute(route) {
     const deps = [this.settings];
-    for (const key of referencedServices(route.doc)) deps.push(this.spec.services.get(key));
+    if (this.#memo) for (const key of referencedServices(route.doc)) deps.push(this.spec.services.get(key));
     const parents = /* @__PURE__ */ new Set();
     for (const a of this.attachments.get(route) ?? []) parents.add(a.parent);
     const attached = this.unit("route", route, deps, () => this.checkAndAttach(route), `${route.doc.kind}/${keyOf(route.doc)}`);
@@ -58559,15 +58559,19 @@ var Checker = class {
     const policies = this.accessByTarget.get(name) ?? NO_ACCESS_POLICIES;
     const cluster = this.clusters.get(name);
     const deps = [this.settings, this.identities.get(name), cluster, NEXT];
-    append(deps, rules);
-    deps.push(NEXT);
-    append(deps, policies);
-    deps.push(NEXT);
-    this.accessInputs(policies, deps);
-    if (consumerRules) for (const [ns, list] of consumerRules) deps.push(NEXT, ns), append(deps, list);
+    if (this.#memo) {
+      append(deps, rules);
+      deps.push(NEXT);
+      append(deps, policies);
+      deps.push(NEXT);
+      this.accessInputs(policies, deps);
+      if (consumerRules) for (const [ns, list] of consumerRules) deps.push(NEXT, ns), append(deps, list);
+    }
     const made = this.unit("plan", svc, deps, () => this.planService(name, svc, rules, consumerRules, policies, cluster), name);
-    if (policies.some((p) => accessSources(p.doc).some((source) => source.service === void 0))) this.#identityAccess.add(name);
-    else this.#identityAccess.delete(name);
+    if (this.#memo) {
+      if (policies.some((p) => accessSources(p.doc).some((source) => source.service === void 0))) this.#identityAccess.add(name);
+      else this.#identityAccess.delete(name);
+    }
     this.planned.set(name, made);
     this.plans.set(name, made.plan);
     return made;
