@@ -36,7 +36,8 @@ export interface CompileResult {
  * with a hundred thousand problems overflows the call stack that way.
  */
 function append<T>(into: T[], list: readonly T[]): void {
-  for (const x of list) into.push(x);
+  if (list.length < 1024) into.push(...list);
+  else for (const x of list) into.push(x);
 }
 
 /**

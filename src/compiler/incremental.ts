@@ -26,26 +26,50 @@ export interface IncrementalCompiler {
 export function createIncrementalCompiler(options: CompileOptions = {}): IncrementalCompiler {
   const limits = options.limits ?? DEFAULT_LIMITS;
   let cache = new Map<string, { readonly text: string; readonly stages: FileStages }>();
+  /** The last revision's files, sorted by path, and what load and validate made of each. */
+  let lastFiles: readonly SourceFile[] = [];
+  let lastStages: readonly FileStages[] = [];
   let lastStats = { parsedFiles: 0, reusedFiles: 0, unitsRan: 0, unitsReused: 0, patched: false };
   let memo: IncrementalMemo = { units: new CompileMemo(), versions: new ResourceVersionMemo(), resolve: undefined, check: undefined, emit: undefined, sorted: [], patched: false };
   return {
     compile(files) {
-      const next = new Map<string, { readonly text: string; readonly stages: FileStages }>();
       const stats = { parsedFiles: 0, reusedFiles: 0, unitsRan: 0, unitsReused: 0, patched: false };
-      const stages = sortedByPath(files).map((file) => {
-        const earlier = cache.get(file.path);
-        // Two files of one path in one revision cannot come from a folder or a git tree; if a
-        // caller passes them, each is compiled, as compileFiles would.
-        if (earlier && earlier.text === file.text && !next.has(file.path)) {
-          stats.reusedFiles++;
-          next.set(file.path, earlier);
-          return earlier.stages;
-        }
-        stats.parsedFiles++;
-        const made = fileStages(file, limits);
-        if (!next.has(file.path)) next.set(file.path, { text: file.text, stages: made });
-        return made;
-      });
+      const sorted = sortedByPath(files);
+      let stages: FileStages[];
+      let next = cache;
+      if (sorted.length === lastFiles.length && sorted.every((f, i) => f.path === lastFiles[i]!.path && (i === 0 || f.path !== sorted[i - 1]!.path))) {
+        // The same paths as last time (the usual revision): each file against its own last
+        // time, by place, and the cache patched where the text changed.
+        stages = sorted.map((file, i) => {
+          const earlier = lastFiles[i] === file || lastFiles[i]!.text === file.text ? lastStages[i] : undefined;
+          if (earlier) {
+            stats.reusedFiles++;
+            return earlier;
+          }
+          stats.parsedFiles++;
+          const made = fileStages(file, limits);
+          next.set(file.path, { text: file.text, stages: made });
+          return made;
+        });
+      } else {
+        next = new Map();
+        stages = sorted.map((file) => {
+          const earlier = cache.get(file.path);
+          // Two files of one path in one revision cannot come from a folder or a git tree; if a
+          // caller passes them, each is compiled, as compileFiles would.
+          if (earlier && earlier.text === file.text && !next.has(file.path)) {
+            stats.reusedFiles++;
+            next.set(file.path, earlier);
+            return earlier.stages;
+          }
+          stats.parsedFiles++;
+          const made = fileStages(file, limits);
+          if (!next.has(file.path)) next.set(file.path, { text: file.text, stages: made });
+          return made;
+        });
+      }
+      lastFiles = sorted;
+      lastStages = stages;
       cache = next;
       lastStats = stats;
       memo.patched = false;

@@ -514,9 +514,15 @@ export function resolveIncrementally(
   }
   let services = prev.services;
   if (changedServices.size > 0) {
-    const next = new Map<string, Located<ServiceDocument>>();
-    if (serviceKeys) for (const key of serviceKeys) next.set(key, (changedServices.has(key) ? changedServices.get(key) : prev.services.get(key))!);
-    else for (const [key, svc] of prev.services) next.set(key, changedServices.get(key) ?? svc);
+    let next: Map<string, Located<ServiceDocument>>;
+    if (serviceKeys) {
+      next = new Map();
+      for (const key of serviceKeys) next.set(key, (changedServices.has(key) ? changedServices.get(key) : prev.services.get(key))!);
+    } else {
+      // The same keys: a copy (which keeps their order), the changed ones replaced.
+      next = new Map(prev.services);
+      for (const [key, svc] of changedServices) next.set(key, svc!);
+    }
     services = next;
     // Whatever names a changed, new or removed service is checked again; with the set of
     // services changed, so is every document with a reference problem (its hint names the

@@ -58,6 +58,8 @@ export function hasErrors(diagnostics: readonly Diagnostic[]): boolean {
  */
 export function sortDiagnosticsLike(previous: readonly Diagnostic[], diagnostics: readonly Diagnostic[]): Diagnostic[] {
   const current = new Set(diagnostics);
+  // A diagnostic listed twice (the same object) would be kept once below.
+  if (current.size < diagnostics.length) return sortDiagnostics(diagnostics);
   const ordered: Diagnostic[] = [];
   const kept = new Set<Diagnostic>();
   for (const d of previous) {
@@ -65,10 +67,21 @@ export function sortDiagnosticsLike(previous: readonly Diagnostic[], diagnostics
     ordered.push(d);
     kept.add(d);
   }
-  for (const d of diagnostics) if (!kept.has(d)) ordered.push(d);
-  // A diagnostic listed twice (the same object) is kept once above; put the others back.
-  if (ordered.length < diagnostics.length) return sortDiagnostics(diagnostics);
-  return sortInPlace(ordered);
+  const fresh = diagnostics.filter((d) => !kept.has(d));
+  // Many new ones: sort them all. A few: each goes after the last one not after it, which is
+  // where a stable sort of the kept ones followed by the new ones puts it.
+  if (fresh.length * 16 > ordered.length) return sortInPlace([...ordered, ...fresh]);
+  for (const d of sortInPlace(fresh)) {
+    let lo = 0;
+    let hi = ordered.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (compareDiagnostics(ordered[mid]!, d) <= 0) lo = mid + 1;
+      else hi = mid;
+    }
+    ordered.splice(lo, 0, d);
+  }
+  return ordered;
 }
 
 /** Stable order: by file path, then offset, then code, then message; file-less ones first. */
@@ -77,14 +90,16 @@ export function sortDiagnostics(diagnostics: readonly Diagnostic[]): Diagnostic[
 }
 
 function sortInPlace(diagnostics: Diagnostic[]): Diagnostic[] {
-  return diagnostics.sort((a, b) => {
-    const fa = a.span?.file.path ?? a.path ?? '';
-    const fb = b.span?.file.path ?? b.path ?? '';
-    if (fa !== fb) return fa < fb ? -1 : 1;
-    const oa = a.span?.start ?? -1;
-    const ob = b.span?.start ?? -1;
-    if (oa !== ob) return oa - ob;
-    if (a.code !== b.code) return a.code < b.code ? -1 : 1;
-    return a.message < b.message ? -1 : a.message > b.message ? 1 : 0;
-  });
+  return diagnostics.sort(compareDiagnostics);
+}
+
+function compareDiagnostics(a: Diagnostic, b: Diagnostic): number {
+  const fa = a.span?.file.path ?? a.path ?? '';
+  const fb = b.span?.file.path ?? b.path ?? '';
+  if (fa !== fb) return fa < fb ? -1 : 1;
+  const oa = a.span?.start ?? -1;
+  const ob = b.span?.start ?? -1;
+  if (oa !== ob) return oa - ob;
+  if (a.code !== b.code) return a.code < b.code ? -1 : 1;
+  return a.message < b.message ? -1 : a.message > b.message ? 1 : 0;
 }

@@ -165,9 +165,8 @@ export function serveCompiles(
   const held = new Map<string, number>();
   /** The services of the last good result sent, in order. */
   let reportedServices: readonly string[] = [];
-  /** The diagnostics of the last result sent, by group, and the groups in order. */
-  let reportedGroups = new Map<string, readonly Diagnostic[]>();
-  let reportedOrder: readonly string[] = [];
+  /** The diagnostics of the last result sent (sorted, so grouped by file). */
+  let reportedAll: readonly Diagnostic[] = [];
   /** The rest of the result under way, sent one message per NextRequest. */
   let queued: { id: number; replies: CompileReply[] } | null = null;
   port.on('message', (request) => {
@@ -193,32 +192,56 @@ export function serveCompiles(
         message: `internal compiler error: ${what}`,
         hint: 'this is a bug in Trellis, not a problem found in the spec; please report it with the revision. Nothing of this revision was applied',
       };
-      // The reconciler is told every group afresh next time.
-      reportedGroups = new Map();
-      reportedOrder = [''];
+      // The reconciler now holds this one diagnostic: every group is sent afresh next time.
+      reportedAll = [failure as unknown as Diagnostic];
       port.postMessage({ type: 'result', id: request.id, last: true, bug: error instanceof Error ? (error.stack ?? what) : what, groups: [''], diagnostics: [{ group: '', diagnostics: [failure] }] });
       return;
     }
-    // Diagnostics are sorted by file first, so each group is one stretch of the list.
-    const groups = new Map<string, Diagnostic[]>();
-    for (const d of result.diagnostics) {
-      const g = diagnosticGroup(d);
-      const list = groups.get(g);
-      if (list) list.push(d);
-      else groups.set(g, [d]);
-    }
-    const order = [...groups.keys()];
+    // Diagnostics are sorted by file first, so each group is one stretch of the list, in the
+    // same order as last time: the two lists are walked together, group by group, and only
+    // groups whose diagnostics are not the very same objects are sent.
+    const all = result.diagnostics;
+    const last = reportedAll;
     const changedGroups: Array<{ group: string; diagnostics: WireDiagnostic[] }> = [];
-    for (const [group, list] of groups) if (!sameItems(reportedGroups.get(group), list)) changedGroups.push({ group, diagnostics: list.map(toWire) });
-    const groupsChanged = !sameItems(reportedOrder, order);
-    reportedGroups = groups;
-    reportedOrder = order;
+    let groupsChanged = false;
+    const end = (list: readonly Diagnostic[], from: number, group: string) => {
+      let k = from;
+      while (k < list.length && diagnosticGroup(list[k]!) === group) k++;
+      return k;
+    };
+    let j = 0;
+    for (let i = 0; i < all.length; ) {
+      const group = diagnosticGroup(all[i]!);
+      const k = end(all, i, group);
+      while (j < last.length && diagnosticGroup(last[j]!) < group) {
+        groupsChanged = true;
+        j = end(last, j, diagnosticGroup(last[j]!));
+      }
+      let same = false;
+      if (j < last.length && diagnosticGroup(last[j]!) === group) {
+        const m = end(last, j, group);
+        same = m - j === k - i;
+        for (let x = 0; same && x < k - i; x++) same = all[i + x] === last[j + x];
+        j = m;
+      } else groupsChanged = true;
+      if (!same) changedGroups.push({ group, diagnostics: all.slice(i, k).map(toWire) });
+      i = k;
+    }
+    if (j < last.length) groupsChanged = true;
+    reportedAll = all;
 
     const replies: Array<Omit<CompileReply, 'last'>> = [];
     const mesh = result.mesh;
     let changed: ProxyConfig[] = [];
     const first: { -readonly [K in keyof CompileReply]: CompileReply[K] } = { type: 'result', id: request.id, last: false };
-    if (groupsChanged) first.groups = order;
+    if (groupsChanged) {
+      const order: string[] = [];
+      for (const d of all) {
+        const g = diagnosticGroup(d);
+        if (order.at(-1) !== g) order.push(g);
+      }
+      first.groups = order;
+    }
     const resources: Resource[] = [];
     if (mesh && result.plan) {
       // Only configs whose version changed are looked into: the count of configs holding
@@ -246,10 +269,17 @@ export function serveCompiles(
           else held.set(key, n);
         }
       }
-      reported = new Map(mesh.configs);
-      const services = [...mesh.configs.keys()];
-      first.compiled = { mesh: mesh.mesh, version: mesh.version, inboundPort: result.plan.settings.inboundPort, ...(sameItems(reportedServices, services) ? {} : { services }) };
-      reportedServices = services;
+      for (const config of changed) reported.set(config.service, config);
+      for (const config of gone) reported.delete(config.service);
+      // The list of services goes only when it changed (a service came or went).
+      let services: string[] | undefined;
+      if (added > 0 || gone.length > 0 || reportedServices.length !== mesh.configs.size) {
+        services = [...mesh.configs.keys()];
+        if (sameItems(reportedServices, services)) services = undefined;
+        else reportedServices = services;
+        reported = new Map(mesh.configs);
+      }
+      first.compiled = { mesh: mesh.mesh, version: mesh.version, inboundPort: result.plan.settings.inboundPort, ...(services ? { services } : {}) };
     } else changed = [];
     replies.push(first);
     let chunk: Array<{ group: string; diagnostics: WireDiagnostic[] }> = [];
@@ -280,8 +310,8 @@ export function serveCompiles(
       }
       replies.push({ type: 'result', id: request.id, resources: with_, configs: chunk.map((c) => ({ ...c, resources: c.resources.map(resourceKey) })) });
     }
-    const all = replies.map((r, i) => ({ ...r, last: i === replies.length - 1 }));
-    port.postMessage(all.shift()!);
-    if (all.length > 0) queued = { id: request.id, replies: all };
+    const sequence = replies.map((r, i) => ({ ...r, last: i === replies.length - 1 }));
+    port.postMessage(sequence.shift()!);
+    if (sequence.length > 0) queued = { id: request.id, replies: sequence };
   });
 }
