@@ -84,7 +84,7 @@ export function sortDiagnosticsLike(previous: readonly Diagnostic[], diagnostics
   return ordered;
 }
 
-/** Stable order: by file path, then offset, then code, then message; file-less ones first. */
+/** Stable order: by file path, then offset, then code, then message (then hint and related places, for ties); file-less ones first. */
 export function sortDiagnostics(diagnostics: readonly Diagnostic[]): Diagnostic[] {
   return sortInPlace([...diagnostics]);
 }
@@ -101,5 +101,17 @@ function compareDiagnostics(a: Diagnostic, b: Diagnostic): number {
   const ob = b.span?.start ?? -1;
   if (oa !== ob) return oa - ob;
   if (a.code !== b.code) return a.code < b.code ? -1 : 1;
-  return a.message < b.message ? -1 : a.message > b.message ? 1 : 0;
+  if (a.message !== b.message) return a.message < b.message ? -1 : 1;
+  // Ties (one message at one place, twice) are ordered by what else they say, so that the
+  // order never depends on the order they were found in.
+  const ha = a.hint ?? '';
+  const hb = b.hint ?? '';
+  if (ha !== hb) return ha < hb ? -1 : 1;
+  const ra = relatedKey(a);
+  const rb = relatedKey(b);
+  return ra < rb ? -1 : ra > rb ? 1 : 0;
+}
+
+function relatedKey(d: Diagnostic): string {
+  return (d.related ?? []).map((r) => `${r.span.file.path}:${r.span.start}:${r.span.end}:${r.message}`).join('\u0000');
 }
