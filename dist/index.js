@@ -51932,6 +51932,7 @@ function hasErrors(diagnostics) {
 }
 function sortDiagnosticsLike(previous, diagnostics) {
   const current = new Set(diagnostics);
+  if (current.size < diagnostics.length) return sortDiagnostics(diagnostics);
   const ordered = [];
   const kept = /* @__PURE__ */ new Set();
   for (const d of previous) {
@@ -51939,24 +51940,44 @@ function sortDiagnosticsLike(previous, diagnostics) {
     ordered.push(d);
     kept.add(d);
   }
-  for (const d of diagnostics) if (!kept.has(d)) ordered.push(d);
-  if (ordered.length < diagnostics.length) return sortDiagnostics(diagnostics);
-  return sortInPlace(ordered);
+  const fresh = diagnostics.filter((d) => !kept.has(d));
+  if (fresh.length * 16 > ordered.length) return sortInPlace([...ordered, ...fresh]);
+  for (const d of sortInPlace(fresh)) {
+    let lo = 0;
+    let hi = ordered.length;
+    while (lo < hi) {
+      const mid = lo + hi >> 1;
+      if (compareDiagnostics(ordered[mid], d) <= 0) lo = mid + 1;
+      else hi = mid;
+    }
+    ordered.splice(lo, 0, d);
+  }
+  return ordered;
 }
 function sortDiagnostics(diagnostics) {
   return sortInPlace([...diagnostics]);
 }
 function sortInPlace(diagnostics) {
-  return diagnostics.sort((a, b) => {
-    const fa = a.span?.file.path ?? a.path ?? "";
-    const fb = b.span?.file.path ?? b.path ?? "";
-    if (fa !== fb) return fa < fb ? -1 : 1;
-    const oa = a.span?.start ?? -1;
-    const ob = b.span?.start ?? -1;
-    if (oa !== ob) return oa - ob;
-    if (a.code !== b.code) return a.code < b.code ? -1 : 1;
-    return a.message < b.message ? -1 : a.message > b.message ? 1 : 0;
-  });
+  return diagnostics.sort(compareDiagnostics);
+}
+function compareDiagnostics(a, b) {
+  const fa = a.span?.file.path ?? a.path ?? "";
+  const fb = b.span?.file.path ?? b.path ?? "";
+  if (fa !== fb) return fa < fb ? -1 : 1;
+  const oa = a.span?.start ?? -1;
+  const ob = b.span?.start ?? -1;
+  if (oa !== ob) return oa - ob;
+  if (a.code !== b.code) return a.code < b.code ? -1 : 1;
+  if (a.message !== b.message) return a.message < b.message ? -1 : 1;
+  const ha = a.hint ?? "";
+  const hb = b.hint ?? "";
+  if (ha !== hb) return ha < hb ? -1 : 1;
+  const ra = relatedKey(a);
+  const rb = relatedKey(b);
+  return ra < rb ? -1 : ra > rb ? 1 : 0;
+}
+function relatedKey(d) {
+  return (d.related ?? []).map((r2) => `${r2.span.file.path}:${r2.span.start}:${r2.span.end}:${r2.message}`).join("\0");
 }
 
 // src/spec/names.ts
@@ -57136,9 +57157,14 @@ function resolveIncrementally(valid, previous) {
   }
   let services = prev.services;
   if (changedServices.size > 0) {
-    const next = /* @__PURE__ */ new Map();
-    if (serviceKeys) for (const key of serviceKeys) next.set(key, changedServices.has(key) ? changedServices.get(key) : prev.services.get(key));
-    else for (const [key, svc] of prev.services) next.set(key, changedServices.get(key) ?? svc);
+    let next;
+    if (serviceKeys) {
+      next = /* @__PURE__ */ new Map();
+      for (const key of serviceKeys) next.set(key, changedServices.has(key) ? changedServices.get(key) : prev.services.get(key));
+    } else {
+      next = new Map(prev.services);
+      for (const [key, svc] of changedServices) next.set(key, svc);
+    }
     services = next;
     for (const key of changedServices.keys()) for (const doc of previous.referrers.get(key) ?? []) recheck.add(doc);
     if (serviceKeys) for (const doc of previous.references.keys()) recheck.add(doc);
@@ -72828,7 +72854,8 @@ function runOne(result, test, out) {
 
 // src/compiler/compile.ts
 function append2(into, list) {
-  for (const x2 of list) into.push(x2);
+  if (list.length < 1024) into.push(...list);
+  else for (const x2 of list) into.push(x2);
 }
 function fileStages(file, limits = DEFAULT_LIMITS) {
   const parsed = parseSpecFiles([file], limits);
