@@ -2,7 +2,16 @@
  * Stage 4: check. Resolves every setting through the default layers, compiles route
  * tables in precedence order, and checks what the spec means: conflicts, impossible or
  * dangerous settings, rules that can never match. Produces the mesh plan that emit
- * turns into proxy configs. Pure.
+ * turns into proxy configs. `checkSpec` is pure.
+ *
+ * The work is cut into units (a service's own checks and cluster, a route's checks and
+ * compiled rules, a service's plan, its backend-access and timeout checks, …), each a
+ * function of inputs it names. For the incremental compiler (`checkIncrementally`) a unit
+ * whose inputs are the same objects as last time is reused from the memo (memo.ts), and a
+ * revision that only changed, added or removed documents is patched: only the units those
+ * documents feed, and the units that read what those changed, run again (`patch`).
+ * Diagnostics are kept per unit in a ledger, so the units that did not run still report
+ * what they found.
  */
 import { canonicalJson } from '../config/canonical.ts';
 import type { ClusterBody, CompiledAccessRule, CompiledPort, EndpointsBody, InboundBody, RouteBody } from '../config/types.ts';
