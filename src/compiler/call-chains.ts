@@ -15,6 +15,24 @@ export interface ChainLink {
   readonly factor: number;
   readonly service: string;
   readonly next: ChainLink | null;
+  /** How many services the chain has, and its last TAIL_KEPT (or fewer): what a message shows of a long chain without walking it. */
+  readonly length: number;
+  readonly tail: readonly string[];
+}
+
+/** Services kept at the end of each link's chain (`tail`). */
+export const TAIL_KEPT = 5;
+
+function link(factor: number, service: string, next: ChainLink | null): ChainLink {
+  const tail = next === null ? [service] : next.length < TAIL_KEPT ? [service, ...next.tail] : next.tail;
+  return { factor, service, next, length: next === null ? 1 : next.length + 1, tail };
+}
+
+/** The first `n` services of a chain. */
+export function chainHead(chain: ChainLink, n: number): string[] {
+  const out: string[] = [];
+  for (let l: ChainLink | null = chain; l && out.length < n; l = l.next) out.push(l.service);
+  return out;
 }
 
 /** A chain's services in call order, first the service it starts at. */
@@ -42,7 +60,7 @@ export function worstChains(calls: ReadonlyMap<string, readonly string[]>, hopFa
   const memo = new Map<string, ChainLink>();
   const visiting = new Set<string>();
   /** What the recursion would return at once for `service`, or undefined when it has to walk it. */
-  const known = (service: string): ChainLink | undefined => memo.get(service) ?? (visiting.has(service) ? { factor: 1, service, next: null } : undefined);
+  const known = (service: string): ChainLink | undefined => memo.get(service) ?? (visiting.has(service) ? link(1, service, null) : undefined);
 
   interface Frame {
     readonly service: string;
@@ -53,13 +71,13 @@ export function worstChains(calls: ReadonlyMap<string, readonly string[]>, hopFa
   }
   const open = (service: string): Frame => {
     visiting.add(service);
-    return { service, targets: calls.get(service) ?? [], index: 0, best: { factor: 1, service, next: null } };
+    return { service, targets: calls.get(service) ?? [], index: 0, best: link(1, service, null) };
   };
   /** Folds target `frame.targets[frame.index]`'s result into the frame and moves on. */
   const consider = (frame: Frame, next: ChainLink): void => {
     const target = frame.targets[frame.index]!;
     const factor = hopFactor(target) * next.factor;
-    if (factor > frame.best.factor) frame.best = { factor, service: frame.service, next };
+    if (factor > frame.best.factor) frame.best = link(factor, frame.service, next);
     frame.index++;
   };
 

@@ -24,7 +24,7 @@ import type { DocPath } from './load.ts';
 import { accessSources, targetKeys, at, findPort, keyOf, nameKey, namespaceOf, referencedServices, refKey, type ContentChange, type Located, type ResolvedSpec } from './resolve.ts';
 import { admitsCaller } from '../config/access.ts';
 import { describeChar, invalidFieldValueIndex } from '../config/http-field.ts';
-import { chainServices, worstChains } from './call-chains.ts';
+import { chainHead, TAIL_KEPT, worstChains, type ChainLink } from './call-chains.ts';
 import type { CompileMemo } from './memo.ts';
 import { comparePrecedence, compileRule, implicitRule, plannedSubsumes, portProtocol, type PlannedRule } from './routes.ts';
 
@@ -98,13 +98,13 @@ function characterSpan(span: Span, value: string, index: number): Span {
  * counted. A large mesh's worst chains run hundreds of hops, and naming every hop made each
  * message tens of kilobytes that nobody reads.
  */
-const CHAIN_ENDS_SHOWN = 5;
+const CHAIN_ENDS_SHOWN = TAIL_KEPT;
 
 /** A call chain for a message: every service, or for a long chain both ends and a count. */
-function describeChain(chain: readonly string[]): string {
-  if (chain.length <= 2 * CHAIN_ENDS_SHOWN + 2) return chain.join(' → ');
+function describeChain(chain: ChainLink): string {
+  if (chain.length <= 2 * CHAIN_ENDS_SHOWN + 2) return chainHead(chain, chain.length).join(' → ');
   const hidden = chain.length - 2 * CHAIN_ENDS_SHOWN;
-  return `${chain.slice(0, CHAIN_ENDS_SHOWN).join(' → ')} → … ${hidden} more … → ${chain.slice(-CHAIN_ENDS_SHOWN).join(' → ')} (${chain.length} services)`;
+  return `${chainHead(chain, CHAIN_ENDS_SHOWN).join(' → ')} → … ${hidden} more … → ${chain.tail.slice(-CHAIN_ENDS_SHOWN).join(' → ')} (${chain.length} services)`;
 }
 
 /**
@@ -1497,15 +1497,15 @@ class Checker {
     const { calls, called } = this.graph;
     const walk = () => {
       const worst = worstChains(calls, (target) => 1 + (this.planned.get(target)?.worstRetry ?? 0));
-      const found: Array<{ entry: string; chain: string[]; factor: number }> = [];
+      const found: Array<{ entry: string; chain: ChainLink; factor: number }> = [];
       for (const entry of this.plans.values()) {
         if (!entry.meshed || called.has(entry.name)) continue;
         const w = worst(entry.name);
-        if (w.factor > CHAIN_AMPLIFICATION_LIMIT) found.push({ entry: entry.name, chain: chainServices(w), factor: w.factor });
+        if (w.factor > CHAIN_AMPLIFICATION_LIMIT) found.push({ entry: entry.name, chain: w, factor: w.factor });
       }
       return found;
     };
-    let found: ReadonlyArray<{ entry: string; chain: string[]; factor: number }>;
+    let found: ReadonlyArray<{ entry: string; chain: ChainLink; factor: number }>;
     if (!this.#memo || !full) found = recompute ? walk() : this.#chains;
     else {
       // A full check walks again only when some service's callers or worst retry count changed.
@@ -1519,14 +1519,14 @@ class Checker {
       for (const { entry, chain, factor } of found) {
         this.report(
           'TRL4021',
-          `retries multiply along ${describeChain(chain)}: one request from ${entry} can become ${describeFactor(factor)} requests at ${chain.at(-1)} when everything fails`,
+          `retries multiply along ${describeChain(chain)}: one request from ${entry} can become ${describeFactor(factor)} requests at ${chain.tail.at(-1)} when everything fails`,
           at(this.spec.services.get(entry)!, ['metadata', 'name']),
           { hint: 'retry at one hop only (usually the one nearest the caller), or lower retry.attempts on the inner hops; retry budgets cap it per hop' },
         );
       }
     });
   }
-  #chains: ReadonlyArray<{ entry: string; chain: string[]; factor: number }> = [];
+  #chains: ReadonlyArray<{ entry: string; chain: ChainLink; factor: number }> = [];
 
   /** Timeouts (a unit per service): a rule of X → `target` waiting less than `target`'s own calls may take. */
   checkTimeouts(target: string): void {
