@@ -57409,23 +57409,28 @@ function describeChar(char) {
 }
 
 // src/compiler/call-chains.ts
-function chainServices(link) {
+var TAIL_KEPT = 5;
+function link(factor, service, next) {
+  const tail = next === null ? [service] : next.length < TAIL_KEPT ? [service, ...next.tail] : next.tail;
+  return { factor, service, next, length: next === null ? 1 : next.length + 1, tail };
+}
+function chainHead(chain, n) {
   const out = [];
-  for (let l = link; l; l = l.next) out.push(l.service);
+  for (let l = chain; l && out.length < n; l = l.next) out.push(l.service);
   return out;
 }
 function worstChains(calls, hopFactor) {
   const memo = /* @__PURE__ */ new Map();
   const visiting = /* @__PURE__ */ new Set();
-  const known = (service) => memo.get(service) ?? (visiting.has(service) ? { factor: 1, service, next: null } : void 0);
+  const known = (service) => memo.get(service) ?? (visiting.has(service) ? link(1, service, null) : void 0);
   const open2 = (service) => {
     visiting.add(service);
-    return { service, targets: calls.get(service) ?? [], index: 0, best: { factor: 1, service, next: null } };
+    return { service, targets: calls.get(service) ?? [], index: 0, best: link(1, service, null) };
   };
   const consider = (frame, next) => {
     const target = frame.targets[frame.index];
     const factor = hopFactor(target) * next.factor;
-    if (factor > frame.best.factor) frame.best = { factor, service: frame.service, next };
+    if (factor > frame.best.factor) frame.best = link(factor, frame.service, next);
     frame.index++;
   };
   return (service) => {
@@ -57675,11 +57680,11 @@ function characterSpan(span, value, index) {
   const offset = source === value ? 0 : quoted && source.slice(1, -1) === value ? 1 : -1;
   return offset < 0 ? span : { file: span.file, start: span.start + offset + index, end: span.start + offset + index + 1 };
 }
-var CHAIN_ENDS_SHOWN = 5;
+var CHAIN_ENDS_SHOWN = TAIL_KEPT;
 function describeChain(chain) {
-  if (chain.length <= 2 * CHAIN_ENDS_SHOWN + 2) return chain.join(" → ");
+  if (chain.length <= 2 * CHAIN_ENDS_SHOWN + 2) return chainHead(chain, chain.length).join(" → ");
   const hidden = chain.length - 2 * CHAIN_ENDS_SHOWN;
-  return `${chain.slice(0, CHAIN_ENDS_SHOWN).join(" → ")} → … ${hidden} more … → ${chain.slice(-CHAIN_ENDS_SHOWN).join(" → ")} (${chain.length} services)`;
+  return `${chainHead(chain, CHAIN_ENDS_SHOWN).join(" → ")} → … ${hidden} more … → ${chain.tail.slice(-CHAIN_ENDS_SHOWN).join(" → ")} (${chain.length} services)`;
 }
 function describeFactor(factor) {
   return factor <= 1e15 ? String(factor) : "more than 10^15";
@@ -58924,7 +58929,7 @@ var Checker = class {
       for (const entry of this.plans.values()) {
         if (!entry.meshed || called.has(entry.name)) continue;
         const w = worst(entry.name);
-        if (w.factor > CHAIN_AMPLIFICATION_LIMIT) found2.push({ entry: entry.name, chain: chainServices(w), factor: w.factor });
+        if (w.factor > CHAIN_AMPLIFICATION_LIMIT) found2.push({ entry: entry.name, chain: w, factor: w.factor });
       }
       return found2;
     };
@@ -58941,7 +58946,7 @@ var Checker = class {
       for (const { entry, chain, factor } of found) {
         this.report(
           "TRL4021",
-          `retries multiply along ${describeChain(chain)}: one request from ${entry} can become ${describeFactor(factor)} requests at ${chain.at(-1)} when everything fails`,
+          `retries multiply along ${describeChain(chain)}: one request from ${entry} can become ${describeFactor(factor)} requests at ${chain.tail.at(-1)} when everything fails`,
           at(this.spec.services.get(entry), ["metadata", "name"]),
           { hint: "retry at one hop only (usually the one nearest the caller), or lower retry.attempts on the inner hops; retry budgets cap it per hop" }
         );
