@@ -1,14 +1,17 @@
 /**
  * The incremental compiler: the same results as `compileFiles`, byte for byte, for a
- * caller that compiles one revision after another (the reconciler). What each file makes
- * in load and validate is kept by path and content, so a revision that changes one file
- * parses and validates that file only; emit reuses the version of every resource whose body
- * came out as last time (building the key-sorted form to hash is most of emit). Resolve and
- * check look across documents and run whole (at 10 000 services they are most of an
- * incremental compile; see the README's benchmarks).
+ * caller that compiles one revision after another (the reconciler's worker). What each
+ * file makes in load and validate is kept by path and content, so a revision that changes
+ * one file parses and validates that file only. A revision that only changes, adds or
+ * removes documents is then patched into the last compile (resolve.ts
+ * `resolveIncrementally`, check.ts `checkIncrementally`, emit.ts `emitIncrementally`):
+ * only what those documents feed is worked out again. Anything further checks and emits
+ * the whole spec, reusing each unit whose inputs are unchanged (memo.ts).
  *
- * Holds the last revision's per-file results (about the memory of one compiled spec);
- * not safe to share between concurrent callers (it is synchronous, so there are none).
+ * Holds the last revision's state (about the memory of one compiled spec). A result's
+ * `spec`, `plan` and `mesh` are that state: read them before the next compile, which
+ * updates them in place. Not safe to share between concurrent callers (it is synchronous,
+ * so there are none).
  */
 import type { SourceFile } from '../diagnostics/source-file.ts';
 import { compileStages, fileStages, sortedByPath, type CompileOptions, type CompileResult, type FileStages, type IncrementalMemo } from './compile.ts';
