@@ -57550,12 +57550,7 @@ function backendPort(ref, backend) {
 }
 function compileRule(located, ruleIndex, parentIndex, port, mesh, services) {
   if (located.doc.kind === "GRPCRoute") return compileGrpcRule(located, ruleIndex, parentIndex, port, mesh, services);
-  const route = located.doc;
-  const namespace = namespaceOf(route);
-  const routeKey = keyOf(route);
-  const rule = route.spec.rules[ruleIndex];
-  const filters = (rule.filters ?? []).map((f) => compileFilter(f, namespace));
-  const backends = compileBackends(rule.backendRefs, namespace, services);
+  const { routeKey, rule, filters, backends } = ruleParts(located, ruleIndex, services);
   const { timeouts, retry } = ruleTimeouts(rule, mesh);
   const matches = rule.matches && rule.matches.length > 0 ? rule.matches : [void 0];
   return matches.map((m, matchIndex) => ({
@@ -57572,6 +57567,17 @@ function compileRule(located, ruleIndex, parentIndex, port, mesh, services) {
     origin: { route: located, ruleIndex, matchIndex: rule.matches && rule.matches.length > 0 ? matchIndex : -1, parentIndex }
   }));
 }
+function ruleParts(located, ruleIndex, services) {
+  const route = located.doc;
+  const namespace = namespaceOf(route);
+  const rule = route.spec.rules[ruleIndex];
+  return {
+    routeKey: keyOf(route),
+    rule,
+    filters: (rule.filters ?? []).map((f) => compileFilter(f, namespace)),
+    backends: compileBackends(rule.backendRefs, namespace, services)
+  };
+}
 function compileBackends(backendRefs, namespace, services) {
   return (backendRefs ?? []).map((b) => ({
     service: refKey(namespace, b),
@@ -57581,12 +57587,7 @@ function compileBackends(backendRefs, namespace, services) {
   }));
 }
 function compileGrpcRule(located, ruleIndex, parentIndex, port, mesh, services) {
-  const route = located.doc;
-  const namespace = namespaceOf(route);
-  const routeKey = keyOf(route);
-  const rule = route.spec.rules[ruleIndex];
-  const filters = (rule.filters ?? []).map((f) => compileFilter(f, namespace));
-  const backends = compileBackends(rule.backendRefs, namespace, services);
+  const { routeKey, rule, filters, backends } = ruleParts(located, ruleIndex, services);
   const { timeouts, retry } = grpcRuleTimeouts(rule, mesh);
   const written = rule.matches && rule.matches.length > 0;
   const matches = written ? rule.matches : [void 0];
@@ -58322,42 +58323,24 @@ var Checker = class {
     return { settings: this.settings, services: this.plans };
   }
   /**
-   * Patches the last compile's checks and plan (`previous`, whose state this checker takes
-   * over) for a revision in which only documents came, went or changed content (see
-   * ContentChange): redoes the units those documents feed, and those that read what they
-   * changed, and keeps the rest. Returns undefined, having changed nothing, when the change
-   * reaches further than that (a service's identity or meshing, a route's parents): then
-   * `run` does all.
+   * Patches this checker's last check and plan to `spec`, a revision in which only
+   * documents came, went or changed content (see ContentChange): redoes the units those
+   * documents feed, and those that read what they changed, and keeps the rest. Returns
+   * undefined, having changed nothing, when the change reaches further than that (a
+   * service's identity or meshing, a route's parents): then a new checker's `run` does all.
    */
-  patch(previous, change, referrers) {
+  patch(spec, change, referrers) {
     for (const { before: before2, after: after3 } of change.replaced) {
       if (after3.doc.kind === "Service") {
         const b = before2.doc;
         const a = after3.doc;
-        if (b.spec.sidecar !== false !== (a.spec.sidecar !== false) || serviceIdentity(this.settings.trustDomain, a) !== previous.identities.get(keyOf(a))) return void 0;
+        if (b.spec.sidecar !== false !== (a.spec.sidecar !== false) || serviceIdentity(this.settings.trustDomain, a) !== this.identities.get(keyOf(a))) return void 0;
       } else if (after3.doc.kind === "HTTPRoute" || after3.doc.kind === "GRPCRoute") {
         if (!sameList(parentKeys(before2.doc), parentKeys(after3.doc))) return void 0;
       }
     }
-    this.settings = previous.settings;
-    this.identities = previous.identities;
-    this.servicesToken = previous.servicesToken;
-    this.#servicesByIdentity = previous.#servicesByIdentity;
-    this.ledger = previous.ledger;
-    this.trafficByTarget = previous.trafficByTarget;
-    this.accessByTarget = previous.accessByTarget;
-    this.traffic = previous.traffic;
-    this.clusters = previous.clusters;
-    this.attachments = previous.attachments;
-    this.routesOf = previous.routesOf;
-    this.planned = previous.planned;
-    this.plans = previous.plans;
-    this.dependents = previous.dependents;
-    this.graph = previous.graph;
-    this.lifted = previous.lifted;
-    this.faults = previous.faults;
-    this.#chains = previous.#chains;
-    this.#identityAccess = previous.#identityAccess;
+    this.spec = spec;
+    this.diagnostics.length = 0;
     const services = /* @__PURE__ */ new Set();
     const targets2 = /* @__PURE__ */ new Set();
     const routes = /* @__PURE__ */ new Set();
@@ -59032,8 +59015,8 @@ function checkSpec(spec) {
   return { plan, diagnostics: checker.diagnostics };
 }
 function checkIncrementally(spec, memo, previous, change, referrers) {
-  const checker = new Checker(spec, memo);
-  const patched = previous && change ? checker.patch(previous, change, referrers) : void 0;
+  const patched = previous && change ? previous.patch(spec, change, referrers) : void 0;
+  const checker = patched ? previous : new Checker(spec, memo);
   const plan = patched ? patched.plan : checker.run();
   const diagnostics = [];
   for (const found of checker.ledger.values()) append(diagnostics, found);

@@ -222,7 +222,7 @@ class Checker {
   ledger = new Map<string, readonly Diagnostic[]>();
   #depth = 0;
   settings: MeshSettings;
-  readonly spec: ResolvedSpec;
+  spec: ResolvedSpec;
   /** The identity of every service (meshed or not), by service key, in service order. */
   identities: ReadonlyMap<string, string>;
   /** Stands for every service's key, namespace, identity and whether it is meshed: an input of units that look at the whole set. */
@@ -858,42 +858,25 @@ class Checker {
   }
 
   /**
-   * Patches the last compile's checks and plan (`previous`, whose state this checker takes
-   * over) for a revision in which only documents came, went or changed content (see
-   * ContentChange): redoes the units those documents feed, and those that read what they
-   * changed, and keeps the rest. Returns undefined, having changed nothing, when the change
-   * reaches further than that (a service's identity or meshing, a route's parents): then
-   * `run` does all.
+   * Patches this checker's last check and plan to `spec`, a revision in which only
+   * documents came, went or changed content (see ContentChange): redoes the units those
+   * documents feed, and those that read what they changed, and keeps the rest. Returns
+   * undefined, having changed nothing, when the change reaches further than that (a
+   * service's identity or meshing, a route's parents): then a new checker's `run` does all.
    */
-  patch(previous: Checker, change: ContentChange, referrers: ReadonlyMap<string, ReadonlySet<Located<SpecDocument>>>): { plan: MeshPlan; delta: CheckDelta } | undefined {
+  patch(spec: ResolvedSpec, change: ContentChange, referrers: ReadonlyMap<string, ReadonlySet<Located<SpecDocument>>>): { plan: MeshPlan; delta: CheckDelta } | undefined {
     for (const { before, after } of change.replaced) {
       if (after.doc.kind === 'Service') {
         const b = before.doc as ServiceDocument;
         const a = after.doc as ServiceDocument;
-        if ((b.spec.sidecar !== false) !== (a.spec.sidecar !== false) || serviceIdentity(this.settings.trustDomain, a) !== previous.identities.get(keyOf(a))) return undefined;
+        if ((b.spec.sidecar !== false) !== (a.spec.sidecar !== false) || serviceIdentity(this.settings.trustDomain, a) !== this.identities.get(keyOf(a))) return undefined;
       } else if (after.doc.kind === 'HTTPRoute' || after.doc.kind === 'GRPCRoute') {
         if (!sameList(parentKeys(before.doc as RouteDocument), parentKeys(after.doc as RouteDocument))) return undefined;
       }
     }
-    this.settings = previous.settings;
-    this.identities = previous.identities;
-    this.servicesToken = previous.servicesToken;
-    this.#servicesByIdentity = previous.#servicesByIdentity;
-    this.ledger = previous.ledger;
-    this.trafficByTarget = previous.trafficByTarget;
-    this.accessByTarget = previous.accessByTarget;
-    this.traffic = previous.traffic;
-    this.clusters = previous.clusters;
-    this.attachments = previous.attachments;
-    this.routesOf = previous.routesOf;
-    this.planned = previous.planned;
-    this.plans = previous.plans;
-    this.dependents = previous.dependents;
-    this.graph = previous.graph;
-    this.lifted = previous.lifted;
-    this.faults = previous.faults;
-    this.#chains = previous.#chains;
-    this.#identityAccess = previous.#identityAccess;
+    this.spec = spec;
+    // Only the ledger says what this check found; what units report on the way is not kept.
+    this.diagnostics.length = 0;
 
     const services = new Set<string>();
     const targets = new Set<string>();
@@ -1614,13 +1597,13 @@ export function checkSpec(spec: ResolvedSpec): { plan: MeshPlan; diagnostics: Di
   return { plan, diagnostics: checker.diagnostics };
 }
 
-/** What the incremental compiler keeps of a check for the next one (owned by it: the next check takes it over). */
+/** What the incremental compiler keeps of a check for the next one: the checker itself, which the next check patches. */
 export type CheckState = Checker;
 
 /**
  * `checkSpec` for the incremental compiler: the same plan and diagnostics. Units whose inputs
  * are unchanged are reused from `memo`; when `change` says only documents' content changed
- * since `previous`, only what those documents feed is checked again, and `delta` says which
+ * since `previous`, `previous` is patched (only what those documents feed is checked again), and `delta` says which
  * services' plans changed (and whether who may call whom did).
  */
 export function checkIncrementally(
@@ -1630,8 +1613,8 @@ export function checkIncrementally(
   change: ContentChange | undefined,
   referrers: ReadonlyMap<string, ReadonlySet<Located<SpecDocument>>>,
 ): { plan: MeshPlan; diagnostics: Diagnostic[]; state: CheckState; delta: CheckDelta | undefined } {
-  const checker = new Checker(spec, memo);
-  const patched = previous && change ? checker.patch(previous, change, referrers) : undefined;
+  const patched = previous && change ? previous.patch(spec, change, referrers) : undefined;
+  const checker = patched ? previous! : new Checker(spec, memo);
   const plan = patched ? patched.plan : checker.run();
   const diagnostics: Diagnostic[] = [];
   for (const found of checker.ledger.values()) append(diagnostics, found);

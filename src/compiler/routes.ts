@@ -207,12 +207,7 @@ export function compileRule(
   services: ReadonlyMap<string, { doc: ServiceDocument }>,
 ): PlannedRule[] {
   if (located.doc.kind === 'GRPCRoute') return compileGrpcRule(located as Located<GRPCRouteDocument>, ruleIndex, parentIndex, port, mesh, services);
-  const route = (located as Located<HTTPRouteDocument>).doc;
-  const namespace = namespaceOf(route);
-  const routeKey = keyOf(route);
-  const rule = route.spec.rules![ruleIndex]!;
-  const filters = (rule.filters ?? []).map((f) => compileFilter(f, namespace));
-  const backends = compileBackends(rule.backendRefs, namespace, services);
+  const { routeKey, rule, filters, backends } = ruleParts(located as Located<HTTPRouteDocument>, ruleIndex, services);
   const { timeouts, retry } = ruleTimeouts(rule, mesh);
   const matches = rule.matches && rule.matches.length > 0 ? rule.matches : [undefined];
   return matches.map((m, matchIndex) => ({
@@ -228,6 +223,19 @@ export function compileRule(
     },
     origin: { route: located, ruleIndex, matchIndex: rule.matches && rule.matches.length > 0 ? matchIndex : -1, parentIndex },
   }));
+}
+
+/** What HTTPRoute and GRPCRoute rules compile alike: the route's key, the rule, its filters and its backends. */
+function ruleParts<D extends HTTPRouteDocument | GRPCRouteDocument>(located: Located<D>, ruleIndex: number, services: ReadonlyMap<string, { doc: ServiceDocument }>) {
+  const route = located.doc;
+  const namespace = namespaceOf(route);
+  const rule = route.spec.rules![ruleIndex]! as NonNullable<D['spec']['rules']>[number];
+  return {
+    routeKey: keyOf(route),
+    rule,
+    filters: (rule.filters ?? []).map((f) => compileFilter(f, namespace)),
+    backends: compileBackends(rule.backendRefs, namespace, services),
+  };
 }
 
 /** Backends of a rule of a route in `namespace`, ports resolved. */
@@ -252,12 +260,7 @@ export function compileGrpcRule(
   mesh: MeshSettings,
   services: ReadonlyMap<string, { doc: ServiceDocument }>,
 ): PlannedRule[] {
-  const route = located.doc;
-  const namespace = namespaceOf(route);
-  const routeKey = keyOf(route);
-  const rule = route.spec.rules![ruleIndex]!;
-  const filters = (rule.filters ?? []).map((f) => compileFilter(f, namespace));
-  const backends = compileBackends(rule.backendRefs, namespace, services);
+  const { routeKey, rule, filters, backends } = ruleParts(located, ruleIndex, services);
   const { timeouts, retry } = grpcRuleTimeouts(rule, mesh);
   const written = rule.matches && rule.matches.length > 0;
   const matches = written ? rule.matches! : [undefined];
