@@ -28,17 +28,10 @@ function link(factor: number, service: string, next: ChainLink | null): ChainLin
   return { factor, service, next, length: next === null ? 1 : next.length + 1, tail };
 }
 
-/** The first `n` services of a chain. */
+/** The first `n` services of a chain (all of them with `chain.length`), in call order. */
 export function chainHead(chain: ChainLink, n: number): string[] {
   const out: string[] = [];
   for (let l: ChainLink | null = chain; l && out.length < n; l = l.next) out.push(l.service);
-  return out;
-}
-
-/** A chain's services in call order, first the service it starts at. */
-export function chainServices(link: ChainLink): string[] {
-  const out: string[] = [];
-  for (let l: ChainLink | null = link; l; l = l.next) out.push(l.service);
   return out;
 }
 

@@ -145,7 +145,7 @@ export function fromWire(d: WireDiagnostic, files: { get(path: string): SourceFi
  * stack in `bug`; the worker carries on with the next request.
  */
 /** The group a diagnostic is sent in: its file's path, `''` for none. */
-export function diagnosticGroup(d: Diagnostic): string {
+function diagnosticGroup(d: Diagnostic): string {
   return d.span?.file.path ?? d.path ?? '';
 }
 

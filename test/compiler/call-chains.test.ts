@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { chainServices, TAIL_KEPT, worstChains } from '../../src/compiler/call-chains.ts';
+import { chainHead, TAIL_KEPT, worstChains } from '../../src/compiler/call-chains.ts';
 import { compileTexts } from '../helpers/spec.ts';
 
 /**
@@ -148,7 +148,7 @@ describe('call chains', () => {
         const reference = referenceWorst(calls, hop);
         for (const i of order) {
           const got = worst(services[i]!);
-          const chain = chainServices(got);
+          const chain = chainHead(got, got.length);
           assert.deepEqual({ factor: got.factor, chain }, reference(services[i]!));
           // What a message shows of a long chain, kept on each link: its length and its end.
           assert.deepEqual({ length: got.length, tail: got.tail }, { length: chain.length, tail: chain.slice(-TAIL_KEPT) });
