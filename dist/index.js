@@ -51895,7 +51895,23 @@ function summaryLine(set2) {
 // src/config/canonical.ts
 import { hash } from "node:crypto";
 function canonicalJson(value) {
-  return JSON.stringify(sortKeys(value));
+  return JSON.stringify(isCanonical(value) ? value : sortKeys(value));
+}
+function isCanonical(value) {
+  if (typeof value !== "object" || value === null) return typeof value !== "number" || Number.isFinite(value);
+  if (Array.isArray(value)) {
+    for (const v of value) if (v === void 0 || !isCanonical(v)) return false;
+    return true;
+  }
+  if (Object.getPrototypeOf(value) !== Object.prototype) return false;
+  let last2;
+  for (const k in value) {
+    if (last2 !== void 0 && k <= last2) return false;
+    const v = value[k];
+    if (v === void 0 || !isCanonical(v)) return false;
+    last2 = k;
+  }
+  return true;
 }
 function sha256(text) {
   return hash("sha256", text, "hex");
@@ -52659,9 +52675,9 @@ function resolveTrafficSettings(layers) {
   const abort = pick2(["faultInjection", "abort"], null);
   return {
     loadBalancer: {
-      type: pick2(["loadBalancer", "type"], BUILTIN.loadBalancer),
       ewmaDecayMs: ms(pick2(["loadBalancer", "ewma", "decay"], BUILTIN.ewmaDecay)),
-      ewmaDefaultRttMs: ms(pick2(["loadBalancer", "ewma", "defaultRTT"], BUILTIN.ewmaDefaultRTT))
+      ewmaDefaultRttMs: ms(pick2(["loadBalancer", "ewma", "defaultRTT"], BUILTIN.ewmaDefaultRTT)),
+      type: pick2(["loadBalancer", "type"], BUILTIN.loadBalancer)
     },
     circuitBreaker: {
       maxConnections: pick2(["circuitBreaker", "maxConnections"], BUILTIN.maxConnections),
@@ -52669,15 +52685,15 @@ function resolveTrafficSettings(layers) {
       maxRequests: pick2(["circuitBreaker", "maxRequests"], BUILTIN.maxRequests)
     },
     outlierDetection: {
+      baseEjectionMs: ms(pick2(["outlierDetection", "baseEjectionTime"], BUILTIN.baseEjectionTime)),
       consecutive5xx: pick2(["outlierDetection", "consecutive5xx"], BUILTIN.consecutive5xx),
       consecutiveGatewayErrors: pick2(["outlierDetection", "consecutiveGatewayErrors"], BUILTIN.consecutiveGatewayErrors),
       intervalMs: ms(pick2(["outlierDetection", "interval"], BUILTIN.outlierInterval)),
-      baseEjectionMs: ms(pick2(["outlierDetection", "baseEjectionTime"], BUILTIN.baseEjectionTime)),
       maxEjectionPercent: pick2(["outlierDetection", "maxEjectionPercent"], BUILTIN.maxEjectionPercent)
     },
     retryBudget: {
-      ratio: pick2(["retryBudget", "ratio"], BUILTIN.retryBudgetRatio),
       minRetriesPerSecond: pick2(["retryBudget", "minRetriesPerSecond"], BUILTIN.minRetriesPerSecond),
+      ratio: pick2(["retryBudget", "ratio"], BUILTIN.retryBudgetRatio),
       ttlMs: ms(pick2(["retryBudget", "ttl"], BUILTIN.retryBudgetTtl))
     },
     connection: {
@@ -52685,8 +52701,8 @@ function resolveTrafficSettings(layers) {
       idleTimeoutMs: ms(pick2(["connection", "idleTimeout"], BUILTIN.idleTimeout))
     },
     faultInjection: {
-      delay: delay2 ? { delayMs: ms(delay2.fixedDelay), percentage: delay2.percentage } : null,
-      abort: abort ? { httpStatus: abort.httpStatus, percentage: abort.percentage } : null
+      abort: abort ? { httpStatus: abort.httpStatus, percentage: abort.percentage } : null,
+      delay: delay2 ? { delayMs: ms(delay2.fixedDelay), percentage: delay2.percentage } : null
     }
   };
 }
@@ -57466,7 +57482,7 @@ function cmp(a, b) {
 }
 function compileHeaders(f) {
   const lower = (hs) => (hs ?? []).map((h2) => ({ name: h2.name.toLowerCase(), value: h2.value }));
-  return { set: lower(f?.set), add: lower(f?.add), remove: (f?.remove ?? []).map((n) => n.toLowerCase()) };
+  return { add: lower(f?.add), remove: (f?.remove ?? []).map((n) => n.toLowerCase()), set: lower(f?.set) };
 }
 function compilePathModifier(p) {
   if (!p) return null;
@@ -57475,35 +57491,35 @@ function compilePathModifier(p) {
 function compileFilter(f, namespace) {
   switch (f.type) {
     case "RequestHeaderModifier":
-      return { type: f.type, headers: compileHeaders(f.requestHeaderModifier) };
+      return { headers: compileHeaders(f.requestHeaderModifier), type: f.type };
     case "ResponseHeaderModifier":
-      return { type: f.type, headers: compileHeaders(f.responseHeaderModifier) };
+      return { headers: compileHeaders(f.responseHeaderModifier), type: f.type };
     case "RequestMirror": {
       const m = f.requestMirror;
       const [numerator, denominator] = m.fraction ? [m.fraction.numerator, m.fraction.denominator ?? 100] : [m.percent ?? 100, 100];
-      return { type: f.type, backend: { service: refKey(namespace, m.backendRef), port: m.backendRef.port ?? null }, numerator, denominator };
+      return { backend: { port: m.backendRef.port ?? null, service: refKey(namespace, m.backendRef) }, denominator, numerator, type: f.type };
     }
     case "RequestRedirect": {
       const r2 = f.requestRedirect ?? {};
-      return { type: f.type, scheme: r2.scheme ?? null, hostname: r2.hostname ?? null, path: compilePathModifier(r2.path), port: r2.port ?? null, statusCode: r2.statusCode ?? 302 };
+      return { hostname: r2.hostname ?? null, path: compilePathModifier(r2.path), port: r2.port ?? null, scheme: r2.scheme ?? null, statusCode: r2.statusCode ?? 302, type: f.type };
     }
     case "URLRewrite": {
       const u = f.urlRewrite ?? {};
-      return { type: f.type, hostname: u.hostname ?? null, path: compilePathModifier(u.path) };
+      return { hostname: u.hostname ?? null, path: compilePathModifier(u.path), type: f.type };
     }
   }
 }
 var byKey = (a, b) => cmp(a.name, b.name) || cmp(a.type, b.type) || cmp(a.value, b.value);
 function compileHeaderMatches(headers) {
-  return (headers ?? []).map((h2) => ({ type: h2.type ?? "Exact", name: h2.name.toLowerCase(), value: h2.value })).sort(byKey);
+  return (headers ?? []).map((h2) => ({ name: h2.name.toLowerCase(), type: h2.type ?? "Exact", value: h2.value })).sort(byKey);
 }
 function compileMatch(m, port) {
   return {
-    port,
-    path: { type: m?.path?.type ?? "PathPrefix", value: m?.path?.value ?? "/" },
-    method: m?.method ?? null,
     headers: compileHeaderMatches(m?.headers),
-    queryParams: (m?.queryParams ?? []).map((q2) => ({ type: q2.type ?? "Exact", name: q2.name, value: q2.value })).sort(byKey)
+    method: m?.method ?? null,
+    path: { type: m?.path?.type ?? "PathPrefix", value: m?.path?.value ?? "/" },
+    port,
+    queryParams: (m?.queryParams ?? []).map((q2) => ({ name: q2.name, type: q2.type ?? "Exact", value: q2.value })).sort(byKey)
   };
 }
 function escapeRegex(literal) {
@@ -57518,8 +57534,8 @@ function grpcPathMatch(method) {
   return { type: "RegularExpression", value: `/${part(method.service)}/${part(method.method)}` };
 }
 function compileGrpcMatch(m, port) {
-  const headers = [...compileHeaderMatches(m?.headers), { type: "RegularExpression", name: "content-type", value: GRPC_CONTENT_TYPE_PATTERN }].sort(byKey);
-  return { port, path: grpcPathMatch(m?.method), method: null, headers, queryParams: [] };
+  const headers = [...compileHeaderMatches(m?.headers), { name: "content-type", type: "RegularExpression", value: GRPC_CONTENT_TYPE_PATTERN }].sort(byKey);
+  return { headers, method: null, path: grpcPathMatch(m?.method), port, queryParams: [] };
 }
 function grpcFacts(m) {
   return { type: m?.method?.type ?? "Exact", service: m?.method?.service ?? null, method: m?.method?.method ?? null, headers: m?.headers?.length ?? 0 };
@@ -57527,13 +57543,13 @@ function grpcFacts(m) {
 function ruleTimeouts(rule, mesh) {
   return {
     timeouts: {
-      requestMs: ms(rule.timeouts?.request ?? mesh.timeouts.request ?? BUILTIN.requestTimeout),
-      backendRequestMs: ms(rule.timeouts?.backendRequest ?? mesh.timeouts.backendRequest ?? "0s")
+      backendRequestMs: ms(rule.timeouts?.backendRequest ?? mesh.timeouts.backendRequest ?? "0s"),
+      requestMs: ms(rule.timeouts?.request ?? mesh.timeouts.request ?? BUILTIN.requestTimeout)
     },
     retry: {
       attempts: rule.retry?.attempts ?? mesh.retry.attempts ?? BUILTIN.retryAttempts,
-      codes: [...rule.retry?.codes ?? mesh.retry.codes ?? []].sort((a, b) => a - b),
-      backoffMs: ms(rule.retry?.backoff ?? mesh.retry.backoff ?? BUILTIN.retryBackoff)
+      backoffMs: ms(rule.retry?.backoff ?? mesh.retry.backoff ?? BUILTIN.retryBackoff),
+      codes: [...rule.retry?.codes ?? mesh.retry.codes ?? []].sort((a, b) => a - b)
     }
   };
 }
@@ -57541,7 +57557,7 @@ function grpcRuleTimeouts(rule, mesh) {
   const { timeouts, retry } = ruleTimeouts({ timeouts: rule.timeouts, retry: { ...rule.retry?.attempts !== void 0 ? { attempts: rule.retry.attempts } : {}, ...rule.retry?.backoff !== void 0 ? { backoff: rule.retry.backoff } : {} } }, mesh);
   const named2 = rule.retry?.codes;
   const grpcCodes = named2 !== void 0 ? named2.map((n) => GRPC_STATUS_CODES[n]).sort((a, b) => a - b) : retry.attempts > 0 ? [GRPC_UNAVAILABLE] : [];
-  return { timeouts, retry: { attempts: retry.attempts, codes: [], backoffMs: retry.backoffMs, grpcCodes } };
+  return { timeouts, retry: { attempts: retry.attempts, backoffMs: retry.backoffMs, codes: [], grpcCodes } };
 }
 function backendPort(ref, backend) {
   if (ref.port !== void 0) return ref.port;
@@ -57555,14 +57571,14 @@ function compileRule(located, ruleIndex, parentIndex, port, mesh, services) {
   const matches = rule.matches && rule.matches.length > 0 ? rule.matches : [void 0];
   return matches.map((m, matchIndex) => ({
     rule: {
+      backends,
+      filters,
       id: `${routeKey}/${ruleIndex}/${matchIndex}`,
+      match: compileMatch(m, port),
+      retry,
       route: routeKey,
       ruleName: rule.name ?? null,
-      match: compileMatch(m, port),
-      filters,
-      backends,
-      timeouts,
-      retry
+      timeouts
     },
     origin: { route: located, ruleIndex, matchIndex: rule.matches && rule.matches.length > 0 ? matchIndex : -1, parentIndex }
   }));
@@ -57580,10 +57596,10 @@ function ruleParts(located, ruleIndex, services) {
 }
 function compileBackends(backendRefs, namespace, services) {
   return (backendRefs ?? []).map((b) => ({
-    service: refKey(namespace, b),
+    filters: (b.filters ?? []).map((f) => compileFilter(f, namespace)),
     port: backendPort(b, services.get(refKey(namespace, b))?.doc),
-    weight: b.weight ?? 1,
-    filters: (b.filters ?? []).map((f) => compileFilter(f, namespace))
+    service: refKey(namespace, b),
+    weight: b.weight ?? 1
   }));
 }
 function compileGrpcRule(located, ruleIndex, parentIndex, port, mesh, services) {
@@ -57593,15 +57609,15 @@ function compileGrpcRule(located, ruleIndex, parentIndex, port, mesh, services) 
   const matches = written ? rule.matches : [void 0];
   return matches.map((m, matchIndex) => ({
     rule: {
-      id: `${routeKey}/${ruleIndex}/${matchIndex}`,
-      route: routeKey,
-      kind: "GRPCRoute",
-      ruleName: rule.name ?? null,
-      match: compileGrpcMatch(m, port),
-      filters,
       backends,
-      timeouts,
-      retry
+      filters,
+      id: `${routeKey}/${ruleIndex}/${matchIndex}`,
+      kind: "GRPCRoute",
+      match: compileGrpcMatch(m, port),
+      retry,
+      route: routeKey,
+      ruleName: rule.name ?? null,
+      timeouts
     },
     origin: { route: located, ruleIndex, matchIndex: written ? matchIndex : -1, parentIndex },
     grpc: grpcFacts(m)
@@ -57613,14 +57629,14 @@ function implicitRule(service, port, mesh, grpc = false) {
   const retry = grpc ? { ...httpRetry, grpcCodes: httpRetry.attempts > 0 ? [GRPC_UNAVAILABLE] : [] } : httpRetry;
   return {
     rule: {
+      backends: [{ filters: [], port: port ?? backendPort({}, service), service: key, weight: 1 }],
+      filters: [],
       id: port === null ? "default" : `default/${port}`,
+      match: { headers: [], method: null, path: { type: "PathPrefix", value: "/" }, port, queryParams: [] },
+      retry,
       route: null,
       ruleName: null,
-      match: { port, path: { type: "PathPrefix", value: "/" }, method: null, headers: [], queryParams: [] },
-      filters: [],
-      backends: [{ service: key, port: port ?? backendPort({}, service), weight: 1, filters: [] }],
-      timeouts,
-      retry
+      timeouts
     }
   };
 }
@@ -57668,7 +57684,7 @@ function append(into, list) {
   for (const x2 of list) into.push(x2);
 }
 function compilePorts(service) {
-  return service.spec.ports.map((p) => ({ name: p.name ?? null, port: p.port, targetPort: p.targetPort ?? p.port, protocol: portProtocol(p) }));
+  return service.spec.ports.map((p) => ({ name: p.name ?? null, port: p.port, protocol: portProtocol(p), targetPort: p.targetPort ?? p.port }));
 }
 function setLeaf(target, path, value) {
   let node = target;
@@ -58213,11 +58229,11 @@ var Checker = class {
         if (rule.to !== void 0) this.checkAccessOperationsOnTcp(target, p, p.doc.spec.rules.indexOf(rule));
         rules.push({
           from: [...from].sort(),
+          policy: keyOf(p.doc),
           to: (rule.to ?? []).map((t2) => ({
             methods: [...t2.methods ?? []].sort(),
             paths: (t2.paths ?? []).map((x2) => ({ type: x2.type ?? "PathPrefix", value: x2.value }))
-          })),
-          policy: keyOf(p.doc)
+          }))
         });
       }
     }
@@ -58241,19 +58257,19 @@ var Checker = class {
     const k = eps?.kubernetes;
     if (k) {
       return {
-        service: keyOf(svc),
-        static: [],
         dns: null,
-        kubernetes: { namespace: k.namespace ?? namespaceOf(svc), service: k.service ?? svc.metadata.name, port: k.port ?? null }
+        kubernetes: { namespace: k.namespace ?? namespaceOf(svc), port: k.port ?? null, service: k.service ?? svc.metadata.name },
+        service: keyOf(svc),
+        static: []
       };
     }
     const defaultPort = meshed ? this.settings.inboundPort : null;
     const list = (eps?.static ?? []).map((e) => ({ address: e.address, port: e.port ?? defaultPort, weight: e.weight ?? 1, zone: e.zone ?? null }));
     list.sort((a, b) => a.address < b.address ? -1 : a.address > b.address ? 1 : (a.port ?? 0) - (b.port ?? 0));
     return {
+      dns: eps?.dns ? { hostname: eps.dns.hostname, port: eps.dns.port ?? defaultPort, refreshIntervalMs: ms(eps.dns.refreshInterval ?? BUILTIN.dnsRefresh) } : null,
       service: keyOf(svc),
-      static: list,
-      dns: eps?.dns ? { hostname: eps.dns.hostname, port: eps.dns.port ?? defaultPort, refreshIntervalMs: ms(eps.dns.refreshInterval ?? BUILTIN.dnsRefresh) } : null
+      static: list
     };
   }
   /** Warns when a route of `name` sends a caller's requests to a backend whose access policy denies that caller (a unit). */
@@ -58542,7 +58558,19 @@ var Checker = class {
     const policy = this.traffic.get(name)?.settings ?? NO_POLICY;
     const cluster = this.unit("cluster", svc, [this.settings, identity, policy], () => {
       const meshed = svc.doc.spec.sidecar !== false;
-      return { service: name, meshed, identity: meshed ? identity : null, ports: compilePorts(svc.doc), ...resolveTrafficSettings([this.settings.trafficPolicy, policy]) };
+      const t2 = resolveTrafficSettings([this.settings.trafficPolicy, policy]);
+      return {
+        circuitBreaker: t2.circuitBreaker,
+        connection: t2.connection,
+        faultInjection: t2.faultInjection,
+        identity: meshed ? identity : null,
+        loadBalancer: t2.loadBalancer,
+        meshed,
+        outlierDetection: t2.outlierDetection,
+        ports: compilePorts(svc.doc),
+        retryBudget: t2.retryBudget,
+        service: name
+      };
     });
     this.clusters.set(name, cluster);
     return cluster;
@@ -58711,13 +58739,13 @@ var Checker = class {
       namespace: namespaceOf(svc.doc),
       meshed,
       inbound: meshed ? {
-        service: name,
+        access: inboundAccess,
+        ...this.settings.egress === "passthrough" ? { egress: "passthrough" } : {},
         identity: this.identities.get(name),
-        trustDomain: this.settings.trustDomain,
         mtls: { mode: this.settings.mtlsMode },
         ports: compilePorts(svc.doc),
-        access: inboundAccess,
-        ...this.settings.egress === "passthrough" ? { egress: "passthrough" } : {}
+        service: name,
+        trustDomain: this.settings.trustDomain
       } : null,
       route: table2.route,
       cluster,
@@ -58803,7 +58831,7 @@ var Checker = class {
     }
     const key = keyOf(svc);
     return {
-      route: { service: key, ports: svc.spec.ports.map((p) => p.port), rules: rules.map((x2) => x2.rule) },
+      route: { ports: svc.spec.ports.map((p) => p.port), rules: rules.map((x2) => x2.rule), service: key },
       dependencies: [...deps].filter((d) => this.spec.services.has(d)).sort()
     };
   }

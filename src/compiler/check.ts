@@ -72,7 +72,7 @@ function append<T>(into: T[], list: readonly T[]): void {
 }
 
 function compilePorts(service: ServiceDocument): CompiledPort[] {
-  return service.spec.ports.map((p) => ({ name: p.name ?? null, port: p.port, targetPort: p.targetPort ?? p.port, protocol: portProtocol(p) }));
+  return service.spec.ports.map((p) => ({ name: p.name ?? null, port: p.port, protocol: portProtocol(p), targetPort: p.targetPort ?? p.port }));
 }
 
 /** Sets a leaf in a nested settings object, creating parents. */
@@ -732,11 +732,11 @@ class Checker {
         if (rule.to !== undefined) this.checkAccessOperationsOnTcp(target, p, p.doc.spec.rules.indexOf(rule));
         rules.push({
           from: [...from].sort(),
+          policy: keyOf(p.doc),
           to: (rule.to ?? []).map((t) => ({
             methods: [...(t.methods ?? [])].sort(),
             paths: (t.paths ?? []).map((x) => ({ type: x.type ?? 'PathPrefix', value: x.value })),
           })),
-          policy: keyOf(p.doc),
         });
       }
     }
@@ -763,19 +763,19 @@ class Checker {
     if (k) {
       // Instances are runtime state: the reconciler fills `static` from EndpointSlices.
       return {
+        dns: null,
+        kubernetes: { namespace: k.namespace ?? namespaceOf(svc), port: k.port ?? null, service: k.service ?? svc.metadata.name },
         service: keyOf(svc),
         static: [],
-        dns: null,
-        kubernetes: { namespace: k.namespace ?? namespaceOf(svc), service: k.service ?? svc.metadata.name, port: k.port ?? null },
       };
     }
     const defaultPort = meshed ? this.settings.inboundPort : null;
     const list = (eps?.static ?? []).map((e) => ({ address: e.address, port: e.port ?? defaultPort, weight: e.weight ?? 1, zone: e.zone ?? null }));
     list.sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : (a.port ?? 0) - (b.port ?? 0)));
     return {
+      dns: eps?.dns ? { hostname: eps.dns.hostname, port: eps.dns.port ?? defaultPort, refreshIntervalMs: ms(eps.dns.refreshInterval ?? BUILTIN.dnsRefresh) } : null,
       service: keyOf(svc),
       static: list,
-      dns: eps?.dns ? { hostname: eps.dns.hostname, port: eps.dns.port ?? defaultPort, refreshIntervalMs: ms(eps.dns.refreshInterval ?? BUILTIN.dnsRefresh) } : null,
     };
   }
 
@@ -1088,7 +1088,20 @@ class Checker {
     const policy = this.traffic.get(name)?.settings ?? NO_POLICY;
     const cluster = this.unit('cluster', svc, [this.settings, identity, policy], (): ClusterBody => {
       const meshed = svc.doc.spec.sidecar !== false;
-      return { service: name, meshed, identity: meshed ? identity : null, ports: compilePorts(svc.doc), ...resolveTrafficSettings([this.settings.trafficPolicy, policy]) };
+      const t = resolveTrafficSettings([this.settings.trafficPolicy, policy]);
+      // Keys in sorted order (see routes.ts).
+      return {
+        circuitBreaker: t.circuitBreaker,
+        connection: t.connection,
+        faultInjection: t.faultInjection,
+        identity: meshed ? identity : null,
+        loadBalancer: t.loadBalancer,
+        meshed,
+        outlierDetection: t.outlierDetection,
+        ports: compilePorts(svc.doc),
+        retryBudget: t.retryBudget,
+        service: name,
+      };
     });
     this.clusters.set(name, cluster);
     return cluster;
@@ -1274,13 +1287,13 @@ class Checker {
       meshed,
       inbound: meshed
         ? {
-            service: name,
-            identity: this.identities.get(name)!,
-            trustDomain: this.settings.trustDomain,
-            mtls: { mode: this.settings.mtlsMode },
-            ports: compilePorts(svc.doc),
             access: inboundAccess,
             ...(this.settings.egress === 'passthrough' ? { egress: 'passthrough' as const } : {}),
+            identity: this.identities.get(name)!,
+            mtls: { mode: this.settings.mtlsMode },
+            ports: compilePorts(svc.doc),
+            service: name,
+            trustDomain: this.settings.trustDomain,
           }
         : null,
       route: table.route,
@@ -1370,7 +1383,7 @@ class Checker {
     }
     const key = keyOf(svc);
     return {
-      route: { service: key, ports: svc.spec.ports.map((p) => p.port), rules: rules.map((x) => x.rule) },
+      route: { ports: svc.spec.ports.map((p) => p.port), rules: rules.map((x) => x.rule), service: key },
       dependencies: [...deps].filter((d) => this.spec.services.has(d)).sort(),
     };
   }

