@@ -51931,7 +51931,7 @@ function sortKeys(value) {
   return out;
 }
 function prettyJson(value) {
-  return JSON.stringify(sortKeys(value), null, 2) + "\n";
+  return JSON.stringify(isCanonical(value) ? value : sortKeys(value), null, 2) + "\n";
 }
 
 // src/diagnostics/diagnostic.ts
@@ -59056,7 +59056,7 @@ var PROXY_CONFIG_API_VERSION = "trellis.dev/proxy/v1alpha1";
 
 // src/config/resources.ts
 function makeResource(name, body) {
-  return { name, version: contentHash(body), body };
+  return { body, name, version: contentHash(body) };
 }
 function versionOf(entries) {
   const lines = [...entries].map((e) => `${e.name}\0${e.version}
@@ -59065,25 +59065,25 @@ function versionOf(entries) {
 }
 function makeProxyConfig(service, resources) {
   const sorted3 = [...resources].sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
-  return { apiVersion: PROXY_CONFIG_API_VERSION, kind: "ProxyConfig", service, version: versionOf(sorted3), resources: sorted3 };
+  return { apiVersion: PROXY_CONFIG_API_VERSION, kind: "ProxyConfig", resources: sorted3, service, version: versionOf(sorted3) };
 }
 
 // src/compiler/emit.ts
 function emitMesh(plan) {
   const state = newEmitState();
-  emitAll(plan, state, makeResource);
+  emitAll(plan, state);
   return finish(plan, state);
 }
 function newEmitState() {
   return { shared: /* @__PURE__ */ new Map(), open: [], byCaller: /* @__PURE__ */ new Map(), configs: /* @__PURE__ */ new Map() };
 }
-function sharedResources(svc, makeResource2) {
+function sharedResources(svc) {
   const consumers = /* @__PURE__ */ new Map();
-  for (const [ns, table2] of svc.consumers) consumers.set(ns, makeResource2(`route/${svc.name}`, table2.route));
+  for (const [ns, table2] of svc.consumers) consumers.set(ns, makeResource(`route/${svc.name}`, table2.route));
   return {
-    route: makeResource2(`route/${svc.name}`, svc.route),
-    cluster: makeResource2(`cluster/${svc.name}`, svc.cluster),
-    endpoints: makeResource2(`endpoints/${svc.name}`, svc.endpoints),
+    route: makeResource(`route/${svc.name}`, svc.route),
+    cluster: makeResource(`cluster/${svc.name}`, svc.cluster),
+    endpoints: makeResource(`endpoints/${svc.name}`, svc.endpoints),
     consumers
   };
 }
@@ -59128,7 +59128,7 @@ function patchCallers(plan, state, before) {
     }
   }
 }
-function configOf(plan, state, svc, makeResource2, units) {
+function configOf(plan, state, svc, units) {
   const picked = /* @__PURE__ */ new Set();
   const add = (target) => {
     const targetPlan = plan.services.get(target);
@@ -59143,70 +59143,65 @@ function configOf(plan, state, svc, makeResource2, units) {
   };
   for (const target of state.open) add(target);
   for (const target of state.byCaller.get(svc.name) ?? []) add(target);
-  const inbound = units ? units.unit("inbound", svc, [], () => makeResource2("inbound", svc.inbound)) : makeResource2("inbound", svc.inbound);
+  const inbound = units ? units.unit("inbound", svc, [], () => makeResource("inbound", svc.inbound)) : makeResource("inbound", svc.inbound);
   const resources = [inbound, ...picked];
   return units ? units.unit("config", svc.inbound, resources, () => makeProxyConfig(svc.name, resources)) : makeProxyConfig(svc.name, resources);
 }
-function emitAll(plan, state, makeResource2, units) {
+function emitAll(plan, state, units) {
   state.shared.clear();
   state.configs.clear();
-  for (const svc of plan.services.values()) state.shared.set(svc.name, units ? units.unit("resources", svc, [], () => sharedResources(svc, makeResource2)) : sharedResources(svc, makeResource2));
+  for (const svc of plan.services.values()) state.shared.set(svc.name, units ? units.unit("resources", svc, [], () => sharedResources(svc)) : sharedResources(svc));
   invertCallers(plan, state);
-  for (const svc of plan.services.values()) if (svc.inbound) state.configs.set(svc.name, configOf(plan, state, svc, makeResource2, units));
+  for (const svc of plan.services.values()) if (svc.inbound) state.configs.set(svc.name, configOf(plan, state, svc, units));
 }
 function finish(plan, state, copy = true) {
   const configs = copy ? new Map(state.configs) : state.configs;
   return { mesh: plan.settings.name, version: versionOf([...configs.values()].map((c3) => ({ name: c3.service, version: c3.version }))), configs };
 }
 function emitIncrementally(plan, memo, previous, delta, dependents) {
-  const makeResource2 = (name, body) => memo.versions.resource(name, body);
-  try {
-    if (!previous || !delta) {
-      const state2 = previous ?? newEmitState();
-      emitAll(plan, state2, makeResource2, memo.units);
-      return { mesh: finish(plan, state2, false), state: state2 };
-    }
-    const state = previous;
-    const rebuild = /* @__PURE__ */ new Set();
-    let everyone = false;
-    const callersOf = (svc) => {
-      if (!svc) return;
-      if (svc.callers === "everyone") everyone = true;
-      else for (const c3 of svc.callers) rebuild.add(c3);
-    };
-    let added = false;
-    for (const name of delta.changed) {
-      const svc = plan.services.get(name);
-      if (svc) state.shared.set(name, memo.units.unit("resources", svc, [], () => sharedResources(svc, makeResource2)));
-      else {
-        state.shared.delete(name);
-        state.configs.delete(name);
-      }
-      if (svc && !delta.before.get(name)) added = true;
-      rebuild.add(name);
-      callersOf(svc);
-      callersOf(delta.before.get(name));
-      for (const d of dependents.get(name) ?? []) callersOf(plan.services.get(d));
-    }
-    if (delta.graphChanged) patchCallers(plan, state, delta.before);
-    for (const name of everyone ? plan.services.keys() : rebuild) {
-      const svc = plan.services.get(name);
-      if (svc?.inbound) state.configs.set(name, configOf(plan, state, svc, makeResource2, memo.units));
-      else state.configs.delete(name);
-    }
-    if (added) {
-      const ordered = /* @__PURE__ */ new Map();
-      for (const name of plan.services.keys()) {
-        const config = state.configs.get(name);
-        if (config) ordered.set(name, config);
-      }
-      state.configs.clear();
-      for (const [name, config] of ordered) state.configs.set(name, config);
-    }
-    return { mesh: finish(plan, state, false), state };
-  } finally {
-    memo.versions.endEmit();
+  if (!previous || !delta) {
+    const state2 = previous ?? newEmitState();
+    emitAll(plan, state2, memo.units);
+    return { mesh: finish(plan, state2, false), state: state2 };
   }
+  const state = previous;
+  const rebuild = /* @__PURE__ */ new Set();
+  let everyone = false;
+  const callersOf = (svc) => {
+    if (!svc) return;
+    if (svc.callers === "everyone") everyone = true;
+    else for (const c3 of svc.callers) rebuild.add(c3);
+  };
+  let added = false;
+  for (const name of delta.changed) {
+    const svc = plan.services.get(name);
+    if (svc) state.shared.set(name, memo.units.unit("resources", svc, [], () => sharedResources(svc)));
+    else {
+      state.shared.delete(name);
+      state.configs.delete(name);
+    }
+    if (svc && !delta.before.get(name)) added = true;
+    rebuild.add(name);
+    callersOf(svc);
+    callersOf(delta.before.get(name));
+    for (const d of dependents.get(name) ?? []) callersOf(plan.services.get(d));
+  }
+  if (delta.graphChanged) patchCallers(plan, state, delta.before);
+  for (const name of everyone ? plan.services.keys() : rebuild) {
+    const svc = plan.services.get(name);
+    if (svc?.inbound) state.configs.set(name, configOf(plan, state, svc, memo.units));
+    else state.configs.delete(name);
+  }
+  if (added) {
+    const ordered = /* @__PURE__ */ new Map();
+    for (const name of plan.services.keys()) {
+      const config = state.configs.get(name);
+      if (config) ordered.set(name, config);
+    }
+    state.configs.clear();
+    for (const [name, config] of ordered) state.configs.set(name, config);
+  }
+  return { mesh: finish(plan, state, false), state };
 }
 
 // src/compiler/validators-runtime.ts

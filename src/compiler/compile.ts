@@ -6,7 +6,7 @@ import { hasErrors, sortDiagnostics, sortDiagnosticsLike, type Diagnostic } from
 import { diagnostic } from '../diagnostics/diagnostic.ts';
 import type { SourceFile } from '../diagnostics/source-file.ts';
 import { checkIncrementally, checkSpec, type CheckState, type MeshPlan } from './check.ts';
-import { emitIncrementally, emitMesh, type CompiledMesh, type EmitState, type ResourceVersionMemo } from './emit.ts';
+import { emitIncrementally, emitMesh, type CompiledMesh, type EmitState } from './emit.ts';
 import type { CompileMemo } from './memo.ts';
 import { DEFAULT_LIMITS, parseSpecFiles, readSpecDir, type LoadLimits, type ParsedDocument } from './load.ts';
 import { resolveIncrementally, resolveSpec, type ResolvedSpec, type ResolveState } from './resolve.ts';
@@ -81,7 +81,6 @@ export function compileFiles(files: readonly SourceFile[], options: CompileOptio
 /** What the incremental compiler keeps from one compile to the next (see incremental.ts). */
 export interface IncrementalMemo {
   readonly units: CompileMemo;
-  readonly versions: ResourceVersionMemo;
   /** The last resolve, check and emit, which the next compile patches when only documents' content changed. */
   resolve: ResolveState | undefined;
   check: CheckState | undefined;

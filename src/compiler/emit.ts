@@ -9,7 +9,6 @@
  * as `route/<service>`; every other caller carries the producer table under the same name.
  */
 import { makeProxyConfig, makeResource, versionOf } from '../config/resources.ts';
-import { sha256 } from '../config/canonical.ts';
 import type { ProxyConfig, Resource, ResourceBody } from '../config/types.ts';
 import type { CheckDelta, MeshPlan, ServicePlan } from './check.ts';
 import type { CompileMemo } from './memo.ts';
@@ -31,37 +30,10 @@ export interface MeshIndex {
   readonly services: Record<string, { readonly version: string; readonly file: string; readonly resources: number }>;
 }
 
-/**
- * Resource versions remembered across emits, for the incremental compiler. A version is the
- * sha256 of the body's canonical (key-sorted) JSON; building that form is most of emit's
- * cost. The memo is keyed by the sha256 of the body's JSON as built (keys in the order the
- * checker wrote them), which costs one native `JSON.stringify` and a hash: an equal key
- * means an equal body, so an equal version. Holds the versions of the last emit only.
- */
-export class ResourceVersionMemo {
-  #previous = new Map<string, string>();
-  #current = new Map<string, string>();
-
-  /** `makeResource(name, body)`, its version reused when the same body was emitted last time. */
-  resource<B extends ResourceBody>(name: string, body: B): Resource<B> {
-    const key = sha256(`${name}\u0000${JSON.stringify(body)}`);
-    let version = this.#current.get(key) ?? this.#previous.get(key);
-    if (version === undefined) version = makeResource(name, body).version;
-    this.#current.set(key, version);
-    return { name, version, body };
-  }
-
-  /** Ends an emit: what it used is kept for the next one, the rest let go. */
-  endEmit(): void {
-    this.#previous = this.#current;
-    this.#current = new Map();
-  }
-}
-
 /** Emits the plan's configs (pure). */
 export function emitMesh(plan: MeshPlan): CompiledMesh {
   const state = newEmitState();
-  emitAll(plan, state, makeResource);
+  emitAll(plan, state);
   return finish(plan, state);
 }
 
@@ -87,9 +59,7 @@ function newEmitState(): EmitState {
   return { shared: new Map(), open: [], byCaller: new Map(), configs: new Map() };
 }
 
-type MakeResource = <B extends ResourceBody>(name: string, body: B) => Resource<B>;
-
-function sharedResources(svc: ServicePlan, makeResource: MakeResource): SharedResources {
+function sharedResources(svc: ServicePlan): SharedResources {
   const consumers = new Map<string, Resource>();
   // A consumer table shares its resource name with the producer table; each serves the callers of one namespace.
   for (const [ns, table] of svc.consumers) consumers.set(ns, makeResource(`route/${svc.name}`, table.route));
@@ -147,7 +117,7 @@ function patchCallers(plan: MeshPlan, state: EmitState, before: ReadonlyMap<stri
 }
 
 /** The config of meshed service `svc`: its inbound, and what it needs of each service it may call. */
-function configOf(plan: MeshPlan, state: EmitState, svc: ServicePlan, makeResource: MakeResource, units: CompileMemo | undefined): ProxyConfig {
+function configOf(plan: MeshPlan, state: EmitState, svc: ServicePlan, units: CompileMemo | undefined): ProxyConfig {
   const picked = new Set<Resource>();
   const add = (target: string) => {
     const targetPlan = plan.services.get(target)!;
@@ -167,12 +137,12 @@ function configOf(plan: MeshPlan, state: EmitState, svc: ServicePlan, makeResour
   return units ? units.unit('config', svc.inbound!, resources, () => makeProxyConfig(svc.name, resources)) : makeProxyConfig(svc.name, resources);
 }
 
-function emitAll(plan: MeshPlan, state: EmitState, makeResource: MakeResource, units?: CompileMemo): void {
+function emitAll(plan: MeshPlan, state: EmitState, units?: CompileMemo): void {
   state.shared.clear();
   state.configs.clear();
-  for (const svc of plan.services.values()) state.shared.set(svc.name, units ? units.unit('resources', svc, [], () => sharedResources(svc, makeResource)) : sharedResources(svc, makeResource));
+  for (const svc of plan.services.values()) state.shared.set(svc.name, units ? units.unit('resources', svc, [], () => sharedResources(svc)) : sharedResources(svc));
   invertCallers(plan, state);
-  for (const svc of plan.services.values()) if (svc.inbound) state.configs.set(svc.name, configOf(plan, state, svc, makeResource, units));
+  for (const svc of plan.services.values()) if (svc.inbound) state.configs.set(svc.name, configOf(plan, state, svc, units));
 }
 
 /** The compiled mesh; its configs are the state's own map unless `copy` (the incremental compiler hands out its working state). */
@@ -183,74 +153,68 @@ function finish(plan: MeshPlan, state: EmitState, copy = true): CompiledMesh {
 
 /**
  * `emitMesh` for the incremental compiler: the same configs. Resources and configs of plans
- * that are the same objects as last time are reused from `memo`, and resource versions of
- * bodies equal to last time's too. With `delta` (the services whose plans changed, from a
- * patched check, see check.ts), only the configs that carry something of those services are
- * built again: their own, their callers', and the callers of services whose routes send to
- * them (`dependents`).
+ * that are the same objects as last time are reused from `memo`. With `delta` (the services
+ * whose plans changed, from a patched check, see check.ts), only the configs that carry
+ * something of those services are built again: their own, their callers', and the callers
+ * of services whose routes send to them (`dependents`).
  */
 export function emitIncrementally(
   plan: MeshPlan,
-  memo: { readonly units: CompileMemo; readonly versions: ResourceVersionMemo },
+  memo: { readonly units: CompileMemo },
   previous: EmitState | undefined,
   delta: CheckDelta | undefined,
   dependents: ReadonlyMap<string, ReadonlySet<string>>,
 ): { mesh: CompiledMesh; state: EmitState } {
-  const makeResource: MakeResource = (name, body) => memo.versions.resource(name, body);
-  try {
-    if (!previous || !delta) {
-      const state = previous ?? newEmitState();
-      emitAll(plan, state, makeResource, memo.units);
-      return { mesh: finish(plan, state, false), state };
-    }
-    const state = previous;
-    const rebuild = new Set<string>();
-    let everyone = false;
-    const callersOf = (svc: ServicePlan | undefined) => {
-      if (!svc) return;
-      if (svc.callers === 'everyone') everyone = true;
-      else for (const c of svc.callers) rebuild.add(c);
-    };
-    let added = false;
-    for (const name of delta.changed) {
-      const svc = plan.services.get(name);
-      if (svc) state.shared.set(name, memo.units.unit('resources', svc, [], () => sharedResources(svc, makeResource)));
-      else {
-        state.shared.delete(name);
-        state.configs.delete(name);
-      }
-      if (svc && !delta.before.get(name)) added = true;
-      rebuild.add(name);
-      // Who may call it now, and who could before (those lose it from their configs).
-      callersOf(svc);
-      callersOf(delta.before.get(name));
-      for (const d of dependents.get(name) ?? []) callersOf(plan.services.get(d));
-    }
-    if (delta.graphChanged) patchCallers(plan, state, delta.before);
-    for (const name of everyone ? plan.services.keys() : rebuild) {
-      const svc = plan.services.get(name);
-      if (svc?.inbound) state.configs.set(name, configOf(plan, state, svc, makeResource, memo.units));
-      else state.configs.delete(name);
-    }
-    // Configs in plan order, as a full emit makes them.
-    if (added) {
-      const ordered = new Map<string, ProxyConfig>();
-      for (const name of plan.services.keys()) {
-        const config = state.configs.get(name);
-        if (config) ordered.set(name, config);
-      }
-      state.configs.clear();
-      for (const [name, config] of ordered) state.configs.set(name, config);
-    }
+  if (!previous || !delta) {
+    const state = previous ?? newEmitState();
+    emitAll(plan, state, memo.units);
     return { mesh: finish(plan, state, false), state };
-  } finally {
-    memo.versions.endEmit();
   }
+  const state = previous;
+  const rebuild = new Set<string>();
+  let everyone = false;
+  const callersOf = (svc: ServicePlan | undefined) => {
+    if (!svc) return;
+    if (svc.callers === 'everyone') everyone = true;
+    else for (const c of svc.callers) rebuild.add(c);
+  };
+  let added = false;
+  for (const name of delta.changed) {
+    const svc = plan.services.get(name);
+    if (svc) state.shared.set(name, memo.units.unit('resources', svc, [], () => sharedResources(svc)));
+    else {
+      state.shared.delete(name);
+      state.configs.delete(name);
+    }
+    if (svc && !delta.before.get(name)) added = true;
+    rebuild.add(name);
+    // Who may call it now, and who could before (those lose it from their configs).
+    callersOf(svc);
+    callersOf(delta.before.get(name));
+    for (const d of dependents.get(name) ?? []) callersOf(plan.services.get(d));
+  }
+  if (delta.graphChanged) patchCallers(plan, state, delta.before);
+  for (const name of everyone ? plan.services.keys() : rebuild) {
+    const svc = plan.services.get(name);
+    if (svc?.inbound) state.configs.set(name, configOf(plan, state, svc, memo.units));
+    else state.configs.delete(name);
+  }
+  // Configs in plan order, as a full emit makes them.
+  if (added) {
+    const ordered = new Map<string, ProxyConfig>();
+    for (const name of plan.services.keys()) {
+      const config = state.configs.get(name);
+      if (config) ordered.set(name, config);
+    }
+    state.configs.clear();
+    for (const [name, config] of ordered) state.configs.set(name, config);
+  }
+  return { mesh: finish(plan, state, false), state };
 }
 
 export function meshIndex(mesh: CompiledMesh): MeshIndex {
   const services: Record<string, MeshIndex['services'][string]> = {};
   // A service outside `default` is written as `<namespace>/<name>.json`: a folder per namespace.
-  for (const [name, config] of mesh.configs) services[name] = { version: config.version, file: `${name}.json`, resources: config.resources.length };
-  return { mesh: mesh.mesh, version: mesh.version, services };
+  for (const [name, config] of mesh.configs) services[name] = { file: `${name}.json`, resources: config.resources.length, version: config.version };
+  return { mesh: mesh.mesh, services, version: mesh.version };
 }

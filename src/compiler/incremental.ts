@@ -15,7 +15,6 @@
  */
 import type { SourceFile } from '../diagnostics/source-file.ts';
 import { compileStages, fileStages, sortedByPath, type CompileOptions, type CompileResult, type FileStages, type IncrementalMemo } from './compile.ts';
-import { ResourceVersionMemo } from './emit.ts';
 import { CompileMemo } from './memo.ts';
 import { DEFAULT_LIMITS } from './load.ts';
 
@@ -33,7 +32,7 @@ export function createIncrementalCompiler(options: CompileOptions = {}): Increme
   let lastFiles: readonly SourceFile[] = [];
   let lastStages: readonly FileStages[] = [];
   let lastStats = { parsedFiles: 0, reusedFiles: 0, unitsRan: 0, unitsReused: 0, patched: false };
-  let memo: IncrementalMemo = { units: new CompileMemo(), versions: new ResourceVersionMemo(), resolve: undefined, check: undefined, emit: undefined, sorted: [], patched: false };
+  let memo: IncrementalMemo = { units: new CompileMemo(), resolve: undefined, check: undefined, emit: undefined, sorted: [], patched: false };
   return {
     compile(files) {
       const stats = { parsedFiles: 0, reusedFiles: 0, unitsRan: 0, unitsReused: 0, patched: false };
@@ -80,7 +79,7 @@ export function createIncrementalCompiler(options: CompileOptions = {}): Increme
         return compileStages(stages, options, memo);
       } catch (error) {
         // What the memo holds may be half updated: the next compile starts afresh.
-        memo = { units: new CompileMemo(), versions: new ResourceVersionMemo(), resolve: undefined, check: undefined, emit: undefined, sorted: [], patched: false };
+        memo = { units: new CompileMemo(), resolve: undefined, check: undefined, emit: undefined, sorted: [], patched: false };
         throw error;
       } finally {
         stats.unitsRan = memo.units.ran;

@@ -63,5 +63,5 @@ export function sortKeys<T>(value: T): T {
 
 /** Pretty, key-sorted JSON with a final newline: the on-disk form of compiled configs. */
 export function prettyJson(value: unknown): string {
-  return JSON.stringify(sortKeys(value), null, 2) + '\n';
+  return JSON.stringify(isCanonical(value) ? value : sortKeys(value), null, 2) + '\n';
 }

@@ -7,7 +7,7 @@ import { contentHash, sha256 } from './canonical.ts';
 import { PROXY_CONFIG_API_VERSION, type ProxyConfig, type Resource, type ResourceBody } from './types.ts';
 
 export function makeResource<B extends ResourceBody>(name: string, body: B): Resource<B> {
-  return { name, version: contentHash(body), body };
+  return { body, name, version: contentHash(body) };
 }
 
 /** Version over a set of named versions (order-independent: sorted by name first). */
@@ -18,5 +18,5 @@ export function versionOf(entries: Iterable<{ readonly name: string; readonly ve
 
 export function makeProxyConfig(service: string, resources: Iterable<Resource>): ProxyConfig {
   const sorted = [...resources].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  return { apiVersion: PROXY_CONFIG_API_VERSION, kind: 'ProxyConfig', service, version: versionOf(sorted), resources: sorted };
+  return { apiVersion: PROXY_CONFIG_API_VERSION, kind: 'ProxyConfig', resources: sorted, service, version: versionOf(sorted) };
 }

@@ -9,6 +9,7 @@ import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { canonicalJson, isCanonical, sortKeys } from '../../src/config/canonical.ts';
 import { compileDir, compileFiles } from '../../src/compiler/compile.ts';
+import { meshIndex } from '../../src/compiler/emit.ts';
 import { syntheticMesh } from '../../bench/synthetic-mesh.ts';
 
 /** The same value with every object's keys inserted in reverse order. */
@@ -46,18 +47,21 @@ describe('canonical JSON', () => {
     assert.throws(() => canonicalJson({ a: Number.POSITIVE_INFINITY }), /cannot encode Infinity/);
   });
 
-  test('the compiler builds every resource body canonical as it is, so emit hashes it without a copy', async () => {
+  test('the compiler builds every resource body, config and index canonical as it is, so emit hashes and --out writes them without a copy', async () => {
     const examples = fileURLToPath(new URL('../../examples/', import.meta.url));
     const results = [compileFiles(syntheticMesh(40, { seed: 3 }).files)];
     for (const name of readdirSync(examples)) results.push(await compileDir(examples + name));
     let bodies = 0;
     for (const result of results) {
       assert.ok(result.mesh, 'the spec compiles');
-      for (const config of result.mesh.configs.values())
+      assert.ok(isCanonical(meshIndex(result.mesh)), 'index.json is built with keys out of order');
+      for (const config of result.mesh.configs.values()) {
         for (const r of config.resources) {
           bodies++;
           assert.ok(isCanonical(r.body), `${config.service}: resource ${r.name} is built with keys out of order: ${JSON.stringify(r.body).slice(0, 200)}`);
         }
+        assert.ok(isCanonical(config), `${config.service}: the config is built with keys out of order`);
+      }
     }
     assert.ok(bodies > 100);
   });
