@@ -4,8 +4,8 @@
  * in a reconciler (compile worker included), how long a one-file change takes to reach the
  * applied snapshot and the reconciler thread's longest event-loop stall meanwhile. For each
  * size it writes a synthetic repo (bench/synthetic-mesh.ts) to a temp folder, then runs
- * bench/compile-once.ts in a fresh process per run, so every run is a cold compile (as the
- * CLI is) and peak RSS belongs to one size; then as many reconciler runs per size
+ * bench/compile-once.ts in a fresh process per run (with the CLI's V8 settings), so every run
+ * is a cold compile (as the CLI is) and peak RSS belongs to one size; then as many reconciler runs per size
  * (`compile-once.ts --reconciler`). Reports medians, and for stalls the worst run.
  *
  * Usage: node bench/compile.ts [--sizes 100,1000,10000] [--runs 3] [--seed 1]
@@ -28,6 +28,8 @@ import { syntheticMesh } from './synthetic-mesh.ts';
 
 const run = promisify(execFile);
 const COMPILE_ONCE = fileURLToPath(new URL('./compile-once.ts', import.meta.url));
+/** V8 settings `trellis compile` and `trellis reconcile` run with (bin/trellis.js): each run gets them too. */
+const CLI_V8_FLAGS = ['--max-semi-space-size=16'];
 
 interface Options {
   readonly sizes: readonly number[];
@@ -87,7 +89,7 @@ function medianSample(samples: readonly CompileSample[]): CompileSample {
 
 /** One compile (or with `mode` the reconciler run) in a fresh process; throws with the child's stderr (its diagnostics) on failure. */
 async function compileOnce<S = CompileSample>(dir: string, options: Options, profileDir: string | undefined, mode: string[] = []): Promise<S> {
-  const flags = profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [];
+  const flags = [...CLI_V8_FLAGS, ...(profileDir ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [])];
   try {
     const { stdout } = await run(process.execPath, [...flags, COMPILE_ONCE, ...mode, dir], {
       timeout: options.timeoutMs,
