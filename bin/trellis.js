@@ -95,5 +95,13 @@ if (process.argv[2] === 'sidecar' && typeof process.execve === 'function') {
   const missing = missingFlags(CLI_V8_FLAGS);
   if (missing.length > 0) process.execve(process.execPath, [process.execPath, ...process.execArgv, ...missing, fileURLToPath(import.meta.url), ...process.argv.slice(2)], process.env);
 }
+// A reader that stops early (`trellis compile --stdout | head`) closes the pipe: the command
+// ends quietly, as command-line tools do, instead of failing on the write (EPIPE).
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (err) => {
+    if (err.code !== 'EPIPE') throw err;
+    process.exit(process.exitCode ?? 0);
+  });
+}
 const { main } = await import('../src/cli/main.ts');
 process.exitCode = await main(process.argv.slice(2));

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -7,6 +8,7 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { BASE_SPEC } from '../helpers/spec.ts';
+import { syntheticMesh } from '../../bench/synthetic-mesh.ts';
 
 const BIN = fileURLToPath(new URL('../../bin/trellis.js', import.meta.url));
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -126,6 +128,19 @@ describe('trellis compile', () => {
     const doc = JSON.parse(run.stdout) as { index: { services: object }; configs: Record<string, { kind: string }> };
     assert.deepEqual(Object.keys(doc.configs), Object.keys(doc.index.services));
     assert.equal(Object.values(doc.configs)[0]!.kind, 'ProxyConfig');
+  });
+
+  test('--stdout into a reader that stops early (`| head`) ends quietly, with no EPIPE error', async () => {
+    // Output well past what a pipe holds (a few megabytes), so the command is still writing when the pipe closes.
+    const spec = await specDir(Object.fromEntries(syntheticMesh(150, { seed: 2 }).files.map((f) => [f.path.replaceAll('/', '_'), f.text])));
+    const child = spawn(process.execPath, [BIN, 'compile', spec, '--stdout'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    // Like `head -c 1`: read one chunk, then close the pipe while the command is still writing.
+    child.stdout.once('data', () => child.stdout.destroy());
+    const [code] = (await once(child, 'exit')) as [number | null];
+    assert.doesNotMatch(stderr, /EPIPE|Error:|at .*\(node:/);
+    assert.equal(code, 0);
   });
 
   test('an invalid spec writes nothing and exits 1', async () => {
