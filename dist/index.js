@@ -55887,6 +55887,9 @@ function shared(text) {
   SHARED_STRINGS.set(flat, flat);
   return flat;
 }
+function exactly(list) {
+  return list.slice();
+}
 function scalarValue(text) {
   const value = coreScalar(text);
   return typeof value === "string" ? shared(value) : value;
@@ -56111,7 +56114,7 @@ var Reader = class {
       if (line && line.indent > indent) throw DECLINE;
     }
     this.closeBlock(self);
-    return out;
+    return exactly(out);
   }
   /** Whether the text at `from` is a mapping key (`name:` then a space or the line's end). */
   startsKey(from, end) {
@@ -56236,7 +56239,7 @@ var Reader = class {
     if (!this.restIsComment(i2, end)) throw DECLINE;
     this.nodes[this.base + self + 1] = i2;
     this.close(self);
-    return out;
+    return exactly(out);
   }
 };
 function parsePlainYaml(text) {
