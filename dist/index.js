@@ -51897,27 +51897,31 @@ import { hash } from "node:crypto";
 function canonicalJson(value) {
   return JSON.stringify(isCanonical(value) ? value : sortKeys(value));
 }
-function isCanonical(value) {
+function isCanonical(value, known) {
   if (typeof value !== "object" || value === null) return typeof value !== "number" || Number.isFinite(value);
   if (Array.isArray(value)) {
-    for (const v of value) if (v === void 0 || !isCanonical(v)) return false;
+    for (const v of value) if (v === void 0 || !isCanonical(v, known)) return false;
     return true;
   }
+  if (known?.has(value)) return true;
   if (Object.getPrototypeOf(value) !== Object.prototype) return false;
   let last2;
   for (const k in value) {
     if (last2 !== void 0 && k <= last2) return false;
     const v = value[k];
-    if (v === void 0 || !isCanonical(v)) return false;
+    if (v === void 0 || !isCanonical(v, known)) return false;
     last2 = k;
   }
   return true;
 }
+var HASHED = /* @__PURE__ */ new WeakSet();
 function sha256(text) {
   return hash("sha256", text, "hex");
 }
 function contentHash(value) {
-  return sha256(canonicalJson(value));
+  if (typeof value !== "object" || value === null || !isCanonical(value)) return sha256(canonicalJson(value));
+  HASHED.add(value);
+  return sha256(JSON.stringify(value));
 }
 function sortKeys(value) {
   if (typeof value === "number" && !Number.isFinite(value)) throw new TypeError(`cannot encode ${value} in JSON`);
@@ -51931,7 +51935,7 @@ function sortKeys(value) {
   return out;
 }
 function prettyJson(value) {
-  return JSON.stringify(isCanonical(value) ? value : sortKeys(value), null, 2) + "\n";
+  return JSON.stringify(isCanonical(value, HASHED) ? value : sortKeys(value), null, 2) + "\n";
 }
 
 // src/diagnostics/diagnostic.ts

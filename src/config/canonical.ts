@@ -20,23 +20,32 @@ export function canonicalJson(value: unknown): string {
 /**
  * Whether JSON.stringify writes `value` canonically as it is: every object's own keys in
  * sorted order, no `undefined` property, no non-finite number. Walks without allocating.
+ * Objects in `known` count as canonical without a walk.
  */
-export function isCanonical(value: unknown): boolean {
+export function isCanonical(value: unknown, known?: WeakSet<object>): boolean {
   if (typeof value !== 'object' || value === null) return typeof value !== 'number' || Number.isFinite(value);
   if (Array.isArray(value)) {
-    for (const v of value) if (v === undefined || !isCanonical(v)) return false;
+    for (const v of value) if (v === undefined || !isCanonical(v, known)) return false;
     return true;
   }
+  if (known?.has(value)) return true;
   if (Object.getPrototypeOf(value) !== Object.prototype) return false;
   let last: string | undefined;
   for (const k in value) {
     if (last !== undefined && k <= last) return false;
     const v = (value as Record<string, unknown>)[k];
-    if (v === undefined || !isCanonical(v)) return false;
+    if (v === undefined || !isCanonical(v, known)) return false;
     last = k;
   }
   return true;
 }
+
+/**
+ * Objects `contentHash` found canonical as they are: resource bodies, which nothing changes
+ * once hashed (a changed body would no longer match its version). A config holds many of
+ * them, most of them held by other configs too, and `prettyJson` need not walk them again.
+ */
+const HASHED = new WeakSet<object>();
 
 /** Lower-case hex sha256 of a string's UTF-8 bytes. */
 export function sha256(text: string): string {
@@ -45,7 +54,9 @@ export function sha256(text: string): string {
 
 /** Version of a resource body: the sha256 of its canonical JSON. */
 export function contentHash(value: unknown): string {
-  return sha256(canonicalJson(value));
+  if (typeof value !== 'object' || value === null || !isCanonical(value)) return sha256(canonicalJson(value));
+  HASHED.add(value);
+  return sha256(JSON.stringify(value));
 }
 
 /** A deep copy with object keys sorted, for deterministic output. Non-finite numbers are a bug and throw. */
@@ -63,5 +74,5 @@ export function sortKeys<T>(value: T): T {
 
 /** Pretty, key-sorted JSON with a final newline: the on-disk form of compiled configs. */
 export function prettyJson(value: unknown): string {
-  return JSON.stringify(isCanonical(value) ? value : sortKeys(value), null, 2) + '\n';
+  return JSON.stringify(isCanonical(value, HASHED) ? value : sortKeys(value), null, 2) + '\n';
 }
