@@ -52013,7 +52013,15 @@ function parseServiceKey(key) {
 // src/spec/duration.ts
 var PART = /([0-9]{1,5})(h|ms|m|s)/y;
 var UNIT_MS = { h: 36e5, m: 6e4, s: 1e3, ms: 1 };
+var READ = /* @__PURE__ */ new Map();
 function parseDuration(text) {
+  const known = READ.get(text);
+  if (known !== void 0) return known;
+  const ms2 = readDuration(text);
+  if (ms2 !== void 0 && READ.size < 4096) READ.set(text, ms2);
+  return ms2;
+}
+function readDuration(text) {
   let ms2 = 0;
   let parts = 0;
   PART.lastIndex = 0;
@@ -59067,7 +59075,12 @@ function makeResource(name, body) {
 }
 function versionOf(entries) {
   const lines = [...entries].map((e) => `${e.name}\0${e.version}
-`).sort();
+`);
+  for (let i2 = 1; i2 < lines.length; i2++)
+    if (lines[i2 - 1] > lines[i2]) {
+      lines.sort();
+      break;
+    }
   return sha256(lines.join(""));
 }
 function makeProxyConfig(service, resources) {

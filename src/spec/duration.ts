@@ -7,8 +7,23 @@
 const PART = /([0-9]{1,5})(h|ms|m|s)/y;
 const UNIT_MS: Readonly<Record<string, number>> = { h: 3_600_000, m: 60_000, s: 1000, ms: 1 };
 
+/**
+ * Durations already read, by spelling: a spec spells the same few dozen durations over and
+ * over (every rule's timeouts, every service's traffic settings), and the compiler reads
+ * each one several times. Bounded.
+ */
+const READ = new Map<string, number>();
+
 /** Milliseconds of a duration string, or undefined when it is not one. */
 export function parseDuration(text: string): number | undefined {
+  const known = READ.get(text);
+  if (known !== undefined) return known;
+  const ms = readDuration(text);
+  if (ms !== undefined && READ.size < 4096) READ.set(text, ms);
+  return ms;
+}
+
+function readDuration(text: string): number | undefined {
   let ms = 0;
   let parts = 0;
   PART.lastIndex = 0;
