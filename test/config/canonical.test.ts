@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { canonicalJson, isCanonical, sortKeys } from '../../src/config/canonical.ts';
+import { versionOf } from '../../src/config/resources.ts';
 import { compileDir, compileFiles } from '../../src/compiler/compile.ts';
 import { meshIndex } from '../../src/compiler/emit.ts';
 import { syntheticMesh } from '../../bench/synthetic-mesh.ts';
@@ -31,6 +32,17 @@ describe('canonical JSON', () => {
         for (const v of [value, reversed(value), sortKeys(value)]) if (isCanonical(v)) assert.equal(JSON.stringify(v), json);
       }),
       { numRuns: 300 },
+    );
+  });
+
+  test('a version over named versions does not depend on their order', () => {
+    fc.assert(
+      fc.property(fc.uniqueArray(fc.record({ name: fc.string(), version: fc.stringMatching(/^[0-9a-f]{1,8}$/) }), { selector: (e) => e.name }), (entries) => {
+        const byName = [...entries].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+        assert.equal(versionOf(entries), versionOf(byName));
+        assert.equal(versionOf([...entries].reverse()), versionOf(byName));
+      }),
+      { numRuns: 200 },
     );
   });
 
