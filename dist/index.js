@@ -58566,6 +58566,16 @@ var Checker = class {
     return touched;
   }
   /** A service's own checks (a unit) and its cluster (a unit); returns the cluster. */
+  /**
+   * Cluster settings of a service with TrafficPolicy settings `policy` over the Mesh's. Most
+   * services have no policy of their own, and share one resolved copy of the Mesh's
+   * (resource bodies are never changed once built).
+   */
+  trafficSettings(policy) {
+    if (policy !== NO_POLICY) return resolveTrafficSettings([this.settings.trafficPolicy, policy]);
+    return this.#meshTraffic ??= resolveTrafficSettings([this.settings.trafficPolicy]);
+  }
+  #meshTraffic;
   checkServiceAndCluster(name) {
     const svc = this.spec.services.get(name);
     this.unit("service", svc, [], () => this.checkService(svc), name);
@@ -58573,7 +58583,7 @@ var Checker = class {
     const policy = this.traffic.get(name)?.settings ?? NO_POLICY;
     const cluster = this.unit("cluster", svc, [this.settings, identity, policy], () => {
       const meshed = svc.doc.spec.sidecar !== false;
-      const t2 = resolveTrafficSettings([this.settings.trafficPolicy, policy]);
+      const t2 = this.trafficSettings(policy);
       return {
         circuitBreaker: t2.circuitBreaker,
         connection: t2.connection,

@@ -1081,6 +1081,18 @@ class Checker {
   }
 
   /** A service's own checks (a unit) and its cluster (a unit); returns the cluster. */
+  /**
+   * Cluster settings of a service with TrafficPolicy settings `policy` over the Mesh's. Most
+   * services have no policy of their own, and share one resolved copy of the Mesh's
+   * (resource bodies are never changed once built).
+   */
+  trafficSettings(policy: TrafficPolicySettings): ReturnType<typeof resolveTrafficSettings> {
+    if (policy !== NO_POLICY) return resolveTrafficSettings([this.settings.trafficPolicy, policy]);
+    return (this.#meshTraffic ??= resolveTrafficSettings([this.settings.trafficPolicy]));
+  }
+
+  #meshTraffic: ReturnType<typeof resolveTrafficSettings> | undefined;
+
   checkServiceAndCluster(name: string): ClusterBody {
     const svc = this.spec.services.get(name)!;
     this.unit('service', svc, [], () => this.checkService(svc), name);
@@ -1088,7 +1100,7 @@ class Checker {
     const policy = this.traffic.get(name)?.settings ?? NO_POLICY;
     const cluster = this.unit('cluster', svc, [this.settings, identity, policy], (): ClusterBody => {
       const meshed = svc.doc.spec.sidecar !== false;
-      const t = resolveTrafficSettings([this.settings.trafficPolicy, policy]);
+      const t = this.trafficSettings(policy);
       // Keys in sorted order (see routes.ts).
       return {
         circuitBreaker: t.circuitBreaker,
