@@ -16,7 +16,6 @@
  * to the applied snapshot, and the longest event-loop stall meanwhile.
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { pino } from 'pino';
 import { prettyJson } from '../src/config/canonical.ts';
 import { compileDir } from '../src/compiler/compile.ts';
 import { meshIndex } from '../src/compiler/emit.ts';
@@ -24,8 +23,6 @@ import { createIncrementalCompiler } from '../src/compiler/incremental.ts';
 import { readSpecDir } from '../src/compiler/load.ts';
 import { renderDiagnostics } from '../src/diagnostics/render.ts';
 import { SourceFile } from '../src/diagnostics/source-file.ts';
-import { ReconcilerMetrics } from '../src/reconciler/metrics.ts';
-import { Reconciler } from '../src/reconciler/reconciler.ts';
 import type { Revision, Source, SourceEvent } from '../src/reconciler/source.ts';
 import { syntheticMesh } from './synthetic-mesh.ts';
 
@@ -126,6 +123,10 @@ async function until(check: () => boolean, what: string): Promise<void> {
 }
 
 async function measureReconciler(dir: string): Promise<void> {
+  // Imported here, not above: a compile run loads only what `trellis compile` does, so its peak RSS is the CLI's.
+  const { pino } = await import('pino');
+  const { ReconcilerMetrics } = await import('../src/reconciler/metrics.ts');
+  const { Reconciler } = await import('../src/reconciler/reconciler.ts');
   const { files } = readSpecDir(dir);
   const source = new MemorySource({ id: 'r0', files, description: 'bench', seenAt: Date.now() });
   const reconciler = new Reconciler({ source, log: pino({ level: 'silent' }), metrics: new ReconcilerMetrics() });

@@ -29,7 +29,7 @@ import { syntheticMesh } from './synthetic-mesh.ts';
 const run = promisify(execFile);
 const COMPILE_ONCE = fileURLToPath(new URL('./compile-once.ts', import.meta.url));
 /** V8 settings `trellis compile` and `trellis reconcile` run with (bin/trellis.js): each run gets them too. */
-const CLI_V8_FLAGS = ['--max-semi-space-size=16'];
+const CLI_V8_FLAGS = ['--max-semi-space-size=8'];
 
 interface Options {
   readonly sizes: readonly number[];

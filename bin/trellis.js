@@ -46,12 +46,12 @@ if (cache.directory && !process.env.NODE_COMPILE_CACHE) process.env.NODE_COMPILE
 const SIDECAR_V8_FLAGS = ['--max-semi-space-size=4'];
 
 /**
- * V8 settings of every other command (compile, reconcile, …): semi-spaces of at most 16 MB.
+ * V8 settings of every other command (compile, reconcile, …): semi-spaces of at most 8 MB.
  * At the same speed, a cold compile of the 10 000-service benchmark spec then peaks about
- * 90 MB lower, and the reconciler's young-generation collections, which stop its thread,
- * take 20–30 ms where they reached 50–60 ms (README, "Benchmarks").
+ * 110 MB lower (under 300 MB), and the reconciler's young-generation collections, which
+ * stop its thread, stay short (README, "Benchmarks").
  */
-const CLI_V8_FLAGS = ['--max-semi-space-size=16'];
+const CLI_V8_FLAGS = ['--max-semi-space-size=8'];
 
 /** `flags` not already given to this process (by name), to add to its own. */
 function missingFlags(flags) {

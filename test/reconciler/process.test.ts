@@ -40,7 +40,7 @@ describe('reconciler and sidecars as processes', () => {
     const control = `http://127.0.0.1:${controlPort}`;
     let reconciler = await start(['reconcile', '--dir', specDir, '--listen', String(controlPort)]);
     // bin/trellis.js started it again as itself (same pid) with the CLI's V8 settings.
-    assert.deepEqual(readFileSync(`/proc/${reconciler.child.pid}/cmdline`, 'utf8').split('\0').slice(1, 4), ['--max-semi-space-size=16', BIN, 'reconcile']);
+    assert.deepEqual(readFileSync(`/proc/${reconciler.child.pid}/cmdline`, 'utf8').split('\0').slice(1, 4), ['--max-semi-space-size=8', BIN, 'reconcile']);
     const web = await start(['sidecar', '--service', 'web', '--control', control, '--outbound', '0', '--inbound', '0', '--admin', '0', '--state-dir', join(dir, 'web-state')]);
     const api = await start(['sidecar', '--service', 'api', '--control', control, '--outbound', '0', '--inbound', String(apiInbound), '--admin', '0', '--app', `127.0.0.1:${app.port}`]);
     await waitFor(() => ready(web.listening.admin!), 'web to get its config');
