@@ -58358,17 +58358,28 @@ var Checker = class {
    * documents came, went or changed content (see ContentChange): redoes the units those
    * documents feed, and those that read what they changed, and keeps the rest. Returns
    * undefined, having changed nothing, when the change reaches further than that (a
-   * service's identity or meshing, a route's parents): then a new checker's `run` does all.
+   * service's identity or meshing): then a new checker's `run` does all. A route moved to
+   * other parents is patched as the old route removed and the new one added.
    */
   patch(spec, change, referrers) {
-    for (const { before: before2, after: after3 } of change.replaced) {
+    const moved = [];
+    for (const pair of change.replaced) {
+      const { before: before2, after: after3 } = pair;
       if (after3.doc.kind === "Service") {
         const b = before2.doc;
         const a = after3.doc;
         if (b.spec.sidecar !== false !== (a.spec.sidecar !== false) || serviceIdentity(this.settings.trustDomain, a) !== this.identities.get(keyOf(a))) return void 0;
       } else if (after3.doc.kind === "HTTPRoute" || after3.doc.kind === "GRPCRoute") {
-        if (!sameList(parentKeys(before2.doc), parentKeys(after3.doc))) return void 0;
+        if (!sameList(parentKeys(before2.doc), parentKeys(after3.doc))) moved.push(pair);
       }
+    }
+    if (moved.length > 0) {
+      change = {
+        ...change,
+        replaced: change.replaced.filter((pair) => !moved.includes(pair)),
+        removed: [...change.removed, ...moved.map((m) => m.before)],
+        added: [...change.added, ...moved.map((m) => m.after)]
+      };
     }
     this.spec = spec;
     this.diagnostics.length = 0;

@@ -862,17 +862,30 @@ class Checker {
    * documents came, went or changed content (see ContentChange): redoes the units those
    * documents feed, and those that read what they changed, and keeps the rest. Returns
    * undefined, having changed nothing, when the change reaches further than that (a
-   * service's identity or meshing, a route's parents): then a new checker's `run` does all.
+   * service's identity or meshing): then a new checker's `run` does all. A route moved to
+   * other parents is patched as the old route removed and the new one added.
    */
   patch(spec: ResolvedSpec, change: ContentChange, referrers: ReadonlyMap<string, ReadonlySet<Located<SpecDocument>>>): { plan: MeshPlan; delta: CheckDelta } | undefined {
-    for (const { before, after } of change.replaced) {
+    // A route moved to other parents leaves the old ones' tables and joins the new ones': it
+    // is patched as that route removed and the new one added.
+    const moved: Array<{ before: Located<SpecDocument>; after: Located<SpecDocument> }> = [];
+    for (const pair of change.replaced) {
+      const { before, after } = pair;
       if (after.doc.kind === 'Service') {
         const b = before.doc as ServiceDocument;
         const a = after.doc as ServiceDocument;
         if ((b.spec.sidecar !== false) !== (a.spec.sidecar !== false) || serviceIdentity(this.settings.trustDomain, a) !== this.identities.get(keyOf(a))) return undefined;
       } else if (after.doc.kind === 'HTTPRoute' || after.doc.kind === 'GRPCRoute') {
-        if (!sameList(parentKeys(before.doc as RouteDocument), parentKeys(after.doc as RouteDocument))) return undefined;
+        if (!sameList(parentKeys(before.doc as RouteDocument), parentKeys(after.doc as RouteDocument))) moved.push(pair);
       }
+    }
+    if (moved.length > 0) {
+      change = {
+        ...change,
+        replaced: change.replaced.filter((pair) => !moved.includes(pair)),
+        removed: [...change.removed, ...moved.map((m) => m.before)],
+        added: [...change.added, ...moved.map((m) => m.after)],
+      };
     }
     this.spec = spec;
     // Only the ledger says what this check found; what units report on the way is not kept.

@@ -24,6 +24,20 @@ function canonical(result: CompileResult): string {
   return canonicalJson({ diagnostics, mesh: result.mesh ? { name: result.mesh.mesh, version: result.mesh.version } : null, configs, inboundPort: result.plan?.settings.inboundPort ?? null });
 }
 
+/** A route's first parent, and its name. */
+const PARENT = /parentRefs:\n\s+- kind: Service\n\s+name: ([a-z0-9-]+)/;
+
+/** `file` with its route's first parent changed to the first parent named in `files` from the `k`-th file on that is another. */
+function movedRoute(file: SourceFile, files: readonly SourceFile[], k = 0): SourceFile | undefined {
+  const from = PARENT.exec(file.text)?.[1];
+  if (from === undefined) return undefined;
+  for (let n = 0; n < files.length; n++) {
+    const to = PARENT.exec(files[(k + n) % files.length]!.text)?.[1];
+    if (to !== undefined && to !== from) return new SourceFile(file.path, file.text.replace(PARENT, (m) => m.replace(`name: ${from}`, `name: ${to}`)));
+  }
+  return undefined;
+}
+
 /** One edit of a spec repo, as a person might make it in a pull request. */
 type Edit =
   | { kind: 'replace'; file: number; from: string; to: string }
@@ -31,7 +45,8 @@ type Edit =
   | { kind: 'duplicate'; file: number }
   | { kind: 'add'; services: number; seed: number }
   | { kind: 'break'; file: number; at: number; text: string }
-  | { kind: 'touch'; file: number };
+  | { kind: 'touch'; file: number }
+  | { kind: 'move'; file: number; to: number };
 
 /** Value swaps that change configs, diagnostics or both (a timeout, a retry count, a weight, a name). */
 const SWAPS: ReadonlyArray<[string, string]> = [
@@ -71,6 +86,7 @@ const edit: fc.Arbitrary<Edit> = fc.oneof(
   { arbitrary: fc.record({ kind: fc.constant('add' as const), services: fc.integer({ min: 1, max: 4 }), seed: fc.integer({ min: 1, max: 1000 }) }), weight: 1 },
   { arbitrary: fc.record({ kind: fc.constant('break' as const), file: fc.nat(), at: fc.nat(), text: fc.constantFrom(': : x', '\t', '- ', '&a', '"', 'kind: Nope\n', '\n  x: 1\n') }), weight: 1 },
   { arbitrary: fc.record({ kind: fc.constant('touch' as const), file: fc.nat() }), weight: 1 },
+  { arbitrary: fc.record({ kind: fc.constant('move' as const), file: fc.nat(), to: fc.nat() }), weight: 1 },
 );
 
 function apply(files: SourceFile[], e: Edit): SourceFile[] {
@@ -97,6 +113,11 @@ function apply(files: SourceFile[], e: Edit): SourceFile[] {
     case 'touch':
       // Same path, same text, a new object (as a new git revision reads every blob anew).
       return files.map((x, j) => (j === i ? new SourceFile(x.path, x.text) : x));
+    case 'move': {
+      // A route re-pointed at another Service of the spec (its own parent's routes and the other's change).
+      const moved = movedRoute(f, files, e.to);
+      return moved ? files.map((x, j) => (j === i ? moved : x)) : files;
+    }
   }
 }
 
@@ -131,7 +152,7 @@ describe('incremental compile', () => {
     assert.equal(canonical(result), canonical(compileFiles(changed)));
   });
 
-  test('a service file added or removed patches the last compile too; a Mesh change checks the whole spec', () => {
+  test('a service file added or removed, or a route moved to another parent, patches the last compile too; a Mesh change checks the whole spec', () => {
     const files = syntheticMesh(200, { seed: 2 }).files;
     // An app of another mesh under new names: a Service, its route and its policies, calling into ours.
     const extra = syntheticMesh(3, { seed: 8 }).files.find((f) => f.path.startsWith('services/'))!;
@@ -142,6 +163,7 @@ describe('incremental compile', () => {
       ['added', [...files, app], true],
       ['removed', files, true],
       ['a service file removed', files.filter((_, i) => i !== 9), true],
+      ['a route moved to another parent', files.filter((_, i) => i !== 9).map((f, i) => (i === 20 ? movedRoute(f, files)! : f)), true],
       ['the Mesh changed', files.filter((_, i) => i !== 9).map((f) => (f.path === 'mesh.yaml' ? new SourceFile(f.path, f.text.replace('request: 15s', 'request: 20s')) : f)), false],
     ] as const) {
       const result = compiler.compile(revision);
