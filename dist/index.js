@@ -58356,10 +58356,10 @@ var Checker = class {
   /**
    * Patches this checker's last check and plan to `spec`, a revision in which only
    * documents came, went or changed content (see ContentChange): redoes the units those
-   * documents feed, and those that read what they changed, and keeps the rest. Returns
-   * undefined, having changed nothing, when the change reaches further than that (a
-   * service's identity or meshing): then a new checker's `run` does all. A route moved to
-   * other parents is patched as the old route removed and the new one added.
+   * documents feed, and those that read what they changed, and keeps the rest. A service
+   * whose meshing or identity changed, and a route moved to other parents, are patched as
+   * the old document removed and the new one added. (A change to the Mesh or a
+   * ReferenceGrant, or a duplicate name, never comes here: see `changeOf` in resolve.ts.)
    */
   patch(spec, change, referrers) {
     const moved = [];
@@ -58368,7 +58368,7 @@ var Checker = class {
       if (after3.doc.kind === "Service") {
         const b = before2.doc;
         const a = after3.doc;
-        if (b.spec.sidecar !== false !== (a.spec.sidecar !== false) || serviceIdentity(this.settings.trustDomain, a) !== this.identities.get(keyOf(a))) return void 0;
+        if (b.spec.sidecar !== false !== (a.spec.sidecar !== false) || serviceIdentity(this.settings.trustDomain, a) !== this.identities.get(keyOf(a))) moved.push(pair);
       } else if (after3.doc.kind === "HTTPRoute" || after3.doc.kind === "GRPCRoute") {
         if (!sameList(parentKeys(before2.doc), parentKeys(after3.doc))) moved.push(pair);
       }
@@ -58398,7 +58398,7 @@ var Checker = class {
       this.#servicesByIdentity = void 0;
       for (const name of removed) this.dropService(name, before);
       for (const name of added) {
-        before.set(name, void 0);
+        if (!before.has(name)) before.set(name, void 0);
         services.add(name);
         const svc = this.spec.services.get(name);
         for (const doc of referrers.get(name) ?? []) {
@@ -59230,8 +59230,10 @@ function emitIncrementally(plan, memo, previous, delta, dependents) {
   if (delta.graphChanged) patchCallers(plan, state, delta.before);
   for (const name of everyone ? plan.services.keys() : rebuild) {
     const svc = plan.services.get(name);
-    if (svc?.inbound) state.configs.set(name, configOf(plan, state, svc, memo.units));
-    else state.configs.delete(name);
+    if (svc?.inbound) {
+      if (!state.configs.has(name)) added = true;
+      state.configs.set(name, configOf(plan, state, svc, memo.units));
+    } else state.configs.delete(name);
   }
   if (added) {
     const ordered = /* @__PURE__ */ new Map();

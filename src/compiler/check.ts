@@ -860,21 +860,23 @@ class Checker {
   /**
    * Patches this checker's last check and plan to `spec`, a revision in which only
    * documents came, went or changed content (see ContentChange): redoes the units those
-   * documents feed, and those that read what they changed, and keeps the rest. Returns
-   * undefined, having changed nothing, when the change reaches further than that (a
-   * service's identity or meshing): then a new checker's `run` does all. A route moved to
-   * other parents is patched as the old route removed and the new one added.
+   * documents feed, and those that read what they changed, and keeps the rest. A service
+   * whose meshing or identity changed, and a route moved to other parents, are patched as
+   * the old document removed and the new one added. (A change to the Mesh or a
+   * ReferenceGrant, or a duplicate name, never comes here: see `changeOf` in resolve.ts.)
    */
-  patch(spec: ResolvedSpec, change: ContentChange, referrers: ReadonlyMap<string, ReadonlySet<Located<SpecDocument>>>): { plan: MeshPlan; delta: CheckDelta } | undefined {
-    // A route moved to other parents leaves the old ones' tables and joins the new ones': it
-    // is patched as that route removed and the new one added.
+  patch(spec: ResolvedSpec, change: ContentChange, referrers: ReadonlyMap<string, ReadonlySet<Located<SpecDocument>>>): { plan: MeshPlan; delta: CheckDelta } {
+    // A service that joins or leaves the mesh, or takes another identity, reaches whoever
+    // admits or calls it, as a service that comes or goes does; a route moved to other
+    // parents leaves the old ones' tables and joins the new ones'. Each is patched as the
+    // old document removed and the new one added.
     const moved: Array<{ before: Located<SpecDocument>; after: Located<SpecDocument> }> = [];
     for (const pair of change.replaced) {
       const { before, after } = pair;
       if (after.doc.kind === 'Service') {
         const b = before.doc as ServiceDocument;
         const a = after.doc as ServiceDocument;
-        if ((b.spec.sidecar !== false) !== (a.spec.sidecar !== false) || serviceIdentity(this.settings.trustDomain, a) !== this.identities.get(keyOf(a))) return undefined;
+        if ((b.spec.sidecar !== false) !== (a.spec.sidecar !== false) || serviceIdentity(this.settings.trustDomain, a) !== this.identities.get(keyOf(a))) moved.push(pair);
       } else if (after.doc.kind === 'HTTPRoute' || after.doc.kind === 'GRPCRoute') {
         if (!sameList(parentKeys(before.doc as RouteDocument), parentKeys(after.doc as RouteDocument))) moved.push(pair);
       }
@@ -909,7 +911,8 @@ class Checker {
       this.#servicesByIdentity = undefined;
       for (const name of removed) this.dropService(name, before);
       for (const name of added) {
-        before.set(name, undefined);
+        // A service that was there (its meshing or identity changed) keeps its plan from before.
+        if (!before.has(name)) before.set(name, undefined);
         services.add(name);
         const svc = this.spec.services.get(name)!;
         for (const doc of referrers.get(name) ?? []) {

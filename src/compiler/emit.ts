@@ -196,8 +196,11 @@ export function emitIncrementally(
   if (delta.graphChanged) patchCallers(plan, state, delta.before);
   for (const name of everyone ? plan.services.keys() : rebuild) {
     const svc = plan.services.get(name);
-    if (svc?.inbound) state.configs.set(name, configOf(plan, state, svc, memo.units));
-    else state.configs.delete(name);
+    if (svc?.inbound) {
+      // A service that joined the mesh gets a config it had not: it goes in plan order below.
+      if (!state.configs.has(name)) added = true;
+      state.configs.set(name, configOf(plan, state, svc, memo.units));
+    } else state.configs.delete(name);
   }
   // Configs in plan order, as a full emit makes them.
   if (added) {

@@ -172,6 +172,42 @@ describe('incremental compile', () => {
     }
   });
 
+  test('a service that takes another identity, or joins or leaves the mesh, is patched too', async () => {
+    const { readdirSync, readFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { fileURLToPath } = await import('node:url');
+    const root = fileURLToPath(new URL('../../examples/namespaces/', import.meta.url));
+    const files = (readdirSync(root, { recursive: true }) as string[])
+      .filter((p) => p.endsWith('.yaml'))
+      .map((p) => new SourceFile(p, readFileSync(join(root, p), 'utf8')));
+    const shop = files.findIndex((f) => f.path === 'shop/services.yaml');
+    const payments = files.findIndex((f) => f.path === 'payments/services.yaml');
+    const edit = (i: number, from: string, to: string) => (list: SourceFile[]) => {
+      assert.ok(list[i]!.text.includes(from), `${list[i]!.path} holds ${JSON.stringify(from)}`);
+      return list.map((f, j) => (j === i ? new SourceFile(f.path, f.text.replace(from, to)) : f));
+    };
+    const compiler = createIncrementalCompiler();
+    let revision = files;
+    let previous = canonical(compiler.compile(revision));
+    for (const [what, change] of [
+      // Checkout runs as the frontend's ServiceAccount: the two share an identity (a warning), and access rules see it anew.
+      ['checkout takes the frontend\'s identity', edit(shop, 'serviceAccount: checkout', 'serviceAccount: frontend')],
+      ['checkout takes an identity of its own again', edit(shop, '  name: checkout\n  namespace: shop\nspec:\n  ports:\n    - name: http\n      port: 80\n      targetPort: 8080\n  serviceAccount: frontend', '  name: checkout\n  namespace: shop\nspec:\n  ports:\n    - name: http\n      port: 80\n      targetPort: 8080\n  serviceAccount: checkout-2')],
+      ['a payments service takes a new identity', edit(payments, 'serviceAccount: payments-api-v2', 'serviceAccount: payments-api-v3')],
+      ['the ledger leaves the mesh', edit(payments, '  name: ledger\n  namespace: payments\nspec:\n', '  name: ledger\n  namespace: payments\nspec:\n  sidecar: false\n')],
+      ['the ledger joins the mesh again', edit(payments, '  sidecar: false\n', '')],
+    ] as const) {
+      revision = change(revision);
+      const compiled = compiler.compile(revision);
+      assert.ok(compiled.mesh, `${what}: the spec compiles`);
+      const result = canonical(compiled);
+      assert.equal(compiler.lastStats.patched, true, what);
+      assert.equal(result, canonical(compileFiles(revision)), what);
+      assert.notEqual(result, previous, `${what}: the edit changes what the compiler makes`);
+      previous = result;
+    }
+  });
+
   test('the example specs, compiled after each other in one compiler, each match their cold compile', async () => {
     const { readdirSync, readFileSync } = await import('node:fs');
     const { join, relative } = await import('node:path');
