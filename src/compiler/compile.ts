@@ -71,13 +71,6 @@ export function compileFiles(files: readonly SourceFile[], options: CompileOptio
   return compileStages(sortedByPath(files).map((f) => fileStages(f, limits)), options);
 }
 
-/**
- * The stages after validate, over every file's load and validate results (given in path
- * order): resolve, check, emit and traffic tests, which look across documents. With
- * `memo` (the incremental compiler's), units of check and emit whose inputs are unchanged
- * since the last compile are reused, and resource versions of equal bodies too; the result
- * is the same.
- */
 /** What the incremental compiler keeps from one compile to the next (see incremental.ts). */
 export interface IncrementalMemo {
   readonly units: CompileMemo;
@@ -91,6 +84,13 @@ export interface IncrementalMemo {
   patched: boolean;
 }
 
+/**
+ * The stages after validate, over every file's load and validate results (given in path
+ * order): resolve, check, emit and traffic tests, which look across documents. With
+ * `memo` (the incremental compiler's), the last compile is patched when only documents
+ * changed, and units of check and emit whose inputs are unchanged are reused; the result
+ * is the same.
+ */
 export function compileStages(stages: readonly FileStages[], options: CompileOptions = {}, memo?: IncrementalMemo): CompileResult {
   const diagnostics: Diagnostic[] = [];
   const sort = (list: readonly Diagnostic[]) => {
