@@ -93,7 +93,11 @@ if (process.argv[2] === 'sidecar' && typeof process.execve === 'function') {
   // Node takes V8's heap settings only at start: this process starts again as itself with
   // them (same pid, about 20 ms), unless it was given them already.
   const missing = missingFlags(CLI_V8_FLAGS);
-  if (missing.length > 0) process.execve(process.execPath, [process.execPath, ...process.execArgv, ...missing, fileURLToPath(import.meta.url), ...process.argv.slice(2)], process.env);
+  try {
+    if (missing.length > 0) process.execve(process.execPath, [process.execPath, ...process.execArgv, ...missing, fileURLToPath(import.meta.url), ...process.argv.slice(2)], process.env);
+  } catch {
+    // The settings are an optimisation: where the process cannot start again, it goes on without them.
+  }
 }
 // A reader that stops early (`trellis compile --stdout | head`) closes the pipe: the command
 // ends quietly, as command-line tools do, instead of failing on the write (EPIPE).
