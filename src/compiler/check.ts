@@ -1096,7 +1096,6 @@ class Checker {
     return touched;
   }
 
-  /** A service's own checks (a unit) and its cluster (a unit); returns the cluster. */
   /**
    * Cluster settings of a service with TrafficPolicy settings `policy` over the Mesh's. Most
    * services have no policy of their own, and share one resolved copy of the Mesh's
@@ -1109,6 +1108,7 @@ class Checker {
 
   #meshTraffic: ReturnType<typeof resolveTrafficSettings> | undefined;
 
+  /** A service's own checks (a unit) and its cluster (a unit); returns the cluster. */
   checkServiceAndCluster(name: string): ClusterBody {
     const svc = this.spec.services.get(name)!;
     this.unit('service', svc, [], () => this.checkService(svc), name);
