@@ -58576,7 +58576,6 @@ var Checker = class {
     }
     return touched;
   }
-  /** A service's own checks (a unit) and its cluster (a unit); returns the cluster. */
   /**
    * Cluster settings of a service with TrafficPolicy settings `policy` over the Mesh's. Most
    * services have no policy of their own, and share one resolved copy of the Mesh's
@@ -58587,6 +58586,7 @@ var Checker = class {
     return this.#meshTraffic ??= resolveTrafficSettings([this.settings.trafficPolicy]);
   }
   #meshTraffic;
+  /** A service's own checks (a unit) and its cluster (a unit); returns the cluster. */
   checkServiceAndCluster(name) {
     const svc = this.spec.services.get(name);
     this.unit("service", svc, [], () => this.checkService(svc), name);
