@@ -57123,6 +57123,8 @@ function listOf(spec, kind) {
       return spec.accessPolicies;
     case "TrafficTest":
       return spec.trafficTests;
+    case "ReferenceGrant":
+      return spec.referenceGrants;
     default:
       return void 0;
   }
@@ -57149,6 +57151,7 @@ function resolveIncrementally(valid, previous) {
     addReferrer(previous.referrers, doc);
     recheck.add(doc);
   };
+  const granting = /* @__PURE__ */ new Set();
   for (const { before, after: after3 } of change.replaced) {
     const kind = after3.doc.kind;
     const key = keyOf(after3.doc);
@@ -57158,7 +57161,8 @@ function resolveIncrementally(valid, previous) {
     }
     const list2 = listFor(kind);
     list2[indexByKey(list2, key)] = after3;
-    if (kind === "TrafficTest") continue;
+    if (kind === "ReferenceGrant") granting.add(namespaceOf(after3.doc));
+    if (kind === "TrafficTest" || kind === "ReferenceGrant") continue;
     forget(before);
     remember(after3);
   }
@@ -57172,7 +57176,8 @@ function resolveIncrementally(valid, previous) {
     }
     const list2 = listFor(doc.doc.kind);
     list2.splice(indexByKey(list2, key), 1);
-    if (doc.doc.kind !== "TrafficTest") forget(doc);
+    if (doc.doc.kind === "ReferenceGrant") granting.add(namespaceOf(doc.doc));
+    else if (doc.doc.kind !== "TrafficTest") forget(doc);
   }
   for (const doc of change.added) {
     const key = keyOf(doc.doc);
@@ -57184,7 +57189,8 @@ function resolveIncrementally(valid, previous) {
     }
     const list2 = listFor(doc.doc.kind);
     list2.splice(insertionIndex(list2, key), 0, doc);
-    if (doc.doc.kind !== "TrafficTest") remember(doc);
+    if (doc.doc.kind === "ReferenceGrant") granting.add(namespaceOf(doc.doc));
+    else if (doc.doc.kind !== "TrafficTest") remember(doc);
   }
   let services = prev.services;
   if (changedServices.size > 0) {
@@ -57200,6 +57206,10 @@ function resolveIncrementally(valid, previous) {
     for (const key of changedServices.keys()) for (const doc of previous.referrers.get(key) ?? []) recheck.add(doc);
     if (serviceKeys) for (const doc of previous.references.keys()) recheck.add(doc);
   }
+  if (granting.size > 0) {
+    for (const [key, svc] of services) if (granting.has(namespaceOf(svc.doc))) for (const doc of previous.referrers.get(key) ?? []) recheck.add(doc);
+    for (const doc of previous.references.keys()) recheck.add(doc);
+  }
   const list = (kind, old) => lists.get(kind) ?? old;
   const spec = {
     ...prev,
@@ -57208,7 +57218,8 @@ function resolveIncrementally(valid, previous) {
     grpcRoutes: list("GRPCRoute", prev.grpcRoutes),
     trafficPolicies: list("TrafficPolicy", prev.trafficPolicies),
     accessPolicies: list("AccessPolicy", prev.accessPolicies),
-    trafficTests: list("TrafficTest", prev.trafficTests)
+    trafficTests: list("TrafficTest", prev.trafficTests),
+    referenceGrants: list("ReferenceGrant", prev.referenceGrants)
   };
   for (const doc of recheck) {
     const found = checkReferences(spec, doc);
@@ -57244,7 +57255,7 @@ function changeOf(valid, previous) {
   const before = previous.valid;
   if (before.length === 0 || valid.length === 0) return void 0;
   const replaced = [];
-  const accept = (doc) => doc.doc.kind !== "Mesh" && doc.doc.kind !== "ReferenceGrant" && !previous.duplicated.has(fullKey(doc.doc));
+  const accept = (doc) => doc.doc.kind !== "Mesh" && !previous.duplicated.has(fullKey(doc.doc));
   if (valid.length === before.length) {
     let aligned = true;
     for (let i3 = 0; i3 < valid.length && aligned; i3++) {
@@ -58358,8 +58369,9 @@ var Checker = class {
    * documents came, went or changed content (see ContentChange): redoes the units those
    * documents feed, and those that read what they changed, and keeps the rest. A service
    * whose meshing or identity changed, and a route moved to other parents, are patched as
-   * the old document removed and the new one added. (A change to the Mesh or a
-   * ReferenceGrant, or a duplicate name, never comes here: see `changeOf` in resolve.ts.)
+   * the old document removed and the new one added. ReferenceGrants are resolve's alone:
+   * check reads none. (A change to the Mesh, or a duplicate name, never comes here: see
+   * `changeOf` in resolve.ts.)
    */
   patch(spec, change, referrers) {
     const moved = [];

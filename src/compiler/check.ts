@@ -862,8 +862,9 @@ class Checker {
    * documents came, went or changed content (see ContentChange): redoes the units those
    * documents feed, and those that read what they changed, and keeps the rest. A service
    * whose meshing or identity changed, and a route moved to other parents, are patched as
-   * the old document removed and the new one added. (A change to the Mesh or a
-   * ReferenceGrant, or a duplicate name, never comes here: see `changeOf` in resolve.ts.)
+   * the old document removed and the new one added. ReferenceGrants are resolve's alone:
+   * check reads none. (A change to the Mesh, or a duplicate name, never comes here: see
+   * `changeOf` in resolve.ts.)
    */
   patch(spec: ResolvedSpec, change: ContentChange, referrers: ReadonlyMap<string, ReadonlySet<Located<SpecDocument>>>): { plan: MeshPlan; delta: CheckDelta } {
     // A service that joins or leaves the mesh, or takes another identity, reaches whoever

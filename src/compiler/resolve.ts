@@ -373,9 +373,9 @@ export interface ResolveState {
  * How a revision's documents differ from the last one's, when only documents came, went or
  * changed content: each `replaced` document takes the place of one of the same kind and
  * key; `added` ones have keys the spec did not have, `removed` ones keys it no longer has.
- * Anything else (a document renamed into a key another has, a duplicate, the Mesh or a
- * ReferenceGrant changed) is a structural change, and every later stage looks at the whole
- * spec again.
+ * Anything else (a document renamed into a key another has, a duplicate, the Mesh changed)
+ * is a structural change, and every later stage looks at the whole spec again. A changed,
+ * new or removed ReferenceGrant has what refers into its namespace checked again.
  */
 export interface ContentChange {
   readonly replaced: ReadonlyArray<{ readonly before: Located<SpecDocument>; readonly after: Located<SpecDocument> }>;
@@ -437,6 +437,8 @@ function listOf(spec: ResolvedSpec, kind: SpecKind): ReadonlyArray<Located<SpecD
       return spec.accessPolicies;
     case 'TrafficTest':
       return spec.trafficTests;
+    case 'ReferenceGrant':
+      return spec.referenceGrants;
     default:
       return undefined;
   }
@@ -446,8 +448,8 @@ function listOf(spec: ResolvedSpec, kind: SpecKind): ReadonlyArray<Located<SpecD
  * `resolveSpec(valid)` for the incremental compiler: the same spec and diagnostics. When
  * `previous` is the last revision's state and only documents' content changed (see
  * ContentChange), the indexes are patched and only the references of the changed documents,
- * and of documents naming a changed service, are checked again; `change` then lists what
- * changed. Otherwise everything is resolved afresh and `change` is undefined.
+ * of documents naming a changed service, and of documents naming a service in a namespace
+ * whose ReferenceGrants changed, are checked again; `change` then lists what changed. Otherwise everything is resolved afresh and `change` is undefined.
  */
 export function resolveIncrementally(
   valid: readonly ValidDocument[],
@@ -475,6 +477,8 @@ export function resolveIncrementally(
     addReferrer(previous.referrers, doc);
     recheck.add(doc);
   };
+  // Namespaces whose ReferenceGrants changed: what refers into them is checked again.
+  const granting = new Set<string>();
   for (const { before, after } of change.replaced) {
     const kind = after.doc.kind;
     const key = keyOf(after.doc);
@@ -484,7 +488,8 @@ export function resolveIncrementally(
     }
     const list = listFor(kind);
     list[indexByKey(list, key)] = after;
-    if (kind === 'TrafficTest') continue;
+    if (kind === 'ReferenceGrant') granting.add(namespaceOf(after.doc));
+    if (kind === 'TrafficTest' || kind === 'ReferenceGrant') continue;
     forget(before);
     remember(after);
   }
@@ -498,7 +503,8 @@ export function resolveIncrementally(
     }
     const list = listFor(doc.doc.kind);
     list.splice(indexByKey(list, key), 1);
-    if (doc.doc.kind !== 'TrafficTest') forget(doc);
+    if (doc.doc.kind === 'ReferenceGrant') granting.add(namespaceOf(doc.doc));
+    else if (doc.doc.kind !== 'TrafficTest') forget(doc);
   }
   for (const doc of change.added) {
     const key = keyOf(doc.doc);
@@ -510,7 +516,8 @@ export function resolveIncrementally(
     }
     const list = listFor(doc.doc.kind);
     list.splice(insertionIndex(list, key), 0, doc);
-    if (doc.doc.kind !== 'TrafficTest') remember(doc);
+    if (doc.doc.kind === 'ReferenceGrant') granting.add(namespaceOf(doc.doc));
+    else if (doc.doc.kind !== 'TrafficTest') remember(doc);
   }
   let services = prev.services;
   if (changedServices.size > 0) {
@@ -530,6 +537,11 @@ export function resolveIncrementally(
     for (const key of changedServices.keys()) for (const doc of previous.referrers.get(key) ?? []) recheck.add(doc);
     if (serviceKeys) for (const doc of previous.references.keys()) recheck.add(doc);
   }
+  if (granting.size > 0) {
+    // What names a service of such a namespace, and whatever had a reference problem.
+    for (const [key, svc] of services) if (granting.has(namespaceOf(svc.doc))) for (const doc of previous.referrers.get(key) ?? []) recheck.add(doc);
+    for (const doc of previous.references.keys()) recheck.add(doc);
+  }
   const list = <D extends SpecDocument>(kind: SpecKind, old: ReadonlyArray<Located<D>>) => (lists.get(kind) as Array<Located<D>> | undefined) ?? old;
   const spec: ResolvedSpec = {
     ...prev,
@@ -539,6 +551,7 @@ export function resolveIncrementally(
     trafficPolicies: list('TrafficPolicy', prev.trafficPolicies),
     accessPolicies: list('AccessPolicy', prev.accessPolicies),
     trafficTests: list('TrafficTest', prev.trafficTests),
+    referenceGrants: list('ReferenceGrant', prev.referenceGrants),
   };
   for (const doc of recheck) {
     const found = checkReferences(spec, doc);
@@ -584,7 +597,7 @@ function changeOf(valid: readonly ValidDocument[], previous: ResolveState): Cont
   // With no documents before or now, whether the spec has documents at all changed (TRL3007 says so only then).
   if (before.length === 0 || valid.length === 0) return undefined;
   const replaced: Array<{ before: Located<SpecDocument>; after: Located<SpecDocument> }> = [];
-  const accept = (doc: Located<SpecDocument>) => doc.doc.kind !== 'Mesh' && doc.doc.kind !== 'ReferenceGrant' && !previous.duplicated.has(fullKey(doc.doc));
+  const accept = (doc: Located<SpecDocument>) => doc.doc.kind !== 'Mesh' && !previous.duplicated.has(fullKey(doc.doc));
   // Most often the documents are where they were, a few with new content.
   if (valid.length === before.length) {
     let aligned = true;

@@ -172,7 +172,7 @@ describe('incremental compile', () => {
     }
   });
 
-  test('a service that takes another identity, or joins or leaves the mesh, is patched too', async () => {
+  test('a service that takes another identity, or joins or leaves the mesh, and a ReferenceGrant changed, added or removed, are patched too', async () => {
     const { readdirSync, readFileSync } = await import('node:fs');
     const { join } = await import('node:path');
     const { fileURLToPath } = await import('node:url');
@@ -182,6 +182,8 @@ describe('incremental compile', () => {
       .map((p) => new SourceFile(p, readFileSync(join(root, p), 'utf8')));
     const shop = files.findIndex((f) => f.path === 'shop/services.yaml');
     const payments = files.findIndex((f) => f.path === 'payments/services.yaml');
+    const grants = files.findIndex((f) => f.path === 'payments/grants.yaml');
+    const grant = files[grants]!.text;
     const edit = (i: number, from: string, to: string) => (list: SourceFile[]) => {
       assert.ok(list[i]!.text.includes(from), `${list[i]!.path} holds ${JSON.stringify(from)}`);
       return list.map((f, j) => (j === i ? new SourceFile(f.path, f.text.replace(from, to)) : f));
@@ -189,17 +191,22 @@ describe('incremental compile', () => {
     const compiler = createIncrementalCompiler();
     let revision = files;
     let previous = canonical(compiler.compile(revision));
-    for (const [what, change] of [
+    for (const [what, change, compiles] of [
       // Checkout runs as the frontend's ServiceAccount: the two share an identity (a warning), and access rules see it anew.
-      ['checkout takes the frontend\'s identity', edit(shop, 'serviceAccount: checkout', 'serviceAccount: frontend')],
-      ['checkout takes an identity of its own again', edit(shop, '  name: checkout\n  namespace: shop\nspec:\n  ports:\n    - name: http\n      port: 80\n      targetPort: 8080\n  serviceAccount: frontend', '  name: checkout\n  namespace: shop\nspec:\n  ports:\n    - name: http\n      port: 80\n      targetPort: 8080\n  serviceAccount: checkout-2')],
-      ['a payments service takes a new identity', edit(payments, 'serviceAccount: payments-api-v2', 'serviceAccount: payments-api-v3')],
-      ['the ledger leaves the mesh', edit(payments, '  name: ledger\n  namespace: payments\nspec:\n', '  name: ledger\n  namespace: payments\nspec:\n  sidecar: false\n')],
-      ['the ledger joins the mesh again', edit(payments, '  sidecar: false\n', '')],
+      ['checkout takes the frontend\'s identity', edit(shop, 'serviceAccount: checkout', 'serviceAccount: frontend'), true],
+      ['checkout takes an identity of its own again', edit(shop, '  name: checkout\n  namespace: shop\nspec:\n  ports:\n    - name: http\n      port: 80\n      targetPort: 8080\n  serviceAccount: frontend', '  name: checkout\n  namespace: shop\nspec:\n  ports:\n    - name: http\n      port: 80\n      targetPort: 8080\n  serviceAccount: checkout-2'), true],
+      ['a payments service takes a new identity', edit(payments, 'serviceAccount: payments-api-v2', 'serviceAccount: payments-api-v3'), true],
+      ['the ledger leaves the mesh', edit(payments, '  name: ledger\n  namespace: payments\nspec:\n', '  name: ledger\n  namespace: payments\nspec:\n  sidecar: false\n'), true],
+      ['the ledger joins the mesh again', edit(payments, '  sidecar: false\n', ''), true],
+      // The shop's route to api-v2 needs the payments team's grant (TRL3009 without it).
+      ['the grant narrowed to another service', edit(grants, 'name: api-v2', 'name: api'), false],
+      ['the grant as it was', edit(grants, 'name: api\n', 'name: api-v2\n'), true],
+      ['the grant removed', (list: SourceFile[]) => list.map((f, j) => (j === grants ? new SourceFile(f.path, '# no grant\n') : f)), false],
+      ['the grant added again', (list: SourceFile[]) => list.map((f, j) => (j === grants ? new SourceFile(f.path, grant) : f)), true],
     ] as const) {
       revision = change(revision);
       const compiled = compiler.compile(revision);
-      assert.ok(compiled.mesh, `${what}: the spec compiles`);
+      assert.equal(compiled.mesh !== undefined, compiles, `${what}: the spec ${compiles ? 'compiles' : 'has errors'}`);
       const result = canonical(compiled);
       assert.equal(compiler.lastStats.patched, true, what);
       assert.equal(result, canonical(compileFiles(revision)), what);
