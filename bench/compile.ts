@@ -25,11 +25,10 @@ import { parseArgs, promisify } from 'node:util';
 import type { CompileSample, ReconcilerSample } from './compile-once.ts';
 import { renderCpuProfileSummary, summarizeCpuProfile, type CpuProfile } from './summarize-cpu-profile.ts';
 import { syntheticMesh } from './synthetic-mesh.ts';
+import { CLI_V8_FLAGS } from '../bin/v8-flags.js';
 
 const run = promisify(execFile);
 const COMPILE_ONCE = fileURLToPath(new URL('./compile-once.ts', import.meta.url));
-/** V8 settings `trellis compile` and `trellis reconcile` run with (bin/trellis.js): each run gets them too. */
-const CLI_V8_FLAGS = ['--max-semi-space-size=8'];
 
 interface Options {
   readonly sizes: readonly number[];

@@ -55,6 +55,7 @@ import { allProcessCpu, coreBusy, coreTicks, cpuSeconds, foreignCpu, memory, pro
 import { onPath, ProcessGroups, type Child } from './process-group.ts';
 import { benchProtocols } from './protocols.ts';
 import { renderSidecarProfile, summarizeSidecarProfile, type TimedCpuProfile } from './summarize-sidecar-profile.ts';
+import { SIDECAR_V8_FLAGS } from '../bin/v8-flags.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const here = (file: string) => fileURLToPath(new URL(file, import.meta.url));
@@ -69,8 +70,6 @@ const TARGETS = { vsNginx: 0.6, vsBare: 0.8, addedP99Ms: 1, vcpuPer1k: 0.12, rss
 
 type TargetName = 'direct' | 'trellis' | 'bare' | 'nginx' | 'fastify';
 const ALL_TARGETS: readonly TargetName[] = ['direct', 'trellis', 'bare', 'nginx', 'fastify'];
-/** V8 settings the sidecar runs with (bin/trellis.js); the bare proxy gets the same. */
-const SIDECAR_V8_FLAGS = ['--max-semi-space-size=4'];
 
 export interface Options {
   /** Targets of the HTTP/1.1 table, and `protocols` for the HTTP/2 and gRPC rows (bench/protocols.ts). */
@@ -775,7 +774,7 @@ async function main(): Promise<number> {
       direct: () => Promise.resolve(undefined),
       trellis: () => startTrellis(groups, configFile, o.trellisNodeFlags),
       nginx: () => (onPath('nginx') ? startNginx(groups, dir, upstreamPort) : 'no nginx binary on PATH (apt-get install nginx to include it)'),
-      bare: () => startNodeProxy(groups, 'bare proxy', './proxy-bare.js', upstreamPort, SIDECAR_V8_FLAGS),
+      bare: () => startNodeProxy(groups, 'bare proxy', './proxy-bare.js', upstreamPort, SIDECAR_V8_FLAGS), // the sidecar's V8 settings
       fastify: () => {
         try {
           import.meta.resolve('@fastify/http-proxy');

@@ -9,7 +9,7 @@
 //
 // `trellis sidecar` runs the sidecar's bundle (scripts/build-sidecar.ts): plain JavaScript
 // with only the sidecar's code, started in place of this process (process.execve, same pid)
-// with the V8 settings below. A bundle older than any source file is rebuilt first when
+// with its V8 settings (v8-flags.js). A bundle older than any source file is rebuilt first when
 // esbuild is installed; without esbuild, a stale bundle is not used and the sources run.
 // Every other command starts again the same way, from the sources, with settings of its own.
 import { spawnSync } from 'node:child_process';
@@ -17,6 +17,7 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import nodeModule from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { CLI_V8_FLAGS, SIDECAR_V8_FLAGS } from './v8-flags.js';
 
 const major = Number(process.versions.node.split('.')[0]);
 if (major < 24) {
@@ -37,21 +38,6 @@ if (major < 24) {
 // children use it too. Where the folder cannot be written, nothing is cached and all works.
 const cache = nodeModule.enableCompileCache();
 if (cache.directory && !process.env.NODE_COMPILE_CACHE) process.env.NODE_COMPILE_CACHE = cache.directory;
-
-/**
- * V8 settings of a sidecar process: young-generation semi-spaces of at most 4 MB (Node's
- * default grows them to 32 MB under load, which is most of a busy sidecar's growth in
- * resident memory; see docs/sidecar-runtime.md for the measurements).
- */
-const SIDECAR_V8_FLAGS = ['--max-semi-space-size=4'];
-
-/**
- * V8 settings of every other command (compile, reconcile, …): semi-spaces of at most 8 MB.
- * At the same speed, a cold compile of the 10 000-service benchmark spec then peaks about
- * 110 MB lower (under 300 MB), and the reconciler's young-generation collections, which
- * stop its thread, stay short (README, "Benchmarks").
- */
-const CLI_V8_FLAGS = ['--max-semi-space-size=8'];
 
 /** `flags` not already given to this process (by name), to add to its own. */
 function missingFlags(flags) {

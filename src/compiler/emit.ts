@@ -9,7 +9,7 @@
  * as `route/<service>`; every other caller carries the producer table under the same name.
  */
 import { makeProxyConfig, makeResource, versionOf } from '../config/resources.ts';
-import type { ProxyConfig, Resource, ResourceBody } from '../config/types.ts';
+import type { ProxyConfig, Resource } from '../config/types.ts';
 import type { CheckDelta, MeshPlan, ServicePlan } from './check.ts';
 import type { CompileMemo } from './memo.ts';
 

@@ -15,7 +15,7 @@
  * - bytes flow both ways as they come, half-closes pass through, and a connection idle
  *   for the cluster's `idleTimeout` is closed.
  */
-import { connect as netConnect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { IncomingMessage } from 'node:http';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
