@@ -1,11 +1,11 @@
 /**
  * How a sidecar connects to a meshed instance (an HTTP/2 session, which also carries TCP
- * tunnels), chosen per new connection. Calls to a meshed service go over mTLS (TLS 1.3, this sidecar's certificate, the trust
- * bundle) when the mesh's mode is `strict` or `permissive`, and the server must present
- * exactly the identity the cluster resource names; anything else is refused before a byte
- * of the request is sent; the peer must also agree to HTTP/2 (ALPN `h2`). Unmeshed
- * services, and meshes with mTLS `off`, get plain TCP (h2c; HTTP/1.1 backends are undici
- * pools of their own, always plain: clusters.ts).
+ * tunnels), chosen per new connection. Calls to a meshed service go over mTLS (TLS 1.3,
+ * this sidecar's certificate, the trust bundle) when the mesh's mode is `strict` or
+ * `permissive`, and the server must present exactly the identity the cluster resource
+ * names; anything else is refused before a byte of the request is sent; the peer must also
+ * agree to HTTP/2 (ALPN `h2`). Unmeshed services, and meshes with mTLS `off`, get plain TCP
+ * (h2c; HTTP/1.1 backends are undici pools of their own, always plain: clusters.ts).
  * In `permissive` mode a sidecar without a certificate yet falls back to plaintext; in
  * `strict` it fails the connection (`no_identity`).
  *
